@@ -1,0 +1,245 @@
+//! The file as written: serde structs whose leaves are `toml::Spanned`, so that validation can
+//! point at any value, and the section-aware wording of unknown/missing-key errors.
+//!
+//! Values that need checking (addresses, names, numbers) are read as plain strings and integers
+//! here and parsed in `validate`, where the span is at hand; only TOML types are checked by serde.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Top-level tables, as they appear in serde's "expected one of" lists.
+const TOP_KEYS: &[&str] = &["router", "interface", "route"];
+/// Keys of `[router]`, in documentation order.
+pub(crate) const ROUTER_KEYS: &[&str] = &["id", "workers", "management-socket", "log-level"];
+/// Keys of `[[interface]]`, in documentation order.
+pub(crate) const INTERFACE_KEYS: &[&str] = &["name", "address", "mac", "mtu"];
+/// Keys of `[[route]]`, in documentation order.
+pub(crate) const ROUTE_KEYS: &[&str] = &["prefix", "via", "interface"];
+
+/// The whole document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a swrouter configuration")]
+pub(crate) struct RawFile {
+    /// `[router]`, optional.
+    #[serde(default)]
+    pub router: Option<RawRouter>,
+    /// `[[interface]]` tables; the span is the whole table, header included.
+    #[serde(default)]
+    pub interface: Vec<Spanned<RawInterface>>,
+    /// `[[route]]` tables; the span is the whole table, header included.
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[router]`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a [router] table"
+)]
+pub(crate) struct RawRouter {
+    /// `id = "10.0.1.1"`.
+    pub id: Option<Spanned<String>>,
+    /// `workers = 2`.
+    pub workers: Option<Spanned<Int>>,
+    /// `management-socket = "/run/swrouter/swrouter.sock"`.
+    pub management_socket: Option<Spanned<String>>,
+    /// `log-level = "info"`.
+    pub log_level: Option<Spanned<String>>,
+}
+
+/// One `[[interface]]`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "an [[interface]] table"
+)]
+pub(crate) struct RawInterface {
+    /// `name = "eth0"`.
+    pub name: Spanned<String>,
+    /// `address = "10.0.1.1/24"`.
+    pub address: Spanned<String>,
+    /// `mac = "02:00:00:00:00:01"`.
+    pub mac: Option<Spanned<String>>,
+    /// `mtu = 1500`.
+    pub mtu: Option<Spanned<Int>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a [[route]] table"
+)]
+pub(crate) struct RawRoute {
+    /// `prefix = "10.9.0.0/16"`.
+    pub prefix: Spanned<String>,
+    /// `via = "10.0.1.254"`.
+    pub via: Spanned<String>,
+    /// `interface = "eth0"`.
+    pub interface: Option<Spanned<String>>,
+}
+
+/// A TOML integer; its own type so that a wrong type reads "expected an integer", not "i64".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int(pub i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IntVisitor;
+        impl Visitor<'_> for IntVisitor {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                // TOML integers are i64; saturate anything else so range checks still reject it.
+                Ok(Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_i64(IntVisitor)
+    }
+}
+
+/// Rewrites serde's unknown/missing-field messages into ones that name the TOML section.
+///
+/// serde says "unknown field `workerz`, expected one of `id`, `workers`, …"; the section is
+/// recognised by the list of expected keys, which is unique per struct. Returns `None` for any
+/// other message, which is then shown as toml wrote it.
+pub(crate) fn explain(msg: &str) -> Option<String> {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (key, tail) = rest.split_once('`')?;
+        let expected = backticked(tail);
+        return explain_unknown(key, &expected);
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let (key, _) = rest.split_once('`')?;
+        let section = match key {
+            "name" | "address" => "[[interface]]",
+            "prefix" | "via" => "[[route]]",
+            _ => return None,
+        };
+        let needs = if section == "[[route]]" {
+            "every route needs `prefix` and `via`"
+        } else {
+            "every interface needs `name` and `address`"
+        };
+        return Some(format!("missing key `{key}` in {section}; {needs}"));
+    }
+    None
+}
+
+/// The message for an unknown `key` in the struct whose keys are `expected`.
+fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
+    let same =
+        |keys: &[&str]| keys.len() == expected.len() && keys.iter().all(|k| expected.contains(k));
+    if same(TOP_KEYS) {
+        // At the top level the keys are table names, so show them as headers.
+        let hint = suggest(key, TOP_KEYS)
+            .map(|s| format!("; did you mean {}?", header(s)))
+            .unwrap_or_default();
+        return Some(format!(
+            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]]{hint}"
+        ));
+    }
+    let (section, keys) = [
+        ("[router]", ROUTER_KEYS),
+        ("[[interface]]", INTERFACE_KEYS),
+        ("[[route]]", ROUTE_KEYS),
+    ]
+    .into_iter()
+    .find(|(_, keys)| same(keys))?;
+    let hint = suggest(key, keys)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    Some(format!(
+        "unknown key `{key}` in {section}; expected one of: {}{hint}",
+        keys.join(", ")
+    ))
+}
+
+/// The header a top-level key is written as.
+fn header(key: &str) -> &'static str {
+    match key {
+        "router" => "[router]",
+        "interface" => "[[interface]]",
+        _ => "[[route]]",
+    }
+}
+
+/// The words between backticks in `s`, in order.
+fn backticked(s: &str) -> Vec<&str> {
+    s.split('`').skip(1).step_by(2).collect()
+}
+
+/// The known key closest to a misspelt `key`: same after '_' → '-' and lowercasing, or within
+/// edit distance 2 (and less than its length, so "a" does not suggest "id").
+fn suggest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
+    let norm = key.to_ascii_lowercase().replace('_', "-");
+    keys.iter()
+        .map(|k| (if **k == norm { 0 } else { distance(&norm, k) }, *k))
+        .filter(|(d, _)| *d <= 2 && *d < key.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance between `a` and `b`, in characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(distance("workerz", "workers"), 1);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("log_level", ROUTER_KEYS), Some("log-level"));
+        assert_eq!(suggest("Workers", ROUTER_KEYS), Some("workers"));
+        assert_eq!(suggest("interfaces", TOP_KEYS), Some("interface"));
+        assert_eq!(suggest("gateway", ROUTE_KEYS), None);
+        assert_eq!(suggest("a", ROUTER_KEYS), None);
+    }
+
+    #[test]
+    fn serde_message_shapes_are_recognised() {
+        // The three shapes of serde's `OneOf` (one, two, many) must all map to a section.
+        assert_eq!(
+            explain("unknown field `x`, expected one of `prefix`, `via`, `interface`").as_deref(),
+            Some("unknown key `x` in [[route]]; expected one of: prefix, via, interface")
+        );
+        assert_eq!(explain("unknown field `x`, expected `a` or `b`"), None);
+        assert_eq!(
+            explain("invalid type: integer `5`, expected a string"),
+            None
+        );
+        assert_eq!(explain("missing field `weird`"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Small value types of the schema: [`MacAddr`] and [`LogLevel`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An Ethernet MAC address; Display `02:00:00:00:00:01`, parsed with ':' or '-' separators.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// Why a string is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address `{0}`: expected six two-digit hex octets separated by ':' or '-', e.g. 02:00:00:00:00:01")]
+pub struct ParseMacError(pub String);
+
+impl MacAddr {
+    /// ff:ff:ff:ff:ff:ff.
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+
+    /// True for group addresses (I/G bit, the lowest bit of the first octet), broadcast included.
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// True for ff:ff:ff:ff:ff:ff.
+    pub fn is_broadcast(self) -> bool {
+        self == Self::BROADCAST
+    }
+
+    /// True for 00:00:00:00:00:00.
+    pub fn is_zero(self) -> bool {
+        self.0 == [0; 6]
+    }
+
+    /// True when the address can be an interface's own (not multicast, not all zeros).
+    pub fn is_unicast(self) -> bool {
+        !self.is_multicast() && !self.is_zero()
+    }
+}
+
+impl From<[u8; 6]> for MacAddr {
+    fn from(octets: [u8; 6]) -> Self {
+        MacAddr(octets)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ParseMacError;
+
+    /// Six groups of exactly two hex digits, all separated by ':' or all by '-'.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseMacError(s.to_string());
+        // One separator throughout: "02:00-00:..." is more likely a typo than intent.
+        let sep = if s.contains(':') { ':' } else { '-' };
+        let mut octets = [0u8; 6];
+        let mut parts = s.split(sep);
+        for octet in &mut octets {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *octet = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(octets))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Log verbosity, from least to most verbose; serde and Display use lowercase names.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Operational events (the default).
+    #[default]
+    Info,
+    /// Detail for troubleshooting.
+    Debug,
+    /// Everything, including per-packet events.
+    Trace,
+}
+
+/// Why a string is not a log level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log level `{0}`; expected one of: error, warn, info, debug, trace")]
+pub struct ParseLogLevelError(pub String);
+
+impl LogLevel {
+    /// Every level, least verbose first.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The lowercase name, as written in the config and understood by tracing's env-filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = ParseLogLevelError;
+
+    /// Exactly one of the lowercase names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| ParseLogLevelError(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_display_and_parse() {
+        let m = MacAddr([0x02, 0, 0, 0, 0xab, 0x01]);
+        assert_eq!(m.to_string(), "02:00:00:00:ab:01");
+        assert_eq!("02:00:00:00:ab:01".parse::<MacAddr>(), Ok(m));
+        assert_eq!("02-00-00-00-AB-01".parse::<MacAddr>(), Ok(m));
+        assert_eq!(format!("{m:?}"), "MacAddr(02:00:00:00:ab:01)");
+    }
+
+    #[test]
+    fn mac_rejects_malformed() {
+        for s in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "2:0:0:0:0:1",
+            "02:00-00:00:00:01",
+            "02:00:00:00:00:0g",
+            "0200.0000.0001",
+            "02:00:00:00:00:+1",
+            "02:00:00:00:00:01:",
+        ] {
+            assert!(s.parse::<MacAddr>().is_err(), "{s:?} parsed");
+        }
+    }
+
+    #[test]
+    fn mac_classes() {
+        assert!(MacAddr::BROADCAST.is_broadcast() && MacAddr::BROADCAST.is_multicast());
+        assert!(MacAddr([0x01, 0, 0x5e, 0, 0, 1]).is_multicast());
+        assert!(MacAddr([0; 6]).is_zero() && !MacAddr([0; 6]).is_unicast());
+        assert!(MacAddr([0x02, 0, 0, 0, 0, 1]).is_unicast());
+    }
+
+    #[test]
+    fn mac_serde_is_a_string() {
+        let m = MacAddr([0x02, 0, 0, 0, 0, 1]);
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:00:00:00:00:01\"");
+        assert_eq!(
+            serde_json::from_str::<MacAddr>("\"02-00-00-00-00-01\"").unwrap(),
+            m
+        );
+        assert!(serde_json::from_str::<MacAddr>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn log_level_names() {
+        assert_eq!(LogLevel::default(), LogLevel::Info);
+        for l in LogLevel::ALL {
+            assert_eq!(l.to_string().parse::<LogLevel>(), Ok(l));
+            assert_eq!(serde_json::to_string(&l).unwrap(), format!("\"{l}\""));
+        }
+        assert_eq!(
+            serde_json::from_str::<LogLevel>("\"warn\"").unwrap(),
+            LogLevel::Warn
+        );
+        assert!("INFO".parse::<LogLevel>().is_err());
+        assert!(LogLevel::Error < LogLevel::Trace);
+    }
+}

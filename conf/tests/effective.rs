@@ -1,0 +1,162 @@
+//! `RouterConf::to_toml` (the effective config), `load_file`'s own errors, and the serde shape.
+
+use std::path::{Path, PathBuf};
+
+use conf::{load_file, parse_str, RouterConf};
+
+/// A config that uses every key.
+const FULL: &str = r#"
+[router]
+workers = 3
+log-level = "debug"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+mac = "02-00-00-00-00-01"
+
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+mtu = 9000
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "10.0.1.254"
+interface = "eth0"
+
+[[route]]
+prefix = "10.9.0.0/16"
+via = "10.0.2.9"
+"#;
+
+/// The exact effective form of `FULL`.
+const FULL_EFFECTIVE: &str = r#"# swrouter effective configuration (defaults filled in)
+
+[router]
+id = "10.0.2.1"
+workers = 3
+management-socket = "/run/swrouter/swrouter.sock"
+log-level = "debug"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+mac = "02:00:00:00:00:01"
+mtu = 1500
+
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+mtu = 9000
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "10.0.1.254"
+interface = "eth0"
+
+[[route]]
+prefix = "10.9.0.0/16"
+via = "10.0.2.9"
+"#;
+
+#[test]
+fn effective_config_has_every_default() {
+    let c = parse_str("full.conf", FULL).unwrap();
+    assert_eq!(c.to_toml(), FULL_EFFECTIVE);
+}
+
+#[test]
+fn effective_config_round_trips() {
+    let c = parse_str("full.conf", FULL).unwrap();
+    let again = parse_str("effective", &c.to_toml()).unwrap();
+    assert_eq!(again, c);
+    // And it is a fixed point: printing the re-parsed config gives the same text.
+    assert_eq!(again.to_toml(), c.to_toml());
+}
+
+#[test]
+fn effective_config_escapes_strings() {
+    // Linux allows quotes and backslashes in interface names; the output must stay valid TOML.
+    let text = r#"
+[router]
+management-socket = "/run/sw \"router\"\\x.sock"
+[[interface]]
+name = "a\"b\\c"
+address = "10.0.1.1/24"
+"#;
+    let c = parse_str("q.conf", text).unwrap();
+    assert_eq!(c.interfaces[0].name, "a\"b\\c");
+    assert_eq!(parse_str("effective", &c.to_toml()).unwrap(), c);
+}
+
+#[test]
+fn serde_shape_matches_the_file_format() {
+    // Serializing the public types with serde gives the same schema the parser reads.
+    let c = parse_str("full.conf", FULL).unwrap();
+    let via_serde = toml::to_string(&c).unwrap();
+    assert_eq!(parse_str("serde", &via_serde).unwrap(), c);
+    let json: serde_json::Value = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["router"]["log-level"], "debug");
+    assert_eq!(json["interface"][0]["address"], "10.0.1.1/24");
+    assert_eq!(json["interface"][0]["mac"], "02:00:00:00:00:01");
+    assert_eq!(json["route"][1]["prefix"], "10.9.0.0/16");
+    assert!(json["route"][0].get("line").is_none());
+}
+
+#[test]
+fn unreadable_file() {
+    let path = Path::new("/nonexistent/swrouter/router.conf");
+    let e = load_file(path).unwrap_err();
+    assert_eq!(
+        (e.file.as_str(), e.line, e.col),
+        ("/nonexistent/swrouter/router.conf", 0, 0)
+    );
+    assert!(e.msg.starts_with("cannot read: "), "{}", e.msg);
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/swrouter/router.conf:0:0: cannot read: "));
+}
+
+/// A file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str, bytes: &[u8]) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("conf-test-{}-{tag}.conf", std::process::id()));
+        std::fs::write(&path, bytes).expect("temp dir is writable");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn file_errors_carry_the_path() {
+    let f = TempFile::new("bad", b"[router]\nworkers = 0\n");
+    let e = load_file(&f.0).unwrap_err();
+    assert_eq!(e.file, f.0.display().to_string());
+    assert_eq!((e.line, e.col), (2, 11));
+}
+
+#[test]
+fn non_utf8_file() {
+    let f = TempFile::new("latin1", b"[router]\n# r\xe9glage\n");
+    let e = load_file(&f.0).unwrap_err();
+    assert_eq!(
+        (e.line, e.col, e.msg.as_str()),
+        (2, 4, "file is not valid UTF-8 text")
+    );
+}
+
+#[test]
+fn load_file_equals_parse_str() {
+    let f = TempFile::new("full", FULL.as_bytes());
+    let a: RouterConf = load_file(&f.0).unwrap();
+    assert_eq!(a, parse_str("x", FULL).unwrap());
+}

@@ -1,0 +1,345 @@
+//! The control plane: takes over the configured interfaces, starts the workers, serves the
+//! management socket, and handles signals (SIGINT/SIGTERM stop, SIGHUP reloads routes).
+//!
+//! It runs on a single-threaded tokio runtime; the workers are plain threads that never wait on it.
+
+use crate::pipeline::counters::WorkerCounters;
+use crate::pipeline::Pipeline;
+use crate::status::{self, StatusContext};
+use crate::tables::neighbours::Neighbours;
+use crate::tables::routes::RouteTable;
+use crate::tables::{Iface, Tables};
+use crate::wire::ethernet::Mac;
+use crate::worker::{self, Shared};
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use conf::RouterConf;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// A management request, one line of text.
+pub const REQ_STATUS: &str = "status";
+/// Reload request.
+pub const REQ_RELOAD: &str = "reload";
+
+/// Answer to a reload request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// True when the new config is in force.
+    pub ok: bool,
+    /// What happened, or why the file was rejected.
+    pub message: String,
+}
+
+/// What we changed on an interface and put back on exit.
+struct Restore {
+    name: String,
+    flags: u32,
+    disable_ipv6: Option<String>,
+    forwarding: Option<String>,
+}
+
+/// Builds the interface table from the config and the kernel's view of each device.
+pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
+    let kernel = pnet_datalink::interfaces();
+    let mut out = Vec::new();
+    for (id, ic) in conf.interfaces.iter().enumerate() {
+        let link = crate::sys::link_info(&ic.name)
+            .with_context(|| format!("interface {} (from the config) is not usable", ic.name))?;
+        if let Some(k) = kernel.iter().find(|k| k.name == ic.name) {
+            if let Some(v4) = k.ips.iter().find(|ip| ip.is_ipv4()) {
+                bail!(
+                    "interface {} has the kernel IPv4 address {v4}; swrouter is the IP stack of its interfaces, so remove it first (ip addr flush dev {} scope global)",
+                    ic.name,
+                    ic.name
+                );
+            }
+        }
+        out.push(Iface {
+            id: id as u16,
+            name: ic.name.clone(),
+            ifindex: link.ifindex,
+            mac: Mac(ic.mac.map(|m| m.0).unwrap_or(link.mac)),
+            addr: ic.address,
+            prefix_len: ic.network.prefix(),
+            mtu: ic.mtu,
+        });
+    }
+    Ok(out)
+}
+
+/// Static routes of a config in the form the route table takes.
+fn statics(conf: &RouterConf) -> Vec<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr, Option<String>)> {
+    conf.routes
+        .iter()
+        .map(|r| {
+            (
+                r.prefix.network(),
+                r.prefix.prefix(),
+                r.via,
+                r.interface.clone(),
+            )
+        })
+        .collect()
+}
+
+fn read_sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn write_sysctl(path: &str, value: &str) {
+    if let Err(e) = std::fs::write(path, value) {
+        tracing::debug!(path, error = %e, "could not set sysctl");
+    }
+}
+
+/// Brings the interfaces up under our control: up, kernel ARP off (we answer ARP), no IPv6
+/// chatter, no kernel forwarding of what arrives there, MTU as configured.
+fn take_over(ifaces: &[Iface]) -> Result<Vec<Restore>> {
+    let mut restore = Vec::new();
+    for i in ifaces {
+        let link = crate::sys::link_info(&i.name)?;
+        if link.mtu != i.mtu as u32 {
+            crate::sys::set_link_mtu(&i.name, i.mtu as u32)
+                .with_context(|| format!("setting MTU {} on {}", i.mtu, i.name))?;
+        }
+        let flags = link.flags | libc::IFF_UP as u32 | libc::IFF_NOARP as u32;
+        crate::sys::set_link_flags(&i.name, flags)
+            .with_context(|| format!("bringing {} up", i.name))?;
+        let v6 = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", i.name);
+        let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", i.name);
+        let r = Restore {
+            name: i.name.clone(),
+            flags: link.flags,
+            disable_ipv6: read_sysctl(&v6),
+            forwarding: read_sysctl(&fwd),
+        };
+        write_sysctl(&v6, "1");
+        write_sysctl(&fwd, "0");
+        tracing::info!(interface = %i.name, address = %i.addr, prefix = i.prefix_len, mac = %i.mac, mtu = i.mtu, "interface taken over");
+        restore.push(r);
+    }
+    Ok(restore)
+}
+
+fn give_back(restore: &[Restore]) {
+    for r in restore {
+        // Keep the link up (traffic may still flow through it later) but hand ARP back.
+        if let Ok(link) = crate::sys::link_info(&r.name) {
+            let flags =
+                (link.flags & !(libc::IFF_NOARP as u32)) | (r.flags & libc::IFF_NOARP as u32);
+            let _ = crate::sys::set_link_flags(&r.name, flags);
+        }
+        if let Some(v) = &r.disable_ipv6 {
+            write_sysctl(
+                &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", r.name),
+                v,
+            );
+        }
+        if let Some(v) = &r.forwarding {
+            write_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/forwarding", r.name), v);
+        }
+    }
+}
+
+/// Runs the router until SIGINT/SIGTERM.
+pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
+    if crate::sys::euid() != 0 {
+        bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces");
+    }
+    let ifaces = build_ifaces(&conf)?;
+    let routes = RouteTable::build(&ifaces, &statics(&conf))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let restore = take_over(&ifaces)?;
+    let tables = Tables { ifaces, routes };
+    let n_ifaces = tables.ifaces.len();
+    let shared = Arc::new(Shared {
+        tables: ArcSwap::from_pointee(tables),
+        neighbours: Neighbours::default(),
+        stop: Default::default(),
+        counters: (0..conf.router.workers)
+            .map(|_| Arc::new(WorkerCounters::new(Pipeline::stage_count(), n_ifaces)))
+            .collect(),
+    });
+    let result = (|| -> Result<()> {
+        let handles = worker::start(shared.clone())?;
+        tracing::info!(workers = handles.len(), router_id = %conf.router.id, "swrouter running");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let outcome = rt.block_on(control_loop(
+            config_path.to_path_buf(),
+            conf,
+            shared.clone(),
+        ));
+        shared.stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        outcome
+    })();
+    shared.stop.store(true, Ordering::Relaxed);
+    give_back(&restore);
+    tracing::info!("swrouter stopped");
+    result
+}
+
+struct ControlState {
+    config_path: PathBuf,
+    conf: RouterConf,
+    shared: Arc<Shared>,
+    started: Instant,
+    reloads: u64,
+}
+
+async fn control_loop(config_path: PathBuf, conf: RouterConf, shared: Arc<Shared>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sock_path = conf.router.management_socket.clone();
+    if let Some(dir) = sock_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if sock_path.exists() {
+        // A socket that nobody answers on is left over from a crash; a live one means another
+        // router uses this path.
+        if std::os::unix::net::UnixStream::connect(&sock_path).is_ok() {
+            bail!(
+                "management socket {} is in use by another running swrouter",
+                sock_path.display()
+            );
+        }
+        let _ = std::fs::remove_file(&sock_path);
+    }
+    let listener = UnixListener::bind(&sock_path)
+        .with_context(|| format!("binding management socket {}", sock_path.display()))?;
+    tracing::info!(socket = %sock_path.display(), "management socket ready");
+    let mut state = ControlState {
+        config_path,
+        conf,
+        shared,
+        started: Instant::now(),
+        reloads: 0,
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => { let r = reload(&mut state); tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload"); }
+            conn = listener.accept() => {
+                match conn {
+                    Ok((stream, _)) => {
+                        if let Err(e) = serve_one(stream, &mut state).await {
+                            tracing::debug!(error = %e, "management connection failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "management accept failed"),
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(())
+}
+
+async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    let mut rd = BufReader::new(rd);
+    tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_line(&mut line)).await??;
+    let reply = match line.trim() {
+        REQ_STATUS => {
+            let cx = StatusContext {
+                router_id: state.conf.router.id.to_string(),
+                config: state.config_path.display().to_string(),
+                started: state.started,
+                reloads: state.reloads,
+                shared: &state.shared,
+            };
+            serde_json::to_string(&status::collect(&cx))?
+        }
+        REQ_RELOAD => serde_json::to_string(&reload(state))?,
+        other => serde_json::to_string(&ReloadReply {
+            ok: false,
+            message: format!("unknown request {other:?}; expected `status` or `reload`"),
+        })?,
+    };
+    wr.write_all(reply.as_bytes()).await?;
+    wr.write_all(b"\n").await?;
+    wr.shutdown().await?;
+    Ok(())
+}
+
+/// Re-reads the config and installs its routes; on any error the running config stays.
+fn reload(state: &mut ControlState) -> ReloadReply {
+    let new = match conf::load_file(&state.config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected: the running config stays in force");
+            return ReloadReply {
+                ok: false,
+                message: format!("rejected, running config kept: {e}"),
+            };
+        }
+    };
+    if new.interfaces != state.conf.interfaces {
+        let msg = "rejected, running config kept: interface changes (names, addresses, MAC, MTU) need a restart; only routes are reloaded".to_string();
+        tracing::error!("{msg}");
+        return ReloadReply {
+            ok: false,
+            message: msg,
+        };
+    }
+    let old = state.shared.tables.load_full();
+    let routes = match RouteTable::build(&old.ifaces, &statics(&new)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected: the running config stays in force");
+            return ReloadReply {
+                ok: false,
+                message: format!("rejected, running config kept: {e}"),
+            };
+        }
+    };
+    if new.router != state.conf.router {
+        tracing::warn!(
+            "[router] changes (workers, socket, log level, id) take effect at the next restart"
+        );
+    }
+    let n = new.routes.len();
+    state.shared.tables.store(Arc::new(Tables {
+        ifaces: old.ifaces.clone(),
+        routes,
+    }));
+    state.conf.routes = new.routes;
+    state.reloads += 1;
+    tracing::info!(static_routes = n, "routes reloaded");
+    ReloadReply {
+        ok: true,
+        message: format!("reloaded: {n} static routes in force"),
+    }
+}
+
+/// Sends one request to a running router and returns its one-line JSON answer.
+pub fn request(socket: &Path, req: &str) -> Result<String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {} (is swrouter running?)", socket.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(req.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    if line.is_empty() {
+        bail!("swrouter closed the management connection without an answer");
+    }
+    Ok(line)
+}

@@ -1,0 +1,152 @@
+//! The `swrouter` command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use router::control;
+use std::path::{Path, PathBuf};
+
+/// Default config file.
+const DEFAULT_CONFIG: &str = "/etc/swrouter/router.conf";
+
+/// swrouter: a userspace IPv4 router with WCCPv2 cache redirection.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Config file to run with.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print the effective config (defaults filled in).
+    Check {
+        /// Config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the running router's interfaces, routes, ARP table and counters.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask the running router to re-read its config file (routes), like SIGHUP.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Build a lab of network namespaces, run the router in it and show traffic going through.
+    Demo {
+        /// How long to show the live view before tearing the lab down.
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+    },
+}
+
+/// Which running router to talk to.
+#[derive(clap::Args)]
+struct Target {
+    /// Management socket of the router.
+    #[arg(short = 's', long = "socket", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Read the management socket path from this config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        if self.config.is_none() && !path.exists() {
+            return Ok(PathBuf::from("/run/swrouter/swrouter.sock"));
+        }
+        let conf = conf::load_file(&path)?;
+        Ok(conf.router.management_socket)
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("swrouter: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => {
+            let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let conf = conf::load_file(&path)?;
+            init_logging(&conf.router.log_level.to_string(), cli.log_format);
+            control::run(&path, conf)
+        }
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Status { json, target }) => {
+            let reply = control::request(&target.socket()?, control::REQ_STATUS)?;
+            if json {
+                print!("{reply}");
+            } else {
+                let s: router::status::Status = serde_json::from_str(&reply)
+                    .context("the router's status answer is not valid JSON")?;
+                print!("{}", router::status::render(&s));
+            }
+            Ok(())
+        }
+        Some(Command::Reload { target }) => {
+            let reply = control::request(&target.socket()?, control::REQ_RELOAD)?;
+            let r: control::ReloadReply = serde_json::from_str(&reply)?;
+            println!("{}", r.message);
+            if !r.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::Demo { seconds }) => {
+            init_logging("warn", cli.log_format);
+            router::demo::run(seconds)
+        }
+    }
+}
+
+fn check(path: &Path) -> Result<()> {
+    let conf = conf::load_file(path)?;
+    println!(
+        "# {}: valid; effective configuration follows",
+        path.display()
+    );
+    print!("{}", conf.to_toml());
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Named drop reasons: every packet the pipeline does not pass on is counted under one of these.
+
+/// Why a packet was dropped. The kebab-case names are stable: status output, metrics and tests use
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum DropReason {
+    /// Frame shorter than an Ethernet header.
+    FrameTruncated,
+    /// Unicast frame for another host (we see them in promiscuous mode).
+    L2OtherHost,
+    /// Multicast frame that no stage wants.
+    L2Multicast,
+    /// EtherType other than IPv4 and ARP.
+    EthertypeUnsupported,
+    /// ARP shorter than 28 bytes.
+    ArpTruncated,
+    /// ARP for something other than Ethernet/IPv4.
+    ArpUnsupported,
+    /// ARP request for an address that is not ours.
+    ArpOtherTarget,
+    /// ARP with a sender address outside the interface's prefix or a bad sender MAC.
+    ArpBadSender,
+    /// IPv4 packet shorter than 20 bytes.
+    Ipv4Truncated,
+    /// IP version other than 4.
+    Ipv4BadVersion,
+    /// IHL below 5 or beyond the packet.
+    Ipv4BadHeaderLength,
+    /// Total length inconsistent with header or frame.
+    Ipv4BadTotalLength,
+    /// Header checksum mismatch.
+    Ipv4BadChecksum,
+    /// Source address that can never be legitimate (0/8, 127/8, multicast, class E, ours).
+    MartianSource,
+    /// Destination address a router never forwards (0/8, 127/8, class E).
+    MartianDestination,
+    /// Limited or directed broadcast: never forwarded.
+    BroadcastNotForwarded,
+    /// Multicast destination: swrouter does not route multicast.
+    MulticastNotForwarded,
+    /// Fragment addressed to the router itself (no reassembly).
+    LocalFragment,
+    /// ICMP to the router with a bad checksum or too short.
+    IcmpMalformed,
+    /// ICMP type the router does not answer (it is not an error).
+    LocalIcmpIgnored,
+    /// UDP to a router address on a port nobody listens on (port unreachable sent).
+    LocalPortUnreachable,
+    /// TCP or another protocol to a router address (no listener).
+    LocalProtocolUnsupported,
+    /// TTL reached zero (time exceeded sent).
+    TtlExpired,
+    /// No route to the destination (net unreachable sent).
+    NoRoute,
+    /// Packet larger than the egress MTU with DF set (fragmentation needed sent).
+    MtuExceeded,
+    /// Next hop did not answer ARP (host unreachable sent).
+    NeighbourUnresolved,
+    /// Too many packets waiting for one next hop.
+    NeighbourQueueFull,
+    /// Too many next hops being resolved at once.
+    NeighbourPendingFull,
+    /// The egress socket refused the frame.
+    TxError,
+    /// A packet went round the pipeline too often (an internal loop guard).
+    PipelineLoop,
+}
+
+impl DropReason {
+    /// Every reason, in declaration order (the counter array index is the discriminant).
+    pub const ALL: [DropReason; 30] = [
+        DropReason::FrameTruncated,
+        DropReason::L2OtherHost,
+        DropReason::L2Multicast,
+        DropReason::EthertypeUnsupported,
+        DropReason::ArpTruncated,
+        DropReason::ArpUnsupported,
+        DropReason::ArpOtherTarget,
+        DropReason::ArpBadSender,
+        DropReason::Ipv4Truncated,
+        DropReason::Ipv4BadVersion,
+        DropReason::Ipv4BadHeaderLength,
+        DropReason::Ipv4BadTotalLength,
+        DropReason::Ipv4BadChecksum,
+        DropReason::MartianSource,
+        DropReason::MartianDestination,
+        DropReason::BroadcastNotForwarded,
+        DropReason::MulticastNotForwarded,
+        DropReason::LocalFragment,
+        DropReason::IcmpMalformed,
+        DropReason::LocalIcmpIgnored,
+        DropReason::LocalPortUnreachable,
+        DropReason::LocalProtocolUnsupported,
+        DropReason::TtlExpired,
+        DropReason::NoRoute,
+        DropReason::MtuExceeded,
+        DropReason::NeighbourUnresolved,
+        DropReason::NeighbourQueueFull,
+        DropReason::NeighbourPendingFull,
+        DropReason::TxError,
+        DropReason::PipelineLoop,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Stable kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::FrameTruncated => "frame-truncated",
+            DropReason::L2OtherHost => "l2-other-host",
+            DropReason::L2Multicast => "l2-multicast",
+            DropReason::EthertypeUnsupported => "ethertype-unsupported",
+            DropReason::ArpTruncated => "arp-truncated",
+            DropReason::ArpUnsupported => "arp-unsupported",
+            DropReason::ArpOtherTarget => "arp-other-target",
+            DropReason::ArpBadSender => "arp-bad-sender",
+            DropReason::Ipv4Truncated => "ipv4-truncated",
+            DropReason::Ipv4BadVersion => "ipv4-bad-version",
+            DropReason::Ipv4BadHeaderLength => "ipv4-bad-header-length",
+            DropReason::Ipv4BadTotalLength => "ipv4-bad-total-length",
+            DropReason::Ipv4BadChecksum => "ipv4-bad-checksum",
+            DropReason::MartianSource => "martian-source",
+            DropReason::MartianDestination => "martian-destination",
+            DropReason::BroadcastNotForwarded => "broadcast-not-forwarded",
+            DropReason::MulticastNotForwarded => "multicast-not-forwarded",
+            DropReason::LocalFragment => "local-fragment",
+            DropReason::IcmpMalformed => "icmp-malformed",
+            DropReason::LocalIcmpIgnored => "local-icmp-ignored",
+            DropReason::LocalPortUnreachable => "local-port-unreachable",
+            DropReason::LocalProtocolUnsupported => "local-protocol-unsupported",
+            DropReason::TtlExpired => "ttl-expired",
+            DropReason::NoRoute => "no-route",
+            DropReason::MtuExceeded => "mtu-exceeded",
+            DropReason::NeighbourUnresolved => "neighbour-unresolved",
+            DropReason::NeighbourQueueFull => "neighbour-queue-full",
+            DropReason::NeighbourPendingFull => "neighbour-pending-full",
+            DropReason::TxError => "tx-error",
+            DropReason::PipelineLoop => "pipeline-loop",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_discriminant_order_and_names_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(names.insert(r.as_str()));
+            assert!(r
+                .as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The ethernet/arp stage: keeps frames addressed to us (or broadcast), answers ARP for our
+//! addresses, learns neighbours from ARP, and passes IPv4 on.
+//!
+//! Counters: `frame-truncated`, `l2-other-host` (unicast for another MAC, which promiscuous mode
+//! shows us), `l2-multicast`, `ethertype-unsupported`, `arp-truncated`, `arp-unsupported`,
+//! `arp-other-target`, `arp-bad-sender`; ARP it answered or learnt from counts as consumed.
+
+use super::packet::{Packet, Pool};
+use super::{StageCx, StageKind, Verdict};
+use crate::pipeline::drop::DropReason;
+use crate::tables::{IfId, Iface};
+use crate::wire::arp::{self, ArpError, ArpRepr};
+use crate::wire::ethernet::{self, Mac};
+use std::net::Ipv4Addr;
+
+/// The stage (stateless).
+pub struct EthernetStage;
+
+impl EthernetStage {
+    /// Processes one frame.
+    pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        let frame = pkt.frame();
+        if frame.len() < ethernet::HEADER_LEN {
+            return Verdict::Drop(DropReason::FrameTruncated);
+        }
+        let Some(iface) = cx.tables.ifaces.get(pkt.meta.rx_if as usize) else {
+            return Verdict::Drop(DropReason::L2OtherHost);
+        };
+        let dst = ethernet::dst(frame);
+        if dst != iface.mac && dst != Mac::BROADCAST {
+            return Verdict::Drop(if dst.is_multicast() {
+                DropReason::L2Multicast
+            } else {
+                DropReason::L2OtherHost
+            });
+        }
+        match ethernet::ethertype(frame) {
+            ethernet::ETHERTYPE_IPV4 => Verdict::Continue,
+            ethernet::ETHERTYPE_ARP => handle_arp(pkt, iface, cx),
+            _ => Verdict::Drop(DropReason::EthertypeUnsupported),
+        }
+    }
+}
+
+fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict {
+    let arp = match ArpRepr::parse(&pkt.frame()[ethernet::HEADER_LEN..]) {
+        Ok(a) => a,
+        Err(ArpError::Truncated) => return Verdict::Drop(DropReason::ArpTruncated),
+        Err(ArpError::Unsupported) => return Verdict::Drop(DropReason::ArpUnsupported),
+    };
+    // Only neighbours on the connected prefix, with a unicast MAC, are believed.
+    let sender_ok = arp.sender_mac != Mac::ZERO
+        && !arp.sender_mac.is_multicast()
+        && iface.contains(arp.sender_ip)
+        && arp.sender_ip != iface.addr;
+    let for_us = arp.target_ip == iface.addr;
+    if sender_ok {
+        // RFC 826: refresh an existing binding from any ARP; create one only when it was for us.
+        cx.neighbours
+            .learn(iface.id, arp.sender_ip, arp.sender_mac, for_us, cx.now);
+    }
+    if !for_us {
+        return if sender_ok {
+            Verdict::Consumed
+        } else {
+            Verdict::Drop(DropReason::ArpOtherTarget)
+        };
+    }
+    if !sender_ok {
+        return Verdict::Drop(DropReason::ArpBadSender);
+    }
+    if arp.operation == arp::OP_REQUEST {
+        // Answer in place: the request's buffer becomes the reply.
+        let reply = ArpRepr {
+            operation: arp::OP_REPLY,
+            sender_mac: iface.mac,
+            sender_ip: iface.addr,
+            target_mac: arp.sender_mac,
+            target_ip: arp.sender_ip,
+        };
+        let rx_if = pkt.meta.rx_if;
+        fill_arp(pkt, arp.sender_mac, iface.mac, &reply);
+        pkt.meta.tx_if = rx_if;
+        return Verdict::Jump(StageKind::Tx);
+    }
+    Verdict::Consumed
+}
+
+/// Writes an Ethernet+ARP frame into `pkt`.
+fn fill_arp(pkt: &mut Packet, dst: Mac, src: Mac, arp: &ArpRepr) {
+    let f = pkt.reset(ethernet::HEADER_LEN + arp::PAYLOAD_LEN);
+    ethernet::write_header(f, dst, src, ethernet::ETHERTYPE_ARP);
+    arp.emit(&mut f[ethernet::HEADER_LEN..]);
+}
+
+/// Builds an ARP request from `iface` for `target`, sent to `dst_mac` (broadcast to resolve,
+/// unicast to probe a stale binding, broadcast with `target == iface.addr` for gratuitous ARP).
+pub fn build_arp(pool: &mut Pool, iface: &Iface, target: Ipv4Addr, dst_mac: Mac) -> Packet {
+    let mut p = pool.get();
+    let req = ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: iface.mac,
+        sender_ip: iface.addr,
+        target_mac: Mac::ZERO,
+        target_ip: target,
+    };
+    fill_arp(&mut p, dst_mac, iface.mac, &req);
+    p.meta.tx_if = iface.id;
+    p.meta.rx_if = iface.id as IfId;
+    p.meta.flags |= super::packet::flags::LOCAL;
+    p
+}

@@ -1,0 +1,139 @@
+//! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2) and their rate limit.
+
+use super::packet::{flags, Packet};
+use super::{StageCx, StageKind};
+use crate::wire::ethernet;
+use crate::wire::icmp as icmpw;
+use crate::wire::ipv4::{self, Ipv4Repr};
+use std::time::Instant;
+
+/// ICMP errors per second per worker, and the burst allowed above it (RFC 1812 §4.3.2.8 asks
+/// routers to limit the rate; Linux allows about 1000/s with a burst of 50 per destination).
+pub const ICMP_RATE_PER_SEC: u32 = 100;
+/// Burst size of the ICMP limiter.
+pub const ICMP_BURST: u32 = 50;
+/// Largest ICMP error datagram (RFC 1812 §4.3.2.3: no more than 576 bytes).
+const MAX_ICMP_DATAGRAM: usize = 576;
+
+/// A token bucket.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// `rate` tokens per second, at most `burst` saved.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        TokenBucket {
+            tokens: burst as f64,
+            rate: rate as f64,
+            burst: burst as f64,
+            last: None,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            self.tokens = (self.tokens
+                + now.saturating_duration_since(last).as_secs_f64() * self.rate)
+                .min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for TokenBucket {
+    fn default() -> Self {
+        TokenBucket::new(ICMP_RATE_PER_SEC, ICMP_BURST)
+    }
+}
+
+/// Emits an ICMP error about `offending` (its IPv4 header at offset 14) into the route stage.
+///
+/// Follows RFC 1812 §4.3.2.7: never about an ICMP error, a non-initial fragment, a packet whose
+/// source is not a unicast host, or a packet the router itself sent; the source of the error is
+/// the address of the interface the offending packet came in on.
+pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &mut StageCx<'_>) {
+    if offending.meta.flags & flags::LOCAL != 0 {
+        return;
+    }
+    let Some(l3) = offending.frame().get(ethernet::HEADER_LEN..) else {
+        return;
+    };
+    if l3.len() < ipv4::MIN_HEADER_LEN {
+        return;
+    }
+    let src = ipv4::src(l3);
+    if ipv4::is_martian_source(src) || cx.tables.is_broadcast(src) || ipv4::is_later_fragment(l3) {
+        return;
+    }
+    let hlen = ipv4::header_len(l3);
+    if ipv4::protocol(l3) == ipv4::PROTO_ICMP && l3.get(hlen).is_some_and(|&t| icmpw::is_error(t)) {
+        return;
+    }
+    let Some(iface) = cx.tables.ifaces.get(offending.meta.rx_if as usize) else {
+        return;
+    };
+    if !cx.icmp_limit.allow(cx.now) {
+        cx.counters.icmp_rate_limited.inc();
+        return;
+    }
+    let quote = ipv4::total_len(l3)
+        .min(l3.len())
+        .min(MAX_ICMP_DATAGRAM - ipv4::MIN_HEADER_LEN - icmpw::HEADER_LEN);
+    let mut p = cx.pool.get();
+    let icmp_len = icmpw::HEADER_LEN + quote;
+    let f = p.reset(ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + icmp_len);
+    f[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+    let ip_at = ethernet::HEADER_LEN;
+    let icmp_at = ip_at + ipv4::MIN_HEADER_LEN;
+    f[icmp_at + icmpw::HEADER_LEN..].copy_from_slice(&l3[..quote]);
+    icmpw::finish(&mut f[icmp_at..], icmp_type, code, rest);
+    Ipv4Repr {
+        src: iface.addr,
+        dst: src,
+        protocol: ipv4::PROTO_ICMP,
+        payload_len: icmp_len,
+        ttl: 64,
+        ident: next_ident(),
+        tos: 0xc0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[ip_at..]);
+    p.meta.flags = flags::LOCAL;
+    p.meta.rx_if = offending.meta.rx_if;
+    cx.emit(p, StageKind::Route);
+}
+
+/// Identification for datagrams the router originates.
+pub fn next_ident() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static IDENT: AtomicU16 = AtomicU16::new(1);
+    IDENT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_limits_and_refills() {
+        let mut b = TokenBucket::new(10, 3);
+        let t = Instant::now();
+        assert!(b.allow(t) && b.allow(t) && b.allow(t));
+        assert!(!b.allow(t));
+        assert!(b.allow(t + Duration::from_millis(100)));
+        assert!(!b.allow(t + Duration::from_millis(100)));
+    }
+}

@@ -1,0 +1,394 @@
+//! What `swrouter status` shows: a snapshot of the router's state and counters, exchanged as JSON
+//! over the management socket and rendered as tables for people.
+
+use crate::pipeline::drop::DropReason;
+use crate::pipeline::StageKind;
+use crate::worker::Shared;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// The whole status document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Router identity and process facts.
+    pub router: RouterInfo,
+    /// One entry per interface.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Installed routes.
+    pub routes: Vec<RouteStatus>,
+    /// ARP table.
+    pub arp: Vec<ArpStatus>,
+    /// Per stage, summed over workers.
+    pub pipeline: Vec<StageStatus>,
+    /// Per worker totals.
+    pub workers: Vec<WorkerStatus>,
+    /// Neighbour table totals.
+    pub neighbour_stats: NeighbourStats,
+}
+
+/// Router identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterInfo {
+    /// Router id.
+    pub id: String,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Config file in use.
+    pub config: String,
+    /// Successful reloads.
+    pub reloads: u64,
+    /// I/O backend.
+    pub backend: String,
+}
+
+/// One interface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Name.
+    pub name: String,
+    /// Address/prefix.
+    pub address: String,
+    /// MAC in use.
+    pub mac: String,
+    /// MTU.
+    pub mtu: u16,
+    /// Kernel index.
+    pub ifindex: u32,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Send errors.
+    pub tx_errors: u64,
+}
+
+/// One route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// Prefix in CIDR form.
+    pub prefix: String,
+    /// Gateway, if any.
+    pub via: Option<String>,
+    /// Egress interface.
+    pub interface: String,
+    /// "connected" or "static".
+    pub kind: String,
+}
+
+/// One ARP binding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArpStatus {
+    /// Neighbour address.
+    pub address: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Interface.
+    pub interface: String,
+    /// Seconds since last confirmation.
+    pub age_secs: u64,
+    /// "reachable" or "probing".
+    pub state: String,
+}
+
+/// Counters of one stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageStatus {
+    /// Stage name.
+    pub stage: String,
+    /// Packets in.
+    #[serde(rename = "in")]
+    pub packets_in: u64,
+    /// Packets passed on.
+    pub out: u64,
+    /// Packets consumed on purpose.
+    pub consumed: u64,
+    /// Drops by reason (only non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Per-worker totals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Worker index.
+    pub id: usize,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bursts run.
+    pub bursts: u64,
+    /// ICMP errors suppressed by the rate limit.
+    pub icmp_rate_limited: u64,
+}
+
+/// Neighbour table totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NeighbourStats {
+    /// Bindings learnt.
+    pub learned: u64,
+    /// Bindings whose MAC changed.
+    pub changed: u64,
+    /// Bindings expired.
+    pub expired: u64,
+    /// Bindings refused for a full table.
+    pub table_full: u64,
+}
+
+/// Facts the collector needs besides the shared state.
+pub struct StatusContext<'a> {
+    /// Router id.
+    pub router_id: String,
+    /// Config path.
+    pub config: String,
+    /// Process start.
+    pub started: Instant,
+    /// Reload count.
+    pub reloads: u64,
+    /// Shared state.
+    pub shared: &'a Shared,
+}
+
+/// Collects a status snapshot.
+pub fn collect(cx: &StatusContext<'_>) -> Status {
+    let shared = cx.shared;
+    let tables = shared.tables.load();
+    let now = Instant::now();
+    let interfaces = tables
+        .ifaces
+        .iter()
+        .map(|i| {
+            let sum = |f: &dyn Fn(&crate::pipeline::counters::PortCounters) -> u64| -> u64 {
+                shared
+                    .counters
+                    .iter()
+                    .filter_map(|w| w.ports.get(i.id as usize))
+                    .map(f)
+                    .sum()
+            };
+            InterfaceStatus {
+                name: i.name.clone(),
+                address: format!("{}/{}", i.addr, i.prefix_len),
+                mac: i.mac.to_string(),
+                mtu: i.mtu,
+                ifindex: i.ifindex,
+                rx_packets: sum(&|c| c.rx_packets.get()),
+                rx_bytes: sum(&|c| c.rx_bytes.get()),
+                rx_errors: sum(&|c| c.rx_errors.get()),
+                tx_packets: sum(&|c| c.tx_packets.get()),
+                tx_bytes: sum(&|c| c.tx_bytes.get()),
+                tx_errors: sum(&|c| c.tx_errors.get()),
+            }
+        })
+        .collect();
+    let ifname = |id: u16| {
+        tables
+            .ifaces
+            .get(id as usize)
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    let routes = tables
+        .routes
+        .routes()
+        .iter()
+        .map(|r| RouteStatus {
+            prefix: format!("{}/{}", r.prefix, r.len),
+            via: r.via.map(|v| v.to_string()),
+            interface: ifname(r.out_if),
+            kind: match r.kind {
+                crate::tables::routes::RouteKind::Connected => "connected".into(),
+                crate::tables::routes::RouteKind::Static => "static".into(),
+            },
+        })
+        .collect();
+    let arp = shared
+        .neighbours
+        .entries()
+        .into_iter()
+        .map(|((ifid, addr), e)| ArpStatus {
+            address: addr.to_string(),
+            mac: e.mac.to_string(),
+            interface: ifname(ifid),
+            age_secs: now.saturating_duration_since(e.confirmed).as_secs(),
+            state: if e.probes > 0 {
+                "probing".into()
+            } else {
+                "reachable".into()
+            },
+        })
+        .collect();
+    let pipeline = StageKind::ALL
+        .iter()
+        .enumerate()
+        .map(|(si, kind)| {
+            let mut drops = BTreeMap::new();
+            for r in DropReason::ALL {
+                let n: u64 = shared
+                    .counters
+                    .iter()
+                    .map(|w| w.stages[si].drops[r as usize].get())
+                    .sum();
+                if n > 0 {
+                    drops.insert(r.as_str().to_string(), n);
+                }
+            }
+            StageStatus {
+                stage: kind.as_str().to_string(),
+                packets_in: shared
+                    .counters
+                    .iter()
+                    .map(|w| w.stages[si].packets_in.get())
+                    .sum(),
+                out: shared
+                    .counters
+                    .iter()
+                    .map(|w| w.stages[si].packets_out.get())
+                    .sum(),
+                consumed: shared
+                    .counters
+                    .iter()
+                    .map(|w| w.stages[si].consumed.get())
+                    .sum(),
+                drops,
+            }
+        })
+        .collect();
+    let workers = shared
+        .counters
+        .iter()
+        .enumerate()
+        .map(|(id, w)| WorkerStatus {
+            id,
+            rx_packets: w.ports.iter().map(|p| p.rx_packets.get()).sum(),
+            tx_packets: w.ports.iter().map(|p| p.tx_packets.get()).sum(),
+            bursts: w.bursts.get(),
+            icmp_rate_limited: w.icmp_rate_limited.get(),
+        })
+        .collect();
+    let ns = shared.neighbours.stats();
+    Status {
+        router: RouterInfo {
+            id: cx.router_id.clone(),
+            pid: std::process::id(),
+            uptime_secs: now.saturating_duration_since(cx.started).as_secs(),
+            workers: shared.counters.len(),
+            config: cx.config.clone(),
+            reloads: cx.reloads,
+            backend: "pnet (AF_PACKET)".into(),
+        },
+        interfaces,
+        routes,
+        arp,
+        pipeline,
+        workers,
+        neighbour_stats: NeighbourStats {
+            learned: ns.learned,
+            changed: ns.changed,
+            expired: ns.expired,
+            table_full: ns.table_full,
+        },
+    }
+}
+
+/// Renders the status as tables for a terminal.
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    let r = &s.router;
+    let _ = writeln!(
+        o,
+        "swrouter {}  pid {}  up {}s  workers {}  backend {}  reloads {}",
+        r.id, r.pid, r.uptime_secs, r.workers, r.backend, r.reloads
+    );
+    let _ = writeln!(o, "config {}\n", r.config);
+    let _ = writeln!(
+        o,
+        "{:<12} {:<18} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>6}",
+        "INTERFACE",
+        "ADDRESS",
+        "MAC",
+        "MTU",
+        "RX-PKTS",
+        "RX-BYTES",
+        "TX-PKTS",
+        "TX-BYTES",
+        "RX-ERR",
+        "TX-ERR"
+    );
+    for i in &s.interfaces {
+        let _ = writeln!(
+            o,
+            "{:<12} {:<18} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>6}",
+            i.name,
+            i.address,
+            i.mac,
+            i.mtu,
+            i.rx_packets,
+            i.rx_bytes,
+            i.tx_packets,
+            i.tx_bytes,
+            i.rx_errors,
+            i.tx_errors
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<20} {:<16} {:<12} KIND",
+        "ROUTE", "VIA", "INTERFACE"
+    );
+    for rt in &s.routes {
+        let _ = writeln!(
+            o,
+            "{:<20} {:<16} {:<12} {}",
+            rt.prefix,
+            rt.via.as_deref().unwrap_or("-"),
+            rt.interface,
+            rt.kind
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<16} {:<17} {:<12} {:>6} STATE",
+        "NEIGHBOUR", "MAC", "INTERFACE", "AGE"
+    );
+    for a in &s.arp {
+        let _ = writeln!(
+            o,
+            "{:<16} {:<17} {:<12} {:>5}s {}",
+            a.address, a.mac, a.interface, a.age_secs, a.state
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<12} {:>10} {:>10} {:>10}  DROPS",
+        "STAGE", "IN", "OUT", "CONSUMED"
+    );
+    for st in &s.pipeline {
+        let drops: Vec<String> = st.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            o,
+            "{:<12} {:>10} {:>10} {:>10}  {}",
+            st.stage,
+            st.packets_in,
+            st.out,
+            st.consumed,
+            if drops.is_empty() {
+                "-".into()
+            } else {
+                drops.join(" ")
+            }
+        );
+    }
+    o
+}

@@ -1,0 +1,80 @@
+//! Shared tables: interfaces, routes and neighbours.
+//!
+//! Workers read them as snapshots (`arc-swap`) once per burst and never wait on a lock on the
+//! forwarding path; the control plane (reload) and ARP learning publish new snapshots.
+
+pub mod neighbours;
+pub mod routes;
+
+use crate::wire::ethernet::Mac;
+use routes::RouteTable;
+use std::net::Ipv4Addr;
+
+/// Index of an interface in [`Tables::ifaces`]; also the port index in every worker.
+pub type IfId = u16;
+
+/// One interface swrouter owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    /// Our index.
+    pub id: IfId,
+    /// Linux name.
+    pub name: String,
+    /// Kernel interface index.
+    pub ifindex: u32,
+    /// MAC we use as source and answer ARP with.
+    pub mac: Mac,
+    /// Our address on it.
+    pub addr: Ipv4Addr,
+    /// Connected prefix length.
+    pub prefix_len: u8,
+    /// MTU (largest IPv4 packet sent without fragmentation).
+    pub mtu: u16,
+}
+
+impl Iface {
+    /// Network mask as a u32.
+    pub fn mask(&self) -> u32 {
+        prefix_mask(self.prefix_len)
+    }
+
+    /// True when `a` lies in the connected prefix.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        u32::from(a) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// Directed broadcast address of the connected prefix (none for /31 and /32).
+    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+        (self.prefix_len < 31).then(|| Ipv4Addr::from(u32::from(self.addr) | !self.mask()))
+    }
+}
+
+/// The mask of a prefix length (0..=32).
+pub fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32) as u32)
+    }
+}
+
+/// Everything the forwarding path reads, swapped as one snapshot on reload.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Interfaces, indexed by [`IfId`].
+    pub ifaces: Vec<Iface>,
+    /// The routing table (connected + static).
+    pub routes: RouteTable,
+}
+
+impl Tables {
+    /// True when `a` is one of our interface addresses.
+    pub fn is_local(&self, a: Ipv4Addr) -> bool {
+        self.ifaces.iter().any(|i| i.addr == a)
+    }
+
+    /// True when `a` is the limited broadcast or any connected prefix's directed broadcast.
+    pub fn is_broadcast(&self, a: Ipv4Addr) -> bool {
+        a == Ipv4Addr::BROADCAST || self.ifaces.iter().any(|i| i.broadcast() == Some(a))
+    }
+}

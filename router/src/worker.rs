@@ -1,0 +1,189 @@
+//! Worker threads: each polls its own socket on every interface, runs bursts through its own
+//! pipeline, and transmits. Workers share nothing but read-mostly snapshots and the neighbour
+//! table; with `workers > 1` the kernel spreads flows over them (PACKET_FANOUT_HASH).
+
+use crate::io::Port;
+use crate::pipeline::counters::WorkerCounters;
+use crate::pipeline::drop::DropReason;
+use crate::pipeline::packet::Pool;
+use crate::pipeline::{build_arp, Pipeline, StageKind};
+use crate::tables::neighbours::Neighbours;
+use crate::tables::Tables;
+use crate::wire::ethernet::Mac;
+use arc_swap::ArcSwap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Frames read from one socket before the burst is processed.
+pub const BURST: usize = 32;
+/// Buffers pre-allocated per worker.
+const POOL_BUFFERS: usize = 512;
+/// How often worker 0 ages the neighbour table.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// State shared by the workers and the control plane.
+pub struct Shared {
+    /// Interfaces and routes; replaced as a whole on reload.
+    pub tables: ArcSwap<Tables>,
+    /// ARP bindings.
+    pub neighbours: Neighbours,
+    /// Set to stop the workers.
+    pub stop: AtomicBool,
+    /// One entry per worker.
+    pub counters: Vec<Arc<WorkerCounters>>,
+}
+
+/// Opens every worker's sockets (so errors surface before anything runs), then starts the threads.
+pub fn start(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let tables = shared.tables.load_full();
+    let workers = shared.counters.len();
+    let mut all_ports = Vec::new();
+    for _ in 0..workers {
+        let mut ports = Vec::new();
+        for iface in &tables.ifaces {
+            // Fanout group ids are per network namespace and device; derive them from our pid so
+            // two routers in one namespace never join each other's group.
+            let group = (workers > 1).then(|| {
+                (std::process::id() as u16)
+                    .wrapping_mul(31)
+                    .wrapping_add(iface.id)
+            });
+            let port = Port::open(iface, group).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening a packet socket on {}: {e}", iface.name),
+                )
+            })?;
+            ports.push(port);
+        }
+        all_ports.push(ports);
+    }
+    let mut handles = Vec::new();
+    for (id, ports) in all_ports.into_iter().enumerate() {
+        let shared = shared.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("swrouter-w{id}"))
+            .spawn(move || run(id, ports, &shared))?;
+        handles.push(h);
+    }
+    Ok(handles)
+}
+
+fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
+    let counters = shared.counters[id].clone();
+    let n_ifaces = ports.len();
+    let mut pool = Pool::new(POOL_BUFFERS);
+    let mut pipeline = Pipeline::new(id, n_ifaces, counters.clone());
+    let mut burst = Vec::with_capacity(BURST * n_ifaces);
+    let mut injected = Vec::new();
+    let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
+    let mut pollfds = Vec::with_capacity(fds.len());
+    let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    let mut probes = Vec::new();
+
+    if id == 0 {
+        // Gratuitous ARP: neighbours that cached an older MAC for our addresses update now.
+        let tables = shared.tables.load();
+        for iface in &tables.ifaces {
+            injected.push(build_arp(&mut pool, iface, iface.addr, Mac::BROADCAST));
+        }
+        for p in &mut injected {
+            p.meta.stage = StageKind::Tx as u8;
+        }
+        let neigh = shared.neighbours.load();
+        pipeline.run(
+            &mut injected,
+            &tables,
+            &neigh,
+            &shared.neighbours,
+            &mut pool,
+            Instant::now(),
+        );
+        flush(&mut pipeline, &mut ports, &mut pool, &counters);
+        tracing::info!(
+            interfaces = tables.ifaces.len(),
+            "sent gratuitous ARP on every interface"
+        );
+    }
+
+    while !shared.stop.load(Ordering::Relaxed) {
+        let timeout = if pipeline.has_pending() { 10 } else { 100 };
+        if let Err(e) = crate::sys::poll_readable(&fds, timeout, &mut pollfds) {
+            tracing::error!(worker = id, error = %e, "poll failed");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let now = Instant::now();
+        let tables = shared.tables.load();
+        let neigh = shared.neighbours.load();
+        let mut errored = false;
+        for (i, pfd) in pollfds.iter().enumerate() {
+            if pfd.revents & libc::POLLIN != 0 {
+                let port = &mut ports[i];
+                let pc = &counters.ports[port.if_id as usize];
+                port.recv_burst(&mut pool, &mut burst, BURST, pc);
+            } else if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                counters.ports[i].rx_errors.inc();
+                errored = true;
+            }
+        }
+        if !burst.is_empty() {
+            counters.bursts.inc();
+            pipeline.run(
+                &mut burst,
+                &tables,
+                &neigh,
+                &shared.neighbours,
+                &mut pool,
+                now,
+            );
+        }
+        pipeline.poll(&tables, &neigh, &shared.neighbours, &mut pool, now);
+        if id == 0 && now >= next_housekeeping {
+            next_housekeeping = now + HOUSEKEEPING;
+            probes.clear();
+            shared.neighbours.age(now, &mut probes);
+            for probe in &probes {
+                if let Some(iface) = tables.ifaces.get(probe.ifid as usize) {
+                    let mut p = build_arp(&mut pool, iface, probe.addr, probe.mac);
+                    p.meta.stage = StageKind::Tx as u8;
+                    injected.push(p);
+                }
+            }
+            if !injected.is_empty() {
+                pipeline.run(
+                    &mut injected,
+                    &tables,
+                    &neigh,
+                    &shared.neighbours,
+                    &mut pool,
+                    now,
+                );
+            }
+        }
+        flush(&mut pipeline, &mut ports, &mut pool, &counters);
+        if errored {
+            // A socket in error (interface deleted or down) would make poll return at once.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    tracing::debug!(worker = id, "worker stopped");
+}
+
+/// Sends everything the pipeline queued for transmit and returns the buffers to the pool.
+fn flush(pipeline: &mut Pipeline, ports: &mut [Port], pool: &mut Pool, counters: &WorkerCounters) {
+    for (if_id, queue) in pipeline.tx_out.iter_mut().enumerate() {
+        let Some(port) = ports.get_mut(if_id) else {
+            continue;
+        };
+        for mut pkt in queue.drain(..) {
+            if !port.send(&mut pkt, &counters.ports[if_id]) {
+                counters.stages[StageKind::Tx as usize].drops[DropReason::TxError as usize].inc();
+            }
+            pool.put(pkt);
+        }
+    }
+}

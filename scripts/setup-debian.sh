@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what swrouter's demo and tests use on Debian 12 (idempotent; quiet when all is there).
+set -euo pipefail
+pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts squid as a service on install; the tests run their own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet squid 2>/dev/null; then
+  systemctl stop squid || true
+fi

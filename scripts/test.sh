@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what it needs (Debian 12, as root), checks
+# formatting and lints, builds the release binaries once, and runs every test against them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "setup"
+./scripts/setup-debian.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "protocol crates stay sans-IO (no tokio, no pnet)"
+for leaf in wccp gre steering; do
+  if cargo tree -p "$leaf" -e normal --prefix none | grep -Eq '^(tokio|pnet|pnet_datalink) '; then
+    echo "$leaf depends on an I/O crate:" >&2
+    cargo tree -p "$leaf" -e normal >&2
+    exit 1
+  fi
+done
+
+step "build release binaries"
+cargo build --release --workspace --bins
+
+step "clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "tests (unit, crate, end-to-end on the release binaries)"
+export SWROUTER_BIN_DIR="$PWD/target/release"
+cargo test --release --workspace -- --test-threads=2
+
+step "benches compile"
+cargo bench --workspace --no-run >/dev/null
+
+step "done: all tests passed in $(( $(date +%s) - start )) s"
