@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Forwarding throughput, measured in one run on one topology:
+#   gen (trafgen) --veth-- router namespace --veth-- sink
+# 1. Linux kernel forwarding (ip_forward=1 in the router namespace, swrouter not running);
+# 2. swrouter on the same veths (its default pnet/AF_PACKET backend).
+# 64-byte UDP frames (60 B + FCS), WINDOW-second windows, REPS repetitions, medians of the
+# packets/s counted at the sink's interface; also the generator-only rate, so a
+# generator-bound result is visible. Needs root, trafgen (netsniff-ng) and a release build.
+#
+#   bench/forwarding.sh [WINDOW_SECONDS] [REPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WINDOW=${1:-10}
+REPS=${2:-3}
+BIN=${SWROUTER_BIN:-target/release/swrouter}
+[ "$(id -u)" -eq 0 ] || { echo "bench/forwarding.sh needs root (network namespaces)" >&2; exit 1; }
+command -v trafgen >/dev/null || { echo "trafgen missing: apt-get install -y netsniff-ng" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "$BIN missing: cargo build --release --bin swrouter" >&2; exit 1; }
+
+P="swbench$$"
+GEN="$P-gen" RTR="$P-rtr" SNK="$P-snk"
+WORK=$(mktemp -d)
+ROUTER_PID=""
+cleanup() {
+  [ -n "$ROUTER_PID" ] && kill "$ROUTER_PID" 2>/dev/null && wait "$ROUTER_PID" 2>/dev/null || true
+  for ns in "$GEN" "$RTR" "$SNK"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+for ns in "$GEN" "$RTR" "$SNK"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$GEN" link add eth0 type veth peer name eth0 netns "$RTR"
+ip -n "$RTR" link add eth1 type veth peer name eth0 netns "$SNK"
+for l in "$GEN eth0" "$RTR eth0" "$RTR eth1" "$SNK eth0"; do set -- $l; ip -n "$1" link set "$2" up; done
+ip -n "$GEN" addr add 10.0.1.2/24 dev eth0
+ip -n "$GEN" route add default via 10.0.1.1
+ip -n "$SNK" addr add 10.0.2.2/24 dev eth0
+ip -n "$SNK" route add default via 10.0.2.1
+# The sink answers closed ports at most once a minute, so no reverse load skews the numbers.
+ip netns exec "$SNK" sysctl -qw net.ipv4.icmp_ratelimit=60000
+
+mac() { ip -n "$1" -br link show "$2" | awk '{print $3}'; }
+hexmac() { echo "$1" | sed 's/^/0x/; s/:/, 0x/g'; }
+rx() { ip -n "$1" -s -j link show "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["packets"])'; }
+tx() { ip -n "$1" -s -j link show "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["packets"])'; }
+
+RTR_MAC=$(mac "$RTR" eth0)
+GEN_MAC=$(mac "$GEN" eth0)
+# 60-byte frame: Ethernet, IPv4 10.0.1.2 -> 10.0.2.2 (TTL 64), UDP random source port -> 9,
+# 18 bytes payload; IPv4 checksum computed by trafgen, UDP checksum 0 (allowed for IPv4).
+cat > "$WORK/udp64.cfg" <<CFG
+{
+  $(hexmac "$RTR_MAC"), $(hexmac "$GEN_MAC"), c16(0x0800),
+  0x45, 0x00, c16(46), drnd(2), c16(0x0000), 64, 17, csumip(14, 33),
+  10, 0, 1, 2, 10, 0, 2, 2,
+  drnd(2), c16(9), c16(26), c16(0),
+  fill(0x5a, 18)
+}
+CFG
+
+# One window: run trafgen for WINDOW seconds on CPU 0, count what the sink received.
+measure() {
+  local before_rx before_tx after_rx after_tx
+  before_rx=$(rx "$SNK" eth0); before_tx=$(tx "$GEN" eth0)
+  ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 -A -Q -C >/dev/null 2>&1 || true
+  sleep 0.5
+  after_rx=$(rx "$SNK" eth0); after_tx=$(tx "$GEN" eth0)
+  echo "$(( (after_rx - before_rx) / WINDOW )) $(( (after_tx - before_tx) / WINDOW ))"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+run_mode() {
+  local name=$1 sink=() gen=()
+  for i in $(seq "$REPS"); do
+    read -r s g < <(measure)
+    sink+=("$s"); gen+=("$g")
+    printf '  %-8s rep %d: sink %8d pps   generator %8d pps\n' "$name" "$i" "$s" "$g" >&2
+  done
+  echo "$(printf '%s\n' "${sink[@]}" | median) $(printf '%s\n' "${gen[@]}" | median)"
+}
+
+echo "forwarding benchmark: 64-byte UDP, ${WINDOW}s windows, $REPS repetitions, medians" >&2
+
+# --- 1. kernel forwarding --------------------------------------------------------------
+ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
+ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
+ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
+ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
+read -r K_SINK K_GEN < <(run_mode kernel)
+
+# --- 2. swrouter -------------------------------------------------------------------------
+ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
+ip -n "$RTR" addr flush dev eth0
+ip -n "$RTR" addr flush dev eth1
+cat > "$WORK/router.conf" <<CONF
+[router]
+management-socket = "$WORK/swrouter.sock"
+log-level = "warn"
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+CONF
+ip netns exec "$RTR" taskset -c 1 "$BIN" -c "$WORK/router.conf" 2>"$WORK/router.log" &
+ROUTER_PID=$!
+for _ in $(seq 50); do [ -S "$WORK/swrouter.sock" ] && break; sleep 0.1; done
+ip -n "$GEN" neigh flush dev eth0
+ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
+read -r S_SINK S_GEN < <(run_mode swrouter)
+"$BIN" status -s "$WORK/swrouter.sock" --json > "$WORK/status.json"
+DROPS=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(" ".join(f"{p[\"stage\"]}:{k}={v}" for p in s["pipeline"] for k,v in p["drops"].items()) or "none")' "$WORK/status.json")
+
+ratio=$(python3 -c "print(f'{$S_SINK/$K_SINK:.3f}' if $K_SINK else 'n/a')")
+echo
+printf '%-28s %10s %12s\n' "mode" "sink pps" "generator pps"
+printf '%-28s %10d %12d\n' "linux kernel forwarding" "$K_SINK" "$K_GEN"
+printf '%-28s %10d %12d\n' "swrouter (pnet AF_PACKET)" "$S_SINK" "$S_GEN"
+echo "ratio swrouter/kernel: $ratio"
+echo "swrouter drop counters: $DROPS"

@@ -1,0 +1,317 @@
+//! The pipeline on in-memory frames: what leaves on which interface, and the counters.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use router::pipeline::counters::WorkerCounters;
+use router::pipeline::drop::DropReason;
+use router::pipeline::packet::{Packet, Pool};
+use router::pipeline::{Pipeline, StageKind};
+use router::tables::neighbours::Neighbours;
+use router::tables::routes::RouteTable;
+use router::tables::{Iface, Tables};
+use router::wire::ethernet::{self, Mac};
+use router::wire::{arp, ipv4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const R0: Mac = Mac([2, 0, 0, 0, 1, 1]);
+const R1: Mac = Mac([2, 0, 0, 0, 2, 1]);
+const CLIENT: Mac = Mac([2, 0, 0, 0, 1, 2]);
+const SERVER: Mac = Mac([2, 0, 0, 0, 2, 2]);
+
+struct Bench {
+    tables: Tables,
+    neighbours: Neighbours,
+    pipeline: Pipeline,
+    pool: Pool,
+    counters: Arc<WorkerCounters>,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let ifaces = vec![
+            Iface {
+                id: 0,
+                name: "eth0".into(),
+                ifindex: 1,
+                mac: R0,
+                addr: [10, 0, 1, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+            },
+            Iface {
+                id: 1,
+                name: "eth1".into(),
+                ifindex: 2,
+                mac: R1,
+                addr: [10, 0, 2, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+            },
+        ];
+        let routes = RouteTable::build(&ifaces, &[]).unwrap();
+        let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
+        Bench {
+            tables: Tables { ifaces, routes },
+            neighbours: Neighbours::default(),
+            pipeline: Pipeline::new(0, 2, counters.clone()),
+            pool: Pool::new(16),
+            counters,
+        }
+    }
+
+    fn run(&mut self, frames: Vec<Vec<u8>>, now: Instant) {
+        let mut burst: Vec<Packet> = frames
+            .iter()
+            .map(|f| {
+                let mut p = Packet::from_frame(f);
+                p.meta.rx_if = 0;
+                p
+            })
+            .collect();
+        let neigh = self.neighbours.load();
+        self.pipeline.run(
+            &mut burst,
+            &self.tables,
+            &neigh,
+            &self.neighbours,
+            &mut self.pool,
+            now,
+        );
+    }
+
+    fn poll(&mut self, now: Instant) {
+        let neigh = self.neighbours.load();
+        self.pipeline
+            .poll(&self.tables, &neigh, &self.neighbours, &mut self.pool, now);
+    }
+
+    /// Frames queued for transmit on `ifid`, removed.
+    fn take_tx(&mut self, ifid: usize) -> Vec<Vec<u8>> {
+        self.pipeline.tx_out[ifid]
+            .drain(..)
+            .map(|p| p.frame().to_vec())
+            .collect()
+    }
+
+    fn drops(&self, stage: StageKind, r: DropReason) -> u64 {
+        self.counters.stages[stage as usize].drops[r as usize].get()
+    }
+}
+
+/// Client 10.0.1.2 → `dst`, UDP, TTL `ttl`, sent to the router's eth0 MAC.
+fn udp(dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 28 + 4];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: dst.into(),
+        protocol: 17,
+        payload_len: 12,
+        ttl,
+        ident: 1,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    f[34..42].copy_from_slice(&[0x30, 0x39, 0, 9, 0, 12, 0, 0]);
+    f
+}
+
+#[test]
+fn unresolved_next_hop_queues_sends_arp_and_releases_on_answer() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.run(vec![udp([10, 0, 2, 2], 64), udp([10, 0, 2, 2], 64)], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 1, "one broadcast ARP request, the data waits");
+    assert_eq!(ethernet::dst(&tx[0]), Mac::BROADCAST);
+    let req = arp::ArpRepr::parse(&tx[0][14..]).unwrap();
+    assert_eq!(
+        (req.operation, req.target_ip, req.sender_ip),
+        (arp::OP_REQUEST, [10, 0, 2, 2].into(), [10, 0, 2, 1].into())
+    );
+    // The answer arrives (possibly on another worker): the table learns, poll releases in order.
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    b.poll(t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 2);
+    for f in &tx {
+        assert_eq!((ethernet::dst(f), ethernet::src(f)), (SERVER, R1));
+        assert_eq!(ipv4::ttl(&f[14..]), 63);
+        assert_eq!(ipv4::check(&f[14..]), Ok(32));
+    }
+}
+
+#[test]
+fn pending_queue_is_bounded_and_gives_up_with_host_unreachable() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.run((0..20).map(|_| udp([10, 0, 2, 9], 64)).collect(), t0);
+    assert_eq!(
+        b.drops(StageKind::Neighbour, DropReason::NeighbourQueueFull),
+        4,
+        "16 held, 4 refused"
+    );
+    assert_eq!(b.take_tx(1).len(), 1);
+    // Two more requests one second apart, then the queue is dropped.
+    for s in 1..=2 {
+        b.poll(t0 + Duration::from_secs(s));
+        assert_eq!(b.take_tx(1).len(), 1, "retry {s}");
+    }
+    b.poll(t0 + Duration::from_secs(3));
+    assert_eq!(
+        b.drops(StageKind::Neighbour, DropReason::NeighbourUnresolved),
+        16
+    );
+    let back = b.take_tx(0);
+    assert_eq!(back.len(), 1, "one host unreachable to the client");
+    let l3 = &back[0][14..];
+    assert_eq!(
+        (ipv4::src(l3), ipv4::dst(l3), l3[20], l3[21]),
+        ([10, 0, 1, 1].into(), [10, 0, 1, 2].into(), 3, 1)
+    );
+    assert!(!b.pipeline.has_pending());
+}
+
+#[test]
+fn ttl_expiry_and_no_route_send_icmp_back_to_the_source() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.run(vec![udp([10, 0, 2, 2], 1), udp([192, 0, 2, 7], 64)], t0);
+    let back = b.take_tx(0);
+    assert_eq!(back.len(), 2);
+    let types: Vec<(u8, u8)> = back.iter().map(|f| (f[34], f[35])).collect();
+    assert_eq!(types, vec![(11, 0), (3, 0)]);
+    for f in &back {
+        assert_eq!(ipv4::check(&f[14..]).map(|_| ()), Ok(()));
+        assert_eq!(
+            router::wire::checksum::checksum(&f[34..]),
+            0,
+            "ICMP checksum"
+        );
+        // The quote starts with the offending IPv4 header.
+        assert_eq!(&f[42..44], &[0x45, 0x00]);
+    }
+    assert_eq!(b.drops(StageKind::Route, DropReason::TtlExpired), 1);
+    assert_eq!(b.drops(StageKind::Route, DropReason::NoRoute), 1);
+}
+
+#[test]
+fn icmp_errors_are_rate_limited() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.run((0..200).map(|_| udp([10, 0, 2, 2], 1)).collect(), t0);
+    let sent = b.take_tx(0).len() as u64;
+    assert_eq!(sent, router::pipeline::ICMP_BURST as u64);
+    assert_eq!(b.counters.icmp_rate_limited.get(), 200 - sent);
+    assert_eq!(b.drops(StageKind::Route, DropReason::TtlExpired), 200);
+}
+
+#[test]
+fn broadcast_and_martians_are_not_forwarded() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    let mut from_loopback = udp([10, 0, 2, 2], 64);
+    from_loopback[26] = 127;
+    ipv4::fill_checksum(&mut from_loopback[14..], 20);
+    b.run(
+        vec![
+            udp([10, 0, 2, 255], 64),
+            udp([255, 255, 255, 255], 64),
+            udp([224, 0, 0, 9], 64),
+            from_loopback,
+        ],
+        t0,
+    );
+    assert!(b.take_tx(1).is_empty());
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::BroadcastNotForwarded),
+        2
+    );
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::MulticastNotForwarded),
+        1
+    );
+    assert_eq!(b.drops(StageKind::Ipv4Input, DropReason::MartianSource), 1);
+}
+
+#[test]
+fn arp_request_for_us_is_answered_and_the_sender_learnt() {
+    let mut b = Bench::new();
+    let mut f = vec![0u8; 42];
+    ethernet::write_header(&mut f, Mac::BROADCAST, CLIENT, ethernet::ETHERTYPE_ARP);
+    arp::ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: CLIENT,
+        sender_ip: [10, 0, 1, 2].into(),
+        target_mac: Mac::ZERO,
+        target_ip: [10, 0, 1, 1].into(),
+    }
+    .emit(&mut f[14..]);
+    let mut other = f.clone();
+    other[38..42].copy_from_slice(&[10, 0, 1, 77]);
+    b.run(vec![f, other], Instant::now());
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].len(), 60, "padded to the Ethernet minimum");
+    let reply = arp::ArpRepr::parse(&tx[0][14..]).unwrap();
+    assert_eq!(
+        (reply.operation, reply.sender_mac, reply.target_mac),
+        (arp::OP_REPLY, R0, CLIENT)
+    );
+    assert_eq!(
+        b.neighbours.load().lookup(0, [10, 0, 1, 2].into()),
+        Some(CLIENT)
+    );
+    assert_eq!(
+        b.drops(StageKind::Ethernet, DropReason::ArpOtherTarget),
+        0,
+        "a refresh from a known neighbour is not a drop"
+    );
+}
+
+#[test]
+fn every_packet_is_accounted_for() {
+    // Random frames: in = out + consumed + drops for every stage that is not the last.
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut frames = Vec::new();
+    for i in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut f = udp([10, 0, 2, 2], 64);
+        let n = (seed % 8) as usize;
+        for k in 0..n {
+            let at = ((seed >> (8 * k)) as usize) % f.len();
+            f[at] ^= (seed >> 3) as u8 | 1;
+        }
+        f.truncate(f.len().saturating_sub(i % 50));
+        frames.push(f);
+    }
+    for chunk in frames.chunks(32) {
+        b.run(chunk.to_vec(), t0);
+        b.take_tx(0);
+        b.take_tx(1);
+    }
+    for (si, sc) in b.counters.stages.iter().enumerate() {
+        let drops: u64 = sc.drops.iter().map(|c| c.get()).sum();
+        let accounted = sc.packets_out.get() + sc.consumed.get() + drops;
+        assert_eq!(
+            sc.packets_in.get(),
+            accounted,
+            "stage {:?}",
+            StageKind::ALL[si]
+        );
+    }
+}
