@@ -62,7 +62,7 @@ CFG
 measure() {
   local before_rx before_tx after_rx after_tx
   before_rx=$(rx "$SNK" eth0); before_tx=$(tx "$GEN" eth0)
-  ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 -A -Q -C >/dev/null 2>&1 || true
+  ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 || true
   sleep 0.5
   after_rx=$(rx "$SNK" eth0); after_tx=$(tx "$GEN" eth0)
   echo "$(( (after_rx - before_rx) / WINDOW )) $(( (after_tx - before_tx) / WINDOW ))"
@@ -110,7 +110,12 @@ ip -n "$GEN" neigh flush dev eth0
 ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
 read -r S_SINK S_GEN < <(run_mode swrouter)
 "$BIN" status -s "$WORK/swrouter.sock" --json > "$WORK/status.json"
-DROPS=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(" ".join(f"{p[\"stage\"]}:{k}={v}" for p in s["pipeline"] for k,v in p["drops"].items()) or "none")' "$WORK/status.json")
+DROPS=$(python3 - "$WORK/status.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(" ".join("%s:%s=%d" % (p["stage"], k, v) for p in s["pipeline"] for k, v in p["drops"].items()) or "none")
+PY
+)
 
 ratio=$(python3 -c "print(f'{$S_SINK/$K_SINK:.3f}' if $K_SINK else 'n/a')")
 echo

@@ -418,3 +418,34 @@ fn human_status_shows_interfaces_routes_and_stages() {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
 }
+
+#[test]
+fn sigint_stops_the_router_cleanly_and_gives_arp_back_to_the_kernel() {
+    let mut l = started("int", "", "");
+    let flags = |l: &RouterLab| l.rtr.ip(&["link", "show", "eth0"]).unwrap();
+    assert!(
+        flags(&l).contains("NOARP"),
+        "swrouter answers ARP itself while running"
+    );
+    let h = l.router.take().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &h.pid.to_string()])
+        .status()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..50 {
+        if let Some(st) = l.lab.try_wait(&h).unwrap() {
+            exited = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = exited.expect("router did not stop on SIGINT");
+    assert!(st.success(), "{st:?}\n{}", l.lab.logs(&h));
+    assert!(l.lab.logs(&h).contains("SIGINT"), "{}", l.lab.logs(&h));
+    assert!(
+        !flags(&l).contains("NOARP"),
+        "kernel ARP restored: {}",
+        flags(&l)
+    );
+}
