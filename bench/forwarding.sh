@@ -2,7 +2,7 @@
 # Forwarding throughput, measured in one run on one topology:
 #   gen (trafgen) --veth-- router namespace --veth-- sink
 # 1. Linux kernel forwarding (ip_forward=1 in the router namespace, swrouter not running);
-# 2. swrouter on the same veths (its default pnet/AF_PACKET backend).
+# 2. swrouter on the same veths with its pnet backend, 3. with its mmap (PACKET_MMAP) backend.
 # 64-byte UDP frames (60 B + FCS), WINDOW-second windows, REPS repetitions, medians of the
 # packets/s counted at the sink's interface; also the generator-only rate, so a
 # generator-bound result is visible. Needs root, trafgen (netsniff-ng) and a release build.
@@ -88,14 +88,17 @@ ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
 ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
 read -r K_SINK K_GEN < <(run_mode kernel)
 
-# --- 2. swrouter -------------------------------------------------------------------------
+# --- 2./3. swrouter, once per I/O backend -------------------------------------------------
 ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
 ip -n "$RTR" addr flush dev eth0
 ip -n "$RTR" addr flush dev eth1
-cat > "$WORK/router.conf" <<CONF
+declare -A SINK GENR DROPS RINGFULL CPU
+for backend in pnet mmap; do
+  cat > "$WORK/router.conf" <<CONF
 [router]
 management-socket = "$WORK/swrouter.sock"
-log-level = "warn"
+log-level = "info"
+io-backend = "$backend"
 [[interface]]
 name = "eth0"
 address = "10.0.1.1/24"
@@ -103,24 +106,36 @@ address = "10.0.1.1/24"
 name = "eth1"
 address = "10.0.2.1/24"
 CONF
-ip netns exec "$RTR" taskset -c 1 "$BIN" -c "$WORK/router.conf" 2>"$WORK/router.log" &
-ROUTER_PID=$!
-for _ in $(seq 50); do [ -S "$WORK/swrouter.sock" ] && break; sleep 0.1; done
-ip -n "$GEN" neigh flush dev eth0
-ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
-read -r S_SINK S_GEN < <(run_mode swrouter)
-"$BIN" status -s "$WORK/swrouter.sock" --json > "$WORK/status.json"
-DROPS=$(python3 - "$WORK/status.json" <<'PY'
+  ip netns exec "$RTR" taskset -c 1 "$BIN" -c "$WORK/router.conf" 2>"$WORK/router-$backend.log" &
+  ROUTER_PID=$!
+  for _ in $(seq 50); do [ -S "$WORK/swrouter.sock" ] && break; sleep 0.1; done
+  ip -n "$GEN" neigh flush dev eth0
+  ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
+  cpu_before=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
+  read -r s g < <(run_mode "sw-$backend")
+  cpu_after=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
+  SINK[$backend]=$s GENR[$backend]=$g
+  # CPU seconds the router used per second of measurement, in percent of one core.
+  CPU[$backend]=$(( (cpu_after - cpu_before) * 100 / $(getconf CLK_TCK) / (WINDOW * REPS) ))
+  "$BIN" status -s "$WORK/swrouter.sock" --json > "$WORK/status.json"
+  DROPS[$backend]=$(python3 - "$WORK/status.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(" ".join("%s:%s=%d" % (p["stage"], k, v) for p in s["pipeline"] for k, v in p["drops"].items()) or "none")
 PY
 )
+  RINGFULL[$backend]=$(python3 -c 'import json,sys; print(sum(i["rx_ring_full"] for i in json.load(open(sys.argv[1]))["interfaces"]))' "$WORK/status.json")
+  kill "$ROUTER_PID"; wait "$ROUTER_PID" 2>/dev/null || true; ROUTER_PID=""
+  rm -f "$WORK/swrouter.sock"
+done
 
-ratio=$(python3 -c "print(f'{$S_SINK/$K_SINK:.3f}' if $K_SINK else 'n/a')")
+ratio() { python3 -c "print(f'{$1/$2:.3f}' if $2 else 'n/a')"; }
 echo
-printf '%-28s %10s %12s\n' "mode" "sink pps" "generator pps"
-printf '%-28s %10d %12d\n' "linux kernel forwarding" "$K_SINK" "$K_GEN"
-printf '%-28s %10d %12d\n' "swrouter (pnet AF_PACKET)" "$S_SINK" "$S_GEN"
-echo "ratio swrouter/kernel: $ratio"
-echo "swrouter drop counters: $DROPS"
+printf '%-30s %10s %14s %8s %10s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU"
+printf '%-30s %10d %14d %8s %10s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-"
+for backend in pnet mmap; do
+  printf '%-30s %10d %14d %8s %9s%%\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}"
+done
+for backend in pnet mmap; do
+  echo "swrouter ($backend): drops ${DROPS[$backend]}; rx-ring-full ${RINGFULL[$backend]}"
+done

@@ -31,6 +31,9 @@ step "tests (unit, crate, end-to-end on the release binaries)"
 export SWROUTER_BIN_DIR="$PWD/target/release"
 cargo test --release --workspace -- --test-threads=2
 
+step "end-to-end tests again on the mmap (PACKET_MMAP) I/O backend"
+SWROUTER_TEST_IO_BACKEND=mmap cargo test --release -p integration -- --test-threads=2
+
 step "benches compile"
 cargo bench --workspace --no-run >/dev/null
 

@@ -21,6 +21,7 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
         quote(&r.management_socket.to_string_lossy())
     );
     let _ = writeln!(out, "log-level = {}", quote(r.log_level.as_str()));
+    let _ = writeln!(out, "io-backend = {}", quote(r.io_backend.as_str()));
     for i in &conf.interfaces {
         out.push_str("\n[[interface]]\n");
         let _ = writeln!(out, "name = {}", quote(&i.name));
@@ -31,6 +32,7 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
             let _ = writeln!(out, "mac = {}", quote(&mac.to_string()));
         }
         let _ = writeln!(out, "mtu = {}", i.mtu);
+        let _ = writeln!(out, "io-backend = {}", quote(i.io_backend.as_str()));
     }
     for route in &conf.routes {
         out.push_str("\n[[route]]\n");

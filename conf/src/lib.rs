@@ -52,7 +52,9 @@ use serde::Serialize;
 
 pub use error::ConfError;
 pub use ipnetwork::Ipv4Network;
-pub use types::{LogLevel, MacAddr, ParseLogLevelError, ParseMacError};
+pub use types::{
+    IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
+};
 
 /// Default path of the management socket that `swrouter status`/`reload` talk to.
 pub const DEFAULT_MANAGEMENT_SOCKET: &str = "/run/swrouter/swrouter.sock";
@@ -92,6 +94,8 @@ pub struct RouterSection {
     pub management_socket: PathBuf,
     /// Log verbosity (`log-level`).
     pub log_level: LogLevel,
+    /// Default I/O backend of the interfaces (`io-backend`).
+    pub io_backend: IoBackend,
 }
 
 /// One `[[interface]]` table: a Linux interface swrouter owns and is the IP stack of.
@@ -111,6 +115,8 @@ pub struct InterfaceConf {
     pub mac: Option<MacAddr>,
     /// Largest IPv4 packet sent on this link, 576..=9000 bytes.
     pub mtu: u16,
+    /// I/O backend of this interface (`io-backend`; defaults to the `[router]` one).
+    pub io_backend: IoBackend,
 }
 
 /// One `[[route]]` table: a static route to a next hop on a connected network.

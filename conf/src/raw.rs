@@ -13,9 +13,15 @@ use toml::Spanned;
 /// Top-level tables, as they appear in serde's "expected one of" lists.
 const TOP_KEYS: &[&str] = &["router", "interface", "route"];
 /// Keys of `[router]`, in documentation order.
-pub(crate) const ROUTER_KEYS: &[&str] = &["id", "workers", "management-socket", "log-level"];
+pub(crate) const ROUTER_KEYS: &[&str] = &[
+    "id",
+    "workers",
+    "management-socket",
+    "log-level",
+    "io-backend",
+];
 /// Keys of `[[interface]]`, in documentation order.
-pub(crate) const INTERFACE_KEYS: &[&str] = &["name", "address", "mac", "mtu"];
+pub(crate) const INTERFACE_KEYS: &[&str] = &["name", "address", "mac", "mtu", "io-backend"];
 /// Keys of `[[route]]`, in documentation order.
 pub(crate) const ROUTE_KEYS: &[&str] = &["prefix", "via", "interface"];
 
@@ -50,6 +56,8 @@ pub(crate) struct RawRouter {
     pub management_socket: Option<Spanned<String>>,
     /// `log-level = "info"`.
     pub log_level: Option<Spanned<String>>,
+    /// `io-backend = "pnet"`.
+    pub io_backend: Option<Spanned<String>>,
 }
 
 /// One `[[interface]]`.
@@ -68,6 +76,8 @@ pub(crate) struct RawInterface {
     pub mac: Option<Spanned<String>>,
     /// `mtu = 1500`.
     pub mtu: Option<Spanned<Int>>,
+    /// `io-backend = "mmap"`.
+    pub io_backend: Option<Spanned<String>>,
 }
 
 /// One `[[route]]`.

@@ -1,4 +1,4 @@
-//! Small value types of the schema: [`MacAddr`] and [`LogLevel`].
+//! Small value types of the schema: [`MacAddr`], [`LogLevel`] and [`IoBackend`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -156,6 +156,53 @@ impl FromStr for LogLevel {
             .into_iter()
             .find(|l| l.as_str() == s)
             .ok_or_else(|| ParseLogLevelError(s.to_string()))
+    }
+}
+
+/// How swrouter moves frames in and out of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    /// pnet's AF_PACKET channel: one system call per frame; portable (the default).
+    #[default]
+    Pnet,
+    /// PACKET_MMAP: a TPACKET_V3 receive ring and `sendmmsg` bursts; fewer system calls.
+    Mmap,
+}
+
+/// Why a string is not an I/O backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown io-backend `{0}`; expected one of: pnet, mmap")]
+pub struct ParseIoBackendError(pub String);
+
+impl IoBackend {
+    /// Every backend.
+    pub const ALL: [IoBackend; 2] = [IoBackend::Pnet, IoBackend::Mmap];
+
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackend::Pnet => "pnet",
+            IoBackend::Mmap => "mmap",
+        }
+    }
+}
+
+impl fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IoBackend {
+    type Err = ParseIoBackendError;
+
+    /// Exactly one of the names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IoBackend::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| ParseIoBackendError(s.to_string()))
     }
 }
 

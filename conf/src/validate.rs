@@ -15,8 +15,9 @@ use toml::Spanned;
 use crate::error::Locator;
 use crate::raw::{Int, RawFile, RawInterface, RawRoute, RawRouter};
 use crate::{
-    ConfError, InterfaceConf, Ipv4Network, LogLevel, MacAddr, RouteConf, RouterConf, RouterSection,
-    DEFAULT_MANAGEMENT_SOCKET, DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS, MIN_MTU,
+    ConfError, InterfaceConf, IoBackend, Ipv4Network, LogLevel, MacAddr, RouteConf, RouterConf,
+    RouterSection, DEFAULT_MANAGEMENT_SOCKET, DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS,
+    MIN_MTU,
 };
 
 /// Longest Unix socket path: `sun_path` is 108 bytes on Linux, one of them the terminating NUL.
@@ -33,6 +34,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         workers: None,
         management_socket: None,
         log_level: None,
+        io_backend: None,
     });
     let workers = workers(at, router.workers.as_ref())?;
     let management_socket = management_socket(at, router.management_socket.as_ref())?;
@@ -43,7 +45,8 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             .parse()
             .map_err(|e| at.err(&s.span(), format!("{e}")))?,
     };
-    let interfaces = interfaces(at, &raw.interface)?;
+    let io_backend = backend(at, router.io_backend.as_ref(), IoBackend::default())?;
+    let interfaces = interfaces(at, &raw.interface, io_backend)?;
     let routes = routes(at, &raw.route, &interfaces)?;
     let id = router_id(at, router.id.as_ref(), &interfaces)?;
     Ok(RouterConf {
@@ -52,10 +55,26 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             workers,
             management_socket,
             log_level,
+            io_backend,
         },
         interfaces: interfaces.into_iter().map(|i| i.conf).collect(),
         routes,
     })
+}
+
+/// `io-backend`: one of the backend names; `default` when absent.
+fn backend(
+    at: &Locator<'_>,
+    raw: Option<&Spanned<String>>,
+    default: IoBackend,
+) -> Result<IoBackend> {
+    match raw {
+        None => Ok(default),
+        Some(s) => s
+            .get_ref()
+            .parse()
+            .map_err(|e| at.err(&s.span(), format!("{e}"))),
+    }
 }
 
 /// `workers`: default 1, range 1..=64.
@@ -109,7 +128,11 @@ struct Iface {
 }
 
 /// All `[[interface]]` tables: at least one, unique names and addresses, disjoint prefixes.
-fn interfaces(at: &Locator<'_>, raw: &[Spanned<RawInterface>]) -> Result<Vec<Iface>> {
+fn interfaces(
+    at: &Locator<'_>,
+    raw: &[Spanned<RawInterface>],
+    default_backend: IoBackend,
+) -> Result<Vec<Iface>> {
     if raw.is_empty() {
         return Err(at.err(
             &(0..0),
@@ -118,7 +141,7 @@ fn interfaces(at: &Locator<'_>, raw: &[Spanned<RawInterface>]) -> Result<Vec<Ifa
     }
     let mut done: Vec<Iface> = Vec::with_capacity(raw.len());
     for table in raw {
-        let iface = interface(at, table)?;
+        let iface = interface(at, table, default_backend)?;
         let r = table.get_ref();
         // Pairwise against the earlier ones: a router has a handful of interfaces, and the
         // message can then name both sides of the clash.
@@ -160,7 +183,11 @@ fn interfaces(at: &Locator<'_>, raw: &[Spanned<RawInterface>]) -> Result<Vec<Ifa
 }
 
 /// One `[[interface]]` table on its own.
-fn interface(at: &Locator<'_>, table: &Spanned<RawInterface>) -> Result<Iface> {
+fn interface(
+    at: &Locator<'_>,
+    table: &Spanned<RawInterface>,
+    default_backend: IoBackend,
+) -> Result<Iface> {
     let raw = table.get_ref();
     let name = raw.name.get_ref();
     if let Some(msg) = bad_ifname(name) {
@@ -187,6 +214,7 @@ fn interface(at: &Locator<'_>, table: &Spanned<RawInterface>) -> Result<Iface> {
             }
         }
     };
+    let io_backend = backend(at, raw.io_backend.as_ref(), default_backend)?;
     Ok(Iface {
         conf: InterfaceConf {
             name: name.clone(),
@@ -194,6 +222,7 @@ fn interface(at: &Locator<'_>, table: &Spanned<RawInterface>) -> Result<Iface> {
             network,
             mac,
             mtu,
+            io_backend,
         },
         line: at.line_of(table.span().start),
     })

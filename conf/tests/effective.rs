@@ -38,17 +38,20 @@ id = "10.0.2.1"
 workers = 3
 management-socket = "/run/swrouter/swrouter.sock"
 log-level = "debug"
+io-backend = "pnet"
 
 [[interface]]
 name = "eth0"
 address = "10.0.1.1/24"
 mac = "02:00:00:00:00:01"
 mtu = 1500
+io-backend = "pnet"
 
 [[interface]]
 name = "eth1"
 address = "10.0.2.1/24"
 mtu = 9000
+io-backend = "pnet"
 
 [[route]]
 prefix = "0.0.0.0/0"
@@ -159,4 +162,20 @@ fn load_file_equals_parse_str() {
     let f = TempFile::new("full", FULL.as_bytes());
     let a: RouterConf = load_file(&f.0).unwrap();
     assert_eq!(a, parse_str("x", FULL).unwrap());
+}
+
+#[test]
+fn io_backend_defaults_to_the_router_one_and_can_be_set_per_interface() {
+    let text = "[router]\nio-backend = \"mmap\"\n\n[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\nio-backend = \"pnet\"\n";
+    let c = parse_str("b.conf", text).unwrap();
+    assert_eq!(c.router.io_backend, conf::IoBackend::Mmap);
+    assert_eq!(c.interfaces[0].io_backend, conf::IoBackend::Mmap);
+    assert_eq!(c.interfaces[1].io_backend, conf::IoBackend::Pnet);
+    assert_eq!(parse_str("b.conf", &c.to_toml()).unwrap(), c);
+    let e = parse_str("b.conf", &text.replace("\"pnet\"", "\"xdp\"")).unwrap_err();
+    assert_eq!((e.line, e.col), (11, 14));
+    assert_eq!(
+        e.msg,
+        "unknown io-backend `xdp`; expected one of: pnet, mmap"
+    );
 }

@@ -196,19 +196,19 @@ fn unknown_keys_name_the_section() {
         "[router]\nworkerz = 2\n",
         2,
         1,
-        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, log-level; did you mean `workers`?",
+        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, log-level, io-backend; did you mean `workers`?",
     );
     rejects(
         "[router]\nlog_level = \"info\"\n",
         2,
         1,
-        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, log-level; did you mean `log-level`?",
+        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, log-level, io-backend; did you mean `log-level`?",
     );
     rejects(
         &two("gateway = \"10.0.2.254\"\n"),
         8,
         1,
-        "unknown key `gateway` in [[interface]]; expected one of: name, address, mac, mtu",
+        "unknown key `gateway` in [[interface]]; expected one of: name, address, mac, mtu, io-backend",
     );
     rejects(
         &two("[[route]]\nprefix = \"0.0.0.0/0\"\nnexthop = \"10.0.1.2\"\n"),

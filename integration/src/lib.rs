@@ -49,6 +49,12 @@ pub fn binary(name: &str) -> PathBuf {
     );
 }
 
+/// The I/O backend the end-to-end tests run swrouter with: `$SWROUTER_TEST_IO_BACKEND`, else
+/// `pnet`. CI runs the suite once per backend.
+pub fn io_backend() -> String {
+    std::env::var("SWROUTER_TEST_IO_BACKEND").unwrap_or_else(|_| "pnet".to_string())
+}
+
 /// Addresses of the standard lab.
 pub mod addr {
     /// Client.
@@ -97,8 +103,9 @@ impl RouterLab {
         let socket = lab.dir().join("swrouter.sock");
         let conf_path = lab.dir().join("router.conf");
         let conf = format!(
-            "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\n{router_section}\n\n[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n{extra}\n",
-            socket.display()
+            "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n{router_section}\n\n[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n{extra}\n",
+            socket.display(),
+            io_backend()
         );
         std::fs::write(&conf_path, conf)?;
         Ok(RouterLab {

@@ -417,6 +417,18 @@ fn human_status_shows_interfaces_routes_and_stages() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+    assert!(!out.trim_start().starts_with('{'), "tables, not JSON");
+    let backend = integration::io_backend();
+    assert!(
+        out.contains(&format!("backend {backend}")),
+        "runs on the backend under test: {out}"
+    );
+    let s = l.status().unwrap();
+    let ifs = s["interfaces"].as_array().unwrap();
+    assert!(
+        ifs.iter().all(|i| i["backend"] == backend.as_str()),
+        "{ifs:?}"
+    );
 }
 
 #[test]

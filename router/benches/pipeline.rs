@@ -24,6 +24,7 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
             addr: [10, 0, 1, 1].into(),
             prefix_len: 24,
             mtu: 1500,
+            backend: conf::IoBackend::Pnet,
         },
         Iface {
             id: 1,
@@ -33,6 +34,7 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
             addr: [10, 0, 2, 1].into(),
             prefix_len: 24,
             mtu: 1500,
+            backend: conf::IoBackend::Pnet,
         },
     ];
     let routes = RouteTable::build(

@@ -68,6 +68,7 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
             addr: ic.address,
             prefix_len: ic.network.prefix(),
             mtu: ic.mtu,
+            backend: ic.io_backend,
         });
     }
     Ok(out)

@@ -66,6 +66,10 @@ pub struct InterfaceStatus {
     pub rx_bytes: u64,
     /// Receive errors.
     pub rx_errors: u64,
+    /// Frames dropped by the kernel before we could read them (`rx-ring-full`).
+    pub rx_ring_full: u64,
+    /// I/O backend.
+    pub backend: String,
     /// Frames sent.
     pub tx_packets: u64,
     /// Bytes sent.
@@ -186,6 +190,8 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
                 rx_packets: sum(&|c| c.rx_packets.get()),
                 rx_bytes: sum(&|c| c.rx_bytes.get()),
                 rx_errors: sum(&|c| c.rx_errors.get()),
+                rx_ring_full: sum(&|c| c.rx_ring_full.get()),
+                backend: i.backend.to_string(),
                 tx_packets: sum(&|c| c.tx_packets.get()),
                 tx_bytes: sum(&|c| c.tx_bytes.get()),
                 tx_errors: sum(&|c| c.tx_errors.get()),
@@ -286,7 +292,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
             workers: shared.counters.len(),
             config: cx.config.clone(),
             reloads: cx.reloads,
-            backend: "pnet (AF_PACKET)".into(),
+            backend: backends(&tables),
         },
         interfaces,
         routes,
@@ -302,6 +308,14 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
     }
 }
 
+/// The backends in use, e.g. "pnet" or "mmap" or "mmap+pnet".
+fn backends(tables: &crate::tables::Tables) -> String {
+    let mut v: Vec<&str> = tables.ifaces.iter().map(|i| i.backend.as_str()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.join("+")
+}
+
 /// Renders the status as tables for a terminal.
 pub fn render(s: &Status) -> String {
     let mut o = String::new();
@@ -314,31 +328,35 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "config {}\n", r.config);
     let _ = writeln!(
         o,
-        "{:<12} {:<18} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>6}",
+        "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>6}",
         "INTERFACE",
         "ADDRESS",
         "MAC",
         "MTU",
+        "IO",
         "RX-PKTS",
         "RX-BYTES",
         "TX-PKTS",
         "TX-BYTES",
         "RX-ERR",
+        "RING-FULL",
         "TX-ERR"
     );
     for i in &s.interfaces {
         let _ = writeln!(
             o,
-            "{:<12} {:<18} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>6}",
+            "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>6}",
             i.name,
             i.address,
             i.mac,
             i.mtu,
+            i.backend,
             i.rx_packets,
             i.rx_bytes,
             i.tx_packets,
             i.tx_bytes,
             i.rx_errors,
+            i.rx_ring_full,
             i.tx_errors
         );
     }

@@ -51,7 +51,7 @@ pub fn start(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
                     .wrapping_mul(31)
                     .wrapping_add(iface.id)
             });
-            let port = Port::open(iface, group).map_err(|e| {
+            let port = Port::open(iface, iface.backend, group).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("opening a packet socket on {}: {e}", iface.name),
@@ -82,6 +82,7 @@ fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
     let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
     let mut pollfds = Vec::with_capacity(fds.len());
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    let mut next_ring_check = Instant::now() + HOUSEKEEPING;
     let mut probes = Vec::new();
 
     if id == 0 {
@@ -142,6 +143,14 @@ fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
             );
         }
         pipeline.poll(&tables, &neigh, &shared.neighbours, &mut pool, now);
+        if now >= next_ring_check {
+            next_ring_check = now + HOUSEKEEPING;
+            for port in &ports {
+                counters.ports[port.if_id as usize]
+                    .rx_ring_full
+                    .add(port.take_drops());
+            }
+        }
         if id == 0 && now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
             probes.clear();
@@ -179,11 +188,10 @@ fn flush(pipeline: &mut Pipeline, ports: &mut [Port], pool: &mut Pool, counters:
         let Some(port) = ports.get_mut(if_id) else {
             continue;
         };
-        for mut pkt in queue.drain(..) {
-            if !port.send(&mut pkt, &counters.ports[if_id]) {
-                counters.stages[StageKind::Tx as usize].drops[DropReason::TxError as usize].inc();
-            }
-            pool.put(pkt);
+        if queue.is_empty() {
+            continue;
         }
+        let failed = port.send_all(queue, pool, &counters.ports[if_id]);
+        counters.stages[StageKind::Tx as usize].drops[DropReason::TxError as usize].add(failed);
     }
 }

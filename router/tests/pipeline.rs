@@ -37,6 +37,7 @@ impl Bench {
                 addr: [10, 0, 1, 1].into(),
                 prefix_len: 24,
                 mtu: 1500,
+                backend: conf::IoBackend::Pnet,
             },
             Iface {
                 id: 1,
@@ -46,6 +47,7 @@ impl Bench {
                 addr: [10, 0, 2, 1].into(),
                 prefix_len: 24,
                 mtu: 1500,
+                backend: conf::IoBackend::Pnet,
             },
         ];
         let routes = RouteTable::build(&ifaces, &[]).unwrap();

@@ -72,6 +72,9 @@ pub struct PortCounters {
     pub tx_errors: Counter,
     /// Receive errors other than "nothing to read".
     pub rx_errors: Counter,
+    /// Frames the kernel dropped because our socket buffer or ring was full (`rx-ring-full`):
+    /// the router was overloaded and shed load at the edge rather than stall.
+    pub rx_ring_full: Counter,
 }
 
 /// Everything one worker counts; shared read-only with the management thread.

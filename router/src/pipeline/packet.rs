@@ -122,6 +122,12 @@ impl Packet {
         Some(&mut self.buf[at..])
     }
 
+    /// The frame with `extra` bytes of headroom in front, read-only.
+    pub fn front(&self, extra: usize) -> Option<&[u8]> {
+        let at = self.start.checked_sub(extra)?;
+        Some(&self.buf[at..])
+    }
+
     /// Pads the frame with zeros up to `min` bytes.
     pub fn pad_to(&mut self, min: usize) {
         if self.len() < min {

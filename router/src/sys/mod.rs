@@ -8,9 +8,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// SOL_PACKET option: do not receive frames that this host transmits (Linux ≥ 4.20).
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+pub(crate) const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// SOL_PACKET option: prefix every frame with a `virtio_net_hdr` carrying checksum/GSO state.
-const PACKET_VNET_HDR: libc::c_int = 15;
+pub(crate) const PACKET_VNET_HDR: libc::c_int = 15;
 /// Receive buffer asked for each packet socket; bursts wait here instead of being dropped.
 const RCVBUF_BYTES: libc::c_int = 8 << 20;
 
@@ -105,6 +105,20 @@ pub fn poll_readable(
         return Err(err);
     }
     Ok(rc as usize)
+}
+
+/// Frames the kernel dropped on a packet socket because its buffer or ring was full, since the
+/// last call (PACKET_STATISTICS resets on read). Works for plain and TPACKET_V3 sockets: the first
+/// two counters are laid out alike.
+pub fn take_socket_drops(fd: RawFd) -> u64 {
+    let mut st = [0u32; 3];
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: st and len are live; the kernel writes at most `len` bytes.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_PACKET, 6, st.as_mut_ptr().cast(), &mut len) };
+    if rc < 0 {
+        return 0;
+    }
+    st[1] as u64
 }
 
 /// The effective user id (0 for root).
@@ -224,3 +238,5 @@ pub fn set_link_mtu(ifname: &str, mtu: u32) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+pub mod ring;

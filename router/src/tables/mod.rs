@@ -30,6 +30,8 @@ pub struct Iface {
     pub prefix_len: u8,
     /// MTU (largest IPv4 packet sent without fragmentation).
     pub mtu: u16,
+    /// How frames move in and out of it.
+    pub backend: conf::IoBackend,
 }
 
 impl Iface {

@@ -171,6 +171,7 @@ mod tests {
             addr: addr.into(),
             prefix_len: len,
             mtu: 1500,
+            backend: conf::IoBackend::Pnet,
         }
     }
 
