@@ -1,0 +1,142 @@
+//! The forwarding path allocates nothing per packet: after a warm-up burst, running bursts of
+//! frames through the whole pipeline and draining the tx queues performs zero heap allocations.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use router::pipeline::counters::WorkerCounters;
+use router::pipeline::packet::Pool;
+use router::pipeline::{Pipeline, StageKind};
+use router::tables::neighbours::Neighbours;
+use router::tables::routes::RouteTable;
+use router::tables::{Iface, Tables};
+use router::wire::ethernet::{self, Mac};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Counts allocations while `COUNTING` is set (only this test's thread sets it).
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[test]
+fn forwarding_a_burst_allocates_nothing() {
+    let ifaces = vec![
+        Iface {
+            id: 0,
+            name: "eth0".into(),
+            ifindex: 1,
+            mac: Mac([2, 0, 0, 0, 1, 1]),
+            addr: [10, 0, 1, 1].into(),
+            prefix_len: 24,
+            mtu: 1500,
+            backend: conf::IoBackend::Pnet,
+        },
+        Iface {
+            id: 1,
+            name: "eth1".into(),
+            ifindex: 2,
+            mac: Mac([2, 0, 0, 0, 2, 1]),
+            addr: [10, 0, 2, 1].into(),
+            prefix_len: 24,
+            mtu: 1500,
+            backend: conf::IoBackend::Pnet,
+        },
+    ];
+    let routes = RouteTable::build(&ifaces, &[]).unwrap();
+    let tables = Tables { ifaces, routes };
+    let neighbours = Neighbours::default();
+    neighbours.learn(
+        1,
+        [10, 0, 2, 2].into(),
+        Mac([2, 0, 0, 0, 2, 2]),
+        true,
+        Instant::now(),
+    );
+    let neigh = neighbours.load();
+    let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
+    let mut pipeline = Pipeline::new(0, 2, counters.clone());
+    let mut pool = Pool::new(256);
+    let mut frame = vec![0u8; 60];
+    ethernet::write_header(
+        &mut frame,
+        Mac([2, 0, 0, 0, 1, 1]),
+        Mac([2, 0, 0, 0, 1, 2]),
+        ethernet::ETHERTYPE_IPV4,
+    );
+    router::wire::ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 2, 2].into(),
+        protocol: 17,
+        payload_len: 26,
+        ttl: 64,
+        ident: 7,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut frame[14..34]);
+    let mut burst = Vec::with_capacity(64);
+    let mut run = |count: bool| {
+        COUNTING.store(count, Ordering::Relaxed);
+        for _ in 0..32 {
+            let mut p = pool.get_with(&frame);
+            p.meta.rx_if = 0;
+            burst.push(p);
+        }
+        pipeline.run(
+            &mut burst,
+            &tables,
+            &neigh,
+            &neighbours,
+            &mut pool,
+            Instant::now(),
+        );
+        for q in pipeline.tx_out.iter_mut() {
+            for p in q.drain(..) {
+                pool.put(p);
+            }
+        }
+        COUNTING.store(false, Ordering::Relaxed);
+    };
+    run(false); // warm-up: vectors reach their working capacity
+    ALLOCS.store(0, Ordering::Relaxed);
+    for _ in 0..100 {
+        run(true);
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "heap allocations during 100 bursts of 32 packets"
+    );
+    assert_eq!(
+        counters.stages[StageKind::Tx as usize].packets_out.get(),
+        101 * 32,
+        "every packet was forwarded"
+    );
+}
