@@ -67,6 +67,19 @@ measure() {
   after_rx=$(rx "$SNK" eth0); after_tx=$(tx "$GEN" eth0)
   echo "$(( (after_rx - before_rx) / WINDOW )) $(( (after_tx - before_tx) / WINDOW ))"
 }
+# Latency through the router: 400 pings 10 ms apart (a low-rate timestamped stream) from the
+# generator to the sink and back, both directions crossing the router; p50/p99 of the RTT in µs.
+latency() {
+  ip netns exec "$GEN" ping -q -c 400 -i 0.01 -W 1 10.0.2.2 >/dev/null 2>&1 || true
+  ip netns exec "$GEN" ping -c 400 -i 0.01 -W 1 10.0.2.2 2>/dev/null | python3 -c '
+import re, sys
+rtts = sorted(float(m.group(1)) * 1000 for m in (re.search(r"time=([0-9.]+) ms", l) for l in sys.stdin) if m)
+if not rtts:
+    print("n/a n/a")
+else:
+    print("%d %d" % (rtts[len(rtts) // 2], rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]))
+'
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 run_mode() {
@@ -87,12 +100,13 @@ ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
 ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
 ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
 read -r K_SINK K_GEN < <(run_mode kernel)
+read -r K_P50 K_P99 < <(latency)
 
 # --- 2./3. swrouter, once per I/O backend -------------------------------------------------
 ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
 ip -n "$RTR" addr flush dev eth0
 ip -n "$RTR" addr flush dev eth1
-declare -A SINK GENR DROPS RINGFULL CPU
+declare -A SINK GENR DROPS RINGFULL CPU P50 P99
 for backend in pnet mmap; do
   cat > "$WORK/router.conf" <<CONF
 [router]
@@ -111,6 +125,7 @@ CONF
   for _ in $(seq 50); do [ -S "$WORK/swrouter.sock" ] && break; sleep 0.1; done
   ip -n "$GEN" neigh flush dev eth0
   ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
+  read -r P50[$backend] P99[$backend] < <(latency)
   cpu_before=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
   read -r s g < <(run_mode "sw-$backend")
   cpu_after=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
@@ -131,10 +146,10 @@ done
 
 ratio() { python3 -c "print(f'{$1/$2:.3f}' if $2 else 'n/a')"; }
 echo
-printf '%-30s %10s %14s %8s %10s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU"
-printf '%-30s %10d %14d %8s %10s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-"
+printf '%-30s %10s %14s %8s %10s %14s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU" "rtt p50/p99 µs"
+printf '%-30s %10d %14d %8s %10s %14s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-" "$K_P50/$K_P99"
 for backend in pnet mmap; do
-  printf '%-30s %10d %14d %8s %9s%%\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}"
+  printf '%-30s %10d %14d %8s %9s%% %14s\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}" "${P50[$backend]}/${P99[$backend]}"
 done
 for backend in pnet mmap; do
   echo "swrouter ($backend): drops ${DROPS[$backend]}; rx-ring-full ${RINGFULL[$backend]}"

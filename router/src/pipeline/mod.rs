@@ -272,6 +272,9 @@ impl Pipeline {
             let mut again = false;
             for si in 0..self.stages.len() {
                 let sc = &counters.stages[si];
+                // Tallied locally and published once per stage and burst: three counter writes
+                // per stage instead of two or three per packet.
+                let (mut n_in, mut n_out, mut n_consumed) = (0u64, 0u64, 0u64);
                 let mut i = 0;
                 while i < self.work.len() {
                     let Some(pkt) = self.work[i].as_mut() else {
@@ -282,15 +285,15 @@ impl Pipeline {
                         i += 1;
                         continue;
                     }
-                    sc.packets_in.inc();
+                    n_in += 1;
                     let verdict = self.stages[si].process(pkt, &mut cx);
                     match verdict {
                         Verdict::Continue => {
-                            sc.packets_out.inc();
+                            n_out += 1;
                             pkt.meta.stage += 1;
                         }
                         Verdict::Jump(to) => {
-                            sc.consumed.inc();
+                            n_consumed += 1;
                             pkt.meta.stage = to as u8;
                             pkt.meta.passes += 1;
                             if to as usize <= si {
@@ -298,7 +301,7 @@ impl Pipeline {
                             }
                         }
                         Verdict::Consumed => {
-                            sc.consumed.inc();
+                            n_consumed += 1;
                             if let Some(p) = self.work[i].take() {
                                 cx.pool.put(p);
                             }
@@ -319,7 +322,7 @@ impl Pipeline {
                             }
                         }
                         Verdict::Queued => {
-                            sc.consumed.inc();
+                            n_consumed += 1;
                             if let (Some(p), AnyStage::Neighbour(n)) =
                                 (self.work[i].take(), &mut self.stages[si])
                             {
@@ -327,7 +330,7 @@ impl Pipeline {
                             }
                         }
                         Verdict::Transmit => {
-                            sc.packets_out.inc();
+                            n_out += 1;
                             if let Some(p) = self.work[i].take() {
                                 let q = p.meta.tx_if as usize;
                                 match self.tx_out.get_mut(q) {
@@ -346,6 +349,11 @@ impl Pipeline {
                         }
                     }
                     i += 1;
+                }
+                if n_in > 0 {
+                    sc.packets_in.add(n_in);
+                    sc.packets_out.add(n_out);
+                    sc.consumed.add(n_consumed);
                 }
             }
             if !again {

@@ -183,8 +183,14 @@ impl Pool {
             .free
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(INITIAL_CAPACITY));
-        buf.clear();
-        buf.resize(HEADROOM, 0);
+        // Headroom bytes are always written before they are read (headers are prepended into
+        // them), so a reused buffer keeps its old headroom instead of zeroing it per packet.
+        if buf.len() >= HEADROOM {
+            buf.truncate(HEADROOM);
+        } else {
+            buf.clear();
+            buf.resize(HEADROOM, 0);
+        }
         Packet {
             buf,
             start: HEADROOM,

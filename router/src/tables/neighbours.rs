@@ -9,6 +9,7 @@ use super::IfId;
 use crate::wire::ethernet::Mac;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +27,8 @@ pub const MAX_ENTRIES: usize = 16_384;
 /// changes on every publish so workers know when to retry their pending packets.
 #[derive(Debug, Default)]
 pub struct NeighSnapshot {
-    /// Bindings.
-    pub map: HashMap<(IfId, Ipv4Addr), Mac>,
+    /// Bindings, keyed by [`neigh_key`].
+    pub map: HashMap<u64, Mac, BuildHasherDefault<KeyHasher>>,
     /// Incremented on every publish.
     pub generation: u64,
 }
@@ -36,7 +37,39 @@ impl NeighSnapshot {
     /// The MAC for `addr` on interface `ifid`.
     #[inline]
     pub fn lookup(&self, ifid: IfId, addr: Ipv4Addr) -> Option<Mac> {
-        self.map.get(&(ifid, addr)).copied()
+        self.map.get(&neigh_key(ifid, addr)).copied()
+    }
+}
+
+/// The forwarding-path key of a binding: interface and address packed in one word.
+#[inline]
+pub fn neigh_key(ifid: IfId, addr: Ipv4Addr) -> u64 {
+    (ifid as u64) << 32 | u32::from(addr) as u64
+}
+
+/// A hasher for [`neigh_key`] words: one multiply and a fold. SipHash (std's default) resists
+/// hash flooding but costs ~20 ns a lookup; neighbour keys are addresses on our own connected
+/// networks, bounded by MAX_ENTRIES and created only for ARP that was for us, so flooding the
+/// table is already limited where it is filled.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, k: u64) {
+        let x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ b as u64);
+        }
     }
 }
 
@@ -99,7 +132,11 @@ impl Neighbours {
 
     fn publish(&self, m: &mut Master) {
         m.generation += 1;
-        let map = m.entries.iter().map(|(k, e)| (*k, e.mac)).collect();
+        let map = m
+            .entries
+            .iter()
+            .map(|(k, e)| (neigh_key(k.0, k.1), e.mac))
+            .collect();
         self.snapshot.store(Arc::new(NeighSnapshot {
             map,
             generation: m.generation,
