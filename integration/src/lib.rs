@@ -89,6 +89,16 @@ impl RouterLab {
     /// Builds the topology; `extra` is appended to the router config (e.g. `[[route]]` tables),
     /// `router_section` goes inside `[router]`.
     pub fn new(tag: &str, router_section: &str, extra: &str) -> Result<RouterLab> {
+        Self::new_opts(tag, router_section, "", extra)
+    }
+
+    /// Like [`RouterLab::new`], with `eth1_opts` added to the router's eth1 `[[interface]]`.
+    pub fn new_opts(
+        tag: &str,
+        router_section: &str,
+        eth1_opts: &str,
+        extra: &str,
+    ) -> Result<RouterLab> {
         require_root();
         let mut lab = Lab::new(tag)?;
         let cli = lab.add_ns("cli")?;
@@ -103,7 +113,7 @@ impl RouterLab {
         let socket = lab.dir().join("swrouter.sock");
         let conf_path = lab.dir().join("router.conf");
         let conf = format!(
-            "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n{router_section}\n\n[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n{extra}\n",
+            "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n{router_section}\n\n[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n{eth1_opts}\n\n{extra}\n",
             socket.display(),
             io_backend()
         );

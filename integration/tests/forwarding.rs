@@ -461,3 +461,22 @@ fn sigint_stops_the_router_cleanly_and_gives_arp_back_to_the_kernel() {
         flags(&l)
     );
 }
+
+#[test]
+fn large_datagrams_are_fragmented_toward_a_smaller_mtu_and_df_gets_frag_needed() {
+    let mut l = RouterLab::new_opts("frag", "", "mtu = 1280", "").unwrap();
+    // The server side link runs at 1280 (both ends of a link agree on the MTU).
+    l.srv.ip(&["link", "set", "eth0", "mtu", "1280"]).unwrap();
+    l.start().unwrap();
+    // 1400 bytes of ICMP payload without DF: fragmented on eth1, reassembled by the server.
+    let (n, out) = RouterLab::ping(&l.cli, addr::SERVER, 2, &["-s", "1400", "-M", "dont"]).unwrap();
+    assert_eq!(n, 2, "{out}\n{}", l.router_log());
+    // With DF the client is told the next-hop MTU.
+    let (n, out) = RouterLab::ping(&l.cli, addr::SERVER, 1, &["-s", "1400", "-M", "do"]).unwrap();
+    assert_eq!(n, 0, "{out}");
+    assert!(
+        out.contains("Frag needed") && out.contains("mtu = 1280"),
+        "{out}"
+    );
+    assert!(l.drops("route", "mtu-exceeded").unwrap() >= 1);
+}

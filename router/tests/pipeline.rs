@@ -317,3 +317,66 @@ fn every_packet_is_accounted_for() {
         );
     }
 }
+
+#[test]
+fn packets_larger_than_the_mtu_are_fragmented_unless_df_is_set() {
+    let mut b = Bench::new();
+    b.tables.ifaces[1].mtu = 576;
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    // 1500-byte UDP datagram without DF, payload bytes numbered.
+    let payload_len = 1500 - 28;
+    let mut f = vec![0u8; 14 + 1500];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 2, 2].into(),
+        protocol: 17,
+        payload_len: payload_len + 8,
+        ttl: 64,
+        ident: 0x4242,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    for (i, b) in f[34..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let original_l4 = f[34..].to_vec();
+    let mut with_df = f.clone();
+    with_df[14 + 6] = 0x40;
+    ipv4::fill_checksum(&mut with_df[14..], 20);
+    b.run(vec![f, with_df], t0);
+    let frags = b.take_tx(1);
+    assert_eq!(frags.len(), 3, "1480 payload bytes in 552-byte pieces");
+    let mut joined = Vec::new();
+    for (k, fr) in frags.iter().enumerate() {
+        let l3 = &fr[14..];
+        assert!(l3.len() <= 576);
+        assert_eq!(ipv4::check(l3).map(|_| ()), Ok(()));
+        assert_eq!(
+            u16::from_be_bytes([l3[4], l3[5]]),
+            0x4242,
+            "same identification"
+        );
+        assert_eq!(ipv4::ttl(l3), 63);
+        let word = ipv4::flags_frag(l3);
+        assert_eq!(
+            word & 0x1fff,
+            (joined.len() / 8) as u16,
+            "offset of fragment {k}"
+        );
+        assert_eq!(word & ipv4::FLAG_MF != 0, k < 2);
+        joined.extend_from_slice(&l3[20..]);
+    }
+    assert_eq!(joined, original_l4, "reassembly gives back the datagram");
+    // With DF: fragmentation needed back to the sender with the next-hop MTU.
+    let back = b.take_tx(0);
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0][34], back[0][35]), (3, 4));
+    assert_eq!(u16::from_be_bytes([back[0][40], back[0][41]]), 576);
+    assert_eq!(b.drops(StageKind::Route, DropReason::MtuExceeded), 1);
+}
