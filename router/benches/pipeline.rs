@@ -1,12 +1,12 @@
-//! ns per packet of the forwarding pipeline on in-memory frames (no sockets): a burst of 32
-//! 64-byte UDP frames from the client to the server side, copied in as the rx path does, run
-//! through every stage, and drained from the tx queues.
+//! ns per packet of the forwarding pipeline on in-memory frames (no sockets): bursts of 32
+//! 64-byte UDP frames from the client to the server side, through the whole pipeline (copied in
+//! as the rx path does and drained from the tx queues), and through each stage on its own.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use router::pipeline::counters::WorkerCounters;
-use router::pipeline::packet::Pool;
-use router::pipeline::Pipeline;
+use router::pipeline::packet::{Packet, Pool};
+use router::pipeline::{Pipeline, StageKind};
 use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
@@ -14,32 +14,27 @@ use router::wire::ethernet::Mac;
 use std::sync::Arc;
 use std::time::Instant;
 
+const BURST: usize = 32;
+
 fn lab() -> (Tables, Neighbours, Vec<u8>) {
-    let ifaces = vec![
-        Iface {
-            id: 0,
-            name: "eth0".into(),
-            ifindex: 1,
-            mac: Mac([2, 0, 0, 0, 1, 1]),
-            addr: [10, 0, 1, 1].into(),
-            prefix_len: 24,
-            mtu: 1500,
-            backend: conf::IoBackend::Pnet,
-        },
-        Iface {
-            id: 1,
-            name: "eth1".into(),
-            ifindex: 2,
-            mac: Mac([2, 0, 0, 0, 2, 1]),
-            addr: [10, 0, 2, 1].into(),
-            prefix_len: 24,
-            mtu: 1500,
-            backend: conf::IoBackend::Pnet,
-        },
-    ];
+    let iface = |id: u16, last: u8| Iface {
+        id,
+        name: format!("eth{id}"),
+        ifindex: id as u32 + 1,
+        mac: Mac([2, 0, 0, 0, last, 1]),
+        addr: [10, 0, last, 1].into(),
+        prefix_len: 24,
+        mtu: 1500,
+        backend: conf::IoBackend::Pnet,
+    };
+    let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(
         &ifaces,
-        &[([0, 0, 0, 0].into(), 0, [10, 0, 2, 254].into(), None)],
+        &[
+            ([0, 0, 0, 0].into(), 0, [10, 0, 2, 254].into(), None),
+            ([192, 168, 0, 0].into(), 16, [10, 0, 2, 253].into(), None),
+            ([172, 16, 0, 0].into(), 12, [10, 0, 1, 253].into(), None),
+        ],
     )
     .unwrap();
     let neighbours = Neighbours::default();
@@ -72,18 +67,18 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
     (Tables { ifaces, routes }, neighbours, f)
 }
 
-fn forwarding(c: &mut Criterion) {
+fn whole_pipeline(c: &mut Criterion) {
     let (tables, neighbours, frame) = lab();
     let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
     let mut pipeline = Pipeline::new(0, 2, counters.clone());
     let mut pool = Pool::new(256);
-    let mut burst = Vec::with_capacity(32);
+    let mut burst = Vec::with_capacity(BURST);
     let neigh = neighbours.load();
     let mut g = c.benchmark_group("pipeline");
-    g.throughput(Throughput::Elements(32));
+    g.throughput(Throughput::Elements(BURST as u64));
     g.bench_function("forward-burst-32x64B", |b| {
         b.iter(|| {
-            for _ in 0..32 {
+            for _ in 0..BURST {
                 let mut p = pool.get_with(&frame);
                 p.meta.rx_if = 0;
                 burst.push(p);
@@ -104,11 +99,58 @@ fn forwarding(c: &mut Criterion) {
         })
     });
     g.finish();
-    let tx = counters.stages[router::pipeline::StageKind::Tx as usize]
-        .packets_out
-        .get();
+    let tx = counters.stages[StageKind::Tx as usize].packets_out.get();
     assert!(tx > 0, "the bench frames must reach tx");
 }
 
-criterion_group!(benches, forwarding);
+/// Each stage alone on a burst positioned just before it; `reset` (copying the frame back in,
+/// which every per-stage run includes) is measured on its own so it can be subtracted.
+fn per_stage(c: &mut Criterion) {
+    let (tables, neighbours, frame) = lab();
+    let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
+    let mut pipeline = Pipeline::new(0, 2, counters);
+    let mut pool = Pool::new(256);
+    let neigh = neighbours.load();
+    let mut burst: Vec<Packet> = (0..BURST).map(|_| Packet::from_frame(&frame)).collect();
+    let reset = |burst: &mut [Packet], kind: StageKind| {
+        for p in burst.iter_mut() {
+            p.frame_mut().copy_from_slice(&frame);
+            p.meta.rx_if = 0;
+            p.meta.tx_if = 1;
+            p.meta.next_hop = [10, 0, 2, 2].into();
+            p.meta.stage = kind as u8;
+        }
+    };
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Elements(BURST as u64));
+    g.bench_function("reset-only", |b| {
+        b.iter(|| reset(&mut burst, StageKind::Rx))
+    });
+    for kind in [
+        StageKind::Ethernet,
+        StageKind::Ipv4Input,
+        StageKind::Route,
+        StageKind::Neighbour,
+        StageKind::Tx,
+    ] {
+        g.bench_function(kind.as_str(), |b| {
+            b.iter(|| {
+                reset(&mut burst, kind);
+                let n = pipeline.run_single_stage(
+                    kind,
+                    &mut burst,
+                    &tables,
+                    &neigh,
+                    &neighbours,
+                    &mut pool,
+                    Instant::now(),
+                );
+                assert_eq!(n, BURST, "{kind:?} passes every packet on");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, whole_pipeline, per_stage);
 criterion_main!(benches);

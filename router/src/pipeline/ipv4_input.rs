@@ -12,6 +12,7 @@ use super::icmp::{next_ident, send_error};
 use super::packet::{flags, Packet};
 use super::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
+use crate::tables::AddrClass;
 use crate::wire::ethernet::HEADER_LEN;
 use crate::wire::icmp as icmpw;
 use crate::wire::ipv4::{self, Ipv4Error};
@@ -39,14 +40,13 @@ impl Ipv4InputStage {
         let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
         // Ethernet pads short frames; the padding is not part of the datagram.
         pkt.truncate(HEADER_LEN + total);
-        if ipv4::is_martian_source(src) || cx.tables.is_local(src) || cx.tables.is_broadcast(src) {
+        if ipv4::is_martian_source(src) || cx.tables.classify(src) != AddrClass::Other {
             return Verdict::Drop(DropReason::MartianSource);
         }
-        if cx.tables.is_local(dst) {
-            return deliver_local(pkt, cx);
-        }
-        if cx.tables.is_broadcast(dst) {
-            return Verdict::Drop(DropReason::BroadcastNotForwarded);
+        match cx.tables.classify(dst) {
+            AddrClass::Local => return deliver_local(pkt, cx),
+            AddrClass::Broadcast => return Verdict::Drop(DropReason::BroadcastNotForwarded),
+            AddrClass::Other => {}
         }
         if dst.is_multicast() {
             return Verdict::Drop(DropReason::MulticastNotForwarded);

@@ -242,6 +242,49 @@ impl Pipeline {
         }
     }
 
+    /// Runs only stage `kind` over `burst`, in place, and returns how many packets it passed on.
+    ///
+    /// For per-stage benchmarks: packets stay in `burst` whatever the verdict (nothing is queued
+    /// or transmitted) and anything the stage emits goes straight back to the pool.
+    // The same inputs as `run` plus the stage; bundling them would only serve this bench hook.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_single_stage(
+        &mut self,
+        kind: StageKind,
+        burst: &mut [Packet],
+        tables: &Tables,
+        neigh: &NeighSnapshot,
+        neighbours: &Neighbours,
+        pool: &mut Pool,
+        now: Instant,
+    ) -> usize {
+        let counters = self.counters.clone();
+        let mut cx = StageCx {
+            now,
+            tables,
+            neigh,
+            neighbours,
+            pool,
+            emitted: &mut self.emitted,
+            icmp_limit: &mut self.icmp_limit,
+            counters: &counters,
+        };
+        let stage = &mut self.stages[kind as usize];
+        let mut passed = 0;
+        for pkt in burst.iter_mut() {
+            if matches!(
+                stage.process(pkt, &mut cx),
+                Verdict::Continue | Verdict::Transmit
+            ) {
+                passed += 1;
+            }
+        }
+        for p in self.emitted.drain(..) {
+            pool.put(p);
+        }
+        passed
+    }
+
     /// True when stateful stages hold packets that need `poll` soon.
     pub fn has_pending(&self) -> bool {
         self.stages

@@ -69,7 +69,38 @@ pub struct Tables {
     pub routes: RouteTable,
 }
 
+/// What an address is to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrClass {
+    /// One of our interface addresses.
+    Local,
+    /// The limited broadcast or a connected prefix's directed broadcast.
+    Broadcast,
+    /// Anything else.
+    Other,
+}
+
 impl Tables {
+    /// Classifies `a` in one pass over the interfaces (the per-packet form of `is_local` and
+    /// `is_broadcast`).
+    #[inline]
+    pub fn classify(&self, a: Ipv4Addr) -> AddrClass {
+        let a = u32::from(a);
+        if a == u32::MAX {
+            return AddrClass::Broadcast;
+        }
+        for i in &self.ifaces {
+            let addr = u32::from(i.addr);
+            if a == addr {
+                return AddrClass::Local;
+            }
+            if i.prefix_len < 31 && a == addr | !i.mask() {
+                return AddrClass::Broadcast;
+            }
+        }
+        AddrClass::Other
+    }
+
     /// True when `a` is one of our interface addresses.
     pub fn is_local(&self, a: Ipv4Addr) -> bool {
         self.ifaces.iter().any(|i| i.addr == a)
