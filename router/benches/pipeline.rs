@@ -64,7 +64,7 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
     f[34..36].copy_from_slice(&4000u16.to_be_bytes());
     f[36..38].copy_from_slice(&9u16.to_be_bytes());
     f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    (Tables { ifaces, routes }, neighbours, f)
+    (Tables::new(ifaces, routes), neighbours, f)
 }
 
 fn whole_pipeline(c: &mut Criterion) {

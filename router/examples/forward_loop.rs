@@ -34,7 +34,7 @@ fn main() {
         &[([0, 0, 0, 0].into(), 0, [10, 0, 2, 254].into(), None)],
     )
     .unwrap();
-    let tables = Tables { ifaces, routes };
+    let tables = Tables::new(ifaces, routes);
     let neighbours = Neighbours::default();
     neighbours.learn(
         1,

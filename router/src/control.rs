@@ -159,8 +159,9 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     let routes = RouteTable::build(&ifaces, &statics(&conf))
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let restore = take_over(&ifaces)?;
-    let tables = Tables { ifaces, routes };
+    let tables = Tables::new(ifaces, routes);
     let n_ifaces = tables.ifaces.len();
+    let (outbox, outbox_rx) = crate::local::outbox(1024)?;
     let shared = Arc::new(Shared {
         tables: ArcSwap::from_pointee(tables),
         neighbours: Neighbours::default(),
@@ -168,9 +169,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         counters: (0..conf.router.workers)
             .map(|_| Arc::new(WorkerCounters::new(Pipeline::stage_count(), n_ifaces)))
             .collect(),
+        outbox,
     });
     let result = (|| -> Result<()> {
-        let handles = worker::start(shared.clone())?;
+        let handles = worker::start(shared.clone(), outbox_rx)?;
         tracing::info!(workers = handles.len(), router_id = %conf.router.id, "swrouter running");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -319,6 +321,7 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     state.shared.tables.store(Arc::new(Tables {
         ifaces: old.ifaces.clone(),
         routes,
+        local: old.local.clone(),
     }));
     state.conf.routes = new.routes;
     state.reloads += 1;

@@ -3,6 +3,7 @@
 //! table; with `workers > 1` the kernel spreads flows over them (PACKET_FANOUT_HASH).
 
 use crate::io::Port;
+use crate::local::{Outbox, OutboxReceiver};
 use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::drop::DropReason;
 use crate::pipeline::packet::Pool;
@@ -34,10 +35,12 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// One entry per worker.
     pub counters: Vec<Arc<WorkerCounters>>,
+    /// Where the control plane sends its own datagrams (worker 0 transmits them).
+    pub outbox: Outbox,
 }
 
 /// Opens every worker's sockets (so errors surface before anything runs), then starts the threads.
-pub fn start(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec<JoinHandle<()>>> {
     let tables = shared.tables.load_full();
     let workers = shared.counters.len();
     let mut all_ports = Vec::new();
@@ -62,24 +65,30 @@ pub fn start(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
         all_ports.push(ports);
     }
     let mut handles = Vec::new();
+    let mut outbox = Some(outbox);
     for (id, ports) in all_ports.into_iter().enumerate() {
         let shared = shared.clone();
+        let outbox = outbox.take();
         let h = std::thread::Builder::new()
             .name(format!("swrouter-w{id}"))
-            .spawn(move || run(id, ports, &shared))?;
+            .spawn(move || run(id, ports, outbox, &shared))?;
         handles.push(h);
     }
     Ok(handles)
 }
 
-fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
+fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: &Shared) {
     let counters = shared.counters[id].clone();
     let n_ifaces = ports.len();
     let mut pool = Pool::new(POOL_BUFFERS);
     let mut pipeline = Pipeline::new(id, n_ifaces, counters.clone());
     let mut burst = Vec::with_capacity(BURST * n_ifaces);
     let mut injected = Vec::new();
-    let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
+    let mut fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
+    // The control plane's outbox wakes this worker through its eventfd, polled after the ports.
+    if let Some(o) = &outbox {
+        fds.push(o.fd());
+    }
     let mut pollfds = Vec::with_capacity(fds.len());
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     let mut next_ring_check = Instant::now() + HOUSEKEEPING;
@@ -121,7 +130,7 @@ fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
         let tables = shared.tables.load();
         let neigh = shared.neighbours.load();
         let mut errored = false;
-        for (i, pfd) in pollfds.iter().enumerate() {
+        for (i, pfd) in pollfds.iter().enumerate().take(ports.len()) {
             if pfd.revents & libc::POLLIN != 0 {
                 let port = &mut ports[i];
                 let pc = &counters.ports[port.if_id as usize];
@@ -141,6 +150,24 @@ fn run(id: usize, mut ports: Vec<Port>, shared: &Shared) {
                 &mut pool,
                 now,
             );
+        }
+        if let Some(o) = &outbox {
+            if pollfds
+                .get(ports.len())
+                .is_some_and(|p| p.revents & libc::POLLIN != 0)
+            {
+                o.drain_into(&mut pool, &mut injected);
+                if !injected.is_empty() {
+                    pipeline.run(
+                        &mut injected,
+                        &tables,
+                        &neigh,
+                        &shared.neighbours,
+                        &mut pool,
+                        now,
+                    );
+                }
+            }
         }
         pipeline.poll(&tables, &neigh, &shared.neighbours, &mut pool, now);
         if now >= next_ring_check {

@@ -70,7 +70,7 @@ fn forwarding_a_burst_allocates_nothing() {
         },
     ];
     let routes = RouteTable::build(&ifaces, &[]).unwrap();
-    let tables = Tables { ifaces, routes };
+    let tables = Tables::new(ifaces, routes);
     let neighbours = Neighbours::default();
     neighbours.learn(
         1,

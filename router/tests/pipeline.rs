@@ -53,7 +53,7 @@ impl Bench {
         let routes = RouteTable::build(&ifaces, &[]).unwrap();
         let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
         Bench {
-            tables: Tables { ifaces, routes },
+            tables: Tables::new(ifaces, routes),
             neighbours: Neighbours::default(),
             pipeline: Pipeline::new(0, 2, counters.clone()),
             pool: Pool::new(16),
@@ -379,4 +379,101 @@ fn packets_larger_than_the_mtu_are_fragmented_unless_df_is_set() {
     assert_eq!((back[0][34], back[0][35]), (3, 4));
     assert_eq!(u16::from_be_bytes([back[0][40], back[0][41]]), 576);
     assert_eq!(b.drops(StageKind::Route, DropReason::MtuExceeded), 1);
+}
+
+/// Client 10.0.1.2:2048 → `dst`:`port`, UDP with a valid checksum and `payload`.
+fn udp_to(dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {
+    let d = router::local::OutDatagram {
+        src: std::net::SocketAddrV4::new([10, 0, 1, 2].into(), 2048),
+        dst: std::net::SocketAddrV4::new(dst.into(), port),
+        payload: payload.to_vec(),
+    };
+    let mut pool = Pool::new(1);
+    let p = router::local::build_udp(&mut pool, &d);
+    let mut f = p.frame().to_vec();
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    f
+}
+
+#[test]
+fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable() {
+    let mut b = Bench::new();
+    let mut rx = b.tables.local.bind(2048, 4);
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    let good = udp_to([10, 0, 2, 1], 2048, b"here-i-am");
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let closed = udp_to([10, 0, 1, 1], 9999, b"x");
+    b.run(vec![good, bad, closed], t0);
+    let d = rx.try_recv().unwrap();
+    assert_eq!(d.payload, b"here-i-am");
+    assert_eq!(
+        (d.src.to_string(), d.dst.to_string(), d.rx_if),
+        ("10.0.1.2:2048".to_string(), "10.0.2.1:2048".to_string(), 0)
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "the corrupted datagram is not delivered"
+    );
+    assert_eq!(b.drops(StageKind::Ipv4Input, DropReason::UdpBadChecksum), 1);
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::LocalPortUnreachable),
+        1
+    );
+    let back = b.take_tx(0);
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0][34], back[0][35]), (3, 3), "port unreachable");
+    // A full queue drops and counts.
+    b.run(
+        (0..6)
+            .map(|_| udp_to([10, 0, 1, 1], 2048, b"flood"))
+            .collect(),
+        t0,
+    );
+    assert_eq!(b.drops(StageKind::Ipv4Input, DropReason::LocalQueueFull), 2);
+}
+
+#[test]
+fn datagrams_the_control_plane_sends_are_routed_and_checksummed() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    let d = router::local::OutDatagram {
+        src: std::net::SocketAddrV4::new([10, 0, 1, 1].into(), 2048),
+        dst: std::net::SocketAddrV4::new([10, 0, 1, 2].into(), 2048),
+        payload: b"i-see-you".to_vec(),
+    };
+    let p = router::local::build_udp(&mut b.pool, &d);
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    let f = &tx[0];
+    assert_eq!((ethernet::dst(f), ethernet::src(f)), (CLIENT, R0));
+    let l3 = &f[14..];
+    assert_eq!(ipv4::check(l3).map(|_| ()), Ok(()));
+    assert_eq!(ipv4::ttl(l3), 64, "our own datagrams are not decremented");
+    let udp_len = u16::from_be_bytes([l3[24], l3[25]]) as usize;
+    let udp = &l3[20..20 + udp_len];
+    let acc = router::wire::checksum::sum(
+        router::wire::checksum::pseudo_header([10, 0, 1, 1], [10, 0, 1, 2], 17, udp_len as u16),
+        udp,
+    );
+    assert_eq!(
+        router::wire::checksum::fold(acc),
+        0xffff,
+        "UDP checksum verifies"
+    );
+    assert_eq!(&udp[8..], b"i-see-you");
 }

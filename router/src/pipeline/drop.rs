@@ -49,6 +49,12 @@ pub enum DropReason {
     LocalPortUnreachable,
     /// TCP or another protocol to a router address (no listener).
     LocalProtocolUnsupported,
+    /// UDP to a bound port shorter than its header or length field.
+    UdpMalformed,
+    /// UDP to a bound port whose checksum does not verify.
+    UdpBadChecksum,
+    /// The control plane's queue for a bound port is full.
+    LocalQueueFull,
     /// TTL reached zero (time exceeded sent).
     TtlExpired,
     /// No route to the destination (net unreachable sent).
@@ -69,7 +75,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -92,6 +98,9 @@ impl DropReason {
         DropReason::LocalIcmpIgnored,
         DropReason::LocalPortUnreachable,
         DropReason::LocalProtocolUnsupported,
+        DropReason::UdpMalformed,
+        DropReason::UdpBadChecksum,
+        DropReason::LocalQueueFull,
         DropReason::TtlExpired,
         DropReason::NoRoute,
         DropReason::MtuExceeded,
@@ -129,6 +138,9 @@ impl DropReason {
             DropReason::LocalIcmpIgnored => "local-icmp-ignored",
             DropReason::LocalPortUnreachable => "local-port-unreachable",
             DropReason::LocalProtocolUnsupported => "local-protocol-unsupported",
+            DropReason::UdpMalformed => "udp-malformed",
+            DropReason::UdpBadChecksum => "udp-bad-checksum",
+            DropReason::LocalQueueFull => "local-queue-full",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoRoute => "no-route",
             DropReason::MtuExceeded => "mtu-exceeded",

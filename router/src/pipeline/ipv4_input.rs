@@ -1,16 +1,19 @@
 //! The ipv4-input stage: validates the header (RFC 1812 §5.2.2), refuses martians and broadcasts
 //! for forwarding, and delivers packets addressed to the router: ICMP echo is answered here,
-//! UDP to a closed port gets port unreachable.
+//! UDP to a port the control plane bound goes to its queue, UDP to a closed port gets port
+//! unreachable.
 //!
 //! Counters: `ipv4-truncated`, `ipv4-bad-version`, `ipv4-bad-header-length`,
 //! `ipv4-bad-total-length`, `ipv4-bad-checksum`, `martian-source`, `martian-destination`,
 //! `broadcast-not-forwarded`, `multicast-not-forwarded`, `local-fragment`, `icmp-malformed`,
-//! `local-icmp-ignored`, `local-port-unreachable`, `local-protocol-unsupported`; echo requests
+//! `local-icmp-ignored`, `local-port-unreachable`, `local-protocol-unsupported`,
+//! `udp-malformed`, `udp-bad-checksum`, `local-queue-full`; echo requests
 //! answered count as consumed.
 
 use super::icmp::{next_ident, send_error};
 use super::packet::{flags, Packet};
 use super::{StageCx, StageKind, Verdict};
+use crate::local::DeliverError;
 use crate::pipeline::drop::DropReason;
 use crate::tables::AddrClass;
 use crate::wire::ethernet::HEADER_LEN;
@@ -82,6 +85,18 @@ fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
             Verdict::Jump(StageKind::Route)
         }
         ipv4::PROTO_UDP => {
+            let dport = l3
+                .get(hlen + 2..hlen + 4)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if let Some(tx) = dport.and_then(|p| cx.tables.local.lookup(p)) {
+                let partial = pkt.meta.offload.needs_csum();
+                return match crate::local::deliver(l3, hlen, partial, pkt.meta.rx_if, tx) {
+                    Ok(()) => Verdict::Consumed,
+                    Err(DeliverError::Malformed) => Verdict::Drop(DropReason::UdpMalformed),
+                    Err(DeliverError::BadChecksum) => Verdict::Drop(DropReason::UdpBadChecksum),
+                    Err(DeliverError::QueueFull) => Verdict::Drop(DropReason::LocalQueueFull),
+                };
+            }
             send_error(
                 pkt,
                 icmpw::DEST_UNREACHABLE,

@@ -26,7 +26,7 @@ use crate::tables::{IfId, Tables};
 use counters::WorkerCounters;
 use drop::DropReason;
 pub use ethernet::build_arp;
-pub use icmp::{TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
+pub use icmp::{next_ident, TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
 use packet::{Packet, Pool};
 use std::sync::Arc;
 use std::time::Instant;

@@ -240,3 +240,40 @@ pub fn set_link_mtu(ifname: &str, mtu: u32) -> io::Result<()> {
 }
 
 pub mod ring;
+
+/// A Linux eventfd: lets the control plane wake a worker blocked in `poll`.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A non-blocking eventfd with counter 0.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd(2) takes no pointers; a non-negative return is a descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by eventfd(2).
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable (wakes the poller).
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of a live u64, as eventfd requires. A full counter
+        // (EAGAIN) already means "readable", so the result needs no handling.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter (after the poller has woken up).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (nothing pending) is fine.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The descriptor to poll.
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}

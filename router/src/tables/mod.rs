@@ -67,6 +67,8 @@ pub struct Tables {
     pub ifaces: Vec<Iface>,
     /// The routing table (connected + static).
     pub routes: RouteTable,
+    /// UDP ports the control plane listens on.
+    pub local: crate::local::LocalPorts,
 }
 
 /// What an address is to us.
@@ -81,6 +83,15 @@ pub enum AddrClass {
 }
 
 impl Tables {
+    /// Tables with no control-plane ports bound.
+    pub fn new(ifaces: Vec<Iface>, routes: RouteTable) -> Tables {
+        Tables {
+            ifaces,
+            routes,
+            local: Default::default(),
+        }
+    }
+
     /// Classifies `a` in one pass over the interfaces (the per-packet form of `is_local` and
     /// `is_broadcast`).
     #[inline]
