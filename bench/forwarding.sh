@@ -94,6 +94,9 @@ run_mode() {
 
 echo "forwarding benchmark: 64-byte UDP, ${WINDOW}s windows, $REPS repetitions, medians" >&2
 
+# --- 0. generator only: the router namespace drops everything (no forwarding, no addresses) --
+read -r _ G_ONLY < <(run_mode generator)
+
 # --- 1. kernel forwarding --------------------------------------------------------------
 ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
 ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
@@ -106,7 +109,20 @@ read -r K_P50 K_P99 < <(latency)
 ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
 ip -n "$RTR" addr flush dev eth0
 ip -n "$RTR" addr flush dev eth1
-declare -A SINK GENR DROPS RINGFULL CPU P50 P99
+declare -A SINK GENR DROPS RINGFULL CPU P50 P99 SYSCALLS
+router_rx() { "$BIN" status -s "$WORK/swrouter.sock" --json | python3 -c 'import json,sys; print(sum(i["rx_packets"] for i in json.load(sys.stdin)["interfaces"]))'; }
+# System calls the router makes per packet it receives, counted by perf over 2 s of flood.
+syscalls_per_packet() {
+  command -v perf >/dev/null || { echo n/a; return; }
+  ip netns exec "$GEN" timeout --signal=INT 4 taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 &
+  local tg=$! rx0 rx1 n
+  sleep 0.5
+  rx0=$(router_rx)
+  n=$(perf stat -x, -e raw_syscalls:sys_enter -p "$ROUTER_PID" -- sleep 2 2>&1 | awk -F, '/raw_syscalls/ {print $1}')
+  rx1=$(router_rx)
+  wait "$tg" 2>/dev/null || true
+  python3 -c "print(f'{int(\"$n\") / max(1, $rx1 - $rx0):.3f}')" 2>/dev/null || echo n/a
+}
 for backend in pnet mmap; do
   cat > "$WORK/router.conf" <<CONF
 [router]
@@ -129,6 +145,7 @@ CONF
   cpu_before=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
   read -r s g < <(run_mode "sw-$backend")
   cpu_after=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
+  SYSCALLS[$backend]=$(syscalls_per_packet)
   SINK[$backend]=$s GENR[$backend]=$g
   # CPU seconds the router used per second of measurement, in percent of one core.
   CPU[$backend]=$(( (cpu_after - cpu_before) * 100 / $(getconf CLK_TCK) / (WINDOW * REPS) ))
@@ -146,10 +163,11 @@ done
 
 ratio() { python3 -c "print(f'{$1/$2:.3f}' if $2 else 'n/a')"; }
 echo
-printf '%-30s %10s %14s %8s %10s %14s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU" "rtt p50/p99 µs"
-printf '%-30s %10d %14d %8s %10s %14s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-" "$K_P50/$K_P99"
+echo "generator alone (router namespace drops everything): $G_ONLY pps"
+printf '%-30s %10s %14s %8s %10s %14s %10s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU" "rtt p50/p99 µs" "syscalls/pkt"
+printf '%-30s %10d %14d %8s %10s %14s %10s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-" "$K_P50/$K_P99" "-"
 for backend in pnet mmap; do
-  printf '%-30s %10d %14d %8s %9s%% %14s\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}" "${P50[$backend]}/${P99[$backend]}"
+  printf '%-30s %10d %14d %8s %9s%% %14s %10s\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}" "${P50[$backend]}/${P99[$backend]}" "${SYSCALLS[$backend]}"
 done
 for backend in pnet mmap; do
   echo "swrouter ($backend): drops ${DROPS[$backend]}; rx-ring-full ${RINGFULL[$backend]}"
