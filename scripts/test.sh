@@ -34,6 +34,9 @@ cargo test --release --workspace -- --test-threads=2
 step "end-to-end tests again on the mmap (PACKET_MMAP) I/O backend"
 SWROUTER_TEST_IO_BACKEND=mmap cargo test --release -p integration -- --test-threads=2
 
+step "fuzz smoke: every cargo-fuzz target for a few seconds"
+FUZZ_SECONDS=5 ./scripts/fuzz-smoke.sh
+
 step "benches compile"
 cargo bench --workspace --no-run >/dev/null
 

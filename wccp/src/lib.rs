@@ -19,16 +19,32 @@
 //! - [`security`]: MD5 signing and verification (§3.1).
 //! - [`hash`]: bucket index and table lookup (§6.1–6.2), bucket bitmap bit order (§6.3).
 //! - [`mask`]: mask/value matching and VSNs (§7.2, §7.4).
+//! - [`assign`]: how a designated cache splits buckets and mask values with minimal
+//!   movement, and the compiled [`assign::Assignment`] a router's data plane looks up.
+//! - [`router`]: [`router::RouterEngine`], the router side of the protocol (§5).
+//! - [`cache`]: [`cache::CacheEngine`], the cache side, including designated-cache election.
+//! - [`timer`]: protocol timer values (§1) and the engines' deadline tables.
+//! - [`engine`]: what both engines share: `Transmit`, negotiated methods, counters, drop
+//!   reasons.
 //! - [`error`]: the crate's error type.
 //!
-//! The assignment builder, router and cache engines and their timers come later, as modules
-//! next to these (`assign`, `router`, `cache`, `timer`).
+//! # Engines
+//!
+//! Both engines follow quinn-proto: inputs `handle_message(now, …)`, `handle_timeout(now)` and
+//! configuration commands; outputs drained with `poll_transmit`, `poll_event` and
+//! `poll_timeout` after every input. They keep no sockets, read no clock and spawn nothing,
+//! so `tests/sim.rs` runs routers and caches on a virtual clock with packet loss.
 #![forbid(unsafe_code)]
 
+pub mod assign;
+pub mod cache;
+pub mod engine;
 pub mod error;
 pub mod hash;
 pub mod mask;
+pub mod router;
 pub mod security;
+pub mod timer;
 pub mod wire;
 
 #[cfg(any(test, feature = "fuzzing"))]

@@ -94,3 +94,19 @@ fn replay_wccp_removal_query() {
 fn replay_wccp_roundtrip() {
     replay("wccp_roundtrip", 20, fuzzing::fuzz_roundtrip);
 }
+
+#[test]
+fn replay_wccp_router_engine() {
+    let files = corpus("wccp_router_engine");
+    assert!(files.len() >= 4, "{} seeds", files.len());
+    let mut assigned = 0;
+    for (name, data) in &files {
+        let summary = fuzzing::run_router_ops(data);
+        assert!(summary.steps > 0, "{name}");
+        assigned += usize::from(summary.assignments > 0);
+    }
+    assert!(
+        assigned >= 2,
+        "at least two seeds reach an installed assignment"
+    );
+}

@@ -1,0 +1,779 @@
+//! One service group on the router: its caches and their phases, the Receive ID and Member
+//! Change Number, the Router View, capability negotiation, REDIRECT_ASSIGN validation, the
+//! installed assignment and the group's timers (reference §1, §3.5, §3.10, §5).
+
+use core::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::RouterServiceConfig;
+use super::RouterEvent;
+use crate::assign::{Assignment, CacheTarget, MAX_CACHES};
+use crate::engine::{
+    next_nonzero, AssignmentMethod, Counters, DropReason, ForwardingMethod, Methods, Outbox,
+    ReturnMethod,
+};
+use crate::timer::{earliest, TimerKind, TimerTable};
+use crate::wire::{
+    AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
+    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
+    IdentityFlags, MaskAssignmentData, MaskValueSet, Message, RedirectAssign, RedirectAssignment,
+    RemovalQuery, ReturnMethods, RouterIdElement, RouterIdentityInfo, RouterQueryInfo,
+    RouterViewInfo, ServiceInfo, ServiceType, WebCacheIdentityElement, BUCKETS,
+};
+
+/// Caches a group tracks at most (usable or not): bounds memory against address floods.
+pub(crate) const MAX_TRACKED: usize = 4 * MAX_CACHES;
+
+/// Per-cache timers (reference §1, §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheTimer {
+    /// 25 s of silence: unicast a REMOVAL_QUERY.
+    RemovalQuery,
+    /// 30 s of silence: drop the cache.
+    Expire,
+}
+
+impl TimerKind for CacheTimer {
+    const ALL: &'static [Self] = &[Self::RemovalQuery, Self::Expire];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-group timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupTimer {
+    /// 50 s after a membership change without a valid REDIRECT_ASSIGN: discard it (§1).
+    Flush,
+}
+
+impl TimerKind for GroupTimer {
+    const ALL: &'static [Self] = &[Self::Flush];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a cache stands in the two-way handshake and negotiation (§5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CachePhase {
+    /// Heard from, but it has not yet echoed a Receive ID this router sent it.
+    Joining,
+    /// Echoed the Receive ID and chose supported methods: in the Router View and assignable.
+    Usable(Methods),
+    /// Echoed the Receive ID but cannot be used (unsupported choice, too many caches).
+    Unusable(DropReason),
+}
+
+impl CachePhase {
+    /// The negotiated methods of a usable cache.
+    pub fn methods(&self) -> Option<Methods> {
+        match self {
+            Self::Usable(m) => Some(*m),
+            Self::Joining | Self::Unusable(_) => None,
+        }
+    }
+
+    /// True for [`CachePhase::Usable`].
+    pub fn is_usable(&self) -> bool {
+        matches!(self, Self::Usable(_))
+    }
+}
+
+/// What the router knows about one cache.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheEntry {
+    /// The router address this cache talks to (its HERE_I_AMs' destination): Router ID and
+    /// source of what is sent to it.
+    pub(crate) router_id: Ipv4Addr,
+    /// First HERE_I_AM.
+    pub(crate) first_seen: Instant,
+    /// Last authenticated HERE_I_AM.
+    pub(crate) last_seen: Instant,
+    /// Receive ID of the last I_SEE_YOU sent to it, per local address: a cache configured
+    /// with two addresses of this router echoes each one separately.
+    pub(crate) sent_ids: BTreeMap<Ipv4Addr, u32>,
+    /// Whether its last HERE_I_AM echoed that Receive ID.
+    pub(crate) echoed: bool,
+    /// Handshake phase.
+    pub(crate) phase: CachePhase,
+    /// Assignment Weight it reported (opaque, echoed in the Router View).
+    pub(crate) weight: u16,
+    /// Assignment Status it reported (opaque, echoed).
+    pub(crate) status: u16,
+    /// Routers listed in its Web-Cache View (they make up the Router View's router list).
+    pub(crate) reported_routers: BTreeSet<Ipv4Addr>,
+    /// REMOVAL_QUERYs sent since it was last heard.
+    pub(crate) queries_sent: u32,
+    /// Its timers.
+    pub(crate) timers: TimerTable<CacheTimer, 2>,
+}
+
+impl CacheEntry {
+    /// Receive ID of the last I_SEE_YOU sent from its current router address.
+    pub(crate) fn last_sent_id(&self) -> Option<u32> {
+        self.sent_ids.get(&self.router_id).copied()
+    }
+
+    fn new(now: Instant, router_id: Ipv4Addr) -> Self {
+        Self {
+            router_id,
+            first_seen: now,
+            last_seen: now,
+            sent_ids: BTreeMap::new(),
+            echoed: false,
+            phase: CachePhase::Joining,
+            weight: 0,
+            status: 0,
+            reported_routers: BTreeSet::new(),
+            queries_sent: 0,
+            timers: TimerTable::default(),
+        }
+    }
+}
+
+/// The body of the last valid REDIRECT_ASSIGN, kept as received and recompiled against the
+/// current usable caches whenever they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AcceptedBody {
+    /// Hash: the cache list and the 256 bucket octets.
+    Hash {
+        /// Cache list (bucket octets index it).
+        caches: Vec<Ipv4Addr>,
+        /// Bucket octets.
+        buckets: Box<[u8; BUCKETS]>,
+    },
+    /// Mask/value sets.
+    Mask(Vec<MaskValueSet>),
+    /// Alternate mask/value sets (\[R1\]).
+    AltMask(Vec<AltMaskValueSet>),
+}
+
+/// The last valid REDIRECT_ASSIGN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// Its key (echoed in the Router View).
+    pub(crate) key: AssignmentKey,
+    /// Its assignment.
+    pub(crate) body: AcceptedBody,
+}
+
+/// Engine-wide things a group writes to or reads.
+pub(crate) struct Io<'a> {
+    /// Datagrams to send.
+    pub(crate) outbox: &'a mut Outbox,
+    /// Events for the driver.
+    pub(crate) events: &'a mut VecDeque<RouterEvent>,
+    /// Caches the driver marked L2-adjacent.
+    pub(crate) adjacent: &'a BTreeSet<Ipv4Addr>,
+    /// Engine-wide counters.
+    pub(crate) counters: &'a mut Counters,
+}
+
+/// One service group.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    /// Configuration.
+    pub(crate) config: RouterServiceConfig,
+    /// Definition in force: configured, or learnt from the first cache (\[R1\] §3.2).
+    pub(crate) definition: Option<ServiceInfo>,
+    /// Last Receive ID sent (0 = none yet; never sent as 0, §5).
+    pub(crate) receive_id: u32,
+    /// Member Change Number.
+    pub(crate) change_number: u32,
+    /// Assignment method fixed by the first usable cache (\[R1\]).
+    pub(crate) method: Option<AssignmentMethod>,
+    /// Every cache heard from, by address.
+    pub(crate) caches: BTreeMap<Ipv4Addr, CacheEntry>,
+    /// Usable caches as of the last change-number update.
+    pub(crate) members: BTreeSet<Ipv4Addr>,
+    /// Routers reported by usable caches (Router View router list, §3.5).
+    pub(crate) view_routers: BTreeSet<Ipv4Addr>,
+    /// Last valid REDIRECT_ASSIGN.
+    pub(crate) accepted: Option<Accepted>,
+    /// The compiled assignment the data plane has.
+    pub(crate) installed: Arc<Assignment>,
+    /// Group timers.
+    pub(crate) timers: TimerTable<GroupTimer, 1>,
+    /// Group counters.
+    pub(crate) counters: Counters,
+}
+
+impl Group {
+    /// A group without caches.
+    pub(crate) fn new(config: RouterServiceConfig) -> Self {
+        let definition = config.fixed_definition();
+        let mut g = Self {
+            config,
+            definition,
+            receive_id: 0,
+            change_number: 0,
+            method: None,
+            caches: BTreeMap::new(),
+            members: BTreeSet::new(),
+            view_routers: BTreeSet::new(),
+            accepted: None,
+            installed: Arc::new(Assignment::empty(ServiceInfo::standard(0))),
+            timers: TimerTable::default(),
+            counters: Counters::default(),
+        };
+        g.installed = Arc::new(Assignment::empty(g.service_info()));
+        g
+    }
+
+    /// The group's service ID.
+    pub(crate) fn id(&self) -> u8 {
+        self.config.service_id
+    }
+
+    /// The Service Info sent: the definition in force, or a bare one before any is known.
+    pub(crate) fn service_info(&self) -> ServiceInfo {
+        self.definition.clone().unwrap_or_else(|| ServiceInfo {
+            service_type: self.config.service_type,
+            ..ServiceInfo::standard(self.config.service_id)
+        })
+    }
+
+    /// Earliest deadline of the group and its caches.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.caches
+            .values()
+            .fold(self.timers.next_deadline(), |acc, e| {
+                earliest(acc, e.timers.next_deadline())
+            })
+    }
+
+    /// \[R1\] §3.2: standard services match on type and ID; a dynamic one must equal the
+    /// definition in force (if any).
+    fn definition_accepts(&self, announced: &ServiceInfo) -> bool {
+        match self.config.service_type {
+            ServiceType::Standard => announced.service_type == ServiceType::Standard,
+            ServiceType::Dynamic | ServiceType::Unknown(_) => self
+                .definition
+                .as_ref()
+                .map_or(true, |d| d.same_definition(announced)),
+        }
+    }
+
+    /// Forwarding methods offered to a cache: the configured ones, L2 only if adjacent.
+    fn offered_forwarding(&self, adjacent: bool) -> ForwardingMethods {
+        let mut allowed = ForwardingMethods::GRE;
+        if adjacent {
+            allowed |= ForwardingMethods::L2;
+        }
+        self.config.forwarding.intersection(allowed)
+    }
+
+    /// Return methods offered to a cache: the configured ones, L2 only if adjacent.
+    fn offered_return(&self, adjacent: bool) -> ReturnMethods {
+        let mut allowed = ReturnMethods::GRE;
+        if adjacent {
+            allowed |= ReturnMethods::L2;
+        }
+        self.config.packet_return.intersection(allowed)
+    }
+
+    /// Assignment methods offered: the group's once fixed, else the configured ones.
+    fn offered_assignment(&self) -> AssignmentMethods {
+        let known = AssignmentMethods::HASH | AssignmentMethods::MASK;
+        match self.method {
+            Some(m) => self.config.assignment.intersection(m.bits()),
+            None => self.config.assignment.intersection(known),
+        }
+    }
+
+    /// A cache's choices (absent = GRE/hash/GRE, §3.10): exactly one offered option each.
+    fn negotiate(
+        &self,
+        caps: Option<&CapabilitiesInfo>,
+        adjacent: bool,
+    ) -> Result<Methods, DropReason> {
+        let unsupported = DropReason::CapabilityUnsupported;
+        let fwd = caps
+            .and_then(CapabilitiesInfo::forwarding)
+            .unwrap_or(ForwardingMethods::GRE);
+        let ret = caps
+            .and_then(CapabilitiesInfo::packet_return)
+            .unwrap_or(ReturnMethods::GRE);
+        let asg = caps
+            .and_then(CapabilitiesInfo::assignment)
+            .unwrap_or(AssignmentMethods::HASH);
+        let methods = Methods {
+            forwarding: ForwardingMethod::from_choice(fwd).ok_or(unsupported)?,
+            packet_return: ReturnMethod::from_choice(ret).ok_or(unsupported)?,
+            assignment: AssignmentMethod::from_choice(asg).ok_or(unsupported)?,
+        };
+        self.still_supported(&methods, adjacent)
+            .then_some(methods)
+            .ok_or(unsupported)
+    }
+
+    /// True when `m` is (still) within what this router offers the cache.
+    fn still_supported(&self, m: &Methods, adjacent: bool) -> bool {
+        self.offered_forwarding(adjacent)
+            .contains(m.forwarding.bits())
+            && self
+                .offered_return(adjacent)
+                .contains(m.packet_return.bits())
+            && self.offered_assignment().contains(m.assignment.bits())
+    }
+
+    /// HERE_I_AM (§5): track the cache, check the Receive ID it echoes, negotiate, update the
+    /// membership, and always answer with a unicast I_SEE_YOU.
+    pub(crate) fn handle_here_i_am(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        msg: &Message,
+        io: &mut Io<'_>,
+    ) {
+        let hia = match HereIAm::try_from(msg) {
+            Ok(h) => h,
+            Err(e) => return self.counters.count(e.as_str()),
+        };
+        if hia.identity.cache_ip != src {
+            return self.counters.reject(DropReason::IdentityMismatch);
+        }
+        if !self.config.admits(src) {
+            return self.counters.reject(DropReason::NotInGroupList);
+        }
+        if !self.definition_accepts(&hia.service) {
+            return self.counters.reject(DropReason::ServiceConflict);
+        }
+        if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
+            return self.counters.reject(DropReason::TooManyCaches);
+        }
+        if self.definition.is_none() {
+            // [R1] §3.2: the first cache defines a dynamic service.
+            self.definition = Some(hia.service.clone());
+        }
+
+        // §5 two-way check: the echo must be the last Receive ID sent to this cache.
+        let last_sent = self
+            .caches
+            .get(&src)
+            .and_then(|e| e.sent_ids.get(&local).copied());
+        let echo_ok = last_sent.is_some() && hia.view.receive_id_for(local) == last_sent;
+        let verdict =
+            echo_ok.then(|| self.negotiate(hia.capabilities.as_ref(), io.adjacent.contains(&src)));
+        let usable_others = self
+            .caches
+            .iter()
+            .filter(|(a, e)| **a != src && e.phase.is_usable())
+            .count();
+
+        let timers = self.config.timers;
+        let entry = self
+            .caches
+            .entry(src)
+            .or_insert_with(|| CacheEntry::new(now, local));
+        entry.router_id = local;
+        entry.last_seen = now;
+        entry.queries_sent = 0;
+        entry.echoed = echo_ok;
+        entry
+            .timers
+            .set(CacheTimer::RemovalQuery, now + timers.removal_query());
+        entry
+            .timers
+            .set(CacheTimer::Expire, now + timers.member_dead());
+        match verdict {
+            None => self.counters.reject(DropReason::ReceiveIdMismatch),
+            Some(verdict) => {
+                // [R1]: everything else in the message is considered only after a valid echo.
+                let (weight, status) = hia.identity.data.weight_status().unwrap_or((0, 0));
+                entry.weight = weight;
+                entry.status = status;
+                entry.reported_routers = hia.view.routers.iter().map(|r| r.router_ip).collect();
+                entry.phase = match verdict {
+                    Ok(_) if usable_others >= MAX_CACHES => {
+                        CachePhase::Unusable(DropReason::TooManyCaches)
+                    }
+                    Ok(m) => CachePhase::Usable(m),
+                    Err(reason) => CachePhase::Unusable(reason),
+                };
+                if let CachePhase::Unusable(reason) = entry.phase {
+                    self.counters.reject(reason);
+                }
+            }
+        }
+        // Update the membership first so that the reply already shows the cache as usable.
+        self.refresh(now, io);
+        self.send_i_see_you(src, io);
+    }
+
+    /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
+    /// router's element carrying the last Receive ID sent to that cache and the current
+    /// Member Change Number, in the group's method. Installs it and stops the flush timer.
+    pub(crate) fn handle_redirect_assign(
+        &mut self,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        msg: &Message,
+        io: &mut Io<'_>,
+    ) {
+        let ra = match RedirectAssign::try_from(msg) {
+            Ok(r) => r,
+            Err(e) => return self.counters.count(e.as_str()),
+        };
+        let Some(entry) = self.caches.get(&src).filter(|e| e.phase.is_usable()) else {
+            return self.counters.reject(DropReason::AssignFromUnusableCache);
+        };
+        let (key, routers, body) = match ra.assignment {
+            RedirectAssignment::Hash(info) => (
+                info.key,
+                info.routers,
+                AcceptedBody::Hash {
+                    caches: info.buckets.caches,
+                    buckets: info.buckets.buckets,
+                },
+            ),
+            RedirectAssignment::Alternate(alt) => {
+                let body = match alt.body {
+                    AssignmentBody::Hash(h) => AcceptedBody::Hash {
+                        caches: h.caches,
+                        buckets: h.buckets,
+                    },
+                    AssignmentBody::Mask(sets) => AcceptedBody::Mask(sets),
+                    AssignmentBody::AltMask(sets) => AcceptedBody::AltMask(sets),
+                    AssignmentBody::Unknown { .. } => {
+                        return self.counters.reject(DropReason::AssignWrongMethod)
+                    }
+                };
+                (alt.key, alt.routers, body)
+            }
+        };
+        // §3.13: the key is the designated cache's address and its change number.
+        if key.cache_ip != src {
+            return self.counters.reject(DropReason::AssignBadKey);
+        }
+        let method = match body {
+            AcceptedBody::Hash { .. } => AssignmentMethod::Hash,
+            AcceptedBody::Mask(_) | AcceptedBody::AltMask(_) => AssignmentMethod::Mask,
+        };
+        if self.method != Some(method) {
+            return self.counters.reject(DropReason::AssignWrongMethod);
+        }
+        let Some(own) = routers
+            .iter()
+            .find(|r| r.router_ip == local || r.router_ip == entry.router_id)
+        else {
+            return self.counters.reject(DropReason::AssignNotListed);
+        };
+        if entry.sent_ids.get(&own.router_ip) != Some(&own.receive_id) {
+            return self.counters.reject(DropReason::AssignStaleReceiveId);
+        }
+        if own.change_number != self.change_number {
+            return self.counters.reject(DropReason::AssignStaleChangeNumber);
+        }
+        self.accepted = Some(Accepted { key, body });
+        self.timers.stop(GroupTimer::Flush);
+        if self.recompile(io) > 0 {
+            self.counters.reject(DropReason::AssignUnknownCache);
+        }
+    }
+
+    /// Timers: flush the assignment, query silent caches, drop dead ones.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
+        while let Some(GroupTimer::Flush) = self.timers.pop_expired(now) {
+            // §1: no valid REDIRECT_ASSIGN within 50 s of a membership change.
+            self.counters.count("wccp-assignment-flushed");
+            self.accepted = None;
+        }
+        let mut query = Vec::new();
+        let mut dead = Vec::new();
+        for (addr, e) in &mut self.caches {
+            while let Some(t) = e.timers.pop_expired(now) {
+                match t {
+                    CacheTimer::RemovalQuery => query.push(*addr),
+                    CacheTimer::Expire => dead.push(*addr),
+                }
+            }
+        }
+        for addr in query.into_iter().filter(|a| !dead.contains(a)) {
+            self.send_removal_query(addr, io);
+        }
+        for addr in &dead {
+            self.caches.remove(addr);
+            self.counters.count("wccp-cache-expired");
+        }
+        self.refresh(now, io);
+    }
+
+    /// Re-checks usable caches against what is offered now (after a reconfiguration or an
+    /// adjacency change) and updates the membership.
+    pub(crate) fn revalidate(&mut self, now: Instant, io: &mut Io<'_>) {
+        let admitted: Vec<Ipv4Addr> = self
+            .caches
+            .keys()
+            .copied()
+            .filter(|a| !self.config.admits(*a))
+            .collect();
+        for a in admitted {
+            self.caches.remove(&a);
+        }
+        let broken: Vec<Ipv4Addr> = self
+            .caches
+            .iter()
+            .filter_map(|(a, e)| {
+                let m = e.phase.methods()?;
+                (!self.still_supported(&m, io.adjacent.contains(a))).then_some(*a)
+            })
+            .collect();
+        for a in broken {
+            if let Some(e) = self.caches.get_mut(&a) {
+                e.phase = CachePhase::Unusable(DropReason::CapabilityUnsupported);
+            }
+        }
+        self.refresh(now, io);
+    }
+
+    /// Replaces the configuration; a changed definition or service type restarts the group.
+    pub(crate) fn reconfigure(
+        &mut self,
+        now: Instant,
+        config: RouterServiceConfig,
+        io: &mut Io<'_>,
+    ) {
+        let fixed = config.fixed_definition();
+        let conflict = config.service_type != self.config.service_type
+            || fixed
+                .as_ref()
+                .is_some_and(|f| self.definition.as_ref().is_some_and(|d| d != f));
+        self.config = config;
+        if conflict {
+            self.caches.clear();
+        }
+        if fixed.is_some() || self.caches.is_empty() {
+            self.definition = fixed;
+        }
+        self.revalidate(now, io);
+    }
+
+    /// After any change to the caches: Member Change Number, Router View routers, events,
+    /// the group's method and definition, and the compiled assignment.
+    fn refresh(&mut self, now: Instant, io: &mut Io<'_>) {
+        let members: BTreeSet<Ipv4Addr> = self
+            .caches
+            .iter()
+            .filter(|(_, e)| e.phase.is_usable())
+            .map(|(a, _)| *a)
+            .collect();
+        let routers: BTreeSet<Ipv4Addr> = members
+            .iter()
+            .filter_map(|a| self.caches.get(a))
+            .flat_map(|e| e.reported_routers.iter().copied())
+            .collect();
+        if members != self.members || routers != self.view_routers {
+            // §5: the number changes whenever the usable-cache set or router list changes.
+            self.change_number = next_nonzero(self.change_number);
+            let service = self.id();
+            for cache in members.difference(&self.members) {
+                if let Some(methods) = self.caches.get(cache).and_then(|e| e.phase.methods()) {
+                    io.events.push_back(RouterEvent::CacheUsable {
+                        service,
+                        cache: *cache,
+                        methods,
+                    });
+                }
+            }
+            for cache in self.members.difference(&members) {
+                io.events.push_back(RouterEvent::CacheLost {
+                    service,
+                    cache: *cache,
+                });
+            }
+            self.members = members;
+            self.view_routers = routers;
+            self.timers.set_if_idle(
+                GroupTimer::Flush,
+                now + self.config.timers.assignment_flush(),
+            );
+        }
+        if self.members.is_empty() {
+            // The group is empty: the method is free again and nothing is assigned.
+            self.method = None;
+            self.accepted = None;
+            self.timers.stop(GroupTimer::Flush);
+        } else if self.method.is_none() {
+            self.method = self
+                .members
+                .iter()
+                .find_map(|a| self.caches.get(a)?.phase.methods())
+                .map(|m| m.assignment);
+        }
+        if self.caches.is_empty() {
+            // [R1] §3.2: a learnt definition is forgotten when the last cache leaves.
+            self.definition = self.config.fixed_definition();
+        }
+        self.recompile(io);
+    }
+
+    /// A usable cache as a data-plane target.
+    fn target(&self, cache: Ipv4Addr) -> Option<CacheTarget> {
+        let e = self.caches.get(&cache)?;
+        let m = e.phase.methods()?;
+        Some(CacheTarget {
+            address: cache,
+            router_id: e.router_id,
+            forwarding: m.forwarding,
+            packet_return: m.packet_return,
+        })
+    }
+
+    /// The accepted assignment compiled against the usable caches now, and how many buckets
+    /// or values pointed at caches that are not usable.
+    fn compile(&self) -> (Assignment, usize) {
+        let service = self.service_info();
+        let (a, dropped) = match &self.accepted {
+            None => (Assignment::empty(service), 0),
+            Some(acc) => match &acc.body {
+                AcceptedBody::Hash { caches, buckets } => {
+                    let targets: Vec<Option<CacheTarget>> =
+                        caches.iter().map(|c| self.target(*c)).collect();
+                    Assignment::hash(service, acc.key, &targets, buckets)
+                }
+                AcceptedBody::Mask(sets) => {
+                    Assignment::mask(service, acc.key, sets, |c| self.target(c))
+                }
+                AcceptedBody::AltMask(sets) => {
+                    Assignment::alt_mask(service, acc.key, sets, |c| self.target(c))
+                }
+            },
+        };
+        (a.with_members(self.members.iter().copied()), dropped)
+    }
+
+    /// Recompiles and, when the result differs, installs it and tells the driver. Returns
+    /// the number of buckets or values dropped for pointing at caches that are not usable.
+    fn recompile(&mut self, io: &mut Io<'_>) -> usize {
+        let (a, dropped) = self.compile();
+        if a != *self.installed {
+            let a = Arc::new(a);
+            self.installed = Arc::clone(&a);
+            io.events.push_back(RouterEvent::AssignmentChanged {
+                service: self.id(),
+                assignment: a,
+            });
+        }
+        dropped
+    }
+
+    /// The Router View (§3.5): change number, the echoed key, routers reported by the usable
+    /// caches, and the usable caches' identity elements.
+    fn router_view(&self) -> RouterViewInfo {
+        RouterViewInfo {
+            member_change_number: self.change_number,
+            key: self
+                .accepted
+                .as_ref()
+                .map_or(AssignmentKey::NONE, |a| a.key),
+            routers: self.view_routers.iter().copied().collect(),
+            caches: self
+                .members
+                .iter()
+                .filter_map(|a| self.view_element(*a))
+                .collect(),
+        }
+    }
+
+    /// A usable cache's identity element as the router reports it: hash data with its
+    /// buckets (U set while nothing is installed), or — for mask — the 16-octet layout Squid
+    /// can skip (no sets, U clear; reference §9), the sets going in the Assignment Map.
+    fn view_element(&self, cache: Ipv4Addr) -> Option<WebCacheIdentityElement> {
+        let e = self.caches.get(&cache)?;
+        let m = e.phase.methods()?;
+        let (weight, status) = (e.weight, e.status);
+        let mut element = match m.assignment {
+            AssignmentMethod::Mask => WebCacheIdentityElement::new(
+                cache,
+                AssignmentData::Mask(MaskAssignmentData {
+                    sets: Vec::new(),
+                    weight,
+                    status,
+                }),
+            ),
+            AssignmentMethod::Hash => WebCacheIdentityElement::new(
+                cache,
+                AssignmentData::Hash(HashAssignmentData {
+                    buckets: self.installed.bitmap_for(cache, self.config.bit_order),
+                    weight,
+                    status,
+                }),
+            ),
+        };
+        if m.assignment == AssignmentMethod::Hash && self.installed.is_empty() {
+            element.flags = IdentityFlags::HISTORICAL;
+        }
+        Some(element)
+    }
+
+    /// Unicast I_SEE_YOU to `cache` (§4, §5) with a fresh Receive ID.
+    fn send_i_see_you(&mut self, cache: Ipv4Addr, io: &mut Io<'_>) {
+        let Some(router_id) = self.caches.get(&cache).map(|e| e.router_id) else {
+            return;
+        };
+        self.receive_id = next_nonzero(self.receive_id);
+        let receive_id = self.receive_id;
+        if let Some(e) = self.caches.get_mut(&cache) {
+            e.sent_ids.insert(router_id, receive_id);
+        }
+        let adjacent = io.adjacent.contains(&cache);
+        let identity = RouterIdentityInfo {
+            router: RouterIdElement {
+                router_ip: router_id,
+                receive_id,
+            },
+            sent_to: router_id,
+            received_from: vec![cache],
+        };
+        let mut isy = ISeeYou::new(self.service_info(), identity, self.router_view());
+        isy.capabilities = Some(CapabilitiesInfo::methods(
+            self.offered_forwarding(adjacent),
+            self.offered_assignment(),
+            self.offered_return(adjacent),
+        ));
+        if self.installed.is_mask() && !self.installed.is_empty() {
+            isy.assignment_map = Some(AssignmentMap {
+                sets: self.installed.mask_value_sets(),
+            });
+        }
+        self.send(&isy.into_message(), cache, router_id, io);
+    }
+
+    /// Unicast REMOVAL_QUERY to a silent cache (§3.8, §5).
+    fn send_removal_query(&mut self, cache: Ipv4Addr, io: &mut Io<'_>) {
+        let Some(e) = self.caches.get_mut(&cache) else {
+            return;
+        };
+        e.queries_sent = e.queries_sent.saturating_add(1);
+        let router_id = e.router_id;
+        let query = RouterQueryInfo {
+            router: RouterIdElement {
+                router_ip: router_id,
+                receive_id: e.last_sent_id().unwrap_or(self.receive_id),
+            },
+            sent_to: router_id,
+            target: cache,
+        };
+        let msg = RemovalQuery::new(self.service_info(), query).into_message();
+        self.send(&msg, cache, router_id, io);
+    }
+
+    /// Signs, encodes and queues a message.
+    fn send(&mut self, msg: &Message, dst: Ipv4Addr, src: Ipv4Addr, io: &mut Io<'_>) {
+        match self.config.security.encode(msg) {
+            Ok(bytes) => {
+                if !io.outbox.push(dst, src, bytes) {
+                    io.counters.reject(DropReason::TxQueueFull);
+                }
+                self.counters.tx.bump(msg.kind);
+                io.counters.tx.bump(msg.kind);
+            }
+            Err(e) => self.counters.count(e.as_str()),
+        }
+    }
+}

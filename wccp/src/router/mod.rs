@@ -1,0 +1,338 @@
+//! The router side of WCCPv2 as a sans-IO state machine (quinn-proto style): [`RouterEngine`].
+//!
+//! Per configured service group the engine tracks caches through the two-way handshake
+//! (reference §5), negotiates capabilities (§3.10), keeps the Member Change Number and the
+//! Router View, answers every HERE_I_AM with a unicast I_SEE_YOU, validates and installs
+//! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s, and flushes
+//! an assignment that no valid REDIRECT_ASSIGN followed within 50 s of a membership change.
+//!
+//! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
+//! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
+//! TRANSMIT_T / TIMER_SCALE (never advertised; the cache's elements are ignored, so both sides
+//! keep the defaults or the configured [`crate::timer::TimerConfig`]).
+
+mod config;
+mod group;
+mod status;
+
+use core::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::assign::Assignment;
+use crate::engine::{ConfigError, Counters, DropReason, Methods, Outbox, Transmit};
+use crate::timer::earliest;
+use crate::wire::{Header, Message, MessageType};
+
+pub use config::RouterServiceConfig;
+pub use group::CachePhase;
+pub use status::{CacheStatus, ServiceStatus};
+
+use group::{Group, Io};
+
+/// What the router engine tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// A service group's installed assignment changed: hand it to the data plane (store it
+    /// in the `ArcSwap`). An empty assignment means "redirect nothing".
+    AssignmentChanged {
+        /// Service ID.
+        service: u8,
+        /// The new assignment.
+        assignment: Arc<Assignment>,
+    },
+    /// A cache became usable (Member Change Number incremented).
+    CacheUsable {
+        /// Service ID.
+        service: u8,
+        /// Cache address.
+        cache: Ipv4Addr,
+        /// What was negotiated with it.
+        methods: Methods,
+    },
+    /// A usable cache was lost: silent for 30 s, unusable after a change, or removed by
+    /// reconfiguration.
+    CacheLost {
+        /// Service ID.
+        service: u8,
+        /// Cache address.
+        cache: Ipv4Addr,
+    },
+}
+
+/// The WCCPv2 router protocol engine for any number of service groups.
+///
+/// It does no I/O and reads no clock. The driver feeds it four kinds of input and drains
+/// three kinds of output (after quinn-proto's `Connection`):
+///
+/// - **Inputs.** [`handle_message`](Self::handle_message) for every UDP datagram received
+///   on port 2048, with its source and the local address it was sent to;
+///   [`handle_timeout`](Self::handle_timeout) when the instant returned by
+///   [`poll_timeout`](Self::poll_timeout) has passed; [`set_l2_adjacent`](Self::set_l2_adjacent)
+///   when a cache's L2 adjacency changes; and the commands [`add_service`](Self::add_service),
+///   [`reconfigure`](Self::reconfigure) and [`remove_service`](Self::remove_service).
+/// - **Outputs**, to drain after *every* input, in this order:
+///   1. [`poll_transmit`](Self::poll_transmit) until `None`: send each datagram from
+///      `Transmit::src`:2048 to `Transmit::dst`:2048;
+///   2. [`poll_event`](Self::poll_event) until `None`: install assignments, log changes;
+///   3. [`poll_timeout`](Self::poll_timeout): re-arm the single driver timer (it may have
+///      moved earlier or later; `None` = no timer).
+///
+/// Status getters ([`service`](Self::service), [`services`](Self::services),
+/// [`counters`](Self::counters)) are snapshots for `show ip wccp`.
+///
+/// No input makes it panic; malformed, unauthenticated or unexpected datagrams are dropped
+/// and counted under a stable reason name (engine counters before the service is known,
+/// the group's counters after).
+#[derive(Debug, Clone, Default)]
+pub struct RouterEngine {
+    groups: BTreeMap<u8, Group>,
+    adjacent: BTreeSet<Ipv4Addr>,
+    outbox: Outbox,
+    events: VecDeque<RouterEvent>,
+    counters: Counters,
+}
+
+impl RouterEngine {
+    /// An engine without service groups.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a service group (configured services only: HERE_I_AMs for others are dropped).
+    pub fn add_service(&mut self, config: RouterServiceConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        if self.groups.contains_key(&config.service_id) {
+            return Err(ConfigError::DuplicateService(config.service_id));
+        }
+        self.groups.insert(config.service_id, Group::new(config));
+        Ok(())
+    }
+
+    /// Replaces a group's configuration. Caches outside a new group list are dropped, usable
+    /// caches whose methods are no longer offered become unusable, and a changed service type
+    /// or pinned definition restarts the group; its assignment is updated accordingly.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        config: RouterServiceConfig,
+    ) -> Result<(), ConfigError> {
+        config.validate()?;
+        let id = config.service_id;
+        let Some(group) = self.groups.get_mut(&id) else {
+            return Err(ConfigError::UnknownService(id));
+        };
+        let mut io = Io {
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            adjacent: &self.adjacent,
+            counters: &mut self.counters,
+        };
+        group.reconfigure(now, config, &mut io);
+        Ok(())
+    }
+
+    /// Removes a group; an empty assignment is announced for it.
+    pub fn remove_service(&mut self, service_id: u8) -> Result<(), ConfigError> {
+        let group = self
+            .groups
+            .remove(&service_id)
+            .ok_or(ConfigError::UnknownService(service_id))?;
+        self.events.push_back(RouterEvent::AssignmentChanged {
+            service: service_id,
+            assignment: Arc::new(Assignment::empty(group.service_info())),
+        });
+        Ok(())
+    }
+
+    /// Marks `cache` as directly attached (L2 forwarding and return may be granted, §5) or
+    /// not; a usable cache using L2 that is no longer adjacent becomes unusable at once.
+    pub fn set_l2_adjacent(&mut self, now: Instant, cache: Ipv4Addr, adjacent: bool) {
+        let changed = if adjacent {
+            self.adjacent.insert(cache)
+        } else {
+            self.adjacent.remove(&cache)
+        };
+        if !changed || adjacent {
+            // Becoming adjacent takes effect with the cache's next HERE_I_AM.
+            return;
+        }
+        let mut io = Io {
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            adjacent: &self.adjacent,
+            counters: &mut self.counters,
+        };
+        for group in self.groups.values_mut() {
+            group.revalidate(now, &mut io);
+        }
+    }
+
+    /// A UDP datagram from `src` to the local address `local` (port 2048). HERE_I_AM and
+    /// REDIRECT_ASSIGN are processed; everything else is counted and dropped.
+    pub fn handle_message(&mut self, now: Instant, src: Ipv4Addr, local: Ipv4Addr, data: &[u8]) {
+        let Some(kind) = Header::peek_type(data) else {
+            self.counters.rx.bump(MessageType::Unknown(0));
+            return self
+                .counters
+                .count(crate::Error::as_str(&crate::Error::Truncated {
+                    need: 4,
+                    have: data.len(),
+                    at: 0,
+                }));
+        };
+        self.counters.rx.bump(kind);
+        if !matches!(kind, MessageType::HereIAm | MessageType::RedirectAssign) {
+            return self.counters.reject(DropReason::UnexpectedType);
+        }
+        if local.is_multicast() || local.is_broadcast() {
+            return self.counters.reject(DropReason::MulticastUnsupported);
+        }
+        let datagram = match Message::decode_datagram(data) {
+            Ok(d) => d,
+            Err(e) => return self.counters.count(e.as_str()),
+        };
+        if datagram.trailing != 0 {
+            self.counters.reject(DropReason::TrailingOctets);
+        }
+        let msg = datagram.message;
+        let Some(service) = msg.service_info() else {
+            return self.counters.count("wccp-missing-component");
+        };
+        let Some(group) = self.groups.get_mut(&service.service_id) else {
+            return self.counters.reject(DropReason::UnconfiguredService);
+        };
+        if service.service_type != group.config.service_type {
+            return group.counters.reject(DropReason::ServiceTypeMismatch);
+        }
+        // §3.1: the configured option must match and the MD5 digest must verify.
+        if let Err(e) = group.config.security.verify(data) {
+            return group.counters.count(e.as_str());
+        }
+        group.counters.rx.bump(kind);
+        let mut io = Io {
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            adjacent: &self.adjacent,
+            counters: &mut self.counters,
+        };
+        match kind {
+            MessageType::HereIAm => group.handle_here_i_am(now, src, local, &msg, &mut io),
+            _ => group.handle_redirect_assign(src, local, &msg, &mut io),
+        }
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut io = Io {
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            adjacent: &self.adjacent,
+            counters: &mut self.counters,
+        };
+        for group in self.groups.values_mut() {
+            if group.next_deadline().is_some_and(|d| d <= now) {
+                group.handle_timeout(now, &mut io);
+            }
+        }
+    }
+
+    /// The next datagram to send, written into `buf` (cleared first).
+    #[must_use]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.outbox.pop(buf)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.groups
+            .values()
+            .fold(None, |acc, g| earliest(acc, g.next_deadline()))
+    }
+
+    /// The next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RouterEvent> {
+        self.events.pop_front()
+    }
+
+    /// IDs of the configured service groups, ascending.
+    pub fn service_ids(&self) -> impl Iterator<Item = u8> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// Status of one service group.
+    pub fn service(&self, service_id: u8) -> Option<ServiceStatus> {
+        self.groups
+            .get(&service_id)
+            .map(|g| g.status(&self.adjacent))
+    }
+
+    /// Status of one cache of a service group (cheaper than [`Self::service`]).
+    pub fn cache(&self, service_id: u8, cache: Ipv4Addr) -> Option<CacheStatus> {
+        self.groups
+            .get(&service_id)?
+            .cache_status(cache, &self.adjacent)
+    }
+
+    /// Member Change Number and usable caches of a service group (cheaper than
+    /// [`Self::service`]).
+    pub fn membership(&self, service_id: u8) -> Option<(u32, Vec<Ipv4Addr>)> {
+        let g = self.groups.get(&service_id)?;
+        Some((g.change_number, g.members.iter().copied().collect()))
+    }
+
+    /// Status of every service group, by ID.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        self.groups
+            .values()
+            .map(|g| g.status(&self.adjacent))
+            .collect()
+    }
+
+    /// The assignment installed for a service group.
+    pub fn assignment(&self, service_id: u8) -> Option<Arc<Assignment>> {
+        self.groups
+            .get(&service_id)
+            .map(|g| Arc::clone(&g.installed))
+    }
+
+    /// Engine-wide counters: every datagram received and sent, and drops that happen before
+    /// a service group is known (decode errors, unconfigured services, unexpected types).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Checks the engine's invariants (tests and fuzzing): every bucket or mask value of an
+    /// installed assignment points at one usable cache or none, every target is usable, and
+    /// no group tracks more than its limits.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        for g in self.groups.values() {
+            g.installed.check_invariants()?;
+            for t in g.installed.caches() {
+                let usable = g.caches.get(&t.address).is_some_and(|e| {
+                    e.router_id == t.router_id
+                        && e.phase.methods().is_some_and(|m| {
+                            m.forwarding == t.forwarding && m.packet_return == t.packet_return
+                        })
+                });
+                if !usable {
+                    return Err("an assignment target is not a usable cache");
+                }
+            }
+            let usable = g.caches.values().filter(|e| e.phase.is_usable()).count();
+            if usable > crate::assign::MAX_CACHES || g.caches.len() > group::MAX_TRACKED {
+                return Err("too many caches");
+            }
+            if g.members.len() != usable {
+                return Err("membership out of date");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,894 @@
+//! RouterEngine unit tests on synthetic messages (the Squid captures are replayed in
+//! `tests/router_squid.rs`).
+
+use core::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::assign::{
+    assign_hash, assign_mask, default_mask, BucketOwners, ValueOwners, WeightedCache,
+};
+use crate::engine::{AssignmentMethod, ForwardingMethod, ReturnMethod};
+use crate::hash::FlowKey;
+use crate::security::{Password, Security};
+use crate::wire::{
+    AlternateAssignment, AssignmentBody, AssignmentData, AssignmentInfo, AssignmentKey,
+    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
+    IdentityFlags, MaskAssignmentData, RedirectAssign, RedirectAssignment, RemovalQuery,
+    ReturnMethods, RouterAssignmentElement, RouterIdElement, ServiceFlags, ServiceInfo,
+    WebCacheIdentityElement, WebCacheViewInfo,
+};
+
+const R: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const C2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const C3: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+/// An arbitrary base instant: the engines never read the clock, tests need one origin.
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn secs(base: Instant, s: u64) -> Instant {
+    base + Duration::from_secs(s)
+}
+
+fn gre_hash() -> CapabilitiesInfo {
+    CapabilitiesInfo::methods(
+        ForwardingMethods::GRE,
+        AssignmentMethods::HASH,
+        ReturnMethods::GRE,
+    )
+}
+
+/// A HERE_I_AM from `cache` echoing `echo` for router R.
+fn hia(
+    service: ServiceInfo,
+    cache: Ipv4Addr,
+    echo: Option<u32>,
+    caps: Option<CapabilitiesInfo>,
+    mask: bool,
+) -> HereIAm {
+    let data = if mask {
+        AssignmentData::Mask(MaskAssignmentData {
+            sets: vec![],
+            weight: 0,
+            status: 0,
+        })
+    } else {
+        AssignmentData::Hash(HashAssignmentData {
+            weight: 10000,
+            ..HashAssignmentData::default()
+        })
+    };
+    let view = WebCacheViewInfo {
+        change_number: 1,
+        routers: echo
+            .map(|receive_id| RouterIdElement {
+                router_ip: R,
+                receive_id,
+            })
+            .into_iter()
+            .collect(),
+        caches: vec![],
+    };
+    let mut h = HereIAm::new(service, WebCacheIdentityElement::new(cache, data), view);
+    h.capabilities = caps;
+    h
+}
+
+fn bytes(security: &Security, m: crate::wire::Message) -> Vec<u8> {
+    security.encode(&m).unwrap()
+}
+
+/// Every queued datagram.
+fn drain(e: &mut RouterEngine, now: Instant) -> Vec<(Transmit, Vec<u8>)> {
+    let mut out = vec![];
+    let mut buf = vec![0xa5; 3];
+    while let Some(t) = e.poll_transmit(now, &mut buf) {
+        out.push((t, buf[..t.size].to_vec()));
+    }
+    out
+}
+
+fn events(e: &mut RouterEngine) -> Vec<RouterEvent> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn isy(b: &[u8]) -> ISeeYou {
+    ISeeYou::try_from(&crate::wire::Message::decode(b).unwrap()).unwrap()
+}
+
+/// Joins `cache` (two HERE_I_AMs) and returns the last I_SEE_YOU.
+fn join(
+    e: &mut RouterEngine,
+    now: Instant,
+    svc: ServiceInfo,
+    cache: Ipv4Addr,
+    sec: &Security,
+) -> ISeeYou {
+    let first = hia(svc.clone(), cache, None, Some(gre_hash()), false);
+    e.handle_message(now, cache, R, &bytes(sec, first.into_message()));
+    let out = drain(e, now);
+    let id = isy(&out[0].1).identity.router.receive_id;
+    let second = hia(svc, cache, Some(id), Some(gre_hash()), false);
+    e.handle_message(now, cache, R, &bytes(sec, second.into_message()));
+    let out = drain(e, now);
+    isy(&out[0].1)
+}
+
+fn engine(config: RouterServiceConfig) -> RouterEngine {
+    let mut e = RouterEngine::new();
+    e.add_service(config).unwrap();
+    e
+}
+
+#[test]
+fn two_way_handshake_makes_a_cache_usable() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false).into_message(),
+        ),
+    );
+    let out = drain(&mut e, base);
+    assert_eq!(out.len(), 1);
+    let (t, b) = &out[0];
+    assert_eq!((t.dst, t.src), (C2, R));
+    let reply = isy(b);
+    // §3.3: router ID = the address the cache talked to, Receive ID never 0, unicast.
+    assert_eq!(
+        reply.identity.router,
+        RouterIdElement {
+            router_ip: R,
+            receive_id: 1
+        }
+    );
+    assert_eq!(reply.identity.sent_to, R);
+    assert_eq!(reply.identity.received_from, vec![C2]);
+    // Not usable yet: the view is empty, change number 0.
+    assert!(reply.view.caches.is_empty());
+    assert_eq!(reply.view.member_change_number, 0);
+    assert_eq!(
+        reply.capabilities.unwrap(),
+        CapabilitiesInfo::methods(
+            ForwardingMethods::GRE,
+            AssignmentMethods::HASH | AssignmentMethods::MASK,
+            ReturnMethods::GRE
+        ),
+        "L2 is not offered to a cache that is not adjacent"
+    );
+    let s = e.service(0).unwrap();
+    assert_eq!(s.caches[0].phase, CachePhase::Joining);
+    assert!(!s.caches[0].receive_id_echoed);
+    assert!(events(&mut e).is_empty());
+
+    // Echo Receive ID 1: usable.
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hia(
+                ServiceInfo::standard(0),
+                C2,
+                Some(1),
+                Some(gre_hash()),
+                false,
+            )
+            .into_message(),
+        ),
+    );
+    let reply = isy(&drain(&mut e, base)[0].1);
+    assert_eq!(reply.identity.router.receive_id, 2);
+    assert_eq!(reply.view.member_change_number, 1);
+    assert_eq!(reply.view.routers, vec![R]);
+    assert_eq!(reply.view.caches.len(), 1);
+    let el = &reply.view.caches[0];
+    assert_eq!(el.cache_ip, C2);
+    assert!(el.is_historical(), "no assignment yet");
+    assert_eq!(el.data.weight_status(), Some((10000, 0)));
+    assert_eq!(
+        reply.capabilities.unwrap().assignment(),
+        Some(AssignmentMethods::HASH),
+        "the first cache fixes the group's method"
+    );
+    let methods = Methods::default();
+    let ev = events(&mut e);
+    assert_eq!(
+        ev[0],
+        RouterEvent::CacheUsable {
+            service: 0,
+            cache: C2,
+            methods
+        }
+    );
+    // The (still empty) assignment now lists C2 as a member: its packets are never redirected.
+    let RouterEvent::AssignmentChanged { assignment, .. } = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert!(assignment.is_empty() && assignment.is_member(C2));
+    assert_eq!(ev.len(), 2);
+    let s = e.service(0).unwrap();
+    assert_eq!(s.usable_caches(), vec![C2]);
+    assert_eq!(s.assignment_method, Some(AssignmentMethod::Hash));
+    assert_eq!(s.counters.rx.here_i_am, 2);
+    assert_eq!(s.counters.tx.i_see_you, 2);
+    assert_eq!(s.counters.rejects(DropReason::ReceiveIdMismatch), 1);
+    assert_eq!(s.router_ids, vec![R]);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn a_cache_that_never_echoes_stays_joining() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    for i in 0..5u64 {
+        let now = secs(base, 10 * i);
+        // Squid 5.7 cannot parse I_SEE_YOUs and keeps echoing 0.
+        e.handle_message(
+            now,
+            C2,
+            R,
+            &bytes(
+                &Security::None,
+                hia(ServiceInfo::standard(0), C2, Some(0), None, false).into_message(),
+            ),
+        );
+        let out = drain(&mut e, now);
+        assert_eq!(isy(&out[0].1).identity.router.receive_id, i as u32 + 1);
+    }
+    let s = e.service(0).unwrap();
+    assert_eq!(s.caches[0].phase, CachePhase::Joining);
+    assert!(s.usable_caches().is_empty());
+    assert_eq!(s.counters.rejects(DropReason::ReceiveIdMismatch), 5);
+    assert_eq!(s.member_change_number, 0);
+}
+
+#[test]
+fn unknown_services_bad_passwords_and_junk_are_counted() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0).with_password(b"secret"));
+    let good = Security::Md5(Password::new(b"secret"));
+    let bad = Security::Md5(Password::new(b"wrong"));
+    let m = hia(ServiceInfo::standard(0), C2, None, None, false).into_message();
+    e.handle_message(base, C2, R, &bytes(&bad, m.clone()));
+    e.handle_message(base, C2, R, &bytes(&Security::None, m.clone()));
+    let other = hia(ServiceInfo::standard(1), C2, None, None, false).into_message();
+    e.handle_message(base, C2, R, &bytes(&good, other));
+    e.handle_message(base, C2, R, &[0, 0, 0, 10, 2, 0, 0, 4, 1]);
+    e.handle_message(base, C2, R, &[0, 0]);
+    let isy_bytes = {
+        let mut b = bytes(&good, m.clone());
+        b[3] = 11;
+        b
+    };
+    e.handle_message(base, C2, R, &isy_bytes);
+    let dynamic = hia(
+        ServiceInfo::dynamic(0, 6, 0, ServiceFlags::empty(), &[]),
+        C2,
+        None,
+        None,
+        false,
+    );
+    e.handle_message(base, C2, R, &bytes(&good, dynamic.into_message()));
+    e.handle_message(base, C2, Ipv4Addr::new(224, 0, 0, 9), &bytes(&good, m));
+    assert!(drain(&mut e, base).is_empty());
+    let s = e.service(0).unwrap();
+    assert!(s.caches.is_empty());
+    assert_eq!(s.counters.drops_for("wccp-md5-mismatch"), 1);
+    assert_eq!(s.counters.drops_for("wccp-security-mismatch"), 1);
+    assert_eq!(s.counters.rejects(DropReason::ServiceTypeMismatch), 1);
+    let c = e.counters();
+    assert_eq!(c.rejects(DropReason::UnconfiguredService), 1);
+    assert_eq!(c.drops_for("wccp-truncated"), 2);
+    assert_eq!(c.rejects(DropReason::UnexpectedType), 1);
+    assert_eq!(c.rejects(DropReason::MulticastUnsupported), 1);
+    assert_eq!(c.rx.total(), 8);
+}
+
+#[test]
+fn capabilities_and_l2_adjacency() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let l2 = CapabilitiesInfo::methods(
+        ForwardingMethods::L2,
+        AssignmentMethods::HASH,
+        ReturnMethods::GRE,
+    );
+    let send = |e: &mut RouterEngine, echo: Option<u32>, caps: &CapabilitiesInfo| {
+        e.handle_message(
+            base,
+            C2,
+            R,
+            &bytes(
+                &Security::None,
+                hia(
+                    ServiceInfo::standard(0),
+                    C2,
+                    echo,
+                    Some(caps.clone()),
+                    false,
+                )
+                .into_message(),
+            ),
+        );
+        isy(&drain(e, base)[0].1)
+    };
+    let r = send(&mut e, None, &l2);
+    let r = send(&mut e, Some(r.identity.router.receive_id), &l2);
+    assert_eq!(
+        e.service(0).unwrap().caches[0].phase,
+        CachePhase::Unusable(DropReason::CapabilityUnsupported)
+    );
+    // Adjacent now: L2 is offered and accepted.
+    e.set_l2_adjacent(base, C2, true);
+    let r = send(&mut e, Some(r.identity.router.receive_id), &l2);
+    assert_eq!(
+        e.service(0).unwrap().caches[0]
+            .methods
+            .map(|m| m.forwarding),
+        Some(ForwardingMethod::L2)
+    );
+    assert_eq!(
+        r.capabilities.unwrap().forwarding(),
+        Some(ForwardingMethods::GRE | ForwardingMethods::L2)
+    );
+    let _ = events(&mut e);
+    // Not adjacent any more: unusable at once.
+    e.set_l2_adjacent(base, C2, false);
+    assert_eq!(
+        events(&mut e)[0],
+        RouterEvent::CacheLost {
+            service: 0,
+            cache: C2
+        }
+    );
+    // Several bits are not a choice.
+    let both = CapabilitiesInfo::methods(
+        ForwardingMethods::GRE | ForwardingMethods::L2,
+        AssignmentMethods::HASH,
+        ReturnMethods::GRE,
+    );
+    let r = send(&mut e, Some(r.identity.router.receive_id), &both);
+    assert!(e.service(0).unwrap().usable_caches().is_empty());
+    // No Capabilities Info at all = GRE/hash/GRE, which is offered.
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &Security::None,
+            hia(
+                ServiceInfo::standard(0),
+                C2,
+                Some(r.identity.router.receive_id),
+                None,
+                false,
+            )
+            .into_message(),
+        ),
+    );
+    assert_eq!(e.service(0).unwrap().usable_caches(), vec![C2]);
+}
+
+#[test]
+fn dynamic_definition_is_learnt_and_conflicts_rejected() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::dynamic(90));
+    let def = ServiceInfo::dynamic(90, 6, 240, ServiceFlags::SRC_IP_HASH, &[80, 443]);
+    join(&mut e, base, def.clone(), C2, &Security::None);
+    assert_eq!(e.service(90).unwrap().definition, Some(def.clone()));
+    let other = ServiceInfo::dynamic(90, 6, 240, ServiceFlags::DST_IP_HASH, &[80]);
+    e.handle_message(
+        base,
+        C3,
+        R,
+        &bytes(
+            &Security::None,
+            hia(other.clone(), C3, None, None, false).into_message(),
+        ),
+    );
+    assert!(drain(&mut e, base).is_empty());
+    let s = e.service(90).unwrap();
+    assert_eq!(s.counters.rejects(DropReason::ServiceConflict), 1);
+    assert!(s.cache(C3).is_none());
+    // The I_SEE_YOU carries the learnt definition.
+    let r = join(
+        &mut e,
+        base,
+        def,
+        Ipv4Addr::new(10, 0, 0, 4),
+        &Security::None,
+    );
+    assert_eq!(
+        r.service.flags,
+        ServiceFlags::SRC_IP_HASH | ServiceFlags::PORTS_DEFINED
+    );
+    // Everyone leaves: the definition is forgotten, and the other one can be learnt.
+    e.handle_timeout(secs(base, 31));
+    assert_eq!(e.service(90).unwrap().definition, None);
+    join(&mut e, secs(base, 32), other.clone(), C3, &Security::None);
+    assert_eq!(e.service(90).unwrap().definition, Some(other));
+}
+
+#[test]
+fn group_list_limits_who_joins() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig {
+        group_list: Some(vec![C3]),
+        ..RouterServiceConfig::standard(0)
+    });
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &Security::None,
+            hia(ServiceInfo::standard(0), C2, None, None, false).into_message(),
+        ),
+    );
+    assert!(drain(&mut e, base).is_empty());
+    assert_eq!(
+        e.service(0)
+            .unwrap()
+            .counters
+            .rejects(DropReason::NotInGroupList),
+        1
+    );
+    join(&mut e, base, ServiceInfo::standard(0), C3, &Security::None);
+    assert_eq!(e.service(0).unwrap().usable_caches(), vec![C3]);
+    // Reconfiguring the list away drops the cache.
+    e.reconfigure(
+        base,
+        RouterServiceConfig {
+            group_list: Some(vec![]),
+            ..RouterServiceConfig::standard(0)
+        },
+    )
+    .unwrap();
+    assert!(e.service(0).unwrap().caches.is_empty());
+}
+
+/// A hash REDIRECT_ASSIGN from `from` for the caches given, with router element values.
+fn hash_ra(
+    from: Ipv4Addr,
+    caches: &[Ipv4Addr],
+    receive_id: u32,
+    change: u32,
+    key_n: u32,
+) -> RedirectAssign {
+    let weighted: Vec<WeightedCache> = caches
+        .iter()
+        .map(|a| WeightedCache {
+            address: *a,
+            weight: 1,
+        })
+        .collect();
+    let table = assign_hash(&weighted, &BucketOwners::NONE).unwrap();
+    RedirectAssign::new(
+        ServiceInfo::standard(0),
+        RedirectAssignment::Hash(AssignmentInfo {
+            key: AssignmentKey {
+                cache_ip: from,
+                change_number: key_n,
+            },
+            routers: vec![RouterAssignmentElement {
+                router_ip: R,
+                receive_id,
+                change_number: change,
+            }],
+            buckets: table,
+        }),
+    )
+}
+
+#[test]
+fn redirect_assign_is_validated_and_installed() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    let r = join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
+    assert_eq!(r.view.member_change_number, 2);
+    let _ = events(&mut e);
+    let s = e.service(0).unwrap();
+    let rid = s.cache(C2).unwrap().last_receive_id_sent.unwrap();
+    let send = |e: &mut RouterEngine, from, ra: RedirectAssign| {
+        e.handle_message(base, from, R, &bytes(&sec, ra.into_message()))
+    };
+    send(&mut e, C2, hash_ra(C2, &[C2, C3], rid + 1, 2, 1));
+    send(&mut e, C2, hash_ra(C2, &[C2, C3], rid, 1, 1));
+    let mut unlisted = hash_ra(C2, &[C2, C3], rid, 2, 1);
+    if let RedirectAssignment::Hash(a) = &mut unlisted.assignment {
+        a.routers[0].router_ip = Ipv4Addr::new(10, 0, 0, 99);
+    }
+    send(&mut e, C2, unlisted);
+    send(
+        &mut e,
+        Ipv4Addr::new(10, 0, 0, 7),
+        hash_ra(Ipv4Addr::new(10, 0, 0, 7), &[C2, C3], rid, 2, 1),
+    );
+    // From C3 but keyed with C2's address.
+    send(&mut e, C3, hash_ra(C2, &[C2, C3], rid, 2, 1));
+    let mask_sets = assign_mask(
+        &[WeightedCache {
+            address: C2,
+            weight: 1,
+        }],
+        &default_mask(&ServiceInfo::standard(0)),
+        7,
+        &ValueOwners::default(),
+    )
+    .unwrap();
+    let mask_ra = RedirectAssign::new(
+        ServiceInfo::standard(0),
+        RedirectAssignment::Alternate(AlternateAssignment {
+            key: AssignmentKey {
+                cache_ip: C2,
+                change_number: 1,
+            },
+            routers: vec![RouterAssignmentElement {
+                router_ip: R,
+                receive_id: rid,
+                change_number: 2,
+            }],
+            body: AssignmentBody::Mask(mask_sets),
+        }),
+    );
+    send(&mut e, C2, mask_ra);
+    assert!(events(&mut e).is_empty(), "nothing installed yet");
+    let s = e.service(0).unwrap();
+    assert_eq!(s.counters.rejects(DropReason::AssignStaleReceiveId), 1);
+    assert_eq!(s.counters.rejects(DropReason::AssignStaleChangeNumber), 1);
+    assert_eq!(s.counters.rejects(DropReason::AssignNotListed), 1);
+    assert_eq!(s.counters.rejects(DropReason::AssignFromUnusableCache), 1);
+    assert_eq!(s.counters.rejects(DropReason::AssignWrongMethod), 1);
+    assert_eq!(s.counters.rejects(DropReason::AssignBadKey), 1);
+    assert!(s.flush_deadline.is_some());
+
+    // The valid one (and a cache list with one unknown cache, which is left unassigned).
+    let stranger = Ipv4Addr::new(10, 0, 0, 9);
+    send(&mut e, C2, hash_ra(C2, &[C2, C3, stranger], rid, 2, 7));
+    let ev = events(&mut e);
+    let [RouterEvent::AssignmentChanged {
+        service: 0,
+        assignment,
+    }] = &ev[..]
+    else {
+        panic!("{ev:?}")
+    };
+    assignment.check_invariants().unwrap();
+    assert_eq!(
+        assignment.key(),
+        AssignmentKey {
+            cache_ip: C2,
+            change_number: 7
+        }
+    );
+    assert_eq!(assignment.share_counts(), vec![(C2, 86), (C3, 85)]);
+    assert_eq!(assignment.bucket_owners().unassigned(), 85);
+    let s = e.service(0).unwrap();
+    assert_eq!(s.counters.rejects(DropReason::AssignUnknownCache), 1);
+    assert_eq!(s.designated_cache, Some(C2));
+    assert!(s.cache(C2).unwrap().designated);
+    assert_eq!(s.cache(C3).unwrap().buckets, 85);
+    assert_eq!(s.flush_deadline, None);
+    // Lookup: §6.1 vector, dst 192.0.2.10 → bucket 200 → 200 mod 3 = 2 → the stranger (none).
+    let flow = FlowKey::new(
+        Ipv4Addr::new(10, 1, 1, 1),
+        Ipv4Addr::new(192, 0, 2, 10),
+        40000,
+        80,
+    );
+    assert_eq!(assignment.lookup(&flow), None);
+    let flow = FlowKey::new(
+        Ipv4Addr::new(10, 1, 1, 1),
+        Ipv4Addr::new(192, 0, 2, 11),
+        40000,
+        80,
+    );
+    assert_eq!(
+        assignment.lookup(&flow).map(|t| t.address),
+        Some(C2),
+        "bucket 201 → index 0"
+    );
+
+    // The key is echoed and each cache's buckets are reported (MSB-first, U clear).
+    e.handle_message(
+        base,
+        C3,
+        R,
+        &bytes(
+            &sec,
+            hia(
+                ServiceInfo::standard(0),
+                C3,
+                Some(rid + 1),
+                Some(gre_hash()),
+                false,
+            )
+            .into_message(),
+        ),
+    );
+    let r = isy(&drain(&mut e, base)[0].1);
+    assert_eq!(
+        r.view.key,
+        AssignmentKey {
+            cache_ip: C2,
+            change_number: 7
+        }
+    );
+    let el = r.view.caches.iter().find(|c| c.cache_ip == C3).unwrap();
+    assert_eq!(el.flags, IdentityFlags::empty());
+    let AssignmentData::Hash(h) = &el.data else {
+        panic!()
+    };
+    assert_eq!(h.buckets.count(), 85);
+    assert!(h.buckets.contains(1, crate::hash::BitOrder::MsbFirst));
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn silent_caches_are_queried_then_removed_and_purged() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
+    let rid = e
+        .service(0)
+        .unwrap()
+        .cache(C2)
+        .unwrap()
+        .last_receive_id_sent
+        .unwrap();
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(&sec, hash_ra(C2, &[C2, C3], rid, 2, 1).into_message()),
+    );
+    let _ = events(&mut e);
+    // C2 keeps talking, C3 goes silent.
+    let mut echo = rid;
+    for t in [10, 20] {
+        e.handle_message(
+            secs(base, t),
+            C2,
+            R,
+            &bytes(
+                &sec,
+                hia(
+                    ServiceInfo::standard(0),
+                    C2,
+                    Some(echo),
+                    Some(gre_hash()),
+                    false,
+                )
+                .into_message(),
+            ),
+        );
+        echo = isy(&drain(&mut e, secs(base, t))[0].1)
+            .identity
+            .router
+            .receive_id;
+    }
+    assert_eq!(e.poll_timeout(), Some(secs(base, 25)));
+    e.handle_timeout(secs(base, 25));
+    let out = drain(&mut e, secs(base, 25));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0.dst, out[0].0.src), (C3, R));
+    let q = RemovalQuery::try_from(&crate::wire::Message::decode(&out[0].1).unwrap()).unwrap();
+    assert_eq!(q.query.target, C3);
+    assert_eq!(q.query.router.router_ip, R);
+    assert_eq!(
+        q.query.router.receive_id,
+        e.service(0)
+            .unwrap()
+            .cache(C3)
+            .unwrap()
+            .last_receive_id_sent
+            .unwrap()
+    );
+    assert_eq!(e.service(0).unwrap().cache(C3).unwrap().queries_sent, 1);
+    assert_eq!(e.poll_timeout(), Some(secs(base, 30)));
+    e.handle_timeout(secs(base, 30));
+    let ev = events(&mut e);
+    assert_eq!(
+        ev[0],
+        RouterEvent::CacheLost {
+            service: 0,
+            cache: C3
+        }
+    );
+    let RouterEvent::AssignmentChanged { assignment, .. } = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    // C3's buckets are purged at once (unassigned until the next REDIRECT_ASSIGN).
+    assert_eq!(assignment.share_counts(), vec![(C2, 128)]);
+    assert!(!assignment.is_member(C3));
+    let s = e.service(0).unwrap();
+    assert_eq!(s.member_change_number, 3);
+    assert!(s.cache(C3).is_none());
+    // No valid REDIRECT_ASSIGN within 50 s of that change: flushed.
+    assert_eq!(s.flush_deadline, Some(secs(base, 80)));
+    for t in (30..80).step_by(10) {
+        let now = secs(base, t);
+        e.handle_message(
+            now,
+            C2,
+            R,
+            &bytes(
+                &sec,
+                hia(
+                    ServiceInfo::standard(0),
+                    C2,
+                    Some(echo),
+                    Some(gre_hash()),
+                    false,
+                )
+                .into_message(),
+            ),
+        );
+        echo = isy(&drain(&mut e, now)[0].1).identity.router.receive_id;
+        e.handle_timeout(now);
+    }
+    e.handle_timeout(secs(base, 80));
+    let ev = events(&mut e);
+    let [RouterEvent::AssignmentChanged { assignment, .. }] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert!(assignment.is_empty());
+    assert_eq!(e.service(0).unwrap().key, AssignmentKey::NONE);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn mask_groups_report_squid_compatible_elements_and_the_map() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    e.set_l2_adjacent(base, C2, true);
+    let caps = CapabilitiesInfo::methods(
+        ForwardingMethods::L2,
+        AssignmentMethods::MASK,
+        ReturnMethods::L2,
+    );
+    let sec = Security::None;
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hia(ServiceInfo::standard(0), C2, None, Some(caps.clone()), true).into_message(),
+        ),
+    );
+    let id = isy(&drain(&mut e, base)[0].1).identity.router.receive_id;
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hia(
+                ServiceInfo::standard(0),
+                C2,
+                Some(id),
+                Some(caps.clone()),
+                true,
+            )
+            .into_message(),
+        ),
+    );
+    let id = isy(&drain(&mut e, base)[0].1).identity.router.receive_id;
+    let sets = assign_mask(
+        &[WeightedCache {
+            address: C2,
+            weight: 0,
+        }],
+        &default_mask(&ServiceInfo::standard(0)),
+        7,
+        &ValueOwners::default(),
+    )
+    .unwrap();
+    let ra = RedirectAssign::new(
+        ServiceInfo::standard(0),
+        RedirectAssignment::Alternate(AlternateAssignment {
+            key: AssignmentKey {
+                cache_ip: C2,
+                change_number: 1,
+            },
+            routers: vec![RouterAssignmentElement {
+                router_ip: R,
+                receive_id: id,
+                change_number: 1,
+            }],
+            body: AssignmentBody::Mask(sets.clone()),
+        }),
+    );
+    e.handle_message(base, C2, R, &bytes(&sec, ra.into_message()));
+    let a = e.assignment(0).unwrap();
+    assert_eq!(a.share_counts(), vec![(C2, 64)]);
+    assert_eq!(a.caches()[0].forwarding, ForwardingMethod::L2);
+    assert_eq!(a.caches()[0].packet_return, ReturnMethod::L2);
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hia(ServiceInfo::standard(0), C2, Some(id), Some(caps), true).into_message(),
+        ),
+    );
+    let r = isy(&drain(&mut e, base)[0].1);
+    assert_eq!(r.assignment_map.unwrap().sets, sets);
+    let el = &r.view.caches[0];
+    // Squid skips 16 octets unless the word after the address is 0x00000003 (§9).
+    assert_eq!(el.wire_flags(), 0x0002);
+    assert!(matches!(&el.data, AssignmentData::Mask(m) if m.sets.is_empty()));
+    assert_eq!(e.service(0).unwrap().cache(C2).unwrap().mask_values, 64);
+}
+
+#[test]
+fn at_most_32_caches_are_usable() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    for i in 0..33u8 {
+        join(
+            &mut e,
+            base,
+            ServiceInfo::standard(0),
+            Ipv4Addr::new(10, 1, 0, i),
+            &Security::None,
+        );
+    }
+    let s = e.service(0).unwrap();
+    assert_eq!(s.usable_caches().len(), 32);
+    assert_eq!(
+        s.cache(Ipv4Addr::new(10, 1, 0, 32)).unwrap().phase,
+        CachePhase::Unusable(DropReason::TooManyCaches)
+    );
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn commands() {
+    let base = t0();
+    let mut e = RouterEngine::new();
+    e.add_service(RouterServiceConfig::standard(0)).unwrap();
+    assert_eq!(
+        e.add_service(RouterServiceConfig::standard(0)),
+        Err(ConfigError::DuplicateService(0))
+    );
+    assert_eq!(
+        e.reconfigure(base, RouterServiceConfig::standard(5)),
+        Err(ConfigError::UnknownService(5))
+    );
+    join(&mut e, base, ServiceInfo::standard(0), C2, &Security::None);
+    // Reconfiguring away GRE makes the GRE cache unusable.
+    e.reconfigure(
+        base,
+        RouterServiceConfig {
+            forwarding: ForwardingMethods::L2,
+            ..RouterServiceConfig::standard(0)
+        },
+    )
+    .unwrap();
+    assert!(e.service(0).unwrap().usable_caches().is_empty());
+    let _ = events(&mut e);
+    e.remove_service(0).unwrap();
+    assert!(
+        matches!(&events(&mut e)[..], [RouterEvent::AssignmentChanged { service: 0, assignment }] if assignment.is_empty())
+    );
+    assert_eq!(e.remove_service(0), Err(ConfigError::UnknownService(0)));
+    assert_eq!(e.service_ids().count(), 0);
+    assert_eq!(e.poll_timeout(), None);
+}

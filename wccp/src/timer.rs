@@ -1,0 +1,239 @@
+//! Protocol timers: the values of reference §1 derived from TRANSMIT_T and the two scales
+//! (\[R1\]), and a small enum-indexed deadline table (quinn `connection/timer.rs` style) that the
+//! engines keep per service, per cache or per router. Only the driver sleeps; the engines
+//! report their earliest deadline through `poll_timeout` and act in `handle_timeout(now)`.
+
+use core::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// TRANSMIT_T and the timer scales (\[R1\]); every protocol timer derives from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerConfig {
+    /// TRANSMIT_T: HERE_I_AM period (default 10 s).
+    pub transmit_t: Duration,
+    /// TIMEOUT_SCALE: TIMEOUT_BASE_T = scale × TRANSMIT_T (default 1, never 0).
+    pub timeout_scale: u32,
+    /// RA_TIMER_SCALE: RA_TIMER_BASE_T = scale × TRANSMIT_T (default 1, never 0).
+    pub ra_timer_scale: u32,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            transmit_t: Duration::from_secs(10),
+            timeout_scale: 1,
+            ra_timer_scale: 1,
+        }
+    }
+}
+
+impl TimerConfig {
+    /// Checks the values: TRANSMIT_T within 10 ms..=600 s and scales within 1..=10 (\[R1\]
+    /// suggests 500 ms..=60 s and 1..=5; the wider range leaves room for fast simulations),
+    /// so that every deadline stays far from `Instant` overflow.
+    pub fn validate(&self) -> Result<(), crate::engine::ConfigError> {
+        let t_ok =
+            (Duration::from_millis(10)..=Duration::from_secs(600)).contains(&self.transmit_t);
+        let scales_ok =
+            (1..=10).contains(&self.timeout_scale) && (1..=10).contains(&self.ra_timer_scale);
+        if t_ok && scales_ok {
+            Ok(())
+        } else {
+            Err(crate::engine::ConfigError::Invalid(
+                "TRANSMIT_T must be 10 ms..=600 s and the timer scales 1..=10",
+            ))
+        }
+    }
+
+    /// TIMEOUT_BASE_T (a scale of 0 is treated as 1: "0 never allowed").
+    fn timeout_base(&self) -> Duration {
+        self.transmit_t.saturating_mul(self.timeout_scale.max(1))
+    }
+
+    /// RA_TIMER_BASE_T.
+    fn ra_base(&self) -> Duration {
+        self.transmit_t.saturating_mul(self.ra_timer_scale.max(1))
+    }
+
+    /// Period of a cache's HERE_I_AMs (TRANSMIT_T, 10 s).
+    pub fn here_i_am_interval(&self) -> Duration {
+        self.transmit_t
+    }
+
+    /// Designated cache's wait after a membership change before REDIRECT_ASSIGN (1.5 ×
+    /// RA_TIMER_BASE_T = 15 s; Squid and ATS use 15 s).
+    pub fn assignment_wait(&self) -> Duration {
+        self.ra_base().saturating_mul(3) / 2
+    }
+
+    /// Resend period of a REDIRECT_ASSIGN while a router echoes a stale key (TRANSMIT_T).
+    pub fn assignment_resend(&self) -> Duration {
+        self.transmit_t
+    }
+
+    /// Router discards its assignment if no valid REDIRECT_ASSIGN followed a membership
+    /// change within this time (5 × RA_TIMER_BASE_T = 50 s).
+    pub fn assignment_flush(&self) -> Duration {
+        self.ra_base().saturating_mul(5)
+    }
+
+    /// Silence after which a router sends REMOVAL_QUERY (2.5 × TIMEOUT_BASE_T = 25 s).
+    pub fn removal_query(&self) -> Duration {
+        self.timeout_base().saturating_mul(5) / 2
+    }
+
+    /// Silence after which a member is dropped (3 × TIMEOUT_BASE_T = 30 s); a cache drops a
+    /// router after the same time without I_SEE_YOU (ATS).
+    pub fn member_dead(&self) -> Duration {
+        self.timeout_base().saturating_mul(3)
+    }
+
+    /// Spacing of the HERE_I_AMs answering a REMOVAL_QUERY (0.1 × TRANSMIT_T = 1 s).
+    pub fn query_reply_spacing(&self) -> Duration {
+        self.transmit_t / 10
+    }
+
+    /// Number of HERE_I_AMs answering a REMOVAL_QUERY (3).
+    pub const QUERY_REPLIES: u8 = 3;
+}
+
+/// An enum whose variants index a [`TimerTable`].
+pub trait TimerKind: Copy + Eq + 'static {
+    /// Every variant, in index order.
+    const ALL: &'static [Self];
+    /// The variant's slot (its position in `ALL`).
+    fn index(self) -> usize;
+}
+
+/// One optional deadline per timer kind; `N` must be `K::ALL.len()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerTable<K: TimerKind, const N: usize> {
+    deadlines: [Option<Instant>; N],
+    kind: PhantomData<K>,
+}
+
+impl<K: TimerKind, const N: usize> Default for TimerTable<K, N> {
+    fn default() -> Self {
+        Self {
+            deadlines: [None; N],
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: TimerKind, const N: usize> TimerTable<K, N> {
+    /// Arms `timer` for `at` (replacing an earlier deadline).
+    pub fn set(&mut self, timer: K, at: Instant) {
+        if let Some(slot) = self.deadlines.get_mut(timer.index()) {
+            *slot = Some(at);
+        }
+    }
+
+    /// Arms `timer` for `at` unless it is already armed.
+    pub fn set_if_idle(&mut self, timer: K, at: Instant) {
+        if self.get(timer).is_none() {
+            self.set(timer, at);
+        }
+    }
+
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: K) {
+        if let Some(slot) = self.deadlines.get_mut(timer.index()) {
+            *slot = None;
+        }
+    }
+
+    /// Deadline of `timer`, if armed.
+    pub fn get(&self, timer: K) -> Option<Instant> {
+        self.deadlines.get(timer.index()).copied().flatten()
+    }
+
+    /// The earliest armed deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    /// Disarms and returns the earliest timer whose deadline is ≤ `now` (call in a loop).
+    pub fn pop_expired(&mut self, now: Instant) -> Option<K> {
+        let (timer, _) = K::ALL
+            .iter()
+            .filter_map(|k| self.get(*k).filter(|d| *d <= now).map(|d| (*k, d)))
+            .min_by_key(|(_, d)| *d)?;
+        self.stop(timer);
+        Some(timer)
+    }
+}
+
+/// Earliest of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum T {
+        A,
+        B,
+    }
+
+    impl TimerKind for T {
+        const ALL: &'static [Self] = &[Self::A, Self::B];
+        fn index(self) -> usize {
+            self as usize
+        }
+    }
+
+    #[test]
+    fn reference_values() {
+        let t = TimerConfig::default();
+        assert_eq!(t.here_i_am_interval(), Duration::from_secs(10));
+        assert_eq!(t.assignment_wait(), Duration::from_secs(15));
+        assert_eq!(t.assignment_resend(), Duration::from_secs(10));
+        assert_eq!(t.assignment_flush(), Duration::from_secs(50));
+        assert_eq!(t.removal_query(), Duration::from_secs(25));
+        assert_eq!(t.member_dead(), Duration::from_secs(30));
+        assert_eq!(t.query_reply_spacing(), Duration::from_secs(1));
+        let scaled = TimerConfig {
+            timeout_scale: 2,
+            ra_timer_scale: 0,
+            ..t
+        };
+        assert_eq!(scaled.member_dead(), Duration::from_secs(60));
+        assert_eq!(scaled.assignment_wait(), Duration::from_secs(15));
+        assert!(t.validate().is_ok());
+        assert!(scaled.validate().is_err(), "scale 0");
+        let huge = TimerConfig {
+            transmit_t: Duration::MAX,
+            ..t
+        };
+        assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin for the test
+    fn table_pops_in_deadline_order() {
+        let base = Instant::now();
+        let mut table: TimerTable<T, 2> = TimerTable::default();
+        assert_eq!(table.next_deadline(), None);
+        table.set(T::A, base + Duration::from_secs(5));
+        table.set(T::B, base + Duration::from_secs(3));
+        table.set_if_idle(T::B, base + Duration::from_secs(9));
+        assert_eq!(table.next_deadline(), Some(base + Duration::from_secs(3)));
+        assert_eq!(table.pop_expired(base + Duration::from_secs(2)), None);
+        let later = base + Duration::from_secs(6);
+        assert_eq!(table.pop_expired(later), Some(T::B));
+        assert_eq!(table.pop_expired(later), Some(T::A));
+        assert_eq!(table.pop_expired(later), None);
+        table.set(T::A, base);
+        table.stop(T::A);
+        assert_eq!(table.get(T::A), None);
+        assert_eq!(earliest(Some(base), None), Some(base));
+    }
+}
