@@ -80,6 +80,53 @@ pub struct RouterConf {
     /// The `[[route]]` tables, in file order.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConf>,
+    /// The `[[wccp.service]]` tables, in file order; empty means WCCP is off.
+    #[serde(skip)]
+    pub wccp: Vec<WccpServiceConf>,
+}
+
+/// A WCCP forwarding or return method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WccpMethod {
+    /// GRE encapsulation with the WCCP redirect header.
+    Gre,
+    /// Layer-2 rewrite of the destination MAC (directly connected caches only).
+    L2,
+}
+
+/// A WCCP assignment method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WccpAssignment {
+    /// 256 hash buckets.
+    Hash,
+    /// Mask/value sets.
+    Mask,
+}
+
+/// One `[[wccp.service]]`: a service group the router serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WccpServiceConf {
+    /// 0 (the standard web-cache service) or a dynamic service 51..=255.
+    pub id: u8,
+    /// MD5 password (1..=8 bytes), or none.
+    pub password: Option<String>,
+    /// Forwarding methods the router accepts.
+    pub forwarding: Vec<WccpMethod>,
+    /// Packet return methods the router accepts.
+    pub packet_return: Vec<WccpMethod>,
+    /// Assignment methods the router accepts.
+    pub assignment: Vec<WccpAssignment>,
+    /// Cache addresses allowed to join (the group list); `None` admits any cache.
+    pub caches: Option<Vec<Ipv4Addr>>,
+}
+
+impl WccpServiceConf {
+    /// True for the standard web-cache service (id 0).
+    pub fn is_standard(&self) -> bool {
+        self.id == 0
+    }
 }
 
 /// The `[router]` section: identity and process-wide settings.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Top-level tables, as they appear in serde's "expected one of" lists.
-const TOP_KEYS: &[&str] = &["router", "interface", "route"];
+const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp"];
 /// Keys of `[router]`, in documentation order.
 pub(crate) const ROUTER_KEYS: &[&str] = &[
     "id",
@@ -22,6 +22,17 @@ pub(crate) const ROUTER_KEYS: &[&str] = &[
 ];
 /// Keys of `[[interface]]`, in documentation order.
 pub(crate) const INTERFACE_KEYS: &[&str] = &["name", "address", "mac", "mtu", "io-backend"];
+/// Keys of `[wccp]`.
+pub(crate) const WCCP_KEYS: &[&str] = &["service"];
+/// Keys of `[[wccp.service]]`, in documentation order.
+pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
+    "id",
+    "password",
+    "forwarding",
+    "return",
+    "assignment",
+    "caches",
+];
 /// Keys of `[[route]]`, in documentation order.
 pub(crate) const ROUTE_KEYS: &[&str] = &["prefix", "via", "interface"];
 
@@ -38,6 +49,41 @@ pub(crate) struct RawFile {
     /// `[[route]]` tables; the span is the whole table, header included.
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    /// `[wccp]`, optional.
+    #[serde(default)]
+    pub wccp: Option<RawWccp>,
+}
+
+/// `[wccp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [wccp] table")]
+pub(crate) struct RawWccp {
+    /// `[[wccp.service]]` tables.
+    #[serde(default)]
+    pub service: Vec<Spanned<RawWccpService>>,
+}
+
+/// One `[[wccp.service]]`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a [[wccp.service]] table"
+)]
+pub(crate) struct RawWccpService {
+    /// `id = 0`.
+    pub id: Spanned<Int>,
+    /// `password = "secret"`.
+    pub password: Option<Spanned<String>>,
+    /// `forwarding = ["gre", "l2"]`.
+    pub forwarding: Option<Spanned<Vec<String>>>,
+    /// `return = ["gre"]`.
+    #[serde(rename = "return")]
+    pub return_methods: Option<Spanned<Vec<String>>>,
+    /// `assignment = ["hash"]`.
+    pub assignment: Option<Spanned<Vec<String>>>,
+    /// `caches = ["10.0.3.2"]`.
+    pub caches: Option<Spanned<Vec<String>>>,
 }
 
 /// `[router]`.
@@ -136,12 +182,13 @@ pub(crate) fn explain(msg: &str) -> Option<String> {
         let section = match key {
             "name" | "address" => "[[interface]]",
             "prefix" | "via" => "[[route]]",
+            "id" => "[[wccp.service]]",
             _ => return None,
         };
-        let needs = if section == "[[route]]" {
-            "every route needs `prefix` and `via`"
-        } else {
-            "every interface needs `name` and `address`"
+        let needs = match section {
+            "[[route]]" => "every route needs `prefix` and `via`",
+            "[[wccp.service]]" => "every WCCP service needs its `id` (0, or 51..=255)",
+            _ => "every interface needs `name` and `address`",
         };
         return Some(format!("missing key `{key}` in {section}; {needs}"));
     }
@@ -158,13 +205,15 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
             .map(|s| format!("; did you mean {}?", header(s)))
             .unwrap_or_default();
         return Some(format!(
-            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]]{hint}"
+            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]], [wccp]{hint}"
         ));
     }
     let (section, keys) = [
         ("[router]", ROUTER_KEYS),
         ("[[interface]]", INTERFACE_KEYS),
         ("[[route]]", ROUTE_KEYS),
+        ("[wccp]", WCCP_KEYS),
+        ("[[wccp.service]]", WCCP_SERVICE_KEYS),
     ]
     .into_iter()
     .find(|(_, keys)| same(keys))?;
@@ -182,6 +231,7 @@ fn header(key: &str) -> &'static str {
     match key {
         "router" => "[router]",
         "interface" => "[[interface]]",
+        "wccp" => "[wccp]",
         _ => "[[route]]",
     }
 }

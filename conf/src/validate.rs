@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use crate::error::Locator;
-use crate::raw::{Int, RawFile, RawInterface, RawRoute, RawRouter};
+use crate::raw::{Int, RawFile, RawInterface, RawRoute, RawRouter, RawWccpService};
 use crate::{
     ConfError, InterfaceConf, IoBackend, Ipv4Network, LogLevel, MacAddr, RouteConf, RouterConf,
-    RouterSection, DEFAULT_MANAGEMENT_SOCKET, DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS,
-    MIN_MTU,
+    RouterSection, WccpAssignment, WccpMethod, WccpServiceConf, DEFAULT_MANAGEMENT_SOCKET,
+    DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS, MIN_MTU,
 };
 
 /// Longest Unix socket path: `sun_path` is 108 bytes on Linux, one of them the terminating NUL.
@@ -49,6 +49,10 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let interfaces = interfaces(at, &raw.interface, io_backend)?;
     let routes = routes(at, &raw.route, &interfaces)?;
     let id = router_id(at, router.id.as_ref(), &interfaces)?;
+    let wccp = match &raw.wccp {
+        Some(w) => wccp_services(at, &w.service)?,
+        None => Vec::new(),
+    };
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -59,6 +63,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         },
         interfaces: interfaces.into_iter().map(|i| i.conf).collect(),
         routes,
+        wccp,
     })
 }
 
@@ -551,6 +556,142 @@ fn net(n: Ipv4Network) -> Ipv4Network {
 fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     // CIDR blocks are either nested or disjoint, so one contains the other's first address.
     a.contains(b.network()) || b.contains(a.network())
+}
+
+/// Longest WCCP MD5 password: the reference (§3.1) pads or truncates it to 8 octets, so a longer
+/// one would silently mean its first 8; say so instead.
+const MAX_WCCP_PASSWORD: usize = 8;
+
+/// All `[[wccp.service]]` tables: ids valid and unique, methods known, group lists well formed.
+fn wccp_services(
+    at: &Locator<'_>,
+    raw: &[Spanned<RawWccpService>],
+) -> Result<Vec<WccpServiceConf>> {
+    let mut out: Vec<(WccpServiceConf, usize)> = Vec::new();
+    for table in raw {
+        let r = table.get_ref();
+        let line = at.line_of(table.span().start);
+        let n = r.id.get_ref().0;
+        let id = match u8::try_from(n) {
+            Ok(0) => 0,
+            Ok(id @ 51..=255) => id,
+            _ => {
+                return Err(at.err(
+                    &r.id.span(),
+                    format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
+                ))
+            }
+        };
+        if let Some((_, prev)) = out.iter().find(|(s, _)| s.id == id) {
+            return Err(at.err(
+                &r.id.span(),
+                format!("WCCP service {id} is already defined at line {prev}"),
+            ));
+        }
+        let password = match &r.password {
+            None => None,
+            Some(p) => {
+                let v = p.get_ref();
+                if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
+                    return Err(at.err(
+                        &p.span(),
+                        format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
+                    ));
+                }
+                Some(v.clone())
+            }
+        };
+        let methods = |v: &Option<Spanned<Vec<String>>>, what: &str| -> Result<Vec<WccpMethod>> {
+            let Some(v) = v else {
+                return Ok(vec![WccpMethod::Gre, WccpMethod::L2]);
+            };
+            let mut m = Vec::new();
+            for name in v.get_ref() {
+                let x = match name.as_str() {
+                    "gre" => WccpMethod::Gre,
+                    "l2" => WccpMethod::L2,
+                    other => {
+                        return Err(at.err(
+                            &v.span(),
+                            format!("unknown {what} method `{other}`; expected gre and/or l2"),
+                        ))
+                    }
+                };
+                if !m.contains(&x) {
+                    m.push(x);
+                }
+            }
+            if m.is_empty() {
+                return Err(at.err(
+                    &v.span(),
+                    format!("`{what}` needs at least one method (gre, l2)"),
+                ));
+            }
+            Ok(m)
+        };
+        let forwarding = methods(&r.forwarding, "forwarding")?;
+        let packet_return = methods(&r.return_methods, "return")?;
+        let assignment = match &r.assignment {
+            None => vec![WccpAssignment::Hash, WccpAssignment::Mask],
+            Some(v) => {
+                let mut m = Vec::new();
+                for name in v.get_ref() {
+                    let x = match name.as_str() {
+                        "hash" => WccpAssignment::Hash,
+                        "mask" => WccpAssignment::Mask,
+                        other => {
+                            return Err(at.err(
+                                &v.span(),
+                                format!(
+                                "unknown assignment method `{other}`; expected hash and/or mask"
+                            ),
+                            ))
+                        }
+                    };
+                    if !m.contains(&x) {
+                        m.push(x);
+                    }
+                }
+                if m.is_empty() {
+                    return Err(at.err(
+                        &v.span(),
+                        "`assignment` needs at least one method (hash, mask)",
+                    ));
+                }
+                m
+            }
+        };
+        let caches = match &r.caches {
+            None => None,
+            Some(v) => {
+                let mut list = Vec::new();
+                for a in v.get_ref() {
+                    let ip: Ipv4Addr = a.parse().map_err(|_| {
+                        at.err(
+                            &v.span(),
+                            format!("`{a}` in `caches` is not an IPv4 address"),
+                        )
+                    })?;
+                    if !list.contains(&ip) {
+                        list.push(ip);
+                    }
+                }
+                Some(list)
+            }
+        };
+        out.push((
+            WccpServiceConf {
+                id,
+                password,
+                forwarding,
+                packet_return,
+                assignment,
+                caches,
+            },
+            line,
+        ));
+    }
+    Ok(out.into_iter().map(|(s, _)| s).collect())
 }
 
 #[cfg(test)]

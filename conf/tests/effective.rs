@@ -179,3 +179,56 @@ fn io_backend_defaults_to_the_router_one_and_can_be_set_per_interface() {
         "unknown io-backend `xdp`; expected one of: pnet, mmap"
     );
 }
+
+#[test]
+fn wccp_services_parse_with_defaults_and_round_trip() {
+    let text = "[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[wccp.service]]\nid = 0\n\n[[wccp.service]]\nid = 90\npassword = \"abcdefgh\"\nforwarding = [\"gre\"]\nreturn = [\"gre\"]\nassignment = [\"hash\"]\ncaches = [\"10.0.1.5\", \"10.0.1.6\"]\n";
+    let c = parse_str("w.conf", text).unwrap();
+    assert_eq!(c.wccp.len(), 2);
+    let s0 = &c.wccp[0];
+    assert!(s0.is_standard() && s0.password.is_none() && s0.caches.is_none());
+    assert_eq!(
+        s0.forwarding,
+        vec![conf::WccpMethod::Gre, conf::WccpMethod::L2]
+    );
+    assert_eq!(
+        s0.assignment,
+        vec![conf::WccpAssignment::Hash, conf::WccpAssignment::Mask]
+    );
+    let s90 = &c.wccp[1];
+    assert_eq!((s90.id, s90.password.as_deref()), (90, Some("abcdefgh")));
+    assert_eq!(s90.caches.as_ref().unwrap().len(), 2);
+    assert_eq!(parse_str("w.conf", &c.to_toml()).unwrap(), c);
+    for (bad, line, col, msg) in [
+        ("id = 7", 6, 6, "WCCP service id 7 is not supported"),
+        (
+            "id = 0\npassword = \"toolongpw\"",
+            7,
+            12,
+            "WCCP password must be 1..=8 bytes",
+        ),
+        (
+            "id = 0\nforwarding = [\"ip\"]",
+            7,
+            14,
+            "unknown forwarding method `ip`",
+        ),
+        (
+            "id = 0\ncaches = [\"10.0.1\"]",
+            7,
+            10,
+            "`10.0.1` in `caches` is not an IPv4 address",
+        ),
+        (
+            "id = 0\n\n[[wccp.service]]\nid = 0",
+            9,
+            6,
+            "WCCP service 0 is already defined at line 5",
+        ),
+    ] {
+        let t = format!("[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\n[[wccp.service]]\n{bad}\n");
+        let e = parse_str("w.conf", &t).unwrap_err();
+        assert_eq!((e.line, e.col), (line, col), "{bad}: {e}");
+        assert!(e.msg.starts_with(msg), "{bad}: {e}");
+    }
+}

@@ -26,6 +26,82 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// Neighbour table totals.
     pub neighbour_stats: NeighbourStats,
+    /// WCCP service groups, when WCCP is configured.
+    #[serde(default)]
+    pub wccp: Option<WccpStatus>,
+}
+
+/// WCCP state, like `show ip wccp`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WccpStatus {
+    /// One entry per service group.
+    pub services: Vec<WccpServiceStatus>,
+    /// Messages received, by type.
+    pub received: BTreeMap<String, u64>,
+    /// Messages sent, by type.
+    pub sent: BTreeMap<String, u64>,
+    /// Messages dropped or rejected, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Datagrams the outbox refused (control plane faster than worker 0).
+    pub outbox_full: u64,
+}
+
+/// One service group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WccpServiceStatus {
+    /// Service id.
+    pub id: u8,
+    /// "standard" or "dynamic".
+    pub kind: String,
+    /// "none" or "md5".
+    pub security: String,
+    /// The service definition in force (learnt for dynamic services).
+    pub definition: Option<String>,
+    /// Our Router IDs toward the caches.
+    pub router_ids: Vec<String>,
+    /// Receive ID of the last I_SEE_YOU.
+    pub receive_id: u32,
+    /// Member Change Number.
+    pub change_number: u32,
+    /// Assignment key.
+    pub key: String,
+    /// The designated cache.
+    pub designated_cache: Option<String>,
+    /// Assignment method in use.
+    pub assignment_method: Option<String>,
+    /// Caches heard from.
+    pub caches: Vec<WccpCacheStatus>,
+    /// Messages received for this service.
+    pub messages_in: u64,
+    /// Drops for this service, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One cache of a service group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WccpCacheStatus {
+    /// Cache address.
+    pub address: String,
+    /// "joining" (has not echoed our Receive ID), "usable", or "unusable: reason".
+    pub phase: String,
+    /// In the Router View and assignable.
+    pub usable: bool,
+    /// The designated cache of the group.
+    pub designated: bool,
+    /// Whether it echoed a Receive ID we sent.
+    pub receive_id_echoed: bool,
+    /// Negotiated forwarding/return/assignment.
+    pub methods: Option<String>,
+    /// Weight it announced.
+    pub weight: u16,
+    /// Hash buckets it holds.
+    pub buckets: usize,
+    /// Mask values it holds.
+    pub mask_values: usize,
+    /// Seconds since its last HERE_I_AM.
+    pub last_seen_secs: u64,
+    /// On a connected network (L2 forwarding possible).
+    pub l2_adjacent: bool,
 }
 
 /// Router identity.
@@ -162,6 +238,8 @@ pub struct StatusContext<'a> {
     pub reloads: u64,
     /// Shared state.
     pub shared: &'a Shared,
+    /// WCCP state, when configured.
+    pub wccp: Option<WccpStatus>,
 }
 
 /// Collects a status snapshot.
@@ -299,6 +377,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         arp,
         pipeline,
         workers,
+        wccp: cx.wccp.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -406,6 +485,68 @@ pub fn render(s: &Status) -> String {
             } else {
                 drops.join(" ")
             }
+        );
+    }
+    if let Some(w) = &s.wccp {
+        for svc in &w.services {
+            let _ = writeln!(
+                o,
+                "\nWCCP service {} ({}, security {})  router ids {}  change {}  receive id {}  designated {}  assignment {}",
+                svc.id,
+                svc.kind,
+                svc.security,
+                svc.router_ids.join(","),
+                svc.change_number,
+                svc.receive_id,
+                svc.designated_cache.as_deref().unwrap_or("-"),
+                svc.assignment_method.as_deref().unwrap_or("-")
+            );
+            let _ = writeln!(
+                o,
+                "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>9}",
+                "CACHE",
+                "STATE",
+                "ECHO",
+                "WEIGHT",
+                "METHODS",
+                "BUCKETS",
+                "MASKVAL",
+                "L2",
+                "LAST-SEEN"
+            );
+            for c in &svc.caches {
+                let _ = writeln!(
+                    o,
+                    "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>8}s",
+                    c.address,
+                    if c.designated {
+                        format!("{} (designated)", c.phase)
+                    } else {
+                        c.phase.clone()
+                    },
+                    if c.receive_id_echoed { "yes" } else { "no" },
+                    c.weight,
+                    c.methods.as_deref().unwrap_or("-"),
+                    c.buckets,
+                    c.mask_values,
+                    if c.l2_adjacent { "yes" } else { "no" },
+                    c.last_seen_secs
+                );
+            }
+        }
+        let fmt = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            o,
+            "WCCP messages in: {}  out: {}  dropped: {}",
+            fmt(&w.received),
+            fmt(&w.sent),
+            fmt(&w.drops)
         );
     }
     o

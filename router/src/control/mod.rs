@@ -3,6 +3,8 @@
 //!
 //! It runs on a single-threaded tokio runtime; the workers are plain threads that never wait on it.
 
+pub mod wccp;
+
 use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::Pipeline;
 use crate::status::{self, StatusContext};
@@ -159,7 +161,9 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     let routes = RouteTable::build(&ifaces, &statics(&conf))
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let restore = take_over(&ifaces)?;
-    let tables = Tables::new(ifaces, routes);
+    let mut tables = Tables::new(ifaces, routes);
+    // WCCP listens on UDP 2048 on every router address (reference §1).
+    let wccp_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind(wccp::WCCP_PORT, 1024));
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::local::outbox(1024)?;
     let shared = Arc::new(Shared {
@@ -181,6 +185,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             config_path.to_path_buf(),
             conf,
             shared.clone(),
+            wccp_rx,
         ));
         shared.stop.store(true, Ordering::Relaxed);
         for h in handles {
@@ -200,9 +205,15 @@ struct ControlState {
     shared: Arc<Shared>,
     started: Instant,
     reloads: u64,
+    wccp: Option<wccp::WccpDriver>,
 }
 
-async fn control_loop(config_path: PathBuf, conf: RouterConf, shared: Arc<Shared>) -> Result<()> {
+async fn control_loop(
+    config_path: PathBuf,
+    conf: RouterConf,
+    shared: Arc<Shared>,
+    mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
+) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let sock_path = conf.router.management_socket.clone();
     if let Some(dir) = sock_path.parent() {
@@ -222,18 +233,42 @@ async fn control_loop(config_path: PathBuf, conf: RouterConf, shared: Arc<Shared
     let listener = UnixListener::bind(&sock_path)
         .with_context(|| format!("binding management socket {}", sock_path.display()))?;
     tracing::info!(socket = %sock_path.display(), "management socket ready");
+    let wccp = match &wccp_rx {
+        Some(_) => Some(wccp::WccpDriver::new(&conf.wccp, shared.outbox.clone())?),
+        None => None,
+    };
     let mut state = ControlState {
         config_path,
         conf,
         shared,
         started: Instant::now(),
         reloads: 0,
+        wccp,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     loop {
+        // The WCCP engine's next deadline; far away when it has none (or WCCP is off).
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let wccp_deadline = state
+            .wccp
+            .as_ref()
+            .and_then(|w| w.deadline())
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(far);
         tokio::select! {
+            d = recv_wccp(&mut wccp_rx) => {
+                if let (Some(d), Some(w)) = (d, state.wccp.as_mut()) {
+                    let tables = state.shared.tables.load();
+                    w.handle(d, &tables);
+                }
+            }
+            _ = tokio::time::sleep_until(wccp_deadline) => {
+                if let Some(w) = state.wccp.as_mut() {
+                    w.on_timeout();
+                }
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => { let r = reload(&mut state); tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload"); }
@@ -253,6 +288,16 @@ async fn control_loop(config_path: PathBuf, conf: RouterConf, shared: Arc<Shared
     Ok(())
 }
 
+/// The next WCCP datagram, or never when WCCP is off.
+async fn recv_wccp(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
+) -> Option<crate::local::LocalDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
@@ -266,6 +311,7 @@ async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> 
                 started: state.started,
                 reloads: state.reloads,
                 shared: &state.shared,
+                wccp: state.wccp.as_ref().map(|w| w.status()),
             };
             serde_json::to_string(&status::collect(&cx))?
         }
@@ -312,6 +358,14 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             };
         }
     };
+    if new.wccp != state.conf.wccp {
+        let msg = "rejected, running config kept: [[wccp.service]] changes need a restart; only routes are reloaded".to_string();
+        tracing::error!("{msg}");
+        return ReloadReply {
+            ok: false,
+            message: msg,
+        };
+    }
     if new.router != state.conf.router {
         tracing::warn!(
             "[router] changes (workers, socket, log level, id) take effect at the next restart"
