@@ -33,6 +33,10 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
         }
         let _ = writeln!(out, "mtu = {}", i.mtu);
         let _ = writeln!(out, "io-backend = {}", quote(i.io_backend.as_str()));
+        if !i.wccp_redirect_in.is_empty() {
+            let ids: Vec<String> = i.wccp_redirect_in.iter().map(|id| id.to_string()).collect();
+            let _ = writeln!(out, "wccp-redirect-in = [{}]", ids.join(", "));
+        }
     }
     for s in &conf.wccp {
         out.push_str("\n[[wccp.service]]\n");

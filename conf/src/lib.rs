@@ -164,6 +164,8 @@ pub struct InterfaceConf {
     pub mtu: u16,
     /// I/O backend of this interface (`io-backend`; defaults to the `[router]` one).
     pub io_backend: IoBackend,
+    /// WCCP services whose traffic arriving here is redirected (`wccp-redirect-in`).
+    pub wccp_redirect_in: Vec<u8>,
 }
 
 /// One `[[route]]` table: a static route to a next hop on a connected network.

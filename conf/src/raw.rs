@@ -21,7 +21,14 @@ pub(crate) const ROUTER_KEYS: &[&str] = &[
     "io-backend",
 ];
 /// Keys of `[[interface]]`, in documentation order.
-pub(crate) const INTERFACE_KEYS: &[&str] = &["name", "address", "mac", "mtu", "io-backend"];
+pub(crate) const INTERFACE_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "mac",
+    "mtu",
+    "io-backend",
+    "wccp-redirect-in",
+];
 /// Keys of `[wccp]`.
 pub(crate) const WCCP_KEYS: &[&str] = &["service"];
 /// Keys of `[[wccp.service]]`, in documentation order.
@@ -124,6 +131,8 @@ pub(crate) struct RawInterface {
     pub mtu: Option<Spanned<Int>>,
     /// `io-backend = "mmap"`.
     pub io_backend: Option<Spanned<String>>,
+    /// `wccp-redirect-in = [0, 90]`.
+    pub wccp_redirect_in: Option<Spanned<Vec<Int>>>,
 }
 
 /// One `[[route]]`.

@@ -53,6 +53,29 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         Some(w) => wccp_services(at, &w.service)?,
         None => Vec::new(),
     };
+    // Every service an interface redirects must be configured.
+    for (table, iface) in raw.interface.iter().zip(&interfaces) {
+        if let Some(id) = iface
+            .conf
+            .wccp_redirect_in
+            .iter()
+            .find(|id| !wccp.iter().any(|s| s.id == **id))
+        {
+            let span = table
+                .get_ref()
+                .wccp_redirect_in
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(table.span());
+            return Err(at.err(
+                &span,
+                format!(
+                    "interface `{}` redirects WCCP service {id}, which no [[wccp.service]] defines",
+                    iface.conf.name
+                ),
+            ));
+        }
+    }
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -220,6 +243,24 @@ fn interface(
         }
     };
     let io_backend = backend(at, raw.io_backend.as_ref(), default_backend)?;
+    let mut wccp_redirect_in = Vec::new();
+    if let Some(list) = &raw.wccp_redirect_in {
+        for n in list.get_ref() {
+            match u8::try_from(n.0) {
+                Ok(id) if !wccp_redirect_in.contains(&id) => wccp_redirect_in.push(id),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(at.err(
+                        &list.span(),
+                        format!(
+                            "{} in `wccp-redirect-in` is not a WCCP service id (0..=255)",
+                            n.0
+                        ),
+                    ))
+                }
+            }
+        }
+    }
     Ok(Iface {
         conf: InterfaceConf {
             name: name.clone(),
@@ -228,6 +269,7 @@ fn interface(
             mac,
             mtu,
             io_backend,
+            wccp_redirect_in,
         },
         line: at.line_of(table.span().start),
     })

@@ -26,6 +26,7 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
         prefix_len: 24,
         mtu: 1500,
         backend: conf::IoBackend::Pnet,
+        redirect_in: Vec::new(),
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(

@@ -27,6 +27,7 @@ fn main() {
         prefix_len: 24,
         mtu: 1500,
         backend: conf::IoBackend::Pnet,
+        redirect_in: Vec::new(),
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(

@@ -57,6 +57,7 @@ fn forwarding_a_burst_allocates_nothing() {
             prefix_len: 24,
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
+            redirect_in: Vec::new(),
         },
         Iface {
             id: 1,
@@ -67,6 +68,7 @@ fn forwarding_a_burst_allocates_nothing() {
             prefix_len: 24,
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
+            redirect_in: Vec::new(),
         },
     ];
     let routes = RouteTable::build(&ifaces, &[]).unwrap();

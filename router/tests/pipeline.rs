@@ -38,6 +38,7 @@ impl Bench {
                 prefix_len: 24,
                 mtu: 1500,
                 backend: conf::IoBackend::Pnet,
+                redirect_in: Vec::new(),
             },
             Iface {
                 id: 1,
@@ -48,6 +49,7 @@ impl Bench {
                 prefix_len: 24,
                 mtu: 1500,
                 backend: conf::IoBackend::Pnet,
+                redirect_in: Vec::new(),
             },
         ];
         let routes = RouteTable::build(&ifaces, &[]).unwrap();
@@ -476,4 +478,195 @@ fn datagrams_the_control_plane_sends_are_routed_and_checksummed() {
         "UDP checksum verifies"
     );
     assert_eq!(&udp[8..], b"i-see-you");
+}
+
+/// A standard-service (TCP 80) hash assignment with every bucket on the cache 10.0.2.9, which
+/// talks to the router's 10.0.2.1, with `forwarding`.
+fn wccp_plane(forwarding: wccp::engine::ForwardingMethod) -> router::tables::WccpPlane {
+    use wccp::assign::{Assignment, CacheTarget};
+    let target = CacheTarget {
+        address: [10, 0, 2, 9].into(),
+        router_id: [10, 0, 2, 1].into(),
+        forwarding,
+        packet_return: wccp::engine::ReturnMethod::Gre,
+    };
+    let (a, dropped) = Assignment::hash(
+        wccp::wire::ServiceInfo::standard(0),
+        wccp::wire::AssignmentKey::NONE,
+        &[Some(target)],
+        &[0u8; 256],
+    );
+    assert_eq!(dropped, 0);
+    let a = a.with_members([std::net::Ipv4Addr::new(10, 0, 2, 9)]);
+    router::tables::WccpPlane::new([(0u8, std::sync::Arc::new(a))])
+}
+
+/// Client 10.0.1.2:40000 → 10.0.2.80:`dport` TCP SYN.
+fn tcp_syn(dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 2, 80].into(),
+        protocol: 6,
+        payload_len: 20,
+        ttl: 64,
+        ident: 9,
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut f[14..34]);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f[46] = 0x50; // data offset 5
+    f[47] = 0x02; // SYN
+    f
+}
+
+#[test]
+fn wccp_traffic_is_gre_redirected_to_its_cache_and_other_traffic_is_routed() {
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::Gre));
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    b.neighbours
+        .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+    let web = tcp_syn(80);
+    b.run(vec![web.clone(), tcp_syn(443)], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 2);
+    // 1: the port-80 SYN, encapsulated toward the cache.
+    let f = &tx[0];
+    assert_eq!(ethernet::dst(f), Mac([2, 0, 0, 0, 2, 9]));
+    let outer = &f[14..];
+    assert_eq!(ipv4::check(outer).map(|_| ()), Ok(()));
+    assert_eq!(
+        (ipv4::src(outer), ipv4::dst(outer), ipv4::protocol(outer)),
+        ([10, 0, 2, 1].into(), [10, 0, 2, 9].into(), 47)
+    );
+    assert_eq!(
+        &outer[20..24],
+        &[0x00, 0x00, 0x88, 0x3e],
+        "GRE, WCCP protocol type"
+    );
+    assert_eq!(
+        outer[24], 0x00,
+        "standard service: no D flag; primary bucket used: no A flag"
+    );
+    assert_eq!(outer[25], 0, "service 0");
+    assert_eq!(
+        &outer[28..],
+        &web[14..],
+        "the inner packet is the original, untouched"
+    );
+    // 2: port 443 is no part of service 0: routed to the server.
+    assert_eq!(ethernet::dst(&tx[1]), SERVER);
+    assert_eq!(ipv4::ttl(&tx[1][14..]), 63);
+}
+
+#[test]
+fn caches_are_never_redirected_and_their_gre_returns_are_forwarded_once() {
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    b.tables.ifaces[1].redirect_in = vec![0];
+    b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::Gre));
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+    b.neighbours
+        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    // The cache returns (bypasses) the client's SYN: GRE from 10.0.2.9 to 10.0.2.1 on eth1.
+    let inner = tcp_syn(80)[14..].to_vec();
+    let mut f = vec![0u8; 14 + 20 + 8];
+    ethernet::write_header(
+        &mut f,
+        R1,
+        Mac([2, 0, 0, 0, 2, 9]),
+        ethernet::ETHERTYPE_IPV4,
+    );
+    ipv4::Ipv4Repr {
+        src: [10, 0, 2, 9].into(),
+        dst: [10, 0, 2, 1].into(),
+        protocol: 47,
+        payload_len: 8 + inner.len(),
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    f[34..42].copy_from_slice(&[0x00, 0x00, 0x88, 0x3e, 0x00, 0x00, 0x00, 0x00]);
+    f.extend_from_slice(&inner);
+    let mut from_stranger = f.clone();
+    from_stranger[14 + 15] = 77; // source 10.0.2.77: not a cache
+    ipv4::fill_checksum(&mut from_stranger[14..], 20);
+    // The cache's own port-80 fetch toward the origin server.
+    let mut own = tcp_syn(80);
+    ethernet::write_header(
+        &mut own,
+        R1,
+        Mac([2, 0, 0, 0, 2, 9]),
+        ethernet::ETHERTYPE_IPV4,
+    );
+    own[26..30].copy_from_slice(&[10, 0, 2, 9]);
+    ipv4::fill_checksum(&mut own[14..], 20);
+    let mut burst: Vec<Packet> = [f, from_stranger]
+        .iter()
+        .map(|x| {
+            let mut p = Packet::from_frame(x);
+            p.meta.rx_if = 1;
+            p
+        })
+        .collect();
+    let mut o = Packet::from_frame(&own);
+    o.meta.rx_if = 1;
+    burst.push(o);
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut burst,
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let tx = b.take_tx(1);
+    assert_eq!(
+        tx.len(),
+        2,
+        "the returned SYN and the cache's own fetch, both to the server"
+    );
+    for f in &tx {
+        assert_eq!(ethernet::dst(f), SERVER, "forwarded, not redirected again");
+        assert_eq!(ipv4::protocol(&f[14..]), 6);
+    }
+    assert!(
+        tx.iter().any(|f| f[14 + 12..14 + 20] == inner[12..20]),
+        "the returned packet keeps the client's addresses"
+    );
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::WccpReturnNotMember),
+        1
+    );
+}
+
+#[test]
+fn l2_forwarding_rewrites_only_the_destination_mac() {
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::L2));
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    let web = tcp_syn(80);
+    b.run(vec![web.clone()], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(
+        (ethernet::dst(&tx[0]), ethernet::src(&tx[0])),
+        (Mac([2, 0, 0, 0, 2, 9]), R1)
+    );
+    assert_eq!(&tx[0][14..web.len()], &web[14..], "IP packet unchanged");
 }

@@ -71,6 +71,7 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
             prefix_len: ic.network.prefix(),
             mtu: ic.mtu,
             backend: ic.io_backend,
+            redirect_in: ic.wccp_redirect_in.clone(),
         });
     }
     Ok(out)
@@ -234,7 +235,7 @@ async fn control_loop(
         .with_context(|| format!("binding management socket {}", sock_path.display()))?;
     tracing::info!(socket = %sock_path.display(), "management socket ready");
     let wccp = match &wccp_rx {
-        Some(_) => Some(wccp::WccpDriver::new(&conf.wccp, shared.outbox.clone())?),
+        Some(_) => Some(wccp::WccpDriver::new(&conf.wccp, shared.clone())?),
         None => None,
     };
     let mut state = ControlState {
@@ -376,6 +377,7 @@ fn reload(state: &mut ControlState) -> ReloadReply {
         ifaces: old.ifaces.clone(),
         routes,
         local: old.local.clone(),
+        wccp: old.wccp.clone(),
     }));
     state.conf.routes = new.routes;
     state.reloads += 1;

@@ -7,7 +7,8 @@
 
 use crate::local::{LocalDatagram, OutDatagram, Outbox};
 use crate::status::{WccpCacheStatus, WccpServiceStatus, WccpStatus};
-use crate::tables::Tables;
+use crate::tables::{Tables, WccpPlane};
+use crate::worker::Shared;
 use conf::{WccpAssignment, WccpMethod, WccpServiceConf};
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -27,6 +28,7 @@ pub struct WccpDriver {
     /// Latest assignment per service, as the data plane will read it.
     assignments: BTreeMap<u8, Arc<wccp::assign::Assignment>>,
     outbox_full: u64,
+    shared: Arc<Shared>,
 }
 
 /// Maps one `[[wccp.service]]` onto the engine's service config.
@@ -66,7 +68,8 @@ pub fn service_config(s: &WccpServiceConf) -> RouterServiceConfig {
 
 impl WccpDriver {
     /// A driver serving `services`, sending through `outbox`.
-    pub fn new(services: &[WccpServiceConf], outbox: Outbox) -> anyhow::Result<WccpDriver> {
+    pub fn new(services: &[WccpServiceConf], shared: Arc<Shared>) -> anyhow::Result<WccpDriver> {
+        let outbox = shared.outbox.clone();
         let mut engine = RouterEngine::new();
         for s in services {
             engine
@@ -84,6 +87,7 @@ impl WccpDriver {
             buf: Vec::with_capacity(2048),
             assignments: BTreeMap::new(),
             outbox_full: 0,
+            shared,
         })
     }
 
@@ -127,6 +131,7 @@ impl WccpDriver {
                 tracing::warn!(cache = %t.dst, "outbox full: a WCCP datagram was not sent");
             }
         }
+        let mut changed = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 RouterEvent::AssignmentChanged {
@@ -135,6 +140,7 @@ impl WccpDriver {
                 } => {
                     tracing::info!(service, key = ?assignment.key(), "WCCP assignment changed");
                     self.assignments.insert(service, assignment);
+                    changed = true;
                 }
                 RouterEvent::CacheUsable {
                     service,
@@ -147,6 +153,15 @@ impl WccpDriver {
                     tracing::warn!(service, %cache, "WCCP cache lost");
                 }
             }
+        }
+        if changed {
+            // The data plane reads assignments with its table snapshot: publish a new one.
+            let old = self.shared.tables.load_full();
+            let plane = WccpPlane::new(self.assignments.iter().map(|(id, a)| (*id, a.clone())));
+            self.shared.tables.store(Arc::new(Tables {
+                wccp: Arc::new(plane),
+                ..(*old).clone()
+            }));
         }
     }
 

@@ -55,6 +55,10 @@ pub enum DropReason {
     UdpBadChecksum,
     /// The control plane's queue for a bound port is full.
     LocalQueueFull,
+    /// GRE to the router from an address that is no cache of any WCCP group.
+    WccpReturnNotMember,
+    /// GRE to the router that is not a readable WCCP return (bad header, inner not IPv4).
+    GreMalformed,
     /// TTL reached zero (time exceeded sent).
     TtlExpired,
     /// No route to the destination (net unreachable sent).
@@ -75,7 +79,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 35] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -101,6 +105,8 @@ impl DropReason {
         DropReason::UdpMalformed,
         DropReason::UdpBadChecksum,
         DropReason::LocalQueueFull,
+        DropReason::WccpReturnNotMember,
+        DropReason::GreMalformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
         DropReason::MtuExceeded,
@@ -141,6 +147,8 @@ impl DropReason {
             DropReason::UdpMalformed => "udp-malformed",
             DropReason::UdpBadChecksum => "udp-bad-checksum",
             DropReason::LocalQueueFull => "local-queue-full",
+            DropReason::WccpReturnNotMember => "wccp-return-not-member",
+            DropReason::GreMalformed => "gre-malformed",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoRoute => "no-route",
             DropReason::MtuExceeded => "mtu-exceeded",

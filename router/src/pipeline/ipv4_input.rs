@@ -106,6 +106,12 @@ fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
             );
             Verdict::Drop(DropReason::LocalPortUnreachable)
         }
+        ipv4::PROTO_GRE => match super::wccp::decapsulate_return(pkt, hlen, cx) {
+            // The inner packet starts over at ipv4-input: validated, then routed.
+            super::wccp::ReturnOutcome::Returned => Verdict::Jump(StageKind::Ipv4Input),
+            super::wccp::ReturnOutcome::NotMember => Verdict::Drop(DropReason::WccpReturnNotMember),
+            super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
+        },
         ipv4::PROTO_TCP => Verdict::Drop(DropReason::LocalProtocolUnsupported),
         _ => {
             send_error(

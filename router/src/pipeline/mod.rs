@@ -20,6 +20,7 @@ mod ipv4_input;
 mod neighbour;
 pub mod packet;
 mod route;
+mod wccp;
 
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
 use crate::tables::{IfId, Tables};
@@ -41,6 +42,8 @@ pub enum StageKind {
     Ethernet,
     /// IPv4 validation and local delivery.
     Ipv4Input,
+    /// WCCP redirection to caches (redirect in).
+    WccpRedirect,
     /// Longest-prefix match, TTL, ICMP errors.
     Route,
     /// Next-hop MAC, pending queues.
@@ -51,10 +54,11 @@ pub enum StageKind {
 
 impl StageKind {
     /// All stages in order.
-    pub const ALL: [StageKind; 6] = [
+    pub const ALL: [StageKind; 7] = [
         StageKind::Rx,
         StageKind::Ethernet,
         StageKind::Ipv4Input,
+        StageKind::WccpRedirect,
         StageKind::Route,
         StageKind::Neighbour,
         StageKind::Tx,
@@ -66,6 +70,7 @@ impl StageKind {
             StageKind::Rx => "rx",
             StageKind::Ethernet => "ethernet",
             StageKind::Ipv4Input => "ipv4-input",
+            StageKind::WccpRedirect => "wccp-redirect",
             StageKind::Route => "route",
             StageKind::Neighbour => "neighbour",
             StageKind::Tx => "tx",
@@ -123,6 +128,7 @@ enum AnyStage {
     Rx,
     Ethernet(ethernet::EthernetStage),
     Ipv4Input(ipv4_input::Ipv4InputStage),
+    WccpRedirect(wccp::WccpRedirectStage),
     Route(route::RouteStage),
     Neighbour(neighbour::NeighbourStage),
     Tx,
@@ -134,6 +140,7 @@ impl AnyStage {
             AnyStage::Rx => Verdict::Continue,
             AnyStage::Ethernet(s) => s.process(pkt, cx),
             AnyStage::Ipv4Input(s) => s.process(pkt, cx),
+            AnyStage::WccpRedirect(s) => s.process(pkt, cx),
             AnyStage::Route(s) => s.process(pkt, cx),
             AnyStage::Neighbour(s) => s.process(pkt, cx),
             AnyStage::Tx => tx(pkt, cx),
@@ -174,6 +181,7 @@ impl Pipeline {
                 AnyStage::Rx,
                 AnyStage::Ethernet(ethernet::EthernetStage),
                 AnyStage::Ipv4Input(ipv4_input::Ipv4InputStage),
+                AnyStage::WccpRedirect(wccp::WccpRedirectStage),
                 AnyStage::Route(route::RouteStage),
                 AnyStage::Neighbour(neighbour::NeighbourStage::default()),
                 AnyStage::Tx,

@@ -122,6 +122,22 @@ impl Packet {
         Some(&mut self.buf[at..])
     }
 
+    /// Grows the frame by `n` bytes at the front (taken from the headroom) and returns it; the
+    /// new bytes hold whatever the headroom held. `None` when the headroom is too small.
+    pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.start = self.start.checked_sub(n)?;
+        Some(&mut self.buf[self.start..])
+    }
+
+    /// Drops the first `n` bytes of the frame (they become headroom).
+    pub fn advance(&mut self, n: usize) -> bool {
+        if n > self.len() {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+
     /// The frame with `extra` bytes of headroom in front, read-only.
     pub fn front(&self, extra: usize) -> Option<&[u8]> {
         let at = self.start.checked_sub(extra)?;

@@ -9,6 +9,7 @@ pub mod routes;
 use crate::wire::ethernet::Mac;
 use routes::RouteTable;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Index of an interface in [`Tables::ifaces`]; also the port index in every worker.
 pub type IfId = u16;
@@ -32,6 +33,8 @@ pub struct Iface {
     pub mtu: u16,
     /// How frames move in and out of it.
     pub backend: conf::IoBackend,
+    /// WCCP service groups whose traffic is redirected as it arrives here (redirect in).
+    pub redirect_in: Vec<u8>,
 }
 
 impl Iface {
@@ -69,6 +72,43 @@ pub struct Tables {
     pub routes: RouteTable,
     /// UDP ports the control plane listens on.
     pub local: crate::local::LocalPorts,
+    /// The WCCP assignments in force.
+    pub wccp: Arc<WccpPlane>,
+}
+
+/// The installed WCCP assignments, highest service priority first (the order the redirect
+/// stage tries them in).
+#[derive(Debug, Clone, Default)]
+pub struct WccpPlane {
+    /// (service id, assignment).
+    pub services: Vec<(u8, Arc<wccp::assign::Assignment>)>,
+}
+
+impl WccpPlane {
+    /// A plane from per-service assignments.
+    pub fn new(
+        assignments: impl IntoIterator<Item = (u8, Arc<wccp::assign::Assignment>)>,
+    ) -> WccpPlane {
+        let mut services: Vec<_> = assignments
+            .into_iter()
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        // Reference §3.2: higher priority first; the standard service ranks as 240.
+        let prio = |a: &wccp::assign::Assignment| {
+            if a.service().service_type == wccp::wire::ServiceType::Standard {
+                240
+            } else {
+                a.service().priority
+            }
+        };
+        services.sort_by_key(|(id, a)| (std::cmp::Reverse(prio(a)), *id));
+        WccpPlane { services }
+    }
+
+    /// True when `src` is a cache of any installed group (its traffic is never redirected).
+    pub fn is_member(&self, src: Ipv4Addr) -> bool {
+        self.services.iter().any(|(_, a)| a.is_member(src))
+    }
 }
 
 /// What an address is to us.
@@ -89,6 +129,7 @@ impl Tables {
             ifaces,
             routes,
             local: Default::default(),
+            wccp: Default::default(),
         }
     }
 

@@ -172,6 +172,7 @@ mod tests {
             prefix_len: len,
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
+            redirect_in: Vec::new(),
         }
     }
 
