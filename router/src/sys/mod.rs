@@ -277,3 +277,88 @@ impl EventFd {
         self.0.as_raw_fd()
     }
 }
+
+/// Opens (creating if needed) the TUN device `name` (IFF_TUN | IFF_NO_PI: every read and write
+/// is one bare IP packet), non-blocking; returns its descriptor and the name the kernel gave it.
+pub fn open_tun(name: &str) -> io::Result<(OwnedFd, String)> {
+    let path = CString::new("/dev/net/tun")
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: path is a live NUL-terminated string; a non-negative return is a descriptor we own.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(err.kind(), format!("/dev/net/tun: {err}")));
+    }
+    // SAFETY: fd was just returned by open(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
+    let bytes = cname.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} is longer than 15 bytes"),
+        ));
+    }
+    // SAFETY: ifreq is a plain C struct/union for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which is live for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF as _,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("TUNSETIFF {name}: {err}"),
+        ));
+    }
+    let actual: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok((fd, String::from_utf8_lossy(&actual).into_owned()))
+}
+
+/// Opens a non-blocking `AF_INET` raw socket for IP protocol `protocol` (47 for GRE): every
+/// datagram of that protocol addressed to this host is read whole, outer IPv4 header included.
+pub fn open_raw_ip_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; a non-negative return is a fresh descriptor we own.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Registers an owned descriptor (as a `File`) with the current tokio reactor, read interest only.
+/// Must be called inside a tokio runtime.
+pub fn async_file(file: std::fs::File) -> io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    // SAFETY: the File owns its descriptor, which stays open and unchanged until the AsyncFd
+    // (which takes the File by value) is dropped or gives it back; File::as_raw_fd always
+    // returns that same descriptor.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))
+}
