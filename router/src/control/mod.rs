@@ -374,10 +374,8 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     }
     let n = new.routes.len();
     state.shared.tables.store(Arc::new(Tables {
-        ifaces: old.ifaces.clone(),
         routes,
-        local: old.local.clone(),
-        wccp: old.wccp.clone(),
+        ..(*old).clone()
     }));
     state.conf.routes = new.routes;
     state.reloads += 1;

@@ -74,7 +74,10 @@ pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &m
         return;
     }
     let src = ipv4::src(l3);
-    if ipv4::is_martian_source(src) || cx.tables.is_broadcast(src) || ipv4::is_later_fragment(l3) {
+    if ipv4::is_martian_source(src)
+        || cx.tables.classify(src) == crate::tables::AddrClass::Broadcast
+        || ipv4::is_later_fragment(l3)
+    {
         return;
     }
     let hlen = ipv4::header_len(l3);

@@ -23,7 +23,7 @@ mod route;
 mod wccp;
 
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
-use crate::tables::{IfId, Tables};
+use crate::tables::Tables;
 use counters::WorkerCounters;
 use drop::DropReason;
 pub use ethernet::build_arp;
@@ -423,9 +423,4 @@ impl Pipeline {
     pub fn counters(&self) -> &Arc<WorkerCounters> {
         &self.counters
     }
-}
-
-/// The egress interface of a packet, for callers that drain `tx_out`.
-pub fn egress(p: &Packet) -> IfId {
-    p.meta.tx_if
 }

@@ -133,8 +133,8 @@ impl Tables {
         }
     }
 
-    /// Classifies `a` in one pass over the interfaces (the per-packet form of `is_local` and
-    /// `is_broadcast`).
+    /// Classifies `a` in one pass over the interfaces: one of our addresses, a broadcast, or
+    /// anything else.
     #[inline]
     pub fn classify(&self, a: Ipv4Addr) -> AddrClass {
         let a = u32::from(a);
@@ -151,15 +151,5 @@ impl Tables {
             }
         }
         AddrClass::Other
-    }
-
-    /// True when `a` is one of our interface addresses.
-    pub fn is_local(&self, a: Ipv4Addr) -> bool {
-        self.ifaces.iter().any(|i| i.addr == a)
-    }
-
-    /// True when `a` is the limited broadcast or any connected prefix's directed broadcast.
-    pub fn is_broadcast(&self, a: Ipv4Addr) -> bool {
-        a == Ipv4Addr::BROADCAST || self.ifaces.iter().any(|i| i.broadcast() == Some(a))
     }
 }
