@@ -37,47 +37,19 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
             let ids: Vec<String> = i.wccp_redirect_in.iter().map(|id| id.to_string()).collect();
             let _ = writeln!(out, "wccp-redirect-in = [{}]", ids.join(", "));
         }
-    }
-    for s in &conf.wccp {
-        out.push_str("\n[[wccp.service]]\n");
-        let _ = writeln!(out, "id = {}", s.id);
-        if let Some(p) = &s.password {
-            let _ = writeln!(out, "password = {}", quote(p));
-        }
-        let list = |v: Vec<&str>| v.iter().map(|x| quote(x)).collect::<Vec<_>>().join(", ");
-        let m = |v: &[crate::WccpMethod]| {
-            list(
-                v.iter()
-                    .map(|x| match x {
-                        crate::WccpMethod::Gre => "gre",
-                        crate::WccpMethod::L2 => "l2",
-                    })
-                    .collect(),
-            )
-        };
-        let _ = writeln!(out, "forwarding = [{}]", m(&s.forwarding));
-        let _ = writeln!(out, "return = [{}]", m(&s.packet_return));
-        let a = list(
-            s.assignment
+        if !i.wccp_redirect_out.is_empty() {
+            let ids: Vec<String> = i
+                .wccp_redirect_out
                 .iter()
-                .map(|x| match x {
-                    crate::WccpAssignment::Hash => "hash",
-                    crate::WccpAssignment::Mask => "mask",
-                })
-                .collect(),
-        );
-        let _ = writeln!(out, "assignment = [{a}]");
-        if let Some(c) = &s.caches {
-            let _ = writeln!(
-                out,
-                "caches = [{}]",
-                c.iter()
-                    .map(|ip| quote(&ip.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+                .map(|id| id.to_string())
+                .collect();
+            let _ = writeln!(out, "wccp-redirect-out = [{}]", ids.join(", "));
+        }
+        if i.wccp_exclude_in {
+            out.push_str("wccp-exclude-in = true\n");
         }
     }
+    crate::wccp::emit(&mut out, &conf.wccp_options, &conf.wccp, quote);
     for route in &conf.routes {
         out.push_str("\n[[route]]\n");
         let _ = writeln!(out, "prefix = {}", quote(&route.prefix.to_string()));

@@ -44,6 +44,7 @@ mod error;
 mod raw;
 mod types;
 mod validate;
+mod wccp;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,10 @@ pub use error::ConfError;
 pub use ipnetwork::Ipv4Network;
 pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
+};
+pub use wccp::{
+    acl_permits, WccpAclAction, WccpAclRule, WccpAssignment, WccpDefinition, WccpHashField,
+    WccpMethod, WccpOptions, WccpServiceConf,
 };
 
 /// Default path of the management socket that `swrouter status`/`reload` talk to.
@@ -83,50 +88,9 @@ pub struct RouterConf {
     /// The `[[wccp.service]]` tables, in file order; empty means WCCP is off.
     #[serde(skip)]
     pub wccp: Vec<WccpServiceConf>,
-}
-
-/// A WCCP forwarding or return method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WccpMethod {
-    /// GRE encapsulation with the WCCP redirect header.
-    Gre,
-    /// Layer-2 rewrite of the destination MAC (directly connected caches only).
-    L2,
-}
-
-/// A WCCP assignment method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WccpAssignment {
-    /// 256 hash buckets.
-    Hash,
-    /// Mask/value sets.
-    Mask,
-}
-
-/// One `[[wccp.service]]`: a service group the router serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WccpServiceConf {
-    /// 0 (the standard web-cache service) or a dynamic service 51..=255.
-    pub id: u8,
-    /// MD5 password (1..=8 bytes), or none.
-    pub password: Option<String>,
-    /// Forwarding methods the router accepts.
-    pub forwarding: Vec<WccpMethod>,
-    /// Packet return methods the router accepts.
-    pub packet_return: Vec<WccpMethod>,
-    /// Assignment methods the router accepts.
-    pub assignment: Vec<WccpAssignment>,
-    /// Cache addresses allowed to join (the group list); `None` admits any cache.
-    pub caches: Option<Vec<Ipv4Addr>>,
-}
-
-impl WccpServiceConf {
-    /// True for the standard web-cache service (id 0).
-    pub fn is_standard(&self) -> bool {
-        self.id == 0
-    }
+    /// The `[wccp]` keys that apply to every service (defaults when absent).
+    #[serde(skip)]
+    pub wccp_options: WccpOptions,
 }
 
 /// The `[router]` section: identity and process-wide settings.
@@ -166,6 +130,10 @@ pub struct InterfaceConf {
     pub io_backend: IoBackend,
     /// WCCP services whose traffic arriving here is redirected (`wccp-redirect-in`).
     pub wccp_redirect_in: Vec<u8>,
+    /// WCCP services whose traffic leaving through here is redirected (`wccp-redirect-out`).
+    pub wccp_redirect_out: Vec<u8>,
+    /// Traffic arriving here is never redirected, in or out (`wccp-exclude-in`).
+    pub wccp_exclude_in: bool,
 }
 
 /// One `[[route]]` table: a static route to a next hop on a connected network.

@@ -28,9 +28,19 @@ pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "mtu",
     "io-backend",
     "wccp-redirect-in",
+    "wccp-redirect-out",
+    "wccp-exclude-in",
 ];
 /// Keys of `[wccp]`.
-pub(crate) const WCCP_KEYS: &[&str] = &["service"];
+pub(crate) const WCCP_KEYS: &[&str] = &[
+    "fast-failover",
+    "probe-interval-ms",
+    "probe-misses",
+    "flow-affinity",
+    "flow-affinity-max-flows",
+    "flow-affinity-idle-secs",
+    "service",
+];
 /// Keys of `[[wccp.service]]`, in documentation order.
 pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "id",
@@ -39,6 +49,23 @@ pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "return",
     "assignment",
     "caches",
+    "protocol",
+    "priority",
+    "ports",
+    "port-type",
+    "hash",
+    "alternate-hash",
+    "probe-port",
+    "redirect-list",
+];
+/// Keys of `[[wccp.service.redirect-list]]`, in documentation order.
+pub(crate) const WCCP_ACL_KEYS: &[&str] = &[
+    "action",
+    "protocol",
+    "source",
+    "destination",
+    "source-port",
+    "destination-port",
 ];
 /// Keys of `[[route]]`, in documentation order.
 pub(crate) const ROUTE_KEYS: &[&str] = &["prefix", "via", "interface"];
@@ -63,8 +90,24 @@ pub(crate) struct RawFile {
 
 /// `[wccp]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [wccp] table")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a [wccp] table"
+)]
 pub(crate) struct RawWccp {
+    /// `fast-failover = true`.
+    pub fast_failover: Option<Spanned<bool>>,
+    /// `probe-interval-ms = 250`.
+    pub probe_interval_ms: Option<Spanned<Int>>,
+    /// `probe-misses = 3`.
+    pub probe_misses: Option<Spanned<Int>>,
+    /// `flow-affinity = true`.
+    pub flow_affinity: Option<Spanned<bool>>,
+    /// `flow-affinity-max-flows = 65536`.
+    pub flow_affinity_max_flows: Option<Spanned<Int>>,
+    /// `flow-affinity-idle-secs = 120`.
+    pub flow_affinity_idle_secs: Option<Spanned<Int>>,
     /// `[[wccp.service]]` tables.
     #[serde(default)]
     pub service: Vec<Spanned<RawWccpService>>,
@@ -91,6 +134,45 @@ pub(crate) struct RawWccpService {
     pub assignment: Option<Spanned<Vec<String>>>,
     /// `caches = ["10.0.3.2"]`.
     pub caches: Option<Spanned<Vec<String>>>,
+    /// `protocol = "tcp"` (dynamic services).
+    pub protocol: Option<Spanned<String>>,
+    /// `priority = 100`.
+    pub priority: Option<Spanned<Int>>,
+    /// `ports = [80, 8080]`.
+    pub ports: Option<Spanned<Vec<Int>>>,
+    /// `port-type = "destination"`.
+    pub port_type: Option<Spanned<String>>,
+    /// `hash = ["dst-ip"]`.
+    pub hash: Option<Spanned<Vec<String>>>,
+    /// `alternate-hash = ["src-ip"]`.
+    pub alternate_hash: Option<Spanned<Vec<String>>>,
+    /// `probe-port = 80`.
+    pub probe_port: Option<Spanned<Int>>,
+    /// `[[wccp.service.redirect-list]]` rules.
+    #[serde(default)]
+    pub redirect_list: Vec<Spanned<RawWccpAclRule>>,
+}
+
+/// One `[[wccp.service.redirect-list]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a [[wccp.service.redirect-list]] table"
+)]
+pub(crate) struct RawWccpAclRule {
+    /// `action = "permit"`.
+    pub action: Spanned<String>,
+    /// `protocol = "tcp"`.
+    pub protocol: Option<Spanned<String>>,
+    /// `source = "10.0.0.0/8"`.
+    pub source: Option<Spanned<String>>,
+    /// `destination = "192.0.2.0/24"`.
+    pub destination: Option<Spanned<String>>,
+    /// `source-port = "1024-65535"`.
+    pub source_port: Option<Spanned<toml::Value>>,
+    /// `destination-port = 80`.
+    pub destination_port: Option<Spanned<toml::Value>>,
 }
 
 /// `[router]`.
@@ -133,6 +215,10 @@ pub(crate) struct RawInterface {
     pub io_backend: Option<Spanned<String>>,
     /// `wccp-redirect-in = [0, 90]`.
     pub wccp_redirect_in: Option<Spanned<Vec<Int>>>,
+    /// `wccp-redirect-out = [0]`.
+    pub wccp_redirect_out: Option<Spanned<Vec<Int>>>,
+    /// `wccp-exclude-in = true`.
+    pub wccp_exclude_in: Option<Spanned<bool>>,
 }
 
 /// One `[[route]]`.
@@ -192,11 +278,15 @@ pub(crate) fn explain(msg: &str) -> Option<String> {
             "name" | "address" => "[[interface]]",
             "prefix" | "via" => "[[route]]",
             "id" => "[[wccp.service]]",
+            "action" => "[[wccp.service.redirect-list]]",
             _ => return None,
         };
         let needs = match section {
             "[[route]]" => "every route needs `prefix` and `via`",
             "[[wccp.service]]" => "every WCCP service needs its `id` (0, or 51..=255)",
+            "[[wccp.service.redirect-list]]" => {
+                "every redirect-list rule needs `action` (permit or deny)"
+            }
             _ => "every interface needs `name` and `address`",
         };
         return Some(format!("missing key `{key}` in {section}; {needs}"));
@@ -223,6 +313,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
         ("[[route]]", ROUTE_KEYS),
         ("[wccp]", WCCP_KEYS),
         ("[[wccp.service]]", WCCP_SERVICE_KEYS),
+        ("[[wccp.service.redirect-list]]", WCCP_ACL_KEYS),
     ]
     .into_iter()
     .find(|(_, keys)| same(keys))?;

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use crate::error::Locator;
-use crate::raw::{Int, RawFile, RawInterface, RawRoute, RawRouter, RawWccpService};
+use crate::raw::{Int, RawFile, RawInterface, RawRoute, RawRouter};
 use crate::{
     ConfError, InterfaceConf, IoBackend, Ipv4Network, LogLevel, MacAddr, RouteConf, RouterConf,
-    RouterSection, WccpAssignment, WccpMethod, WccpServiceConf, DEFAULT_MANAGEMENT_SOCKET,
-    DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS, MIN_MTU,
+    RouterSection, DEFAULT_MANAGEMENT_SOCKET, DEFAULT_MTU, DEFAULT_WORKERS, MAX_MTU, MAX_WORKERS,
+    MIN_MTU,
 };
 
 /// Longest Unix socket path: `sun_path` is 108 bytes on Linux, one of them the terminating NUL.
@@ -49,31 +49,30 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let interfaces = interfaces(at, &raw.interface, io_backend)?;
     let routes = routes(at, &raw.route, &interfaces)?;
     let id = router_id(at, router.id.as_ref(), &interfaces)?;
-    let wccp = match &raw.wccp {
-        Some(w) => wccp_services(at, &w.service)?,
-        None => Vec::new(),
+    let (wccp, wccp_options) = match &raw.wccp {
+        Some(w) => (
+            crate::wccp::services(at, &w.service)?,
+            crate::wccp::options(at, w)?,
+        ),
+        None => (Vec::new(), crate::WccpOptions::default()),
     };
     // Every service an interface redirects must be configured.
     for (table, iface) in raw.interface.iter().zip(&interfaces) {
-        if let Some(id) = iface
-            .conf
-            .wccp_redirect_in
-            .iter()
-            .find(|id| !wccp.iter().any(|s| s.id == **id))
-        {
-            let span = table
-                .get_ref()
-                .wccp_redirect_in
-                .as_ref()
-                .map(|s| s.span())
-                .unwrap_or(table.span());
-            return Err(at.err(
-                &span,
-                format!(
-                    "interface `{}` redirects WCCP service {id}, which no [[wccp.service]] defines",
-                    iface.conf.name
-                ),
-            ));
+        let t = table.get_ref();
+        for (ids, raw_ids, key) in [
+            (&iface.conf.wccp_redirect_in, &t.wccp_redirect_in, "in"),
+            (&iface.conf.wccp_redirect_out, &t.wccp_redirect_out, "out"),
+        ] {
+            if let Some(id) = ids.iter().find(|id| !wccp.iter().any(|s| s.id == **id)) {
+                let span = raw_ids.as_ref().map(|s| s.span()).unwrap_or(table.span());
+                return Err(at.err(
+                    &span,
+                    format!(
+                        "interface `{}` redirects WCCP service {id} {key}, which no [[wccp.service]] defines",
+                        iface.conf.name
+                    ),
+                ));
+            }
         }
     }
     Ok(RouterConf {
@@ -87,6 +86,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         interfaces: interfaces.into_iter().map(|i| i.conf).collect(),
         routes,
         wccp,
+        wccp_options,
     })
 }
 
@@ -243,24 +243,9 @@ fn interface(
         }
     };
     let io_backend = backend(at, raw.io_backend.as_ref(), default_backend)?;
-    let mut wccp_redirect_in = Vec::new();
-    if let Some(list) = &raw.wccp_redirect_in {
-        for n in list.get_ref() {
-            match u8::try_from(n.0) {
-                Ok(id) if !wccp_redirect_in.contains(&id) => wccp_redirect_in.push(id),
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(at.err(
-                        &list.span(),
-                        format!(
-                            "{} in `wccp-redirect-in` is not a WCCP service id (0..=255)",
-                            n.0
-                        ),
-                    ))
-                }
-            }
-        }
-    }
+    let wccp_redirect_in = service_ids(at, raw.wccp_redirect_in.as_ref(), "wccp-redirect-in")?;
+    let wccp_redirect_out = service_ids(at, raw.wccp_redirect_out.as_ref(), "wccp-redirect-out")?;
+    let wccp_exclude_in = raw.wccp_exclude_in.as_ref().is_some_and(|b| *b.get_ref());
     Ok(Iface {
         conf: InterfaceConf {
             name: name.clone(),
@@ -270,9 +255,30 @@ fn interface(
             mtu,
             io_backend,
             wccp_redirect_in,
+            wccp_redirect_out,
+            wccp_exclude_in,
         },
         line: at.line_of(table.span().start),
     })
+}
+
+/// A list of WCCP service ids (`wccp-redirect-in`/`-out`), duplicates dropped.
+fn service_ids(at: &Locator<'_>, list: Option<&Spanned<Vec<Int>>>, key: &str) -> Result<Vec<u8>> {
+    let mut ids = Vec::new();
+    for n in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+        match u8::try_from(n.0) {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(_) => {
+                let span = list.map(|l| l.span()).unwrap_or_default();
+                return Err(at.err(
+                    &span,
+                    format!("{} in `{key}` is not a WCCP service id (0..=255)", n.0),
+                ));
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Why `name` cannot be a Linux interface name (the kernel's `dev_valid_name`), if it cannot.
@@ -598,142 +604,6 @@ fn net(n: Ipv4Network) -> Ipv4Network {
 fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     // CIDR blocks are either nested or disjoint, so one contains the other's first address.
     a.contains(b.network()) || b.contains(a.network())
-}
-
-/// Longest WCCP MD5 password: the reference (§3.1) pads or truncates it to 8 octets, so a longer
-/// one would silently mean its first 8; say so instead.
-const MAX_WCCP_PASSWORD: usize = 8;
-
-/// All `[[wccp.service]]` tables: ids valid and unique, methods known, group lists well formed.
-fn wccp_services(
-    at: &Locator<'_>,
-    raw: &[Spanned<RawWccpService>],
-) -> Result<Vec<WccpServiceConf>> {
-    let mut out: Vec<(WccpServiceConf, usize)> = Vec::new();
-    for table in raw {
-        let r = table.get_ref();
-        let line = at.line_of(table.span().start);
-        let n = r.id.get_ref().0;
-        let id = match u8::try_from(n) {
-            Ok(0) => 0,
-            Ok(id @ 51..=255) => id,
-            _ => {
-                return Err(at.err(
-                    &r.id.span(),
-                    format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
-                ))
-            }
-        };
-        if let Some((_, prev)) = out.iter().find(|(s, _)| s.id == id) {
-            return Err(at.err(
-                &r.id.span(),
-                format!("WCCP service {id} is already defined at line {prev}"),
-            ));
-        }
-        let password = match &r.password {
-            None => None,
-            Some(p) => {
-                let v = p.get_ref();
-                if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
-                    return Err(at.err(
-                        &p.span(),
-                        format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
-                    ));
-                }
-                Some(v.clone())
-            }
-        };
-        let methods = |v: &Option<Spanned<Vec<String>>>, what: &str| -> Result<Vec<WccpMethod>> {
-            let Some(v) = v else {
-                return Ok(vec![WccpMethod::Gre, WccpMethod::L2]);
-            };
-            let mut m = Vec::new();
-            for name in v.get_ref() {
-                let x = match name.as_str() {
-                    "gre" => WccpMethod::Gre,
-                    "l2" => WccpMethod::L2,
-                    other => {
-                        return Err(at.err(
-                            &v.span(),
-                            format!("unknown {what} method `{other}`; expected gre and/or l2"),
-                        ))
-                    }
-                };
-                if !m.contains(&x) {
-                    m.push(x);
-                }
-            }
-            if m.is_empty() {
-                return Err(at.err(
-                    &v.span(),
-                    format!("`{what}` needs at least one method (gre, l2)"),
-                ));
-            }
-            Ok(m)
-        };
-        let forwarding = methods(&r.forwarding, "forwarding")?;
-        let packet_return = methods(&r.return_methods, "return")?;
-        let assignment = match &r.assignment {
-            None => vec![WccpAssignment::Hash, WccpAssignment::Mask],
-            Some(v) => {
-                let mut m = Vec::new();
-                for name in v.get_ref() {
-                    let x = match name.as_str() {
-                        "hash" => WccpAssignment::Hash,
-                        "mask" => WccpAssignment::Mask,
-                        other => {
-                            return Err(at.err(
-                                &v.span(),
-                                format!(
-                                "unknown assignment method `{other}`; expected hash and/or mask"
-                            ),
-                            ))
-                        }
-                    };
-                    if !m.contains(&x) {
-                        m.push(x);
-                    }
-                }
-                if m.is_empty() {
-                    return Err(at.err(
-                        &v.span(),
-                        "`assignment` needs at least one method (hash, mask)",
-                    ));
-                }
-                m
-            }
-        };
-        let caches = match &r.caches {
-            None => None,
-            Some(v) => {
-                let mut list = Vec::new();
-                for a in v.get_ref() {
-                    let ip: Ipv4Addr = a.parse().map_err(|_| {
-                        at.err(
-                            &v.span(),
-                            format!("`{a}` in `caches` is not an IPv4 address"),
-                        )
-                    })?;
-                    if !list.contains(&ip) {
-                        list.push(ip);
-                    }
-                }
-                Some(list)
-            }
-        };
-        out.push((
-            WccpServiceConf {
-                id,
-                password,
-                forwarding,
-                packet_return,
-                assignment,
-                caches,
-            },
-            line,
-        ));
-    }
-    Ok(out.into_iter().map(|(s, _)| s).collect())
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct CacheTarget {
 pub struct Redirect {
     /// The cache.
     pub target: CacheTarget,
+    /// The cache's index in [`Assignment::caches`] (for per-cache state such as counters).
+    pub cache_index: u8,
     /// Primary bucket index (hash; 0 for mask).
     pub primary_bucket: u8,
     /// Alternate bucket index when the alternate hash decided (the A flag, §8).
@@ -365,17 +367,21 @@ impl Assignment {
             Table::Empty => None,
             Table::Hash(buckets) => {
                 let l = hash::lookup(buckets, self.flags, flow);
-                let target = *self.caches.get(usize::from(l.cache_index?))?;
+                let cache_index = l.cache_index?;
+                let target = *self.caches.get(usize::from(cache_index))?;
                 Some(Redirect {
                     target,
+                    cache_index,
                     primary_bucket: l.primary_bucket,
                     alternate_bucket: l.alternate_bucket,
                 })
             }
             Table::Mask(sets) => sets.iter().find_map(|s| {
-                let target = *self.caches.get(usize::from(s.lookup(flow)?))?;
+                let cache_index = s.lookup(flow)?;
+                let target = *self.caches.get(usize::from(cache_index))?;
                 Some(Redirect {
                     target,
+                    cache_index,
                     primary_bucket: 0,
                     alternate_bucket: None,
                 })

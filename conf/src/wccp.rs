@@ -1,0 +1,818 @@
+//! The WCCP part of router.conf: `[wccp]` (fast failover, flow affinity), `[[wccp.service]]`
+//! (methods, password, group list, pinned service definition, redirect list, probe port) and
+//! their effective-config emitter. Interface keys (`wccp-redirect-in/out`, `wccp-exclude-in`)
+//! are parsed with the interface; their cross-checks against the services are here.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+use toml::Spanned;
+
+use crate::error::Locator;
+use crate::raw::{Int, RawWccp, RawWccpAclRule, RawWccpService};
+use crate::{ConfError, Ipv4Network};
+
+type Result<T> = std::result::Result<T, ConfError>;
+
+/// A WCCP forwarding or return method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WccpMethod {
+    /// GRE encapsulation with the WCCP redirect header.
+    Gre,
+    /// Layer-2 rewrite of the destination MAC (directly connected caches only).
+    L2,
+}
+
+/// A WCCP assignment method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WccpAssignment {
+    /// 256 hash buckets.
+    Hash,
+    /// Mask/value sets.
+    Mask,
+}
+
+/// A packet field a dynamic service hashes on (reference §3.2 service flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum WccpHashField {
+    /// Source IP address (`src-ip`).
+    SrcIp,
+    /// Destination IP address (`dst-ip`).
+    DstIp,
+    /// Source port (`src-port`).
+    SrcPort,
+    /// Destination port (`dst-port`).
+    DstPort,
+}
+
+impl WccpHashField {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WccpHashField::SrcIp => "src-ip",
+            WccpHashField::DstIp => "dst-ip",
+            WccpHashField::SrcPort => "src-port",
+            WccpHashField::DstPort => "dst-port",
+        }
+    }
+}
+
+/// A pinned dynamic service definition: caches must announce exactly this (reference §3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WccpDefinition {
+    /// IP protocol (6 TCP, 17 UDP, ...; 0 = all).
+    pub protocol: u8,
+    /// Priority; higher services are tried first.
+    pub priority: u8,
+    /// Up to 8 ports; empty = all ports.
+    pub ports: Vec<u16>,
+    /// The ports are source ports (`port-type = "source"`).
+    pub ports_source: bool,
+    /// Primary hash fields.
+    pub hash: Vec<WccpHashField>,
+    /// Alternate hash fields (used for hot-spot buckets).
+    pub alternate_hash: Vec<WccpHashField>,
+}
+
+/// Permit or deny in a redirect list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WccpAclAction {
+    /// Redirect matching packets.
+    Permit,
+    /// Forward matching packets normally.
+    Deny,
+}
+
+/// One rule of a service's redirect list; an absent field matches anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WccpAclRule {
+    /// Permit (redirect) or deny (forward normally).
+    pub action: WccpAclAction,
+    /// IP protocol number.
+    pub protocol: Option<u8>,
+    /// Source prefix.
+    pub source: Option<Ipv4Network>,
+    /// Destination prefix.
+    pub destination: Option<Ipv4Network>,
+    /// Source port range, inclusive.
+    pub source_port: Option<(u16, u16)>,
+    /// Destination port range, inclusive.
+    pub destination_port: Option<(u16, u16)>,
+}
+
+impl WccpAclRule {
+    /// True when the packet matches every field the rule names.
+    pub fn matches(
+        &self,
+        protocol: u8,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+    ) -> bool {
+        let port_in =
+            |r: Option<(u16, u16)>, p: u16| r.is_none_or(|(lo, hi)| (lo..=hi).contains(&p));
+        self.protocol.is_none_or(|p| p == protocol)
+            && self.source.is_none_or(|n| n.contains(src))
+            && self.destination.is_none_or(|n| n.contains(dst))
+            && port_in(self.source_port, sport)
+            && port_in(self.destination_port, dport)
+    }
+}
+
+/// First match wins; an empty list permits everything; a list that matches nothing denies
+/// (like an IOS access list's implicit deny).
+pub fn acl_permits(
+    rules: &[WccpAclRule],
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    rules
+        .iter()
+        .find(|r| r.matches(protocol, src, dst, sport, dport))
+        .is_some_and(|r| r.action == WccpAclAction::Permit)
+}
+
+/// Default TCP port the fast-failover probe connects to.
+pub const DEFAULT_PROBE_PORT: u16 = 80;
+/// Default interval between fast-failover probes of one cache, in milliseconds.
+pub const DEFAULT_PROBE_INTERVAL_MS: u32 = 250;
+/// Default number of consecutive unanswered probes that fail a cache.
+pub const DEFAULT_PROBE_MISSES: u32 = 3;
+/// Default flow-affinity table size (flows, over all workers).
+pub const DEFAULT_AFFINITY_MAX_FLOWS: u32 = 65536;
+/// Default idle time after which an affinity entry is forgotten, in seconds.
+pub const DEFAULT_AFFINITY_IDLE_SECS: u32 = 120;
+
+/// The `[wccp]` keys that apply to every service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WccpOptions {
+    /// Probe caches and forward a failed cache's traffic normally (`fast-failover`).
+    pub fast_failover: bool,
+    /// Milliseconds between probes of one cache (`probe-interval-ms`).
+    pub probe_interval_ms: u32,
+    /// Consecutive misses that fail a cache (`probe-misses`).
+    pub probe_misses: u32,
+    /// Keep established TCP flows on their cache across reassignments (`flow-affinity`).
+    pub flow_affinity: bool,
+    /// Size of the flow-affinity table (`flow-affinity-max-flows`).
+    pub affinity_max_flows: u32,
+    /// Seconds of silence after which a flow's entry is forgotten (`flow-affinity-idle-secs`).
+    pub affinity_idle_secs: u32,
+}
+
+impl Default for WccpOptions {
+    fn default() -> Self {
+        WccpOptions {
+            fast_failover: true,
+            probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            probe_misses: DEFAULT_PROBE_MISSES,
+            flow_affinity: true,
+            affinity_max_flows: DEFAULT_AFFINITY_MAX_FLOWS,
+            affinity_idle_secs: DEFAULT_AFFINITY_IDLE_SECS,
+        }
+    }
+}
+
+/// One `[[wccp.service]]`: a service group the router serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WccpServiceConf {
+    /// 0 (the standard web-cache service) or a dynamic service 51..=255.
+    pub id: u8,
+    /// MD5 password (1..=8 bytes), or none.
+    pub password: Option<String>,
+    /// Forwarding methods the router accepts.
+    pub forwarding: Vec<WccpMethod>,
+    /// Packet return methods the router accepts.
+    pub packet_return: Vec<WccpMethod>,
+    /// Assignment methods the router accepts.
+    pub assignment: Vec<WccpAssignment>,
+    /// Cache addresses allowed to join (the group list); `None` admits any cache.
+    pub caches: Option<Vec<Ipv4Addr>>,
+    /// Pinned definition of a dynamic service; `None` learns it from the first cache.
+    pub definition: Option<WccpDefinition>,
+    /// Redirect list: which packets of the service are redirected.
+    pub redirect_list: Vec<WccpAclRule>,
+    /// TCP port the fast-failover probe connects to on each cache.
+    pub probe_port: u16,
+}
+
+impl WccpServiceConf {
+    /// True for the standard web-cache service (id 0).
+    pub fn is_standard(&self) -> bool {
+        self.id == 0
+    }
+
+    /// True when packets with these fields pass the redirect list.
+    pub fn permits(
+        &self,
+        protocol: u8,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+    ) -> bool {
+        acl_permits(&self.redirect_list, protocol, src, dst, sport, dport)
+    }
+}
+
+/// Longest WCCP MD5 password: the reference (§3.1) pads or truncates it to 8 octets, so a longer
+/// one would silently mean its first 8; say so instead.
+const MAX_WCCP_PASSWORD: usize = 8;
+
+/// `[wccp]`'s own keys.
+pub(crate) fn options(at: &Locator<'_>, raw: &RawWccp) -> Result<WccpOptions> {
+    let d = WccpOptions::default();
+    let int =
+        |v: &Option<Spanned<Int>>, key: &str, lo: i64, hi: i64, default: u32| -> Result<u32> {
+            match v {
+                None => Ok(default),
+                Some(n) if (lo..=hi).contains(&n.get_ref().0) => Ok(n.get_ref().0 as u32),
+                Some(n) => Err(at.err(
+                    &n.span(),
+                    format!(
+                        "{key} = {} is out of range; expected {lo}..={hi} (default {default})",
+                        n.get_ref().0
+                    ),
+                )),
+            }
+        };
+    Ok(WccpOptions {
+        fast_failover: raw
+            .fast_failover
+            .as_ref()
+            .map(|b| *b.get_ref())
+            .unwrap_or(d.fast_failover),
+        probe_interval_ms: int(
+            &raw.probe_interval_ms,
+            "probe-interval-ms",
+            50,
+            10_000,
+            d.probe_interval_ms,
+        )?,
+        probe_misses: int(&raw.probe_misses, "probe-misses", 1, 20, d.probe_misses)?,
+        flow_affinity: raw
+            .flow_affinity
+            .as_ref()
+            .map(|b| *b.get_ref())
+            .unwrap_or(d.flow_affinity),
+        affinity_max_flows: int(
+            &raw.flow_affinity_max_flows,
+            "flow-affinity-max-flows",
+            64,
+            16_777_216,
+            d.affinity_max_flows,
+        )?,
+        affinity_idle_secs: int(
+            &raw.flow_affinity_idle_secs,
+            "flow-affinity-idle-secs",
+            1,
+            86_400,
+            d.affinity_idle_secs,
+        )?,
+    })
+}
+
+/// All `[[wccp.service]]` tables: ids valid and unique, methods known, group lists well formed.
+pub(crate) fn services(
+    at: &Locator<'_>,
+    raw: &[Spanned<RawWccpService>],
+) -> Result<Vec<WccpServiceConf>> {
+    let mut out: Vec<(WccpServiceConf, usize)> = Vec::new();
+    for table in raw {
+        let r = table.get_ref();
+        let line = at.line_of(table.span().start);
+        let n = r.id.get_ref().0;
+        let id = match u8::try_from(n) {
+            Ok(0) => 0,
+            Ok(id @ 51..=255) => id,
+            _ => {
+                return Err(at.err(
+                    &r.id.span(),
+                    format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
+                ))
+            }
+        };
+        if let Some((_, prev)) = out.iter().find(|(s, _)| s.id == id) {
+            return Err(at.err(
+                &r.id.span(),
+                format!("WCCP service {id} is already defined at line {prev}"),
+            ));
+        }
+        let password = match &r.password {
+            None => None,
+            Some(p) => {
+                let v = p.get_ref();
+                if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
+                    return Err(at.err(
+                        &p.span(),
+                        format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
+                    ));
+                }
+                Some(v.clone())
+            }
+        };
+        let forwarding = names(
+            at,
+            &r.forwarding,
+            "forwarding",
+            &[("gre", WccpMethod::Gre), ("l2", WccpMethod::L2)],
+        )?;
+        let packet_return = names(
+            at,
+            &r.return_methods,
+            "return",
+            &[("gre", WccpMethod::Gre), ("l2", WccpMethod::L2)],
+        )?;
+        let assignment = names(
+            at,
+            &r.assignment,
+            "assignment",
+            &[
+                ("hash", WccpAssignment::Hash),
+                ("mask", WccpAssignment::Mask),
+            ],
+        )?;
+        let caches = match &r.caches {
+            None => None,
+            Some(v) => {
+                let mut list = Vec::new();
+                for a in v.get_ref() {
+                    let ip: Ipv4Addr = a.parse().map_err(|_| {
+                        at.err(
+                            &v.span(),
+                            format!("`{a}` in `caches` is not an IPv4 address"),
+                        )
+                    })?;
+                    if !list.contains(&ip) {
+                        list.push(ip);
+                    }
+                }
+                Some(list)
+            }
+        };
+        let definition = definition(at, r, id)?;
+        let redirect_list = r
+            .redirect_list
+            .iter()
+            .map(|rule| acl_rule(at, rule))
+            .collect::<Result<Vec<_>>>()?;
+        let probe_port = match &r.probe_port {
+            None => DEFAULT_PROBE_PORT,
+            Some(p) => match u16::try_from(p.get_ref().0) {
+                Ok(port) if port != 0 => port,
+                _ => {
+                    return Err(at.err(
+                        &p.span(),
+                        format!(
+                            "probe-port = {} is not a TCP port (1..=65535)",
+                            p.get_ref().0
+                        ),
+                    ))
+                }
+            },
+        };
+        out.push((
+            WccpServiceConf {
+                id,
+                password,
+                forwarding,
+                packet_return,
+                assignment,
+                caches,
+                definition,
+                redirect_list,
+                probe_port,
+            },
+            line,
+        ));
+    }
+    Ok(out.into_iter().map(|(s, _)| s).collect())
+}
+
+/// A list of method names; absent = all of `known`, in order.
+fn names<T: Copy + PartialEq>(
+    at: &Locator<'_>,
+    v: &Option<Spanned<Vec<String>>>,
+    what: &str,
+    known: &[(&str, T)],
+) -> Result<Vec<T>> {
+    let expected = known
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(" and/or ");
+    let Some(v) = v else {
+        return Ok(known.iter().map(|(_, x)| *x).collect());
+    };
+    let mut m = Vec::new();
+    for name in v.get_ref() {
+        let Some((_, x)) = known.iter().find(|(n, _)| n == name) else {
+            return Err(at.err(
+                &v.span(),
+                format!("unknown {what} method `{name}`; expected {expected}"),
+            ));
+        };
+        if !m.contains(x) {
+            m.push(*x);
+        }
+    }
+    if m.is_empty() {
+        return Err(at.err(
+            &v.span(),
+            format!("`{what}` needs at least one method ({expected})"),
+        ));
+    }
+    Ok(m)
+}
+
+/// The pinned definition keys of a dynamic service.
+fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<WccpDefinition>> {
+    let given = [
+        r.protocol.as_ref().map(|p| p.span()),
+        r.priority.as_ref().map(|p| p.span()),
+        r.ports.as_ref().map(|p| p.span()),
+        r.port_type.as_ref().map(|p| p.span()),
+        r.hash.as_ref().map(|p| p.span()),
+        r.alternate_hash.as_ref().map(|p| p.span()),
+    ];
+    let Some(first) = given.iter().flatten().next() else {
+        return Ok(None);
+    };
+    if id == 0 {
+        return Err(at.err(
+            first,
+            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (51..=255) only",
+        ));
+    }
+    let Some(p) = &r.protocol else {
+        return Err(at.err(
+            first,
+            format!("a pinned definition of service {id} needs `protocol`"),
+        ));
+    };
+    let protocol = protocol_number(p.get_ref()).ok_or_else(|| {
+        at.err(
+            &p.span(),
+            format!(
+                "unknown protocol `{}`; expected tcp, udp, or a number 0..=255",
+                p.get_ref()
+            ),
+        )
+    })?;
+    let priority = match &r.priority {
+        None => 0,
+        Some(n) => u8::try_from(n.get_ref().0).map_err(|_| {
+            at.err(
+                &n.span(),
+                format!(
+                    "priority = {} is out of range; expected 0..=255",
+                    n.get_ref().0
+                ),
+            )
+        })?,
+    };
+    let mut ports = Vec::new();
+    if let Some(list) = &r.ports {
+        for n in list.get_ref() {
+            match u16::try_from(n.0) {
+                Ok(port) if port != 0 => {
+                    if !ports.contains(&port) {
+                        ports.push(port)
+                    }
+                }
+                _ => {
+                    return Err(at.err(
+                        &list.span(),
+                        format!("{} in `ports` is not a port (1..=65535)", n.0),
+                    ))
+                }
+            }
+        }
+        if ports.len() > 8 {
+            return Err(at.err(
+                &list.span(),
+                format!(
+                    "a WCCP service carries at most 8 ports; this list has {}",
+                    ports.len()
+                ),
+            ));
+        }
+    }
+    let ports_source = match &r.port_type {
+        None => false,
+        Some(t) => match t.get_ref().as_str() {
+            "destination" => false,
+            "source" => true,
+            other => {
+                return Err(at.err(
+                    &t.span(),
+                    format!("unknown port-type `{other}`; expected destination or source"),
+                ))
+            }
+        },
+    };
+    let fields = |v: &Option<Spanned<Vec<String>>>, key: &str| -> Result<Vec<WccpHashField>> {
+        let all = [
+            WccpHashField::SrcIp,
+            WccpHashField::DstIp,
+            WccpHashField::SrcPort,
+            WccpHashField::DstPort,
+        ];
+        let mut out = Vec::new();
+        for name in v.iter().flat_map(|s| s.get_ref()) {
+            let Some(f) = all.iter().find(|f| f.as_str() == name) else {
+                let span = v.as_ref().map(|s| s.span()).unwrap_or_default();
+                return Err(at.err(
+                    &span,
+                    format!(
+                        "unknown {key} field `{name}`; expected src-ip, dst-ip, src-port, dst-port"
+                    ),
+                ));
+            };
+            if !out.contains(f) {
+                out.push(*f);
+            }
+        }
+        Ok(out)
+    };
+    let mut hash = fields(&r.hash, "hash")?;
+    if hash.is_empty() {
+        hash.push(WccpHashField::DstIp);
+    }
+    let alternate_hash = fields(&r.alternate_hash, "alternate-hash")?;
+    Ok(Some(WccpDefinition {
+        protocol,
+        priority,
+        ports,
+        ports_source,
+        hash,
+        alternate_hash,
+    }))
+}
+
+/// A protocol name or number.
+fn protocol_number(s: &str) -> Option<u8> {
+    match s {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        "gre" => Some(47),
+        _ => s.parse().ok(),
+    }
+}
+
+/// One `[[wccp.service.redirect-list]]` rule.
+fn acl_rule(at: &Locator<'_>, table: &Spanned<RawWccpAclRule>) -> Result<WccpAclRule> {
+    let r = table.get_ref();
+    let action = match r.action.get_ref().as_str() {
+        "permit" => WccpAclAction::Permit,
+        "deny" => WccpAclAction::Deny,
+        other => {
+            return Err(at.err(
+                &r.action.span(),
+                format!("unknown action `{other}`; expected permit or deny"),
+            ))
+        }
+    };
+    let protocol = match &r.protocol {
+        None => None,
+        Some(p) if p.get_ref() == "any" => None,
+        Some(p) => Some(protocol_number(p.get_ref()).ok_or_else(|| {
+            at.err(
+                &p.span(),
+                format!(
+                    "unknown protocol `{}`; expected any, tcp, udp, icmp, gre or a number 0..=255",
+                    p.get_ref()
+                ),
+            )
+        })?),
+    };
+    let prefix = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<Ipv4Network>> {
+        let Some(v) = v else { return Ok(None) };
+        let s = v.get_ref();
+        if s == "any" {
+            return Ok(None);
+        }
+        let n: Ipv4Network = if s.contains('/') {
+            s.parse().map_err(|_| {
+                at.err(
+                    &v.span(),
+                    format!("`{s}` in `{key}` is not an IPv4 prefix such as 10.0.0.0/8"),
+                )
+            })?
+        } else {
+            let a: Ipv4Addr = s.parse().map_err(|_| {
+                at.err(
+                    &v.span(),
+                    format!("`{s}` in `{key}` is not an IPv4 address or prefix"),
+                )
+            })?;
+            Ipv4Network::new(a, 32).map_err(|_| at.err(&v.span(), "bad prefix"))?
+        };
+        if n.ip() != n.network() {
+            return Err(at.err(
+                &v.span(),
+                format!(
+                    "`{s}` in `{key}` has host bits set; did you mean {}/{}?",
+                    n.network(),
+                    n.prefix()
+                ),
+            ));
+        }
+        Ok(Some(n))
+    };
+    let ports = |v: &Option<Spanned<toml::Value>>, key: &str| -> Result<Option<(u16, u16)>> {
+        let Some(v) = v else { return Ok(None) };
+        let bad = || {
+            at.err(
+                &v.span(),
+                format!("`{key}` must be a port (80) or a range (\"8000-8080\") within 0..=65535"),
+            )
+        };
+        let range = match v.get_ref() {
+            toml::Value::Integer(n) => {
+                let p = u16::try_from(*n).map_err(|_| bad())?;
+                (p, p)
+            }
+            toml::Value::String(s) => {
+                let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+                let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+                let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(bad());
+                }
+                (lo, hi)
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Some(range))
+    };
+    Ok(WccpAclRule {
+        action,
+        protocol,
+        source: prefix(&r.source, "source")?,
+        destination: prefix(&r.destination, "destination")?,
+        source_port: ports(&r.source_port, "source-port")?,
+        destination_port: ports(&r.destination_port, "destination-port")?,
+    })
+}
+
+/// Writes `[wccp]` and every `[[wccp.service]]` as TOML `parse_str` reads back to equal values.
+pub(crate) fn emit(
+    out: &mut String,
+    options: &WccpOptions,
+    services: &[WccpServiceConf],
+    quote: fn(&str) -> String,
+) {
+    if services.is_empty() {
+        return;
+    }
+    let o = options;
+    out.push_str("\n[wccp]\n");
+    let _ = writeln!(out, "fast-failover = {}", o.fast_failover);
+    let _ = writeln!(out, "probe-interval-ms = {}", o.probe_interval_ms);
+    let _ = writeln!(out, "probe-misses = {}", o.probe_misses);
+    let _ = writeln!(out, "flow-affinity = {}", o.flow_affinity);
+    let _ = writeln!(out, "flow-affinity-max-flows = {}", o.affinity_max_flows);
+    let _ = writeln!(out, "flow-affinity-idle-secs = {}", o.affinity_idle_secs);
+    let list = |v: Vec<&str>| v.iter().map(|x| quote(x)).collect::<Vec<_>>().join(", ");
+    for s in services {
+        out.push_str("\n[[wccp.service]]\n");
+        let _ = writeln!(out, "id = {}", s.id);
+        if let Some(p) = &s.password {
+            let _ = writeln!(out, "password = {}", quote(p));
+        }
+        let m = |v: &[WccpMethod]| {
+            list(
+                v.iter()
+                    .map(|x| match x {
+                        WccpMethod::Gre => "gre",
+                        WccpMethod::L2 => "l2",
+                    })
+                    .collect(),
+            )
+        };
+        let _ = writeln!(out, "forwarding = [{}]", m(&s.forwarding));
+        let _ = writeln!(out, "return = [{}]", m(&s.packet_return));
+        let a = list(
+            s.assignment
+                .iter()
+                .map(|x| match x {
+                    WccpAssignment::Hash => "hash",
+                    WccpAssignment::Mask => "mask",
+                })
+                .collect(),
+        );
+        let _ = writeln!(out, "assignment = [{a}]");
+        if let Some(c) = &s.caches {
+            let c: Vec<String> = c.iter().map(|ip| ip.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "caches = [{}]",
+                list(c.iter().map(String::as_str).collect())
+            );
+        }
+        if let Some(d) = &s.definition {
+            let _ = writeln!(out, "protocol = {}", quote(&d.protocol.to_string()));
+            let _ = writeln!(out, "priority = {}", d.priority);
+            let ports: Vec<String> = d.ports.iter().map(|p| p.to_string()).collect();
+            let _ = writeln!(out, "ports = [{}]", ports.join(", "));
+            let _ = writeln!(
+                out,
+                "port-type = {}",
+                quote(if d.ports_source {
+                    "source"
+                } else {
+                    "destination"
+                })
+            );
+            let _ = writeln!(
+                out,
+                "hash = [{}]",
+                list(d.hash.iter().map(|f| f.as_str()).collect())
+            );
+            let _ = writeln!(
+                out,
+                "alternate-hash = [{}]",
+                list(d.alternate_hash.iter().map(|f| f.as_str()).collect())
+            );
+        }
+        let _ = writeln!(out, "probe-port = {}", s.probe_port);
+        for r in &s.redirect_list {
+            out.push_str("\n[[wccp.service.redirect-list]]\n");
+            let action = match r.action {
+                WccpAclAction::Permit => "permit",
+                WccpAclAction::Deny => "deny",
+            };
+            let _ = writeln!(out, "action = {}", quote(action));
+            if let Some(p) = r.protocol {
+                let _ = writeln!(out, "protocol = {}", quote(&p.to_string()));
+            }
+            if let Some(n) = r.source {
+                let _ = writeln!(out, "source = {}", quote(&n.to_string()));
+            }
+            if let Some(n) = r.destination {
+                let _ = writeln!(out, "destination = {}", quote(&n.to_string()));
+            }
+            if let Some((lo, hi)) = r.source_port {
+                let _ = writeln!(out, "source-port = {}", quote(&format!("{lo}-{hi}")));
+            }
+            if let Some((lo, hi)) = r.destination_port {
+                let _ = writeln!(out, "destination-port = {}", quote(&format!("{lo}-{hi}")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(action: WccpAclAction) -> WccpAclRule {
+        WccpAclRule {
+            action,
+            protocol: None,
+            source: None,
+            destination: None,
+            source_port: None,
+            destination_port: None,
+        }
+    }
+
+    #[test]
+    fn acl_first_match_wins_and_implicit_deny() {
+        let a: Ipv4Addr = "10.0.1.2".parse().unwrap();
+        let b: Ipv4Addr = "10.0.2.2".parse().unwrap();
+        assert!(acl_permits(&[], 6, a, b, 1, 80));
+        let deny_b = WccpAclRule {
+            destination: Some("10.0.2.2/32".parse().unwrap()),
+            ..rule(WccpAclAction::Deny)
+        };
+        let permit_tcp = WccpAclRule {
+            protocol: Some(6),
+            destination_port: Some((80, 90)),
+            ..rule(WccpAclAction::Permit)
+        };
+        let rules = [deny_b.clone(), permit_tcp.clone()];
+        assert!(!acl_permits(&rules, 6, a, b, 1, 80), "first rule denies");
+        assert!(acl_permits(&rules, 6, a, a, 1, 85), "second permits");
+        assert!(
+            !acl_permits(&rules, 6, a, a, 1, 91),
+            "no match: implicit deny"
+        );
+        assert!(!acl_permits(&rules, 17, a, a, 1, 80), "protocol differs");
+        let rules = [permit_tcp, deny_b];
+        assert!(acl_permits(&rules, 6, a, b, 1, 80), "order matters");
+    }
+}

@@ -1,0 +1,149 @@
+//! The WCCP keys of router.conf: interface redirect in/out/exclude, `[wccp]` options, pinned
+//! dynamic definitions and redirect lists; effective config round trip and error positions.
+
+use conf::{parse_str, WccpAclAction, WccpHashField};
+
+const BASE: &str = r#"[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+wccp-redirect-in = [0, 61]
+
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+wccp-redirect-out = [61]
+wccp-exclude-in = true
+
+[wccp]
+probe-interval-ms = 200
+flow-affinity-max-flows = 1024
+
+[[wccp.service]]
+id = 0
+probe-port = 3128
+
+[[wccp.service.redirect-list]]
+action = "deny"
+destination = "10.0.2.9"
+
+[[wccp.service.redirect-list]]
+action = "permit"
+protocol = "tcp"
+source = "10.0.1.0/24"
+destination-port = "80-90"
+
+[[wccp.service]]
+id = 61
+protocol = "udp"
+priority = 10
+ports = [53, 5353]
+port-type = "source"
+hash = ["src-ip", "src-port"]
+alternate-hash = ["dst-ip"]
+"#;
+
+#[test]
+fn full_wccp_config_parses_and_round_trips() {
+    let c = parse_str("w.conf", BASE).unwrap();
+    assert_eq!(c.interfaces[0].wccp_redirect_in, vec![0, 61]);
+    assert_eq!(c.interfaces[1].wccp_redirect_out, vec![61]);
+    assert!(c.interfaces[1].wccp_exclude_in && !c.interfaces[0].wccp_exclude_in);
+    assert_eq!(c.wccp_options.probe_interval_ms, 200);
+    assert_eq!(c.wccp_options.probe_misses, 3, "default");
+    assert!(c.wccp_options.fast_failover && c.wccp_options.flow_affinity);
+    assert_eq!(c.wccp_options.affinity_max_flows, 1024);
+    let s0 = &c.wccp[0];
+    assert_eq!(s0.probe_port, 3128);
+    assert_eq!(s0.redirect_list.len(), 2);
+    assert_eq!(s0.redirect_list[0].action, WccpAclAction::Deny);
+    assert_eq!(s0.redirect_list[1].destination_port, Some((80, 90)));
+    let (a, b, srv) = (
+        "10.0.1.7".parse().unwrap(),
+        "10.0.3.3".parse().unwrap(),
+        "10.0.2.9".parse().unwrap(),
+    );
+    assert!(s0.permits(6, a, b, 40000, 80));
+    assert!(!s0.permits(6, a, srv, 40000, 80), "deny rule first");
+    assert!(!s0.permits(6, b, a, 40000, 80), "implicit deny");
+    let d = c.wccp[1].definition.as_ref().unwrap();
+    assert_eq!((d.protocol, d.priority, d.ports_source), (17, 10, true));
+    assert_eq!(d.ports, vec![53, 5353]);
+    assert_eq!(d.hash, vec![WccpHashField::SrcIp, WccpHashField::SrcPort]);
+    assert_eq!(c.wccp[1].probe_port, 80, "default");
+    let again = parse_str("w.conf", &c.to_toml()).unwrap();
+    assert_eq!(again, c, "effective config:\n{}", c.to_toml());
+}
+
+#[test]
+fn wccp_errors_point_at_the_value() {
+    for (from, to, line, col, msg) in [
+        (
+            "destination = \"10.0.2.9\"",
+            "destination = \"10.0.2.9/24\"",
+            22,
+            15,
+            "`10.0.2.9/24` in `destination` has host bits set; did you mean 10.0.2.0/24?",
+        ),
+        (
+            "action = \"deny\"",
+            "action = \"drop\"",
+            21,
+            10,
+            "unknown action `drop`; expected permit or deny",
+        ),
+        (
+            "destination-port = \"80-90\"",
+            "destination-port = \"90-80\"",
+            28,
+            20,
+            "`destination-port` must be a port (80) or a range (\"8000-8080\") within 0..=65535",
+        ),
+        (
+            "wccp-redirect-out = [61]",
+            "wccp-redirect-out = [62]",
+            9,
+            21,
+            "interface `eth1` redirects WCCP service 62 out, which no [[wccp.service]] defines",
+        ),
+        (
+            "probe-interval-ms = 200",
+            "probe-interval-ms = 5",
+            13,
+            21,
+            "probe-interval-ms = 5 is out of range; expected 50..=10000 (default 250)",
+        ),
+        (
+            "port-type = \"source\"",
+            "port-type = \"both\"",
+            35,
+            13,
+            "unknown port-type `both`; expected destination or source",
+        ),
+        (
+            "ports = [53, 5353]",
+            "ports = [1, 2, 3, 4, 5, 6, 7, 8, 9]",
+            34,
+            9,
+            "a WCCP service carries at most 8 ports; this list has 9",
+        ),
+        (
+            "probe-port = 3128",
+            "probe-port = 3128\nprotocol = \"tcp\"",
+            19,
+            12,
+            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (51..=255) only",
+        ),
+        (
+            "action = \"permit\"",
+            "action = \"permit\"\nsrc = \"10.0.0.0/8\"",
+            26,
+            1,
+            "unknown key `src` in [[wccp.service.redirect-list]]; expected one of: action, protocol, source, destination, source-port, destination-port",
+        ),
+    ] {
+        assert!(BASE.contains(from), "{from}");
+        let text = BASE.replacen(from, to, 1);
+        let e = parse_str("w.conf", &text).expect_err(to);
+        assert_eq!((e.line, e.col, e.msg.as_str()), (line, col, msg), "{to}");
+    }
+}
