@@ -58,7 +58,9 @@ pub use types::{
 };
 pub use wccp::{
     acl_permits, WccpAclAction, WccpAclRule, WccpAssignment, WccpDefinition, WccpHashField,
-    WccpMethod, WccpOptions, WccpServiceConf,
+    WccpMethod, WccpOptions, WccpServiceConf, DEFAULT_AFFINITY_IDLE_SECS,
+    DEFAULT_AFFINITY_MAX_FLOWS, DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_MISSES,
+    DEFAULT_PROBE_PORT,
 };
 
 /// Default path of the management socket that `swrouter status`/`reload` talk to.

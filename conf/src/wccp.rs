@@ -115,10 +115,10 @@ impl WccpAclRule {
         dport: u16,
     ) -> bool {
         let port_in =
-            |r: Option<(u16, u16)>, p: u16| r.is_none_or(|(lo, hi)| (lo..=hi).contains(&p));
-        self.protocol.is_none_or(|p| p == protocol)
-            && self.source.is_none_or(|n| n.contains(src))
-            && self.destination.is_none_or(|n| n.contains(dst))
+            |r: Option<(u16, u16)>, p: u16| r.map_or(true, |(lo, hi)| (lo..=hi).contains(&p));
+        self.protocol.map_or(true, |p| p == protocol)
+            && self.source.map_or(true, |n| n.contains(src))
+            && self.destination.map_or(true, |n| n.contains(dst))
             && port_in(self.source_port, sport)
             && port_in(self.destination_port, dport)
     }

@@ -28,7 +28,7 @@ fn router_conf(socket: &Path) -> String {
          [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
          [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
          [[interface]]\nname = \"eth2\"\naddress = \"10.0.3.1/24\"\n\n\
-         [[wccp.service]]\nid = 0\n",
+         [[wccp.service]]\nid = 0\nprobe-port = 3128\n",
         socket.display(),
         io_backend()
     )

@@ -27,6 +27,8 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
         mtu: 1500,
         backend: conf::IoBackend::Pnet,
         redirect_in: Vec::new(),
+        redirect_out: Vec::new(),
+        exclude_in: false,
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(

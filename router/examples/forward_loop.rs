@@ -28,6 +28,8 @@ fn main() {
         mtu: 1500,
         backend: conf::IoBackend::Pnet,
         redirect_in: Vec::new(),
+        redirect_out: Vec::new(),
+        exclude_in: false,
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod io;
 pub mod local;
 pub mod pipeline;
+pub mod probe;
 pub mod status;
 pub mod sys;
 pub mod tables;

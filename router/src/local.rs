@@ -44,10 +44,30 @@ pub struct OutDatagram {
     pub payload: Vec<u8>,
 }
 
-/// The UDP ports the control plane listens on, fixed at start.
+/// A TCP segment addressed to one of the router's probe ports (a probe's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment {
+    /// Sender (the probed host).
+    pub src: SocketAddrV4,
+    /// Our address and probe port.
+    pub dst: SocketAddrV4,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// TCP flags (the 13th header octet).
+    pub flags: u8,
+}
+
+/// The router's TCP probe ports: the source ports of health-check handshakes (fast failover
+/// and steering); segments to them go to the prober, any other TCP to us is refused.
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61000..=61999;
+
+/// The UDP ports the control plane listens on, fixed at start, and the TCP prober's queue.
 #[derive(Debug, Default, Clone)]
 pub struct LocalPorts {
     bindings: Vec<(u16, tokio::sync::mpsc::Sender<LocalDatagram>)>,
+    probes: Option<tokio::sync::mpsc::Sender<TcpSegment>>,
 }
 
 impl LocalPorts {
@@ -62,6 +82,19 @@ impl LocalPorts {
         self.bindings.retain(|(p, _)| *p != port);
         self.bindings.push((port, tx));
         rx
+    }
+
+    /// Sends TCP segments to [`PROBE_PORTS`] to the returned receiver, at most `capacity` waiting.
+    pub fn bind_probes(&mut self, capacity: usize) -> tokio::sync::mpsc::Receiver<TcpSegment> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        self.probes = Some(tx);
+        rx
+    }
+
+    /// The prober's queue when `port` is a probe port.
+    #[inline]
+    pub fn probe_queue(&self, port: u16) -> Option<&tokio::sync::mpsc::Sender<TcpSegment>> {
+        self.probes.as_ref().filter(|_| PROBE_PORTS.contains(&port))
     }
 
     /// The queue of a bound port.
@@ -129,16 +162,65 @@ pub fn deliver(
     }
 }
 
+/// Hands a TCP segment (IPv4 header at `l3`) to the prober's queue.
+pub fn deliver_tcp(
+    l3: &[u8],
+    hlen: usize,
+    partial_csum: bool,
+    tx: &tokio::sync::mpsc::Sender<TcpSegment>,
+) -> Result<(), DeliverError> {
+    let tcp = l3.get(hlen..).ok_or(DeliverError::Malformed)?;
+    if tcp.len() < TCP_HEADER_LEN || usize::from(tcp[12] >> 4) * 4 < TCP_HEADER_LEN {
+        return Err(DeliverError::Malformed);
+    }
+    let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
+    if !partial_csum {
+        let acc = checksum::sum(
+            checksum::pseudo_header(
+                src.octets(),
+                dst.octets(),
+                ipv4::PROTO_TCP,
+                tcp.len() as u16,
+            ),
+            tcp,
+        );
+        if checksum::fold(acc) != 0xffff {
+            return Err(DeliverError::BadChecksum);
+        }
+    }
+    let be32 = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+    let seg = TcpSegment {
+        src: SocketAddrV4::new(src, u16::from_be_bytes([tcp[0], tcp[1]])),
+        dst: SocketAddrV4::new(dst, u16::from_be_bytes([tcp[2], tcp[3]])),
+        seq: be32(4),
+        ack: be32(8),
+        flags: tcp[13],
+    };
+    tx.try_send(seg).map_err(|_| DeliverError::QueueFull)
+}
+
+/// Length of a TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+
+/// What the control plane sends: a UDP datagram, or a whole IPv4 packet it built (a probe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A datagram from one of our addresses.
+    Udp(OutDatagram),
+    /// An IPv4 packet, header included, sourced from one of our addresses.
+    Ipv4(Vec<u8>),
+}
+
 /// The control plane's handle for sending datagrams; cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: SyncSender<OutDatagram>,
+    tx: SyncSender<Outgoing>,
     wake: Arc<EventFd>,
 }
 
 /// The worker's end of the outbox.
 pub struct OutboxReceiver {
-    rx: Receiver<OutDatagram>,
+    rx: Receiver<Outgoing>,
     wake: Arc<EventFd>,
 }
 
@@ -158,12 +240,25 @@ pub fn outbox(capacity: usize) -> std::io::Result<(Outbox, OutboxReceiver)> {
 impl Outbox {
     /// Queues a datagram and wakes the worker; gives it back when the queue is full.
     pub fn send(&self, d: OutDatagram) -> Result<(), OutDatagram> {
-        match self.tx.try_send(d) {
+        match self.send_any(Outgoing::Udp(d)) {
+            Ok(()) => Ok(()),
+            Err(Outgoing::Udp(d)) => Err(d),
+            Err(Outgoing::Ipv4(_)) => Ok(()),
+        }
+    }
+
+    /// Queues a whole IPv4 packet; false when the queue is full.
+    pub fn send_ipv4(&self, packet: Vec<u8>) -> bool {
+        self.send_any(Outgoing::Ipv4(packet)).is_ok()
+    }
+
+    fn send_any(&self, o: Outgoing) -> Result<(), Outgoing> {
+        match self.tx.try_send(o) {
             Ok(()) => {
                 self.wake.notify();
                 Ok(())
             }
-            Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) => Err(d),
+            Err(TrySendError::Full(o) | TrySendError::Disconnected(o)) => Err(o),
         }
     }
 }
@@ -177,10 +272,25 @@ impl OutboxReceiver {
     /// Builds every waiting datagram into a packet that enters the pipeline at the route stage.
     pub fn drain_into(&self, pool: &mut Pool, out: &mut Vec<Packet>) {
         self.wake.drain();
-        while let Ok(d) = self.rx.try_recv() {
-            out.push(build_udp(pool, &d));
+        while let Ok(o) = self.rx.try_recv() {
+            match o {
+                Outgoing::Udp(d) => out.push(build_udp(pool, &d)),
+                Outgoing::Ipv4(ip) => out.push(build_ipv4(pool, &ip)),
+            }
         }
     }
+}
+
+/// An Ethernet frame around a whole IPv4 packet the control plane built, marked as the router's
+/// own and starting at the route stage.
+pub fn build_ipv4(pool: &mut Pool, ip: &[u8]) -> Packet {
+    let mut p = pool.get();
+    let f = p.reset(HEADER_LEN + ip.len());
+    f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+    f[HEADER_LEN..].copy_from_slice(ip);
+    p.meta.flags = flags::LOCAL;
+    p.meta.stage = StageKind::Route as u8;
+    p
 }
 
 /// An Ethernet + IPv4 + UDP frame for `d` (MACs are filled in by the neighbour stage), marked as

@@ -44,6 +44,64 @@ pub struct WccpStatus {
     pub drops: BTreeMap<String, u64>,
     /// Datagrams the outbox refused (control plane faster than worker 0).
     pub outbox_full: u64,
+    /// Fast failover: on, probe interval and misses that fail a cache.
+    pub fast_failover: Option<FastFailoverStatus>,
+    /// Flow affinity table, when on.
+    pub flow_affinity: Option<FlowAffinityStatus>,
+}
+
+/// Fast-failover settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FastFailoverStatus {
+    /// Milliseconds between probes of one cache.
+    pub probe_interval_ms: u32,
+    /// Misses in a row that fail a cache.
+    pub probe_misses: u32,
+}
+
+/// Flow-affinity table use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlowAffinityStatus {
+    /// Flows remembered now.
+    pub flows: u64,
+    /// Table capacity over all workers.
+    pub capacity: u64,
+    /// Flows forgotten early because their slot set was full.
+    pub evicted: u64,
+    /// Seconds of silence after which a flow is forgotten.
+    pub idle_secs: u32,
+}
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficCount {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (IPv4 packet lengths).
+    pub bytes: u64,
+}
+
+impl From<(u64, u64)> for TrafficCount {
+    fn from((packets, bytes): (u64, u64)) -> Self {
+        TrafficCount { packets, bytes }
+    }
+}
+
+/// A service group's traffic counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WccpTrafficStatus {
+    /// Sent to caches.
+    pub redirected: TrafficCount,
+    /// Returned by caches and forwarded.
+    pub returned: TrafficCount,
+    /// Forwarded normally because fast failover took their cache out.
+    pub bypassed: TrafficCount,
+    /// Forwarded normally: no cache holds their bucket or mask value.
+    pub unassigned: TrafficCount,
+    /// Forwarded normally: the redirect list denied them.
+    pub denied: TrafficCount,
+    /// Kept on the cache their TCP flow started on (flow affinity).
+    pub affinity_kept: TrafficCount,
 }
 
 /// One service group.
@@ -75,6 +133,12 @@ pub struct WccpServiceStatus {
     pub messages_in: u64,
     /// Drops for this service, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Data-plane traffic of this service.
+    pub traffic: WccpTrafficStatus,
+    /// Rules in the redirect list (0 = everything the service intercepts).
+    pub redirect_list_rules: usize,
+    /// TCP port fast failover probes.
+    pub probe_port: u16,
 }
 
 /// One cache of a service group.
@@ -96,12 +160,26 @@ pub struct WccpCacheStatus {
     pub weight: u16,
     /// Hash buckets it holds.
     pub buckets: usize,
+    /// The buckets it holds in the data plane, as ranges ("0-127,200").
+    pub bucket_ranges: String,
     /// Mask values it holds.
     pub mask_values: usize,
     /// Seconds since its last HERE_I_AM.
     pub last_seen_secs: u64,
     /// On a connected network (L2 forwarding possible).
     pub l2_adjacent: bool,
+    /// Sent to this cache.
+    pub redirected: TrafficCount,
+    /// Returned by this cache.
+    pub returned: TrafficCount,
+    /// Meant for this cache while fast failover had taken it out.
+    pub bypassed: TrafficCount,
+    /// Fast-failover probe state: "up", "down", or "-" when not probed.
+    pub probe: String,
+    /// Probe round-trip time of the last success, microseconds.
+    pub probe_rtt_us: Option<u64>,
+    /// Times fast failover took this cache out.
+    pub failovers: u64,
 }
 
 /// Router identity.
@@ -503,7 +581,7 @@ pub fn render(s: &Status) -> String {
             );
             let _ = writeln!(
                 o,
-                "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>9}",
+                "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>9} {:<6} {:>12} {:>12}",
                 "CACHE",
                 "STATE",
                 "ECHO",
@@ -512,12 +590,15 @@ pub fn render(s: &Status) -> String {
                 "BUCKETS",
                 "MASKVAL",
                 "L2",
-                "LAST-SEEN"
+                "LAST-SEEN",
+                "PROBE",
+                "REDIRECTED",
+                "RETURNED"
             );
             for c in &svc.caches {
                 let _ = writeln!(
                     o,
-                    "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>8}s",
+                    "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>8}s {:<6} {:>12} {:>12}",
                     c.address,
                     if c.designated {
                         format!("{} (designated)", c.phase)
@@ -530,9 +611,39 @@ pub fn render(s: &Status) -> String {
                     c.buckets,
                     c.mask_values,
                     if c.l2_adjacent { "yes" } else { "no" },
-                    c.last_seen_secs
+                    c.last_seen_secs,
+                    c.probe,
+                    c.redirected.packets,
+                    c.returned.packets
                 );
             }
+            let t = &svc.traffic;
+            let _ = writeln!(
+                o,
+                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  (redirect list: {} rules, probe port {})",
+                t.redirected.packets,
+                t.returned.packets,
+                t.bypassed.packets,
+                t.unassigned.packets,
+                t.denied.packets,
+                t.affinity_kept.packets,
+                svc.redirect_list_rules,
+                svc.probe_port
+            );
+        }
+        if let Some(f) = &w.fast_failover {
+            let _ = writeln!(
+                o,
+                "WCCP fast failover: probe every {} ms, down after {} misses",
+                f.probe_interval_ms, f.probe_misses
+            );
+        }
+        if let Some(a) = &w.flow_affinity {
+            let _ = writeln!(
+                o,
+                "WCCP flow affinity: {} flows of {} (evicted {}, idle timeout {} s)",
+                a.flows, a.capacity, a.evicted, a.idle_secs
+            );
         }
         let fmt = |m: &BTreeMap<String, u64>| {
             m.iter()

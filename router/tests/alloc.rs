@@ -58,6 +58,8 @@ fn forwarding_a_burst_allocates_nothing() {
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
             redirect_in: Vec::new(),
+            redirect_out: Vec::new(),
+            exclude_in: false,
         },
         Iface {
             id: 1,
@@ -69,6 +71,8 @@ fn forwarding_a_burst_allocates_nothing() {
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
             redirect_in: Vec::new(),
+            redirect_out: Vec::new(),
+            exclude_in: false,
         },
     ];
     let routes = RouteTable::build(&ifaces, &[]).unwrap();

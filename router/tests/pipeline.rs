@@ -39,6 +39,8 @@ impl Bench {
                 mtu: 1500,
                 backend: conf::IoBackend::Pnet,
                 redirect_in: Vec::new(),
+                redirect_out: Vec::new(),
+                exclude_in: false,
             },
             Iface {
                 id: 1,
@@ -50,6 +52,8 @@ impl Bench {
                 mtu: 1500,
                 backend: conf::IoBackend::Pnet,
                 redirect_in: Vec::new(),
+                redirect_out: Vec::new(),
+                exclude_in: false,
             },
         ];
         let routes = RouteTable::build(&ifaces, &[]).unwrap();
@@ -498,7 +502,7 @@ fn wccp_plane(forwarding: wccp::engine::ForwardingMethod) -> router::tables::Wcc
     );
     assert_eq!(dropped, 0);
     let a = a.with_members([std::net::Ipv4Addr::new(10, 0, 2, 9)]);
-    router::tables::WccpPlane::new([(0u8, std::sync::Arc::new(a))])
+    router::tables::WccpPlane::from_assignments([(0u8, std::sync::Arc::new(a))])
 }
 
 /// Client 10.0.1.2:40000 → 10.0.2.80:`dport` TCP SYN.
@@ -650,6 +654,10 @@ fn caches_are_never_redirected_and_their_gre_returns_are_forwarded_once() {
         b.drops(StageKind::Ipv4Input, DropReason::WccpReturnNotMember),
         1
     );
+    let svc = &b.tables.wccp.services[0];
+    assert_eq!(svc.counters.returned.get(), (1, inner.len() as u64));
+    assert_eq!(svc.cache_counters[0].returned.get().0, 1);
+    assert_eq!(svc.counters.redirected.get().0, 0);
 }
 
 #[test]
@@ -669,4 +677,240 @@ fn l2_forwarding_rewrites_only_the_destination_mac() {
         (Mac([2, 0, 0, 0, 2, 9]), R1)
     );
     assert_eq!(&tx[0][14..web.len()], &web[14..], "IP packet unchanged");
+}
+
+const CACHE_A: [u8; 4] = [10, 0, 2, 9];
+const CACHE_B: [u8; 4] = [10, 0, 2, 10];
+const MAC_A: Mac = Mac([2, 0, 0, 0, 2, 9]);
+const MAC_B: Mac = Mac([2, 0, 0, 0, 2, 10]);
+
+/// Service 0 over caches A and B (GRE forwarding; A returns at layer 2 when `a_l2_return`),
+/// every bucket owned by cache index `owner`, with a redirect list, failed caches and flow
+/// affinity as given; counters and affinity statistics are the ones passed in.
+struct PlaneSpec {
+    owner: u8,
+    acl: Vec<conf::WccpAclRule>,
+    failed: [bool; 2],
+    a_l2_return: bool,
+    counters: Arc<router::tables::wccp::ServiceCounters>,
+    stats: Arc<router::tables::wccp::AffinityStats>,
+}
+
+impl PlaneSpec {
+    fn new() -> PlaneSpec {
+        PlaneSpec {
+            owner: 0,
+            acl: Vec::new(),
+            failed: [false; 2],
+            a_l2_return: false,
+            counters: Default::default(),
+            stats: Default::default(),
+        }
+    }
+
+    fn build(&self) -> Arc<router::tables::WccpPlane> {
+        use router::tables::wccp::{AffinityConf, ServicePlane};
+        use wccp::assign::{Assignment, CacheTarget};
+        use wccp::engine::{ForwardingMethod, ReturnMethod};
+        let target = |a: [u8; 4], l2: bool| CacheTarget {
+            address: a.into(),
+            router_id: [10, 0, 2, 1].into(),
+            forwarding: ForwardingMethod::Gre,
+            packet_return: if l2 {
+                ReturnMethod::L2
+            } else {
+                ReturnMethod::Gre
+            },
+        };
+        let (a, _) = Assignment::hash(
+            wccp::wire::ServiceInfo::standard(0),
+            wccp::wire::AssignmentKey::NONE,
+            &[
+                Some(target(CACHE_A, self.a_l2_return)),
+                Some(target(CACHE_B, false)),
+            ],
+            &[self.owner; 256],
+        );
+        let a = Arc::new(a.with_members([CACHE_A.into(), CACHE_B.into()]));
+        let svc = ServicePlane {
+            id: 0,
+            cache_counters: a.caches().iter().map(|_| Default::default()).collect(),
+            assignment: a,
+            redirect_list: Arc::from(self.acl.clone()),
+            failed: self.failed.to_vec(),
+            counters: self.counters.clone(),
+        };
+        let affinity = AffinityConf {
+            enabled: true,
+            flows_per_worker: 1024,
+            idle_secs: 60,
+        };
+        Arc::new(router::tables::WccpPlane::new(
+            [svc],
+            affinity,
+            self.stats.clone(),
+        ))
+    }
+}
+
+/// A bench with service 0 redirected in on eth0 and every neighbour known.
+fn wccp_bench(spec: &PlaneSpec) -> (Bench, Instant) {
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    b.tables.wccp = spec.build();
+    let t0 = Instant::now();
+    b.neighbours.learn(1, CACHE_A.into(), MAC_A, true, t0);
+    b.neighbours.learn(1, CACHE_B.into(), MAC_B, true, t0);
+    b.neighbours
+        .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+    (b, t0)
+}
+
+/// Where each transmitted frame on eth1 went: the cache MAC or the server's.
+fn destinations(b: &mut Bench) -> Vec<Mac> {
+    b.take_tx(1).iter().map(|f| ethernet::dst(f)).collect()
+}
+
+/// `tcp_syn(80)` with other TCP flags.
+fn tcp_with_flags(flags: u8) -> Vec<u8> {
+    let mut f = tcp_syn(80);
+    f[47] = flags;
+    f
+}
+
+#[test]
+fn redirect_list_deny_forwards_normally_and_counts() {
+    let mut spec = PlaneSpec::new();
+    spec.acl = vec![conf::WccpAclRule {
+        action: conf::WccpAclAction::Deny,
+        protocol: Some(6),
+        source: None,
+        destination: Some("10.0.2.80/32".parse().unwrap()),
+        source_port: None,
+        destination_port: None,
+    }];
+    let (mut b, t0) = wccp_bench(&spec);
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER]);
+    assert_eq!(spec.counters.denied.get().0, 1);
+    assert_eq!(spec.counters.redirected.get().0, 0);
+    // A list that does not match the packet denies it too (implicit deny) ...
+    spec.acl[0].destination = Some("10.9.0.0/16".parse().unwrap());
+    b.tables.wccp = spec.build();
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER]);
+    // ... unless it permits.
+    spec.acl[0].action = conf::WccpAclAction::Permit;
+    spec.acl[0].destination = None;
+    b.tables.wccp = spec.build();
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_A]);
+    assert_eq!(spec.counters.denied.get().0, 2);
+    assert_eq!(spec.counters.redirected.get().0, 1);
+}
+
+#[test]
+fn exclude_in_and_redirect_out_choose_by_interface() {
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.tables.ifaces[0].exclude_in = true;
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER], "excluded");
+    // Redirect out on eth1 (toward the server) and nothing in on eth0.
+    b.tables.ifaces[0].exclude_in = false;
+    b.tables.ifaces[0].redirect_in.clear();
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER], "no redirect configured");
+    b.tables.ifaces[1].redirect_out = vec![0];
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(
+        destinations(&mut b),
+        vec![MAC_A],
+        "redirected on the way out"
+    );
+    // Traffic routed out of eth0 is not redirected by eth1's redirect-out.
+    let mut back = tcp_syn(80);
+    back[30..34].copy_from_slice(&[10, 0, 1, 2]);
+    back[26..30].copy_from_slice(&[10, 0, 2, 80]);
+    ipv4::fill_checksum(&mut back[14..], 20);
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.run(vec![back], t0);
+    assert_eq!(b.take_tx(0).len(), 1, "routed to the client");
+}
+
+#[test]
+fn failed_caches_are_bypassed_and_counted() {
+    let mut spec = PlaneSpec::new();
+    spec.failed = [true, false];
+    let (mut b, t0) = wccp_bench(&spec);
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER]);
+    assert_eq!(spec.counters.bypassed.get().0, 1);
+    let plane = b.tables.wccp.clone();
+    assert_eq!(plane.services[0].cache_counters[0].bypassed.get().0, 1);
+}
+
+#[test]
+fn flow_affinity_keeps_established_flows_on_their_cache() {
+    let mut spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_A]);
+    // Every bucket moves to B: the open flow stays on A, a new flow goes to B.
+    spec.owner = 1;
+    b.tables.wccp = spec.build();
+    b.run(vec![tcp_with_flags(0x10)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_A], "established flow kept");
+    assert_eq!(spec.counters.affinity_kept.get().0, 1);
+    let mut other = tcp_syn(80);
+    other[34..36].copy_from_slice(&40001u16.to_be_bytes());
+    b.run(vec![other], t0);
+    assert_eq!(
+        destinations(&mut b),
+        vec![MAC_B],
+        "new flow follows the bucket"
+    );
+    // A RST ends the flow: later packets follow the bucket.
+    b.run(vec![tcp_with_flags(0x14)], t0);
+    assert_eq!(
+        destinations(&mut b),
+        vec![MAC_A],
+        "the RST itself still goes to A"
+    );
+    b.run(vec![tcp_with_flags(0x10)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_B]);
+    // A failed cache does not hold its flows.
+    spec.owner = 0;
+    b.tables.wccp = spec.build();
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_A]);
+    spec.owner = 1;
+    spec.failed = [true, false];
+    b.tables.wccp = spec.build();
+    b.run(vec![tcp_with_flags(0x10)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_B]);
+    assert!(
+        spec.stats
+            .entries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+}
+
+#[test]
+fn l2_returned_frames_are_forwarded_not_redirected_again() {
+    let mut spec = PlaneSpec::new();
+    spec.a_l2_return = true;
+    let (mut b, t0) = wccp_bench(&spec);
+    // Cache A sits on eth0 here and hands the client's SYN back from its own MAC.
+    b.neighbours.learn(0, CACHE_A.into(), MAC_A, true, t0);
+    let mut returned = tcp_syn(80);
+    ethernet::write_header(&mut returned, R0, MAC_A, ethernet::ETHERTYPE_IPV4);
+    b.run(vec![returned, tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER, MAC_A]);
+    assert_eq!(spec.counters.returned.get().0, 1);
+    assert_eq!(spec.counters.redirected.get().0, 1);
+    let plane = b.tables.wccp.clone();
+    assert_eq!(plane.services[0].cache_counters[0].returned.get().0, 1);
 }

@@ -72,6 +72,8 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
             mtu: ic.mtu,
             backend: ic.io_backend,
             redirect_in: ic.wccp_redirect_in.clone(),
+            redirect_out: ic.wccp_redirect_out.clone(),
+            exclude_in: ic.wccp_exclude_in,
         });
     }
     Ok(out)
@@ -165,6 +167,8 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     let mut tables = Tables::new(ifaces, routes);
     // WCCP listens on UDP 2048 on every router address (reference §1).
     let wccp_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind(wccp::WCCP_PORT, 1024));
+    // Fast-failover probe answers (TCP to the probe ports).
+    let probe_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind_probes(1024));
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::local::outbox(1024)?;
     let shared = Arc::new(Shared {
@@ -187,6 +191,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             conf,
             shared.clone(),
             wccp_rx,
+            probe_rx,
         ));
         shared.stop.store(true, Ordering::Relaxed);
         for h in handles {
@@ -214,6 +219,7 @@ async fn control_loop(
     conf: RouterConf,
     shared: Arc<Shared>,
     mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
+    mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::local::TcpSegment>>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let sock_path = conf.router.management_socket.clone();
@@ -235,7 +241,12 @@ async fn control_loop(
         .with_context(|| format!("binding management socket {}", sock_path.display()))?;
     tracing::info!(socket = %sock_path.display(), "management socket ready");
     let wccp = match &wccp_rx {
-        Some(_) => Some(wccp::WccpDriver::new(&conf.wccp, shared.clone())?),
+        Some(_) => Some(wccp::WccpDriver::new(
+            &conf.wccp,
+            &conf.wccp_options,
+            conf.router.workers,
+            shared.clone(),
+        )?),
         None => None,
     };
     let mut state = ControlState {
@@ -249,7 +260,11 @@ async fn control_loop(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Fast-failover probe rounds; the period follows the (reloadable) configuration.
+    let mut probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
+    let mut next_probe = tokio::time::Instant::now();
     loop {
+        let far_probe = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         // The WCCP engine's next deadline; far away when it has none (or WCCP is off).
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         let wccp_deadline = state
@@ -270,15 +285,31 @@ async fn control_loop(
                     w.on_timeout();
                 }
             }
+            _ = tokio::time::sleep_until(if probe_period.is_some() { next_probe } else { far_probe }) => {
+                if let (Some(w), Some(p)) = (state.wccp.as_mut(), probe_period) {
+                    w.on_probe_tick();
+                    next_probe = tokio::time::Instant::now() + p;
+                }
+            }
+            seg = recv_probe(&mut probe_rx) => {
+                if let (Some(seg), Some(w)) = (seg, state.wccp.as_mut()) {
+                    w.on_probe_answer(seg);
+                }
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => { let r = reload(&mut state); tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload"); }
+            _ = hup.recv() => {
+                let r = reload(&mut state);
+                tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload");
+                probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
+            }
             conn = listener.accept() => {
                 match conn {
                     Ok((stream, _)) => {
                         if let Err(e) = serve_one(stream, &mut state).await {
                             tracing::debug!(error = %e, "management connection failed");
                         }
+                        probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
                     }
                     Err(e) => tracing::warn!(error = %e, "management accept failed"),
                 }
@@ -287,6 +318,16 @@ async fn control_loop(
     }
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
+}
+
+/// The next probe answer, or never when nothing probes.
+async fn recv_probe(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::local::TcpSegment>>,
+) -> Option<crate::local::TcpSegment> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next WCCP datagram, or never when WCCP is off.
@@ -328,7 +369,18 @@ async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> 
     Ok(())
 }
 
-/// Re-reads the config and installs its routes; on any error the running config stays.
+/// An interface's settings that need a restart to change (everything but the WCCP keys).
+fn restart_part(i: &conf::InterfaceConf) -> conf::InterfaceConf {
+    conf::InterfaceConf {
+        wccp_redirect_in: Vec::new(),
+        wccp_redirect_out: Vec::new(),
+        wccp_exclude_in: false,
+        ..i.clone()
+    }
+}
+
+/// Re-reads the config and installs its routes and WCCP settings; on any error the running
+/// config stays.
 fn reload(state: &mut ControlState) -> ReloadReply {
     let new = match conf::load_file(&state.config_path) {
         Ok(c) => c,
@@ -340,8 +392,9 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             };
         }
     };
-    if new.interfaces != state.conf.interfaces {
-        let msg = "rejected, running config kept: interface changes (names, addresses, MAC, MTU) need a restart; only routes are reloaded".to_string();
+    let fixed = |c: &RouterConf| c.interfaces.iter().map(restart_part).collect::<Vec<_>>();
+    if fixed(&new) != fixed(&state.conf) {
+        let msg = "rejected, running config kept: interface changes (names, addresses, MAC, MTU, io-backend) need a restart; routes and WCCP settings are reloaded".to_string();
         tracing::error!("{msg}");
         return ReloadReply {
             ok: false,
@@ -359,14 +412,40 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             };
         }
     };
-    if new.wccp != state.conf.wccp {
-        let msg = "rejected, running config kept: [[wccp.service]] changes need a restart; only routes are reloaded".to_string();
+    if new.wccp.is_empty() != state.conf.wccp.is_empty() {
+        let msg = "rejected, running config kept: turning WCCP on or off needs a restart; changes within [wccp] are reloaded".to_string();
         tracing::error!("{msg}");
         return ReloadReply {
             ok: false,
             message: msg,
         };
     }
+    if let Some(w) = state.wccp.as_mut() {
+        if new.wccp != state.conf.wccp || new.wccp_options != state.conf.wccp_options {
+            if let Err(e) = w.reconfigure(&new.wccp, &new.wccp_options) {
+                tracing::error!(error = %e, "reload rejected: the running config stays in force");
+                return ReloadReply {
+                    ok: false,
+                    message: format!("rejected, running config kept: {e}"),
+                };
+            }
+        }
+    }
+    // The WCCP driver may have published a new plane: build on the latest snapshot.
+    let old = state.shared.tables.load_full();
+    let ifaces = old
+        .ifaces
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if let Some(c) = new.interface(&i.name) {
+                i.redirect_in = c.wccp_redirect_in.clone();
+                i.redirect_out = c.wccp_redirect_out.clone();
+                i.exclude_in = c.wccp_exclude_in;
+            }
+            i
+        })
+        .collect();
     if new.router != state.conf.router {
         tracing::warn!(
             "[router] changes (workers, socket, log level, id) take effect at the next restart"
@@ -375,14 +454,23 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     let n = new.routes.len();
     state.shared.tables.store(Arc::new(Tables {
         routes,
+        ifaces,
         ..(*old).clone()
     }));
+    let services = new.wccp.len();
     state.conf.routes = new.routes;
+    state.conf.interfaces = new.interfaces;
+    state.conf.wccp = new.wccp;
+    state.conf.wccp_options = new.wccp_options;
     state.reloads += 1;
-    tracing::info!(static_routes = n, "routes reloaded");
+    tracing::info!(
+        static_routes = n,
+        wccp_services = services,
+        "config reloaded"
+    );
     ReloadReply {
         ok: true,
-        message: format!("reloaded: {n} static routes in force"),
+        message: format!("reloaded: {n} static routes, {services} WCCP services in force"),
     }
 }
 

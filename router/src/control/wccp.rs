@@ -1,26 +1,37 @@
-//! The WCCP driver: one loop around the sans-IO `RouterEngine` (ARCHITECTURE.md §2).
+//! The WCCP driver: one loop around the sans-IO `RouterEngine` (ARCHITECTURE.md §2), the
+//! fast-failover prober, and the data plane's view of both.
 //!
 //! Inputs are the UDP 2048 datagrams the pipeline delivers (with the local address they were
-//! sent to, which becomes our Router ID toward that cache) and the engine's own deadline; after
-//! every input the driver drains the engine until it is quiet: datagrams go to the outbox (and
-//! through the pipeline), events are logged and their assignments kept for the data plane.
+//! sent to, which becomes our Router ID toward that cache), the engine's own deadline, the probe
+//! tick and the probes' answers; after every input the driver drains the engine until it is
+//! quiet: datagrams go to the outbox (and through the pipeline), events are logged and their
+//! assignments kept. Whenever an assignment, a cache's probe state or the configuration
+//! changes, a new [`WccpPlane`] is published into the tables snapshot.
 
-use crate::local::{LocalDatagram, OutDatagram, Outbox};
-use crate::status::{WccpCacheStatus, WccpServiceStatus, WccpStatus};
+use crate::local::{LocalDatagram, OutDatagram, Outbox, TcpSegment};
+use crate::probe::{ProbeChange, ProbeTarget, Prober};
+use crate::status::{
+    FastFailoverStatus, FlowAffinityStatus, WccpCacheStatus, WccpServiceStatus, WccpStatus,
+    WccpTrafficStatus,
+};
+use crate::tables::wccp::{
+    AffinityConf, AffinityStats, CacheCounters, ServiceCounters, ServicePlane, Traffic,
+};
 use crate::tables::{Tables, WccpPlane};
 use crate::worker::Shared;
-use conf::{WccpAssignment, WccpMethod, WccpServiceConf};
+use conf::{WccpAssignment, WccpHashField, WccpMethod, WccpOptions, WccpServiceConf};
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wccp::router::{RouterEngine, RouterEvent, RouterServiceConfig};
-use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods};
+use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods, ServiceFlags, ServiceInfo};
 
 /// The WCCP UDP port, both ends (reference §1).
 pub const WCCP_PORT: u16 = 2048;
 
-/// The engine, its assignments, and what the driver itself counts.
+/// The engine, its assignments, the prober, and what the driver itself counts.
 pub struct WccpDriver {
     engine: RouterEngine,
     outbox: Outbox,
@@ -29,6 +40,13 @@ pub struct WccpDriver {
     assignments: BTreeMap<u8, Arc<wccp::assign::Assignment>>,
     outbox_full: u64,
     shared: Arc<Shared>,
+    services: Vec<WccpServiceConf>,
+    options: WccpOptions,
+    workers: usize,
+    prober: Prober,
+    counters: BTreeMap<u8, Arc<ServiceCounters>>,
+    cache_counters: BTreeMap<(u8, Ipv4Addr), Arc<CacheCounters>>,
+    affinity_stats: Arc<AffinityStats>,
 }
 
 /// Maps one `[[wccp.service]]` onto the engine's service config.
@@ -63,12 +81,48 @@ pub fn service_config(s: &WccpServiceConf) -> RouterServiceConfig {
         };
     }
     c.group_list = s.caches.clone();
+    if let (false, Some(d)) = (s.is_standard(), &s.definition) {
+        let bit = |f: &WccpHashField, alt: bool| match (f, alt) {
+            (WccpHashField::SrcIp, false) => ServiceFlags::SRC_IP_HASH,
+            (WccpHashField::DstIp, false) => ServiceFlags::DST_IP_HASH,
+            (WccpHashField::SrcPort, false) => ServiceFlags::SRC_PORT_HASH,
+            (WccpHashField::DstPort, false) => ServiceFlags::DST_PORT_HASH,
+            (WccpHashField::SrcIp, true) => ServiceFlags::SRC_IP_ALT_HASH,
+            (WccpHashField::DstIp, true) => ServiceFlags::DST_IP_ALT_HASH,
+            (WccpHashField::SrcPort, true) => ServiceFlags::SRC_PORT_ALT_HASH,
+            (WccpHashField::DstPort, true) => ServiceFlags::DST_PORT_ALT_HASH,
+        };
+        let mut flags = ServiceFlags::empty();
+        for f in &d.hash {
+            flags |= bit(f, false);
+        }
+        for f in &d.alternate_hash {
+            flags |= bit(f, true);
+        }
+        if d.ports_source {
+            flags |= ServiceFlags::PORTS_SOURCE;
+        }
+        c.definition = Some(ServiceInfo::dynamic(
+            s.id, d.protocol, d.priority, flags, &d.ports,
+        ));
+    }
     c
 }
 
+/// The parts of a service's configuration the engine sees; a change of these restarts the
+/// service's protocol state, anything else is applied in place.
+fn engine_part(s: &WccpServiceConf) -> RouterServiceConfig {
+    service_config(s)
+}
+
 impl WccpDriver {
-    /// A driver serving `services`, sending through `outbox`.
-    pub fn new(services: &[WccpServiceConf], shared: Arc<Shared>) -> anyhow::Result<WccpDriver> {
+    /// A driver serving `services`, sending through the shared outbox.
+    pub fn new(
+        services: &[WccpServiceConf],
+        options: &WccpOptions,
+        workers: usize,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<WccpDriver> {
         let outbox = shared.outbox.clone();
         let mut engine = RouterEngine::new();
         for s in services {
@@ -81,14 +135,189 @@ impl WccpDriver {
                 "WCCP service group configured"
             );
         }
-        Ok(WccpDriver {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        let mut d = WccpDriver {
             engine,
             outbox,
             buf: Vec::with_capacity(2048),
             assignments: BTreeMap::new(),
             outbox_full: 0,
             shared,
-        })
+            services: services.to_vec(),
+            options: options.clone(),
+            workers: workers.max(1),
+            prober: Prober::new(options.probe_misses, seed),
+            counters: BTreeMap::new(),
+            cache_counters: BTreeMap::new(),
+            affinity_stats: Default::default(),
+        };
+        d.publish();
+        Ok(d)
+    }
+
+    /// Applies a reloaded `[wccp]`: services whose protocol settings (password, methods, group
+    /// list, definition) are unchanged keep their caches and assignment; changed ones restart,
+    /// new ones start, removed ones stop. Redirect lists, probe ports and options apply at once.
+    pub fn reconfigure(
+        &mut self,
+        services: &[WccpServiceConf],
+        options: &WccpOptions,
+    ) -> anyhow::Result<()> {
+        for old in &self.services {
+            let keep = services
+                .iter()
+                .find(|s| s.id == old.id)
+                .is_some_and(|s| engine_part(s) == engine_part(old));
+            if !keep {
+                self.engine
+                    .remove_service(old.id)
+                    .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", old.id))?;
+                self.assignments.remove(&old.id);
+                tracing::info!(service = old.id, "WCCP service group stopped by reload");
+            }
+        }
+        for s in services {
+            let kept = self
+                .services
+                .iter()
+                .find(|o| o.id == s.id)
+                .is_some_and(|o| engine_part(s) == engine_part(o));
+            if !kept {
+                self.engine
+                    .add_service(service_config(s))
+                    .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+                tracing::info!(service = s.id, "WCCP service group (re)started by reload");
+            }
+        }
+        if options.probe_misses != self.options.probe_misses {
+            self.prober = Prober::new(options.probe_misses, 0x5eed);
+        }
+        self.services = services.to_vec();
+        self.options = options.clone();
+        self.drain(Instant::now());
+        self.publish();
+        Ok(())
+    }
+
+    /// How often caches are probed; `None` when fast failover is off.
+    pub fn probe_interval(&self) -> Option<Duration> {
+        self.options
+            .fast_failover
+            .then(|| Duration::from_millis(self.options.probe_interval_ms.into()))
+    }
+
+    /// The probe target of a cache of service `svc`.
+    fn target_of(&self, svc: u8, c: &wccp::assign::CacheTarget) -> ProbeTarget {
+        let port = self
+            .services
+            .iter()
+            .find(|s| s.id == svc)
+            .map(|s| s.probe_port)
+            .unwrap_or(conf::DEFAULT_PROBE_PORT);
+        ProbeTarget {
+            local: c.router_id,
+            remote: SocketAddrV4::new(c.address, port),
+        }
+    }
+
+    /// One probe round over every cache that holds part of an assignment.
+    pub fn on_probe_tick(&mut self) {
+        let wanted: Vec<ProbeTarget> = if self.options.fast_failover {
+            self.assignments
+                .iter()
+                .flat_map(|(id, a)| {
+                    a.caches()
+                        .iter()
+                        .map(|c| self.target_of(*id, c))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut changes = Vec::new();
+        for p in self.prober.tick(Instant::now(), wanted, &mut changes) {
+            if !self.outbox.send_ipv4(p) {
+                self.outbox_full += 1;
+            }
+        }
+        self.apply(changes);
+    }
+
+    /// A TCP segment to a probe port.
+    pub fn on_probe_answer(&mut self, seg: TcpSegment) {
+        let mut changes = Vec::new();
+        if let Some(rst) = self.prober.on_segment(&seg, Instant::now(), &mut changes) {
+            if !self.outbox.send_ipv4(rst) {
+                self.outbox_full += 1;
+            }
+        }
+        self.apply(changes);
+    }
+
+    fn apply(&mut self, changes: Vec<ProbeChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        for c in &changes {
+            match c {
+                ProbeChange::Down(t) => tracing::warn!(
+                    cache = %t.remote.ip(), port = t.remote.port(),
+                    "WCCP fast failover: cache stopped answering probes; its traffic is forwarded normally"
+                ),
+                ProbeChange::Up(t) => tracing::info!(
+                    cache = %t.remote.ip(), port = t.remote.port(),
+                    "WCCP fast failover: cache answers probes again; redirecting to it"
+                ),
+            }
+        }
+        self.publish();
+    }
+
+    /// Builds the data plane's view and swaps it into the tables snapshot.
+    fn publish(&mut self) {
+        let mut planes = Vec::new();
+        for (id, a) in &self.assignments {
+            let conf = self.services.iter().find(|s| s.id == *id);
+            let counters = self.counters.entry(*id).or_default().clone();
+            let cache_counters = a
+                .caches()
+                .iter()
+                .map(|c| {
+                    self.cache_counters
+                        .entry((*id, c.address))
+                        .or_default()
+                        .clone()
+                })
+                .collect();
+            let failed = a
+                .caches()
+                .iter()
+                .map(|c| self.options.fast_failover && !self.prober.is_up(&self.target_of(*id, c)))
+                .collect();
+            planes.push(ServicePlane {
+                id: *id,
+                assignment: a.clone(),
+                redirect_list: Arc::from(conf.map(|c| c.redirect_list.clone()).unwrap_or_default()),
+                failed,
+                counters,
+                cache_counters,
+            });
+        }
+        let affinity = AffinityConf {
+            enabled: self.options.flow_affinity,
+            flows_per_worker: (self.options.affinity_max_flows / self.workers as u32).max(64),
+            idle_secs: self.options.affinity_idle_secs,
+        };
+        let plane = WccpPlane::new(planes, affinity, self.affinity_stats.clone());
+        let old = self.shared.tables.load_full();
+        self.shared.tables.store(Arc::new(Tables {
+            wccp: Arc::new(plane),
+            ..(*old).clone()
+        }));
     }
 
     /// One datagram to UDP 2048 on one of our addresses.
@@ -156,12 +385,7 @@ impl WccpDriver {
         }
         if changed {
             // The data plane reads assignments with its table snapshot: publish a new one.
-            let old = self.shared.tables.load_full();
-            let plane = WccpPlane::new(self.assignments.iter().map(|(id, a)| (*id, a.clone())));
-            self.shared.tables.store(Arc::new(Tables {
-                wccp: Arc::new(plane),
-                ..(*old).clone()
-            }));
+            self.publish();
         }
     }
 
@@ -183,6 +407,19 @@ impl WccpDriver {
                 key: format!("{:?}", s.key),
                 designated_cache: s.designated_cache.map(|c| c.to_string()),
                 assignment_method: s.assignment_method.map(|m| format!("{m:?}").to_lowercase()),
+                traffic: self.traffic(s.service_id),
+                redirect_list_rules: self
+                    .services
+                    .iter()
+                    .find(|c| c.id == s.service_id)
+                    .map(|c| c.redirect_list.len())
+                    .unwrap_or(0),
+                probe_port: self
+                    .services
+                    .iter()
+                    .find(|c| c.id == s.service_id)
+                    .map(|c| c.probe_port)
+                    .unwrap_or(conf::DEFAULT_PROBE_PORT),
                 caches: s
                     .caches
                     .iter()
@@ -205,9 +442,26 @@ impl WccpDriver {
                         }),
                         weight: c.weight,
                         buckets: c.buckets,
+                        bucket_ranges: self.bucket_ranges(s.service_id, c.address),
                         mask_values: c.mask_values,
                         last_seen_secs: now.saturating_duration_since(c.last_seen).as_secs(),
                         l2_adjacent: c.l2_adjacent,
+                        redirected: self.cache_traffic(s.service_id, c.address, |t| &t.redirected),
+                        returned: self.cache_traffic(s.service_id, c.address, |t| &t.returned),
+                        bypassed: self.cache_traffic(s.service_id, c.address, |t| &t.bypassed),
+                        probe: self
+                            .probe_health(s.service_id, c.address)
+                            .map(|h| if h.up { "up" } else { "down" })
+                            .unwrap_or("-")
+                            .into(),
+                        probe_rtt_us: self
+                            .probe_health(s.service_id, c.address)
+                            .and_then(|h| h.last_rtt)
+                            .map(|d| d.as_micros() as u64),
+                        failovers: self
+                            .probe_health(s.service_id, c.address)
+                            .map(|h| h.downs)
+                            .unwrap_or(0),
                     })
                     .collect(),
                 messages_in: s.counters.rx.here_i_am
@@ -228,7 +482,81 @@ impl WccpDriver {
             sent: counts(&c.tx),
             drops: c.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             outbox_full: self.outbox_full,
+            fast_failover: self.options.fast_failover.then_some(FastFailoverStatus {
+                probe_interval_ms: self.options.probe_interval_ms,
+                probe_misses: self.options.probe_misses,
+            }),
+            flow_affinity: self.options.flow_affinity.then(|| {
+                let plane = self.shared.tables.load().wccp.clone();
+                FlowAffinityStatus {
+                    flows: self.affinity_stats.entries.load(Ordering::Relaxed),
+                    capacity: u64::from(plane.affinity.flows_per_worker) * self.workers as u64,
+                    evicted: self.affinity_stats.evicted.load(Ordering::Relaxed),
+                    idle_secs: self.options.affinity_idle_secs,
+                }
+            }),
         }
+    }
+
+    fn traffic(&self, id: u8) -> WccpTrafficStatus {
+        let Some(c) = self.counters.get(&id) else {
+            return WccpTrafficStatus::default();
+        };
+        WccpTrafficStatus {
+            redirected: c.redirected.get().into(),
+            returned: c.returned.get().into(),
+            bypassed: c.bypassed.get().into(),
+            unassigned: c.unassigned.get().into(),
+            denied: c.denied.get().into(),
+            affinity_kept: c.affinity_kept.get().into(),
+        }
+    }
+
+    fn cache_traffic(
+        &self,
+        id: u8,
+        cache: Ipv4Addr,
+        pick: impl Fn(&CacheCounters) -> &Traffic,
+    ) -> crate::status::TrafficCount {
+        self.cache_counters
+            .get(&(id, cache))
+            .map(|c| pick(c).get().into())
+            .unwrap_or_default()
+    }
+
+    /// The buckets `cache` holds in the installed assignment of service `id`, as ranges.
+    fn bucket_ranges(&self, id: u8, cache: Ipv4Addr) -> String {
+        let Some(a) = self.assignments.get(&id) else {
+            return String::new();
+        };
+        let owners = a.bucket_owners();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for (b, o) in owners.0.iter().enumerate() {
+            if *o != Some(cache) {
+                continue;
+            }
+            match ranges.last_mut() {
+                Some((_, hi)) if *hi + 1 == b => *hi = b,
+                _ => ranges.push((b, b)),
+            }
+        }
+        ranges
+            .iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn probe_health(&self, id: u8, cache: Ipv4Addr) -> Option<crate::probe::ProbeHealth> {
+        let a = self.assignments.get(&id)?;
+        let c = a.caches().iter().find(|c| c.address == cache)?;
+        self.prober.get(&self.target_of(id, c)).copied()
     }
 }
 

@@ -47,12 +47,16 @@ pub enum DropReason {
     LocalIcmpIgnored,
     /// UDP to a router address on a port nobody listens on (port unreachable sent).
     LocalPortUnreachable,
-    /// TCP or another protocol to a router address (no listener).
+    /// TCP to a router port that is no probe port, or another protocol (no listener).
     LocalProtocolUnsupported,
     /// UDP to a bound port shorter than its header or length field.
     UdpMalformed,
     /// UDP to a bound port whose checksum does not verify.
     UdpBadChecksum,
+    /// TCP to a probe port shorter than its header.
+    TcpMalformed,
+    /// TCP to a probe port whose checksum does not verify.
+    TcpBadChecksum,
     /// The control plane's queue for a bound port is full.
     LocalQueueFull,
     /// GRE to the router from an address that is no cache of any WCCP group.
@@ -79,7 +83,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 35] = [
+    pub const ALL: [DropReason; 37] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -104,6 +108,8 @@ impl DropReason {
         DropReason::LocalProtocolUnsupported,
         DropReason::UdpMalformed,
         DropReason::UdpBadChecksum,
+        DropReason::TcpMalformed,
+        DropReason::TcpBadChecksum,
         DropReason::LocalQueueFull,
         DropReason::WccpReturnNotMember,
         DropReason::GreMalformed,
@@ -146,6 +152,8 @@ impl DropReason {
             DropReason::LocalProtocolUnsupported => "local-protocol-unsupported",
             DropReason::UdpMalformed => "udp-malformed",
             DropReason::UdpBadChecksum => "udp-bad-checksum",
+            DropReason::TcpMalformed => "tcp-malformed",
+            DropReason::TcpBadChecksum => "tcp-bad-checksum",
             DropReason::LocalQueueFull => "local-queue-full",
             DropReason::WccpReturnNotMember => "wccp-return-not-member",
             DropReason::GreMalformed => "gre-malformed",

@@ -1,13 +1,14 @@
 //! The ipv4-input stage: validates the header (RFC 1812 §5.2.2), refuses martians and broadcasts
 //! for forwarding, and delivers packets addressed to the router: ICMP echo is answered here,
 //! UDP to a port the control plane bound goes to its queue, UDP to a closed port gets port
-//! unreachable.
+//! unreachable, TCP to a probe port goes to the prober (health-check answers).
 //!
 //! Counters: `ipv4-truncated`, `ipv4-bad-version`, `ipv4-bad-header-length`,
 //! `ipv4-bad-total-length`, `ipv4-bad-checksum`, `martian-source`, `martian-destination`,
 //! `broadcast-not-forwarded`, `multicast-not-forwarded`, `local-fragment`, `icmp-malformed`,
 //! `local-icmp-ignored`, `local-port-unreachable`, `local-protocol-unsupported`,
-//! `udp-malformed`, `udp-bad-checksum`, `local-queue-full`; echo requests
+//! `udp-malformed`, `udp-bad-checksum`, `tcp-malformed`, `tcp-bad-checksum`,
+//! `local-queue-full`; echo requests
 //! answered count as consumed.
 
 use super::icmp::{next_ident, send_error};
@@ -112,7 +113,21 @@ fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
             super::wccp::ReturnOutcome::NotMember => Verdict::Drop(DropReason::WccpReturnNotMember),
             super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
         },
-        ipv4::PROTO_TCP => Verdict::Drop(DropReason::LocalProtocolUnsupported),
+        ipv4::PROTO_TCP => {
+            let dport = l3
+                .get(hlen + 2..hlen + 4)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let Some(tx) = dport.and_then(|p| cx.tables.local.probe_queue(p)) else {
+                return Verdict::Drop(DropReason::LocalProtocolUnsupported);
+            };
+            let partial = pkt.meta.offload.needs_csum();
+            match crate::local::deliver_tcp(l3, hlen, partial, tx) {
+                Ok(()) => Verdict::Consumed,
+                Err(DeliverError::BadChecksum) => Verdict::Drop(DropReason::TcpBadChecksum),
+                Err(DeliverError::QueueFull) => Verdict::Drop(DropReason::LocalQueueFull),
+                Err(DeliverError::Malformed) => Verdict::Drop(DropReason::TcpMalformed),
+            }
+        }
         _ => {
             send_error(
                 pkt,

@@ -12,6 +12,7 @@
 //! features (dispatch, acl, wccp redirect/return, steering) slot into the enum at their SPEC.md
 //! place without touching the others.
 
+mod affinity;
 pub mod counters;
 pub mod drop;
 mod ethernet;
@@ -181,7 +182,7 @@ impl Pipeline {
                 AnyStage::Rx,
                 AnyStage::Ethernet(ethernet::EthernetStage),
                 AnyStage::Ipv4Input(ipv4_input::Ipv4InputStage),
-                AnyStage::WccpRedirect(wccp::WccpRedirectStage),
+                AnyStage::WccpRedirect(wccp::WccpRedirectStage::default()),
                 AnyStage::Route(route::RouteStage),
                 AnyStage::Neighbour(neighbour::NeighbourStage::default()),
                 AnyStage::Tx,

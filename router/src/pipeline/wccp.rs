@@ -1,22 +1,31 @@
 //! The wccp-redirect stage (SPEC.md §4, reference §8): traffic of a WCCP service group that
-//! arrives on an interface with redirect-in goes to the cache the group's assignment names —
-//! GRE-encapsulated with the WCCP redirect header, or with only its destination MAC rewritten
-//! (L2) — instead of being routed. Packets a cache returned (RETURNED), packets the router made
-//! (LOCAL), and packets sourced from any cache of a group are never redirected; a flow whose
-//! bucket (or mask value) is unassigned is routed normally.
+//! arrives on an interface with redirect-in, or would leave through one with redirect-out, goes
+//! to the cache the group's assignment names — GRE-encapsulated with the WCCP redirect header,
+//! or with only its destination MAC rewritten (L2) — instead of being routed.
 //!
-//! Returned packets come back as GRE to one of our addresses and are stripped by the ipv4-input
-//! stage ([`decapsulate_return`]), which marks them RETURNED.
+//! Never redirected: packets a cache returned (GRE return, stripped by ipv4-input and marked
+//! RETURNED; L2 return, recognised here by the cache's MAC), packets the router made (LOCAL),
+//! packets arriving on an exclude-in interface, and packets sourced from any cache of any group.
+//! Services are tried by priority; a service's redirect list may deny a packet (the next service
+//! is tried). A flow whose bucket (or mask value) is unassigned, or whose cache fast failover
+//! has taken out, is routed normally. With flow affinity, a TCP flow keeps the cache (or the
+//! normal path) it started on when its bucket moves.
 //!
-//! Counters: redirected packets count as consumed here (they continue at route or neighbour as
-//! the outer packet); unassigned or bypassed packets pass on. GSO super-packets are not
-//! redirected yet (they would need software segmentation before encapsulation) and pass on.
+//! Counters: per service and cache in the plane (redirected, returned, bypassed, unassigned,
+//! denied, affinity-kept, packets and bytes); in the stage counters, redirected packets count
+//! as consumed here (they continue at route or neighbour as the outer packet). GSO
+//! super-packets are not redirected yet (they would need software segmentation before
+//! encapsulation) and pass on.
 
+use super::affinity::{AffinityTable, FlowId, FlowTarget};
 use super::packet::{flags, Packet};
 use super::{StageCx, StageKind, Verdict};
+use crate::tables::wccp::{ServicePlane, WccpPlane};
 use crate::wire::ethernet::{self, HEADER_LEN};
 use crate::wire::ipv4::{self, Ipv4Repr};
 use gre::{GreRepr, WccpRedirectRepr};
+use std::net::Ipv4Addr;
+use std::time::Instant;
 use wccp::assign::Redirect;
 use wccp::engine::ForwardingMethod;
 use wccp::hash::FlowKey;
@@ -24,51 +33,227 @@ use wccp::hash::FlowKey;
 /// Bytes GRE forwarding adds in front of the inner IPv4 packet: outer IPv4 + GRE + redirect.
 const GRE_OVERHEAD: usize = ipv4::MIN_HEADER_LEN + gre::WCCP_GRE_OVERHEAD;
 
-/// The stage (stateless; assignments come with the table snapshot).
-pub struct WccpRedirectStage;
+/// TCP flag bits (RFC 9293).
+const TCP_RST: u8 = 0x04;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// The stage; its state is this worker's flow-affinity table.
+#[derive(Default)]
+pub struct WccpRedirectStage {
+    affinity: Option<AffinityTable>,
+    last_sweep: Option<Instant>,
+}
+
+/// The fields of a packet the redirect decision reads.
+struct Fields {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    len: usize,
+}
 
 impl WccpRedirectStage {
     /// Redirects one packet or passes it on.
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
-        if pkt.meta.flags & (flags::LOCAL | flags::RETURNED) != 0
-            || cx.tables.wccp.services.is_empty()
-        {
+        let plane = &*cx.tables.wccp;
+        if pkt.meta.flags & (flags::LOCAL | flags::RETURNED) != 0 || plane.services.is_empty() {
             return Verdict::Continue;
         }
         let Some(iface) = cx.tables.ifaces.get(pkt.meta.rx_if as usize) else {
             return Verdict::Continue;
         };
-        if iface.redirect_in.is_empty() {
+        if iface.exclude_in {
             return Verdict::Continue;
         }
-        let l3 = &pkt.frame()[HEADER_LEN..];
+        let any_out = cx.tables.ifaces.iter().any(|i| !i.redirect_out.is_empty());
+        if iface.redirect_in.is_empty() && !any_out {
+            return Verdict::Continue;
+        }
+        let frame = pkt.frame();
+        let l3 = &frame[HEADER_LEN..];
         if ipv4::is_later_fragment(l3) {
             return Verdict::Continue;
         }
-        let (src, dst, proto) = (ipv4::src(l3), ipv4::dst(l3), ipv4::protocol(l3));
         let hlen = ipv4::header_len(l3);
+        let proto = ipv4::protocol(l3);
         let (sport, dport) = match proto {
             ipv4::PROTO_TCP | ipv4::PROTO_UDP => ipv4::ports(&l3[hlen..]).unwrap_or((0, 0)),
             _ => (0, 0),
         };
+        let f = Fields {
+            src: ipv4::src(l3),
+            dst: ipv4::dst(l3),
+            proto,
+            sport,
+            dport,
+            tcp_flags: if proto == ipv4::PROTO_TCP {
+                l3.get(hlen + 13).copied().unwrap_or(0)
+            } else {
+                0
+            },
+            len: l3.len(),
+        };
         // A cache's own traffic (its fetches toward origin servers) is never redirected.
-        if cx.tables.wccp.is_member(src) {
+        if plane.is_member(f.src) {
             return Verdict::Continue;
         }
-        for (id, a) in &cx.tables.wccp.services {
-            if !iface.redirect_in.contains(id) || !a.intercepts(proto, sport, dport) {
+        // A frame a cache returned at layer 2 comes from the cache's MAC.
+        if !plane.l2_returners.is_empty() {
+            let src_mac = ethernet::src(frame);
+            for &(si, ci, addr) in &plane.l2_returners {
+                if cx.neigh.lookup(pkt.meta.rx_if, addr) == Some(src_mac) {
+                    if let Some(s) = plane.services.get(si) {
+                        s.counters.returned.add(f.len);
+                        if let Some(c) = s.cache_counters.get(ci) {
+                            c.returned.add(f.len);
+                        }
+                    }
+                    pkt.meta.flags |= flags::RETURNED;
+                    return Verdict::Continue;
+                }
+            }
+        }
+        // Redirect-out applies to the interface the packet would be routed out of.
+        let out_if = if any_out {
+            cx.tables.routes.lookup(f.dst).map(|r| r.out_if)
+        } else {
+            None
+        };
+        let out_redirects = |id: u8| {
+            out_if
+                .and_then(|o| cx.tables.ifaces.get(o as usize))
+                .is_some_and(|o| o.redirect_out.contains(&id))
+        };
+        for svc in &plane.services {
+            if !(iface.redirect_in.contains(&svc.id) || out_redirects(svc.id))
+                || !svc.assignment.intercepts(f.proto, f.sport, f.dport)
+            {
                 continue;
             }
-            let Some(r) = a.redirect(&FlowKey::new(src, dst, sport, dport)) else {
+            if !conf::acl_permits(&svc.redirect_list, f.proto, f.src, f.dst, f.sport, f.dport) {
+                svc.counters.denied.add(f.len);
+                continue;
+            }
+            let bucket = svc
+                .assignment
+                .redirect(&FlowKey::new(f.src, f.dst, f.sport, f.dport));
+            let chosen = self.with_affinity(svc, plane, bucket, &f, cx.now);
+            let Some(r) = chosen else {
+                svc.counters.unassigned.add(f.len);
                 return Verdict::Continue; // unassigned: routed normally
             };
-            let dynamic = a.service().service_type == wccp::wire::ServiceType::Dynamic;
+            let ci = usize::from(r.cache_index);
+            if svc.is_failed(ci) {
+                svc.counters.bypassed.add(f.len);
+                if let Some(c) = svc.cache_counters.get(ci) {
+                    c.bypassed.add(f.len);
+                }
+                return Verdict::Continue;
+            }
+            if pkt.meta.offload.is_gso() {
+                // Not redirected, and not counted as redirected: see the module docs.
+                return Verdict::Continue;
+            }
+            svc.counters.redirected.add(f.len);
+            if let Some(c) = svc.cache_counters.get(ci) {
+                c.redirected.add(f.len);
+            }
+            let dynamic = svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
             return match r.target.forwarding {
-                ForwardingMethod::Gre => encapsulate(pkt, *id, dynamic, &r),
+                ForwardingMethod::Gre => encapsulate(pkt, svc.id, dynamic, &r),
                 ForwardingMethod::L2 => l2_forward(pkt, &r, cx),
             };
         }
         Verdict::Continue
+    }
+
+    /// The redirect decision after flow affinity: a known TCP flow keeps the cache (or normal
+    /// forwarding) it started on while that cache is still in the group and not failed; new
+    /// flows, and flows whose cache left, take the bucket's and are remembered.
+    fn with_affinity(
+        &mut self,
+        svc: &ServicePlane,
+        plane: &WccpPlane,
+        bucket: Option<Redirect>,
+        f: &Fields,
+        now: Instant,
+    ) -> Option<Redirect> {
+        if !plane.affinity.enabled || f.proto != ipv4::PROTO_TCP {
+            return bucket;
+        }
+        let stats = &plane.affinity_stats;
+        let want = plane.affinity.flows_per_worker as usize;
+        let table = match &mut self.affinity {
+            Some(t) if t.capacity() >= want && t.idle_secs() == plane.affinity.idle_secs => t,
+            slot => {
+                // First use or a new size: allocated once here, never per packet.
+                if let Some(old) = slot.as_mut() {
+                    old.clear(stats);
+                }
+                slot.insert(AffinityTable::new(
+                    plane.affinity.flows_per_worker,
+                    plane.affinity.idle_secs,
+                    now,
+                ))
+            }
+        };
+        if self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+        {
+            self.last_sweep = Some(now);
+            table.sweep(now, stats);
+        }
+        let flow = FlowId::new(svc.id, f.src, f.dst, f.sport, f.dport);
+        if f.tcp_flags & TCP_RST != 0 {
+            let known = table.lookup(&flow, now);
+            table.remove(&flow, stats);
+            return resolve(svc, known, bucket);
+        }
+        let opening = f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if !opening {
+            if let Some(known) = table.lookup(&flow, now) {
+                let chosen = resolve(svc, Some(known), bucket);
+                if chosen.map(|r| r.target.address) != bucket.map(|r| r.target.address) {
+                    svc.counters.affinity_kept.add(f.len);
+                }
+                return chosen;
+            }
+        }
+        let target = match bucket {
+            Some(r) => FlowTarget::Cache(r.target.address),
+            None => FlowTarget::Normal,
+        };
+        table.insert(flow, target, now, stats);
+        bucket
+    }
+}
+
+/// The redirect for a remembered target, if that cache is still usable; else the bucket's.
+fn resolve(
+    svc: &ServicePlane,
+    known: Option<FlowTarget>,
+    bucket: Option<Redirect>,
+) -> Option<Redirect> {
+    match known {
+        Some(FlowTarget::Normal) => None,
+        Some(FlowTarget::Cache(addr)) => match svc.cache_index(addr) {
+            Some(ci) if !svc.is_failed(ci) => {
+                let target = *svc.assignment.caches().get(ci)?;
+                Some(Redirect {
+                    target,
+                    cache_index: ci as u8,
+                    primary_bucket: bucket.map(|b| b.primary_bucket).unwrap_or(0),
+                    alternate_bucket: bucket.and_then(|b| b.alternate_bucket),
+                })
+            }
+            _ => bucket,
+        },
+        None => bucket,
     }
 }
 
@@ -153,13 +338,31 @@ pub enum ReturnOutcome {
 /// IPv4 packet is forwarded normally and never redirected again.
 pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> ReturnOutcome {
     let l3 = &pkt.frame()[HEADER_LEN..];
-    if !cx.tables.wccp.is_member(ipv4::src(l3)) {
+    let src = ipv4::src(l3);
+    let plane = &*cx.tables.wccp;
+    if !plane.is_member(src) {
         return ReturnOutcome::NotMember;
     }
-    let inner_at = match gre::decapsulate(&l3[hlen..]) {
-        Ok(d) if d.inner.first().is_some_and(|b| b >> 4 == 4) => hlen + d.inner_offset,
+    let (inner_at, service) = match gre::decapsulate(&l3[hlen..]) {
+        Ok(d) if d.inner.first().is_some_and(|b| b >> 4 == 4) => {
+            (hlen + d.inner_offset, d.redirect.map(|r| r.service_id))
+        }
         _ => return ReturnOutcome::Malformed,
     };
+    let inner_len = l3.len() - inner_at;
+    // Counted against the service the redirect header names, else the first group the cache
+    // belongs to.
+    let svc = plane
+        .services
+        .iter()
+        .filter(|s| service.is_none_or(|id| id == s.id))
+        .find_map(|s| Some((s, s.cache_index(src)?)));
+    if let Some((s, ci)) = svc {
+        s.counters.returned.add(inner_len);
+        if let Some(c) = s.cache_counters.get(ci) {
+            c.returned.add(inner_len);
+        }
+    }
     // Drop the outer IPv4 and GRE headers; the Ethernet header is rebuilt in front of the inner.
     if !pkt.advance(inner_at) {
         return ReturnOutcome::Malformed;

@@ -5,6 +5,9 @@
 
 pub mod neighbours;
 pub mod routes;
+pub mod wccp;
+
+pub use self::wccp::WccpPlane;
 
 use crate::wire::ethernet::Mac;
 use routes::RouteTable;
@@ -35,6 +38,10 @@ pub struct Iface {
     pub backend: conf::IoBackend,
     /// WCCP service groups whose traffic is redirected as it arrives here (redirect in).
     pub redirect_in: Vec<u8>,
+    /// WCCP service groups whose traffic leaving through here is redirected (redirect out).
+    pub redirect_out: Vec<u8>,
+    /// Traffic arriving here is never redirected (exclude in).
+    pub exclude_in: bool,
 }
 
 impl Iface {
@@ -74,41 +81,6 @@ pub struct Tables {
     pub local: crate::local::LocalPorts,
     /// The WCCP assignments in force.
     pub wccp: Arc<WccpPlane>,
-}
-
-/// The installed WCCP assignments, highest service priority first (the order the redirect
-/// stage tries them in).
-#[derive(Debug, Clone, Default)]
-pub struct WccpPlane {
-    /// (service id, assignment).
-    pub services: Vec<(u8, Arc<wccp::assign::Assignment>)>,
-}
-
-impl WccpPlane {
-    /// A plane from per-service assignments.
-    pub fn new(
-        assignments: impl IntoIterator<Item = (u8, Arc<wccp::assign::Assignment>)>,
-    ) -> WccpPlane {
-        let mut services: Vec<_> = assignments
-            .into_iter()
-            .filter(|(_, a)| !a.is_empty())
-            .collect();
-        // Reference §3.2: higher priority first; the standard service ranks as 240.
-        let prio = |a: &wccp::assign::Assignment| {
-            if a.service().service_type == wccp::wire::ServiceType::Standard {
-                240
-            } else {
-                a.service().priority
-            }
-        };
-        services.sort_by_key(|(id, a)| (std::cmp::Reverse(prio(a)), *id));
-        WccpPlane { services }
-    }
-
-    /// True when `src` is a cache of any installed group (its traffic is never redirected).
-    pub fn is_member(&self, src: Ipv4Addr) -> bool {
-        self.services.iter().any(|(_, a)| a.is_member(src))
-    }
 }
 
 /// What an address is to us.

@@ -173,6 +173,8 @@ mod tests {
             mtu: 1500,
             backend: conf::IoBackend::Pnet,
             redirect_in: Vec::new(),
+            redirect_out: Vec::new(),
+            exclude_in: false,
         }
     }
 

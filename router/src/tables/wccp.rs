@@ -1,0 +1,215 @@
+//! What the WCCP data plane reads: per service group the installed assignment, its redirect
+//! list, which caches fast failover has taken out, and the counters the redirect and return
+//! paths add to (shared by all workers, kept by the control plane across assignment changes so
+//! `swrouter status` shows totals since start).
+
+use conf::WccpAclRule;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wccp::assign::Assignment;
+
+/// Packets and bytes, added to by any worker.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts one packet of `len` bytes.
+    #[inline]
+    pub fn add(&self, len: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// (packets, bytes) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counters of one service group (SPEC.md §4: redirected, returned, bypassed, denied,
+/// unassigned).
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    /// Sent to a cache.
+    pub redirected: Traffic,
+    /// Came back from a cache (GRE or L2 return) and were forwarded normally.
+    pub returned: Traffic,
+    /// Forwarded normally because fast failover took their cache out.
+    pub bypassed: Traffic,
+    /// Forwarded normally because their bucket or mask value has no cache.
+    pub unassigned: Traffic,
+    /// Forwarded normally because the redirect list denied them.
+    pub denied: Traffic,
+    /// Sent to the cache their TCP flow started on rather than the bucket's new owner.
+    pub affinity_kept: Traffic,
+}
+
+/// Counters of one cache in one service group.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Sent to this cache.
+    pub redirected: Traffic,
+    /// Returned by this cache.
+    pub returned: Traffic,
+    /// Meant for this cache while fast failover had taken it out.
+    pub bypassed: Traffic,
+}
+
+/// Flow-affinity table statistics, summed over the per-worker tables.
+#[derive(Debug, Default)]
+pub struct AffinityStats {
+    /// Flows currently remembered.
+    pub entries: AtomicU64,
+    /// Flows forgotten early because their table slot set was full.
+    pub evicted: AtomicU64,
+}
+
+/// Flow-affinity settings the workers' tables follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AffinityConf {
+    /// Remember flows at all.
+    pub enabled: bool,
+    /// Table size per worker (flows).
+    pub flows_per_worker: u32,
+    /// Seconds of silence after which a flow is forgotten.
+    pub idle_secs: u32,
+}
+
+impl Default for AffinityConf {
+    fn default() -> Self {
+        AffinityConf {
+            enabled: false,
+            flows_per_worker: 0,
+            idle_secs: conf::DEFAULT_AFFINITY_IDLE_SECS,
+        }
+    }
+}
+
+/// One service group as the data plane sees it.
+#[derive(Debug, Clone)]
+pub struct ServicePlane {
+    /// Service id.
+    pub id: u8,
+    /// The assignment in force.
+    pub assignment: Arc<Assignment>,
+    /// Redirect list (empty = everything the service intercepts).
+    pub redirect_list: Arc<[WccpAclRule]>,
+    /// Per cache (index of [`Assignment::caches`]): taken out by fast failover.
+    pub failed: Vec<bool>,
+    /// The group's counters.
+    pub counters: Arc<ServiceCounters>,
+    /// Per cache (index of [`Assignment::caches`]).
+    pub cache_counters: Vec<Arc<CacheCounters>>,
+}
+
+impl ServicePlane {
+    /// The index of the cache at `addr` in the assignment, if it is one.
+    pub fn cache_index(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.assignment
+            .caches()
+            .iter()
+            .position(|c| c.address == addr)
+    }
+
+    /// True when fast failover has taken cache `index` out.
+    #[inline]
+    pub fn is_failed(&self, index: usize) -> bool {
+        self.failed.get(index).copied().unwrap_or(false)
+    }
+}
+
+/// The installed WCCP service groups, highest service priority first (the order the redirect
+/// stage tries them in).
+#[derive(Debug, Clone, Default)]
+pub struct WccpPlane {
+    /// Service groups with a non-empty assignment.
+    pub services: Vec<ServicePlane>,
+    /// Cache addresses of every group, sorted (their own traffic is never redirected).
+    members: Vec<Ipv4Addr>,
+    /// Caches that return packets at layer 2: (service index, cache index, address).
+    pub l2_returners: Vec<(usize, usize, Ipv4Addr)>,
+    /// Flow-affinity settings.
+    pub affinity: AffinityConf,
+    /// Flow-affinity statistics.
+    pub affinity_stats: Arc<AffinityStats>,
+}
+
+impl WccpPlane {
+    /// A plane from per-service data; empty assignments are left out.
+    pub fn new(
+        services: impl IntoIterator<Item = ServicePlane>,
+        affinity: AffinityConf,
+        affinity_stats: Arc<AffinityStats>,
+    ) -> WccpPlane {
+        let mut services: Vec<_> = services
+            .into_iter()
+            .filter(|s| !s.assignment.is_empty())
+            .collect();
+        // Reference §3.2: higher priority first; the standard service ranks as 240.
+        let prio = |a: &Assignment| {
+            if a.service().service_type == wccp::wire::ServiceType::Standard {
+                240
+            } else {
+                a.service().priority
+            }
+        };
+        services.sort_by_key(|s| (std::cmp::Reverse(prio(&s.assignment)), s.id));
+        let mut members: Vec<Ipv4Addr> = services
+            .iter()
+            .flat_map(|s| s.assignment.members().iter().copied())
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let l2_returners = services
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| {
+                s.assignment
+                    .caches()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.packet_return == wccp::engine::ReturnMethod::L2)
+                    .map(move |(ci, c)| (si, ci, c.address))
+            })
+            .collect();
+        WccpPlane {
+            services,
+            members,
+            l2_returners,
+            affinity,
+            affinity_stats,
+        }
+    }
+
+    /// A plane from bare assignments: no redirect lists, nothing failed, fresh counters, no
+    /// flow affinity (for tests and benchmarks).
+    pub fn from_assignments(assignments: impl IntoIterator<Item = (u8, Arc<Assignment>)>) -> Self {
+        let services = assignments.into_iter().map(|(id, a)| ServicePlane {
+            id,
+            failed: vec![false; a.caches().len()],
+            cache_counters: a.caches().iter().map(|_| Default::default()).collect(),
+            assignment: a,
+            redirect_list: Arc::from(Vec::new()),
+            counters: Default::default(),
+        });
+        WccpPlane::new(services, AffinityConf::default(), Default::default())
+    }
+
+    /// True when `src` is a cache of any installed group (its traffic is never redirected).
+    #[inline]
+    pub fn is_member(&self, src: Ipv4Addr) -> bool {
+        self.members.binary_search(&src).is_ok()
+    }
+
+    /// The service plane of group `id`.
+    pub fn service(&self, id: u8) -> Option<&ServicePlane> {
+        self.services.iter().find(|s| s.id == id)
+    }
+}
