@@ -1,0 +1,291 @@
+//! WCCP lab parts: a cache host (swcache + nftables interception + Debian's Squid) and helpers
+//! to read swrouter's WCCP status.
+
+use crate::binary;
+use anyhow::{bail, Context, Result};
+use netlab::{Lab, Ns, ProcHandle};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A cache host: swcache joins the router and terminates its GRE into the `wccp0` TUN device,
+/// nftables hands port-80 traffic from the TUN to Squid's intercept port, and Squid (named
+/// `name` in its `Via:` header) fetches from the origin.
+pub struct CacheHost {
+    /// The namespace.
+    pub ns: Ns,
+    /// Squid's `visible_hostname`, found in the `Via:` header of replies it served.
+    pub name: String,
+    /// The cache's address.
+    pub addr: Ipv4Addr,
+    /// The router address it joins.
+    pub router: Ipv4Addr,
+    /// Squid's run directory (logs, pid).
+    pub run: PathBuf,
+    /// swcache's status socket.
+    pub socket: PathBuf,
+    /// Extra swcache arguments (methods, password).
+    pub swcache_args: Vec<String>,
+    swcache: Option<ProcHandle>,
+    squid: Option<ProcHandle>,
+}
+
+impl CacheHost {
+    /// Prepares the host (nft rule, Squid config); nothing runs yet.
+    pub fn new(
+        lab: &Lab,
+        ns: &Ns,
+        name: &str,
+        addr: Ipv4Addr,
+        router: Ipv4Addr,
+    ) -> Result<CacheHost> {
+        let dir = lab.dir().join(name);
+        let run = dir.join("squid");
+        std::fs::create_dir_all(&run)?;
+        // Squid drops to its own user; let it write its logs and pid file.
+        for d in [lab.dir(), dir.as_path(), run.as_path()] {
+            std::process::Command::new("chmod")
+                .args(["0777", &d.to_string_lossy()])
+                .status()?;
+        }
+        // The TUN device has no address, so `redirect` (which needs one) would drop: DNAT.
+        let nft = format!(
+            "add table ip nat\n\
+             add chain ip nat prerouting {{ type nat hook prerouting priority -100; }}\n\
+             add rule ip nat prerouting iifname \"wccp0\" tcp dport 80 dnat to {addr}:3129\n"
+        );
+        let nft_file = dir.join("cache.nft");
+        std::fs::write(&nft_file, nft)?;
+        ns.run_ok("nft", &["-f", &nft_file.to_string_lossy()])?;
+        let conf = format!(
+            "pid_filename {run}/squid.pid\ncache_log {run}/cache.log\naccess_log {run}/access.log\n\
+             cache_store_log none\ncoredump_dir {run}\ncache_mem 8 MB\nshutdown_lifetime 1 seconds\n\
+             visible_hostname {name}\nhttp_port {addr}:3128\nhttp_port 3129 intercept\n\
+             acl lab src 10.0.0.0/8\nhttp_access allow lab\nhttp_access deny all\ndebug_options ALL,1\n",
+            run = run.display()
+        );
+        std::fs::write(dir.join("squid.conf"), conf)?;
+        Ok(CacheHost {
+            ns: ns.clone(),
+            name: name.to_string(),
+            addr,
+            router,
+            socket: dir.join("swcache.sock"),
+            run,
+            swcache_args: Vec::new(),
+            swcache: None,
+            squid: None,
+        })
+    }
+
+    /// Starts Squid and swcache (again, after [`CacheHost::stop`]).
+    pub fn start(&mut self, lab: &mut Lab) -> Result<()> {
+        let _ = std::fs::remove_file(self.run.join("cache.log"));
+        let conf = self.run.parent().unwrap_or(&self.run).join("squid.conf");
+        self.squid = Some(lab.spawn(&self.ns, "squid", &["-N", "-f", &conf.to_string_lossy()])?);
+        let (addr, router) = (self.addr.to_string(), self.router.to_string());
+        let sock = self.socket.to_string_lossy().to_string();
+        let mut args = vec![
+            "--address",
+            &addr,
+            "--router",
+            &router,
+            "--service",
+            "0",
+            "--tun",
+            "wccp0",
+            "--socket",
+            &sock,
+            "--log-level",
+            "debug",
+        ];
+        args.extend(self.swcache_args.iter().map(String::as_str));
+        self.swcache = Some(lab.spawn(&self.ns, &binary("swcache").to_string_lossy(), &args)?);
+        Ok(())
+    }
+
+    /// Waits until Squid accepts intercepted connections.
+    pub fn wait_squid(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let log = std::fs::read_to_string(self.run.join("cache.log")).unwrap_or_default();
+            if log.contains("Accepting NAT intercepted") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("{}: Squid did not start within {timeout:?}", self.name)
+    }
+
+    /// Kills Squid with SIGKILL (a proxy crash: its port refuses at once), then stops swcache.
+    pub fn crash(&mut self, lab: &mut Lab) {
+        if let Some(h) = self.squid.take() {
+            // The process group: Squid and anything it forked.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", h.pid)])
+                .status();
+            let _ = lab.stop(&h, Duration::from_secs(5));
+        }
+        self.stop(lab);
+    }
+
+    /// Stops swcache and Squid (the cache "dies").
+    pub fn stop(&mut self, lab: &mut Lab) {
+        for h in [self.swcache.take(), self.squid.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = lab.stop(&h, Duration::from_secs(5));
+        }
+    }
+
+    /// swcache's status JSON.
+    pub fn swcache_status(&self) -> Result<serde_json::Value> {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"status\n")?;
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line)?;
+        serde_json::from_str(&line).context("swcache status is not JSON")
+    }
+
+    /// Everything swcache and Squid logged.
+    pub fn logs(&self, lab: &Lab) -> String {
+        let mut s = String::new();
+        for (what, h) in [("swcache", &self.swcache), ("squid", &self.squid)] {
+            if let Some(h) = h {
+                s.push_str(&format!(
+                    "\n===== {} {what} =====\n{}",
+                    self.name,
+                    lab.logs(h)
+                ));
+            }
+        }
+        for f in ["cache.log", "access.log"] {
+            let text = std::fs::read_to_string(self.run.join(f)).unwrap_or_default();
+            s.push_str(&format!("\n===== {} squid {f} =====\n{text}", self.name));
+        }
+        s
+    }
+}
+
+/// `swrouter status --json` on `socket`, parsed (None while it does not answer).
+pub fn router_status(socket: &Path) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["status", "--json", "-s", &socket.to_string_lossy()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Service `id` in a status.
+pub fn service(status: &serde_json::Value, id: u64) -> Option<&serde_json::Value> {
+    status["wccp"]["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == id)
+}
+
+/// Cache `addr` of service `id` in a status.
+pub fn cache<'a>(
+    status: &'a serde_json::Value,
+    id: u64,
+    addr: &str,
+) -> Option<&'a serde_json::Value> {
+    service(status, id)?["caches"]
+        .as_array()?
+        .iter()
+        .find(|c| c["address"] == addr)
+}
+
+/// The owner of each of the 256 buckets of service `id`, from the caches' `bucket_ranges`.
+pub fn bucket_owners(status: &serde_json::Value, id: u64) -> [Option<Ipv4Addr>; 256] {
+    let mut owners = [None; 256];
+    let caches = service(status, id)
+        .and_then(|s| s["caches"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    for c in caches {
+        let Some(addr) = c["address"].as_str().and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        for range in c["bucket_ranges"]
+            .as_str()
+            .unwrap_or("")
+            .split(',')
+            .filter(|r| !r.is_empty())
+        {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(lo), Ok(hi)) = (lo.parse::<usize>(), hi.parse::<usize>()) {
+                for o in owners.iter_mut().take(hi.min(255) + 1).skip(lo) {
+                    *o = Some(addr);
+                }
+            }
+        }
+    }
+    owners
+}
+
+/// The cache the standard service 0 sends a flow to `dst` to (it hashes the destination
+/// address only), by the bucket function of the reference (§7).
+pub fn predicted_cache(
+    owners: &[Option<Ipv4Addr>; 256],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Option<Ipv4Addr> {
+    let key = wccp::hash::FlowKey::new(src, dst, 0, 80);
+    let b = wccp::hash::primary_bucket(wccp::wire::ServiceFlags::DST_IP_HASH, &key);
+    owners[usize::from(b)]
+}
+
+/// Polls `f` every `every` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// The `Via:` header of an HTTP response dump (`curl -D -`), lowercased.
+pub fn via(response: &str) -> Option<String> {
+    response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .map(|l| l.to_ascii_lowercase())
+}
+
+/// Runs tshark on `pcap` (in `ns`) and fails if it finds malformed frames or expert errors.
+pub fn tshark_clean(ns: &Ns, pcap: &Path) -> Result<()> {
+    let p = pcap.to_string_lossy();
+    let out = ns.run(
+        "tshark",
+        &[
+            "-r",
+            &p,
+            "-Y",
+            "_ws.malformed || _ws.expert.severity == error",
+        ],
+    )?;
+    let bad = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !bad.is_empty() {
+        bail!(
+            "tshark finds malformed frames or expert errors in {p}:\n{bad}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
