@@ -31,13 +31,26 @@ pub struct CacheHost {
 }
 
 impl CacheHost {
-    /// Prepares the host (nft rule, Squid config); nothing runs yet.
+    /// Prepares a GRE cache host (nft rule on the TUN, Squid config); nothing runs yet.
     pub fn new(
         lab: &Lab,
         ns: &Ns,
         name: &str,
         addr: Ipv4Addr,
         router: Ipv4Addr,
+    ) -> Result<CacheHost> {
+        Self::intercepting_on(lab, ns, name, addr, router, "wccp0")
+    }
+
+    /// Prepares a cache host whose Squid intercepts port-80 traffic arriving on `iface`
+    /// (`wccp0` for GRE forwarding, the LAN interface for L2 forwarding).
+    pub fn intercepting_on(
+        lab: &Lab,
+        ns: &Ns,
+        name: &str,
+        addr: Ipv4Addr,
+        router: Ipv4Addr,
+        iface: &str,
     ) -> Result<CacheHost> {
         let dir = lab.dir().join(name);
         let run = dir.join("squid");
@@ -52,7 +65,7 @@ impl CacheHost {
         let nft = format!(
             "add table ip nat\n\
              add chain ip nat prerouting {{ type nat hook prerouting priority -100; }}\n\
-             add rule ip nat prerouting iifname \"wccp0\" tcp dport 80 dnat to {addr}:3129\n"
+             add rule ip nat prerouting iifname \"{iface}\" ip daddr != {addr} tcp dport 80 dnat to {addr}:3129\n"
         );
         let nft_file = dir.join("cache.nft");
         std::fs::write(&nft_file, nft)?;

@@ -1,0 +1,285 @@
+//! WCCP variants end to end, each through swrouter with swcache and Debian's Squid where a
+//! cache serves: mask assignment with L2 forwarding; MD5 with a good and a bad password;
+//! redirect-out on the server-side interface together with a redirect-list deny.
+//!
+//! ```text
+//! client 10.0.1.2 ── eth0 10.0.1.1 [swrouter] eth1 10.0.2.1 ── server 10.0.2.2, 10.0.2.3
+//!                         eth2 10.0.3.1 ── cache 10.0.3.2 (swcache + Squid)
+//!                         eth3 10.0.4.1 ── cache 10.0.4.2 (second cache, MD5 test only)
+//! ```
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use integration::wccplab::{cache, router_status, service, via, wait_for, CacheHost};
+use integration::{binary, io_backend, require_root, stage_of};
+use netlab::{Lab, Ns, ProcHandle};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Client, router, server and one or two cache namespaces, swrouter running.
+struct WccpLab {
+    lab: Lab,
+    cli: Ns,
+    caches: Vec<Ns>,
+    socket: PathBuf,
+    router: ProcHandle,
+    web: ProcHandle,
+}
+
+impl WccpLab {
+    /// The topology with `n_caches` cache namespaces; `ifaces` holds the extra keys of eth0,
+    /// eth1 and eth2 (in that order); `wccp` the `[wccp]`… part of the config.
+    fn new(tag: &str, n_caches: usize, ifaces: [&str; 3], wccp: &str) -> WccpLab {
+        require_root();
+        let mut lab = Lab::new(tag).unwrap();
+        let cli = lab.add_ns("cli").unwrap();
+        let rtr = lab.add_ns("rtr").unwrap();
+        let srv = lab.add_ns("srv").unwrap();
+        lab.link(&cli, "eth0", &rtr, "eth0").unwrap();
+        lab.link(&rtr, "eth1", &srv, "eth0").unwrap();
+        cli.add_addr("eth0", "10.0.1.2/24").unwrap();
+        cli.add_route("default", "10.0.1.1").unwrap();
+        srv.add_addr("eth0", "10.0.2.2/24").unwrap();
+        srv.add_addr("eth0", "10.0.2.3/24").unwrap();
+        srv.add_route("default", "10.0.2.1").unwrap();
+        let mut caches = Vec::new();
+        let mut extra = String::new();
+        for i in 0..n_caches {
+            let ns = lab.add_ns(&format!("c{i}")).unwrap();
+            let net = 3 + i;
+            lab.link(&rtr, &format!("eth{}", 2 + i), &ns, "eth0")
+                .unwrap();
+            ns.add_addr("eth0", &format!("10.0.{net}.2/24")).unwrap();
+            ns.add_route("default", &format!("10.0.{net}.1")).unwrap();
+            let keys = if i == 0 { ifaces[2] } else { "" };
+            extra.push_str(&format!(
+                "[[interface]]\nname = \"eth{}\"\naddress = \"10.0.{net}.1/24\"\n{keys}\n\n",
+                2 + i
+            ));
+            caches.push(ns);
+        }
+        let dir = lab.dir().to_path_buf();
+        let socket = dir.join("swrouter.sock");
+        let conf = format!(
+            "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n\n\
+             [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n{}\n\n\
+             [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n{}\n\n{extra}{wccp}",
+            socket.display(),
+            io_backend(),
+            ifaces[0],
+            ifaces[1]
+        );
+        let conf_path = dir.join("router.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let router = lab
+            .spawn(
+                &rtr,
+                &binary("swrouter").to_string_lossy(),
+                &["-c", &conf_path.to_string_lossy()],
+            )
+            .unwrap();
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("file"), "origin content\n".repeat(20)).unwrap();
+        let web = lab
+            .spawn(
+                &srv,
+                "python3",
+                &[
+                    "-m",
+                    "http.server",
+                    "80",
+                    "--directory",
+                    &www.to_string_lossy(),
+                ],
+            )
+            .unwrap();
+        WccpLab {
+            lab,
+            cli,
+            caches,
+            socket,
+            router,
+            web,
+        }
+    }
+
+    /// curl from the client; (success, response, Via).
+    fn fetch(&self, url: &str) -> (bool, String, Option<String>) {
+        let out = self
+            .cli
+            .run("curl", &["-sS", "-m", "10", "-D", "-", url])
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = via(&text);
+        (out.status.success(), text, v)
+    }
+
+    fn logs(&self, hosts: &[&CacheHost]) -> String {
+        let mut s = format!(
+            "\n===== swrouter =====\n{}\n===== web =====\n{}",
+            self.lab.logs(&self.router),
+            self.lab.logs(&self.web)
+        );
+        for h in hosts {
+            s.push_str(&h.logs(&self.lab));
+        }
+        s.push_str(&format!(
+            "\nstatus: {}",
+            router_status(&self.socket)
+                .map(|s| s["wccp"].to_string())
+                .unwrap_or_default()
+        ));
+        s
+    }
+
+    /// Waits until `addr` holds a share of service 0 in the data plane.
+    fn wait_assigned(&self, addr: &str, hosts: &[&CacheHost]) -> serde_json::Value {
+        wait_for(Duration::from_secs(45), Duration::from_millis(500), || {
+            router_status(&self.socket).filter(|s| {
+                cache(s, 0, addr).is_some_and(|c| {
+                    c["buckets"].as_u64().unwrap_or(0) + c["mask_values"].as_u64().unwrap_or(0) > 0
+                })
+            })
+        })
+        .unwrap_or_else(|| panic!("{addr} got no share within 45 s{}", self.logs(hosts)))
+    }
+}
+
+#[test]
+fn mask_assignment_with_l2_forwarding_reaches_squid() {
+    let wccp = "[[wccp.service]]\nid = 0\nforwarding = [\"l2\"]\nreturn = [\"gre\"]\nassignment = [\"mask\"]\nprobe-port = 3128\n";
+    let mut l = WccpLab::new("wl2", 1, ["wccp-redirect-in = [0]", "", ""], wccp);
+    let ns = l.caches[0].clone();
+    // L2: the frames arrive unchanged on the cache's LAN interface.
+    let mut host = CacheHost::intercepting_on(
+        &l.lab,
+        &ns,
+        "cache-l2",
+        "10.0.3.2".parse().unwrap(),
+        "10.0.3.1".parse().unwrap(),
+        "eth0",
+    )
+    .unwrap();
+    host.swcache_args = ["--forwarding", "l2", "--assignment", "mask"]
+        .map(String::from)
+        .to_vec();
+    host.start(&mut l.lab).unwrap();
+    let s = l.wait_assigned("10.0.3.2", &[&host]);
+    let c = cache(&s, 0, "10.0.3.2").unwrap();
+    assert_eq!(service(&s, 0).unwrap()["assignment_method"], "mask", "{s}");
+    assert!(c["methods"].as_str().unwrap().starts_with("l2/"), "{c}");
+    assert!(c["mask_values"].as_u64().unwrap() > 0, "{c}");
+    host.wait_squid(Duration::from_secs(15)).unwrap();
+    let (ok, text, v) = l.fetch("http://10.0.2.2/file");
+    assert!(ok, "{text}{}", l.logs(&[&host]));
+    assert!(
+        v.is_some_and(|v| v.contains("cache-l2")),
+        "served by Squid over L2:\n{text}{}",
+        l.logs(&[&host])
+    );
+    let s = router_status(&l.socket).unwrap();
+    let c = cache(&s, 0, "10.0.3.2").unwrap();
+    assert!(c["redirected"]["packets"].as_u64().unwrap() > 0, "{c}");
+    // L2 redirection encapsulates nothing: the swcache saw no GRE.
+    let cs = host.swcache_status().unwrap();
+    assert_eq!(cs["gre"]["decapsulated"].as_u64().unwrap_or(0), 0, "{cs}");
+    host.stop(&mut l.lab);
+}
+
+#[test]
+fn md5_good_password_joins_and_bad_password_is_refused() {
+    let wccp = "[[wccp.service]]\nid = 0\npassword = \"s3cret\"\nprobe-port = 3128\n";
+    let mut l = WccpLab::new("wmd5", 2, ["wccp-redirect-in = [0]", "", ""], wccp);
+    let (n0, n1) = (l.caches[0].clone(), l.caches[1].clone());
+    let mut good = CacheHost::new(
+        &l.lab,
+        &n0,
+        "cache-good",
+        "10.0.3.2".parse().unwrap(),
+        "10.0.3.1".parse().unwrap(),
+    )
+    .unwrap();
+    good.swcache_args = ["--password", "s3cret"].map(String::from).to_vec();
+    let mut bad = CacheHost::new(
+        &l.lab,
+        &n1,
+        "cache-bad",
+        "10.0.4.2".parse().unwrap(),
+        "10.0.4.1".parse().unwrap(),
+    )
+    .unwrap();
+    bad.swcache_args = ["--password", "wrong"].map(String::from).to_vec();
+    good.start(&mut l.lab).unwrap();
+    bad.start(&mut l.lab).unwrap();
+    let s = l.wait_assigned("10.0.3.2", &[&good, &bad]);
+    let svc = service(&s, 0).unwrap();
+    assert_eq!(svc["security"], "md5");
+    assert!(
+        cache(&s, 0, "10.0.4.2").is_none(),
+        "the bad password never joins: {svc}"
+    );
+    assert!(
+        svc["drops"]["wccp-md5-mismatch"].as_u64().unwrap_or(0) > 0,
+        "bad MD5 counted: {svc}"
+    );
+    assert_eq!(cache(&s, 0, "10.0.3.2").unwrap()["buckets"], 256);
+    good.wait_squid(Duration::from_secs(15)).unwrap();
+    let (ok, text, v) = l.fetch("http://10.0.2.2/file");
+    assert!(
+        ok && v.is_some_and(|v| v.contains("cache-good")),
+        "{text}{}",
+        l.logs(&[&good, &bad])
+    );
+    good.stop(&mut l.lab);
+    bad.stop(&mut l.lab);
+}
+
+#[test]
+fn redirect_out_and_redirect_list_deny() {
+    // Nothing is redirected in on the client side: eth1 redirects what leaves toward the
+    // server, and the redirect list keeps 10.0.2.3 away from the cache.
+    let wccp = "[[wccp.service]]\nid = 0\nprobe-port = 3128\n\n\
+                [[wccp.service.redirect-list]]\naction = \"deny\"\ndestination = \"10.0.2.3\"\n\n\
+                [[wccp.service.redirect-list]]\naction = \"permit\"\n";
+    let mut l = WccpLab::new(
+        "wout",
+        1,
+        ["", "wccp-redirect-out = [0]", "wccp-exclude-in = true"],
+        wccp,
+    );
+    let ns = l.caches[0].clone();
+    let mut host = CacheHost::new(
+        &l.lab,
+        &ns,
+        "cache-out",
+        "10.0.3.2".parse().unwrap(),
+        "10.0.3.1".parse().unwrap(),
+    )
+    .unwrap();
+    host.start(&mut l.lab).unwrap();
+    l.wait_assigned("10.0.3.2", &[&host]);
+    host.wait_squid(Duration::from_secs(15)).unwrap();
+    let (ok, text, v) = l.fetch("http://10.0.2.2/file");
+    assert!(
+        ok && v.is_some_and(|v| v.contains("cache-out")),
+        "redirected out:\n{text}{}",
+        l.logs(&[&host])
+    );
+    let (ok, text, v) = l.fetch("http://10.0.2.3/file");
+    assert!(ok, "{text}");
+    assert!(
+        v.is_none(),
+        "denied by the redirect list, fetched directly:\n{text}"
+    );
+    let s = router_status(&l.socket).unwrap();
+    let t = &service(&s, 0).unwrap()["traffic"];
+    assert!(t["denied"]["packets"].as_u64().unwrap() > 0, "{t}");
+    assert!(t["redirected"]["packets"].as_u64().unwrap() > 0, "{t}");
+    // Squid's own fetches leave through eth1 too, but come from a cache: never redirected.
+    assert!(stage_of(&s, "wccp-redirect").is_ok());
+    host.stop(&mut l.lab);
+}
