@@ -94,20 +94,23 @@ fn client_http_is_redirected_through_swcache_to_squid() {
     std::fs::create_dir_all(&www).unwrap();
     let body = "hello through the cache\n".repeat(40);
     std::fs::write(www.join("file"), &body).unwrap();
+    // GET serves files; POST answers with the number of body bytes it read (uploads cross
+    // the router as GSO super-packets, which the redirect path must segment).
+    let server_py = r#"import http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers.get('Content-Length', '0'))
+        data = self.rfile.read(n)
+        body = ('received %d\n' % len(data)).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+d = sys.argv[1]
+http.server.ThreadingHTTPServer(('10.0.2.2', 80), lambda *a: H(*a, directory=d)).serve_forever()
+"#;
     let web = lab
-        .spawn(
-            &srv,
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "80",
-                "--bind",
-                "10.0.2.2",
-                "--directory",
-                &www.to_string_lossy(),
-            ],
-        )
+        .spawn(&srv, "python3", &["-c", server_py, &www.to_string_lossy()])
         .unwrap();
 
     // The cache: swcache, the interception rule, Squid.
@@ -288,6 +291,36 @@ fn client_http_is_redirected_through_swcache_to_squid() {
         access.contains("http://10.0.2.2/file"),
         "{}",
         fail("Squid's access.log does not show the request")
+    );
+    // A 1 MiB upload through the cache: the client's TSO bursts reach swrouter as GSO
+    // super-packets and must arrive at Squid (and the origin) whole.
+    let upload = dir.join("upload.bin");
+    std::fs::write(&upload, vec![0x5au8; 1 << 20]).unwrap();
+    let out = cli
+        .run(
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                "20",
+                "-D",
+                "-",
+                "--data-binary",
+                &format!("@{}", upload.display()),
+                "http://10.0.2.2/upload",
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("received 1048576"),
+        "{}",
+        fail(&format!("upload through the cache failed:\n{text}"))
+    );
+    assert!(
+        text.to_ascii_lowercase().contains("via:"),
+        "{}",
+        fail("the upload did not go through Squid")
     );
     let _ = lab.stop(&swcache, Duration::from_secs(5));
     let _ = lab.stop(&squid, Duration::from_secs(5));

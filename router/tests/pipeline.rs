@@ -914,3 +914,42 @@ fn l2_returned_frames_are_forwarded_not_redirected_again() {
     let plane = b.tables.wccp.clone();
     assert_eq!(plane.services[0].cache_counters[0].returned.get().0, 1);
 }
+
+#[test]
+fn gso_super_packets_are_segmented_before_gre() {
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    // A 4000-byte TCP payload in one super-packet, MSS 1400, checksum left partial.
+    let mut f = tcp_with_flags(0x18);
+    f.resize(54 + 4000, 0xab);
+    let total = (40 + 4000) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    ipv4::fill_checksum(&mut f[14..], 20);
+    let mut p = Packet::from_frame(&f);
+    p.meta.rx_if = 0;
+    p.meta.offload.gso_type = router::wire::vnet::GSO_TCPV4;
+    p.meta.offload.gso_size = 1400;
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 3, "three segments, each in its own GRE packet");
+    let mut payload = 0;
+    for g in &tx {
+        assert_eq!(ethernet::dst(g), MAC_A);
+        let outer = &g[14..];
+        assert_eq!(ipv4::protocol(outer), 47);
+        let inner = &outer[28..];
+        assert_eq!(ipv4::check(inner).map(|_| ()), Ok(()));
+        assert!(inner.len() <= 20 + 20 + 1400);
+        payload += inner.len() - 40;
+    }
+    assert_eq!(payload, 4000);
+    assert_eq!(spec.counters.redirected.get().0, 3);
+}

@@ -16,6 +16,7 @@ mod affinity;
 pub mod counters;
 pub mod drop;
 mod ethernet;
+mod gso;
 mod icmp;
 mod ipv4_input;
 mod neighbour;

@@ -13,9 +13,10 @@
 //!
 //! Counters: per service and cache in the plane (redirected, returned, bypassed, unassigned,
 //! denied, affinity-kept, packets and bytes); in the stage counters, redirected packets count
-//! as consumed here (they continue at route or neighbour as the outer packet). GSO
-//! super-packets are not redirected yet (they would need software segmentation before
-//! encapsulation) and pass on.
+//! as consumed here (they continue at route or neighbour as the outer packet). A TCP GSO
+//! super-packet (a local stack's TSO burst over veth) is segmented in software before GRE
+//! encapsulation; with L2 forwarding it keeps its offload state and the kernel segments it on
+//! transmit. Other GSO kinds (UDP) are not redirected and pass on.
 
 use super::affinity::{AffinityTable, FlowId, FlowTarget};
 use super::packet::{flags, Packet};
@@ -43,6 +44,8 @@ const TCP_ACK: u8 = 0x10;
 pub struct WccpRedirectStage {
     affinity: Option<AffinityTable>,
     last_sweep: Option<Instant>,
+    /// Segments of a GSO super-packet being redirected (reused, so no allocation per burst).
+    segments: Vec<Packet>,
 }
 
 /// The fields of a packet the redirect decision reads.
@@ -154,17 +157,36 @@ impl WccpRedirectStage {
                 }
                 return Verdict::Continue;
             }
-            if pkt.meta.offload.is_gso() {
-                // Not redirected, and not counted as redirected: see the module docs.
-                return Verdict::Continue;
-            }
-            svc.counters.redirected.add(f.len);
-            if let Some(c) = svc.cache_counters.get(ci) {
-                c.redirected.add(f.len);
-            }
             let dynamic = svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
+            let count = |len: usize| {
+                svc.counters.redirected.add(len);
+                if let Some(c) = svc.cache_counters.get(ci) {
+                    c.redirected.add(len);
+                }
+            };
+            if r.target.forwarding == ForwardingMethod::Gre && pkt.meta.offload.is_gso() {
+                // The kernel cannot segment inside our GRE on transmit: segment here, then
+                // encapsulate every segment.
+                pkt.complete_checksum();
+                let segs = &mut self.segments;
+                if !super::gso::segment_tcpv4(pkt, cx.pool, |s| segs.push(s)) {
+                    return Verdict::Continue; // not TCPv4 GSO: forwarded normally
+                }
+                for mut seg in self.segments.drain(..) {
+                    let len = seg.len() - HEADER_LEN;
+                    if let Verdict::Jump(to) = encapsulate(&mut seg, svc.id, dynamic, &r) {
+                        count(len);
+                        cx.emit(seg, to);
+                    } else {
+                        cx.pool.put(seg);
+                    }
+                }
+                return Verdict::Consumed;
+            }
+            count(f.len);
             return match r.target.forwarding {
                 ForwardingMethod::Gre => encapsulate(pkt, svc.id, dynamic, &r),
+                // A GSO super-packet keeps its offload state: the kernel segments it on transmit.
                 ForwardingMethod::L2 => l2_forward(pkt, &r, cx),
             };
         }
