@@ -21,6 +21,7 @@ struct WccpLab {
     cli: Ns,
     caches: Vec<Ns>,
     socket: PathBuf,
+    conf: PathBuf,
     router: ProcHandle,
     web: ProcHandle,
 }
@@ -98,6 +99,7 @@ impl WccpLab {
             cli,
             caches,
             socket,
+            conf: conf_path,
             router,
             web,
         }
@@ -281,5 +283,39 @@ fn redirect_out_and_redirect_list_deny() {
     assert!(t["redirected"]["packets"].as_u64().unwrap() > 0, "{t}");
     // Squid's own fetches leave through eth1 too, but come from a cache: never redirected.
     assert!(stage_of(&s, "wccp-redirect").is_ok());
+
+    // Hot reload: drop the deny rule; the group keeps its cache and assignment.
+    let text = std::fs::read_to_string(&l.conf).unwrap();
+    let text = text.replace(
+        "action = \"deny\"\ndestination = \"10.0.2.3\"",
+        "action = \"permit\"",
+    );
+    std::fs::write(&l.conf, text).unwrap();
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["reload", "-s", &l.socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let s2 = router_status(&l.socket).unwrap();
+    let (before, after) = (
+        cache(&s, 0, "10.0.3.2").unwrap(),
+        cache(&s2, 0, "10.0.3.2").unwrap(),
+    );
+    assert_eq!(after["usable"], true, "{after}");
+    assert_eq!(after["buckets"], before["buckets"], "assignment kept");
+    assert_eq!(
+        service(&s2, 0).unwrap()["key"],
+        service(&s, 0).unwrap()["key"]
+    );
+    assert_eq!(s2["router"]["reloads"], 1);
+    let (ok, text, v) = l.fetch("http://10.0.2.3/file");
+    assert!(
+        ok && v.is_some_and(|v| v.contains("cache-out")),
+        "redirected after the reload:\n{text}"
+    );
     host.stop(&mut l.lab);
 }
