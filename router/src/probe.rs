@@ -5,7 +5,9 @@
 //! router's packets); the answer comes back through ipv4-input to a [`PROBE_PORTS`] port. A
 //! SYN-ACK that acknowledges our SYN is a success and is closed at once with a RST (we keep no
 //! connection); a RST or silence until the next probe is a miss. `misses` misses in a row take a
-//! target down, one success brings it back.
+//! target down, one success brings it back. A target that has never answered is never taken
+//! down (it "stops answering" only after it answered once): a wrong probe port must not send a
+//! healthy cache's traffic around it; status shows it as unanswered instead.
 //!
 //! The prober itself does no I/O: [`Prober::tick`] and [`Prober::on_segment`] take the time and
 //! return the packets to send, so it is tested without sockets.
@@ -45,6 +47,17 @@ pub struct ProbeHealth {
     pub last_rtt: Option<Duration>,
     /// Times the target went down.
     pub downs: u64,
+}
+
+impl ProbeHealth {
+    /// "up", "down", or "unanswered" (never answered a probe, so never taken down).
+    pub fn state(&self) -> &'static str {
+        match (self.up, self.answered) {
+            (false, _) => "down",
+            (true, 0) if self.misses > 0 => "unanswered",
+            _ => "up",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -179,7 +192,7 @@ impl Prober {
 
 fn miss(st: &mut State, t: ProbeTarget, misses: u32, changes: &mut Vec<ProbeChange>) {
     st.health.misses = st.health.misses.saturating_add(1);
-    if st.health.up && st.health.misses >= misses {
+    if st.health.up && st.health.answered > 0 && st.health.misses >= misses {
         st.health.up = false;
         st.health.downs += 1;
         changes.push(ProbeChange::Down(t));
@@ -295,6 +308,16 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Prober::new(3, 7);
         let mut ch = Vec::new();
+        // Never answered: misses do not take it down.
+        for _ in 0..5 {
+            p.tick(t0, [target()], &mut ch);
+        }
+        assert!(p.is_up(&target()) && ch.is_empty());
+        assert_eq!(p.get(&target()).unwrap().state(), "unanswered");
+        let out = p.tick(t0, [target()], &mut ch);
+        let (port, seq) = syn_of(&out[0]);
+        p.on_segment(&answer(port, seq.wrapping_add(1), SYN | ACK), t0, &mut ch);
+        assert_eq!(p.get(&target()).unwrap().state(), "up");
         p.tick(t0, [target()], &mut ch);
         p.tick(t0, [target()], &mut ch);
         p.tick(t0, [target()], &mut ch);

@@ -174,7 +174,8 @@ pub struct WccpCacheStatus {
     pub returned: TrafficCount,
     /// Meant for this cache while fast failover had taken it out.
     pub bypassed: TrafficCount,
-    /// Fast-failover probe state: "up", "down", or "-" when not probed.
+    /// Fast-failover probe state: "up", "down", "unanswered" (never answered, so never failed
+    /// over), or "-" when not probed.
     pub probe: String,
     /// Probe round-trip time of the last success, microseconds.
     pub probe_rtt_us: Option<u64>,

@@ -225,6 +225,14 @@ impl WccpDriver {
 
     /// One probe round over every cache that holds part of an assignment.
     pub fn on_probe_tick(&mut self) {
+        for (t, h) in self.prober.health() {
+            if h.answered == 0 && h.misses == self.options.probe_misses.max(1) {
+                tracing::warn!(
+                    cache = %t.remote.ip(), port = t.remote.port(),
+                    "WCCP fast failover: this cache has never answered a probe on this port; it is not failed over until it does (set `probe-port` to where its proxy listens)"
+                );
+            }
+        }
         let wanted: Vec<ProbeTarget> = if self.options.fast_failover {
             self.assignments
                 .iter()
@@ -451,7 +459,7 @@ impl WccpDriver {
                         bypassed: self.cache_traffic(s.service_id, c.address, |t| &t.bypassed),
                         probe: self
                             .probe_health(s.service_id, c.address)
-                            .map(|h| if h.up { "up" } else { "down" })
+                            .map(|h| h.state())
                             .unwrap_or("-")
                             .into(),
                         probe_rtt_us: self
