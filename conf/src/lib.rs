@@ -42,6 +42,7 @@
 mod emit;
 mod error;
 mod raw;
+mod steering;
 mod types;
 mod validate;
 
@@ -52,6 +53,7 @@ use serde::Serialize;
 
 pub use error::ConfError;
 pub use ipnetwork::Ipv4Network;
+pub use steering::SteeringConf;
 pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
 };
@@ -83,6 +85,9 @@ pub struct RouterConf {
     /// The `[[wccp.service]]` tables, in file order; empty means WCCP is off.
     #[serde(skip)]
     pub wccp: Vec<WccpServiceConf>,
+    /// The `[steering]` section (devices, pools, services); empty means nothing is steered.
+    #[serde(skip)]
+    pub steering: SteeringConf,
 }
 
 /// A WCCP forwarding or return method.
