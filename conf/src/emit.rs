@@ -58,11 +58,12 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
             let _ = writeln!(out, "interface = {}", quote(name));
         }
     }
+    crate::steering::emit(&mut out, &conf.steering, &conf.interfaces);
     out
 }
 
 /// `s` as a one-line TOML basic string, escaping what TOML requires (quote, backslash, controls).
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
     q.push('"');
     for c in s.chars() {

@@ -42,6 +42,7 @@
 mod emit;
 mod error;
 mod raw;
+mod steering;
 mod types;
 mod validate;
 mod wccp;
@@ -53,6 +54,7 @@ use serde::Serialize;
 
 pub use error::ConfError;
 pub use ipnetwork::Ipv4Network;
+pub use steering::SteeringConf;
 pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
 };
@@ -93,6 +95,9 @@ pub struct RouterConf {
     /// The `[wccp]` keys that apply to every service (defaults when absent).
     #[serde(skip)]
     pub wccp_options: WccpOptions,
+    /// The `[steering]` section (devices, pools, services); empty means nothing is steered.
+    #[serde(skip)]
+    pub steering: SteeringConf,
 }
 
 /// The `[router]` section: identity and process-wide settings.

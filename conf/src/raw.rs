@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Top-level tables, as they appear in serde's "expected one of" lists.
-const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp"];
+const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp", "steering"];
 /// Keys of `[router]`, in documentation order.
 pub(crate) const ROUTER_KEYS: &[&str] = &[
     "id",
@@ -86,6 +86,9 @@ pub(crate) struct RawFile {
     /// `[wccp]`, optional.
     #[serde(default)]
     pub wccp: Option<RawWccp>,
+    /// `[steering]`, optional (see `crate::steering`).
+    #[serde(default)]
+    pub steering: Option<crate::steering::RawSteering>,
 }
 
 /// `[wccp]`.
@@ -304,7 +307,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
             .map(|s| format!("; did you mean {}?", header(s)))
             .unwrap_or_default();
         return Some(format!(
-            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]], [wccp]{hint}"
+            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]], [wccp], [steering]{hint}"
         ));
     }
     let (section, keys) = [
@@ -316,6 +319,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
         ("[[wccp.service.redirect-list]]", WCCP_ACL_KEYS),
     ]
     .into_iter()
+    .chain(crate::steering::sections())
     .find(|(_, keys)| same(keys))?;
     let hint = suggest(key, keys)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -332,6 +336,7 @@ fn header(key: &str) -> &'static str {
         "router" => "[router]",
         "interface" => "[[interface]]",
         "wccp" => "[wccp]",
+        "steering" => "[steering]",
         _ => "[[route]]",
     }
 }

@@ -75,6 +75,8 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             }
         }
     }
+    let interfaces: Vec<InterfaceConf> = interfaces.into_iter().map(|i| i.conf).collect();
+    let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -83,10 +85,11 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             log_level,
             io_backend,
         },
-        interfaces: interfaces.into_iter().map(|i| i.conf).collect(),
+        interfaces,
         routes,
         wccp,
         wccp_options,
+        steering,
     })
 }
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Everything `compile` needs: the whole steering part of one config.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Definitions {
     /// Devices; a device's position here is its [`crate::DeviceIdx`].
     pub devices: Vec<DeviceDef>,
