@@ -12,6 +12,7 @@ pub mod io;
 pub mod local;
 pub mod pipeline;
 pub mod status;
+pub mod steering_status;
 pub mod sys;
 pub mod tables;
 pub mod wire;

@@ -163,6 +163,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
+    tables.steering = Arc::new(
+        crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
+            .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
+    );
     // WCCP listens on UDP 2048 on every router address (reference §1).
     let wccp_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind(wccp::WCCP_PORT, 1024));
     let n_ifaces = tables.ifaces.len();
@@ -372,17 +376,40 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             "[router] changes (workers, socket, log level, id) take effect at the next restart"
         );
     }
+    // Steering: new tables (and counters) only when the section changed; they replace the
+    // old ones in the same snapshot swap as the routes (flash cut-over, issue 7).
+    let steering_changed = new.steering != state.conf.steering;
+    let steering = if steering_changed {
+        match crate::tables::steer::SteeringPlane::build(&new.steering.definitions) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected: the running config stays in force");
+                return ReloadReply {
+                    ok: false,
+                    message: format!("rejected, running config kept: [steering]: {e}"),
+                };
+            }
+        }
+    } else {
+        old.steering.clone()
+    };
     let n = new.routes.len();
+    let services = new.steering.definitions.services.len();
     state.shared.tables.store(Arc::new(Tables {
         routes,
+        steering,
         ..(*old).clone()
     }));
     state.conf.routes = new.routes;
+    state.conf.steering = new.steering;
     state.reloads += 1;
-    tracing::info!(static_routes = n, "routes reloaded");
+    tracing::info!(static_routes = n, steering_services = services, steering_changed, "reloaded");
     ReloadReply {
         ok: true,
-        message: format!("reloaded: {n} static routes in force"),
+        message: format!(
+            "reloaded: {n} static routes, {services} steering services in force{}",
+            if steering_changed { " (steering tables replaced)" } else { "" }
+        ),
     }
 }
 

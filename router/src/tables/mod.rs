@@ -5,6 +5,7 @@
 
 pub mod neighbours;
 pub mod routes;
+pub mod steer;
 
 use crate::wire::ethernet::Mac;
 use routes::RouteTable;
@@ -74,6 +75,8 @@ pub struct Tables {
     pub local: crate::local::LocalPorts,
     /// The WCCP assignments in force.
     pub wccp: Arc<WccpPlane>,
+    /// The service-chain steering tables, health and counters in force.
+    pub steering: Arc<steer::SteeringPlane>,
 }
 
 /// The installed WCCP assignments, highest service priority first (the order the redirect
@@ -130,6 +133,7 @@ impl Tables {
             routes,
             local: Default::default(),
             wccp: Default::default(),
+            steering: Default::default(),
         }
     }
 
