@@ -403,12 +403,21 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     state.conf.routes = new.routes;
     state.conf.steering = new.steering;
     state.reloads += 1;
-    tracing::info!(static_routes = n, steering_services = services, steering_changed, "reloaded");
+    tracing::info!(
+        static_routes = n,
+        steering_services = services,
+        steering_changed,
+        "reloaded"
+    );
     ReloadReply {
         ok: true,
         message: format!(
             "reloaded: {n} static routes, {services} steering services in force{}",
-            if steering_changed { " (steering tables replaced)" } else { "" }
+            if steering_changed {
+                " (steering tables replaced)"
+            } else {
+                ""
+            }
         ),
     }
 }

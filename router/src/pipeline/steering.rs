@@ -224,10 +224,8 @@ fn rewrite(pkt: &mut Packet, rw: &Rewrite, dscp: Option<u8>) {
     // (byte offset in the IP header, new address)
     let addrs = [(12usize, rw.src_addr), (16usize, rw.dst_addr)];
     let csum_at = l4_csum_at(proto).filter(|_| first).map(|o| hlen + o);
-    let mut l4_csum = csum_at.and_then(|at| {
-        l3.get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    });
+    let mut l4_csum =
+        csum_at.and_then(|at| l3.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])));
     // UDP without a checksum stays without one.
     if proto == ipv4::PROTO_UDP && l4_csum == Some(0) && !partial {
         l4_csum = None;
@@ -249,7 +247,9 @@ fn rewrite(pkt: &mut Packet, rw: &Rewrite, dscp: Option<u8>) {
         for (o, new) in [(0usize, rw.src_port), (2usize, rw.dst_port)] {
             let Some(n) = new else { continue };
             let at = hlen + o;
-            let Some(b) = l3.get(at..at + 2) else { continue };
+            let Some(b) = l3.get(at..at + 2) else {
+                continue;
+            };
             let old = u16::from_be_bytes([b[0], b[1]]);
             if !partial {
                 l4_csum = l4_csum.map(|c| checksum::update16(c, old, n));
