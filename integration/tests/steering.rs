@@ -50,24 +50,16 @@ fn topo(tag: &str) -> Topo {
     cli.add_addr("eth0", "10.0.1.2/24").unwrap();
     cli.add_addr("eth0", "10.0.1.3/24").unwrap();
     cli.add_route("default", "10.0.1.1").unwrap();
-    // The firewall: a bridge of its two legs and nothing else (no address).
-    fw.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
-    for l in ["lega", "legb"] {
-        fw.ip(&["link", "set", "dev", l, "master", "br0"]).unwrap();
-        fw.ip(&["link", "set", "dev", l, "up"]).unwrap();
-    }
-    fw.ip(&["link", "set", "br0", "up"]).unwrap();
     let dir = lab.dir().to_path_buf();
-    let nft = "add table bridge fwt\n\
-               add chain bridge fwt pass { type filter hook forward priority 0; }\n\
-               add rule bridge fwt pass ip daddr 10.0.9.80 tcp dport 9999 counter drop\n\
-               add rule bridge fwt pass ip daddr 10.0.9.80 tcp dport 80 counter\n\
-               add rule bridge fwt pass ip saddr 10.0.9.80 tcp sport 80 counter\n\
-               add rule bridge fwt pass ip daddr 10.0.9.80 tcp dport 81 counter\n";
-    let nft_file = dir.join(format!("{tag}-fw.nft"));
-    std::fs::write(&nft_file, nft).unwrap();
-    fw.run_ok("nft", &["-f", &nft_file.to_string_lossy()])
-        .unwrap();
+    bridge_firewall(
+        &fw,
+        &dir.join("fw.nft"),
+        "ip daddr 10.0.9.80 tcp dport 9999 counter drop\n\
+         ip daddr 10.0.9.80 tcp dport 80 counter\n\
+         ip saddr 10.0.9.80 tcp sport 80 counter\n\
+         ip daddr 10.0.9.80 tcp dport 81 counter\n\
+         ip daddr 10.0.9.80 udp dport 5000 counter\n",
+    );
     // The loopback-mode server holds the service address on lo.
     web1.add_addr("eth0", "10.0.4.2/24").unwrap();
     web1.add_addr("lo", "10.0.9.80/32").unwrap();
@@ -97,6 +89,26 @@ fn topo(tag: &str) -> Topo {
         socket,
         conf,
     }
+}
+
+/// A transparent firewall in `ns`: a bridge of its legs `lega` and `legb` (no address) with one
+/// nftables bridge-forward rule per line of `rules`.
+fn bridge_firewall(ns: &Ns, nft_file: &Path, rules: &str) {
+    ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    for l in ["lega", "legb"] {
+        ns.ip(&["link", "set", "dev", l, "master", "br0"]).unwrap();
+        ns.ip(&["link", "set", "dev", l, "up"]).unwrap();
+    }
+    ns.ip(&["link", "set", "br0", "up"]).unwrap();
+    let mut nft = "add table bridge fwt\n\
+                   add chain bridge fwt pass { type filter hook forward priority 0; }\n"
+        .to_string();
+    for r in rules.lines().map(str::trim).filter(|r| !r.is_empty()) {
+        nft.push_str(&format!("add rule bridge fwt pass {r}\n"));
+    }
+    std::fs::write(nft_file, nft).unwrap();
+    ns.run_ok("nft", &["-f", &nft_file.to_string_lossy()])
+        .unwrap();
 }
 
 /// The router config: `fw` is the firewall device definition (swapped by the reload test).
@@ -402,5 +414,200 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     assert!(
         text.contains("Steering services") && text.contains("web1"),
         "{text}"
+    );
+}
+
+/// The reload test's config: a UDP stream service through firewall `via` to the loopback server;
+/// `extra` is appended (a bad service for the rejected reload).
+fn stream_conf(t: &Topo, fw2: &Ns, via: &str, extra: &str) -> String {
+    format!(
+        r#"[router]
+management-socket = "{sock}"
+log-level = "debug"
+io-backend = "{backend}"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "fwa"
+address = "10.0.2.1/24"
+[[interface]]
+name = "fwb"
+address = "10.0.3.1/24"
+[[interface]]
+name = "s1"
+address = "10.0.4.1/24"
+[[interface]]
+name = "fwc"
+address = "10.0.7.1/24"
+[[interface]]
+name = "fwd"
+address = "10.0.8.1/24"
+
+[[steering.device]]
+name = "fw"
+mode = "transparent"
+interfaces = ["fwa", "fwb"]
+mac = "{fwb}"
+out-mac = "{fwa}"
+
+[[steering.device]]
+name = "fw2"
+mode = "transparent"
+interfaces = ["fwc", "fwd"]
+mac = "{fwd}"
+out-mac = "{fwc}"
+
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "{web1}"
+
+[[steering.service]]
+name = "stream"
+address = "10.0.9.80"
+protocol = "udp"
+port = 5000
+ingress = ["eth0"]
+chain = [{{ device = "{via}" }}, {{ device = "web1" }}]
+{extra}"#,
+        sock = t.socket.display(),
+        backend = io_backend(),
+        fwa = t.rtr.mac("fwa").unwrap(),
+        fwb = t.rtr.mac("fwb").unwrap(),
+        fwc = t.rtr.mac("fwc").unwrap(),
+        fwd = t.rtr.mac("fwd").unwrap(),
+        web1 = t.web1.mac("eth0").unwrap(),
+        extra = extra,
+    )
+}
+
+/// Runs `swrouter reload`; (success, output).
+fn reload(socket: &Path) -> (bool, String) {
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["reload", "-s", &socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Prints every datagram received on UDP 5000 (its "seq N" payload), one a line.
+const RECEIVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind(('0.0.0.0', 5000))
+print('ready', flush=True)
+while True:
+    d, _ = s.recvfrom(100)
+    print(d.decode(), flush=True)
+"#;
+
+/// Sends argv[1] sequence-numbered datagrams to the service, one a millisecond.
+const SENDER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    s.sendto(b'seq %d' % i, ('10.0.9.80', 5000))
+    time.sleep(0.001)
+print('done', flush=True)
+"#;
+
+#[test]
+fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
+    let mut t = topo("srl");
+    let fw2 = t.lab.add_ns("fw2").unwrap();
+    t.lab.link(&t.rtr, "fwc", &fw2, "lega").unwrap();
+    t.lab.link(&t.rtr, "fwd", &fw2, "legb").unwrap();
+    let dir = t.lab.dir().to_path_buf();
+    bridge_firewall(
+        &fw2,
+        &dir.join("fw2.nft"),
+        "ip daddr 10.0.9.80 udp dport 5000 counter\n",
+    );
+    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw", "")).unwrap();
+    let router = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while status(&t.socket).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "no router");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rx = t
+        .lab
+        .spawn(&t.web1, "python3", &["-u", "-c", RECEIVER])
+        .unwrap();
+    assert!(t.lab.wait_for_log(&rx, "ready", Duration::from_secs(10)));
+    const N: usize = 3000;
+    let n = N.to_string();
+    let tx = t
+        .lab
+        .spawn(&t.cli, "python3", &["-u", "-c", SENDER, &n])
+        .unwrap();
+
+    // Swap the firewall while the stream runs.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw2", "")).unwrap();
+    let (ok, msg) = reload(&t.socket);
+    assert!(ok, "good reload refused: {msg}\n{}", t.lab.logs(&router));
+    assert!(msg.contains("steering tables replaced"), "{msg}");
+
+    // A bad config (dynamic range over the stream's port) is refused with its position, and
+    // the running tables stay (the stream keeps flowing through fw2).
+    std::thread::sleep(Duration::from_millis(500));
+    let bad_extra = "\n[[steering.service]]\nname = \"bad\"\naddress = \"10.0.9.80\"\nprotocol = \"udp\"\nport = 6000\ningress = [\"eth0\"]\nchain = [{ device = \"web1\" }]\ndynamic-ports = [\"4990-5010\"]\n";
+    let bad = stream_conf(&t, &fw2, "fw", bad_extra);
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("dynamic-ports"))
+        .unwrap()
+        + 1;
+    std::fs::write(&t.conf, &bad).unwrap();
+    let (ok, msg) = reload(&t.socket);
+    assert!(!ok, "bad reload accepted: {msg}");
+    let want = format!("router.conf:{line}:18: dynamic port range 4990-5010 of service `bad` overlaps service port 5000 of service `stream`");
+    assert!(msg.contains(&want), "{msg}\nwanted {want}");
+
+    assert!(
+        t.lab.wait_for_log(&tx, "done", Duration::from_secs(30)),
+        "sender did not finish"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let got: std::collections::BTreeSet<usize> = t
+        .lab
+        .logs(&rx)
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq ")?.trim().parse().ok())
+        .collect();
+    let missing: Vec<usize> = (0..N).filter(|i| !got.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} datagrams lost across the reload, first {:?}\nstatus: {}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        status(&t.socket).unwrap_or_default()["steering"]
+    );
+    let before = fw_counter(&t.fw, "udp dport 5000");
+    let after = fw_counter(&fw2, "udp dport 5000");
+    assert!(before > 0 && after > 0, "fw {before}, fw2 {after}");
+    assert_eq!(
+        before + after,
+        N as u64,
+        "each datagram crossed exactly one firewall"
     );
 }
