@@ -79,8 +79,11 @@ fn parses_into_the_model_with_defaults_and_round_trips() {
 
 #[test]
 fn no_steering_section_is_empty() {
-    let c = parse_str("s.conf", "[[interface]]\nname = \"a\"\naddress = \"10.0.0.1/24\"\n")
-        .unwrap();
+    let c = parse_str(
+        "s.conf",
+        "[[interface]]\nname = \"a\"\naddress = \"10.0.0.1/24\"\n",
+    )
+    .unwrap();
     assert!(c.steering.is_empty());
 }
 
@@ -222,7 +225,10 @@ fn field_errors_point_at_the_value() {
         "unknown device mode `natt`",
     );
     rejects(
-        &BASE.replace("out-mac = \"02:00:00:00:f0:01\"", "out-mac = \"ff:ff:ff:ff:ff:ff\""),
+        &BASE.replace(
+            "out-mac = \"02:00:00:00:f0:01\"",
+            "out-mac = \"ff:ff:ff:ff:ff:ff\"",
+        ),
         15,
         11,
         "must be a unicast address",

@@ -13,6 +13,7 @@ pub mod local;
 pub mod pipeline;
 pub mod probe;
 pub mod status;
+pub mod steering_status;
 pub mod sys;
 pub mod tables;
 pub mod wire;

@@ -29,6 +29,9 @@ pub struct Status {
     /// WCCP service groups, when WCCP is configured.
     #[serde(default)]
     pub wccp: Option<WccpStatus>,
+    /// Service-chain steering counters and device health, when steering is configured.
+    #[serde(default)]
+    pub steering: Option<crate::steering_status::SteeringStatus>,
 }
 
 /// WCCP state, like `show ip wccp`.
@@ -457,6 +460,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         pipeline,
         workers,
         wccp: cx.wccp.clone(),
+        steering: crate::steering_status::collect(&tables.steering),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -660,6 +664,9 @@ pub fn render(s: &Status) -> String {
             fmt(&w.sent),
             fmt(&w.drops)
         );
+    }
+    if let Some(st) = &s.steering {
+        crate::steering_status::render(&mut o, st);
     }
     o
 }

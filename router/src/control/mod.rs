@@ -165,6 +165,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
+    tables.steering = Arc::new(
+        crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
+            .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
+    );
     // WCCP listens on UDP 2048 on every router address (reference §1).
     let wccp_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind(wccp::WCCP_PORT, 1024));
     // Fast-failover probe answers (TCP to the probe ports).
@@ -420,6 +424,23 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             message: msg,
         };
     }
+    // Steering: new tables (and counters) only when the section changed; they replace the
+    // old ones in the same snapshot swap as the routes (flash cut-over, issue 7).
+    let steering_changed = new.steering != state.conf.steering;
+    let steering = if steering_changed {
+        match crate::tables::steer::SteeringPlane::build(&new.steering.definitions) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected: the running config stays in force");
+                return ReloadReply {
+                    ok: false,
+                    message: format!("rejected, running config kept: [steering]: {e}"),
+                };
+            }
+        }
+    } else {
+        state.shared.tables.load().steering.clone()
+    };
     if let Some(w) = state.wccp.as_mut() {
         if new.wccp != state.conf.wccp || new.wccp_options != state.conf.wccp_options {
             if let Err(e) = w.reconfigure(&new.wccp, &new.wccp_options) {
@@ -452,25 +473,37 @@ fn reload(state: &mut ControlState) -> ReloadReply {
         );
     }
     let n = new.routes.len();
+    let services = new.steering.definitions.services.len();
     state.shared.tables.store(Arc::new(Tables {
         routes,
         ifaces,
+        steering,
         ..(*old).clone()
     }));
-    let services = new.wccp.len();
+    let wccp_services = new.wccp.len();
     state.conf.routes = new.routes;
     state.conf.interfaces = new.interfaces;
     state.conf.wccp = new.wccp;
     state.conf.wccp_options = new.wccp_options;
+    state.conf.steering = new.steering;
     state.reloads += 1;
     tracing::info!(
         static_routes = n,
-        wccp_services = services,
+        wccp_services,
+        steering_services = services,
+        steering_changed,
         "config reloaded"
     );
     ReloadReply {
         ok: true,
-        message: format!("reloaded: {n} static routes, {services} WCCP services in force"),
+        message: format!(
+            "reloaded: {n} static routes, {wccp_services} WCCP services, {services} steering services in force{}",
+            if steering_changed {
+                " (steering tables replaced)"
+            } else {
+                ""
+            }
+        ),
     }
 }
 

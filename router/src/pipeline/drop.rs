@@ -79,11 +79,21 @@ pub enum DropReason {
     TxError,
     /// A packet went round the pipeline too often (an internal loop guard).
     PipelineLoop,
+    /// A service's ACL denies the client packet.
+    SteeringAclDeny,
+    /// A frame claims to come back from a chain device but has another source MAC.
+    SteeringUnexpectedSource,
+    /// No live device in the pool of the next hop.
+    SteeringNoDevice,
+    /// The segment's device is dead and its pool resets flows: a TCP RST answers it.
+    SteeringReset,
+    /// A copy for a promiscuous device found the copy queue full (only the copy is lost).
+    SteeringCopyOverflow,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 37] = [
+    pub const ALL: [DropReason; 42] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -121,6 +131,11 @@ impl DropReason {
         DropReason::NeighbourPendingFull,
         DropReason::TxError,
         DropReason::PipelineLoop,
+        DropReason::SteeringAclDeny,
+        DropReason::SteeringUnexpectedSource,
+        DropReason::SteeringNoDevice,
+        DropReason::SteeringReset,
+        DropReason::SteeringCopyOverflow,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -165,6 +180,11 @@ impl DropReason {
             DropReason::NeighbourPendingFull => "neighbour-pending-full",
             DropReason::TxError => "tx-error",
             DropReason::PipelineLoop => "pipeline-loop",
+            DropReason::SteeringAclDeny => "steering-acl-deny",
+            DropReason::SteeringUnexpectedSource => "steering-unexpected-source",
+            DropReason::SteeringNoDevice => "steering-no-device",
+            DropReason::SteeringReset => "steering-reset",
+            DropReason::SteeringCopyOverflow => "steering-copy-overflow",
         }
     }
 }

@@ -22,6 +22,7 @@ mod ipv4_input;
 mod neighbour;
 pub mod packet;
 mod route;
+mod steering;
 mod wccp;
 
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
@@ -46,6 +47,8 @@ pub enum StageKind {
     Ipv4Input,
     /// WCCP redirection to caches (redirect in).
     WccpRedirect,
+    /// Service-chain steering (SPEC.md §5).
+    Steering,
     /// Longest-prefix match, TTL, ICMP errors.
     Route,
     /// Next-hop MAC, pending queues.
@@ -56,11 +59,12 @@ pub enum StageKind {
 
 impl StageKind {
     /// All stages in order.
-    pub const ALL: [StageKind; 7] = [
+    pub const ALL: [StageKind; 8] = [
         StageKind::Rx,
         StageKind::Ethernet,
         StageKind::Ipv4Input,
         StageKind::WccpRedirect,
+        StageKind::Steering,
         StageKind::Route,
         StageKind::Neighbour,
         StageKind::Tx,
@@ -73,6 +77,7 @@ impl StageKind {
             StageKind::Ethernet => "ethernet",
             StageKind::Ipv4Input => "ipv4-input",
             StageKind::WccpRedirect => "wccp-redirect",
+            StageKind::Steering => "steering",
             StageKind::Route => "route",
             StageKind::Neighbour => "neighbour",
             StageKind::Tx => "tx",
@@ -131,6 +136,7 @@ enum AnyStage {
     Ethernet(ethernet::EthernetStage),
     Ipv4Input(ipv4_input::Ipv4InputStage),
     WccpRedirect(wccp::WccpRedirectStage),
+    Steering(steering::SteeringStage),
     Route(route::RouteStage),
     Neighbour(neighbour::NeighbourStage),
     Tx,
@@ -143,6 +149,7 @@ impl AnyStage {
             AnyStage::Ethernet(s) => s.process(pkt, cx),
             AnyStage::Ipv4Input(s) => s.process(pkt, cx),
             AnyStage::WccpRedirect(s) => s.process(pkt, cx),
+            AnyStage::Steering(s) => s.process(pkt, cx),
             AnyStage::Route(s) => s.process(pkt, cx),
             AnyStage::Neighbour(s) => s.process(pkt, cx),
             AnyStage::Tx => tx(pkt, cx),
@@ -184,6 +191,7 @@ impl Pipeline {
                 AnyStage::Ethernet(ethernet::EthernetStage),
                 AnyStage::Ipv4Input(ipv4_input::Ipv4InputStage),
                 AnyStage::WccpRedirect(wccp::WccpRedirectStage::default()),
+                AnyStage::Steering(steering::SteeringStage),
                 AnyStage::Route(route::RouteStage),
                 AnyStage::Neighbour(neighbour::NeighbourStage::default()),
                 AnyStage::Tx,

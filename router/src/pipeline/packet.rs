@@ -19,6 +19,8 @@ pub mod flags {
     pub const RETURNED: u8 = 0x02;
     /// Selected for the packet trace.
     pub const TRACED: u8 = 0x04;
+    /// Steered: the chain already decremented the TTL (the route stage must not again).
+    pub const TTL_DONE: u8 = 0x08;
 }
 
 /// Sentinel for "no egress interface chosen yet".

@@ -20,7 +20,7 @@ impl RouteStage {
     /// Routes one IPv4 packet.
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let l3 = &pkt.frame()[HEADER_LEN..];
-        let local = pkt.meta.flags & flags::LOCAL != 0;
+        let local = pkt.meta.flags & (flags::LOCAL | flags::TTL_DONE) != 0;
         if !local && ipv4::ttl(l3) <= 1 {
             send_error(pkt, icmpw::TIME_EXCEEDED, icmpw::CODE_TTL_EXCEEDED, 0, cx);
             return Verdict::Drop(DropReason::TtlExpired);

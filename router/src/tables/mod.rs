@@ -5,6 +5,7 @@
 
 pub mod neighbours;
 pub mod routes;
+pub mod steer;
 pub mod wccp;
 
 pub use self::wccp::WccpPlane;
@@ -81,6 +82,8 @@ pub struct Tables {
     pub local: crate::local::LocalPorts,
     /// The WCCP assignments in force.
     pub wccp: Arc<WccpPlane>,
+    /// The service-chain steering tables, health and counters in force.
+    pub steering: Arc<steer::SteeringPlane>,
 }
 
 /// What an address is to us.
@@ -102,6 +105,7 @@ impl Tables {
             routes,
             local: Default::default(),
             wccp: Default::default(),
+            steering: Default::default(),
         }
     }
 

@@ -1,0 +1,613 @@
+//! Service-chain steering end to end (issue 7): a transparent firewall (a Linux bridge with an
+//! nftables drop rule), an IDS capturing copies, a loopback-mode web server holding the service
+//! address on `lo`, and a NAT-mode server listening on a translated port.
+//!
+//! ```text
+//!                          ┌── fwa 10.0.2.1 ══ lega ┐
+//! client 10.0.1.2/.3 ── eth0 [swrouter]          br0 (fw ns: bridge + nft)
+//!                          ├── fwb 10.0.3.1 ══ legb ┘
+//!                          ├── s1 10.0.4.1 ── web1 10.0.4.2 (10.0.9.80 on lo, :80 :81 :9999)
+//!                          ├── s2 10.0.5.1 ── nat1 10.0.5.2 (:8080, :20005)
+//!                          └── ids 10.0.6.1 ── ids (tcpdump, no address)
+//! ```
+//!
+//! The firewall is addressed by the router's own fwb MAC: the bridge forwards the unchanged
+//! frame to its other port, where the router receives it from its own fwa MAC (`out-mac`).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use integration::{binary, io_backend, require_root};
+use netlab::{Lab, Ns, ProcHandle};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Topo {
+    lab: Lab,
+    cli: Ns,
+    rtr: Ns,
+    fw: Ns,
+    web1: Ns,
+    nat1: Ns,
+    ids: Ns,
+    socket: PathBuf,
+    conf: PathBuf,
+}
+
+fn topo(tag: &str) -> Topo {
+    require_root();
+    let mut lab = Lab::new(tag).unwrap();
+    let cli = lab.add_ns("cli").unwrap();
+    let rtr = lab.add_ns("rtr").unwrap();
+    let fw = lab.add_ns("fw").unwrap();
+    let web1 = lab.add_ns("web1").unwrap();
+    let nat1 = lab.add_ns("nat1").unwrap();
+    let ids = lab.add_ns("ids").unwrap();
+    lab.link(&cli, "eth0", &rtr, "eth0").unwrap();
+    lab.link(&rtr, "fwa", &fw, "lega").unwrap();
+    lab.link(&rtr, "fwb", &fw, "legb").unwrap();
+    lab.link(&rtr, "s1", &web1, "eth0").unwrap();
+    lab.link(&rtr, "s2", &nat1, "eth0").unwrap();
+    lab.link(&rtr, "ids", &ids, "eth0").unwrap();
+    cli.add_addr("eth0", "10.0.1.2/24").unwrap();
+    cli.add_addr("eth0", "10.0.1.3/24").unwrap();
+    cli.add_route("default", "10.0.1.1").unwrap();
+    let dir = lab.dir().to_path_buf();
+    bridge_firewall(
+        &fw,
+        &dir.join("fw.nft"),
+        "ip daddr 10.0.9.80 tcp dport 9999 counter drop\n\
+         ip daddr 10.0.9.80 tcp dport 80 counter\n\
+         ip saddr 10.0.9.80 tcp sport 80 counter\n\
+         ip daddr 10.0.9.80 tcp dport 81 counter\n\
+         ip daddr 10.0.9.80 udp dport 5000 counter\n",
+    );
+    // The loopback-mode server holds the service address on lo.
+    web1.add_addr("eth0", "10.0.4.2/24").unwrap();
+    web1.add_addr("lo", "10.0.9.80/32").unwrap();
+    // As any direct-server-return server: ARP from the link's own address, never for the
+    // service address (otherwise its ARP requests carry 10.0.9.80 and the router refuses them).
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+    ] {
+        web1.sysctl(k, v).unwrap();
+    }
+    web1.add_route("default", "10.0.4.1").unwrap();
+    nat1.add_addr("eth0", "10.0.5.2/24").unwrap();
+    nat1.add_route("default", "10.0.5.1").unwrap();
+    ids.ip(&["link", "set", "eth0", "up"]).unwrap();
+    let socket = dir.join("swrouter.sock");
+    let conf = dir.join("router.conf");
+    Topo {
+        lab,
+        cli,
+        rtr,
+        fw,
+        web1,
+        nat1,
+        ids,
+        socket,
+        conf,
+    }
+}
+
+/// A transparent firewall in `ns`: a bridge of its legs `lega` and `legb` (no address) with one
+/// nftables bridge-forward rule per line of `rules`.
+fn bridge_firewall(ns: &Ns, nft_file: &Path, rules: &str) {
+    ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    for l in ["lega", "legb"] {
+        ns.ip(&["link", "set", "dev", l, "master", "br0"]).unwrap();
+        ns.ip(&["link", "set", "dev", l, "up"]).unwrap();
+    }
+    ns.ip(&["link", "set", "br0", "up"]).unwrap();
+    let mut nft = "add table bridge fwt\n\
+                   add chain bridge fwt pass { type filter hook forward priority 0; }\n"
+        .to_string();
+    for r in rules.lines().map(str::trim).filter(|r| !r.is_empty()) {
+        nft.push_str(&format!("add rule bridge fwt pass {r}\n"));
+    }
+    std::fs::write(nft_file, nft).unwrap();
+    ns.run_ok("nft", &["-f", &nft_file.to_string_lossy()])
+        .unwrap();
+}
+
+/// The router config: `fw` is the firewall device definition (swapped by the reload test).
+fn router_conf(t: &Topo) -> String {
+    let fwa = t.rtr.mac("fwa").unwrap();
+    let fwb = t.rtr.mac("fwb").unwrap();
+    let web1 = t.web1.mac("eth0").unwrap();
+    let ids = t.ids.mac("eth0").unwrap();
+    format!(
+        r#"[router]
+management-socket = "{sock}"
+log-level = "debug"
+io-backend = "{backend}"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "fwa"
+address = "10.0.2.1/24"
+[[interface]]
+name = "fwb"
+address = "10.0.3.1/24"
+[[interface]]
+name = "s1"
+address = "10.0.4.1/24"
+[[interface]]
+name = "s2"
+address = "10.0.5.1/24"
+[[interface]]
+name = "ids"
+address = "10.0.6.1/24"
+
+[[steering.device]]
+name = "fw"
+mode = "transparent"
+interfaces = ["fwa", "fwb"]
+mac = "{fwb}"
+out-mac = "{fwa}"
+
+[[steering.device]]
+name = "ids"
+mode = "transparent"
+interfaces = ["ids", "ids"]
+mac = "{ids}"
+
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "{web1}"
+address = "10.0.4.2"
+
+[[steering.device]]
+name = "nat1"
+mode = "nat"
+interfaces = ["s2"]
+address = "10.0.5.2"
+
+[[steering.service]]
+name = "web"
+address = "10.0.9.80"
+port = 80
+ingress = ["eth0"]
+chain = [{{ device = "fw" }}, {{ device = "ids", copy = true }}, {{ device = "web1" }}]
+
+[[steering.service]]
+name = "blocked"
+address = "10.0.9.80"
+port = 9999
+ingress = ["eth0"]
+chain = [{{ device = "fw" }}, {{ device = "web1" }}]
+
+[[steering.service]]
+name = "direct"
+address = "10.0.9.80"
+port = 81
+ingress = ["eth0"]
+chain = [{{ device = "web1" }}]
+
+[[steering.service]]
+name = "app"
+address = "10.0.9.81"
+port = 8000
+ingress = ["eth0"]
+chain = [{{ device = "nat1" }}]
+translate-port = 8080
+dynamic-ports = ["20000-20010"]
+acl = [{{ action = "deny", source = "10.0.1.3/32" }}]
+"#,
+        sock = t.socket.display(),
+        backend = io_backend(),
+    )
+}
+
+fn start_router(t: &mut Topo) -> ProcHandle {
+    std::fs::write(&t.conf, router_conf(t)).unwrap();
+    let h = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if status(&t.socket).is_some() {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("swrouter did not come up:\n{}", t.lab.logs(&h));
+}
+
+fn status(socket: &Path) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["status", "--json", "-s", &socket.to_string_lossy()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn http(lab: &mut Lab, ns: &Ns, port: u16, bind: &str, dir: &Path) -> ProcHandle {
+    let p = port.to_string();
+    lab.spawn(
+        ns,
+        "python3",
+        &[
+            "-m",
+            "http.server",
+            &p,
+            "--bind",
+            bind,
+            "--directory",
+            &dir.to_string_lossy(),
+        ],
+    )
+    .unwrap()
+}
+
+/// `curl` from the client; Some(body) on success.
+fn curl(cli: &Ns, url: &str, from: &str, timeout_s: u32) -> Option<String> {
+    let t = timeout_s.to_string();
+    let out = cli
+        .run("curl", &["-sS", "--max-time", &t, "--interface", from, url])
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until `url` answers (servers starting, ARP settling).
+fn wait_http(cli: &Ns, url: &str) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Some(b) = curl(cli, url, "10.0.1.2", 2) {
+            return Some(b);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    None
+}
+
+/// Packets counted by the bridge nftables rule whose text contains `needle`.
+fn fw_counter(fw: &Ns, needle: &str) -> u64 {
+    let out = fw
+        .run_ok("nft", &["list", "chain", "bridge", "fwt", "pass"])
+        .unwrap();
+    for line in out.lines().filter(|l| l.contains(needle)) {
+        let mut it = line.split_whitespace();
+        while let Some(w) = it.next() {
+            if w == "packets" {
+                return it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+        }
+    }
+    panic!("no counter rule with {needle:?} in:\n{out}");
+}
+
+fn service<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["steering"]["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in {}", s["steering"]))
+}
+
+fn device<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["steering"]["devices"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no device {name} in {}", s["steering"]))
+}
+
+#[test]
+fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
+    let mut t = topo("str");
+    let www = t.lab.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "steered web\n".repeat(20)).unwrap();
+    let lab = &mut t.lab;
+    let _w80 = http(lab, &t.web1, 80, "0.0.0.0", &www);
+    let _w81 = http(lab, &t.web1, 81, "0.0.0.0", &www);
+    let _w9999 = http(lab, &t.web1, 9999, "0.0.0.0", &www);
+    let _n8080 = http(lab, &t.nat1, 8080, "10.0.5.2", &www);
+    let _n20005 = http(lab, &t.nat1, 20005, "10.0.5.2", &www);
+    let tcpdump = lab
+        .spawn(&t.ids, "tcpdump", &["-i", "eth0", "-n", "-l", "-U", "ip"])
+        .unwrap();
+    assert!(
+        lab.wait_for_log(&tcpdump, "listening on", Duration::from_secs(10)),
+        "tcpdump did not start: {}",
+        lab.logs(&tcpdump)
+    );
+    let router = start_router(&mut t);
+    let logs = |t: &Topo| {
+        let s = status(&t.socket).unwrap_or_default();
+        format!(
+            "steering: {}\npipeline: {}\nrouter log:\n{}",
+            s["steering"],
+            s["pipeline"],
+            t.lab.logs(&router)
+        )
+    };
+
+    // 1. The web service: through the firewall to the loopback server, and back.
+    let body = wait_http(&t.cli, "http://10.0.9.80/")
+        .unwrap_or_else(|| panic!("web service never answered\n{}", logs(&t)));
+    assert!(body.starts_with("steered web"), "{body}");
+    let fwd80 = fw_counter(&t.fw, "tcp dport 80 ");
+    let rev80 = fw_counter(&t.fw, "tcp sport 80 ");
+    assert!(fwd80 > 0, "the request did not cross the firewall");
+    assert!(rev80 > 0, "the reply did not cross the firewall");
+
+    // 2. The firewall's drop rule is honoured: the server listens on 9999, yet nothing answers.
+    assert!(curl(&t.cli, "http://10.0.9.80:9999/", "10.0.1.2", 3).is_none());
+    assert!(
+        fw_counter(&t.fw, "dport 9999") > 0,
+        "the firewall saw no :9999"
+    );
+
+    // 3. Same address, another port, another chain: :81 goes straight to the server.
+    assert!(curl(&t.cli, "http://10.0.9.80:81/", "10.0.1.2", 5).is_some());
+    assert_eq!(
+        fw_counter(&t.fw, "tcp dport 81 "),
+        0,
+        ":81 crossed the firewall"
+    );
+
+    // 4. NAT with port translation 8000 → 8080 both ways; a dynamic port follows untranslated.
+    assert!(
+        curl(&t.cli, "http://10.0.9.81:8000/", "10.0.1.2", 5).is_some(),
+        "translated port\n{}",
+        logs(&t)
+    );
+    assert!(
+        curl(&t.cli, "http://10.0.9.81:20005/", "10.0.1.2", 5).is_some(),
+        "dynamic port"
+    );
+
+    // 5. ACL per service: 10.0.1.3 is denied on `app` but welcome on `web`.
+    assert!(curl(&t.cli, "http://10.0.9.81:8000/", "10.0.1.3", 3).is_none());
+    assert!(curl(&t.cli, "http://10.0.9.80/", "10.0.1.3", 5).is_some());
+
+    let s = status(&t.socket).unwrap();
+    let web = service(&s, "web");
+    assert!(web["forward_packets"].as_u64().unwrap() > 0);
+    assert!(web["reverse_packets"].as_u64().unwrap() > 0);
+    assert!(
+        service(&s, "app")["drops"]["steering-acl-deny"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(service(&s, "app")["forward_packets"].as_u64().unwrap() > 0);
+    assert!(device(&s, "nat1")["packets"].as_u64().unwrap() > 0);
+    let copies = device(&s, "ids")["copies"].as_u64().unwrap();
+    assert!(copies > 0);
+
+    // 6. The IDS got copies of the web service in both directions, and nothing else.
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = t.lab.logs(&tcpdump);
+    let pkts: Vec<&str> = cap.lines().filter(|l| l.contains(" IP ")).collect();
+    assert!(!pkts.is_empty(), "IDS saw nothing:\n{cap}");
+    for l in &pkts {
+        assert!(
+            l.contains("> 10.0.9.80.80:") || l.contains("IP 10.0.9.80.80 >"),
+            "IDS saw a packet of another service: {l}"
+        );
+    }
+    assert!(pkts.iter().any(|l| l.contains("> 10.0.9.80.80:")));
+    assert!(pkts.iter().any(|l| l.contains("IP 10.0.9.80.80 >")));
+    assert_eq!(pkts.len() as u64, copies, "copies counted vs captured");
+
+    let text = std::process::Command::new(binary("swrouter"))
+        .args(["status", "-s", &t.socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Steering services") && text.contains("web1"),
+        "{text}"
+    );
+}
+
+/// The reload test's config: a UDP stream service through firewall `via` to the loopback server;
+/// `extra` is appended (a bad service for the rejected reload).
+fn stream_conf(t: &Topo, fw2: &Ns, via: &str, extra: &str) -> String {
+    format!(
+        r#"[router]
+management-socket = "{sock}"
+log-level = "debug"
+io-backend = "{backend}"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "fwa"
+address = "10.0.2.1/24"
+[[interface]]
+name = "fwb"
+address = "10.0.3.1/24"
+[[interface]]
+name = "s1"
+address = "10.0.4.1/24"
+[[interface]]
+name = "fwc"
+address = "10.0.7.1/24"
+[[interface]]
+name = "fwd"
+address = "10.0.8.1/24"
+
+[[steering.device]]
+name = "fw"
+mode = "transparent"
+interfaces = ["fwa", "fwb"]
+mac = "{fwb}"
+out-mac = "{fwa}"
+
+[[steering.device]]
+name = "fw2"
+mode = "transparent"
+interfaces = ["fwc", "fwd"]
+mac = "{fwd}"
+out-mac = "{fwc}"
+
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "{web1}"
+
+[[steering.service]]
+name = "stream"
+address = "10.0.9.80"
+protocol = "udp"
+port = 5000
+ingress = ["eth0"]
+chain = [{{ device = "{via}" }}, {{ device = "web1" }}]
+{extra}"#,
+        sock = t.socket.display(),
+        backend = io_backend(),
+        fwa = t.rtr.mac("fwa").unwrap(),
+        fwb = t.rtr.mac("fwb").unwrap(),
+        fwc = t.rtr.mac("fwc").unwrap(),
+        fwd = t.rtr.mac("fwd").unwrap(),
+        web1 = t.web1.mac("eth0").unwrap(),
+        extra = extra,
+    )
+}
+
+/// Runs `swrouter reload`; (success, output).
+fn reload(socket: &Path) -> (bool, String) {
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["reload", "-s", &socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Prints every datagram received on UDP 5000 (its "seq N" payload), one a line.
+const RECEIVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind(('0.0.0.0', 5000))
+print('ready', flush=True)
+while True:
+    d, _ = s.recvfrom(100)
+    print(d.decode(), flush=True)
+"#;
+
+/// Sends argv[1] sequence-numbered datagrams to the service, one a millisecond.
+const SENDER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    s.sendto(b'seq %d' % i, ('10.0.9.80', 5000))
+    time.sleep(0.001)
+print('done', flush=True)
+"#;
+
+#[test]
+fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
+    let mut t = topo("srl");
+    let fw2 = t.lab.add_ns("fw2").unwrap();
+    t.lab.link(&t.rtr, "fwc", &fw2, "lega").unwrap();
+    t.lab.link(&t.rtr, "fwd", &fw2, "legb").unwrap();
+    let dir = t.lab.dir().to_path_buf();
+    bridge_firewall(
+        &fw2,
+        &dir.join("fw2.nft"),
+        "ip daddr 10.0.9.80 udp dport 5000 counter\n",
+    );
+    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw", "")).unwrap();
+    let router = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while status(&t.socket).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "no router");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rx = t
+        .lab
+        .spawn(&t.web1, "python3", &["-u", "-c", RECEIVER])
+        .unwrap();
+    assert!(t.lab.wait_for_log(&rx, "ready", Duration::from_secs(10)));
+    const N: usize = 3000;
+    let n = N.to_string();
+    let tx = t
+        .lab
+        .spawn(&t.cli, "python3", &["-u", "-c", SENDER, &n])
+        .unwrap();
+
+    // Swap the firewall while the stream runs.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw2", "")).unwrap();
+    let (ok, msg) = reload(&t.socket);
+    assert!(ok, "good reload refused: {msg}\n{}", t.lab.logs(&router));
+    assert!(msg.contains("steering tables replaced"), "{msg}");
+
+    // A bad config (dynamic range over the stream's port) is refused with its position, and
+    // the running tables stay (the stream keeps flowing through fw2).
+    std::thread::sleep(Duration::from_millis(500));
+    let bad_extra = "\n[[steering.service]]\nname = \"bad\"\naddress = \"10.0.9.80\"\nprotocol = \"udp\"\nport = 6000\ningress = [\"eth0\"]\nchain = [{ device = \"web1\" }]\ndynamic-ports = [\"4990-5010\"]\n";
+    let bad = stream_conf(&t, &fw2, "fw", bad_extra);
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("dynamic-ports"))
+        .unwrap()
+        + 1;
+    std::fs::write(&t.conf, &bad).unwrap();
+    let (ok, msg) = reload(&t.socket);
+    assert!(!ok, "bad reload accepted: {msg}");
+    let want = format!("router.conf:{line}:18: dynamic port range 4990-5010 of service `bad` overlaps service port 5000 of service `stream`");
+    assert!(msg.contains(&want), "{msg}\nwanted {want}");
+
+    assert!(
+        t.lab.wait_for_log(&tx, "done", Duration::from_secs(30)),
+        "sender did not finish"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let got: std::collections::BTreeSet<usize> = t
+        .lab
+        .logs(&rx)
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq ")?.trim().parse().ok())
+        .collect();
+    let missing: Vec<usize> = (0..N).filter(|i| !got.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} datagrams lost across the reload, first {:?}\nstatus: {}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        status(&t.socket).unwrap_or_default()["steering"]
+    );
+    let before = fw_counter(&t.fw, "udp dport 5000");
+    let after = fw_counter(&fw2, "udp dport 5000");
+    assert!(before > 0 && after > 0, "fw {before}, fw2 {after}");
+    assert_eq!(
+        before + after,
+        N as u64,
+        "each datagram crossed exactly one firewall"
+    );
+}

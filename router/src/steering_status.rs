@@ -1,0 +1,164 @@
+//! The `steering` part of `swrouter status`: per-service and per-device packets, bytes and
+//! drops by reason, and each device's health, read from the steering plane in force.
+
+use crate::tables::steer::{SteeringPlane, Traffic, SERVICE_DROPS};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// Steering counters and health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SteeringStatus {
+    /// One entry per service, in config order.
+    pub services: Vec<SteeringServiceStatus>,
+    /// One entry per device, in config order.
+    pub devices: Vec<SteeringDeviceStatus>,
+}
+
+/// One service's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SteeringServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Client → service packets steered.
+    pub forward_packets: u64,
+    /// Client → service bytes.
+    pub forward_bytes: u64,
+    /// Service → client packets steered.
+    pub reverse_packets: u64,
+    /// Service → client bytes.
+    pub reverse_bytes: u64,
+    /// Drops by reason (`steering-acl-deny`, ...), zero ones included.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One device's counters and health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SteeringDeviceStatus {
+    /// Device name.
+    pub name: String,
+    /// Mode (transparent, loopback, alias, nat, router).
+    pub mode: String,
+    /// Health as the data plane sees it: in-service, draining, out-of-service.
+    pub health: String,
+    /// Frames sent to it on the main path.
+    pub packets: u64,
+    /// Bytes sent to it on the main path.
+    pub bytes: u64,
+    /// Copies sent to it.
+    pub copies: u64,
+    /// Bytes of copies sent to it.
+    pub copy_bytes: u64,
+    /// Copies for it lost to a full copy queue.
+    pub copy_drops: u64,
+}
+
+fn read(t: &Traffic) -> (u64, u64) {
+    (
+        t.packets.load(Ordering::Relaxed),
+        t.bytes.load(Ordering::Relaxed),
+    )
+}
+
+/// The status of `plane`, or `None` when nothing is steered.
+pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
+    let tables = plane.tables.as_ref()?;
+    let health = plane.health.load();
+    let services = plane
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (fp, fb) = read(&c.forward);
+            let (rp, rb) = read(&c.reverse);
+            SteeringServiceStatus {
+                name: tables
+                    .service_name(steering::ServiceIdx(i as u32))
+                    .unwrap_or("?")
+                    .to_string(),
+                forward_packets: fp,
+                forward_bytes: fb,
+                reverse_packets: rp,
+                reverse_bytes: rb,
+                drops: SERVICE_DROPS
+                    .iter()
+                    .zip(&c.drops)
+                    .map(|(n, v)| (n.to_string(), v.load(Ordering::Relaxed)))
+                    .collect(),
+            }
+        })
+        .collect();
+    let devices = plane
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = steering::DeviceIdx(i as u32);
+            let (p, b) = read(&c.sent);
+            let (cp, cb) = read(&c.copies);
+            SteeringDeviceStatus {
+                name: tables.device_name(d).unwrap_or("?").to_string(),
+                mode: tables
+                    .device_mode(d)
+                    .map_or("?", |m| m.as_str())
+                    .to_string(),
+                health: match health.device(d) {
+                    steering::DeviceHealth::InService => "in-service",
+                    steering::DeviceHealth::Draining => "draining",
+                    steering::DeviceHealth::OutOfService => "out-of-service",
+                }
+                .to_string(),
+                packets: p,
+                bytes: b,
+                copies: cp,
+                copy_bytes: cb,
+                copy_drops: c.copy_drops.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    Some(SteeringStatus { services, devices })
+}
+
+/// Appends the steering tables to the terminal rendering.
+pub fn render(o: &mut String, s: &SteeringStatus) {
+    let _ = writeln!(
+        o,
+        "\nSteering services\n  {:<20} {:>10} {:>12} {:>10} {:>12}  DROPS",
+        "SERVICE", "FWD-PKTS", "FWD-BYTES", "REV-PKTS", "REV-BYTES"
+    );
+    for v in &s.services {
+        let drops: Vec<String> = v
+            .drops
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  {:<20} {:>10} {:>12} {:>10} {:>12}  {}",
+            v.name,
+            v.forward_packets,
+            v.forward_bytes,
+            v.reverse_packets,
+            v.reverse_bytes,
+            if drops.is_empty() {
+                "-".to_string()
+            } else {
+                drops.join(" ")
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Steering devices\n  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10}",
+        "DEVICE", "MODE", "HEALTH", "PACKETS", "BYTES", "COPIES", "COPY-DROPS"
+    );
+    for d in &s.devices {
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10}",
+            d.name, d.mode, d.health, d.packets, d.bytes, d.copies, d.copy_drops
+        );
+    }
+}
