@@ -6,7 +6,8 @@
 #                                       |  veth
 #                                     cache (swcache; redirected frames counted at its eth0)
 #
-# Rows (all by default; choose with BENCH_ROWS="kernel,mmap,gre-mmap", comma-separated):
+# Rows (all by default; choose with BENCH_ROWS="kernel,mmap,gre-mmap", comma-separated; the
+# swrouter rows run in the order given, and a row named twice runs twice):
 #   generator  the generator alone (the router namespace drops everything), so a
 #              generator-bound result is visible;
 #   kernel     Linux kernel forwarding (ip_forward=1, swrouter not running): the baseline;
@@ -34,7 +35,7 @@ BIN=${SWROUTER_BIN:-target/release/swrouter}
 CACHE_BIN=${SWCACHE_BIN:-$(dirname "$BIN")/swcache}
 BASE_BIN=${SWROUTER_BIN_BASE:-}
 ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
-[ -n "$BASE_BIN" ] && ALL_ROWS="$ALL_ROWS,base-mmap"
+[ -n "$BASE_BIN" ] && ALL_ROWS="generator,kernel,pnet,mmap,base-mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
 ROWS=${BENCH_ROWS:-$ALL_ROWS}
 want() { [[ ",$ROWS," == *",$1,"* ]]; }
 for r in ${ROWS//,/ }; do
@@ -132,23 +133,24 @@ else:
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# REPS windows of row NAME counted at NS's DEV; prints the medians "sink generator".
+# REPS windows of row NAME counted at NS's DEV; prints the medians "sink generator" and the
+# packets received over all windows.
 run_mode() {
-  local name=$1 ns=$2 dev=$3 sink=() gen=()
+  local name=$1 ns=$2 dev=$3 sink=() gen=() total=0
   for i in $(seq "$REPS"); do
     read -r s g < <(measure "$ns" "$dev")
-    sink+=("$s"); gen+=("$g")
+    sink+=("$s"); gen+=("$g"); total=$((total + s * WINDOW))
     printf '  %-10s rep %d: received %8d pps   generator %8d pps\n' "$name" "$i" "$s" "$g" >&2
   done
-  echo "$(printf '%s\n' "${sink[@]}" | median) $(printf '%s\n' "${gen[@]}" | median)"
+  echo "$(printf '%s\n' "${sink[@]}" | median) $(printf '%s\n' "${gen[@]}" | median) $total"
 }
 
 echo "forwarding benchmark: 64-byte UDP, ${WINDOW}s windows, $REPS repetitions, medians; rows $ROWS" >&2
-declare -A SINK GENR DROPS RINGFULL CPU P50 P99 SYSCALLS NOTE
+declare -A SINK GENR DROPS RINGFULL CPU NSPP P50 P99 SYSCALLS NOTE
 
 # --- generator only: the router namespace drops everything (no forwarding, no addresses) ------
 G_ONLY=n/a
-if want generator; then read -r _ G_ONLY < <(run_mode generator "$SNK" eth0); fi
+if want generator; then read -r _ G_ONLY _ < <(run_mode generator "$SNK" eth0); fi
 
 # --- kernel forwarding -------------------------------------------------------------------
 K_SINK=0
@@ -157,9 +159,9 @@ if want kernel; then
   ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
   ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
-  read -r K_SINK K_GEN < <(run_mode kernel "$SNK" eth0)
+  read -r K_SINK K_GEN _ < <(run_mode kernel "$SNK" eth0)
   read -r K_P50 K_P99 < <(latency)
-  SINK[kernel]=$K_SINK GENR[kernel]=$K_GEN P50[kernel]=$K_P50 P99[kernel]=$K_P99 CPU[kernel]=- SYSCALLS[kernel]=-
+  SINK[kernel]=$K_SINK GENR[kernel]=$K_GEN P50[kernel]=$K_P50 P99[kernel]=$K_P99 CPU[kernel]=- NSPP[kernel]=- SYSCALLS[kernel]=-
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
   ip -n "$RTR" addr flush dev eth0
   ip -n "$RTR" addr flush dev eth1
@@ -231,8 +233,11 @@ router_row() {
     wait_assignment "$bin"
   fi
   cpu_before=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
-  read -r s g < <(run_mode "$row" "$count_ns" eth0)
+  read -r s g total < <(run_mode "$row" "$count_ns" eth0)
   cpu_after=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
+  # The router's own CPU time per packet delivered: comparable between rows even when other
+  # load on a shared machine takes CPU from the router (then pps falls, this does not).
+  NSPP[$row]=$(( (cpu_after - cpu_before) * 1000000000 / $(getconf CLK_TCK) / (total > 0 ? total : 1) ))
   SYSCALLS[$row]=$(syscalls_per_packet "$bin")
   SINK[$row]=$s GENR[$row]=$g
   # CPU seconds the router used per second of measurement, in percent of one core.
@@ -258,35 +263,44 @@ print(sum(p.get("consumed", 0) for p in s["pipeline"] if p["stage"] == "wccp-red
   rm -f "$WORK/swrouter.sock"
 }
 
+# swrouter rows in the order given (default: plain, redirect); a row named twice runs twice
+# (e.g. BENCH_ROWS=kernel,mmap,base-mmap,mmap,base-mmap interleaves two builds).
 ORDER=()
-for row in pnet mmap base-mmap gre-pnet gre-mmap l2-pnet l2-mmap; do
-  want "$row" || continue
+declare -A SEEN
+for row in ${ROWS//,/ }; do
+  case $row in generator | kernel) continue ;; esac
+  SEEN[$row]=$(( ${SEEN[$row]:-0} + 1 ))
+  key=$row
+  [ "${SEEN[$row]}" -gt 1 ] && key="$row#${SEEN[$row]}"
   case $row in
-    pnet | mmap) router_row "$row" "$row" plain "$BIN" ;;
-    base-mmap) router_row "$row" mmap plain "$BASE_BIN" ;;
-    gre-* | l2-*) router_row "$row" "${row#*-}" "${row%%-*}" "$BIN" ;;
+    pnet | mmap) router_row "$key" "$row" plain "$BIN" ;;
+    base-mmap) router_row "$key" mmap plain "$BASE_BIN" ;;
+    gre-* | l2-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
   esac
-  ORDER+=("$row")
+  ORDER+=("$key")
 done
 
 ratio() { python3 -c "print(f'{$1/$2:.3f}' if $2 else 'n/a')"; }
 label() {
-  case $1 in
+  local r=${1%%#*} run=""
+  [[ "$1" == *"#"* ]] && run=" #${1#*#}"
+  case $r in
     kernel) echo "linux kernel forwarding" ;;
-    pnet | mmap) echo "swrouter ($1)" ;;
-    base-mmap) echo "swrouter (mmap, base binary)" ;;
-    gre-*) echo "swrouter wccp gre (${1#gre-})" ;;
-    l2-*) echo "swrouter wccp l2 (${1#l2-})" ;;
+    pnet | mmap) echo "swrouter ($r)$run" ;;
+    base-mmap) echo "swrouter (mmap, base binary)$run" ;;
+    gre-*) echo "swrouter wccp gre (${r#gre-})$run" ;;
+    l2-*) echo "swrouter wccp l2 (${r#l2-})$run" ;;
   esac
 }
 echo
 echo "generator alone (router namespace drops everything): $G_ONLY pps"
-printf '%-30s %10s %14s %8s %10s %14s %10s\n' "mode" "rx pps" "generator pps" "ratio" "router CPU" "rtt p50/p99 µs" "syscalls/pkt"
+printf '%-30s %10s %14s %8s %10s %12s %14s %10s\n' "mode" "rx pps" "generator pps" "ratio" "router CPU" "CPU ns/pkt" "rtt p50/p99 µs" "syscalls/pkt"
 want kernel && ORDER=(kernel "${ORDER[@]}")
 for row in "${ORDER[@]}"; do
-  printf '%-30s %10d %14d %8s %10s %14s %10s\n' "$(label "$row")" "${SINK[$row]}" "${GENR[$row]}" "$(ratio "${SINK[$row]}" "$K_SINK")" "${CPU[$row]}" "${P50[$row]}/${P99[$row]}" "${SYSCALLS[$row]}"
+  printf '%-30s %10d %14d %8s %10s %12s %14s %10s\n' "$(label "$row")" "${SINK[$row]}" "${GENR[$row]}" "$(ratio "${SINK[$row]}" "$K_SINK")" "${CPU[$row]}" "${NSPP[$row]}" "${P50[$row]}/${P99[$row]}" "${SYSCALLS[$row]}"
 done
-echo "(rx pps: at the sink for plain forwarding, at the cache's interface for the wccp rows; ratio to kernel plain forwarding)"
+echo "(rx pps: at the sink for plain forwarding, at the cache's interface for the wccp rows; ratio to kernel plain forwarding;"
+echo " CPU ns/pkt: the router process's CPU time over all windows / packets received, robust to other load)"
 for row in "${ORDER[@]}"; do
   [ "$row" = kernel ] && continue
   echo "$(label "$row"): drops ${DROPS[$row]}; rx-ring-full ${RINGFULL[$row]}${NOTE[$row]:-}"
