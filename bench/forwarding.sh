@@ -1,43 +1,94 @@
 #!/usr/bin/env bash
 # Forwarding throughput, measured in one run on one topology:
-#   gen (trafgen) --veth-- router namespace --veth-- sink
-# 1. Linux kernel forwarding (ip_forward=1 in the router namespace, swrouter not running);
-# 2. swrouter on the same veths with its pnet backend, 3. with its mmap (PACKET_MMAP) backend.
+#
+#   gen (trafgen) --veth-- eth0 [router namespace] eth1 --veth-- sink
+#                                      eth2
+#                                       |  veth
+#                                     cache (swcache; redirected frames counted at its eth0)
+#
+# Rows (all by default; choose with BENCH_ROWS="kernel,mmap,gre-mmap", comma-separated; the
+# swrouter rows run in the order given, and a row named twice runs twice):
+#   generator  the generator alone (the router namespace drops everything), so a
+#              generator-bound result is visible;
+#   kernel     Linux kernel forwarding (ip_forward=1, swrouter not running): the baseline;
+#   pnet, mmap swrouter plain forwarding on its pnet / mmap (PACKET_MMAP) backend;
+#   gre-pnet, gre-mmap, l2-pnet, l2-mmap
+#              the WCCP redirect path: the generator-facing interface has
+#              `wccp-redirect-in = [90]`, dynamic service 90 is UDP port 9 (the generator's
+#              destination port) and swcache in the cache namespace joins with GRE or L2
+#              forwarding (GRE return) and gets all 256 buckets; the rate is what reaches the
+#              cache's interface (an nftables netdev ingress chain there drops the redirected frames, so the
+#              cache namespace costs nothing; WCCP itself still flows);
+#   base-mmap  only with SWROUTER_BIN_BASE=/path/to/another/swrouter: plain forwarding on
+#              mmap with that binary, to compare two builds in one run.
 # 64-byte UDP frames (60 B + FCS), WINDOW-second windows, REPS repetitions, medians of the
-# packets/s counted at the sink's interface; also the generator-only rate, so a
-# generator-bound result is visible. Needs root, trafgen (netsniff-ng) and a release build.
+# packets/s counted at the receiving interface; ratios are to kernel plain forwarding of the
+# same run. Needs root, trafgen (netsniff-ng), nft, and a release build of swrouter and swcache.
 #
 #   bench/forwarding.sh [WINDOW_SECONDS] [REPS]
+#   BENCH_ROWS=gre-mmap,l2-mmap bench/forwarding.sh 2 1     # a quick check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WINDOW=${1:-10}
 REPS=${2:-3}
 BIN=${SWROUTER_BIN:-target/release/swrouter}
+CACHE_BIN=${SWCACHE_BIN:-$(dirname "$BIN")/swcache}
+BASE_BIN=${SWROUTER_BIN_BASE:-}
+ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
+[ -n "$BASE_BIN" ] && ALL_ROWS="generator,kernel,pnet,mmap,base-mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
+ROWS=${BENCH_ROWS:-$ALL_ROWS}
+want() { [[ ",$ROWS," == *",$1,"* ]]; }
+for r in ${ROWS//,/ }; do
+  [[ ",$ALL_ROWS,base-mmap," == *",$r,"* ]] || { echo "unknown row $r; rows: $ALL_ROWS,base-mmap" >&2; exit 1; }
+done
 [ "$(id -u)" -eq 0 ] || { echo "bench/forwarding.sh needs root (network namespaces)" >&2; exit 1; }
 command -v trafgen >/dev/null || { echo "trafgen missing: apt-get install -y netsniff-ng" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "$BIN missing: cargo build --release --bin swrouter" >&2; exit 1; }
+if [[ "$ROWS" == *gre-* || "$ROWS" == *l2-* ]]; then
+  [ -x "$CACHE_BIN" ] || { echo "$CACHE_BIN missing: cargo build --release --bin swcache" >&2; exit 1; }
+fi
+if want base-mmap; then
+  [ -x "$BASE_BIN" ] || { echo "base-mmap needs SWROUTER_BIN_BASE=/path/to/swrouter" >&2; exit 1; }
+fi
 
 P="swbench$$"
-GEN="$P-gen" RTR="$P-rtr" SNK="$P-snk"
+GEN="$P-gen" RTR="$P-rtr" SNK="$P-snk" CCH="$P-cch"
 WORK=$(mktemp -d)
 ROUTER_PID=""
+CACHE_PID=""
+stop_pid() { [ -n "$1" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
 cleanup() {
-  [ -n "$ROUTER_PID" ] && kill "$ROUTER_PID" 2>/dev/null && wait "$ROUTER_PID" 2>/dev/null || true
-  for ns in "$GEN" "$RTR" "$SNK"; do ip netns del "$ns" 2>/dev/null || true; done
+  stop_pid "$CACHE_PID"
+  stop_pid "$ROUTER_PID"
+  for ns in "$GEN" "$RTR" "$SNK" "$CCH"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-for ns in "$GEN" "$RTR" "$SNK"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+for ns in "$GEN" "$RTR" "$SNK" "$CCH"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip -n "$GEN" link add eth0 type veth peer name eth0 netns "$RTR"
 ip -n "$RTR" link add eth1 type veth peer name eth0 netns "$SNK"
-for l in "$GEN eth0" "$RTR eth0" "$RTR eth1" "$SNK eth0"; do set -- $l; ip -n "$1" link set "$2" up; done
+ip -n "$RTR" link add eth2 type veth peer name eth0 netns "$CCH"
+for l in "$GEN eth0" "$RTR eth0" "$RTR eth1" "$RTR eth2" "$SNK eth0" "$CCH eth0"; do set -- $l; ip -n "$1" link set "$2" up; done
 ip -n "$GEN" addr add 10.0.1.2/24 dev eth0
 ip -n "$GEN" route add default via 10.0.1.1
 ip -n "$SNK" addr add 10.0.2.2/24 dev eth0
 ip -n "$SNK" route add default via 10.0.2.1
+ip -n "$CCH" addr add 10.0.3.2/24 dev eth0
+ip -n "$CCH" route add default via 10.0.3.1
 # The sink answers closed ports at most once a minute, so no reverse load skews the numbers.
 ip netns exec "$SNK" sysctl -qw net.ipv4.icmp_ratelimit=60000
+# The cache counts redirected frames at its interface and drops them at ingress (GRE, and the
+# generator's UDP port 9 for L2), before any protocol work; WCCP (UDP 2048) and ARP pass.
+ip netns exec "$CCH" nft -f - <<'NFT'
+table netdev bench {
+  chain ingress {
+    type filter hook ingress device "eth0" priority 0;
+    ip protocol gre drop
+    udp dport 9 drop
+  }
+}
+NFT
 
 mac() { ip -n "$1" -br link show "$2" | awk '{print $3}'; }
 hexmac() { echo "$1" | sed 's/^/0x/; s/:/, 0x/g'; }
@@ -58,13 +109,13 @@ cat > "$WORK/udp64.cfg" <<CFG
 }
 CFG
 
-# One window: run trafgen for WINDOW seconds on CPU 0, count what the sink received.
+# One window: run trafgen for WINDOW seconds on CPU 0, count what NS's DEV received.
 measure() {
-  local before_rx before_tx after_rx after_tx
-  before_rx=$(rx "$SNK" eth0); before_tx=$(tx "$GEN" eth0)
+  local ns=$1 dev=$2 before_rx before_tx after_rx after_tx
+  before_rx=$(rx "$ns" "$dev"); before_tx=$(tx "$GEN" eth0)
   ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 || true
   sleep 0.5
-  after_rx=$(rx "$SNK" eth0); after_tx=$(tx "$GEN" eth0)
+  after_rx=$(rx "$ns" "$dev"); after_tx=$(tx "$GEN" eth0)
   echo "$(( (after_rx - before_rx) / WINDOW )) $(( (after_tx - before_tx) / WINDOW ))"
 }
 # Latency through the router: 400 pings 10 ms apart (a low-rate timestamped stream) from the
@@ -82,93 +133,175 @@ else:
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# REPS windows of row NAME counted at NS's DEV; prints the medians "sink generator" and the
+# packets received over all windows.
 run_mode() {
-  local name=$1 sink=() gen=()
+  local name=$1 ns=$2 dev=$3 sink=() gen=() total=0
   for i in $(seq "$REPS"); do
-    read -r s g < <(measure)
-    sink+=("$s"); gen+=("$g")
-    printf '  %-8s rep %d: sink %8d pps   generator %8d pps\n' "$name" "$i" "$s" "$g" >&2
+    read -r s g < <(measure "$ns" "$dev")
+    sink+=("$s"); gen+=("$g"); total=$((total + s * WINDOW))
+    printf '  %-10s rep %d: received %8d pps   generator %8d pps\n' "$name" "$i" "$s" "$g" >&2
   done
-  echo "$(printf '%s\n' "${sink[@]}" | median) $(printf '%s\n' "${gen[@]}" | median)"
+  echo "$(printf '%s\n' "${sink[@]}" | median) $(printf '%s\n' "${gen[@]}" | median) $total"
 }
 
-echo "forwarding benchmark: 64-byte UDP, ${WINDOW}s windows, $REPS repetitions, medians" >&2
+echo "forwarding benchmark: 64-byte UDP, ${WINDOW}s windows, $REPS repetitions, medians; rows $ROWS" >&2
+declare -A SINK GENR DROPS RINGFULL CPU NSPP P50 P99 SYSCALLS NOTE
 
-# --- 0. generator only: the router namespace drops everything (no forwarding, no addresses) --
-read -r _ G_ONLY < <(run_mode generator)
+# --- generator only: the router namespace drops everything (no forwarding, no addresses) ------
+G_ONLY=n/a
+if want generator; then read -r _ G_ONLY _ < <(run_mode generator "$SNK" eth0); fi
 
-# --- 1. kernel forwarding --------------------------------------------------------------
-ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
-ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
-ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
-ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
-read -r K_SINK K_GEN < <(run_mode kernel)
-read -r K_P50 K_P99 < <(latency)
+# --- kernel forwarding -------------------------------------------------------------------
+K_SINK=0
+if want kernel; then
+  ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
+  ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
+  ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
+  read -r K_SINK K_GEN _ < <(run_mode kernel "$SNK" eth0)
+  read -r K_P50 K_P99 < <(latency)
+  SINK[kernel]=$K_SINK GENR[kernel]=$K_GEN P50[kernel]=$K_P50 P99[kernel]=$K_P99 CPU[kernel]=- NSPP[kernel]=- SYSCALLS[kernel]=-
+  ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
+  ip -n "$RTR" addr flush dev eth0
+  ip -n "$RTR" addr flush dev eth1
+fi
 
-# --- 2./3. swrouter, once per I/O backend -------------------------------------------------
-ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
-ip -n "$RTR" addr flush dev eth0
-ip -n "$RTR" addr flush dev eth1
-declare -A SINK GENR DROPS RINGFULL CPU P50 P99 SYSCALLS
-router_rx() { "$BIN" status -s "$WORK/swrouter.sock" --json | python3 -c 'import json,sys; print(sum(i["rx_packets"] for i in json.load(sys.stdin)["interfaces"]))'; }
+# --- swrouter rows ------------------------------------------------------------------------
+router_status() { "$1" status -s "$WORK/swrouter.sock" --json; }
+router_rx() { router_status "$1" | python3 -c 'import json,sys; print(sum(i["rx_packets"] for i in json.load(sys.stdin)["interfaces"]))'; }
 # System calls the router makes per packet it receives, counted by perf over 2 s of flood.
 syscalls_per_packet() {
+  local bin=$1
   command -v perf >/dev/null || { echo n/a; return; }
   ip netns exec "$GEN" timeout --signal=INT 4 taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 &
   local tg=$! rx0 rx1 n
   sleep 0.5
-  rx0=$(router_rx)
+  rx0=$(router_rx "$bin")
   n=$(perf stat -x, -e raw_syscalls:sys_enter -p "$ROUTER_PID" -- sleep 2 2>&1 | awk -F, '/raw_syscalls/ {print $1}')
-  rx1=$(router_rx)
+  rx1=$(router_rx "$bin")
   wait "$tg" 2>/dev/null || true
   python3 -c "print(f'{int(\"$n\") / max(1, $rx1 - $rx0):.3f}')" 2>/dev/null || echo n/a
 }
-for backend in pnet mmap; do
-  cat > "$WORK/router.conf" <<CONF
-[router]
-management-socket = "$WORK/swrouter.sock"
-log-level = "info"
-io-backend = "$backend"
-[[interface]]
-name = "eth0"
-address = "10.0.1.1/24"
-[[interface]]
-name = "eth1"
-address = "10.0.2.1/24"
-CONF
-  ip netns exec "$RTR" taskset -c 1 "$BIN" -c "$WORK/router.conf" 2>"$WORK/router-$backend.log" &
+# Waits until the cache holds all 256 buckets of service 90 (usable and designated).
+wait_assignment() {
+  local bin=$1
+  for _ in $(seq 120); do
+    if router_status "$bin" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for svc in s.get("wccp", {}).get("services", []):
+    if svc.get("id") == 90:
+        for c in svc.get("caches", []):
+            if c.get("address") == "10.0.3.2" and c.get("usable") and c.get("designated") and c.get("buckets") == 256:
+                sys.exit(0)
+sys.exit(1)
+' 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "swcache did not get the assignment of service 90 within 60 s" >&2
+  router_status "$bin" >&2 || true
+  cat "$WORK/swcache.log" >&2 || true
+  return 1
+}
+
+# One swrouter row: ROW name, BACKEND, MODE (plain, gre or l2), BIN.
+router_row() {
+  local row=$1 backend=$2 mode=$3 bin=$4 redirect="" count_ns="$SNK"
+  if [ "$mode" != plain ]; then redirect="wccp-redirect-in = [90]"; count_ns="$CCH"; fi
+  {
+    printf '[router]\nmanagement-socket = "%s"\nlog-level = "info"\nio-backend = "%s"\n' "$WORK/swrouter.sock" "$backend"
+    printf '[[interface]]\nname = "eth0"\naddress = "10.0.1.1/24"\n%s\n' "$redirect"
+    printf '[[interface]]\nname = "eth1"\naddress = "10.0.2.1/24"\n'
+    if [ "$mode" != plain ]; then
+      printf '[[interface]]\nname = "eth2"\naddress = "10.0.3.1/24"\n'
+      printf '[[wccp.service]]\nid = 90\n'
+    fi
+  } > "$WORK/router.conf"
+  ip netns exec "$RTR" taskset -c 1 "$bin" -c "$WORK/router.conf" 2>"$WORK/router-$row.log" &
   ROUTER_PID=$!
   for _ in $(seq 50); do [ -S "$WORK/swrouter.sock" ] && break; sleep 0.1; done
   ip -n "$GEN" neigh flush dev eth0
   ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
-  read -r P50[$backend] P99[$backend] < <(latency)
+  if [ "$mode" = plain ]; then
+    read -r P50[$row] P99[$row] < <(latency)
+  else
+    P50[$row]=- P99[$row]=-
+    ip netns exec "$CCH" "$CACHE_BIN" --address 10.0.3.2 --router 10.0.3.1 --service 90:udp:9 \
+      --forwarding "$mode" --return gre --tun wccp0 --socket "$WORK/swcache.sock" 2>"$WORK/swcache.log" &
+    CACHE_PID=$!
+    wait_assignment "$bin"
+  fi
   cpu_before=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
-  read -r s g < <(run_mode "sw-$backend")
+  read -r s g total < <(run_mode "$row" "$count_ns" eth0)
   cpu_after=$(awk '{print $14 + $15}' "/proc/$ROUTER_PID/stat")
-  SYSCALLS[$backend]=$(syscalls_per_packet)
-  SINK[$backend]=$s GENR[$backend]=$g
+  # The router's own CPU time per packet delivered: comparable between rows even when other
+  # load on a shared machine takes CPU from the router (then pps falls, this does not).
+  NSPP[$row]=$(( (cpu_after - cpu_before) * 1000000000 / $(getconf CLK_TCK) / (total > 0 ? total : 1) ))
+  SYSCALLS[$row]=$(syscalls_per_packet "$bin")
+  SINK[$row]=$s GENR[$row]=$g
   # CPU seconds the router used per second of measurement, in percent of one core.
-  CPU[$backend]=$(( (cpu_after - cpu_before) * 100 / $(getconf CLK_TCK) / (WINDOW * REPS) ))
-  "$BIN" status -s "$WORK/swrouter.sock" --json > "$WORK/status.json"
-  DROPS[$backend]=$(python3 - "$WORK/status.json" <<'PY'
+  CPU[$row]="$(( (cpu_after - cpu_before) * 100 / $(getconf CLK_TCK) / (WINDOW * REPS) ))%"
+  router_status "$bin" > "$WORK/status.json"
+  DROPS[$row]=$(python3 - "$WORK/status.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(" ".join("%s:%s=%d" % (p["stage"], k, v) for p in s["pipeline"] for k, v in p["drops"].items()) or "none")
 PY
 )
-  RINGFULL[$backend]=$(python3 -c 'import json,sys; print(sum(i["rx_ring_full"] for i in json.load(open(sys.argv[1]))["interfaces"]))' "$WORK/status.json")
-  kill "$ROUTER_PID"; wait "$ROUTER_PID" 2>/dev/null || true; ROUTER_PID=""
+  RINGFULL[$row]=$(python3 -c 'import json,sys; print(sum(i["rx_ring_full"] for i in json.load(open(sys.argv[1]))["interfaces"]))' "$WORK/status.json")
+  if [ "$mode" != plain ]; then
+    # Proof the rate is the redirect path's: packets the wccp-redirect stage took.
+    NOTE[$row]="; wccp-redirect consumed $(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(sum(p.get("consumed", 0) for p in s["pipeline"] if p["stage"] == "wccp-redirect"))' "$WORK/status.json")"
+    stop_pid "$CACHE_PID"; CACHE_PID=""
+    rm -f "$WORK/swcache.sock"
+  fi
+  stop_pid "$ROUTER_PID"; ROUTER_PID=""
   rm -f "$WORK/swrouter.sock"
+}
+
+# swrouter rows in the order given (default: plain, redirect); a row named twice runs twice
+# (e.g. BENCH_ROWS=kernel,mmap,base-mmap,mmap,base-mmap interleaves two builds).
+ORDER=()
+declare -A SEEN
+for row in ${ROWS//,/ }; do
+  case $row in generator | kernel) continue ;; esac
+  SEEN[$row]=$(( ${SEEN[$row]:-0} + 1 ))
+  key=$row
+  [ "${SEEN[$row]}" -gt 1 ] && key="$row#${SEEN[$row]}"
+  case $row in
+    pnet | mmap) router_row "$key" "$row" plain "$BIN" ;;
+    base-mmap) router_row "$key" mmap plain "$BASE_BIN" ;;
+    gre-* | l2-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
+  esac
+  ORDER+=("$key")
 done
 
 ratio() { python3 -c "print(f'{$1/$2:.3f}' if $2 else 'n/a')"; }
+label() {
+  local r=${1%%#*} run=""
+  [[ "$1" == *"#"* ]] && run=" #${1#*#}"
+  case $r in
+    kernel) echo "linux kernel forwarding" ;;
+    pnet | mmap) echo "swrouter ($r)$run" ;;
+    base-mmap) echo "swrouter (mmap, base binary)$run" ;;
+    gre-*) echo "swrouter wccp gre (${r#gre-})$run" ;;
+    l2-*) echo "swrouter wccp l2 (${r#l2-})$run" ;;
+  esac
+}
 echo
 echo "generator alone (router namespace drops everything): $G_ONLY pps"
-printf '%-30s %10s %14s %8s %10s %14s %10s\n' "mode" "sink pps" "generator pps" "ratio" "router CPU" "rtt p50/p99 µs" "syscalls/pkt"
-printf '%-30s %10d %14d %8s %10s %14s %10s\n' "linux kernel forwarding" "$K_SINK" "$K_GEN" "1.000" "-" "$K_P50/$K_P99" "-"
-for backend in pnet mmap; do
-  printf '%-30s %10d %14d %8s %9s%% %14s %10s\n' "swrouter ($backend)" "${SINK[$backend]}" "${GENR[$backend]}" "$(ratio "${SINK[$backend]}" "$K_SINK")" "${CPU[$backend]}" "${P50[$backend]}/${P99[$backend]}" "${SYSCALLS[$backend]}"
+printf '%-30s %10s %14s %8s %10s %12s %14s %10s\n' "mode" "rx pps" "generator pps" "ratio" "router CPU" "CPU ns/pkt" "rtt p50/p99 µs" "syscalls/pkt"
+want kernel && ORDER=(kernel "${ORDER[@]}")
+for row in "${ORDER[@]}"; do
+  printf '%-30s %10d %14d %8s %10s %12s %14s %10s\n' "$(label "$row")" "${SINK[$row]}" "${GENR[$row]}" "$(ratio "${SINK[$row]}" "$K_SINK")" "${CPU[$row]}" "${NSPP[$row]}" "${P50[$row]}/${P99[$row]}" "${SYSCALLS[$row]}"
 done
-for backend in pnet mmap; do
-  echo "swrouter ($backend): drops ${DROPS[$backend]}; rx-ring-full ${RINGFULL[$backend]}"
+echo "(rx pps: at the sink for plain forwarding, at the cache's interface for the wccp rows; ratio to kernel plain forwarding;"
+echo " CPU ns/pkt: the router process's CPU time over all windows / packets received, robust to other load)"
+for row in "${ORDER[@]}"; do
+  [ "$row" = kernel ] && continue
+  echo "$(label "$row"): drops ${DROPS[$row]}; rx-ring-full ${RINGFULL[$row]}${NOTE[$row]:-}"
 done

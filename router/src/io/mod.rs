@@ -6,8 +6,9 @@
 //!   cannot: never loop transmitted frames back as input (`PACKET_IGNORE_OUTGOING`), and the
 //!   checksum/GSO state of each frame (`PACKET_VNET_HDR`, see [`crate::wire::vnet`]). One system
 //!   call per frame each way.
-//! - `mmap`: a TPACKET_V3 receive ring (no system call per frame, one wake-up per block) and
-//!   `sendmmsg` bursts on transmit (one system call per burst), see [`crate::sys::ring`].
+//! - `mmap`: a TPACKET_V2 receive ring (no system call per frame, frames handed over one by
+//!   one so light traffic is not held back) and `sendmmsg` bursts on transmit (one system call
+//!   per burst), see [`crate::sys::ring`].
 //!
 //! Both hand the pipeline the same [`Packet`]s with the same offload metadata.
 
@@ -27,6 +28,10 @@ pub use conf::IoBackend;
 
 /// Largest frame we accept from the kernel: a 64 KiB GSO super-packet plus headers.
 const READ_BUFFER: usize = vnet::LEN + 65_536 + 64;
+
+/// Most frames taken from an mmap ring per wake-up: one `poll` per this many frames under
+/// load, and still well inside the worker's buffer pool.
+const RING_BURST: usize = 256;
 
 enum Kind {
     Pnet {
@@ -55,9 +60,10 @@ impl Port {
         let kind = match backend {
             IoBackend::Pnet => open_pnet(iface, fanout)?,
             IoBackend::Mmap => {
-                let ring = RxRing::open(iface.ifindex, RingGeometry::default(), fanout)?;
+                let ring =
+                    RxRing::open(iface.ifindex, RingGeometry::default(), fanout, READ_BUFFER)?;
                 if !ring.vnet {
-                    tracing::info!(interface = %iface.name, "this kernel gives no virtio-net header with TPACKET_V3; partial checksums are taken from the ring's CSUMNOTREADY flag");
+                    tracing::info!(interface = %iface.name, "this kernel gives no virtio-net header with the packet ring; partial checksums are taken from the ring's CSUMNOTREADY flag");
                 }
                 Kind::Mmap {
                     ring,
@@ -91,12 +97,13 @@ impl Port {
         match &mut self.kind {
             Kind::Pnet { rx, .. } => recv_pnet(rx.as_mut(), if_id, pool, out, max, counters),
             Kind::Mmap { ring, .. } => {
-                // Whole blocks at a time: a block is the kernel's unit of hand-over.
-                ring.drain(1, |f| {
+                // More than `max`: the ring hands frames over one by one, so a larger burst
+                // only saves `poll` calls under load and never waits for anything.
+                ring.drain(max.max(RING_BURST), |f| {
                     counters.rx_packets.inc();
                     counters.rx_bytes.add(f.data.len() as u64);
                     if (f.data.len() as u32) < f.wire_len {
-                        // A frame larger than a ring block cannot be forwarded whole.
+                        // Truncated in the ring and no whole copy (receive buffer full).
                         counters.rx_errors.inc();
                         return;
                     }

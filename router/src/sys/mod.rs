@@ -108,7 +108,7 @@ pub fn poll_readable(
 }
 
 /// Frames the kernel dropped on a packet socket because its buffer or ring was full, since the
-/// last call (PACKET_STATISTICS resets on read). Works for plain and TPACKET_V3 sockets: the first
+/// last call (PACKET_STATISTICS resets on read). Works for plain and ring sockets: the first
 /// two counters are laid out alike.
 pub fn take_socket_drops(fd: RawFd) -> u64 {
     let mut st = [0u32; 3];

@@ -1,7 +1,18 @@
-//! `PACKET_MMAP` sockets: a TPACKET_V3 receive ring and a `sendmmsg` transmit socket.
+//! `PACKET_MMAP` sockets: a TPACKET_V2 receive ring and a `sendmmsg` transmit socket.
 //!
-//! The receive ring is shared memory the kernel fills with whole blocks of frames; reading a
-//! burst costs no system call at all, and one `poll` wakes us per block instead of per frame.
+//! The receive ring is shared memory the kernel fills frame by frame; reading a burst costs no
+//! system call, and the kernel hands each frame over as soon as it is written (per-frame status
+//! word), so `poll` wakes us for the first frame of a burst. TPACKET_V3 was used before: it
+//! packs frames into blocks and hands a partly filled block over only when its retire timer
+//! fires (at least 1 ms), which added up to 1 ms per crossing to light traffic.
+//!
+//! Ring frames are [`FRAME_SIZE`] bytes: every frame up to a ~1.9 KB Ethernet frame fits. A
+//! larger one (a GSO super-packet from a veth, a jumbo frame) is truncated in the ring, and with
+//! `PACKET_COPY_THRESH` set the kernel also queues the whole frame on the socket's ordinary
+//! receive queue and marks the ring slot `TP_STATUS_COPY`; the whole frame is then read with one
+//! `recv` (virtio-net header included), in ring order since the kernel queues the copies in the
+//! same order as it fills the slots.
+//!
 //! Transmit goes through `sendmmsg`: one system call for a whole burst, still with the
 //! virtio-net header so partial checksums and GSO super-packets leave as the kernel expects.
 //!
@@ -11,65 +22,68 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const TPACKET_V3: libc::c_int = 2;
+const TPACKET_V2: libc::c_int = 1;
 const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_COPY_THRESH: libc::c_int = 7;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_FANOUT_HASH: u32 = 0;
-/// Block handed to user space.
+/// Frame handed to user space.
 const TP_STATUS_USER: u32 = 1;
-/// Block owned by the kernel.
+/// Frame owned by the kernel.
 const TP_STATUS_KERNEL: u32 = 0;
+/// Frame status bit: the frame was too big for its slot; the whole frame waits on the socket's
+/// receive queue.
+const TP_STATUS_COPY: u32 = 1 << 1;
 /// Frame status bit: the TCP/UDP checksum is still partial.
 pub const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 
-/// Offsets in `struct tpacket_block_desc` (version, offset_to_priv, then tpacket_hdr_v1).
-mod block {
-    pub const STATUS: usize = 8;
-    pub const NUM_PKTS: usize = 12;
-    pub const FIRST_PKT: usize = 16;
-}
-/// Offsets in `struct tpacket3_hdr`.
+/// Bytes per ring slot: the 32-byte `tpacket2_hdr`, the `sockaddr_ll`, the virtio-net header
+/// and a 1514-byte frame fit with room to spare; bigger frames take the copy path.
+pub const FRAME_SIZE: u32 = 2048;
+
+/// Offsets in `struct tpacket2_hdr`.
 mod frame {
-    pub const NEXT_OFFSET: usize = 0;
-    pub const SNAPLEN: usize = 12;
-    pub const LEN: usize = 16;
-    pub const STATUS: usize = 20;
-    pub const MAC: usize = 24;
+    pub const STATUS: usize = 0;
+    pub const LEN: usize = 4;
+    pub const SNAPLEN: usize = 8;
+    pub const MAC: usize = 12;
+    /// Size of the header fields we read.
+    pub const HEADER: usize = 32;
 }
 
 /// Geometry of the receive ring.
 #[derive(Debug, Clone, Copy)]
 pub struct RingGeometry {
-    /// Bytes per block (a power of two, multiple of the page size; holds a 64 KiB GSO frame).
+    /// Bytes per block (a power of two, multiple of the page size and of [`FRAME_SIZE`]).
     pub block_size: u32,
     /// Number of blocks.
     pub block_count: u32,
-    /// Milliseconds after which the kernel hands over a partly filled block.
-    pub retire_ms: u32,
 }
 
 impl Default for RingGeometry {
     fn default() -> Self {
-        // 16 × 256 KiB = 4 MiB per socket: room for ~60k small frames of burst, and any GSO frame.
+        // 16 × 256 KiB = 4 MiB per socket = 2048 slots: about 5 ms of a 400 kpps burst.
         RingGeometry {
             block_size: 256 << 10,
             block_count: 16,
-            retire_ms: 1,
         }
     }
 }
 
+impl RingGeometry {
+    fn frames(&self) -> u32 {
+        self.block_size / FRAME_SIZE * self.block_count
+    }
+}
+
 #[repr(C)]
-struct TpacketReq3 {
+struct TpacketReq {
     tp_block_size: u32,
     tp_block_nr: u32,
     tp_frame_size: u32,
     tp_frame_nr: u32,
-    tp_retire_blk_tov: u32,
-    tp_sizeof_priv: u32,
-    tp_feature_req_word: u32,
 }
 
 fn setopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
@@ -130,14 +144,16 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     Ok(())
 }
 
-/// A TPACKET_V3 receive ring bound to one interface.
+/// A TPACKET_V2 receive ring bound to one interface.
 pub struct RxRing {
     fd: OwnedFd,
     map: *mut u8,
     map_len: usize,
-    geometry: RingGeometry,
-    /// Index of the next block to look at.
-    next_block: u32,
+    frames: u32,
+    /// Index of the next slot to look at.
+    next: u32,
+    /// Whole frames that did not fit a slot are read here (virtio-net header first).
+    scratch: Vec<u8>,
     /// Whether frames carry a virtio-net header before the MAC header.
     pub vnet: bool,
 }
@@ -148,7 +164,8 @@ unsafe impl Send for RxRing {}
 
 /// One frame read from the ring.
 pub struct RingFrame<'a> {
-    /// The Ethernet frame (may be shorter than `wire_len` only if the ring truncated it).
+    /// The Ethernet frame (shorter than `wire_len` only if it was truncated and no whole copy
+    /// could be had).
     pub data: &'a [u8],
     /// Length on the wire.
     pub wire_len: u32,
@@ -160,8 +177,14 @@ pub struct RingFrame<'a> {
 
 impl RxRing {
     /// Opens the ring on `ifindex`, in promiscuous mode, never receiving outgoing frames, and in
-    /// fanout group `fanout` if given.
-    pub fn open(ifindex: u32, geometry: RingGeometry, fanout: Option<u16>) -> io::Result<RxRing> {
+    /// fanout group `fanout` if given. `max_frame` is the largest frame (virtio-net header
+    /// included) read through the copy path.
+    pub fn open(
+        ifindex: u32,
+        geometry: RingGeometry,
+        fanout: Option<u16>,
+        max_frame: usize,
+    ) -> io::Result<RxRing> {
         let fd = packet_socket()?;
         let raw = fd.as_raw_fd();
         setopt(
@@ -170,8 +193,8 @@ impl RxRing {
             super::PACKET_IGNORE_OUTGOING,
             &1 as &libc::c_int,
         )?;
-        // The virtio-net header tells GSO size and checksum offsets; older kernels refuse it with
-        // TPACKET_V3, and then the ring reports only TP_STATUS_CSUMNOTREADY.
+        // The virtio-net header tells GSO size and checksum offsets; without it the ring reports
+        // only TP_STATUS_CSUMNOTREADY. It must be set before the ring exists.
         let vnet = setopt(
             raw,
             libc::SOL_PACKET,
@@ -179,19 +202,22 @@ impl RxRing {
             &1 as &libc::c_int,
         )
         .is_ok();
-        setopt(raw, libc::SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
-        let frame_size = 2048u32;
-        let req = TpacketReq3 {
+        setopt(raw, libc::SOL_PACKET, PACKET_VERSION, &TPACKET_V2)?;
+        // Frames too big for a slot are also queued whole on the receive queue (TP_STATUS_COPY).
+        setopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_COPY_THRESH,
+            &1 as &libc::c_int,
+        )?;
+        let req = TpacketReq {
             tp_block_size: geometry.block_size,
             tp_block_nr: geometry.block_count,
-            tp_frame_size: frame_size,
-            tp_frame_nr: geometry.block_size / frame_size * geometry.block_count,
-            tp_retire_blk_tov: geometry.retire_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+            tp_frame_size: FRAME_SIZE,
+            tp_frame_nr: geometry.frames(),
         };
         setopt(raw, libc::SOL_PACKET, PACKET_RX_RING, &req)
-            .map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING (TPACKET_V3): {e}")))?;
+            .map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING (TPACKET_V2): {e}")))?;
         let map_len = geometry.block_size as usize * geometry.block_count as usize;
         // SAFETY: mapping the ring the kernel just allocated for this socket, shared, for its
         // whole length; the result is checked against MAP_FAILED.
@@ -212,8 +238,9 @@ impl RxRing {
             fd,
             map: map.cast(),
             map_len,
-            geometry,
-            next_block: 0,
+            frames: geometry.frames(),
+            next: 0,
+            scratch: vec![0; max_frame],
             vnet,
         };
         bind(raw, ifindex, libc::ETH_P_ALL as u16)?;
@@ -228,6 +255,7 @@ impl RxRing {
             let arg: u32 = group as u32 | (PACKET_FANOUT_HASH << 16);
             setopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &arg)?;
         }
+        // The receive buffer bounds the whole copies of big frames waiting for us.
         let _ = setopt(
             raw,
             libc::SOL_SOCKET,
@@ -242,79 +270,102 @@ impl RxRing {
         self.fd.as_raw_fd()
     }
 
-    fn block_ptr(&self, i: u32) -> *mut u8 {
-        // SAFETY (for callers): i < block_count, so the offset stays inside the mapping.
-        self.map
-            .wrapping_add(i as usize * self.geometry.block_size as usize)
+    fn slot_ptr(&self, i: u32) -> *mut u8 {
+        // SAFETY (for callers): i < frames, so the slot lies inside the mapping (block_size is a
+        // multiple of FRAME_SIZE, so slots are contiguous).
+        self.map.wrapping_add(i as usize * FRAME_SIZE as usize)
     }
 
-    fn block_status(&self, i: u32) -> &AtomicU32 {
-        // SAFETY: the status word is a 4-byte aligned u32 inside the mapping (blocks are page
-        // aligned), shared with the kernel, so it is accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.block_ptr(i).add(block::STATUS).cast()) }
+    fn slot_status(&self, i: u32) -> &AtomicU32 {
+        // SAFETY: the status word is the first, 16-byte aligned u32 of a slot inside the mapping,
+        // shared with the kernel, so it is accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.slot_ptr(i).add(frame::STATUS).cast()) }
     }
 
-    /// Calls `f` for every frame of every block the kernel has handed over, up to `max_blocks`
-    /// blocks, and returns each block to the kernel after its frames are read.
-    pub fn drain(&mut self, max_blocks: u32, mut f: impl FnMut(RingFrame<'_>)) -> usize {
-        let mut frames = 0;
-        for _ in 0..max_blocks {
-            let i = self.next_block;
-            let status = self.block_status(i);
-            if status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+    /// Calls `f` for up to `max` frames the kernel has handed over, returning each slot to the
+    /// kernel after its frame is read; returns how many frames `f` saw.
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(RingFrame<'_>)) -> usize {
+        let mut seen = 0;
+        for _ in 0..max {
+            let i = self.next;
+            let status = self.slot_status(i).load(Ordering::Acquire);
+            if status & TP_STATUS_USER == 0 {
                 break;
             }
-            let base = self.block_ptr(i);
-            let bs = self.geometry.block_size as usize;
-            // SAFETY: the kernel handed this block to us (TP_STATUS_USER, acquire); until we
-            // store TP_STATUS_KERNEL it does not write it, so reading it as a byte slice is sound.
-            let blk = unsafe { std::slice::from_raw_parts(base, bs) };
+            let base = self.slot_ptr(i);
+            // SAFETY: the kernel handed this slot to us (TP_STATUS_USER, acquire); until we
+            // store TP_STATUS_KERNEL it does not write it, so reading it as bytes is sound.
+            let slot = unsafe { std::slice::from_raw_parts(base, FRAME_SIZE as usize) };
             let rd = |at: usize| -> u32 {
-                blk.get(at..at + 4)
+                slot.get(at..at + 4)
                     .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                     .unwrap_or(0)
             };
-            let num = rd(block::NUM_PKTS);
-            let mut off = rd(block::FIRST_PKT) as usize;
-            for _ in 0..num {
-                if off + 32 > bs {
-                    break;
+            let wire_len = rd(frame::LEN);
+            let snaplen = rd(frame::SNAPLEN) as usize;
+            let mac = slot
+                .get(frame::MAC..frame::MAC + 2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
+                .unwrap_or(0);
+            let vlen = crate::wire::vnet::LEN;
+            if status & TP_STATUS_COPY != 0 {
+                // The whole frame is the next datagram on the receive queue.
+                if let Some(n) = recv_copy(self.fd.as_raw_fd(), &mut self.scratch) {
+                    let (vnet, data) = if self.vnet {
+                        (self.scratch.get(..vlen), self.scratch.get(vlen..n))
+                    } else {
+                        (None, self.scratch.get(..n))
+                    };
+                    if let Some(data) = data {
+                        f(RingFrame {
+                            data,
+                            wire_len,
+                            status,
+                            vnet,
+                        });
+                        seen += 1;
+                    }
                 }
-                let next = rd(off + frame::NEXT_OFFSET) as usize;
-                let snaplen = rd(off + frame::SNAPLEN) as usize;
-                let wire_len = rd(off + frame::LEN);
-                let fstatus = rd(off + frame::STATUS);
-                let mac = blk
-                    .get(off + frame::MAC..off + frame::MAC + 2)
-                    .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
-                    .unwrap_or(0);
-                let start = off + mac;
-                if let Some(data) = blk.get(start..start + snaplen) {
+            } else if mac >= frame::HEADER {
+                if let Some(data) = slot.get(mac..mac + snaplen) {
                     let vnet = if self.vnet {
-                        start
-                            .checked_sub(crate::wire::vnet::LEN)
-                            .and_then(|v| blk.get(v..start))
+                        slot.get(mac - vlen..mac)
                     } else {
                         None
                     };
                     f(RingFrame {
                         data,
                         wire_len,
-                        status: fstatus,
+                        status,
                         vnet,
                     });
-                    frames += 1;
+                    seen += 1;
                 }
-                if next == 0 {
-                    break;
-                }
-                off += next;
             }
-            status.store(TP_STATUS_KERNEL, Ordering::Release);
-            self.next_block = (i + 1) % self.geometry.block_count;
+            self.slot_status(i)
+                .store(TP_STATUS_KERNEL, Ordering::Release);
+            self.next = (i + 1) % self.frames;
         }
-        frames
+        seen
     }
+}
+
+/// Reads one queued whole frame into `buf`; its length, or None if none is queued or it did
+/// not fit.
+fn recv_copy(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: buf is a live, writable buffer of buf.len() bytes for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    if n < 0 || n as usize > buf.len() {
+        return None;
+    }
+    Some(n as usize)
 }
 
 impl Drop for RxRing {
@@ -421,5 +472,54 @@ impl TxSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(rc as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    /// A frame that fits a slot and one far bigger than a slot (the copy path) both arrive
+    /// whole, in order, with their wire length. Uses the loopback device (root only).
+    #[test]
+    fn small_and_oversized_frames_arrive_whole() {
+        if crate::sys::euid() != 0 {
+            eprintln!("skipped: opening a packet ring needs root");
+            return;
+        }
+        let lo = crate::sys::link_info("lo").unwrap();
+        let mut ring = RxRing::open(lo.ifindex, RingGeometry::default(), None, 70_000).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sizes = [100usize, 20_000, 60, 9_000];
+        for (i, &n) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            tx.send_to(&payload, ("127.0.0.1", port)).unwrap();
+        }
+        // Ethernet + IPv4 + UDP in front of each payload; only frames to our port count.
+        let mut got: Vec<(Vec<u8>, u32)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while got.len() < sizes.len() && Instant::now() < deadline {
+            ring.drain(64, |f| {
+                let to_us = f.data.get(12..14) == Some(&[0x08, 0x00])
+                    && f.data.get(23) == Some(&17)
+                    && f.data.get(36..38) == Some(&port.to_be_bytes());
+                if to_us {
+                    got.push((f.data.to_vec(), f.wire_len));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got.len(), sizes.len(), "frames seen: {}", got.len());
+        for (i, ((data, wire_len), &n)) in got.iter().zip(&sizes).enumerate() {
+            assert_eq!(data.len(), 42 + n, "frame {i}");
+            assert_eq!(*wire_len as usize, 42 + n, "frame {i}");
+            let want: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            assert_eq!(&data[42..], &want[..], "frame {i} payload");
+        }
     }
 }
