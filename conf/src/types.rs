@@ -166,7 +166,7 @@ pub enum IoBackend {
     /// pnet's AF_PACKET channel: one system call per frame; portable (the default).
     #[default]
     Pnet,
-    /// PACKET_MMAP: a TPACKET_V3 receive ring and `sendmmsg` bursts; fewer system calls.
+    /// PACKET_MMAP: a TPACKET_V2 receive ring and `sendmmsg` bursts; fewer system calls.
     Mmap,
 }
 

@@ -26,6 +26,8 @@ pub struct CacheHost {
     pub socket: PathBuf,
     /// Extra swcache arguments (methods, password).
     pub swcache_args: Vec<String>,
+    /// The swcache `--service` spec (default `0`).
+    pub service: String,
     swcache: Option<ProcHandle>,
     squid: Option<ProcHandle>,
 }
@@ -86,6 +88,7 @@ impl CacheHost {
             socket: dir.join("swcache.sock"),
             run,
             swcache_args: Vec::new(),
+            service: "0".into(),
             swcache: None,
             squid: None,
         })
@@ -104,7 +107,7 @@ impl CacheHost {
             "--router",
             &router,
             "--service",
-            "0",
+            &self.service,
             "--tun",
             "wccp0",
             "--socket",
@@ -253,6 +256,18 @@ pub fn predicted_cache(
     let key = wccp::hash::FlowKey::new(src, dst, 0, 80);
     let b = wccp::hash::primary_bucket(wccp::wire::ServiceFlags::DST_IP_HASH, &key);
     owners[usize::from(b)]
+}
+
+/// The primary bucket of a flow under a service's hash `flags` (reference §7).
+pub fn bucket_of(
+    flags: wccp::wire::ServiceFlags,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> usize {
+    let key = wccp::hash::FlowKey::new(src, dst, sport, dport);
+    usize::from(wccp::hash::primary_bucket(flags, &key))
 }
 
 /// Polls `f` every `every` until it returns Some or `timeout` passes.

@@ -419,7 +419,7 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
 
 /// The reload test's config: a UDP stream service through firewall `via` to the loopback server;
 /// `extra` is appended (a bad service for the rejected reload).
-fn stream_conf(t: &Topo, fw2: &Ns, via: &str, extra: &str) -> String {
+fn stream_conf(t: &Topo, _fw2: &Ns, via: &str, extra: &str) -> String {
     format!(
         r#"[router]
 management-socket = "{sock}"

@@ -9,7 +9,9 @@
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use integration::wccplab::{cache, router_status, service, via, wait_for, CacheHost};
+use integration::wccplab::{
+    bucket_of, bucket_owners, cache, router_status, service, via, wait_for, CacheHost,
+};
 use integration::{binary, io_backend, require_root, stage_of};
 use netlab::{Lab, Ns, ProcHandle};
 use std::path::PathBuf;
@@ -140,9 +142,14 @@ impl WccpLab {
 
     /// Waits until `addr` holds a share of service 0 in the data plane.
     fn wait_assigned(&self, addr: &str, hosts: &[&CacheHost]) -> serde_json::Value {
+        self.wait_assigned_in(0, addr, hosts)
+    }
+
+    /// Waits until `addr` holds a share of service `id` in the data plane.
+    fn wait_assigned_in(&self, id: u64, addr: &str, hosts: &[&CacheHost]) -> serde_json::Value {
         wait_for(Duration::from_secs(45), Duration::from_millis(500), || {
             router_status(&self.socket).filter(|s| {
-                cache(s, 0, addr).is_some_and(|c| {
+                cache(s, id, addr).is_some_and(|c| {
                     c["buckets"].as_u64().unwrap_or(0) + c["mask_values"].as_u64().unwrap_or(0) > 0
                 })
             })
@@ -318,4 +325,96 @@ fn redirect_out_and_redirect_list_deny() {
         "redirected after the reload:\n{text}"
     );
     host.stop(&mut l.lab);
+}
+
+#[test]
+fn source_port_hashing_spreads_one_clients_flows_over_two_caches() {
+    // A dynamic service pinned by the router: TCP port 80 hashed on the source port only, so
+    // flows from one client to one server spread over the caches by their source port.
+    let wccp = "[[wccp.service]]\nid = 61\nprotocol = \"tcp\"\nports = [80]\nhash = [\"src-port\"]\nprobe-port = 3128\n";
+    let mut l = WccpLab::new("wsp", 2, ["wccp-redirect-in = [61]", "", ""], wccp);
+    let (n0, n1) = (l.caches[0].clone(), l.caches[1].clone());
+    let mut a = CacheHost::new(
+        &l.lab,
+        &n0,
+        "cache-a",
+        "10.0.3.2".parse().unwrap(),
+        "10.0.3.1".parse().unwrap(),
+    )
+    .unwrap();
+    let mut b = CacheHost::new(
+        &l.lab,
+        &n1,
+        "cache-b",
+        "10.0.4.2".parse().unwrap(),
+        "10.0.4.1".parse().unwrap(),
+    )
+    .unwrap();
+    for h in [&mut a, &mut b] {
+        h.service = "61:tcp:80:src-port".into();
+        h.start(&mut l.lab).unwrap();
+    }
+    let s = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        router_status(&l.socket).filter(|s| {
+            let held = |x| {
+                cache(s, 61, x)
+                    .and_then(|c| c["buckets"].as_u64())
+                    .unwrap_or(0)
+            };
+            held("10.0.3.2") > 0
+                && held("10.0.4.2") > 0
+                && held("10.0.3.2") + held("10.0.4.2") == 256
+        })
+    })
+    .unwrap_or_else(|| panic!("the caches did not share service 61{}", l.logs(&[&a, &b])));
+    let def = service(&s, 61).unwrap()["definition"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // SRC_PORT_HASH (0x4) | PORTS_DEFINED (0x10), exactly as pinned.
+    assert!(def.contains("ServiceFlags(20)"), "{def}");
+    a.wait_squid(Duration::from_secs(15)).unwrap();
+    b.wait_squid(Duration::from_secs(15)).unwrap();
+    let owners = bucket_owners(&s, 61);
+    let flags = wccp::wire::ServiceFlags::SRC_PORT_HASH;
+    let (cli, srv) = ("10.0.1.2".parse().unwrap(), "10.0.2.2".parse().unwrap());
+    let mut served = std::collections::BTreeMap::new();
+    for port in (40000u16..).step_by(37).take(12) {
+        let want = match owners[bucket_of(flags, cli, srv, port, 80)].map(|o| o.to_string()) {
+            Some(o) if o == "10.0.3.2" => "cache-a",
+            Some(_) => "cache-b",
+            None => panic!("bucket without owner"),
+        };
+        let out = l
+            .cli
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "-m",
+                    "10",
+                    "-D",
+                    "-",
+                    "--local-port",
+                    &port.to_string(),
+                    "http://10.0.2.2/file",
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let v = via(&text).unwrap_or_default();
+        assert!(
+            out.status.success() && v.contains(want),
+            "source port {port} should land on {want}:\n{text}{}",
+            l.logs(&[&a, &b])
+        );
+        *served.entry(want).or_insert(0) += 1;
+    }
+    assert_eq!(
+        served.len(),
+        2,
+        "one client's flows spread over both caches: {served:?}"
+    );
+    a.stop(&mut l.lab);
+    b.stop(&mut l.lab);
 }

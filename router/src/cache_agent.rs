@@ -45,8 +45,9 @@ pub struct Args {
         required_unless_present = "gre_only"
     )]
     pub routers: Vec<Ipv4Addr>,
-    /// A service group: `0` (standard web-cache) or `ID:tcp|udp:PORT[,PORT…]` (dynamic,
-    /// destination ports, hashed on the destination address). Repeatable.
+    /// A service group: `0` (standard web-cache) or `ID:tcp|udp:PORT[,PORT…][:FIELD+…]`
+    /// (dynamic, destination ports, hashed on the FIELDs — src-ip, dst-ip, src-port, dst-port —
+    /// by default on the destination address). Repeatable.
     #[arg(long = "service", value_name = "SPEC", default_value = "0")]
     pub services: Vec<ServiceSpec>,
     /// MD5 password shared with the routers (all services).
@@ -135,15 +136,30 @@ impl std::str::FromStr for ServiceSpec {
         if ports.is_empty() || ports.len() > 8 || ports.contains(&0) {
             return Err(format!("service {id}: 1 to 8 non-zero ports"));
         }
+        // Optional hash fields, `+`-separated; the default hashes the destination address.
+        let mut flags = ServiceFlags::empty();
+        if let Some(fields) = parts.next() {
+            for f in fields.split('+') {
+                flags |= match f {
+                    "src-ip" => ServiceFlags::SRC_IP_HASH,
+                    "dst-ip" => ServiceFlags::DST_IP_HASH,
+                    "src-port" => ServiceFlags::SRC_PORT_HASH,
+                    "dst-port" => ServiceFlags::DST_PORT_HASH,
+                    other => {
+                        return Err(format!(
+                            "service {id}: unknown hash field {other:?}; expected src-ip, dst-ip, src-port, dst-port joined by +"
+                        ))
+                    }
+                };
+            }
+        } else {
+            flags = ServiceFlags::DST_IP_HASH;
+        }
         if parts.next().is_some() {
             return Err(format!("service {s:?}: too many fields"));
         }
         Ok(ServiceSpec(ServiceInfo::dynamic(
-            id,
-            protocol,
-            0,
-            ServiceFlags::DST_IP_HASH,
-            &ports,
+            id, protocol, 0, flags, &ports,
         )))
     }
 }
@@ -582,6 +598,20 @@ mod tests {
         assert!("90".parse::<ServiceSpec>().is_err());
         assert!("0:tcp:80".parse::<ServiceSpec>().is_err());
         assert!("90:icmp:1".parse::<ServiceSpec>().is_err());
+        assert_eq!(
+            d.flags,
+            ServiceFlags::DST_IP_HASH | ServiceFlags::PORTS_DEFINED
+        );
+        let h = "61:tcp:8080:src-ip+src-port"
+            .parse::<ServiceSpec>()
+            .unwrap()
+            .0;
+        assert_eq!(
+            h.flags,
+            ServiceFlags::SRC_IP_HASH | ServiceFlags::SRC_PORT_HASH | ServiceFlags::PORTS_DEFINED
+        );
+        assert!("61:tcp:8080:nope".parse::<ServiceSpec>().is_err());
+        assert!("61:tcp:8080:src-ip:x".parse::<ServiceSpec>().is_err());
     }
 
     #[test]
