@@ -306,6 +306,30 @@ fn device<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no device {name} in {}", s["steering"]))
 }
 
+/// Ethernet (to `dst_mac`, from 02:00:00:00:66:66) + IPv4 10.0.1.2 → 10.0.9.80 + TCP
+/// 40000 → 80 (ACK), as hex.
+fn spoofed_frame(dst_mac: &str) -> String {
+    let mut ip = vec![
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 1, 2, 10, 0, 9, 80,
+    ];
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("{dst_mac}0200000066660800{}{}", hex(&ip), hex(&tcp))
+}
+
 #[test]
 fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     let mut t = topo("str");
@@ -376,7 +400,24 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     assert!(curl(&t.cli, "http://10.0.9.81:8000/", "10.0.1.3", 3).is_none());
     assert!(curl(&t.cli, "http://10.0.9.80/", "10.0.1.3", 5).is_some());
 
+    // 6. A frame that claims to come back from the firewall (on fwb, for the web service) but
+    //    from a MAC the firewall does not have is dropped and counted.
+    let fwb_mac = t.rtr.mac("fwb").unwrap().replace(':', "");
+    let spoofed = spoofed_frame(&fwb_mac);
+    integration::inject_frames(&t.fw, "legb", &[spoofed.clone(), spoofed]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
     let s = status(&t.socket).unwrap();
+    assert_eq!(
+        service(&s, "web")["drops"]["steering-unexpected-source"],
+        2,
+        "{}",
+        s["steering"]
+    );
+    assert_eq!(
+        integration::stage_of(&s, "steering").unwrap()["drops"]["steering-unexpected-source"],
+        2
+    );
     let web = service(&s, "web");
     assert!(web["forward_packets"].as_u64().unwrap() > 0);
     assert!(web["reverse_packets"].as_u64().unwrap() > 0);
@@ -391,7 +432,7 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     let copies = device(&s, "ids")["copies"].as_u64().unwrap();
     assert!(copies > 0);
 
-    // 6. The IDS got copies of the web service in both directions, and nothing else.
+    // 7. The IDS got copies of the web service in both directions, and nothing else.
     std::thread::sleep(Duration::from_millis(500));
     let cap = t.lab.logs(&tcpdump);
     let pkts: Vec<&str> = cap.lines().filter(|l| l.contains(" IP ")).collect();

@@ -170,8 +170,14 @@ dscp = 46
     );
     // What left in the warm-up burst: 32 copies (unchanged, to the IDS MAC) and 32 packets
     // rewritten toward the server (10.0.2.2:6000, DSCP 46, TTL 63).
-    let to_ids: Vec<_> = sent.iter().filter(|f| f[..6] == [2, 0, 0, 0, 2, 0x99]).collect();
-    let to_srv: Vec<_> = sent.iter().filter(|f| f[..6] == [2, 0, 0, 0, 2, 2]).collect();
+    let to_ids: Vec<_> = sent
+        .iter()
+        .filter(|f| f[..6] == [2, 0, 0, 0, 2, 0x99])
+        .collect();
+    let to_srv: Vec<_> = sent
+        .iter()
+        .filter(|f| f[..6] == [2, 0, 0, 0, 2, 2])
+        .collect();
     assert_eq!((to_ids.len(), to_srv.len()), (32, 32));
     assert_eq!(&to_ids[0][30..34], &[10, 0, 9, 80]);
     assert_eq!(&to_srv[0][30..34], &[10, 0, 2, 2]);
