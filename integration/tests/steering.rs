@@ -460,7 +460,7 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
 
 /// The reload test's config: a UDP stream service through firewall `via` to the loopback server;
 /// `extra` is appended (a bad service for the rejected reload).
-fn stream_conf(t: &Topo, fw2: &Ns, via: &str, extra: &str) -> String {
+fn stream_conf(t: &Topo, via: &str, extra: &str) -> String {
     format!(
         r#"[router]
 management-socket = "{sock}"
@@ -575,7 +575,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
         &dir.join("fw2.nft"),
         "ip daddr 10.0.9.80 udp dport 5000 counter\n",
     );
-    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw", "")).unwrap();
+    std::fs::write(&t.conf, stream_conf(&t, "fw", "")).unwrap();
     let router = t
         .lab
         .spawn(
@@ -603,7 +603,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
 
     // Swap the firewall while the stream runs.
     std::thread::sleep(Duration::from_millis(1000));
-    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw2", "")).unwrap();
+    std::fs::write(&t.conf, stream_conf(&t, "fw2", "")).unwrap();
     let (ok, msg) = reload(&t.socket);
     assert!(ok, "good reload refused: {msg}\n{}", t.lab.logs(&router));
     assert!(msg.contains("steering tables replaced"), "{msg}");
@@ -612,7 +612,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
     // the running tables stay (the stream keeps flowing through fw2).
     std::thread::sleep(Duration::from_millis(500));
     let bad_extra = "\n[[steering.service]]\nname = \"bad\"\naddress = \"10.0.9.80\"\nprotocol = \"udp\"\nport = 6000\ningress = [\"eth0\"]\nchain = [{ device = \"web1\" }]\ndynamic-ports = [\"4990-5010\"]\n";
-    let bad = stream_conf(&t, &fw2, "fw", bad_extra);
+    let bad = stream_conf(&t, "fw", bad_extra);
     let line = bad
         .lines()
         .position(|l| l.starts_with("dynamic-ports"))
