@@ -652,3 +652,201 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
         "each datagram crossed exactly one firewall"
     );
 }
+
+/// The failover test's config: web1 in a pool with web2 as its alternate, probed every 300 ms.
+fn failover_conf(t: &Topo, web2: &Ns) -> String {
+    format!(
+        r#"[router]
+management-socket = "{sock}"
+log-level = "debug"
+io-backend = "{backend}"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "s1"
+address = "10.0.4.1/24"
+[[interface]]
+name = "s3"
+address = "10.0.10.1/24"
+
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "{web1}"
+address = "10.0.4.2"
+
+[[steering.device]]
+name = "web2"
+mode = "loopback"
+interfaces = ["s3"]
+mac = "{web2}"
+address = "10.0.10.2"
+
+[[steering.pool]]
+name = "web"
+members = ["web1"]
+alternate = "web2"
+restore = "manual"
+probe-port = 80
+probe-interval-ms = 300
+probe-timeout-ms = 200
+rise = 2
+fall = 2
+
+[[steering.service]]
+name = "web"
+address = "10.0.9.80"
+port = 80
+ingress = ["eth0"]
+chain = [{{ pool = "web" }}]
+"#,
+        sock = t.socket.display(),
+        backend = io_backend(),
+        web1 = t.web1.mac("eth0").unwrap(),
+        web2 = web2.mac("eth0").unwrap(),
+    )
+}
+
+/// `curl` that retries refused connections (a dead server's RST) for a few seconds.
+fn curl_retrying(cli: &Ns, url: &str) -> Option<String> {
+    let out = cli
+        .run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "8",
+                "--retry",
+                "6",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+                url,
+            ],
+        )
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn device_health(socket: &Path, name: &str) -> String {
+    let s = status(socket).unwrap_or_default();
+    device(&s, name)["health"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
+    let mut t = topo("sfo");
+    let web2 = t.lab.add_ns("web2").unwrap();
+    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
+    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
+    web2.add_addr("lo", "10.0.9.80/32").unwrap();
+    web2.add_route("default", "10.0.10.1").unwrap();
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+    ] {
+        web2.sysctl(k, v).unwrap();
+    }
+    let dir = t.lab.dir().to_path_buf();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("index.html"), body).unwrap();
+    }
+    let w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    let _w2 = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
+    std::fs::write(&t.conf, failover_conf(&t, &web2)).unwrap();
+    let router = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while status(&t.socket).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "no router");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = wait_http(&t.cli, "http://10.0.9.80/")
+        .unwrap_or_else(|| panic!("no answer\n{}", t.lab.logs(&router)));
+    assert_eq!(body, "server one\n");
+    // Probes pass: web1 stays in service.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(device_health(&t.socket, "web1"), "in-service");
+
+    // Kill the primary: within fall (2) probe periods plus a timeout it leaves service, and
+    // curl keeps succeeding throughout (retrying the refused connection meanwhile).
+    t.lab.stop(&w1, Duration::from_secs(5)).unwrap();
+    let killed = Instant::now();
+    let mut detected = None;
+    let mut bodies = Vec::new();
+    while killed.elapsed() < Duration::from_secs(4) {
+        if detected.is_none() && device_health(&t.socket, "web1") == "out-of-service" {
+            detected = Some(killed.elapsed());
+        }
+        let b = curl_retrying(&t.cli, "http://10.0.9.80/")
+            .unwrap_or_else(|| panic!("curl failed during failover\n{}", t.lab.logs(&router)));
+        bodies.push(b);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let detected = detected.unwrap_or_else(|| {
+        panic!(
+            "web1 never left service\n{}",
+            status(&t.socket).unwrap_or_default()["steering"]
+        )
+    });
+    assert!(
+        detected < Duration::from_millis(2000),
+        "detection took {detected:?} (2 × 300 ms probes + 200 ms timeout expected)"
+    );
+    assert_eq!(bodies.last().map(String::as_str), Some("server two\n"));
+
+    // web1 recovers, but the pool restores by hand: traffic stays on web2 until the command.
+    let _w1b = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(device_health(&t.socket, "web1"), "out-of-service");
+    assert_eq!(
+        curl_retrying(&t.cli, "http://10.0.9.80/").as_deref(),
+        Some("server two\n")
+    );
+    // The command succeeds once web1 has passed `rise` probes again (the restarted server may
+    // take a moment to listen); until then it is refused.
+    let asked = Instant::now();
+    loop {
+        let out = std::process::Command::new(binary("swrouter"))
+            .args([
+                "steering",
+                "restore",
+                "web1",
+                "-s",
+                &t.socket.to_string_lossy(),
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "restore refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(device_health(&t.socket, "web1"), "in-service");
+    assert_eq!(
+        curl_retrying(&t.cli, "http://10.0.9.80/").as_deref(),
+        Some("server one\n")
+    );
+}

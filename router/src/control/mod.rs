@@ -3,6 +3,7 @@
 //!
 //! It runs on a single-threaded tokio runtime; the workers are plain threads that never wait on it.
 
+pub mod health;
 pub mod wccp;
 
 use crate::pipeline::counters::WorkerCounters;
@@ -28,6 +29,8 @@ use tokio::net::UnixListener;
 pub const REQ_STATUS: &str = "status";
 /// Reload request.
 pub const REQ_RELOAD: &str = "reload";
+/// Management request prefix: `steering restore DEVICE` (answered like a reload).
+pub const REQ_STEERING_RESTORE: &str = "steering restore ";
 
 /// Answer to a reload request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +214,8 @@ struct ControlState {
     started: Instant,
     reloads: u64,
     wccp: Option<wccp::WccpDriver>,
+    /// Steering health checks of the plane in force.
+    health: health::HealthDriver,
 }
 
 async fn control_loop(
@@ -242,7 +247,9 @@ async fn control_loop(
         Some(_) => Some(wccp::WccpDriver::new(&conf.wccp, shared.clone())?),
         None => None,
     };
+    let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
     let mut state = ControlState {
+        health,
         config_path,
         conf,
         shared,
@@ -253,6 +260,7 @@ async fn control_loop(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut health_tick = tokio::time::interval(health::TICK);
     loop {
         // The WCCP engine's next deadline; far away when it has none (or WCCP is off).
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -274,6 +282,7 @@ async fn control_loop(
                     w.on_timeout();
                 }
             }
+            _ = health_tick.tick() => state.health.tick(),
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => { let r = reload(&mut state); tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload"); }
@@ -321,6 +330,14 @@ async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> 
             serde_json::to_string(&status::collect(&cx))?
         }
         REQ_RELOAD => serde_json::to_string(&reload(state))?,
+        l if l.starts_with(REQ_STEERING_RESTORE) => {
+            let name = l.trim_start_matches(REQ_STEERING_RESTORE).trim();
+            let (ok, message) = match state.health.restore(name) {
+                Ok(m) => (true, m),
+                Err(m) => (false, m),
+            };
+            serde_json::to_string(&ReloadReply { ok, message })?
+        }
         other => serde_json::to_string(&ReloadReply {
             ok: false,
             message: format!("unknown request {other:?}; expected `status` or `reload`"),
@@ -402,6 +419,10 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     }));
     state.conf.routes = new.routes;
     state.conf.steering = new.steering;
+    if steering_changed {
+        let plane = state.shared.tables.load().steering.clone();
+        state.health = health::HealthDriver::new(plane, &state.conf, Some(&state.health));
+    }
     state.reloads += 1;
     tracing::info!(
         static_routes = n,

@@ -112,7 +112,9 @@ fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
             super::wccp::ReturnOutcome::NotMember => Verdict::Drop(DropReason::WccpReturnNotMember),
             super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
         },
-        ipv4::PROTO_TCP => Verdict::Drop(DropReason::LocalProtocolUnsupported),
+        // The router's only TCP: answers to its steering health probes.
+        ipv4::PROTO_TCP => super::steering::probe_answer(l3, hlen, cx)
+            .unwrap_or(Verdict::Drop(DropReason::LocalProtocolUnsupported)),
         _ => {
             send_error(
                 pkt,
