@@ -235,22 +235,31 @@ fn status(socket: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Starts an HTTP server in `ns` and waits until it listens.
 fn http(lab: &mut Lab, ns: &Ns, port: u16, bind: &str, dir: &Path) -> ProcHandle {
     let p = port.to_string();
-    lab.spawn(
-        ns,
-        "python3",
-        &[
-            "-m",
-            "http.server",
-            &p,
-            "--bind",
-            bind,
-            "--directory",
-            &dir.to_string_lossy(),
-        ],
-    )
-    .unwrap()
+    let h = lab
+        .spawn(
+            ns,
+            "python3",
+            &[
+                "-u",
+                "-m",
+                "http.server",
+                &p,
+                "--bind",
+                bind,
+                "--directory",
+                &dir.to_string_lossy(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        lab.wait_for_log(&h, "Serving HTTP", Duration::from_secs(15)),
+        "http server on :{port} did not start: {}",
+        lab.logs(&h)
+    );
+    h
 }
 
 /// `curl` from the client; Some(body) on success.
@@ -653,7 +662,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
     );
 }
 
-/// The failover test's config: web1 in a pool with web2 as its alternate, probed every 300 ms.
+/// The failover test's config: web1 in a pool with web2 as its alternate, probed every 400 ms.
 fn failover_conf(t: &Topo, web2: &Ns) -> String {
     format!(
         r#"[router]
@@ -691,8 +700,8 @@ members = ["web1"]
 alternate = "web2"
 restore = "manual"
 probe-port = 80
-probe-interval-ms = 300
-probe-timeout-ms = 200
+probe-interval-ms = 400
+probe-timeout-ms = 300
 rise = 2
 fall = 2
 
@@ -808,7 +817,7 @@ fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
     });
     assert!(
         detected < Duration::from_millis(2000),
-        "detection took {detected:?} (2 × 300 ms probes + 200 ms timeout expected)"
+        "detection took {detected:?} (2 × 400 ms probes + 300 ms timeout expected)"
     );
     assert_eq!(bodies.last().map(String::as_str), Some("server two\n"));
 
@@ -838,7 +847,7 @@ fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
             break;
         }
         assert!(
-            asked.elapsed() < Duration::from_secs(8),
+            asked.elapsed() < Duration::from_secs(10),
             "restore refused: {}",
             String::from_utf8_lossy(&out.stdout)
         );
