@@ -235,22 +235,31 @@ fn status(socket: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Starts an HTTP server in `ns` and waits until it listens.
 fn http(lab: &mut Lab, ns: &Ns, port: u16, bind: &str, dir: &Path) -> ProcHandle {
     let p = port.to_string();
-    lab.spawn(
-        ns,
-        "python3",
-        &[
-            "-m",
-            "http.server",
-            &p,
-            "--bind",
-            bind,
-            "--directory",
-            &dir.to_string_lossy(),
-        ],
-    )
-    .unwrap()
+    let h = lab
+        .spawn(
+            ns,
+            "python3",
+            &[
+                "-u",
+                "-m",
+                "http.server",
+                &p,
+                "--bind",
+                bind,
+                "--directory",
+                &dir.to_string_lossy(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        lab.wait_for_log(&h, "Serving HTTP", Duration::from_secs(15)),
+        "http server on :{port} did not start: {}",
+        lab.logs(&h)
+    );
+    h
 }
 
 /// `curl` from the client; Some(body) on success.
@@ -304,6 +313,30 @@ fn device<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .as_array()
         .and_then(|a| a.iter().find(|v| v["name"] == name))
         .unwrap_or_else(|| panic!("no device {name} in {}", s["steering"]))
+}
+
+/// Ethernet (to `dst_mac`, from 02:00:00:00:66:66) + IPv4 10.0.1.2 → 10.0.9.80 + TCP
+/// 40000 → 80 (ACK), as hex.
+fn spoofed_frame(dst_mac: &str) -> String {
+    let mut ip = vec![
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 1, 2, 10, 0, 9, 80,
+    ];
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("{dst_mac}0200000066660800{}{}", hex(&ip), hex(&tcp))
 }
 
 #[test]
@@ -376,7 +409,24 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     assert!(curl(&t.cli, "http://10.0.9.81:8000/", "10.0.1.3", 3).is_none());
     assert!(curl(&t.cli, "http://10.0.9.80/", "10.0.1.3", 5).is_some());
 
+    // 6. A frame that claims to come back from the firewall (on fwb, for the web service) but
+    //    from a MAC the firewall does not have is dropped and counted.
+    let fwb_mac = t.rtr.mac("fwb").unwrap().replace(':', "");
+    let spoofed = spoofed_frame(&fwb_mac);
+    integration::inject_frames(&t.fw, "legb", &[spoofed.clone(), spoofed]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
     let s = status(&t.socket).unwrap();
+    assert_eq!(
+        service(&s, "web")["drops"]["steering-unexpected-source"],
+        2,
+        "{}",
+        s["steering"]
+    );
+    assert_eq!(
+        integration::stage_of(&s, "steering").unwrap()["drops"]["steering-unexpected-source"],
+        2
+    );
     let web = service(&s, "web");
     assert!(web["forward_packets"].as_u64().unwrap() > 0);
     assert!(web["reverse_packets"].as_u64().unwrap() > 0);
@@ -391,7 +441,7 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
     let copies = device(&s, "ids")["copies"].as_u64().unwrap();
     assert!(copies > 0);
 
-    // 6. The IDS got copies of the web service in both directions, and nothing else.
+    // 7. The IDS got copies of the web service in both directions, and nothing else.
     std::thread::sleep(Duration::from_millis(500));
     let cap = t.lab.logs(&tcpdump);
     let pkts: Vec<&str> = cap.lines().filter(|l| l.contains(" IP ")).collect();
@@ -419,7 +469,7 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
 
 /// The reload test's config: a UDP stream service through firewall `via` to the loopback server;
 /// `extra` is appended (a bad service for the rejected reload).
-fn stream_conf(t: &Topo, _fw2: &Ns, via: &str, extra: &str) -> String {
+fn stream_conf(t: &Topo, via: &str, extra: &str) -> String {
     format!(
         r#"[router]
 management-socket = "{sock}"
@@ -534,7 +584,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
         &dir.join("fw2.nft"),
         "ip daddr 10.0.9.80 udp dport 5000 counter\n",
     );
-    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw", "")).unwrap();
+    std::fs::write(&t.conf, stream_conf(&t, "fw", "")).unwrap();
     let router = t
         .lab
         .spawn(
@@ -562,7 +612,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
 
     // Swap the firewall while the stream runs.
     std::thread::sleep(Duration::from_millis(1000));
-    std::fs::write(&t.conf, stream_conf(&t, &fw2, "fw2", "")).unwrap();
+    std::fs::write(&t.conf, stream_conf(&t, "fw2", "")).unwrap();
     let (ok, msg) = reload(&t.socket);
     assert!(ok, "good reload refused: {msg}\n{}", t.lab.logs(&router));
     assert!(msg.contains("steering tables replaced"), "{msg}");
@@ -571,7 +621,7 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
     // the running tables stay (the stream keeps flowing through fw2).
     std::thread::sleep(Duration::from_millis(500));
     let bad_extra = "\n[[steering.service]]\nname = \"bad\"\naddress = \"10.0.9.80\"\nprotocol = \"udp\"\nport = 6000\ningress = [\"eth0\"]\nchain = [{ device = \"web1\" }]\ndynamic-ports = [\"4990-5010\"]\n";
-    let bad = stream_conf(&t, &fw2, "fw", bad_extra);
+    let bad = stream_conf(&t, "fw", bad_extra);
     let line = bad
         .lines()
         .position(|l| l.starts_with("dynamic-ports"))
@@ -609,5 +659,203 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
         before + after,
         N as u64,
         "each datagram crossed exactly one firewall"
+    );
+}
+
+/// The failover test's config: web1 in a pool with web2 as its alternate, probed every 400 ms.
+fn failover_conf(t: &Topo, web2: &Ns) -> String {
+    format!(
+        r#"[router]
+management-socket = "{sock}"
+log-level = "debug"
+io-backend = "{backend}"
+
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "s1"
+address = "10.0.4.1/24"
+[[interface]]
+name = "s3"
+address = "10.0.10.1/24"
+
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "{web1}"
+address = "10.0.4.2"
+
+[[steering.device]]
+name = "web2"
+mode = "loopback"
+interfaces = ["s3"]
+mac = "{web2}"
+address = "10.0.10.2"
+
+[[steering.pool]]
+name = "web"
+members = ["web1"]
+alternate = "web2"
+restore = "manual"
+probe-port = 80
+probe-interval-ms = 400
+probe-timeout-ms = 300
+rise = 2
+fall = 2
+
+[[steering.service]]
+name = "web"
+address = "10.0.9.80"
+port = 80
+ingress = ["eth0"]
+chain = [{{ pool = "web" }}]
+"#,
+        sock = t.socket.display(),
+        backend = io_backend(),
+        web1 = t.web1.mac("eth0").unwrap(),
+        web2 = web2.mac("eth0").unwrap(),
+    )
+}
+
+/// `curl` that retries refused connections (a dead server's RST) for a few seconds.
+fn curl_retrying(cli: &Ns, url: &str) -> Option<String> {
+    let out = cli
+        .run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "8",
+                "--retry",
+                "6",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+                url,
+            ],
+        )
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn device_health(socket: &Path, name: &str) -> String {
+    let s = status(socket).unwrap_or_default();
+    device(&s, name)["health"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
+    let mut t = topo("sfo");
+    let web2 = t.lab.add_ns("web2").unwrap();
+    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
+    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
+    web2.add_addr("lo", "10.0.9.80/32").unwrap();
+    web2.add_route("default", "10.0.10.1").unwrap();
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+    ] {
+        web2.sysctl(k, v).unwrap();
+    }
+    let dir = t.lab.dir().to_path_buf();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("index.html"), body).unwrap();
+    }
+    let w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    let _w2 = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
+    std::fs::write(&t.conf, failover_conf(&t, &web2)).unwrap();
+    let router = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while status(&t.socket).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "no router");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = wait_http(&t.cli, "http://10.0.9.80/")
+        .unwrap_or_else(|| panic!("no answer\n{}", t.lab.logs(&router)));
+    assert_eq!(body, "server one\n");
+    // Probes pass: web1 stays in service.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(device_health(&t.socket, "web1"), "in-service");
+
+    // Kill the primary: within fall (2) probe periods plus a timeout it leaves service, and
+    // curl keeps succeeding throughout (retrying the refused connection meanwhile).
+    t.lab.stop(&w1, Duration::from_secs(5)).unwrap();
+    let killed = Instant::now();
+    let mut detected = None;
+    let mut bodies = Vec::new();
+    while killed.elapsed() < Duration::from_secs(4) {
+        if detected.is_none() && device_health(&t.socket, "web1") == "out-of-service" {
+            detected = Some(killed.elapsed());
+        }
+        let b = curl_retrying(&t.cli, "http://10.0.9.80/")
+            .unwrap_or_else(|| panic!("curl failed during failover\n{}", t.lab.logs(&router)));
+        bodies.push(b);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let detected = detected.unwrap_or_else(|| {
+        panic!(
+            "web1 never left service\n{}",
+            status(&t.socket).unwrap_or_default()["steering"]
+        )
+    });
+    assert!(
+        detected < Duration::from_millis(2000),
+        "detection took {detected:?} (2 × 400 ms probes + 300 ms timeout expected)"
+    );
+    assert_eq!(bodies.last().map(String::as_str), Some("server two\n"));
+
+    // web1 recovers, but the pool restores by hand: traffic stays on web2 until the command.
+    let _w1b = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(device_health(&t.socket, "web1"), "out-of-service");
+    assert_eq!(
+        curl_retrying(&t.cli, "http://10.0.9.80/").as_deref(),
+        Some("server two\n")
+    );
+    // The command succeeds once web1 has passed `rise` probes again (the restarted server may
+    // take a moment to listen); until then it is refused.
+    let asked = Instant::now();
+    loop {
+        let out = std::process::Command::new(binary("swrouter"))
+            .args([
+                "steering",
+                "restore",
+                "web1",
+                "-s",
+                &t.socket.to_string_lossy(),
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "restore refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(device_health(&t.socket, "web1"), "in-service");
+    assert_eq!(
+        curl_retrying(&t.cli, "http://10.0.9.80/").as_deref(),
+        Some("server one\n")
     );
 }

@@ -60,8 +60,9 @@ pub struct TcpSegment {
 }
 
 /// The router's TCP probe ports: the source ports of health-check handshakes (fast failover
-/// and steering); segments to them go to the prober, any other TCP to us is refused.
-pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61000..=61999;
+/// failover); segments to them go to the prober. Steering probes use their own ports from
+/// `tables::steer::PROBE_PORT_BASE`.
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 60000..=60999;
 
 /// The UDP ports the control plane listens on, fixed at start, and the TCP prober's queue.
 #[derive(Debug, Default, Clone)]

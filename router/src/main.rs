@@ -49,11 +49,28 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Service-chain steering commands.
+    Steering {
+        #[command(subcommand)]
+        action: SteeringCommand,
+    },
     /// Build a lab of network namespaces, run the router in it and show traffic going through.
     Demo {
         /// How long to show the live view before tearing the lab down.
         #[arg(long, default_value_t = 12)]
         seconds: u64,
+    },
+}
+
+/// `swrouter steering ...`.
+#[derive(Subcommand)]
+enum SteeringCommand {
+    /// Put a recovered device back in service (pools with `restore = "manual"`).
+    Restore {
+        /// The device name, as in `[[steering.device]]`.
+        device: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -127,6 +144,18 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Some(Command::Reload { target }) => {
             let reply = control::request(&target.socket()?, control::REQ_RELOAD)?;
+            let r: control::ReloadReply = serde_json::from_str(&reply)?;
+            println!("{}", r.message);
+            if !r.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::Steering {
+            action: SteeringCommand::Restore { device, target },
+        }) => {
+            let req = format!("{}{device}", control::REQ_STEERING_RESTORE);
+            let reply = control::request(&target.socket()?, &req)?;
             let r: control::ReloadReply = serde_json::from_str(&reply)?;
             println!("{}", r.message);
             if !r.ok {

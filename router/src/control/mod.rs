@@ -3,6 +3,7 @@
 //!
 //! It runs on a single-threaded tokio runtime; the workers are plain threads that never wait on it.
 
+pub mod health;
 pub mod wccp;
 
 use crate::pipeline::counters::WorkerCounters;
@@ -28,6 +29,8 @@ use tokio::net::UnixListener;
 pub const REQ_STATUS: &str = "status";
 /// Reload request.
 pub const REQ_RELOAD: &str = "reload";
+/// Management request prefix: `steering restore DEVICE` (answered like a reload).
+pub const REQ_STEERING_RESTORE: &str = "steering restore ";
 
 /// Answer to a reload request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +219,8 @@ struct ControlState {
     started: Instant,
     reloads: u64,
     wccp: Option<wccp::WccpDriver>,
+    /// Steering health checks of the plane in force.
+    health: health::HealthDriver,
 }
 
 async fn control_loop(
@@ -253,7 +258,9 @@ async fn control_loop(
         )?),
         None => None,
     };
+    let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
     let mut state = ControlState {
+        health,
         config_path,
         conf,
         shared,
@@ -267,6 +274,7 @@ async fn control_loop(
     // Fast-failover probe rounds; the period follows the (reloadable) configuration.
     let mut probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
     let mut next_probe = tokio::time::Instant::now();
+    let mut health_tick = tokio::time::interval(health::TICK);
     loop {
         let far_probe = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         // The WCCP engine's next deadline; far away when it has none (or WCCP is off).
@@ -300,6 +308,7 @@ async fn control_loop(
                     w.on_probe_answer(seg);
                 }
             }
+            _ = health_tick.tick() => state.health.tick(),
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
@@ -362,6 +371,14 @@ async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> 
             serde_json::to_string(&status::collect(&cx))?
         }
         REQ_RELOAD => serde_json::to_string(&reload(state))?,
+        l if l.starts_with(REQ_STEERING_RESTORE) => {
+            let name = l.trim_start_matches(REQ_STEERING_RESTORE).trim();
+            let (ok, message) = match state.health.restore(name) {
+                Ok(m) => (true, m),
+                Err(m) => (false, m),
+            };
+            serde_json::to_string(&ReloadReply { ok, message })?
+        }
         other => serde_json::to_string(&ReloadReply {
             ok: false,
             message: format!("unknown request {other:?}; expected `status` or `reload`"),
@@ -486,6 +503,10 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     state.conf.wccp = new.wccp;
     state.conf.wccp_options = new.wccp_options;
     state.conf.steering = new.steering;
+    if steering_changed {
+        let plane = state.shared.tables.load().steering.clone();
+        state.health = health::HealthDriver::new(plane, &state.conf, Some(&state.health));
+    }
     state.reloads += 1;
     tracing::info!(
         static_routes = n,

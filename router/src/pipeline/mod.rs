@@ -253,6 +253,7 @@ impl Pipeline {
                 n.poll(&mut cx);
             }
         }
+        steering::send_probes(&mut cx);
         if !self.emitted.is_empty() {
             self.work.clear();
             self.work.extend(self.emitted.drain(..).map(Some));

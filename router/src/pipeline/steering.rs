@@ -145,6 +145,72 @@ impl SteeringStage {
     }
 }
 
+/// Sends the health probes the control plane queued: a TCP SYN from our address on the
+/// device's interface, entering at the route stage as the router's own packet.
+pub fn send_probes(cx: &mut StageCx<'_>) {
+    let plane = cx.tables.steering.clone();
+    // Contended only with the control plane's tick; a busy lock waits for the next poll.
+    let Ok(mut q) = plane.probes.try_lock() else {
+        return;
+    };
+    for p in q.drain(..) {
+        if cx.pool.available() == 0 {
+            break;
+        }
+        let mut syn = cx.pool.get();
+        let out = syn.reset(HEADER_LEN + 40);
+        ethernet::write_header(out, Mac::ZERO, Mac::ZERO, ethernet::ETHERTYPE_IPV4);
+        ipv4::Ipv4Repr {
+            src: p.src,
+            dst: p.dst,
+            protocol: ipv4::PROTO_TCP,
+            payload_len: 20,
+            ttl: 64,
+            ident: super::next_ident(),
+            tos: 0,
+            dont_fragment: true,
+        }
+        .emit(&mut out[HEADER_LEN..HEADER_LEN + 20]);
+        let t = &mut out[HEADER_LEN + 20..];
+        t[0..2].copy_from_slice(&p.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&p.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&p.seq.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = steering::tcp_flags::SYN;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let ph = checksum::pseudo_header(p.src.octets(), p.dst.octets(), ipv4::PROTO_TCP, 20);
+        let c = !checksum::fold(checksum::sum(ph, t));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        syn.meta.flags = flags::LOCAL;
+        cx.emit(syn, StageKind::Route);
+    }
+}
+
+/// A TCP segment to one of our addresses: if it answers a health probe (to a probe port) it is
+/// recorded for the control plane and consumed; otherwise `None`.
+pub fn probe_answer(l3: &[u8], hlen: usize, cx: &StageCx<'_>) -> Option<Verdict> {
+    let plane = &cx.tables.steering;
+    let tables = plane.tables.as_ref()?;
+    let tcp = l3.get(hlen..hlen + 14)?;
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let idx = dport.checked_sub(crate::tables::steer::PROBE_PORT_BASE)?;
+    let dev = steering::DeviceIdx(u32::from(idx));
+    let counters = plane.devices.get(dev.index())?;
+    let _ = tables.device_name(dev)?;
+    let flags_octet = tcp[13];
+    use std::sync::atomic::Ordering::Relaxed;
+    // A SYN-ACK accepts; so does the bare ACK a listener gives a new SYN on a port pair it still
+    // holds half open from the previous probe (the router never completes or resets them).
+    if flags_octet & steering::tcp_flags::RST != 0 {
+        counters.probe_refused.fetch_add(1, Relaxed);
+    } else if flags_octet & steering::tcp_flags::ACK != 0 {
+        counters.probe_ok.fetch_add(1, Relaxed);
+    } else {
+        return None;
+    }
+    Some(Verdict::Consumed)
+}
+
 /// The decision's view of the packet (the earlier stages validated the IPv4 header).
 fn packet_key(pkt: &Packet) -> Option<PacketKey> {
     let f = pkt.frame();

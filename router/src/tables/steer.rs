@@ -73,6 +73,10 @@ pub struct DeviceCounters {
     pub copies: Traffic,
     /// Copies for it lost to a full copy queue.
     pub copy_drops: AtomicU64,
+    /// Probe answers that accepted the handshake (SYN-ACK).
+    pub probe_ok: AtomicU64,
+    /// Probe answers that refused it (RST).
+    pub probe_refused: AtomicU64,
 }
 
 /// Compiled tables, health and counters of one config.
@@ -86,6 +90,27 @@ pub struct SteeringPlane {
     pub services: Vec<ServiceCounters>,
     /// Per-device counters, by `DeviceIdx`.
     pub devices: Vec<DeviceCounters>,
+    /// Health probes the control plane wants sent; a worker drains them in its poll.
+    pub probes: std::sync::Mutex<Vec<ProbeOut>>,
+}
+
+/// First TCP source port of health probes: device `i` is probed from `PROBE_PORT_BASE + i`, so
+/// a SYN-ACK or RST to that port of ours names the device it answers for.
+pub const PROBE_PORT_BASE: u16 = 61000;
+
+/// One TCP handshake probe for a worker to send.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOut {
+    /// Our address on the device's interface.
+    pub src: std::net::Ipv4Addr,
+    /// The device's address.
+    pub dst: std::net::Ipv4Addr,
+    /// Our port (`PROBE_PORT_BASE` + device index).
+    pub sport: u16,
+    /// The probed port.
+    pub dport: u16,
+    /// Initial sequence number.
+    pub seq: u32,
 }
 
 impl Default for SteeringPlane {
@@ -95,6 +120,7 @@ impl Default for SteeringPlane {
             health: ArcSwap::from_pointee(steering::PoolState::default()),
             services: Vec::new(),
             devices: Vec::new(),
+            probes: Default::default(),
         }
     }
 }
@@ -116,6 +142,7 @@ impl SteeringPlane {
                 .collect(),
             health: ArcSwap::from_pointee(health),
             tables: Some(tables),
+            probes: Default::default(),
         })
     }
 
