@@ -59,7 +59,7 @@ pub struct TcpSegment {
     pub flags: u8,
 }
 
-/// The router's TCP probe ports: the source ports of health-check handshakes (fast failover
+/// The router's TCP probe ports: the source ports of health-check handshakes (WCCP fast
 /// failover); segments to them go to the prober. Steering probes use their own ports from
 /// `tables::steer::PROBE_PORT_BASE`.
 pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 60000..=60999;
