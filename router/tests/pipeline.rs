@@ -487,9 +487,17 @@ fn datagrams_the_control_plane_sends_are_routed_and_checksummed() {
 /// A standard-service (TCP 80) hash assignment with every bucket on the cache 10.0.2.9, which
 /// talks to the router's 10.0.2.1, with `forwarding`.
 fn wccp_plane(forwarding: wccp::engine::ForwardingMethod) -> router::tables::WccpPlane {
+    wccp_plane_at(forwarding, [10, 0, 2, 9])
+}
+
+/// Like [`wccp_plane`], with the cache at `cache`.
+fn wccp_plane_at(
+    forwarding: wccp::engine::ForwardingMethod,
+    cache: [u8; 4],
+) -> router::tables::WccpPlane {
     use wccp::assign::{Assignment, CacheTarget};
     let target = CacheTarget {
-        address: [10, 0, 2, 9].into(),
+        address: cache.into(),
         router_id: [10, 0, 2, 1].into(),
         forwarding,
         packet_return: wccp::engine::ReturnMethod::Gre,
@@ -501,7 +509,7 @@ fn wccp_plane(forwarding: wccp::engine::ForwardingMethod) -> router::tables::Wcc
         &[0u8; 256],
     );
     assert_eq!(dropped, 0);
-    let a = a.with_members([std::net::Ipv4Addr::new(10, 0, 2, 9)]);
+    let a = a.with_members([std::net::Ipv4Addr::from(cache)]);
     router::tables::WccpPlane::from_assignments([(0u8, std::sync::Arc::new(a))])
 }
 
@@ -952,4 +960,81 @@ fn gso_super_packets_are_segmented_before_gre() {
     }
     assert_eq!(payload, 4000);
     assert_eq!(spec.counters.redirected.get().0, 3);
+}
+
+#[test]
+fn gre_returns_get_a_clean_ethernet_header_whatever_the_cache_address() {
+    // The outer header bytes left in front of the inner packet once looked like a multicast
+    // MAC when the cache's third octet was odd, and the return was dropped as a broadcast.
+    let mut b = Bench::new();
+    b.tables.wccp = std::sync::Arc::new(wccp_plane_at(
+        wccp::engine::ForwardingMethod::Gre,
+        [10, 0, 3, 9],
+    ));
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+    let inner = tcp_syn(80)[14..].to_vec();
+    let mut f = vec![0u8; 14 + 20 + 8];
+    ethernet::write_header(&mut f, R1, MAC_A, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 3, 9].into(),
+        dst: [10, 0, 2, 1].into(),
+        protocol: 47,
+        payload_len: 8 + inner.len(),
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    f[34..42].copy_from_slice(&[0x00, 0x00, 0x88, 0x3e, 0x00, 0x00, 0x00, 0x00]);
+    f.extend_from_slice(&inner);
+    let mut p = Packet::from_frame(&f);
+    p.meta.rx_if = 1;
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    assert_eq!(destinations(&mut b), vec![SERVER], "returned and forwarded");
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::BroadcastNotForwarded),
+        0
+    );
+    assert_eq!(b.tables.wccp.services[0].counters.returned.get().0, 1);
+}
+
+#[test]
+fn l2_returns_are_counted_on_interfaces_without_redirection() {
+    let mut spec = PlaneSpec::new();
+    spec.a_l2_return = true;
+    let (mut b, t0) = wccp_bench(&spec);
+    // Cache A sits on eth1, which redirects nothing, and hands the client's SYN back there.
+    let mut returned = tcp_syn(80);
+    ethernet::write_header(&mut returned, R1, MAC_A, ethernet::ETHERTYPE_IPV4);
+    let mut p = Packet::from_frame(&returned);
+    p.meta.rx_if = 1;
+    // The cache's own fetch from the same MAC is not a return.
+    let mut own = tcp_syn(80);
+    ethernet::write_header(&mut own, R1, MAC_A, ethernet::ETHERTYPE_IPV4);
+    own[26..30].copy_from_slice(&CACHE_A);
+    ipv4::fill_checksum(&mut own[14..], 20);
+    let mut o = Packet::from_frame(&own);
+    o.meta.rx_if = 1;
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p, o],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    assert_eq!(destinations(&mut b), vec![SERVER, SERVER]);
+    assert_eq!(spec.counters.returned.get().0, 1);
 }

@@ -66,6 +66,11 @@ impl WccpRedirectStage {
         if pkt.meta.flags & (flags::LOCAL | flags::RETURNED) != 0 || plane.services.is_empty() {
             return Verdict::Continue;
         }
+        // L2 returns come back on whatever interface the cache sits on, redirecting or not.
+        if l2_returned(pkt, plane, cx) {
+            pkt.meta.flags |= flags::RETURNED;
+            return Verdict::Continue;
+        }
         let Some(iface) = cx.tables.ifaces.get(pkt.meta.rx_if as usize) else {
             return Verdict::Continue;
         };
@@ -103,22 +108,6 @@ impl WccpRedirectStage {
         // A cache's own traffic (its fetches toward origin servers) is never redirected.
         if plane.is_member(f.src) {
             return Verdict::Continue;
-        }
-        // A frame a cache returned at layer 2 comes from the cache's MAC.
-        if !plane.l2_returners.is_empty() {
-            let src_mac = ethernet::src(frame);
-            for &(si, ci, addr) in &plane.l2_returners {
-                if cx.neigh.lookup(pkt.meta.rx_if, addr) == Some(src_mac) {
-                    if let Some(s) = plane.services.get(si) {
-                        s.counters.returned.add(f.len);
-                        if let Some(c) = s.cache_counters.get(ci) {
-                            c.returned.add(f.len);
-                        }
-                    }
-                    pkt.meta.flags |= flags::RETURNED;
-                    return Verdict::Continue;
-                }
-            }
         }
         // Redirect-out applies to the interface the packet would be routed out of.
         let out_if = if any_out {
@@ -165,9 +154,8 @@ impl WccpRedirectStage {
                 }
             };
             if r.target.forwarding == ForwardingMethod::Gre && pkt.meta.offload.is_gso() {
-                // The kernel cannot segment inside our GRE on transmit: segment here, then
-                // encapsulate every segment.
-                pkt.complete_checksum();
+                // The kernel cannot segment inside our GRE on transmit: segment here (each
+                // segment gets its whole checksum), then encapsulate every segment.
                 let segs = &mut self.segments;
                 if !super::gso::segment_tcpv4(pkt, cx.pool, |s| segs.push(s)) {
                     return Verdict::Continue; // not TCPv4 GSO: forwarded normally
@@ -253,6 +241,34 @@ impl WccpRedirectStage {
         table.insert(flow, target, now, stats);
         bucket
     }
+}
+
+/// True (and counted) when the frame is one a cache returned at layer 2: it comes from the
+/// MAC of an L2-return cache and is not the cache's own traffic.
+fn l2_returned(pkt: &Packet, plane: &WccpPlane, cx: &StageCx<'_>) -> bool {
+    if plane.l2_returners.is_empty() {
+        return false;
+    }
+    let frame = pkt.frame();
+    let l3 = &frame[HEADER_LEN..];
+    if plane.is_member(ipv4::src(l3)) {
+        return false;
+    }
+    let src_mac = ethernet::src(frame);
+    let Some(&(si, ci, _)) = plane
+        .l2_returners
+        .iter()
+        .find(|(_, _, addr)| cx.neigh.lookup(pkt.meta.rx_if, *addr) == Some(src_mac))
+    else {
+        return false;
+    };
+    if let Some(s) = plane.services.get(si) {
+        s.counters.returned.add(l3.len());
+        if let Some(c) = s.cache_counters.get(ci) {
+            c.returned.add(l3.len());
+        }
+    }
+    true
 }
 
 /// The redirect for a remembered target, if that cache is still usable; else the bucket's.
@@ -385,12 +401,13 @@ pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> Re
             c.returned.add(inner_len);
         }
     }
-    // Drop the outer IPv4 and GRE headers; the Ethernet header is rebuilt in front of the inner.
+    // Drop the outer IPv4 and GRE headers and rebuild the Ethernet header in front of the
+    // inner packet: the bytes now there are what was left of the outer headers.
+    let (dst_mac, src_mac) = (ethernet::dst(pkt.frame()), ethernet::src(pkt.frame()));
     if !pkt.advance(inner_at) {
         return ReturnOutcome::Malformed;
     }
-    let f = pkt.frame_mut();
-    f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+    ethernet::write_header(pkt.frame_mut(), dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
     pkt.meta.offload = Default::default();
     pkt.meta.flags |= flags::RETURNED;
     ReturnOutcome::Returned
