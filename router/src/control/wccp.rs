@@ -109,12 +109,6 @@ pub fn service_config(s: &WccpServiceConf) -> RouterServiceConfig {
     c
 }
 
-/// The parts of a service's configuration the engine sees; a change of these restarts the
-/// service's protocol state, anything else is applied in place.
-fn engine_part(s: &WccpServiceConf) -> RouterServiceConfig {
-    service_config(s)
-}
-
 impl WccpDriver {
     /// A driver serving `services`, sending through the shared outbox.
     pub fn new(
@@ -170,7 +164,7 @@ impl WccpDriver {
             let keep = services
                 .iter()
                 .find(|s| s.id == old.id)
-                .is_some_and(|s| engine_part(s) == engine_part(old));
+                .is_some_and(|s| service_config(s) == service_config(old));
             if !keep {
                 self.engine
                     .remove_service(old.id)
@@ -184,7 +178,7 @@ impl WccpDriver {
                 .services
                 .iter()
                 .find(|o| o.id == s.id)
-                .is_some_and(|o| engine_part(s) == engine_part(o));
+                .is_some_and(|o| service_config(s) == service_config(o));
             if !kept {
                 self.engine
                     .add_service(service_config(s))

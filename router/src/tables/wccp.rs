@@ -207,9 +207,4 @@ impl WccpPlane {
     pub fn is_member(&self, src: Ipv4Addr) -> bool {
         self.members.binary_search(&src).is_ok()
     }
-
-    /// The service plane of group `id`.
-    pub fn service(&self, id: u8) -> Option<&ServicePlane> {
-        self.services.iter().find(|s| s.id == id)
-    }
 }
