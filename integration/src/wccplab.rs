@@ -296,6 +296,20 @@ pub fn via(response: &str) -> Option<String> {
         .map(|l| l.to_ascii_lowercase())
 }
 
+/// `curl` of `url` from `ns` with the response headers: (success, headers and body, Via).
+pub fn fetch(ns: &Ns, url: &str) -> (bool, String, Option<String>) {
+    let Ok(out) = ns.run("curl", &["-sS", "-m", "10", "-D", "-", url]) else {
+        return (false, format!("curl {url} could not run"), None);
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = via(&text);
+    (out.status.success(), text, v)
+}
+
 /// Runs tshark on `pcap` (in `ns`) and fails if it finds malformed frames or expert errors.
 pub fn tshark_clean(ns: &Ns, pcap: &Path) -> Result<()> {
     let p = pcap.to_string_lossy();

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use integration::wccplab::{
-    bucket_owners, cache, predicted_cache, router_status, service, tshark_clean, via, wait_for,
+    bucket_owners, cache, predicted_cache, router_status, service, tshark_clean, wait_for,
     CacheHost,
 };
 use integration::{binary, io_backend, require_root};
@@ -41,17 +41,7 @@ fn router_conf(socket: &Path) -> String {
 
 /// curl from the client to `dst`; (success, response headers and body, Via).
 fn fetch(cli: &Ns, dst: Ipv4Addr) -> (bool, String, Option<String>) {
-    let url = format!("http://{dst}/file");
-    let out = cli
-        .run("curl", &["-sS", "-m", "10", "-D", "-", &url])
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = via(&text);
-    (out.status.success(), text, v)
+    integration::wccplab::fetch(cli, &format!("http://{dst}/file"))
 }
 
 /// The cache name a Via header names.

@@ -9,41 +9,12 @@ use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
 use router::wire::ethernet::{self, Mac};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Counts allocations while `COUNTING` is set (only this test's thread sets it).
-struct CountingAlloc;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+mod common;
+use common::counting_alloc::{assert_counter_works, ALLOCS, COUNTING};
 
 #[test]
 fn forwarding_a_burst_allocates_nothing() {
@@ -140,6 +111,7 @@ fn forwarding_a_burst_allocates_nothing() {
         0,
         "heap allocations during 100 bursts of 32 packets"
     );
+    assert_counter_works();
     assert_eq!(
         counters.stages[StageKind::Tx as usize].packets_out.get(),
         101 * 32,

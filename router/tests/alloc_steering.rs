@@ -12,41 +12,12 @@ use router::tables::routes::RouteTable;
 use router::tables::steer::SteeringPlane;
 use router::tables::{Iface, Tables};
 use router::wire::ethernet::{self, Mac};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Counts allocations while `COUNTING` is set (only this test's thread sets it).
-struct CountingAlloc;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+mod common;
+use common::counting_alloc::{assert_counter_works, ALLOCS, COUNTING};
 
 #[test]
 fn steering_a_burst_with_copies_and_nat_allocates_nothing() {
@@ -165,6 +136,7 @@ dscp = 46
         0,
         "heap allocations during 100 steered bursts of 32 packets"
     );
+    assert_counter_works();
     assert_eq!(
         counters.stages[StageKind::Tx as usize].packets_out.get(),
         101 * 32 * 2,
