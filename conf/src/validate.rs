@@ -571,7 +571,7 @@ fn router_id(
 }
 
 /// Why a CIDR string did not parse.
-enum CidrError {
+pub(crate) enum CidrError {
     /// A valid address without a "/LENGTH" part.
     NoLength,
     /// Anything else: bad address, bad or too long length.
@@ -581,7 +581,7 @@ enum CidrError {
 /// Strict "A.B.C.D/LEN": the address as std parses it (four decimal octets, no leading zeros),
 /// the length one or two decimal digits up to 32. Stricter than ipnetwork, which also takes
 /// netmasks after the '/'.
-fn parse_cidr(s: &str) -> std::result::Result<Ipv4Network, CidrError> {
+pub(crate) fn parse_cidr(s: &str) -> std::result::Result<Ipv4Network, CidrError> {
     let Some((addr, len)) = s.split_once('/') else {
         // Only a well-formed address is "missing its length"; anything else is just invalid.
         return Err(match s.parse::<Ipv4Addr>() {

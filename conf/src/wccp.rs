@@ -605,7 +605,7 @@ fn acl_rule(at: &Locator<'_>, table: &Spanned<RawWccpAclRule>) -> Result<WccpAcl
             return Ok(None);
         }
         let n: Ipv4Network = if s.contains('/') {
-            s.parse().map_err(|_| {
+            crate::validate::parse_cidr(s).map_err(|_| {
                 at.err(
                     &v.span(),
                     format!("`{s}` in `{key}` is not an IPv4 prefix such as 10.0.0.0/8"),
