@@ -2,6 +2,7 @@
 //! to read swrouter's WCCP status.
 
 use crate::binary;
+use crate::squid::Squid;
 use anyhow::{bail, Context, Result};
 use netlab::{Lab, Ns, ProcHandle};
 use std::net::Ipv4Addr;
@@ -29,7 +30,7 @@ pub struct CacheHost {
     /// The swcache `--service` spec (default `0`).
     pub service: String,
     swcache: Option<ProcHandle>,
-    squid: Option<ProcHandle>,
+    squid: Option<Squid>,
 }
 
 impl CacheHost {
@@ -98,7 +99,7 @@ impl CacheHost {
     pub fn start(&mut self, lab: &mut Lab) -> Result<()> {
         let _ = std::fs::remove_file(self.run.join("cache.log"));
         let conf = self.run.parent().unwrap_or(&self.run).join("squid.conf");
-        self.squid = Some(lab.spawn(&self.ns, "squid", &["-N", "-f", &conf.to_string_lossy()])?);
+        self.squid = Some(Squid::spawn(lab, &self.ns, &conf)?);
         let (addr, router) = (self.addr.to_string(), self.router.to_string());
         let sock = self.socket.to_string_lossy().to_string();
         let mut args = vec![
@@ -130,28 +131,35 @@ impl CacheHost {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("{}: Squid did not start within {timeout:?}", self.name)
+        let log = std::fs::read_to_string(self.run.join("cache.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "{}: Squid did not start within {timeout:?}; its cache.log ends:\n{}",
+            self.name,
+            tail.join("\n")
+        )
     }
 
     /// Kills Squid with SIGKILL (a proxy crash: its port refuses at once), then stops swcache.
     pub fn crash(&mut self, lab: &mut Lab) {
-        if let Some(h) = self.squid.take() {
+        if let Some(squid) = self.squid.take() {
             // The process group: Squid and anything it forked.
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", h.pid)])
+                .args(["-KILL", "--", &format!("-{}", squid.handle.pid)])
                 .status();
-            let _ = lab.stop(&h, Duration::from_secs(5));
+            let _ = lab.stop(&squid.handle, Duration::from_secs(5));
         }
         self.stop(lab);
     }
 
     /// Stops swcache and Squid (the cache "dies").
     pub fn stop(&mut self, lab: &mut Lab) {
-        for h in [self.swcache.take(), self.squid.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(h) = self.swcache.take() {
             let _ = lab.stop(&h, Duration::from_secs(5));
+        }
+        if let Some(squid) = self.squid.take() {
+            let _ = lab.stop(&squid.handle, Duration::from_secs(5));
         }
     }
 
@@ -169,7 +177,8 @@ impl CacheHost {
     /// Everything swcache and Squid logged.
     pub fn logs(&self, lab: &Lab) -> String {
         let mut s = String::new();
-        for (what, h) in [("swcache", &self.swcache), ("squid", &self.squid)] {
+        let squid = self.squid.as_ref().map(|s| &s.handle);
+        for (what, h) in [("swcache", self.swcache.as_ref()), ("squid", squid)] {
             if let Some(h) = h {
                 s.push_str(&format!(
                     "\n===== {} {what} =====\n{}",

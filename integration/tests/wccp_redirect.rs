@@ -10,6 +10,7 @@
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use integration::squid::Squid;
 use integration::{binary, io_backend, require_root, stage_of};
 use netlab::{Lab, ProcHandle};
 use std::path::Path;
@@ -153,13 +154,8 @@ http.server.ThreadingHTTPServer(('10.0.2.2', 80), lambda *a: H(*a, directory=d))
         .unwrap();
     let squid_conf_path = dir.join("squid.conf");
     std::fs::write(&squid_conf_path, squid_conf(&run)).unwrap();
-    let squid = lab
-        .spawn(
-            &cache,
-            "squid",
-            &["-N", "-f", &squid_conf_path.to_string_lossy()],
-        )
-        .unwrap();
+    let squid_proc = Squid::spawn(&mut lab, &cache, &squid_conf_path).unwrap();
+    let squid = squid_proc.handle.clone();
     let all = |lab: &Lab| {
         logs(
             lab,

@@ -6,6 +6,7 @@
 //! (checked by tshark), and show it in status as a cache that has not echoed the Receive ID.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use integration::squid::Squid;
 use integration::RouterLab;
 use std::time::{Duration, Instant};
 
@@ -57,10 +58,8 @@ fn debian_squid_joins_and_is_answered_but_never_echoes() {
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let squid = l
-        .lab
-        .spawn(&srv, "squid", &["-N", "-f", &conf.to_string_lossy()])
-        .unwrap();
+    let squid_proc = Squid::spawn(&mut l.lab, &srv, &conf).unwrap();
+    let squid = squid_proc.handle.clone();
 
     // Squid sends its first HERE_I_AM about a second after start, then every 10 s.
     let start = Instant::now();
