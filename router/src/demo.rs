@@ -260,7 +260,10 @@ impl Demo {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         std::fs::write(www.join("blob"), &blob)?;
-        std::fs::write(www.join("page"), "hello from the origin server\n".repeat(40))?;
+        std::fs::write(
+            www.join("page"),
+            "hello from the origin server\n".repeat(40),
+        )?;
 
         println!(
             "swrouter demo: lab {} ({})",
@@ -318,13 +321,21 @@ impl Demo {
             if up.elapsed() > Duration::from_secs(10) {
                 bail!("swrouter did not come up within 10 s");
             }
-            self.pause(Duration::from_millis(100))?;
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(Interrupted.into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         for i in 0..self.caches.len() {
             self.caches[i].start(&mut self.lab, &self.swcache)?;
         }
         self.event("started swcache + Squid on cache-a 10.0.3.2 and cache-b 10.0.4.2".into());
         self.download()?;
+        self.wait_for(Duration::from_secs(30), "both caches to join", None, |s| {
+            service(s).is_some_and(|v| v.caches.len() == 2 && v.caches.iter().all(|c| c.usable))
+        })?
+        .context("the caches did not join within 30 s")?;
+        self.event("both caches joined and are usable; no buckets assigned yet, so traffic still goes direct".into());
 
         self.phase(2, "WCCP: the designated cache assigns the 256 buckets");
         let s = self
@@ -347,7 +358,7 @@ impl Demo {
                         "{} {} buckets ({})",
                         self.name_of(&c.address),
                         c.buckets,
-                        c.bucket_ranges
+                        short_ranges(&c.bucket_ranges)
                     ))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -377,6 +388,10 @@ impl Demo {
             .zip(&per[1])
             .flat_map(|(a, b)| [*a, *b])
             .collect();
+        if self.dsts.is_empty() {
+            // One cache's buckets hold none of the server's addresses: rotate over them all.
+            self.dsts = (2..=200).map(|h| Ipv4Addr::new(10, 0, 2, h)).collect();
+        }
 
         self.phase(
             3,
@@ -402,7 +417,7 @@ impl Demo {
         self.caches[1].crash(&mut self.lab);
         self.event("cache-b killed".into());
         let down = self
-            .wait_for(Duration::from_secs(5), "fast failover", None, |s| {
+            .wait_for(Duration::from_secs(5), "the probe to notice", None, |s| {
                 cache(s, "10.0.4.2").is_some_and(|c| c.probe == "down")
             })?
             .is_some();
@@ -514,7 +529,6 @@ impl Demo {
     ) -> Result<Option<Status>> {
         let start = Instant::now();
         let mut last_fetch = Instant::now();
-        let mut last_note = None;
         let result = loop {
             if let Some(s) = self.status() {
                 self.watch(&s);
@@ -528,13 +542,6 @@ impl Demo {
             }
             let left = (timeout - elapsed).as_secs() + 1;
             self.note = format!("waiting for {what}: {left:>2} s left");
-            if !self.tty && elapsed.as_secs() >= 5 && last_note != Some(left / 5) {
-                // Off a terminal, a countdown line every 5 s instead of a redrawn one.
-                last_note = Some(left / 5);
-                if left % 5 == 0 {
-                    println!("  .. {}", self.note);
-                }
-            }
             if fetch_every.is_some_and(|e| last_fetch.elapsed() >= e) {
                 self.fetch()?;
                 last_fetch = Instant::now();
@@ -594,7 +601,9 @@ impl Demo {
             )?;
             let w = String::from_utf8_lossy(&out.stdout).to_string();
             if out.status.success() && w.starts_with("200 2097152 ") {
-                self.event(format!("routing: downloaded 2 MiB from 10.0.2.2 through swrouter: HTTP {w}"));
+                self.event(format!(
+                    "routing: downloaded 2 MiB from 10.0.2.2 through swrouter: HTTP {w}"
+                ));
                 return Ok(());
             }
             if t.elapsed() > Duration::from_secs(15) {
@@ -640,7 +649,9 @@ impl Demo {
             self.failed += 1;
             format!(
                 "FAILED: {}",
-                String::from_utf8_lossy(&out.stderr).trim().replace('\n', " ")
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " ")
             )
         };
         self.event(format!(
@@ -658,35 +669,47 @@ impl Demo {
 
     /// Re-reads the router's status once a second (or now, with `force`) and redraws.
     fn refresh(&mut self, force: bool) {
-        if !force && self.last_view.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if !force
+            && self
+                .last_view
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.last_view = Some(Instant::now());
-        self.view = match self.status() {
-            Some(s) => self.render(&s),
+        let status = self.status();
+        self.view = match &status {
+            Some(s) => self.render(s),
             None => "  (router not answering)\n".into(),
         };
+        if let Some(s) = &status {
+            self.watch(s);
+        }
         if self.tty {
             self.draw();
         } else {
-            print!("{}", self.view);
+            print!("{}{}", self.view, self.note_line());
             let _ = std::io::stdout().flush();
         }
     }
 
     /// On a terminal: the view, the countdown and the latest events on a cleared screen.
     fn draw(&self) {
-        let mut out = format!("\x1b[2J\x1b[H{}", self.view);
-        if !self.note.is_empty() {
-            out.push_str(&format!("  >> {}\n", self.note));
-        }
-        out.push('\n');
+        let mut out = format!("\x1b[2J\x1b[H{}{}\n", self.view, self.note_line());
         for e in &self.events[self.events.len().saturating_sub(18)..] {
             out.push_str(e);
             out.push('\n');
         }
         print!("{out}");
         let _ = std::io::stdout().flush();
+    }
+
+    fn note_line(&self) -> String {
+        if self.note.is_empty() {
+            String::new()
+        } else {
+            format!("  >> {}\n", self.note)
+        }
     }
 
     fn render(&self, s: &Status) -> String {
@@ -707,11 +730,19 @@ impl Demo {
         let drops: Vec<String> = s
             .pipeline
             .iter()
-            .flat_map(|st| st.drops.iter().map(move |(k, v)| format!("{}:{k}={v}", st.stage)))
+            .flat_map(|st| {
+                st.drops
+                    .iter()
+                    .map(move |(k, v)| format!("{}:{k}={v}", st.stage))
+            })
             .collect();
         out.push_str(&format!(
             "\n  drops: {}\n",
-            if drops.is_empty() { "none".into() } else { drops.join(" ") }
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(" ")
+            }
         ));
         if let Some(svc) = service(s) {
             let t = &svc.traffic;
@@ -730,7 +761,7 @@ impl Demo {
                     if c.usable { "usable" } else { "unusable" },
                     c.probe,
                     c.buckets,
-                    c.bucket_ranges,
+                    short_ranges(&c.bucket_ranges),
                     c.redirected.packets,
                     c.returned.packets
                 ));
@@ -792,6 +823,21 @@ fn owners(s: &Status) -> Vec<Option<String>> {
         }
     }
     owners
+}
+
+/// Bucket ranges cut to fit a line: the designated cache may interleave the buckets.
+fn short_ranges(r: &str) -> String {
+    let parts: Vec<&str> = r.split(',').filter(|p| !p.is_empty()).collect();
+    if parts.len() <= 3 {
+        return r.to_string();
+    }
+    format!(
+        "{},{},{},.. ({} ranges)",
+        parts[0],
+        parts[1],
+        parts[2],
+        parts.len()
+    )
 }
 
 /// The bucket of a client flow to `dst` under service 0 (hashes the destination address).
