@@ -101,11 +101,12 @@ impl Cache {
         );
         std::fs::write(dir.join("cache.nft"), nft)?;
         ns.run_ok("nft", &["-f", &dir.join("cache.nft").to_string_lossy()])?;
+        // Squid's DNS stays inside the namespace: the lab has no route to the host's resolver.
         let squid_conf = format!(
             "pid_filename {d}/squid.pid\ncache_log {d}/cache.log\naccess_log {d}/access.log\n\
              cache_store_log none\ncoredump_dir {d}\ncache_mem 8 MB\nshutdown_lifetime 1 seconds\n\
              visible_hostname {name}\nhttp_port {addr}:3128\nhttp_port 3129 intercept\n\
-             acl lab src 10.0.0.0/8\nhttp_access allow lab\nhttp_access deny all\n",
+             acl lab src 10.0.0.0/8\nhttp_access allow lab\nhttp_access deny all\ndns_nameservers 127.0.0.1\n",
             d = dir.display()
         );
         std::fs::write(dir.join("squid.conf"), squid_conf)?;
@@ -847,4 +848,25 @@ fn bucket(dst: Ipv4Addr) -> usize {
         wccp::wire::ServiceFlags::DST_IP_HASH,
         &key,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ranges_keeps_short_lists_and_cuts_long_ones() {
+        assert_eq!(short_ranges("0-127"), "0-127");
+        assert_eq!(short_ranges("0-9,20,30-40"), "0-9,20,30-40");
+        assert_eq!(short_ranges("0,2,4,6,8"), "0,2,4,.. (5 ranges)");
+        assert_eq!(short_ranges(""), "");
+    }
+
+    #[test]
+    fn bucket_is_the_fold_of_the_destination_address() {
+        // Service 0 hashes the destination only: 10 ^ 0 ^ 2 ^ h.
+        for h in [2u8, 9, 128, 200] {
+            assert_eq!(bucket(Ipv4Addr::new(10, 0, 2, h)), usize::from(8 ^ h));
+        }
+    }
 }
