@@ -631,6 +631,10 @@ impl Demo {
             "curl",
             &["-sS", "-m", "10", "-D", "-", "-o", "/dev/null", &url],
         )?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            // Ctrl-C reached curl too: not a failed fetch.
+            return Err(Interrupted.into());
+        }
         let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
         let via = text.lines().find(|l| l.starts_with("via:"));
         let by = match via {
