@@ -54,9 +54,10 @@ enum Command {
         #[command(subcommand)]
         action: SteeringCommand,
     },
-    /// Build a lab of network namespaces, run the router in it and show traffic going through.
+    /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
+    /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
     Demo {
-        /// How long to show the live view before tearing the lab down.
+        /// Length of the steady-traffic phase (fetches through both caches), in seconds.
         #[arg(long, default_value_t = 12)]
         seconds: u64,
     },
