@@ -7,6 +7,20 @@
 //! GRE and redirect headers are stripped and the inner packet is written to a TUN device, where
 //! a local transparent proxy intercepts it (reference §8). `--gre-only` runs just the GRE part,
 //! for a cache that speaks WCCP itself. A Unix status socket answers `status` with JSON.
+//!
+//! `--bypass PREFIX` returns redirected packets for those destinations to the router that
+//! redirected them instead of proxying them (reference §8, packet return), by the return method
+//! negotiated with that router for the service (GRE when there is no engine, `--gre-only`):
+//! - GRE: outer IPv4 cache → router (the redirected GRE's outer source), GRE 0x883E, the redirect
+//!   header it arrived with, the inner packet unchanged; sent on an `IPPROTO_RAW` socket (a
+//!   return too big for the link goes to the protocol-47 socket, which lets the kernel fragment).
+//! - L2: the inner packet unchanged, sent on the `IPPROTO_RAW` socket toward its destination;
+//!   the kernel frames it to the next hop's MAC, so it is only sent when `/proc/net/route` (main
+//!   table, re-read every 10 s) says the next hop for that destination is the router (the usual
+//!   cache setup: default route through the router); otherwise `l2-router-not-next-hop` is
+//!   counted. Policy routing beyond the main table is not looked at.
+//!
+//! Counters: `bypass.bypassed.{gre,l2}` and `bypass.errors` in the status JSON and the logs.
 
 use crate::sys;
 use anyhow::{bail, Context, Result};
