@@ -7,6 +7,20 @@
 //! GRE and redirect headers are stripped and the inner packet is written to a TUN device, where
 //! a local transparent proxy intercepts it (reference §8). `--gre-only` runs just the GRE part,
 //! for a cache that speaks WCCP itself. A Unix status socket answers `status` with JSON.
+//!
+//! `--bypass PREFIX` returns redirected packets for those destinations to the router that
+//! redirected them instead of proxying them (reference §8, packet return), by the return method
+//! negotiated with that router for the service (GRE when there is no engine, `--gre-only`):
+//! - GRE: outer IPv4 cache → router (the redirected GRE's outer source), GRE 0x883E, the redirect
+//!   header it arrived with, the inner packet unchanged; sent on an `IPPROTO_RAW` socket (a
+//!   return too big for the link goes to the protocol-47 socket, which lets the kernel fragment).
+//! - L2: the inner packet unchanged, sent on the `IPPROTO_RAW` socket toward its destination;
+//!   the kernel frames it to the next hop's MAC, so it is only sent when `/proc/net/route` (main
+//!   table, re-read every 10 s) says the next hop for that destination is the router (the usual
+//!   cache setup: default route through the router); otherwise `l2-router-not-next-hop` is
+//!   counted. Policy routing beyond the main table is not looked at.
+//!
+//! Counters: `bypass.bypassed.{gre,l2}` and `bypass.errors` in the status JSON and the logs.
 
 use crate::sys;
 use anyhow::{bail, Context, Result};
@@ -15,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -77,6 +92,56 @@ pub struct Args {
     /// Log level (overridden by RUST_LOG).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Destination prefix (`A.B.C.D/LEN`) whose redirected packets are not proxied but returned
+    /// to the router that redirected them, by the return method negotiated with it (repeatable).
+    #[arg(long = "bypass", value_name = "PREFIX")]
+    pub bypass: Vec<Prefix>,
+}
+
+/// An IPv4 prefix (`--bypass`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// Network address (host bits cleared).
+    pub net: Ipv4Addr,
+    /// Prefix length, 0–32.
+    pub len: u8,
+}
+
+impl Prefix {
+    fn mask(len: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+    }
+
+    /// `addr` is inside this prefix.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & Self::mask(self.len) == u32::from(self.net)
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("prefix {s:?}: bad IPv4 address"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|&l| l <= 32)
+            .ok_or_else(|| format!("prefix {s:?}: the length must be 0–32"))?;
+        Ok(Prefix {
+            net: Ipv4Addr::from(u32::from(addr) & Self::mask(len)),
+            len,
+        })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
 }
 
 /// A forwarding or return method on the command line.
@@ -222,6 +287,12 @@ pub struct GreCounters {
     pub bytes: u64,
     /// Datagrams not delivered, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Inner packets returned to their router by GRE (`--bypass`).
+    pub bypassed_gre: u64,
+    /// Inner packets returned to their router at layer 2 (`--bypass`).
+    pub bypassed_l2: u64,
+    /// Bypassed packets that could not be returned, by reason.
+    pub bypass_errors: BTreeMap<&'static str, u64>,
 }
 
 impl GreCounters {
@@ -229,16 +300,47 @@ impl GreCounters {
         *self.dropped.entry(reason).or_insert(0) += 1;
     }
 
+    fn bypass_error(&mut self, reason: &'static str) {
+        *self.bypass_errors.entry(reason).or_insert(0) += 1;
+    }
+
     /// Sum of all drops.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
     }
+
+    /// Sum of all bypass errors.
+    pub fn bypass_errors_total(&self) -> u64 {
+        self.bypass_errors.values().sum()
+    }
+}
+
+/// A redirected datagram read from the raw GRE socket, taken apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirected<'a> {
+    /// Outer source: the router that redirected it (where a return goes).
+    pub router: Ipv4Addr,
+    /// Outer destination: this cache.
+    pub local: Ipv4Addr,
+    /// The WCCP redirect header, if it had one.
+    pub redirect: Option<gre::WccpRedirectRepr>,
+    /// The inner (original) IPv4 packet.
+    pub inner: &'a [u8],
 }
 
 /// Strips the outer IPv4 header of a datagram read from the raw GRE socket, then GRE and the
 /// WCCP redirect header; returns the inner IPv4 packet or the drop reason. When `local` is set
 /// the outer destination must be that address.
 pub fn decapsulate_datagram(pkt: &[u8], local: Option<Ipv4Addr>) -> Result<&[u8], &'static str> {
+    parse_redirected(pkt, local).map(|r| r.inner)
+}
+
+/// Like [`decapsulate_datagram`], keeping the outer addresses and the redirect header a
+/// return needs.
+pub fn parse_redirected(
+    pkt: &[u8],
+    local: Option<Ipv4Addr>,
+) -> Result<Redirected<'_>, &'static str> {
     let first = *pkt.first().ok_or("outer-truncated")?;
     if first >> 4 != 4 {
         return Err("outer-not-ipv4");
@@ -254,10 +356,14 @@ pub fn decapsulate_datagram(pkt: &[u8], local: Option<Ipv4Addr>) -> Result<&[u8]
     if pkt.get(9) != Some(&(IPPROTO_GRE as u8)) {
         return Err("outer-not-gre");
     }
-    if let (Some(local), Some(d)) = (local, pkt.get(16..20)) {
-        if Ipv4Addr::new(d[0], d[1], d[2], d[3]) != local {
-            return Err("not-for-us");
-        }
+    let addr = |at: usize| {
+        pkt.get(at..at + 4)
+            .map(|d| Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+            .ok_or("outer-truncated")
+    };
+    let (router, dst) = (addr(12)?, addr(16)?);
+    if local.is_some_and(|l| l != dst) {
+        return Err("not-for-us");
     }
     // The kernel hands raw sockets the datagram with the total length as sent.
     let end = if total >= ihl && total <= pkt.len() {
@@ -271,7 +377,111 @@ pub fn decapsulate_datagram(pkt: &[u8], local: Option<Ipv4Addr>) -> Result<&[u8]
     if inner.len() < 20 || inner.first().map(|b| b >> 4) != Some(4) {
         return Err("inner-not-ipv4");
     }
-    Ok(inner)
+    Ok(Redirected {
+        router,
+        local: dst,
+        redirect: d.redirect,
+        inner,
+    })
+}
+
+/// Builds the GRE return of `inner` (reference §8, packet return): outer IPv4 `cache` →
+/// `router`, protocol 47, then GRE protocol 0x883E with the redirect header `redirect` (copied
+/// from the one the packet arrived with), then `inner` unchanged. Returns the length written
+/// to `out`.
+pub fn gre_return_packet(
+    out: &mut [u8],
+    cache: Ipv4Addr,
+    router: Ipv4Addr,
+    redirect: &gre::WccpRedirectRepr,
+    inner: &[u8],
+    ident: u16,
+) -> Result<usize, gre::Error> {
+    const OUTER: usize = crate::wire::ipv4::MIN_HEADER_LEN;
+    let body = out.get_mut(OUTER..).ok_or(gre::Error::BufferTooSmall {
+        need: OUTER,
+        have: 0,
+    })?;
+    let n = gre::encapsulate_into(body, inner, &gre::GreRepr::WCCP, Some(redirect))?;
+    let outer = crate::wire::ipv4::Ipv4Repr {
+        src: cache,
+        dst: router,
+        protocol: IPPROTO_GRE as u8,
+        payload_len: n,
+        ttl: 64,
+        ident,
+        tos: 0,
+        dont_fragment: false,
+    };
+    if OUTER + n > usize::from(u16::MAX) {
+        return Err(gre::Error::BufferTooSmall {
+            need: OUTER + n,
+            have: usize::from(u16::MAX),
+        });
+    }
+    // `body` held n octets after OUTER, so the header's 20 octets are in bounds.
+    let header = out.get_mut(..OUTER).ok_or(gre::Error::BufferTooSmall {
+        need: OUTER,
+        have: 0,
+    })?;
+    outer.emit(header);
+    Ok(OUTER + n)
+}
+
+/// One IPv4 route of the kernel's main table (`/proc/net/route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// Destination prefix.
+    pub dst: Prefix,
+    /// Gateway, when the route is through one (RTF_GATEWAY).
+    pub gateway: Option<Ipv4Addr>,
+    /// Metric (lower wins between equal prefixes).
+    pub metric: u32,
+}
+
+/// Parses `/proc/net/route` text (addresses as host-order hex of network-order words); lines
+/// that do not parse, and routes that are not up, are skipped.
+pub fn parse_proc_route(text: &str) -> Vec<KernelRoute> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    let hex_addr = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dst = hex_addr(f.get(1)?)?;
+            let gw = hex_addr(f.get(2)?)?;
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            let metric = f.get(6)?.parse().ok()?;
+            let mask = u32::from(hex_addr(f.get(7)?)?);
+            if flags & RTF_UP == 0 || mask.leading_ones() + mask.trailing_zeros() != 32 {
+                return None;
+            }
+            let len = mask.leading_ones() as u8;
+            Some(KernelRoute {
+                dst: Prefix {
+                    net: Ipv4Addr::from(u32::from(dst) & mask),
+                    len,
+                },
+                gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
+                metric,
+            })
+        })
+        .collect()
+}
+
+/// The gateway the kernel would send a packet for `dst` through (longest prefix, then lowest
+/// metric), or `None` when the best route is on-link or there is none.
+pub fn next_hop(routes: &[KernelRoute], dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    routes
+        .iter()
+        .filter(|r| r.dst.contains(dst))
+        .min_by_key(|r| (std::cmp::Reverse(r.dst.len), r.metric))
+        .and_then(|r| r.gateway)
 }
 
 /// A `status` request from a socket client, answered through the oneshot.
@@ -285,9 +495,127 @@ struct Agent {
     gre: GreCounters,
     tun_name: String,
     address: Option<Ipv4Addr>,
+    /// `--bypass` prefixes.
+    bypass: Vec<Prefix>,
+    /// Negotiated return method per (service, router address or router ID), refreshed after
+    /// every engine step.
+    returns: BTreeMap<(u8, Ipv4Addr), ReturnMethod>,
+    /// `IPPROTO_RAW` send socket for returns (only with `--bypass`).
+    raw_out: Option<OwnedFd>,
+    /// The kernel's IPv4 routes, refreshed periodically (the L2 next-hop check).
+    routes: Vec<KernelRoute>,
+    /// IPv4 identification of the GRE returns.
+    ident: u16,
+    out_buf: Vec<u8>,
 }
 
 impl Agent {
+    /// Re-reads the return method negotiated with each router.
+    fn refresh_returns(&mut self) {
+        self.returns.clear();
+        let Some(engine) = self.engine.as_ref() else {
+            return;
+        };
+        for s in engine.services() {
+            for r in &s.routers {
+                let Some(m) = r.methods else { continue };
+                let id = s.service.service_id;
+                self.returns.insert((id, r.address), m.packet_return);
+                // The router may source its GRE from its Router ID rather than the joined address.
+                if let Some(rid) = r.router_id {
+                    self.returns.entry((id, rid)).or_insert(m.packet_return);
+                }
+            }
+        }
+    }
+
+    /// The return method for packets `router` redirected for `service`. Without an engine
+    /// (`--gre-only`) nothing was negotiated here, so the protocol's default, GRE, applies.
+    fn return_method(&self, service: u8, router: Ipv4Addr) -> Option<ReturnMethod> {
+        if self.engine.is_none() {
+            return Some(ReturnMethod::Gre);
+        }
+        self.returns.get(&(service, router)).copied()
+    }
+
+    /// Whether the inner packet is for a `--bypass` prefix.
+    fn bypasses(&self, inner: &[u8]) -> bool {
+        !self.bypass.is_empty()
+            && inner
+                .get(16..20)
+                .map(|d| Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+                .is_some_and(|dst| self.bypass.iter().any(|p| p.contains(dst)))
+    }
+
+    /// Returns a redirected packet to the router it came from, by the negotiated method.
+    /// `gre_fd` is the protocol-47 socket, used when a GRE return is too big to send whole.
+    fn return_packet(&mut self, r: &Redirected<'_>, gre_fd: RawFd) {
+        let Some(out) = self.raw_out.as_ref().map(|f| f.as_raw_fd()) else {
+            self.gre.bypass_error("no-send-socket");
+            return;
+        };
+        let redirect = r.redirect.unwrap_or_default();
+        match self.return_method(redirect.service_id, r.router) {
+            None => self.gre.bypass_error("no-negotiated-method"),
+            Some(ReturnMethod::Gre) => {
+                self.ident = self.ident.wrapping_add(1);
+                self.out_buf.resize(65536, 0);
+                let n = match gre_return_packet(
+                    &mut self.out_buf,
+                    r.local,
+                    r.router,
+                    &redirect,
+                    r.inner,
+                    self.ident,
+                ) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "GRE return encapsulation failed");
+                        self.gre.bypass_error("gre-encapsulation-failed");
+                        return;
+                    }
+                };
+                let pkt = self.out_buf.get(..n).unwrap_or_default();
+                let sent = match sys::send_raw_ipv4(out, pkt, r.router) {
+                    // IP_HDRINCL datagrams are never fragmented by the kernel; hand the GRE
+                    // payload to the protocol-47 socket, which builds the outer header itself
+                    // and fragments it.
+                    Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                        let gre_payload = pkt
+                            .get(crate::wire::ipv4::MIN_HEADER_LEN..)
+                            .unwrap_or_default();
+                        sys::send_raw_ipv4(gre_fd, gre_payload, r.router)
+                    }
+                    other => other,
+                };
+                match sent {
+                    Ok(_) => self.gre.bypassed_gre += 1,
+                    Err(e) => {
+                        tracing::debug!(error = %e, router = %r.router, "GRE return failed");
+                        self.gre.bypass_error("gre-send-failed");
+                    }
+                }
+            }
+            Some(ReturnMethod::L2) => {
+                // The inner packet goes out unchanged through the kernel's routing, which
+                // frames it to the next hop's MAC: that is the router's MAC only when the
+                // route to the destination goes through the router, so check that first.
+                let dst = crate::wire::ipv4::dst(r.inner);
+                if next_hop(&self.routes, dst) != Some(r.router) {
+                    self.gre.bypass_error("l2-router-not-next-hop");
+                    return;
+                }
+                match sys::send_raw_ipv4(out, r.inner, dst) {
+                    Ok(_) => self.gre.bypassed_l2 += 1,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %dst, "L2 return failed");
+                        self.gre.bypass_error("l2-send-failed");
+                    }
+                }
+            }
+        }
+    }
+
     async fn drain(&mut self, now: Instant) {
         let (Some(engine), Some(udp)) = (self.engine.as_mut(), self.udp.as_ref()) else {
             return;
@@ -321,6 +649,7 @@ impl Agent {
                 }
             }
         }
+        self.refresh_returns();
     }
 
     fn status_json(&self) -> serde_json::Value {
@@ -368,6 +697,14 @@ impl Agent {
                 "decapsulated": self.gre.decapsulated,
                 "bytes": self.gre.bytes,
                 "dropped": self.gre.dropped,
+            },
+            "bypass": {
+                "prefixes": self.bypass.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "bypassed": {
+                    "gre": self.gre.bypassed_gre,
+                    "l2": self.gre.bypassed_l2,
+                },
+                "errors": self.gre.bypass_errors,
             },
         })
     }
@@ -417,7 +754,22 @@ async fn run_async(args: Args) -> Result<()> {
         gre: GreCounters::default(),
         tun_name: tun_name.clone(),
         address: args.address,
+        bypass: args.bypass.clone(),
+        returns: BTreeMap::new(),
+        raw_out: None,
+        routes: Vec::new(),
+        ident: 0,
+        out_buf: Vec::new(),
     };
+    if !args.bypass.is_empty() {
+        // IPPROTO_RAW implies IP_HDRINCL: returns are sent with the headers written here.
+        agent.raw_out = Some(
+            sys::open_raw_ip_socket(libc::IPPROTO_RAW).context("opening the raw send socket")?,
+        );
+        agent.routes = read_routes();
+        tracing::info!(bypass = ?args.bypass.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "bypassed destinations are returned to the router");
+    }
     if let Some(config) = config {
         let address = config.address;
         let udp = UdpSocket::bind(SocketAddrV4::new(address, WCCP_PORT))
@@ -453,7 +805,7 @@ async fn run_async(args: Args) -> Result<()> {
     let mut udp_buf = vec![0u8; 65536];
     let mut gre_buf = vec![0u8; 65536];
     let mut tun_w = &tun;
-    let mut logged = (0u64, 0u64);
+    let mut logged = (0u64, 0u64, 0u64, 0u64);
     let mut log_tick = tokio::time::interval(COUNTER_LOG_EVERY);
 
     loop {
@@ -502,8 +854,11 @@ async fn run_async(args: Args) -> Result<()> {
                         Err(_would_block) => break,
                     };
                     let pkt = gre_buf.get(..n).unwrap_or_default();
-                    match decapsulate_datagram(pkt, agent.address) {
-                        Ok(inner) => match tun_w.write(inner) {
+                    match parse_redirected(pkt, agent.address) {
+                        Ok(r) if agent.bypasses(r.inner) => {
+                            agent.return_packet(&r, raw.get_ref().as_raw_fd());
+                        }
+                        Ok(Redirected { inner, .. }) => match tun_w.write(inner) {
                             Ok(_) => {
                                 agent.gre.decapsulated += 1;
                                 agent.gre.bytes += inner.len() as u64;
@@ -521,11 +876,17 @@ async fn run_async(args: Args) -> Result<()> {
                 let _ = reply.send(agent.status_json().to_string());
             }
             _ = log_tick.tick() => {
-                let now = (agent.gre.decapsulated, agent.gre.dropped_total());
+                if !agent.bypass.is_empty() {
+                    agent.routes = read_routes();
+                }
+                let now = (agent.gre.decapsulated, agent.gre.dropped_total(),
+                    agent.gre.bypassed_gre + agent.gre.bypassed_l2, agent.gre.bypass_errors_total());
                 if now != logged {
                     logged = now;
                     tracing::info!(decapsulated = now.0, bytes = agent.gre.bytes,
-                        dropped = ?agent.gre.dropped, "GRE counters");
+                        dropped = ?agent.gre.dropped, bypassed_gre = agent.gre.bypassed_gre,
+                        bypassed_l2 = agent.gre.bypassed_l2,
+                        bypass_errors = ?agent.gre.bypass_errors, "GRE counters");
                 }
             }
             _ = tokio::signal::ctrl_c() => {
@@ -542,12 +903,27 @@ async fn run_async(args: Args) -> Result<()> {
         decapsulated = agent.gre.decapsulated,
         bytes = agent.gre.bytes,
         dropped = ?agent.gre.dropped,
+        bypassed_gre = agent.gre.bypassed_gre,
+        bypassed_l2 = agent.gre.bypassed_l2,
+        bypass_errors = ?agent.gre.bypass_errors,
         "GRE counters at exit"
     );
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The kernel's main IPv4 routing table (empty if it cannot be read: L2 returns then fail
+/// with `l2-router-not-next-hop`, counted).
+fn read_routes() -> Vec<KernelRoute> {
+    match std::fs::read_to_string("/proc/net/route") {
+        Ok(text) => parse_proc_route(&text),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read /proc/net/route");
+            Vec::new()
+        }
+    }
 }
 
 /// Accepts status connections: each sends one line (`status`) and gets one JSON line back.
@@ -640,5 +1016,72 @@ mod tests {
             decapsulate_datagram(&outer[..26], None),
             Err("gre-malformed")
         );
+    }
+
+    #[test]
+    fn gre_return_encapsulation_reads_back() {
+        let mut inner = vec![0x45, 0, 0, 24, 0, 1, 0, 0, 63, 6, 0, 0];
+        inner.extend_from_slice(&[10, 0, 1, 2, 10, 0, 2, 3, 0xde, 0xad, 0xbe, 0xef]);
+        let redirect = gre::WccpRedirectRepr {
+            dynamic: true,
+            alternate_used: true,
+            service_id: 90,
+            alternate_bucket: 36,
+            primary_bucket: 200,
+            ..Default::default()
+        };
+        let (cache, router) = (Ipv4Addr::new(10, 0, 3, 2), Ipv4Addr::new(10, 0, 3, 1));
+        let mut out = vec![0u8; 2048];
+        let n = gre_return_packet(&mut out, cache, router, &redirect, &inner, 7).unwrap();
+        let pkt = &out[..n];
+        assert_eq!(n, 20 + 8 + inner.len());
+        // Outer IPv4: cache → router, protocol 47, consistent length, valid checksum.
+        assert_eq!(crate::wire::ipv4::check(pkt).unwrap(), n);
+        assert_eq!(crate::wire::ipv4::header_len(pkt), 20);
+        assert_eq!(crate::wire::ipv4::src(pkt), cache);
+        assert_eq!(crate::wire::ipv4::dst(pkt), router);
+        assert_eq!(crate::wire::ipv4::protocol(pkt), 47);
+        assert_eq!(crate::wire::ipv4::total_len(pkt), n);
+        assert_eq!(crate::wire::checksum::checksum(&pkt[..20]), 0);
+        // GRE 0x883E + the redirect header it arrived with + the inner packet, intact.
+        let d = gre::decapsulate(&pkt[20..]).unwrap();
+        assert_eq!(d.gre.protocol, gre::GreProtocol::WccpRedirect);
+        assert_eq!(u16::from(d.gre.protocol), 0x883e);
+        assert_eq!(d.redirect, Some(redirect));
+        assert_eq!(d.inner, &inner[..]);
+        // And swcache's own parser reads it back the same way.
+        let r = parse_redirected(pkt, Some(router)).unwrap();
+        assert_eq!((r.router, r.local, r.inner), (cache, router, &inner[..]));
+        // Too small a buffer is an error, not a panic.
+        assert!(gre_return_packet(&mut [0u8; 30], cache, router, &redirect, &inner, 7).is_err());
+        assert!(gre_return_packet(&mut [0u8; 10], cache, router, &redirect, &inner, 7).is_err());
+    }
+
+    #[test]
+    fn prefixes_and_routes() {
+        let p: Prefix = "10.0.2.3/32".parse().unwrap();
+        assert!(p.contains(Ipv4Addr::new(10, 0, 2, 3)));
+        assert!(!p.contains(Ipv4Addr::new(10, 0, 2, 2)));
+        let p: Prefix = "10.0.2.77/24".parse().unwrap();
+        assert_eq!(p.to_string(), "10.0.2.0/24");
+        assert!(p.contains(Ipv4Addr::new(10, 0, 2, 200)));
+        let all: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(192, 0, 2, 1)));
+        assert!("10.0.2.3/33".parse::<Prefix>().is_err());
+        assert!("10.0.2/8".parse::<Prefix>().is_err());
+        assert_eq!("10.0.2.3".parse::<Prefix>().unwrap().len, 32);
+
+        // A cache with a default route through 10.0.3.1 and 10.0.3.0/24 on-link.
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0103000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t0003000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            garbage line\n";
+        let routes = parse_proc_route(text);
+        assert_eq!(routes.len(), 2);
+        let router = Ipv4Addr::new(10, 0, 3, 1);
+        assert_eq!(next_hop(&routes, Ipv4Addr::new(10, 0, 2, 3)), Some(router));
+        assert_eq!(next_hop(&routes, Ipv4Addr::new(10, 0, 3, 9)), None);
+        assert_eq!(next_hop(&[], Ipv4Addr::new(10, 0, 2, 3)), None);
     }
 }

@@ -362,3 +362,34 @@ pub fn async_file(file: std::fs::File) -> io::Result<tokio::io::unix::AsyncFd<st
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) }
         .map_err(|e| io::Error::other(e.to_string()))
 }
+
+/// Sends one whole IPv4 datagram (header included) on a raw socket opened for `IPPROTO_RAW`,
+/// which implies `IP_HDRINCL`: the kernel routes it toward `dst` and sends the bytes as given
+/// (it fills in the header checksum, and the identification when it is 0).
+pub fn send_raw_ipv4(fd: RawFd, packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<usize> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `packet` is a live slice and its length is passed with it; `addr` is a fully
+    // initialised sockaddr_in on our stack and its exact size is passed; sendto(2) only reads
+    // both during the call and keeps no pointer.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            std::ptr::addr_of!(addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

@@ -1,0 +1,288 @@
+//! swcache `--bypass`: redirected packets for a bypassed destination are not proxied but
+//! returned to swrouter by the negotiated return method; swrouter forwards them to the origin.
+//!
+//! ```text
+//! client 10.0.1.2 ── eth0 10.0.1.1 [swrouter, wccp-redirect-in = [0]] eth1 10.0.2.1 ── server 10.0.2.2, 10.0.2.3
+//!                                            eth2 10.0.3.1
+//!                                              │
+//!          cache 10.0.3.2 (swcache --bypass 10.0.2.3/32 + wccp0 TUN + nft dnat → Squid :3129)
+//! ```
+//!
+//! 10.0.2.2 is served by Squid (Via: names it); 10.0.2.3 is redirected to the cache, returned
+//! by swcache and reaches the origin directly (no Via:).
+//!
+//! Two router-side defects (in router/src/pipeline/, outside swcache) shape the tests:
+//! - GRE return: `decapsulate_return` keeps whatever 12 octets precede the inner packet as the
+//!   rebuilt Ethernet addresses, so the "destination MAC" starts with the third octet of the
+//!   cache's address; when it is odd (10.0.3.2) ipv4-input drops the inner packet as
+//!   `broadcast-not-forwarded`. The running GRE test puts the cache on 10.0.4.0/24; the same
+//!   test on 10.0.3.0/24 is kept, ignored, until the router is fixed.
+//! - L2 return: the wccp-redirect stage returns early on an interface with no redirect list
+//!   (the cache's), before its L2-return recognition, so `returned` is never counted. The
+//!   running L2 test checks the return on the wire and end to end; the one that also wants
+//!   swrouter's `returned` counter is ignored.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use integration::wccplab::{cache, router_status, service, tshark_clean, via, wait_for, CacheHost};
+use integration::{binary, io_backend, require_root};
+use netlab::Lab;
+use std::time::Duration;
+
+/// Runs the scenario with return method `method` (`gre` or `l2`) on both ends, the cache link
+/// on 10.0.`net`.0/24; `router_counts` asserts swrouter's `returned` counters too.
+fn bypass_returns_by(tag: &str, method: &str, net: u8, router_counts: bool) {
+    let (rtr_addr, cache_addr) = (format!("10.0.{net}.1"), format!("10.0.{net}.2"));
+    require_root();
+    let mut lab = Lab::new(tag).unwrap();
+    let cli = lab.add_ns("cli").unwrap();
+    let rtr = lab.add_ns("rtr").unwrap();
+    let srv = lab.add_ns("srv").unwrap();
+    let cns = lab.add_ns("c0").unwrap();
+    lab.link(&cli, "eth0", &rtr, "eth0").unwrap();
+    lab.link(&rtr, "eth1", &srv, "eth0").unwrap();
+    lab.link(&rtr, "eth2", &cns, "eth0").unwrap();
+    cli.add_addr("eth0", "10.0.1.2/24").unwrap();
+    cli.add_route("default", "10.0.1.1").unwrap();
+    srv.add_addr("eth0", "10.0.2.2/24").unwrap();
+    srv.add_addr("eth0", "10.0.2.3/24").unwrap();
+    srv.add_route("default", "10.0.2.1").unwrap();
+    cns.add_addr("eth0", &format!("{cache_addr}/24")).unwrap();
+    cns.add_route("default", &rtr_addr).unwrap();
+
+    let dir = lab.dir().to_path_buf();
+    let socket = dir.join("swrouter.sock");
+    let conf = format!(
+        "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n\n\
+         [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
+         [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
+         [[interface]]\nname = \"eth2\"\naddress = \"{rtr_addr}/24\"\n\n\
+         [[wccp.service]]\nid = 0\nreturn = [\"{method}\"]\nprobe-port = 3128\n",
+        socket.display(),
+        io_backend()
+    );
+    let conf_path = dir.join("router.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let router = lab
+        .spawn(
+            &rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &conf_path.to_string_lossy()],
+        )
+        .unwrap();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = "origin content\n".repeat(20);
+    std::fs::write(www.join("file"), &body).unwrap();
+    let web = lab
+        .spawn(
+            &srv,
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "80",
+                "--directory",
+                &www.to_string_lossy(),
+            ],
+        )
+        .unwrap();
+
+    // Everything on the cache link: WCCP, GRE both ways, and (L2 return) the returned frames.
+    let pcap = dir.join("cache-link.pcap");
+    let dump = lab
+        .spawn(
+            &cns,
+            "tcpdump",
+            &["-i", "eth0", "-U", "-w", &pcap.to_string_lossy()],
+        )
+        .unwrap();
+
+    let mut host = CacheHost::new(
+        &lab,
+        &cns,
+        "cache-bp",
+        cache_addr.parse().unwrap(),
+        rtr_addr.parse().unwrap(),
+    )
+    .unwrap();
+    host.swcache_args = ["--return", method, "--bypass", "10.0.2.3/32"]
+        .map(String::from)
+        .to_vec();
+    host.start(&mut lab).unwrap();
+    let logs = |lab: &Lab, host: &CacheHost| {
+        format!(
+            "\n===== swrouter =====\n{}\n===== web =====\n{}{}",
+            lab.logs(&router),
+            lab.logs(&web),
+            host.logs(lab)
+        )
+    };
+
+    // The cache owns every bucket and the router uses the requested return method.
+    let s = wait_for(Duration::from_secs(45), Duration::from_millis(500), || {
+        router_status(&socket).filter(|s| {
+            cache(s, 0, &cache_addr).is_some_and(|c| c["buckets"].as_u64() == Some(256))
+        })
+    })
+    .unwrap_or_else(|| panic!("the cache was not assigned{}", logs(&lab, &host)));
+    let c = cache(&s, 0, &cache_addr).unwrap();
+    assert!(
+        c["methods"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("/{method}")),
+        "{c}"
+    );
+    host.wait_squid(Duration::from_secs(15)).unwrap();
+    // The origin answers on both addresses.
+    for a in ["10.0.2.2", "10.0.2.3"] {
+        wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+            srv.run(
+                "curl",
+                &["-sS", "-o", "/dev/null", &format!("http://{a}/file")],
+            )
+            .ok()
+            .filter(|o| o.status.success())
+        })
+        .unwrap_or_else(|| panic!("the origin does not answer on {a}"));
+    }
+
+    let fetch = |url: &str| {
+        let out = cli
+            .run("curl", &["-sS", "-m", "10", "-D", "-", url])
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    // Proxied: Squid's Via.
+    let (ok, text) = fetch("http://10.0.2.2/file");
+    assert!(ok && text.contains(&body), "{text}{}", logs(&lab, &host));
+    assert!(
+        via(&text).is_some_and(|v| v.contains("cache-bp")),
+        "10.0.2.2 should be served by Squid:\n{text}{}",
+        logs(&lab, &host)
+    );
+
+    // Bypassed: redirected to the cache, returned, served by the origin itself.
+    let (ok, text) = fetch("http://10.0.2.3/file");
+    let cs = host.swcache_status().unwrap();
+    let s = router_status(&socket).unwrap();
+    let detail = format!(
+        "\ncurl:\n{text}\nswcache status: {cs}\nswrouter wccp: {}\nswrouter pipeline: {}{}",
+        s["wccp"],
+        s["pipeline"],
+        logs(&lab, &host)
+    );
+    assert!(ok && text.contains(&body), "bypassed fetch failed{detail}");
+    assert_eq!(
+        via(&text),
+        None,
+        "the bypassed fetch went through Squid{detail}"
+    );
+    let bypassed = cs["bypass"]["bypassed"][method].as_u64().unwrap_or(0);
+    assert!(bypassed > 0, "swcache returned nothing by {method}{detail}");
+    let other = if method == "gre" { "l2" } else { "gre" };
+    assert_eq!(cs["bypass"]["bypassed"][other], 0, "{detail}");
+    assert_eq!(
+        cs["bypass"]["errors"],
+        serde_json::json!({}),
+        "return errors{detail}"
+    );
+    // Squid never saw the bypassed destination.
+    let access = std::fs::read_to_string(host.run.join("access.log")).unwrap_or_default();
+    assert!(!access.contains("10.0.2.3"), "{access}");
+
+    host.stop(&mut lab);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = lab.stop(&dump, Duration::from_secs(5));
+    // The returns on the wire are well formed and go from the cache to the router: GRE
+    // cache → router around the client's packet, or (L2) the client's packet itself in a
+    // frame from the cache's MAC to the router's.
+    tshark_clean(&cns, &pcap).unwrap();
+    let filter = if method == "gre" {
+        format!("ip.src == {cache_addr} && ip.dst == {rtr_addr} && gre.proto == 0x883e && ip.dst == 10.0.2.3")
+    } else {
+        "ip.src == 10.0.1.2 && ip.dst == 10.0.2.3 && !gre && tcp.flags.syn == 1".to_string()
+    };
+    let out = cns
+        .run(
+            "tshark",
+            &[
+                "-r",
+                &pcap.to_string_lossy(),
+                "-T",
+                "fields",
+                "-e",
+                "eth.src",
+                "-e",
+                "eth.dst",
+                "-Y",
+                &filter,
+            ],
+        )
+        .unwrap();
+    let frames = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !frames.trim().is_empty(),
+        "no {method} return to 10.0.2.3 in the capture{detail}"
+    );
+    if method == "l2" {
+        let (cache_mac, rtr_mac) = (mac_of(&cns, "eth0"), mac_of(&rtr, "eth2"));
+        assert!(
+            frames.lines().all(|l| l == format!("{cache_mac}\t{rtr_mac}")),
+            "L2 returns must go from the cache's MAC {cache_mac} to the router's {rtr_mac}:\n{frames}"
+        );
+    }
+    if !router_counts {
+        return;
+    }
+    let svc_returned = service(&s, 0).unwrap()["traffic"]["returned"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        svc_returned > 0,
+        "swrouter counted no returned packets{detail}"
+    );
+    let cache_returned = cache(&s, 0, &cache_addr).unwrap()["returned"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        cache_returned > 0,
+        "no returned packets for the cache{detail}"
+    );
+}
+
+/// The MAC address of `ifname` in `ns`.
+fn mac_of(ns: &netlab::Ns, ifname: &str) -> String {
+    let out = ns
+        .run("cat", &[&format!("/sys/class/net/{ifname}/address")])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn bypassed_destination_is_returned_by_gre() {
+    bypass_returns_by("bpg", "gre", 4, true);
+}
+
+#[test]
+#[ignore = "router bug: decapsulate_return leaves stale bytes as the destination MAC; with cache 10.0.3.2 it looks multicast and ipv4-input drops the returned packet (broadcast-not-forwarded)"]
+fn bypassed_destination_is_returned_by_gre_on_odd_subnet() {
+    bypass_returns_by("bpo", "gre", 3, true);
+}
+
+#[test]
+fn bypassed_destination_is_returned_at_l2() {
+    bypass_returns_by("bpl", "l2", 3, false);
+}
+
+#[test]
+#[ignore = "router bug: wccp-redirect returns early on an interface without redirect lists (the cache's), before recognising L2-returned frames, so swrouter never counts them as returned"]
+fn bypassed_destination_is_returned_at_l2_and_counted() {
+    bypass_returns_by("bplc", "l2", 3, true);
+}
