@@ -25,6 +25,7 @@
 use crate::sys;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use conf::Ipv4Network;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -94,54 +95,25 @@ pub struct Args {
     pub log_level: String,
     /// Destination prefix (`A.B.C.D/LEN`) whose redirected packets are not proxied but returned
     /// to the router that redirected them, by the return method negotiated with it (repeatable).
-    #[arg(long = "bypass", value_name = "PREFIX")]
-    pub bypass: Vec<Prefix>,
+    #[arg(long = "bypass", value_name = "PREFIX", value_parser = parse_prefix)]
+    pub bypass: Vec<Ipv4Network>,
 }
 
-/// An IPv4 prefix (`--bypass`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prefix {
-    /// Network address (host bits cleared).
-    pub net: Ipv4Addr,
-    /// Prefix length, 0–32.
-    pub len: u8,
-}
-
-impl Prefix {
-    fn mask(len: u8) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
-    }
-
-    /// `addr` is inside this prefix.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & Self::mask(self.len) == u32::from(self.net)
-    }
-}
-
-impl std::str::FromStr for Prefix {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("prefix {s:?}: bad IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .ok()
-            .filter(|&l| l <= 32)
-            .ok_or_else(|| format!("prefix {s:?}: the length must be 0–32"))?;
-        Ok(Prefix {
-            net: Ipv4Addr::from(u32::from(addr) & Self::mask(len)),
-            len,
-        })
-    }
-}
-
-impl std::fmt::Display for Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.net, self.len)
-    }
+/// Parses a `--bypass` prefix (`A.B.C.D/LEN`, or a bare address for /32); host bits are
+/// cleared, so `10.0.2.77/24` means `10.0.2.0/24`.
+pub fn parse_prefix(s: &str) -> Result<Ipv4Network, String> {
+    let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("prefix {s:?}: bad IPv4 address"))?;
+    let len: u8 = l
+        .parse()
+        .ok()
+        .filter(|&l| l <= 32)
+        .ok_or_else(|| format!("prefix {s:?}: the length must be 0–32"))?;
+    Ipv4Network::new(addr, len)
+        .and_then(|n| Ipv4Network::new(n.network(), len))
+        .map_err(|e| format!("prefix {s:?}: {e}"))
 }
 
 /// A forwarding or return method on the command line.
@@ -432,7 +404,7 @@ pub fn gre_return_packet(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelRoute {
     /// Destination prefix.
-    pub dst: Prefix,
+    pub dst: Ipv4Network,
     /// Gateway, when the route is through one (RTF_GATEWAY).
     pub gateway: Option<Ipv4Addr>,
     /// Metric (lower wins between equal prefixes).
@@ -463,10 +435,7 @@ pub fn parse_proc_route(text: &str) -> Vec<KernelRoute> {
             }
             let len = mask.leading_ones() as u8;
             Some(KernelRoute {
-                dst: Prefix {
-                    net: Ipv4Addr::from(u32::from(dst) & mask),
-                    len,
-                },
+                dst: Ipv4Network::new(Ipv4Addr::from(u32::from(dst) & mask), len).ok()?,
                 gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
                 metric,
             })
@@ -480,7 +449,7 @@ pub fn next_hop(routes: &[KernelRoute], dst: Ipv4Addr) -> Option<Ipv4Addr> {
     routes
         .iter()
         .filter(|r| r.dst.contains(dst))
-        .min_by_key(|r| (std::cmp::Reverse(r.dst.len), r.metric))
+        .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric))
         .and_then(|r| r.gateway)
 }
 
@@ -496,7 +465,7 @@ struct Agent {
     tun_name: String,
     address: Option<Ipv4Addr>,
     /// `--bypass` prefixes.
-    bypass: Vec<Prefix>,
+    bypass: Vec<Ipv4Network>,
     /// Negotiated return method per (service, router address or router ID), refreshed after
     /// every engine step.
     returns: BTreeMap<(u8, Ipv4Addr), ReturnMethod>,
@@ -1059,17 +1028,17 @@ mod tests {
 
     #[test]
     fn prefixes_and_routes() {
-        let p: Prefix = "10.0.2.3/32".parse().unwrap();
+        let p = parse_prefix("10.0.2.3/32").unwrap();
         assert!(p.contains(Ipv4Addr::new(10, 0, 2, 3)));
         assert!(!p.contains(Ipv4Addr::new(10, 0, 2, 2)));
-        let p: Prefix = "10.0.2.77/24".parse().unwrap();
+        let p = parse_prefix("10.0.2.77/24").unwrap();
         assert_eq!(p.to_string(), "10.0.2.0/24");
         assert!(p.contains(Ipv4Addr::new(10, 0, 2, 200)));
-        let all: Prefix = "0.0.0.0/0".parse().unwrap();
+        let all = parse_prefix("0.0.0.0/0").unwrap();
         assert!(all.contains(Ipv4Addr::new(192, 0, 2, 1)));
-        assert!("10.0.2.3/33".parse::<Prefix>().is_err());
-        assert!("10.0.2/8".parse::<Prefix>().is_err());
-        assert_eq!("10.0.2.3".parse::<Prefix>().unwrap().len, 32);
+        assert!(parse_prefix("10.0.2.3/33").is_err());
+        assert!(parse_prefix("10.0.2/8").is_err());
+        assert_eq!(parse_prefix("10.0.2.3").unwrap().prefix(), 32);
 
         // A cache with a default route through 10.0.3.1 and 10.0.3.0/24 on-link.
         let text =

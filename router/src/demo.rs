@@ -75,7 +75,29 @@ struct Cache {
     ns: Ns,
     dir: PathBuf,
     squid: Option<ProcHandle>,
+    /// Squid's service name (`-n`): it names Squid's shared-memory segments, which network
+    /// namespaces do not separate, so each cache needs its own.
+    squid_service: String,
     swcache: Option<ProcHandle>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        remove_squid_segments(&self.squid_service);
+    }
+}
+
+/// Removes the `/dev/shm` segments of the Squid named `service` (a killed Squid leaves them).
+fn remove_squid_segments(service: &str) {
+    let prefix = format!("{service}-");
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 impl Cache {
@@ -117,13 +139,16 @@ impl Cache {
             ns,
             dir,
             squid: None,
+            squid_service: format!("swdemo{}{}", std::process::id(), &name[name.len() - 1..]),
             swcache: None,
         })
     }
 
     fn start(&mut self, lab: &mut Lab, swcache: &str) -> Result<()> {
         let conf = self.dir.join("squid.conf").to_string_lossy().to_string();
-        self.squid = Some(lab.spawn(&self.ns, "squid", &["-N", "-f", &conf])?);
+        remove_squid_segments(&self.squid_service);
+        let args = ["-N", "-n", &self.squid_service, "-f", &conf];
+        self.squid = Some(lab.spawn(&self.ns, "squid", &args)?);
         let (addr, router) = (self.addr.to_string(), self.router.to_string());
         let args = ["--address", &addr, "--router", &router, "--service", "0"];
         self.swcache = Some(lab.spawn(&self.ns, swcache, &args)?);
