@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
-use common::counting_alloc::{assert_counter_works, ALLOCS, COUNTING};
+use common::counting_alloc::{arm, assert_counter_works, ALLOCS};
 
 #[test]
 fn forwarding_a_burst_allocates_nothing() {
@@ -80,7 +80,7 @@ fn forwarding_a_burst_allocates_nothing() {
     .emit(&mut frame[14..34]);
     let mut burst = Vec::with_capacity(64);
     let mut run = |count: bool| {
-        COUNTING.store(count, Ordering::Relaxed);
+        arm(count);
         for _ in 0..32 {
             let mut p = pool.get_with(&frame);
             p.meta.rx_if = 0;
@@ -99,7 +99,7 @@ fn forwarding_a_burst_allocates_nothing() {
                 pool.put(p);
             }
         }
-        COUNTING.store(false, Ordering::Relaxed);
+        arm(false);
     };
     run(false); // warm-up: vectors reach their working capacity
     ALLOCS.store(0, Ordering::Relaxed);

@@ -1,7 +1,6 @@
 //! The steering path allocates nothing per packet: after a warm-up burst, bursts of service
 //! packets steered to a NAT device (address and port rewrite, DSCP) with a copy to a
-//! promiscuous device each perform zero heap allocations. (Its own test binary: the counting
-//! allocator counts every thread while armed.)
+//! promiscuous device each perform zero heap allocations.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use router::pipeline::counters::WorkerCounters;
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
-use common::counting_alloc::{assert_counter_works, ALLOCS, COUNTING};
+use common::counting_alloc::{arm, assert_counter_works, ALLOCS};
 
 #[test]
 fn steering_a_burst_with_copies_and_nat_allocates_nothing() {
@@ -102,7 +101,7 @@ dscp = 46
     let mut burst = Vec::with_capacity(64);
     let mut sent = Vec::new();
     let mut run = |count: bool, keep: bool| {
-        COUNTING.store(count, Ordering::Relaxed);
+        arm(count);
         for _ in 0..32 {
             let mut p = pool.get_with(&frame);
             p.meta.rx_if = 0;
@@ -116,7 +115,7 @@ dscp = 46
             &mut pool,
             Instant::now(),
         );
-        COUNTING.store(false, Ordering::Relaxed);
+        arm(false);
         for q in pipeline.tx_out.iter_mut() {
             for p in q.drain(..) {
                 if keep {

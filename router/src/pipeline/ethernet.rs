@@ -14,6 +14,7 @@ use crate::wire::ethernet::{self, Mac};
 use std::net::Ipv4Addr;
 
 /// The stage (stateless).
+#[derive(Default)]
 pub struct EthernetStage;
 
 impl EthernetStage {

@@ -23,6 +23,7 @@ use crate::wire::ipv4::{self, Ipv4Error};
 use crate::wire::{checksum, put16};
 
 /// The stage (stateless).
+#[derive(Default)]
 pub struct Ipv4InputStage;
 
 impl Ipv4InputStage {
@@ -44,10 +45,11 @@ impl Ipv4InputStage {
         let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
         // Ethernet pads short frames; the padding is not part of the datagram.
         pkt.truncate(HEADER_LEN + total);
-        if ipv4::is_martian_source(src) || cx.tables.classify(src) != AddrClass::Other {
+        let (src_class, dst_class) = cx.tables.classify_pair(src, dst);
+        if ipv4::is_martian_source(src) || src_class != AddrClass::Other {
             return Verdict::Drop(DropReason::MartianSource);
         }
-        match cx.tables.classify(dst) {
+        match dst_class {
             AddrClass::Local => return deliver_local(pkt, cx),
             AddrClass::Broadcast => return Verdict::Drop(DropReason::BroadcastNotForwarded),
             AddrClass::Other => {}

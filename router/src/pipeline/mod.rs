@@ -1,4 +1,5 @@
-//! The packet pipeline (SPEC.md §3): an ordered list of stages run over bursts of frames.
+//! The packet pipeline (SPEC.md §3): an ordered list of stages run over bursts of frames, each
+//! packet of a burst run to completion (rx to tx) before the next.
 //!
 //! Each stage looks at a packet and returns a [`Verdict`]: pass it on, consume it (answered,
 //! delivered locally, queued), drop it with a named reason, hand it to the egress, or jump to a
@@ -32,6 +33,7 @@ use drop::DropReason;
 pub use ethernet::build_arp;
 pub use icmp::{next_ident, TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
 use packet::{Packet, Pool};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -130,29 +132,29 @@ impl StageCx<'_> {
     }
 }
 
-/// One stage, statically dispatched.
-enum AnyStage {
-    Rx,
-    Ethernet(ethernet::EthernetStage),
-    Ipv4Input(ipv4_input::Ipv4InputStage),
-    WccpRedirect(wccp::WccpRedirectStage),
-    Steering(steering::SteeringStage),
-    Route(route::RouteStage),
-    Neighbour(neighbour::NeighbourStage),
-    Tx,
+/// The stateful and stateless stages of one worker (rx and tx need no state).
+#[derive(Default)]
+struct Stages {
+    ethernet: ethernet::EthernetStage,
+    ipv4_input: ipv4_input::Ipv4InputStage,
+    wccp_redirect: wccp::WccpRedirectStage,
+    steering: steering::SteeringStage,
+    route: route::RouteStage,
+    neighbour: neighbour::NeighbourStage,
 }
 
-impl AnyStage {
-    fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
-        match self {
-            AnyStage::Rx => Verdict::Continue,
-            AnyStage::Ethernet(s) => s.process(pkt, cx),
-            AnyStage::Ipv4Input(s) => s.process(pkt, cx),
-            AnyStage::WccpRedirect(s) => s.process(pkt, cx),
-            AnyStage::Steering(s) => s.process(pkt, cx),
-            AnyStage::Route(s) => s.process(pkt, cx),
-            AnyStage::Neighbour(s) => s.process(pkt, cx),
-            AnyStage::Tx => tx(pkt, cx),
+impl Stages {
+    /// Runs stage `kind` on `pkt` (the per-stage benchmarks; the runner calls stages directly).
+    fn process(&mut self, kind: StageKind, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        match kind {
+            StageKind::Rx => Verdict::Continue,
+            StageKind::Ethernet => self.ethernet.process(pkt, cx),
+            StageKind::Ipv4Input => self.ipv4_input.process(pkt, cx),
+            StageKind::WccpRedirect => self.wccp_redirect.process(pkt, cx),
+            StageKind::Steering => self.steering.process(pkt, cx),
+            StageKind::Route => self.route.process(pkt, cx),
+            StageKind::Neighbour => self.neighbour.process(pkt, cx),
+            StageKind::Tx => tx(pkt, cx),
         }
     }
 }
@@ -166,16 +168,207 @@ fn tx(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
     Verdict::Transmit
 }
 
-/// Most passes a packet may make through the pipeline (emitted packets re-enter once or twice).
+/// Most times a packet may jump (or, for an emitted packet, its ancestors may have jumped or
+/// emitted) before it is dropped as `pipeline-loop`; legitimate packets need two at most.
 const MAX_PASSES: u8 = 4;
+
+/// Per-stage tallies of one burst: in, out, consumed. Kept on the stack and published once per
+/// burst, so the per-packet path writes no shared counters except drops.
+type Tally = [[u64; 3]; StageKind::ALL.len()];
+
+/// Runs packets to completion through the stages, one at a time.
+///
+/// Run-to-completion rather than stage-by-stage over the burst: a packet stays in registers
+/// and cache from rx to tx, the burst is not rescanned for every stage, and the packets of a
+/// flow leave in the order they came. Packets a stage emits run right after the packet that
+/// caused them, in the order emitted.
+struct Runner<'p> {
+    stages: &'p mut Stages,
+    tx_out: &'p mut [Vec<Packet>],
+    follow: &'p mut VecDeque<Packet>,
+    logged: &'p mut [bool; DropReason::COUNT],
+    worker: usize,
+    tally: Tally,
+}
+
+/// How the runner goes on after a stage.
+enum Step {
+    /// To the next stage.
+    Next,
+    /// To the stage in `meta.stage` (a jump).
+    Jump,
+    /// The trip is over (transmitted, consumed, queued or dropped).
+    Done,
+}
+
+impl Runner<'_> {
+    /// Runs `pkt` and everything it (transitively) emits.
+    fn run_with_followers(&mut self, pkt: Packet, cx: &mut StageCx<'_>) {
+        self.run(pkt, cx);
+        while let Some(p) = self.follow.pop_front() {
+            self.run(p, cx);
+        }
+    }
+
+    /// Runs one packet from its `meta.stage` until a stage ends its trip.
+    ///
+    /// The stages are written out in order, each a direct call behind a well-predicted test of
+    /// `meta.stage`, rather than a loop over a stage table: an indirect call per stage costs
+    /// more than some stages do.
+    fn run(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
+        macro_rules! stage {
+            ($kind:expr, $call:expr) => {
+                if pkt.meta.stage == $kind as u8 {
+                    let verdict = $call;
+                    match self.after($kind as usize, verdict, &mut pkt, cx) {
+                        Step::Next => {}
+                        Step::Jump => continue,
+                        Step::Done => {
+                            self.finish(pkt, $kind as usize, verdict, cx);
+                            return;
+                        }
+                    }
+                }
+            };
+        }
+        loop {
+            stage!(StageKind::Rx, Verdict::Continue);
+            stage!(
+                StageKind::Ethernet,
+                self.stages.ethernet.process(&mut pkt, cx)
+            );
+            stage!(
+                StageKind::Ipv4Input,
+                self.stages.ipv4_input.process(&mut pkt, cx)
+            );
+            stage!(
+                StageKind::WccpRedirect,
+                self.stages.wccp_redirect.process(&mut pkt, cx)
+            );
+            stage!(
+                StageKind::Steering,
+                self.stages.steering.process(&mut pkt, cx)
+            );
+            stage!(StageKind::Route, self.stages.route.process(&mut pkt, cx));
+            stage!(
+                StageKind::Neighbour,
+                self.stages.neighbour.process(&mut pkt, cx)
+            );
+            stage!(StageKind::Tx, tx(&mut pkt, cx));
+            // Past the last stage without an end: cannot happen (tx always ends the trip).
+            let last = StageKind::ALL.len() - 1;
+            self.drop(pkt, last, DropReason::PipelineLoop, cx);
+            return;
+        }
+    }
+
+    /// Counts stage `si`'s verdict and says where the packet goes next.
+    #[inline(always)]
+    fn after(
+        &mut self,
+        si: usize,
+        verdict: Verdict,
+        pkt: &mut Packet,
+        cx: &mut StageCx<'_>,
+    ) -> Step {
+        let tally = &mut self.tally[si];
+        tally[0] += 1;
+        if !cx.emitted.is_empty() {
+            self.adopt_emitted(pkt, cx);
+        }
+        let tally = &mut self.tally[si];
+        match verdict {
+            Verdict::Continue => {
+                tally[1] += 1;
+                pkt.meta.stage += 1;
+                Step::Next
+            }
+            Verdict::Jump(to) => {
+                tally[2] += 1;
+                pkt.meta.passes += 1;
+                if pkt.meta.passes > MAX_PASSES {
+                    return Step::Done;
+                }
+                pkt.meta.stage = to as u8;
+                Step::Jump
+            }
+            Verdict::Transmit => {
+                tally[1] += 1;
+                Step::Done
+            }
+            Verdict::Consumed | Verdict::Queued => {
+                tally[2] += 1;
+                Step::Done
+            }
+            Verdict::Drop(_) => Step::Done,
+        }
+    }
+
+    /// Ends a packet's trip after stage `si` decided `verdict`.
+    fn finish(&mut self, pkt: Packet, si: usize, verdict: Verdict, cx: &mut StageCx<'_>) {
+        match verdict {
+            Verdict::Transmit => match self.tx_out.get_mut(pkt.meta.tx_if as usize) {
+                Some(out) => out.push(pkt),
+                None => cx.pool.put(pkt),
+            },
+            Verdict::Queued => self.stages.neighbour.enqueue(pkt, cx),
+            Verdict::Drop(reason) => self.drop(pkt, si, reason, cx),
+            // A jump past the loop guard.
+            Verdict::Jump(_) => self.drop(pkt, si, DropReason::PipelineLoop, cx),
+            Verdict::Consumed | Verdict::Continue => cx.pool.put(pkt),
+        }
+    }
+
+    /// Queues what a stage emitted while running `parent`, one generation deeper.
+    fn adopt_emitted(&mut self, parent: &Packet, cx: &mut StageCx<'_>) {
+        let depth = parent.meta.passes.saturating_add(1);
+        for mut p in cx.emitted.drain(..) {
+            p.meta.passes = p.meta.passes.max(depth);
+            if p.meta.passes > MAX_PASSES {
+                let si = (p.meta.stage as usize).min(StageKind::ALL.len() - 1);
+                cx.counters.stages[si].drops[DropReason::PipelineLoop as usize].inc();
+                cx.pool.put(p);
+            } else {
+                self.follow.push_back(p);
+            }
+        }
+    }
+
+    /// Counts, logs (the first time per reason) and recycles a dropped packet.
+    fn drop(&mut self, pkt: Packet, si: usize, reason: DropReason, cx: &mut StageCx<'_>) {
+        cx.counters.stages[si].drops[reason as usize].inc();
+        if !self.logged[reason as usize] {
+            self.logged[reason as usize] = true;
+            tracing::warn!(
+                worker = self.worker,
+                stage = StageKind::ALL[si].as_str(),
+                reason = reason.as_str(),
+                "first drop for this reason; later ones are only counted"
+            );
+        }
+        cx.pool.put(pkt);
+    }
+
+    /// Adds the tallies to the shared counters.
+    fn publish(&self, counters: &WorkerCounters) {
+        for (sc, t) in counters.stages.iter().zip(self.tally.iter()) {
+            if t[0] > 0 {
+                sc.packets_in.add(t[0]);
+                sc.packets_out.add(t[1]);
+                sc.consumed.add(t[2]);
+            }
+        }
+    }
+}
 
 /// The pipeline of one worker.
 pub struct Pipeline {
-    stages: Vec<AnyStage>,
+    stages: Stages,
     counters: Arc<WorkerCounters>,
     /// Frames ready to send, per egress interface; the worker drains them after each burst.
     pub tx_out: Vec<Vec<Packet>>,
-    work: Vec<Option<Packet>>,
+    /// Packets stages emitted, waiting to run right after the packet that caused them.
+    follow: VecDeque<Packet>,
     emitted: Vec<Packet>,
     logged: [bool; DropReason::COUNT],
     icmp_limit: TokenBucket,
@@ -186,19 +379,10 @@ impl Pipeline {
     /// A pipeline for `n_ifaces` interfaces, counting into `counters`.
     pub fn new(worker: usize, n_ifaces: usize, counters: Arc<WorkerCounters>) -> Pipeline {
         Pipeline {
-            stages: vec![
-                AnyStage::Rx,
-                AnyStage::Ethernet(ethernet::EthernetStage),
-                AnyStage::Ipv4Input(ipv4_input::Ipv4InputStage),
-                AnyStage::WccpRedirect(wccp::WccpRedirectStage::default()),
-                AnyStage::Steering(steering::SteeringStage),
-                AnyStage::Route(route::RouteStage),
-                AnyStage::Neighbour(neighbour::NeighbourStage::default()),
-                AnyStage::Tx,
-            ],
+            stages: Stages::default(),
             counters,
             tx_out: (0..n_ifaces).map(|_| Vec::new()).collect(),
-            work: Vec::with_capacity(256),
+            follow: VecDeque::with_capacity(256),
             emitted: Vec::with_capacity(64),
             logged: [false; DropReason::COUNT],
             icmp_limit: TokenBucket::default(),
@@ -223,9 +407,29 @@ impl Pipeline {
         pool: &mut Pool,
         now: Instant,
     ) {
-        self.work.clear();
-        self.work.extend(burst.drain(..).map(Some));
-        self.run_work(tables, neigh, neighbours, pool, now);
+        let counters = self.counters.clone();
+        let mut cx = StageCx {
+            now,
+            tables,
+            neigh,
+            neighbours,
+            pool,
+            emitted: &mut self.emitted,
+            icmp_limit: &mut self.icmp_limit,
+            counters: &counters,
+        };
+        let mut runner = Runner {
+            stages: &mut self.stages,
+            tx_out: &mut self.tx_out,
+            follow: &mut self.follow,
+            logged: &mut self.logged,
+            worker: self.worker,
+            tally: [[0; 3]; StageKind::ALL.len()],
+        };
+        for pkt in burst.drain(..) {
+            runner.run_with_followers(pkt, &mut cx);
+        }
+        runner.publish(&counters);
     }
 
     /// Housekeeping of stateful stages: pending next hops that resolved or timed out.
@@ -248,17 +452,25 @@ impl Pipeline {
             icmp_limit: &mut self.icmp_limit,
             counters: &counters,
         };
-        for s in &mut self.stages {
-            if let AnyStage::Neighbour(n) = s {
-                n.poll(&mut cx);
-            }
-        }
+        self.stages.neighbour.poll(&mut cx);
         steering::send_probes(&mut cx);
-        if !self.emitted.is_empty() {
-            self.work.clear();
-            self.work.extend(self.emitted.drain(..).map(Some));
-            self.run_work(tables, neigh, neighbours, pool, now);
+        if cx.emitted.is_empty() {
+            return;
         }
+        let mut runner = Runner {
+            stages: &mut self.stages,
+            tx_out: &mut self.tx_out,
+            follow: &mut self.follow,
+            logged: &mut self.logged,
+            worker: self.worker,
+            tally: [[0; 3]; StageKind::ALL.len()],
+        };
+        // Released and probe packets start a generation of their own.
+        runner.follow.extend(cx.emitted.drain(..));
+        while let Some(p) = runner.follow.pop_front() {
+            runner.run(p, &mut cx);
+        }
+        runner.publish(&counters);
     }
 
     /// Runs only stage `kind` over `burst`, in place, and returns how many packets it passed on.
@@ -288,11 +500,10 @@ impl Pipeline {
             icmp_limit: &mut self.icmp_limit,
             counters: &counters,
         };
-        let stage = &mut self.stages[kind as usize];
         let mut passed = 0;
         for pkt in burst.iter_mut() {
             if matches!(
-                stage.process(pkt, &mut cx),
+                self.stages.process(kind, pkt, &mut cx),
                 Verdict::Continue | Verdict::Transmit
             ) {
                 passed += 1;
@@ -306,128 +517,7 @@ impl Pipeline {
 
     /// True when stateful stages hold packets that need `poll` soon.
     pub fn has_pending(&self) -> bool {
-        self.stages
-            .iter()
-            .any(|s| matches!(s, AnyStage::Neighbour(n) if n.has_pending()))
-    }
-
-    fn run_work(
-        &mut self,
-        tables: &Tables,
-        neigh: &NeighSnapshot,
-        neighbours: &Neighbours,
-        pool: &mut Pool,
-        now: Instant,
-    ) {
-        let counters = self.counters.clone();
-        let mut cx = StageCx {
-            now,
-            tables,
-            neigh,
-            neighbours,
-            pool,
-            emitted: &mut self.emitted,
-            icmp_limit: &mut self.icmp_limit,
-            counters: &counters,
-        };
-        for _pass in 0..MAX_PASSES {
-            let mut again = false;
-            for si in 0..self.stages.len() {
-                let sc = &counters.stages[si];
-                // Tallied locally and published once per stage and burst: three counter writes
-                // per stage instead of two or three per packet.
-                let (mut n_in, mut n_out, mut n_consumed) = (0u64, 0u64, 0u64);
-                let mut i = 0;
-                while i < self.work.len() {
-                    let Some(pkt) = self.work[i].as_mut() else {
-                        i += 1;
-                        continue;
-                    };
-                    if pkt.meta.stage as usize != si {
-                        i += 1;
-                        continue;
-                    }
-                    n_in += 1;
-                    let verdict = self.stages[si].process(pkt, &mut cx);
-                    match verdict {
-                        Verdict::Continue => {
-                            n_out += 1;
-                            pkt.meta.stage += 1;
-                        }
-                        Verdict::Jump(to) => {
-                            n_consumed += 1;
-                            pkt.meta.stage = to as u8;
-                            pkt.meta.passes += 1;
-                            if to as usize <= si {
-                                again = true;
-                            }
-                        }
-                        Verdict::Consumed => {
-                            n_consumed += 1;
-                            if let Some(p) = self.work[i].take() {
-                                cx.pool.put(p);
-                            }
-                        }
-                        Verdict::Drop(reason) => {
-                            sc.drops[reason as usize].inc();
-                            if !self.logged[reason as usize] {
-                                self.logged[reason as usize] = true;
-                                tracing::warn!(
-                                    worker = self.worker,
-                                    stage = StageKind::ALL[si].as_str(),
-                                    reason = reason.as_str(),
-                                    "first drop for this reason; later ones are only counted"
-                                );
-                            }
-                            if let Some(p) = self.work[i].take() {
-                                cx.pool.put(p);
-                            }
-                        }
-                        Verdict::Queued => {
-                            n_consumed += 1;
-                            if let (Some(p), AnyStage::Neighbour(n)) =
-                                (self.work[i].take(), &mut self.stages[si])
-                            {
-                                n.enqueue(p, &mut cx);
-                            }
-                        }
-                        Verdict::Transmit => {
-                            n_out += 1;
-                            if let Some(p) = self.work[i].take() {
-                                let q = p.meta.tx_if as usize;
-                                match self.tx_out.get_mut(q) {
-                                    Some(out) => out.push(p),
-                                    None => cx.pool.put(p),
-                                }
-                            }
-                        }
-                    }
-                    if !cx.emitted.is_empty() {
-                        for p in cx.emitted.drain(..) {
-                            if (p.meta.stage as usize) <= si {
-                                again = true;
-                            }
-                            self.work.push(Some(p));
-                        }
-                    }
-                    i += 1;
-                }
-                if n_in > 0 {
-                    sc.packets_in.add(n_in);
-                    sc.packets_out.add(n_out);
-                    sc.consumed.add(n_consumed);
-                }
-            }
-            if !again {
-                break;
-            }
-        }
-        // Whatever is still in flight went round too often.
-        for p in self.work.drain(..).flatten() {
-            let si = (p.meta.stage as usize).min(self.stages.len() - 1);
-            counters.stages[si].drops[DropReason::PipelineLoop as usize].inc();
-            cx.pool.put(p);
-        }
+        self.stages.neighbour.has_pending()
     }
 
     /// This worker's counters.

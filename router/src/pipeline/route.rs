@@ -14,6 +14,7 @@ use crate::wire::icmp as icmpw;
 use crate::wire::ipv4;
 
 /// The stage (stateless).
+#[derive(Default)]
 pub struct RouteStage;
 
 impl RouteStage {

@@ -34,6 +34,7 @@ use steering::{Decision, Direction, Egress, NextHop, PacketKey, Rewrite};
 pub const MAX_COPY_BACKLOG: usize = 48;
 
 /// The stage (stateless: tables and health come with the snapshot).
+#[derive(Default)]
 pub struct SteeringStage;
 
 impl SteeringStage {

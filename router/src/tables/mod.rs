@@ -109,23 +109,40 @@ impl Tables {
         }
     }
 
-    /// Classifies `a` in one pass over the interfaces: one of our addresses, a broadcast, or
-    /// anything else.
+    /// Classifies `a`: one of our addresses, a broadcast, or anything else.
     #[inline]
     pub fn classify(&self, a: Ipv4Addr) -> AddrClass {
-        let a = u32::from(a);
-        if a == u32::MAX {
-            return AddrClass::Broadcast;
-        }
+        self.classify_pair(a, a).0
+    }
+
+    /// Classifies a datagram's source and destination in one pass over the interfaces.
+    #[inline]
+    pub fn classify_pair(&self, src: Ipv4Addr, dst: Ipv4Addr) -> (AddrClass, AddrClass) {
+        let (s, d) = (u32::from(src), u32::from(dst));
+        let class = |a: u32| match a {
+            u32::MAX => AddrClass::Broadcast,
+            _ => AddrClass::Other,
+        };
+        let (mut sc, mut dc) = (class(s), class(d));
         for i in &self.ifaces {
             let addr = u32::from(i.addr);
-            if a == addr {
-                return AddrClass::Local;
-            }
-            if i.prefix_len < 31 && a == addr | !i.mask() {
-                return AddrClass::Broadcast;
+            // A /31 or /32 has no directed broadcast: let it equal the address, which is
+            // tested first.
+            let bcast = if i.prefix_len < 31 {
+                addr | !i.mask()
+            } else {
+                addr
+            };
+            for (a, c) in [(s, &mut sc), (d, &mut dc)] {
+                if *c == AddrClass::Other {
+                    if a == addr {
+                        *c = AddrClass::Local;
+                    } else if a == bcast {
+                        *c = AddrClass::Broadcast;
+                    }
+                }
             }
         }
-        AddrClass::Other
+        (sc, dc)
     }
 }
