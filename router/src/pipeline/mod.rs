@@ -172,8 +172,9 @@ fn tx(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
 /// emitted) before it is dropped as `pipeline-loop`; legitimate packets need two at most.
 const MAX_PASSES: u8 = 4;
 
-/// Per-stage tallies of one burst: in, out, consumed. Kept on the stack and published once per
-/// burst, so the per-packet path writes no shared counters except drops.
+/// Per-stage tallies of one burst: in, consumed, dropped (out is what is left). Kept on the stack
+/// and published once per burst, so the per-packet path writes no shared counters except drops,
+/// and a packet passing a stage costs one increment.
 type Tally = [[u64; 3]; StageKind::ALL.len()];
 
 /// Runs packets to completion through the stages, one at a time.
@@ -189,6 +190,10 @@ struct Runner<'p> {
     logged: &'p mut [bool; DropReason::COUNT],
     worker: usize,
     tally: Tally,
+    /// The snapshot has WCCP services (else the wccp-redirect stage passes everything on).
+    wccp_on: bool,
+    /// The snapshot steers something (else the steering stage passes everything on).
+    steering_on: bool,
 }
 
 /// How the runner goes on after a stage.
@@ -241,13 +246,22 @@ impl Runner<'_> {
                 StageKind::Ipv4Input,
                 self.stages.ipv4_input.process(&mut pkt, cx)
             );
+            // Unconfigured features cost a predicted branch, not a call.
             stage!(
                 StageKind::WccpRedirect,
-                self.stages.wccp_redirect.process(&mut pkt, cx)
+                if self.wccp_on {
+                    self.stages.wccp_redirect.process(&mut pkt, cx)
+                } else {
+                    Verdict::Continue
+                }
             );
             stage!(
                 StageKind::Steering,
-                self.stages.steering.process(&mut pkt, cx)
+                if self.steering_on {
+                    self.stages.steering.process(&mut pkt, cx)
+                } else {
+                    Verdict::Continue
+                }
             );
             stage!(StageKind::Route, self.stages.route.process(&mut pkt, cx));
             stage!(
@@ -271,36 +285,35 @@ impl Runner<'_> {
         pkt: &mut Packet,
         cx: &mut StageCx<'_>,
     ) -> Step {
-        let tally = &mut self.tally[si];
-        tally[0] += 1;
+        self.tally[si][0] += 1;
         if !cx.emitted.is_empty() {
             self.adopt_emitted(pkt, cx);
         }
         let tally = &mut self.tally[si];
         match verdict {
             Verdict::Continue => {
-                tally[1] += 1;
                 pkt.meta.stage += 1;
                 Step::Next
             }
             Verdict::Jump(to) => {
-                tally[2] += 1;
                 pkt.meta.passes += 1;
                 if pkt.meta.passes > MAX_PASSES {
+                    tally[2] += 1;
                     return Step::Done;
                 }
+                tally[1] += 1;
                 pkt.meta.stage = to as u8;
                 Step::Jump
             }
-            Verdict::Transmit => {
+            Verdict::Transmit => Step::Done,
+            Verdict::Consumed | Verdict::Queued => {
                 tally[1] += 1;
                 Step::Done
             }
-            Verdict::Consumed | Verdict::Queued => {
+            Verdict::Drop(_) => {
                 tally[2] += 1;
                 Step::Done
             }
-            Verdict::Drop(_) => Step::Done,
         }
     }
 
@@ -352,10 +365,12 @@ impl Runner<'_> {
     /// Adds the tallies to the shared counters.
     fn publish(&self, counters: &WorkerCounters) {
         for (sc, t) in counters.stages.iter().zip(self.tally.iter()) {
-            if t[0] > 0 {
-                sc.packets_in.add(t[0]);
-                sc.packets_out.add(t[1]);
-                sc.consumed.add(t[2]);
+            let [packets_in, consumed, dropped] = *t;
+            if packets_in > 0 {
+                sc.packets_in.add(packets_in);
+                sc.packets_out
+                    .add(packets_in.saturating_sub(consumed + dropped));
+                sc.consumed.add(consumed);
             }
         }
     }
@@ -425,6 +440,8 @@ impl Pipeline {
             logged: &mut self.logged,
             worker: self.worker,
             tally: [[0; 3]; StageKind::ALL.len()],
+            wccp_on: !tables.wccp.services.is_empty(),
+            steering_on: tables.steering.tables.is_some(),
         };
         for pkt in burst.drain(..) {
             runner.run_with_followers(pkt, &mut cx);
@@ -464,6 +481,8 @@ impl Pipeline {
             logged: &mut self.logged,
             worker: self.worker,
             tally: [[0; 3]; StageKind::ALL.len()],
+            wccp_on: !tables.wccp.services.is_empty(),
+            steering_on: tables.steering.tables.is_some(),
         };
         // Released and probe packets start a generation of their own.
         runner.follow.extend(cx.emitted.drain(..));

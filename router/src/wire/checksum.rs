@@ -24,11 +24,12 @@ pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
 
 /// Folds an accumulator to 16 bits (not complemented).
 #[inline]
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+pub fn fold(acc: u64) -> u16 {
+    // 64 → 33 → 17 → 16 bits: each step's carry fits in the next, without a data-dependent loop.
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
 }
 
 /// The checksum field value for `data` (complement of the folded sum).
