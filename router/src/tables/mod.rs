@@ -115,34 +115,23 @@ impl Tables {
         self.classify_pair(a, a).0
     }
 
-    /// Classifies a datagram's source and destination in one pass over the interfaces.
+    /// Classifies a datagram's source and destination in one pass over our addresses.
     #[inline]
     pub fn classify_pair(&self, src: Ipv4Addr, dst: Ipv4Addr) -> (AddrClass, AddrClass) {
-        let (s, d) = (u32::from(src), u32::from(dst));
-        let class = |a: u32| match a {
-            u32::MAX => AddrClass::Broadcast,
-            _ => AddrClass::Other,
-        };
-        let (mut sc, mut dc) = (class(s), class(d));
-        for i in &self.ifaces {
-            let addr = u32::from(i.addr);
-            // A /31 or /32 has no directed broadcast: let it equal the address, which is
-            // tested first.
-            let bcast = if i.prefix_len < 31 {
-                addr | !i.mask()
-            } else {
-                addr
-            };
-            for (a, c) in [(s, &mut sc), (d, &mut dc)] {
-                if *c == AddrClass::Other {
-                    if a == addr {
-                        *c = AddrClass::Local;
-                    } else if a == bcast {
-                        *c = AddrClass::Broadcast;
-                    }
+        let one = |a: u32| {
+            if a == u32::MAX {
+                return AddrClass::Broadcast;
+            }
+            for &(addr, bcast) in self.routes.own_addresses() {
+                if a == addr {
+                    return AddrClass::Local;
+                }
+                if a == bcast {
+                    return AddrClass::Broadcast;
                 }
             }
-        }
-        (sc, dc)
+            AddrClass::Other
+        };
+        (one(u32::from(src)), one(u32::from(dst)))
     }
 }

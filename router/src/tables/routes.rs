@@ -63,6 +63,10 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// (length, sorted (masked prefix, index into `routes`)), longest length first.
     by_len: Vec<(u8, Vec<(u32, usize)>)>,
+    /// Per interface, in interface order: our address and the prefix's directed broadcast (the
+    /// address again for /31 and /32, which have none). Kept here, beside the connected
+    /// routes built from the same interfaces, so the two never disagree.
+    own: Vec<(u32, u32)>,
 }
 
 impl RouteTable {
@@ -135,7 +139,23 @@ impl RouteTable {
         for (_, v) in &mut by_len {
             v.sort_unstable();
         }
-        Ok(RouteTable { routes, by_len })
+        let own = ifaces
+            .iter()
+            .map(|i| {
+                let addr = u32::from(i.addr);
+                let bcast = if i.prefix_len < 31 {
+                    addr | !i.mask()
+                } else {
+                    addr
+                };
+                (addr, bcast)
+            })
+            .collect();
+        Ok(RouteTable {
+            routes,
+            by_len,
+            own,
+        })
     }
 
     /// The most specific route to `dst`.
@@ -149,6 +169,12 @@ impl RouteTable {
             }
         }
         None
+    }
+
+    /// Our interface addresses and their directed broadcasts, in interface order.
+    #[inline]
+    pub fn own_addresses(&self) -> &[(u32, u32)] {
+        &self.own
     }
 
     /// All routes, connected first.

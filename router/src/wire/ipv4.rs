@@ -141,6 +141,7 @@ pub fn is_fragment(p: &[u8]) -> bool {
 }
 
 /// Decrements TTL by one and patches the checksum incrementally (RFC 1624); TTL must be ≥ 1.
+#[inline]
 pub fn decrement_ttl(p: &mut [u8]) {
     let old = be16(p, field::TTL);
     p[field::TTL] -= 1;
