@@ -437,6 +437,18 @@ fn chain_firewall_ids_loopback_nat_translation_ranges_acl() {
             > 0
     );
     assert!(service(&s, "app")["forward_packets"].as_u64().unwrap() > 0);
+    // The deny rule names one client: its counter is that client's, and equals the drops.
+    let acl = &service(&s, "app")["acl"];
+    assert_eq!(acl.as_array().map(Vec::len), Some(1), "{acl}");
+    assert_eq!(acl[0]["client"], "10.0.1.3", "{acl}");
+    assert_eq!(acl[0]["action"], "deny", "{acl}");
+    assert_eq!(
+        acl[0]["packets"],
+        service(&s, "app")["drops"]["steering-acl-deny"],
+        "{acl}"
+    );
+    assert!(acl[0]["bytes"].as_u64().unwrap() >= 54, "{acl}");
+    assert_eq!(service(&s, "web")["acl"], serde_json::json!([]));
     assert!(device(&s, "nat1")["packets"].as_u64().unwrap() > 0);
     let copies = device(&s, "ids")["copies"].as_u64().unwrap();
     assert!(copies > 0);

@@ -31,6 +31,47 @@ pub struct SteeringServiceStatus {
     pub reverse_bytes: u64,
     /// Drops by reason (`steering-acl-deny`, ...), zero ones included.
     pub drops: BTreeMap<String, u64>,
+    /// The service's ACL rules in order, with what each decided.
+    #[serde(default)]
+    pub acl: Vec<SteeringAclStatus>,
+}
+
+/// One ACL rule and the packets it decided (permitted or denied, by its action).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SteeringAclStatus {
+    /// The rule as written: action, source prefix and the optional protocol and ports.
+    pub rule: String,
+    /// `permit` or `deny`.
+    pub action: String,
+    /// The client address when the rule names one client (a /32 source).
+    pub client: Option<String>,
+    /// Packets the rule decided.
+    pub packets: u64,
+    /// Bytes of those packets.
+    pub bytes: u64,
+}
+
+/// An ACL rule as the operator wrote it.
+fn describe(r: &steering::AclRule) -> String {
+    let mut s = format!("{} src {}", r.action.as_str(), r.src);
+    if let Some(p) = r.proto {
+        let _ = write!(
+            s,
+            " protocol {}",
+            match p {
+                6 => "tcp".to_string(),
+                17 => "udp".to_string(),
+                n => n.to_string(),
+            }
+        );
+    }
+    if let Some(p) = r.src_ports {
+        let _ = write!(s, " source-ports {p}");
+    }
+    if let Some(p) = r.dst_ports {
+        let _ = write!(s, " ports {p}");
+    }
+    s
 }
 
 /// One device's counters and health.
@@ -85,6 +126,19 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
                     .iter()
                     .zip(&c.drops)
                     .map(|(n, v)| (n.to_string(), v.load(Ordering::Relaxed)))
+                    .collect(),
+                acl: tables
+                    .service_acl(steering::ServiceIdx(i as u32))
+                    .map(|(idx, r)| {
+                        let (packets, bytes) = plane.acl.get(idx as usize).map_or((0, 0), read);
+                        SteeringAclStatus {
+                            rule: describe(r),
+                            action: r.action.as_str().to_string(),
+                            client: (r.src.len() == 32).then(|| r.src.addr().to_string()),
+                            packets,
+                            bytes,
+                        }
+                    })
                     .collect(),
             }
         })
@@ -148,6 +202,13 @@ pub fn render(o: &mut String, s: &SteeringStatus) {
                 drops.join(" ")
             }
         );
+        for a in &v.acl {
+            let _ = writeln!(
+                o,
+                "    acl {:<40} {:>10} pkts {:>12} bytes",
+                a.rule, a.packets, a.bytes
+            );
+        }
     }
     let _ = writeln!(
         o,

@@ -185,6 +185,8 @@ pub struct Action {
     /// The frame enters the chain here (from the client or the server side): the router
     /// decrements TTL once, on this step only.
     pub entering: bool,
+    /// The ACL rule that permitted it (an index for [`Tables::acl_rule`]), for its counters.
+    pub acl_rule: Option<u32>,
 }
 
 impl Action {
@@ -220,6 +222,8 @@ pub enum Decision {
     Deny {
         /// The service.
         service: ServiceIdx,
+        /// The rule that denied it (an index for [`Tables::acl_rule`]); `None`: the default.
+        rule: Option<u32>,
     },
     /// Send it as described.
     Forward(Action),
@@ -472,11 +476,14 @@ impl Tables {
         health: &PoolState,
     ) -> Option<Decision> {
         let st = self.steps.get(step as usize)?;
+        let mut acl_rule = None;
         if st.acl {
             let svc = self.services.get(service.index())?;
-            if !self.acl_permits(svc, pkt) {
-                return Some(Decision::Deny { service });
+            let (permit, rule) = self.acl_match(svc, pkt);
+            if !permit {
+                return Some(Decision::Deny { service, rule });
             }
+            acl_rule = rule;
         }
         let flow = || {
             flow_hash(
@@ -556,6 +563,7 @@ impl Tables {
             dscp: st.dscp,
             copies,
             entering: st.entering,
+            acl_rule,
         }))
     }
 
@@ -614,23 +622,24 @@ impl Tables {
     }
 
     /// The service ACL, first match wins (only the service's own rules are read: the seed's
-    /// "ACL search keys based upon interface and service IP address", Figure 18).
-    fn acl_permits(&self, svc: &ServiceRt, pkt: &PacketKey) -> bool {
+    /// "ACL search keys based upon interface and service IP address", Figure 18): whether it
+    /// permits, and the index of the rule that decided (`None`: the service's default).
+    fn acl_match(&self, svc: &ServiceRt, pkt: &PacketKey) -> (bool, Option<u32>) {
         let start = svc.acl_start as usize;
         let rules = self
             .acl
             .get(start..start + svc.acl_len as usize)
             .unwrap_or(&[]);
-        for r in rules {
+        for (i, r) in rules.iter().enumerate() {
             if r.src.contains(pkt.src)
                 && any_or(r.proto, |p| p == pkt.proto)
                 && any_or(r.src_ports, |p| p.contains(pkt.sport))
                 && any_or(r.dst_ports, |p| p.contains(pkt.dport))
             {
-                return r.action == AclAction::Permit;
+                return (r.action == AclAction::Permit, Some((start + i) as u32));
             }
         }
-        svc.acl_default == AclAction::Permit
+        (svc.acl_default == AclAction::Permit, None)
     }
 }
 
@@ -757,19 +766,32 @@ mod tests {
         assert_eq!(
             t.decide(&key(0, UP_MAC, U1, 50000, W1, 80), &h),
             Decision::Deny {
-                service: ServiceIdx(0)
+                service: ServiceIdx(0),
+                rule: Some(1),
             }
         );
+        // The permitting rule is named too, for its counters.
+        match t.decide(&key(0, UP_MAC, U1, 40005, W1, 80), &h) {
+            Decision::Forward(a) => assert_eq!(a.acl_rule, Some(0)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.acl_rule_count(), 2);
+        assert_eq!(t.acl_rule(1).map(|r| r.action), Some(AclAction::Deny));
+        let rules: Vec<u32> = t.service_acl(ServiceIdx(0)).map(|(i, _)| i).collect();
+        assert_eq!(rules, [0, 1]);
         let other = Ipv4Addr::new(192, 0, 2, 1);
         assert!(matches!(
             t.decide(&key(0, UP_MAC, other, 1, W1, 80), &h),
             Decision::Forward(_)
         ));
         let t = one_server(vec![], AclAction::Deny);
-        assert!(matches!(
+        assert_eq!(
             t.decide(&key(0, UP_MAC, other, 1, W1, 80), &h),
-            Decision::Deny { .. }
-        ));
+            Decision::Deny {
+                service: ServiceIdx(0),
+                rule: None,
+            }
+        );
     }
 
     #[test]

@@ -322,6 +322,16 @@ pub enum AclAction {
     Deny,
 }
 
+impl AclAction {
+    /// Stable lower-case name (status output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AclAction::Permit => "permit",
+            AclAction::Deny => "deny",
+        }
+    }
+}
+
 /// One ACL rule of a service; rules are tried in order, the first match decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AclRule {

@@ -417,6 +417,30 @@ impl Tables {
         self.devices.len()
     }
 
+    /// Number of ACL rules of all services (the length of the per-rule counter array).
+    pub fn acl_rule_count(&self) -> usize {
+        self.acl.len()
+    }
+
+    /// ACL rule `i` (as [`crate::Decision::Deny`] and [`crate::Action`] name them).
+    pub fn acl_rule(&self, i: u32) -> Option<&AclRule> {
+        self.acl.get(i as usize)
+    }
+
+    /// A service's ACL rules in order, with their indices.
+    pub fn service_acl(&self, s: ServiceIdx) -> impl Iterator<Item = (u32, &AclRule)> + '_ {
+        let (start, len) = self
+            .services
+            .get(s.index())
+            .map_or((0, 0), |r| (r.acl_start as usize, r.acl_len as usize));
+        self.acl
+            .get(start..start + len)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+            .map(move |(i, r)| ((start + i) as u32, r))
+    }
+
     /// Number of pools, implicit single-device pools included.
     pub fn pool_count(&self) -> usize {
         self.pools.len()

@@ -367,7 +367,10 @@ fn acl_deny_and_permit_before_the_chain() {
     ));
     assert_eq!(
         t.decide(&tcp(I_CLIENT, UPSTREAM, (neighbour, 1), (W1, 80)), &h),
-        Decision::Deny { service: web }
+        Decision::Deny {
+            service: web,
+            rule: Some(1)
+        }
     );
     let elsewhere = Ipv4Addr::new(192, 0, 2, 1);
     assert!(matches!(

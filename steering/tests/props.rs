@@ -599,7 +599,7 @@ proptest! {
                 }
                 prop_assert!(a.copies.len() <= MAX_COPIES);
             }
-            Decision::Deny { service }
+            Decision::Deny { service, .. }
             | Decision::UnexpectedSource { service }
             | Decision::Unavailable { service }
             | Decision::Reset { service, .. } => {

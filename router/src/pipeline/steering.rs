@@ -54,8 +54,9 @@ impl SteeringStage {
         let action = match tables.decide(&key, &health) {
             Decision::NotSteered => return Verdict::Continue,
             Decision::Forward(a) => a,
-            Decision::Deny { service } => {
+            Decision::Deny { service, rule } => {
                 plane.service_drop(service, ServiceDrop::AclDeny);
+                plane.acl_hit(rule, pkt.len());
                 return Verdict::Drop(DropReason::SteeringAclDeny);
             }
             Decision::UnexpectedSource { service } => {
@@ -73,6 +74,7 @@ impl SteeringStage {
             }
         };
         let len = pkt.len();
+        plane.acl_hit(action.acl_rule, len);
         if let Some(c) = plane.services.get(action.service.index()) {
             match action.direction {
                 Direction::Forward => c.forward.count(len),

@@ -90,6 +90,10 @@ pub struct SteeringPlane {
     pub services: Vec<ServiceCounters>,
     /// Per-device counters, by `DeviceIdx`.
     pub devices: Vec<DeviceCounters>,
+    /// Per ACL rule (all services' rules, by the index `steering::Tables::acl_rule` takes):
+    /// packets the rule decided, permitted or denied by its action. A rule naming one client
+    /// (a /32 source) is that client's counter.
+    pub acl: Vec<Traffic>,
     /// Health probes the control plane wants sent; a worker drains them in its poll.
     pub probes: std::sync::Mutex<Vec<ProbeOut>>,
 }
@@ -120,6 +124,7 @@ impl Default for SteeringPlane {
             health: ArcSwap::from_pointee(steering::PoolState::default()),
             services: Vec::new(),
             devices: Vec::new(),
+            acl: Vec::new(),
             probes: Default::default(),
         }
     }
@@ -140,10 +145,21 @@ impl SteeringPlane {
             devices: (0..tables.device_count())
                 .map(|_| Default::default())
                 .collect(),
+            acl: (0..tables.acl_rule_count())
+                .map(|_| Default::default())
+                .collect(),
             health: ArcSwap::from_pointee(health),
             tables: Some(tables),
             probes: Default::default(),
         })
+    }
+
+    /// Counts a frame of `len` bytes against the ACL rule that decided it, if a rule did.
+    #[inline]
+    pub fn acl_hit(&self, rule: Option<u32>, len: usize) {
+        if let Some(c) = rule.and_then(|r| self.acl.get(r as usize)) {
+            c.count(len);
+        }
     }
 
     /// Counts a service drop.
