@@ -871,3 +871,88 @@ fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
         Some("server one\n")
     );
 }
+
+/// Passive check only (no probe): the primary silently drops SYNs (nft), the client's SYN and
+/// its retransmissions reach it through the router, and after `passive-syns` of them within the
+/// window the router takes it out of service; the client's next retransmission goes to the
+/// alternate and curl succeeds there. While the primary answered, its SYN-ACKs cleared the count.
+#[test]
+fn passive_check_fails_over_a_server_that_stops_answering() {
+    let mut t = topo("spa");
+    let web2 = t.lab.add_ns("web2").unwrap();
+    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
+    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
+    web2.add_addr("lo", "10.0.9.80/32").unwrap();
+    web2.add_route("default", "10.0.10.1").unwrap();
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+    ] {
+        web2.sysctl(k, v).unwrap();
+    }
+    let dir = t.lab.dir().to_path_buf();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("index.html"), body).unwrap();
+    }
+    let _w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    let _w2 = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
+    let active =
+        "probe-port = 80\nprobe-interval-ms = 400\nprobe-timeout-ms = 300\nrise = 2\nfall = 2\n";
+    assert!(failover_conf(&t, &web2).contains(active));
+    let conf =
+        failover_conf(&t, &web2).replace(active, "passive-syns = 2\npassive-window-ms = 2500\n");
+    std::fs::write(&t.conf, conf).unwrap();
+    let router = t
+        .lab
+        .spawn(
+            &t.rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &t.conf.to_string_lossy()],
+        )
+        .unwrap();
+    let start = Instant::now();
+    while status(&t.socket).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "no router");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Healthy: every fetch is answered by web1 (and its SYN-ACKs clear the SYN count).
+    for _ in 0..3 {
+        let body = wait_http(&t.cli, "http://10.0.9.80/")
+            .unwrap_or_else(|| panic!("no answer\n{}", t.lab.logs(&router)));
+        assert_eq!(body, "server one\n");
+    }
+    assert_eq!(device_health(&t.socket, "web1"), "in-service");
+
+    // web1 goes silent: SYNs to port 80 vanish, no RST.
+    let nft = dir.join("silent.nft");
+    std::fs::write(
+        &nft,
+        "add table inet silent\n\
+         add chain inet silent input { type filter hook input priority -10; }\n\
+         add rule inet silent input tcp dport 80 tcp flags syn drop\n",
+    )
+    .unwrap();
+    t.web1
+        .run_ok("nft", &["-f", &nft.to_string_lossy()])
+        .unwrap();
+    let silenced = Instant::now();
+    let body = curl_retrying(&t.cli, "http://10.0.9.80/").unwrap_or_else(|| {
+        panic!(
+            "curl failed after web1 went silent\n{}\n{}",
+            status(&t.socket).unwrap_or_default()["steering"],
+            t.lab.logs(&router)
+        )
+    });
+    let took = silenced.elapsed();
+    eprintln!("passive failover: curl answered by the alternate {took:?} after web1 went silent");
+    assert_eq!(body, "server two\n", "the alternate answered");
+    assert_eq!(device_health(&t.socket, "web1"), "out-of-service");
+    // Two SYNs (the first and its retransmission a second later) take web1 out; the next
+    // retransmission goes to web2: two to three seconds (2.05 s measured), under curl's patience.
+    assert!(took < Duration::from_secs(7), "failover took {took:?}");
+    let s = status(&t.socket).unwrap();
+    assert_eq!(s["steering"]["passive_lost"], 0, "{}", s["steering"]);
+}

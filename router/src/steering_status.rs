@@ -14,6 +14,9 @@ pub struct SteeringStatus {
     pub services: Vec<SteeringServiceStatus>,
     /// One entry per device, in config order.
     pub devices: Vec<SteeringDeviceStatus>,
+    /// Passive-check evidence (SYNs, handshake answers) lost to a full queue.
+    #[serde(default)]
+    pub passive_lost: u64,
 }
 
 /// One service's counters.
@@ -171,7 +174,11 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
             }
         })
         .collect();
-    Some(SteeringStatus { services, devices })
+    Some(SteeringStatus {
+        services,
+        devices,
+        passive_lost: plane.passive_lost.load(Ordering::Relaxed),
+    })
 }
 
 /// Appends the steering tables to the terminal rendering.

@@ -441,6 +441,14 @@ impl Tables {
             .map(move |(i, r)| ((start + i) as u32, r))
     }
 
+    /// True when a pool the device is in has a passive check (`passive-syns`): the data plane
+    /// reports its SYNs and handshake answers to the health monitor.
+    pub fn passive_checked(&self, d: DeviceIdx) -> bool {
+        self.health
+            .get(d.index())
+            .is_some_and(|h| h.passive.is_some())
+    }
+
     /// Number of pools, implicit single-device pools included.
     pub fn pool_count(&self) -> usize {
         self.pools.len()

@@ -6,7 +6,7 @@
 //! control thread, ticking every [`TICK`]: failover happens within one probe period after
 //! detection plus one tick.
 
-use crate::tables::steer::{ProbeOut, SteeringPlane, PROBE_PORT_BASE};
+use crate::tables::steer::{PassiveEvent, ProbeOut, SteeringPlane, PROBE_PORT_BASE};
 use conf::RouterConf;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
@@ -93,6 +93,15 @@ impl HealthDriver {
                 m.handle_probe_result(now, dev, false);
             }
             *seen = (ok, refused);
+        }
+        // Passive evidence the workers saw since the last tick (bounded by the queue).
+        while let Some(e) = self.plane.passive.pop() {
+            match e {
+                PassiveEvent::Syn { device, client } => m.handle_syn(now, device, client),
+                PassiveEvent::Answered { device, client } => {
+                    m.handle_return_traffic(now, device, client)
+                }
+            }
         }
         m.handle_timeout(now);
         let mut probes = Vec::new();

@@ -23,12 +23,12 @@
 use super::drop::DropReason;
 use super::packet::{flags, Packet};
 use super::{StageCx, StageKind, Verdict};
-use crate::tables::steer::{ServiceDrop, SteeringPlane};
+use crate::tables::steer::{PassiveEvent, ServiceDrop, SteeringPlane};
 use crate::tables::Iface;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, Mac, HEADER_LEN};
 use crate::wire::ipv4;
-use steering::{Decision, Direction, Egress, NextHop, PacketKey, Rewrite};
+use steering::{tcp_flags, Decision, Direction, Egress, NextHop, PacketKey, Rewrite};
 
 /// Most packets a burst may have emitted before copies are dropped (the "copy queue").
 pub const MAX_COPY_BACKLOG: usize = 48;
@@ -75,6 +75,9 @@ impl SteeringStage {
         };
         let len = pkt.len();
         plane.acl_hit(action.acl_rule, len);
+        if key.proto == ipv4::PROTO_TCP && key.tcp_flags & tcp_flags::SYN != 0 {
+            passive_evidence(plane, tables, &action, &key);
+        }
         if let Some(c) = plane.services.get(action.service.index()) {
             match action.direction {
                 Direction::Forward => c.forward.count(len),
@@ -351,6 +354,36 @@ fn patch(c: u16, old: u16, new: u16, partial: bool) -> u16 {
 
 /// Answers a TCP segment with a RST from the side it was sent to (RFC 793 reset generation):
 /// with ACK set the RST takes that sequence number, otherwise it acknowledges the segment.
+/// Reports a handshake packet of a passively checked device: a client's SYN going to it, or
+/// its SYN-ACK coming back (the device answers).
+fn passive_evidence(
+    plane: &SteeringPlane,
+    tables: &steering::Tables,
+    action: &steering::Action,
+    key: &steering::PacketKey,
+) {
+    let answered = key.tcp_flags & tcp_flags::ACK != 0;
+    let event = match (action.direction, answered) {
+        (Direction::Forward, false) => action.device().map(|device| PassiveEvent::Syn {
+            device,
+            client: key.src,
+        }),
+        (Direction::Reverse, true) => action.from.map(|device| PassiveEvent::Answered {
+            device,
+            client: key.dst,
+        }),
+        _ => None,
+    };
+    if let Some(e) = event {
+        let device = match e {
+            PassiveEvent::Syn { device, .. } | PassiveEvent::Answered { device, .. } => device,
+        };
+        if tables.passive_checked(device) {
+            plane.passive_evidence(e);
+        }
+    }
+}
+
 fn send_reset(pkt: &Packet, key: &PacketKey, cx: &mut StageCx<'_>) {
     if key.proto != ipv4::PROTO_TCP || key.tcp_flags & steering::tcp_flags::RST != 0 {
         return;

@@ -96,6 +96,34 @@ pub struct SteeringPlane {
     pub acl: Vec<Traffic>,
     /// Health probes the control plane wants sent; a worker drains them in its poll.
     pub probes: std::sync::Mutex<Vec<ProbeOut>>,
+    /// Passive-check evidence from the workers (SYNs sent to a device, SYN-ACKs back from it),
+    /// drained by the health driver every tick. Bounded and lock-free; when full, evidence is
+    /// dropped and counted in `passive_lost` (the check then sees fewer SYNs, never a stall).
+    pub passive: crossbeam_queue::ArrayQueue<PassiveEvent>,
+    /// Passive evidence lost to a full queue.
+    pub passive_lost: AtomicU64,
+}
+
+/// Capacity of the passive-evidence queue: many ticks' worth of new TCP flows.
+pub const PASSIVE_QUEUE: usize = 4096;
+
+/// One piece of passive-check evidence about a device of a pool with `passive-syns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassiveEvent {
+    /// A client's SYN was sent to the device.
+    Syn {
+        /// The device.
+        device: steering::DeviceIdx,
+        /// The client.
+        client: std::net::Ipv4Addr,
+    },
+    /// The device answered a client's handshake (SYN-ACK on its way back).
+    Answered {
+        /// The device.
+        device: steering::DeviceIdx,
+        /// The client.
+        client: std::net::Ipv4Addr,
+    },
 }
 
 /// First TCP source port of health probes: device `i` is probed from `PROBE_PORT_BASE + i`, so
@@ -126,6 +154,8 @@ impl Default for SteeringPlane {
             devices: Vec::new(),
             acl: Vec::new(),
             probes: Default::default(),
+            passive: crossbeam_queue::ArrayQueue::new(1),
+            passive_lost: AtomicU64::new(0),
         }
     }
 }
@@ -151,6 +181,8 @@ impl SteeringPlane {
             health: ArcSwap::from_pointee(health),
             tables: Some(tables),
             probes: Default::default(),
+            passive: crossbeam_queue::ArrayQueue::new(PASSIVE_QUEUE),
+            passive_lost: AtomicU64::new(0),
         })
     }
 
@@ -159,6 +191,14 @@ impl SteeringPlane {
     pub fn acl_hit(&self, rule: Option<u32>, len: usize) {
         if let Some(c) = rule.and_then(|r| self.acl.get(r as usize)) {
             c.count(len);
+        }
+    }
+
+    /// Hands passive-check evidence to the health driver (dropped and counted when full).
+    #[inline]
+    pub fn passive_evidence(&self, e: PassiveEvent) {
+        if self.passive.push(e).is_err() {
+            self.passive_lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 
