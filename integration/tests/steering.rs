@@ -205,7 +205,13 @@ acl = [{{ action = "deny", source = "10.0.1.3/32" }}]
 }
 
 fn start_router(t: &mut Topo) -> ProcHandle {
-    std::fs::write(&t.conf, router_conf(t)).unwrap();
+    let conf = router_conf(t);
+    start_router_with(t, &conf)
+}
+
+/// Writes `conf` and starts swrouter with it; waits until it answers status.
+fn start_router_with(t: &mut Topo, conf: &str) -> ProcHandle {
+    std::fs::write(&t.conf, conf).unwrap();
     let h = t
         .lab
         .spawn(
@@ -675,6 +681,32 @@ fn reload_swaps_the_firewall_without_loss_and_bad_reload_keeps_tables() {
 }
 
 /// The failover test's config: web1 in a pool with web2 as its alternate, probed every 400 ms.
+/// The alternate server: namespace `web2` on the router's `s3` (10.0.10.2, holding the service
+/// address on `lo`, loopback mode) serving "server two"; returns it and the directory whose
+/// page says "server one", for web1.
+fn second_server(t: &mut Topo) -> (Ns, std::path::PathBuf) {
+    let web2 = t.lab.add_ns("web2").unwrap();
+    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
+    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
+    web2.add_addr("lo", "10.0.9.80/32").unwrap();
+    web2.add_route("default", "10.0.10.1").unwrap();
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+    ] {
+        web2.sysctl(k, v).unwrap();
+    }
+    let dir = t.lab.dir().to_path_buf();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("index.html"), body).unwrap();
+    }
+    let _ = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
+    (web2, one)
+}
+
 fn failover_conf(t: &Topo, web2: &Ns) -> String {
     format!(
         r#"[router]
@@ -765,40 +797,10 @@ fn device_health(socket: &Path, name: &str) -> String {
 #[test]
 fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
     let mut t = topo("sfo");
-    let web2 = t.lab.add_ns("web2").unwrap();
-    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
-    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
-    web2.add_addr("lo", "10.0.9.80/32").unwrap();
-    web2.add_route("default", "10.0.10.1").unwrap();
-    for (k, v) in [
-        ("net.ipv4.conf.all.arp_announce", "2"),
-        ("net.ipv4.conf.eth0.arp_announce", "2"),
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-    ] {
-        web2.sysctl(k, v).unwrap();
-    }
-    let dir = t.lab.dir().to_path_buf();
-    let (one, two) = (dir.join("one"), dir.join("two"));
-    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
-        std::fs::create_dir_all(d).unwrap();
-        std::fs::write(d.join("index.html"), body).unwrap();
-    }
+    let (web2, one) = second_server(&mut t);
     let w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
-    let _w2 = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
-    std::fs::write(&t.conf, failover_conf(&t, &web2)).unwrap();
-    let router = t
-        .lab
-        .spawn(
-            &t.rtr,
-            &binary("swrouter").to_string_lossy(),
-            &["-c", &t.conf.to_string_lossy()],
-        )
-        .unwrap();
-    let start = Instant::now();
-    while status(&t.socket).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(15), "no router");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let conf = failover_conf(&t, &web2);
+    let router = start_router_with(&mut t, &conf);
     let body = wait_http(&t.cli, "http://10.0.9.80/")
         .unwrap_or_else(|| panic!("no answer\n{}", t.lab.logs(&router)));
     assert_eq!(body, "server one\n");
@@ -879,45 +881,15 @@ fn failover_to_the_alternate_while_curl_keeps_succeeding_and_manual_restore() {
 #[test]
 fn passive_check_fails_over_a_server_that_stops_answering() {
     let mut t = topo("spa");
-    let web2 = t.lab.add_ns("web2").unwrap();
-    t.lab.link(&t.rtr, "s3", &web2, "eth0").unwrap();
-    web2.add_addr("eth0", "10.0.10.2/24").unwrap();
-    web2.add_addr("lo", "10.0.9.80/32").unwrap();
-    web2.add_route("default", "10.0.10.1").unwrap();
-    for (k, v) in [
-        ("net.ipv4.conf.all.arp_announce", "2"),
-        ("net.ipv4.conf.eth0.arp_announce", "2"),
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-    ] {
-        web2.sysctl(k, v).unwrap();
-    }
-    let dir = t.lab.dir().to_path_buf();
-    let (one, two) = (dir.join("one"), dir.join("two"));
-    for (d, body) in [(&one, "server one\n"), (&two, "server two\n")] {
-        std::fs::create_dir_all(d).unwrap();
-        std::fs::write(d.join("index.html"), body).unwrap();
-    }
+    let (web2, one) = second_server(&mut t);
     let _w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
-    let _w2 = http(&mut t.lab, &web2, 80, "0.0.0.0", &two);
+    let dir = t.lab.dir().to_path_buf();
     let active =
         "probe-port = 80\nprobe-interval-ms = 400\nprobe-timeout-ms = 300\nrise = 2\nfall = 2\n";
     assert!(failover_conf(&t, &web2).contains(active));
     let conf =
         failover_conf(&t, &web2).replace(active, "passive-syns = 2\npassive-window-ms = 2500\n");
-    std::fs::write(&t.conf, conf).unwrap();
-    let router = t
-        .lab
-        .spawn(
-            &t.rtr,
-            &binary("swrouter").to_string_lossy(),
-            &["-c", &t.conf.to_string_lossy()],
-        )
-        .unwrap();
-    let start = Instant::now();
-    while status(&t.socket).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(15), "no router");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let router = start_router_with(&mut t, &conf);
     // Healthy: every fetch is answered by web1 (and its SYN-ACKs clear the SYN count).
     for _ in 0..3 {
         let body = wait_http(&t.cli, "http://10.0.9.80/")

@@ -405,6 +405,39 @@ impl Pipeline {
         }
     }
 
+    /// The runner and the context its stages see, for one burst or one poll.
+    fn split<'a>(
+        &'a mut self,
+        tables: &'a Tables,
+        neigh: &'a NeighSnapshot,
+        neighbours: &'a Neighbours,
+        pool: &'a mut Pool,
+        now: Instant,
+        counters: &'a WorkerCounters,
+    ) -> (Runner<'a>, StageCx<'a>) {
+        let runner = Runner {
+            stages: &mut self.stages,
+            tx_out: &mut self.tx_out,
+            follow: &mut self.follow,
+            logged: &mut self.logged,
+            worker: self.worker,
+            tally: [[0; 3]; StageKind::ALL.len()],
+            wccp_on: !tables.wccp.services.is_empty(),
+            steering_on: tables.steering.tables.is_some(),
+        };
+        let cx = StageCx {
+            now,
+            tables,
+            neigh,
+            neighbours,
+            pool,
+            emitted: &mut self.emitted,
+            icmp_limit: &mut self.icmp_limit,
+            counters,
+        };
+        (runner, cx)
+    }
+
     /// Number of stages (the counter array length).
     pub fn stage_count() -> usize {
         StageKind::ALL.len()
@@ -423,26 +456,7 @@ impl Pipeline {
         now: Instant,
     ) {
         let counters = self.counters.clone();
-        let mut cx = StageCx {
-            now,
-            tables,
-            neigh,
-            neighbours,
-            pool,
-            emitted: &mut self.emitted,
-            icmp_limit: &mut self.icmp_limit,
-            counters: &counters,
-        };
-        let mut runner = Runner {
-            stages: &mut self.stages,
-            tx_out: &mut self.tx_out,
-            follow: &mut self.follow,
-            logged: &mut self.logged,
-            worker: self.worker,
-            tally: [[0; 3]; StageKind::ALL.len()],
-            wccp_on: !tables.wccp.services.is_empty(),
-            steering_on: tables.steering.tables.is_some(),
-        };
+        let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
         for pkt in burst.drain(..) {
             runner.run_with_followers(pkt, &mut cx);
         }
@@ -459,31 +473,12 @@ impl Pipeline {
         now: Instant,
     ) {
         let counters = self.counters.clone();
-        let mut cx = StageCx {
-            now,
-            tables,
-            neigh,
-            neighbours,
-            pool,
-            emitted: &mut self.emitted,
-            icmp_limit: &mut self.icmp_limit,
-            counters: &counters,
-        };
-        self.stages.neighbour.poll(&mut cx);
+        let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
+        runner.stages.neighbour.poll(&mut cx);
         steering::send_probes(&mut cx);
         if cx.emitted.is_empty() {
             return;
         }
-        let mut runner = Runner {
-            stages: &mut self.stages,
-            tx_out: &mut self.tx_out,
-            follow: &mut self.follow,
-            logged: &mut self.logged,
-            worker: self.worker,
-            tally: [[0; 3]; StageKind::ALL.len()],
-            wccp_on: !tables.wccp.services.is_empty(),
-            steering_on: tables.steering.tables.is_some(),
-        };
         // Released and probe packets start a generation of their own.
         runner.follow.extend(cx.emitted.drain(..));
         while let Some(p) = runner.follow.pop_front() {
@@ -509,27 +504,18 @@ impl Pipeline {
         now: Instant,
     ) -> usize {
         let counters = self.counters.clone();
-        let mut cx = StageCx {
-            now,
-            tables,
-            neigh,
-            neighbours,
-            pool,
-            emitted: &mut self.emitted,
-            icmp_limit: &mut self.icmp_limit,
-            counters: &counters,
-        };
+        let (runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
         let mut passed = 0;
         for pkt in burst.iter_mut() {
             if matches!(
-                self.stages.process(kind, pkt, &mut cx),
+                runner.stages.process(kind, pkt, &mut cx),
                 Verdict::Continue | Verdict::Transmit
             ) {
                 passed += 1;
             }
         }
-        for p in self.emitted.drain(..) {
-            pool.put(p);
+        for p in cx.emitted.drain(..) {
+            cx.pool.put(p);
         }
         passed
     }
