@@ -2,9 +2,10 @@
 # Forwarding throughput, measured in one run on one topology:
 #
 #   gen (trafgen) --veth-- eth0 [router namespace] eth1 --veth-- sink
-#                                      eth2
-#                                       |  veth
-#                                     cache (swcache; redirected frames counted at its eth0)
+#                                eth3  eth2  eth4
+#                                 |     |     |
+#                                 |   cache (swcache; redirected frames counted at its eth0)
+#                                 +-- fw --+  (a Linux bridge: the steering rows' firewall)
 #
 # Rows (all by default; choose with BENCH_ROWS="kernel,mmap,gre-mmap", comma-separated; the
 # swrouter rows run in the order given, and a row named twice runs twice):
@@ -19,6 +20,11 @@
 #              forwarding (GRE return) and gets all 256 buckets; the rate is what reaches the
 #              cache's interface (an nftables netdev ingress chain there drops the redirected frames, so the
 #              cache namespace costs nothing; WCCP itself still flows);
+#   steering-pnet, steering-mmap
+#              the service-chain steering path: the generator sends to service 10.0.9.9
+#              udp/9, whose chain is a transparent firewall (a namespace bridging two veths,
+#              reached on eth3 and returning on eth4) and then a NAT server (the sink,
+#              10.0.2.2); the rate is what reaches the sink;
 #   base-mmap  only with SWROUTER_BIN_BASE=/path/to/another/swrouter: plain forwarding on
 #              mmap with that binary, to compare two builds in one run.
 # 64-byte UDP frames (60 B + FCS), WINDOW-second windows, REPS repetitions, medians of the
@@ -34,8 +40,8 @@ REPS=${2:-3}
 BIN=${SWROUTER_BIN:-target/release/swrouter}
 CACHE_BIN=${SWCACHE_BIN:-$(dirname "$BIN")/swcache}
 BASE_BIN=${SWROUTER_BIN_BASE:-}
-ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
-[ -n "$BASE_BIN" ] && ALL_ROWS="generator,kernel,pnet,mmap,base-mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap"
+ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap,steering-pnet,steering-mmap"
+[ -n "$BASE_BIN" ] && ALL_ROWS="generator,kernel,pnet,mmap,base-mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap,steering-pnet,steering-mmap"
 ROWS=${BENCH_ROWS:-$ALL_ROWS}
 want() { [[ ",$ROWS," == *",$1,"* ]]; }
 for r in ${ROWS//,/ }; do
@@ -52,7 +58,7 @@ if want base-mmap; then
 fi
 
 P="swbench$$"
-GEN="$P-gen" RTR="$P-rtr" SNK="$P-snk" CCH="$P-cch"
+GEN="$P-gen" RTR="$P-rtr" SNK="$P-snk" CCH="$P-cch" FW="$P-fw"
 WORK=$(mktemp -d)
 ROUTER_PID=""
 CACHE_PID=""
@@ -60,16 +66,21 @@ stop_pid() { [ -n "$1" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || tr
 cleanup() {
   stop_pid "$CACHE_PID"
   stop_pid "$ROUTER_PID"
-  for ns in "$GEN" "$RTR" "$SNK" "$CCH"; do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in "$GEN" "$RTR" "$SNK" "$CCH" "$FW"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-for ns in "$GEN" "$RTR" "$SNK" "$CCH"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+for ns in "$GEN" "$RTR" "$SNK" "$CCH" "$FW"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip -n "$GEN" link add eth0 type veth peer name eth0 netns "$RTR"
 ip -n "$RTR" link add eth1 type veth peer name eth0 netns "$SNK"
 ip -n "$RTR" link add eth2 type veth peer name eth0 netns "$CCH"
-for l in "$GEN eth0" "$RTR eth0" "$RTR eth1" "$RTR eth2" "$SNK eth0" "$CCH eth0"; do set -- $l; ip -n "$1" link set "$2" up; done
+ip -n "$RTR" link add eth3 type veth peer name lega netns "$FW"
+ip -n "$RTR" link add eth4 type veth peer name legb netns "$FW"
+ip -n "$FW" link add br0 type bridge
+ip -n "$FW" link set lega master br0
+ip -n "$FW" link set legb master br0
+for l in "$GEN eth0" "$RTR eth0" "$RTR eth1" "$RTR eth2" "$RTR eth3" "$RTR eth4" "$SNK eth0" "$CCH eth0" "$FW lega" "$FW legb" "$FW br0"; do set -- $l; ip -n "$1" link set "$2" up; done
 ip -n "$GEN" addr add 10.0.1.2/24 dev eth0
 ip -n "$GEN" route add default via 10.0.1.1
 ip -n "$SNK" addr add 10.0.2.2/24 dev eth0
@@ -109,11 +120,16 @@ cat > "$WORK/udp64.cfg" <<CFG
 }
 CFG
 
+# The steering rows aim the same frame at the service address 10.0.9.9.
+sed 's/^  10, 0, 1, 2, 10, 0, 2, 2,$/  10, 0, 1, 2, 10, 0, 9, 9,/' "$WORK/udp64.cfg" > "$WORK/udp64-svc.cfg"
+grep -q '10, 0, 9, 9' "$WORK/udp64-svc.cfg" || { echo "could not build the service frame" >&2; exit 1; }
+TRAFGEN_CFG="$WORK/udp64.cfg"
+
 # One window: run trafgen for WINDOW seconds on CPU 0, count what NS's DEV received.
 measure() {
   local ns=$1 dev=$2 before_rx before_tx after_rx after_tx
   before_rx=$(rx "$ns" "$dev"); before_tx=$(tx "$GEN" eth0)
-  ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 || true
+  ip netns exec "$GEN" timeout --signal=INT "$WINDOW" taskset -c 0 trafgen --dev eth0 --conf "$TRAFGEN_CFG" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 || true
   sleep 0.5
   after_rx=$(rx "$ns" "$dev"); after_tx=$(tx "$GEN" eth0)
   echo "$(( (after_rx - before_rx) / WINDOW )) $(( (after_tx - before_tx) / WINDOW ))"
@@ -174,7 +190,7 @@ router_rx() { router_status "$1" | python3 -c 'import json,sys; print(sum(i["rx_
 syscalls_per_packet() {
   local bin=$1
   command -v perf >/dev/null || { echo n/a; return; }
-  ip netns exec "$GEN" timeout --signal=INT 4 taskset -c 0 trafgen --dev eth0 --conf "$WORK/udp64.cfg" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 &
+  ip netns exec "$GEN" timeout --signal=INT 4 taskset -c 0 trafgen --dev eth0 --conf "$TRAFGEN_CFG" --cpus 1 --no-sock-mem --notouch-irq >/dev/null 2>&1 &
   local tg=$! rx0 rx1 n
   sleep 0.5
   rx0=$(router_rx "$bin")
@@ -208,14 +224,22 @@ sys.exit(1)
 # One swrouter row: ROW name, BACKEND, MODE (plain, gre or l2), BIN.
 router_row() {
   local row=$1 backend=$2 mode=$3 bin=$4 redirect="" count_ns="$SNK"
-  if [ "$mode" != plain ]; then redirect="wccp-redirect-in = [90]"; count_ns="$CCH"; fi
+  if [ "$mode" = gre ] || [ "$mode" = l2 ]; then redirect="wccp-redirect-in = [90]"; count_ns="$CCH"; fi
   {
     printf '[router]\nmanagement-socket = "%s"\nlog-level = "info"\nio-backend = "%s"\n' "$WORK/swrouter.sock" "$backend"
     printf '[[interface]]\nname = "eth0"\naddress = "10.0.1.1/24"\n%s\n' "$redirect"
     printf '[[interface]]\nname = "eth1"\naddress = "10.0.2.1/24"\n'
-    if [ "$mode" != plain ]; then
+    if [ "$mode" = gre ] || [ "$mode" = l2 ]; then
       printf '[[interface]]\nname = "eth2"\naddress = "10.0.3.1/24"\n'
       printf '[[wccp.service]]\nid = 90\n'
+    fi
+    if [ "$mode" = steering ]; then
+      # The bridge returns frames unchanged: address them to our own MAC on the far side.
+      printf '[[interface]]\nname = "eth3"\naddress = "10.0.5.1/24"\n'
+      printf '[[interface]]\nname = "eth4"\naddress = "10.0.6.1/24"\n'
+      printf '[[steering.device]]\nname = "fw"\nmode = "transparent"\ninterfaces = ["eth3", "eth4"]\nmac = "%s"\nout-mac = "%s"\n' "$(mac "$RTR" eth4)" "$(mac "$RTR" eth3)"
+      printf '[[steering.device]]\nname = "srv"\nmode = "nat"\ninterfaces = ["eth1"]\naddress = "10.0.2.2"\n'
+      printf '[[steering.service]]\nname = "bench"\naddress = "10.0.9.9"\nprotocol = "udp"\nport = 9\ningress = ["eth0"]\nchain = [{ device = "fw" }, { device = "srv" }]\n'
     fi
   } > "$WORK/router.conf"
   ip netns exec "$RTR" taskset -c 1 "$bin" -c "$WORK/router.conf" 2>"$WORK/router-$row.log" &
@@ -225,6 +249,9 @@ router_row() {
   ip netns exec "$GEN" ping -c 2 -W 2 10.0.2.2 >/dev/null
   if [ "$mode" = plain ]; then
     read -r P50[$row] P99[$row] < <(latency)
+  elif [ "$mode" = steering ]; then
+    P50[$row]=- P99[$row]=-
+    TRAFGEN_CFG="$WORK/udp64-svc.cfg"
   else
     P50[$row]=- P99[$row]=-
     ip netns exec "$CCH" "$CACHE_BIN" --address 10.0.3.2 --router 10.0.3.1 --service 90:udp:9 \
@@ -250,7 +277,14 @@ print(" ".join("%s:%s=%d" % (p["stage"], k, v) for p in s["pipeline"] for k, v i
 PY
 )
   RINGFULL[$row]=$(python3 -c 'import json,sys; print(sum(i["rx_ring_full"] for i in json.load(open(sys.argv[1]))["interfaces"]))' "$WORK/status.json")
-  if [ "$mode" != plain ]; then
+  if [ "$mode" = steering ]; then
+    # Proof the rate is the steering path's: packets the service steered.
+    NOTE[$row]="; steered $(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(sum(v["forward_packets"] for v in (s.get("steering") or {}).get("services", [])))' "$WORK/status.json")"
+    TRAFGEN_CFG="$WORK/udp64.cfg"
+  elif [ "$mode" != plain ]; then
     # Proof the rate is the redirect path's: packets the wccp-redirect stage took.
     NOTE[$row]="; wccp-redirect consumed $(python3 -c '
 import json, sys
@@ -275,7 +309,7 @@ for row in ${ROWS//,/ }; do
   case $row in
     pnet | mmap) router_row "$key" "$row" plain "$BIN" ;;
     base-mmap) router_row "$key" mmap plain "$BASE_BIN" ;;
-    gre-* | l2-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
+    gre-* | l2-* | steering-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
   esac
   ORDER+=("$key")
 done
@@ -290,6 +324,7 @@ label() {
     base-mmap) echo "swrouter (mmap, base binary)$run" ;;
     gre-*) echo "swrouter wccp gre (${r#gre-})$run" ;;
     l2-*) echo "swrouter wccp l2 (${r#l2-})$run" ;;
+    steering-*) echo "swrouter steering (${r#steering-})$run" ;;
   esac
 }
 echo
@@ -299,7 +334,7 @@ want kernel && ORDER=(kernel "${ORDER[@]}")
 for row in "${ORDER[@]}"; do
   printf '%-30s %10d %14d %8s %10s %12s %14s %10s\n' "$(label "$row")" "${SINK[$row]}" "${GENR[$row]}" "$(ratio "${SINK[$row]}" "$K_SINK")" "${CPU[$row]}" "${NSPP[$row]}" "${P50[$row]}/${P99[$row]}" "${SYSCALLS[$row]}"
 done
-echo "(rx pps: at the sink for plain forwarding, at the cache's interface for the wccp rows; ratio to kernel plain forwarding;"
+echo "(rx pps: at the sink for plain forwarding and steering, at the cache's interface for the wccp rows; ratio to kernel plain forwarding;"
 echo " CPU ns/pkt: the router process's CPU time over all windows / packets received, robust to other load)"
 for row in "${ORDER[@]}"; do
   [ "$row" = kernel ] && continue
