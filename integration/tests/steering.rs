@@ -969,7 +969,7 @@ except socket.timeout:
 /// `on-failure = "reset"`: when the primary stops answering (its probes fail), the client's
 /// next segment of a flow that was on it is answered by the router with a TCP RST at once (the
 /// silenced server cannot send one), instead of the flow hanging; new connections go to the
-/// alternate.
+/// alternate, also during the reset window.
 #[test]
 fn reset_pool_answers_a_dead_devices_flow_with_rst() {
     let mut t = topo("srs");
@@ -986,7 +986,7 @@ fn reset_pool_answers_a_dead_devices_flow_with_rst() {
     assert!(conf.contains(move_pool));
     let conf = conf.replace(
         move_pool,
-        "restore = \"manual\"\non-failure = \"reset\"\nreset-window-ms = 2000\n",
+        "restore = \"manual\"\non-failure = \"reset\"\nreset-window-ms = 6000\n",
     );
     let router = start_router_with(&mut t, &conf);
     let go = t.lab.dir().join("go");
@@ -1051,15 +1051,27 @@ fn reset_pool_answers_a_dead_devices_flow_with_rst() {
         .as_u64()
         .unwrap_or(0);
     assert!(resets > 0, "{}", s["steering"]);
-    // After the reset window the dead device's flows move: new connections reach the
-    // alternate. (Within the window a new connection's own ACK is reset too: its home by hash
-    // is still the dead device, and the data plane keeps no per-flow state to tell it from an
-    // old flow. Known limitation, see conf/README.md.)
+    // Within the window a new connection works: its SYN goes to the alternate and the router
+    // remembers it, so its later segments (which still hash to the dead web1) follow it
+    // instead of being reset.
+    assert_eq!(device_health(&t.socket, "web1"), "draining");
+    assert_eq!(
+        curl(&t.cli, "http://10.0.9.80/", "10.0.1.2", 3).as_deref(),
+        Some("server two\n"),
+        "a new connection during the reset window failed\n{}",
+        status(&t.socket).unwrap_or_default()["steering"]
+    );
+    assert_eq!(
+        device_health(&t.socket, "web1"),
+        "draining",
+        "the window ended before the check"
+    );
+    // After the reset window the dead device's flows move like in a move pool.
     let drained = Instant::now();
     while device_health(&t.socket, "web1") == "draining" {
         assert!(
-            drained.elapsed() < Duration::from_secs(5),
-            "web1 still draining 5 s after the reset (window 2 s)"
+            drained.elapsed() < Duration::from_secs(9),
+            "web1 still draining 9 s after the reset (window 6 s)"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -17,6 +17,9 @@ pub struct SteeringStatus {
     /// Passive-check evidence (SYNs, handshake answers) lost to a full queue.
     #[serde(default)]
     pub passive_lost: u64,
+    /// Connections opened during a reset pool's drain window forgotten for newer ones.
+    #[serde(default)]
+    pub drain_evicted: u64,
 }
 
 /// One service's counters.
@@ -178,6 +181,7 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
         services,
         devices,
         passive_lost: plane.passive_lost.load(Ordering::Relaxed),
+        drain_evicted: plane.drain_evicted.load(Ordering::Relaxed),
     })
 }
 

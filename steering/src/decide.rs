@@ -17,6 +17,7 @@
 //! Chain ends are always explicit `Forward` actions with `Egress::Route`, never `NotSteered`,
 //! so the router counts them per service and applies their rewrite, DSCP and copies.
 
+use crate::drain::DrainedFlows;
 use crate::hash::{client_hash, flow_hash, hrw_score};
 use crate::health::PoolState;
 use crate::model::{AclAction, DeviceMode, Policy};
@@ -262,9 +263,18 @@ struct Hit {
 
 /// Pool selection result.
 enum Pick {
+    /// The flow's home, in service.
     Device(u32),
-    Reset(u32),
+    /// The flow's home is not in service.
+    Dead(u32),
+    /// The pool has no members.
     None,
+}
+
+/// The drain-memory key of a flow on its dead home.
+#[inline]
+fn drained_key(flow: u64, home: u32) -> u64 {
+    flow ^ u64::from(home).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl Tables {
@@ -272,10 +282,34 @@ impl Tables {
     ///
     /// Order: forward by destination, reverse by source, then subscriber services; the first
     /// lookup that places the frame in a chain wins.
+    ///
+    /// Without a drain memory, a reset pool also resets new connections opened during its
+    /// drain window; the data plane uses [`Tables::decide_remembering`].
     pub fn decide(&self, pkt: &PacketKey, health: &PoolState) -> Decision {
+        self.decide_with(pkt, health, None)
+    }
+
+    /// [`Tables::decide`], remembering in `flows` the connections opened on a live member
+    /// while their home drains in a reset pool, so that only established flows are reset.
+    pub fn decide_remembering(
+        &self,
+        pkt: &PacketKey,
+        health: &PoolState,
+        flows: &mut DrainedFlows,
+    ) -> Decision {
+        self.decide_with(pkt, health, Some(flows))
+    }
+
+    #[inline(always)]
+    fn decide_with(
+        &self,
+        pkt: &PacketKey,
+        health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
+    ) -> Decision {
         match self.find(pkt) {
-            Some((hit, v, from)) => self.run(v, from, &hit, pkt, health),
-            None => self.decide_rest(pkt, health),
+            Some((hit, v, from)) => self.run(v, from, &hit, pkt, health, flows),
+            None => self.decide_rest(pkt, health, flows),
         }
     }
 
@@ -295,11 +329,16 @@ impl Tables {
 
     /// What is left after the address services: subscriber services, else not steered.
     #[inline]
-    fn decide_rest(&self, pkt: &PacketKey, health: &PoolState) -> Decision {
+    fn decide_rest(
+        &self,
+        pkt: &PacketKey,
+        health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
+    ) -> Decision {
         if self.sub_lens.is_empty() {
             return Decision::NotSteered;
         }
-        self.decide_subscriber(pkt, health)
+        self.decide_subscriber(pkt, health, flows)
             .unwrap_or(Decision::NotSteered)
     }
 
@@ -338,7 +377,12 @@ impl Tables {
     /// Subscriber services: forward by source prefix, reverse by destination prefix, longest
     /// prefix first.
     #[inline(never)]
-    fn decide_subscriber(&self, pkt: &PacketKey, health: &PoolState) -> Option<Decision> {
+    fn decide_subscriber(
+        &self,
+        pkt: &PacketKey,
+        health: &PoolState,
+        mut flows: Option<&mut DrainedFlows>,
+    ) -> Option<Decision> {
         for (dir, client, cport, remote, rport) in [
             (Direction::Forward, pkt.src, pkt.sport, pkt.dst, pkt.dport),
             (Direction::Reverse, pkt.dst, pkt.dport, pkt.src, pkt.sport),
@@ -360,7 +404,7 @@ impl Tables {
                         service: remote,
                         service_port: rport,
                     };
-                    if let Some(d) = self.walk(&hit, pkt, health) {
+                    if let Some(d) = self.walk(&hit, pkt, health, flows.as_deref_mut()) {
                         return Some(d);
                     }
                 }
@@ -439,9 +483,15 @@ impl Tables {
     }
 
     /// Locates the frame in its chain and runs the step there.
-    fn walk(&self, hit: &Hit, pkt: &PacketKey, health: &PoolState) -> Option<Decision> {
+    fn walk(
+        &self,
+        hit: &Hit,
+        pkt: &PacketKey,
+        health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
+    ) -> Option<Decision> {
         let (v, from) = self.locate(hit, pkt)?;
-        Some(self.run(v, from, hit, pkt, health))
+        Some(self.run(v, from, hit, pkt, health, flows))
     }
 
     /// A position value: "unexpected source", or a step to run.
@@ -453,18 +503,20 @@ impl Tables {
         hit: &Hit,
         pkt: &PacketKey,
         health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
     ) -> Decision {
         let service = ServiceIdx(v.service());
         match v.get_step() {
             None => Decision::UnexpectedSource { service },
             // Missing records cannot happen in compiled tables; answer "not steered".
             Some(step) => self
-                .run_step(step, service, from, hit, pkt, health)
+                .run_step(step, service, from, hit, pkt, health, flows)
                 .unwrap_or(Decision::NotSteered),
         }
     }
 
     /// Runs one step: ACL, member selection, rewrites, copies.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn run_step(
         &self,
@@ -474,6 +526,7 @@ impl Tables {
         hit: &Hit,
         pkt: &PacketKey,
         health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
     ) -> Option<Decision> {
         let st = self.steps.get(step as usize)?;
         let mut acl_rule = None;
@@ -503,13 +556,19 @@ impl Tables {
                     Policy::FlowHash => flow(),
                     Policy::ClientHash => client_hash(u32::from(hit.client)),
                 };
-                let d = match self.pick(pool, h, health, hit.dir == Direction::Forward, pkt) {
+                let d = match self.pick(pool, h, health) {
                     Pick::Device(d) => d,
-                    Pick::Reset(d) => {
-                        return Some(Decision::Reset {
-                            service,
-                            device: DeviceIdx(d),
-                        })
+                    Pick::Dead(home) => {
+                        match self.dead_home(pool, home, h, flow(), hit, pkt, health, flows) {
+                            Ok(Some(d)) => d,
+                            Ok(None) => return Some(Decision::Unavailable { service }),
+                            Err(()) => {
+                                return Some(Decision::Reset {
+                                    service,
+                                    device: DeviceIdx(home),
+                                })
+                            }
+                        }
                     }
                     Pick::None => return Some(Decision::Unavailable { service }),
                 };
@@ -550,7 +609,12 @@ impl Tables {
                 Policy::FlowHash => flow(),
                 Policy::ClientHash => client_hash(u32::from(hit.client)),
             };
-            if let Pick::Device(d) = self.pick(pool, h, health, false, pkt) {
+            let d = match self.pick(pool, h, health) {
+                Pick::Device(d) => Some(d),
+                Pick::Dead(_) => self.failover(pool, h, health),
+                Pick::None => None,
+            };
+            if let Some(d) = d {
                 copies.push(DeviceIdx(d));
             }
         }
@@ -567,15 +631,11 @@ impl Tables {
         }))
     }
 
-    /// Rendezvous selection with failover.
-    ///
-    /// The flow's *home* is the highest-scoring member over all members, dead or alive, so a
-    /// flow keeps its device while that device lives and only a dead member's flows go
-    /// elsewhere: to the alternate (the seed's Figure 15C "replace the device's address with
-    /// the address of the alternate device"), else to their best live member. In a reset pool,
-    /// while the dead home drains, the client's non-SYN TCP segments are answered with RST.
+    /// Rendezvous selection: the flow's *home* is the highest-scoring member over all members,
+    /// dead or alive, so a flow keeps its device while that device lives and only a dead
+    /// member's flows go elsewhere ([`Tables::failover`]).
     #[inline(always)]
-    fn pick(&self, pool: &PoolRt, h: u64, health: &PoolState, fwd: bool, pkt: &PacketKey) -> Pick {
+    fn pick(&self, pool: &PoolRt, h: u64, health: &PoolState) -> Pick {
         let members = self.member_slots(pool);
         let Some(first) = members.first() else {
             return Pick::None;
@@ -590,25 +650,25 @@ impl Tables {
             }
         }
         if health.in_service(DeviceIdx(home)) {
-            return Pick::Device(home);
+            Pick::Device(home)
+        } else {
+            Pick::Dead(home)
         }
-        if fwd
-            && pool.reset
-            && pkt.proto == proto::TCP
-            && pkt.tcp_flags & tcp_flags::RST == 0
-            && !pkt.is_syn()
-            && health.is_draining(DeviceIdx(home))
-        {
-            return Pick::Reset(home);
-        }
+    }
+
+    /// Where a dead member's flows go: the alternate (the seed's Figure 15C "replace the
+    /// device's address with the address of the alternate device"), else their best live
+    /// member.
+    #[inline(never)]
+    fn failover(&self, pool: &PoolRt, h: u64, health: &PoolState) -> Option<u32> {
         if let Some(alt) = pool.alternate {
             if health.in_service(DeviceIdx(alt)) {
-                return Pick::Device(alt);
+                return Some(alt);
             }
         }
         let mut live = None;
         let mut live_best = 0u64;
-        for m in members {
+        for m in self.member_slots(pool) {
             if !health.in_service(DeviceIdx(m.device)) {
                 continue;
             }
@@ -618,7 +678,42 @@ impl Tables {
                 live_best = s;
             }
         }
-        live.map_or(Pick::None, Pick::Device)
+        live
+    }
+
+    /// A client segment whose home is dead: in a reset pool, while the home drains, a segment
+    /// of an established flow is answered with a RST (`None`); a SYN opens its flow on the
+    /// failover device and is remembered in `flows`, so the rest of that connection follows
+    /// it. Otherwise the flow fails over.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn dead_home(
+        &self,
+        pool: &PoolRt,
+        home: u32,
+        h: u64,
+        flow: u64,
+        hit: &Hit,
+        pkt: &PacketKey,
+        health: &PoolState,
+        flows: Option<&mut DrainedFlows>,
+    ) -> Result<Option<u32>, ()> {
+        if hit.dir == Direction::Forward
+            && pool.reset
+            && pkt.proto == proto::TCP
+            && pkt.tcp_flags & tcp_flags::RST == 0
+            && health.is_draining(DeviceIdx(home))
+        {
+            let key = drained_key(flow, home);
+            if pkt.is_syn() {
+                if let Some(f) = flows {
+                    f.remember(key);
+                }
+            } else if !flows.is_some_and(|f| f.contains(key)) {
+                return Err(());
+            }
+        }
+        Ok(self.failover(pool, h, health))
     }
 
     /// The service ACL, first match wins (only the service's own rules are read: the seed's

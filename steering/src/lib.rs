@@ -13,7 +13,9 @@
 //! - **Stateless per packet.** As the seed's packeting engine (Figure 18: "TCP and IP
 //!   stateless"), a decision depends only on the packet key, the tables and device health;
 //!   both directions of a flow pick the same devices by a symmetric rendezvous hash, and no
-//!   flow table exists. `decide` allocates nothing.
+//!   flow table exists. `decide` allocates nothing. The one exception is bounded and
+//!   caller-owned: [`DrainedFlows`] remembers connections opened while a reset pool drains a
+//!   dead device (so they are not reset with that device's established flows).
 //! - **Pure, fast compile.** [`compile()`] builds fresh [`Tables`] from [`Definitions`]; the
 //!   router swaps them in atomically on reload (a rejected config keeps the old tables).
 //!
@@ -39,6 +41,7 @@
 
 pub mod compile;
 pub mod decide;
+mod drain;
 mod hash;
 pub mod health;
 pub mod model;
@@ -47,6 +50,7 @@ mod types;
 
 pub use compile::{compile, CompileError, Subject};
 pub use decide::{Action, Copies, CopyTarget, Decision, Egress, NextHop, PacketKey, Rewrite};
+pub use drain::DrainedFlows;
 pub use hash::{FastHasher, FastMap};
 pub use health::{
     DeviceHealth, DevicePhase, HealthEvent, HealthMonitor, PoolState, ProbeRequest,

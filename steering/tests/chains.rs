@@ -526,6 +526,58 @@ fn pool_failover_reset_answers_established_flows_with_rst() {
 }
 
 #[test]
+fn reset_pool_lets_connections_opened_during_the_drain_follow_their_syn() {
+    let window = std::time::Duration::from_secs(5);
+    let t = compile(&server_pool(3, true, OnFailure::Reset { window })).unwrap();
+    let mut h = PoolState::all_in_service(&t);
+    let s0 = t.device_index("s0").unwrap();
+    let alt = t.device_index("alt").unwrap();
+    let on_s0: Vec<u32> = (0..1000)
+        .filter(|&i| device_of(&t, &h, i) == Some(s0))
+        .take(2)
+        .collect();
+    let old = tcp(I_CLIENT, UPSTREAM, client(on_s0[0]), (W1, 80));
+    let new = tcp(I_CLIENT, UPSTREAM, client(on_s0[1]), (W1, 80));
+    let mut flows = DrainedFlows::new(64);
+    h.set_device(s0, DeviceHealth::Draining);
+
+    // The new connection's SYN goes to the alternate and is remembered; its next segments
+    // follow it there. The established flow, never seen opening, is reset.
+    let a = forward(t.decide_remembering(&syn(new), &h, &mut flows));
+    assert_eq!(a.device(), Some(alt));
+    for _ in 0..3 {
+        assert_eq!(
+            forward(t.decide_remembering(&new, &h, &mut flows)).device(),
+            Some(alt)
+        );
+    }
+    let reset = Decision::Reset {
+        service: ServiceIdx(0),
+        device: s0,
+    };
+    assert_eq!(t.decide_remembering(&old, &h, &mut flows), reset);
+    // Without the memory (plain `decide`) the new connection is reset too.
+    assert_eq!(t.decide(&new, &h), reset);
+    // Another port of the same client is another flow.
+    let other_port = PacketKey {
+        sport: new.sport.wrapping_add(1),
+        ..new
+    };
+    let healthy = PoolState::all_in_service(&t);
+    if forward(t.decide(&other_port, &healthy)).device() == Some(s0) {
+        assert_eq!(t.decide_remembering(&other_port, &h, &mut flows), reset);
+    }
+    // The server side is never remembered nor reset; a healthy pool never touches the memory.
+    let h = PoolState::all_in_service(&t);
+    let mut fresh = DrainedFlows::new(64);
+    assert_eq!(
+        forward(t.decide_remembering(&syn(old), &h, &mut fresh)).device(),
+        Some(s0)
+    );
+    assert_eq!(fresh.evictions(), 0);
+}
+
+#[test]
 fn consistent_hash_moves_only_a_removed_members_flows() {
     const FLOWS: u32 = 20_000;
     const N: usize = 5;

@@ -607,6 +607,25 @@ proptest! {
             }
             Decision::NotSteered => {}
         }
+        // The drain memory only ever turns a reset into a forward, and only after a SYN.
+        let mut flows = DrainedFlows::new(16);
+        let remembered = t.decide_remembering(&p, &s, &mut flows);
+        prop_assert_eq!(remembered, t.decide(&p, &s));
+        if p.is_syn() {
+            let rest = PacketKey { tcp_flags: tcp_flags::ACK, ..p };
+            let plain = t.decide(&rest, &s);
+            let after = t.decide_remembering(&rest, &s, &mut flows);
+            if !matches!(plain, Decision::Reset { .. }) {
+                prop_assert_eq!(after, plain);
+            } else {
+                // To the failover device, or none is left.
+                prop_assert!(
+                    matches!(after, Decision::Forward(_) | Decision::Unavailable { .. }),
+                    "{:?}",
+                    after
+                );
+            }
+        }
         // Tables and state from different configs: no panic either.
         let _ = t.decide(&p, &PoolState::default());
         let _ = Tables::default().decide(&p, &s);

@@ -3,7 +3,7 @@
 //!
 //! For each IPv4 packet the stage reads the key (ingress interface, source MAC, addresses,
 //! protocol, ports, TCP flags) and asks [`steering::Tables::decide`]. The decision is applied
-//! here, without state and without allocating:
+//! here, without allocating:
 //!
 //! - **to a device**: copies first (the IDS sees the frame as received), then TTL (once, on the
 //!   step that enters the chain), NAT / port-translation rewrites and DSCP with incremental
@@ -14,7 +14,9 @@
 //! - **deny / unexpected source / no device**: dropped under `steering-acl-deny`,
 //!   `steering-unexpected-source`, `steering-no-device`;
 //! - **reset**: the segment is answered with a TCP RST from the service address (the client
-//!   retries at once on a live device) and dropped under `steering-reset`.
+//!   retries at once on a live device) and dropped under `steering-reset`. Connections whose
+//!   SYN this worker steered to a live member during the drain are remembered (the worker's
+//!   bounded [`DrainedFlows`]) and follow their SYN instead.
 //!
 //! Copies take a buffer from the worker's pool; when the pool is empty or the burst already
 //! carries [`MAX_COPY_BACKLOG`] emitted packets the copy is dropped and counted
@@ -28,14 +30,19 @@ use crate::tables::Iface;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, Mac, HEADER_LEN};
 use crate::wire::ipv4;
-use steering::{tcp_flags, Decision, Direction, Egress, NextHop, PacketKey, Rewrite};
+use steering::{tcp_flags, Decision, Direction, DrainedFlows, Egress, NextHop, PacketKey, Rewrite};
 
 /// Most packets a burst may have emitted before copies are dropped (the "copy queue").
 pub const MAX_COPY_BACKLOG: usize = 48;
 
-/// The stage (stateless: tables and health come with the snapshot).
+/// The stage: tables and health come with the snapshot; the worker keeps only the drain
+/// memory of reset pools (bounded, allocated once).
 #[derive(Default)]
-pub struct SteeringStage;
+pub struct SteeringStage {
+    /// Connections opened on a live member while their home drains (see
+    /// [`steering::DrainedFlows`]); one per worker, as the fanout keeps a flow on one worker.
+    drained: DrainedFlows,
+}
 
 impl SteeringStage {
     /// Steers one packet or passes it on.
@@ -51,7 +58,14 @@ impl SteeringStage {
             return Verdict::Continue;
         };
         let health = plane.health.load();
-        let action = match tables.decide(&key, &health) {
+        let evicted = self.drained.evictions();
+        let decision = tables.decide_remembering(&key, &health, &mut self.drained);
+        if self.drained.evictions() != evicted {
+            plane
+                .drain_evicted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let action = match decision {
             Decision::NotSteered => return Verdict::Continue,
             Decision::Forward(a) => a,
             Decision::Deny { service, rule } => {

@@ -102,6 +102,9 @@ pub struct SteeringPlane {
     pub passive: crossbeam_queue::ArrayQueue<PassiveEvent>,
     /// Passive evidence lost to a full queue.
     pub passive_lost: AtomicU64,
+    /// Connections opened during a reset pool's drain window that a worker's drain memory
+    /// had to forget for newer ones (their next segment is reset).
+    pub drain_evicted: AtomicU64,
 }
 
 /// Capacity of the passive-evidence queue: many ticks' worth of new TCP flows.
@@ -156,6 +159,7 @@ impl Default for SteeringPlane {
             probes: Default::default(),
             passive: crossbeam_queue::ArrayQueue::new(1),
             passive_lost: AtomicU64::new(0),
+            drain_evicted: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +187,7 @@ impl SteeringPlane {
             probes: Default::default(),
             passive: crossbeam_queue::ArrayQueue::new(PASSIVE_QUEUE),
             passive_lost: AtomicU64::new(0),
+            drain_evicted: AtomicU64::new(0),
         })
     }
 
