@@ -34,7 +34,7 @@ use crate::tables::{
     PoolRt, PosVal, RangeItem, Role, ServiceRt, Slot, StepRt, Tables, Target, MAX_COPIES,
     MAX_POOLS, MAX_POOL_MEMBERS, SIDE_IN, SIDE_OUT,
 };
-use crate::tables::{role_of_key, PosEntry, NET};
+use crate::tables::{role_of_key, PortIndex, PosEntry, NET};
 use crate::types::{Direction, IfId, MacAddr, PortRange};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -1534,6 +1534,7 @@ impl<'a> Builder<'a> {
             }
         }
         self.t.sub_lens.sort_unstable_by(|a, b| b.cmp(a));
+        self.t.port_index = PortIndex::build(&self.t.ports, &self.t.spans, &self.t.arena);
         // The address prefilter: about 8 bits per address, between 2^10 and 2^20 bits, so it
         // stays in L1/L2 and passes about one foreign address in eight.
         let addrs: Vec<Ipv4Addr> = self

@@ -21,7 +21,7 @@ use crate::drain::DrainedFlows;
 use crate::hash::{client_hash, flow_hash, hrw_score};
 use crate::health::PoolState;
 use crate::model::{AclAction, DeviceMode, Policy};
-use crate::tables::NET;
+use crate::tables::{direction_part, NET};
 use crate::tables::{leg_key, port_key, range_key, role32, sub_key, PoolRt, PosVal, Role, Slot};
 use crate::tables::{ServiceRt, MAX_COPIES};
 use crate::tables::{Tables, Target, SIDE_IN, SIDE_OUT};
@@ -251,8 +251,8 @@ pub enum Decision {
 /// A port-map or subscriber hit, with the canonical flow ends for hashing.
 #[derive(Debug, Clone, Copy)]
 struct Hit {
-    group: u32,
-    sub: bool,
+    /// The part of the group's arena span with the roles of the hit's direction.
+    span: (u32, u32),
     dir: Direction,
     slot: Slot,
     client: Ipv4Addr,
@@ -345,10 +345,9 @@ impl Tables {
     /// Forward lookup: the destination is a service address and port.
     #[inline(always)]
     fn hit_forward(&self, pkt: &PacketKey) -> Option<Hit> {
-        let slot = self.lookup_port(Direction::Forward, pkt.dst, pkt.proto, pkt.dport)?;
+        let (slot, span) = self.lookup_port(Direction::Forward, pkt.dst, pkt.proto, pkt.dport)?;
         Some(Hit {
-            group: slot.group,
-            sub: false,
+            span,
             dir: Direction::Forward,
             slot,
             client: pkt.src,
@@ -361,10 +360,9 @@ impl Tables {
     /// Reverse lookup: the source is a service (or NAT device) address and port.
     #[inline(always)]
     fn hit_reverse(&self, pkt: &PacketKey) -> Option<Hit> {
-        let slot = self.lookup_port(Direction::Reverse, pkt.src, pkt.proto, pkt.sport)?;
+        let (slot, span) = self.lookup_port(Direction::Reverse, pkt.src, pkt.proto, pkt.sport)?;
         Some(Hit {
-            group: slot.group,
-            sub: false,
+            span,
             dir: Direction::Reverse,
             slot,
             client: pkt.dst,
@@ -394,9 +392,12 @@ impl Tables {
                     let Some(&group) = self.sub_index.get(&sub_key(masked, len, p)) else {
                         continue;
                     };
+                    let Some(&span) = self.sub_spans.get(group as usize) else {
+                        continue;
+                    };
+                    let span = direction_part(&self.arena, span, dir);
                     let hit = Hit {
-                        group,
-                        sub: true,
+                        span,
                         dir,
                         slot: Slot::new(group, None, None, false, None),
                         client,
@@ -413,15 +414,34 @@ impl Tables {
         None
     }
 
-    /// Port map: exact ports first, then the sorted range list of the address.
+    /// Port map: exact ports first, then the sorted range list of the address; the slot and
+    /// its group's span of the arena.
     #[inline(always)]
-    fn lookup_port(&self, dir: Direction, addr: Ipv4Addr, proto: u8, port: u16) -> Option<Slot> {
+    fn lookup_port(
+        &self,
+        dir: Direction,
+        addr: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Option<(Slot, (u32, u32))> {
         if !self.may_have_addr(addr) {
             return None;
         }
-        if let Some(s) = self.ports.get(&port_key(dir, addr, proto, port)) {
-            return Some(*s);
+        if let Some(e) = self.port_index.get(port_key(dir, addr, proto, port)) {
+            return Some((e.slot, (e.span_start, e.span_len)));
         }
+        self.lookup_range(dir, addr, proto, port)
+    }
+
+    /// The range list of the address (ports of dynamic ranges).
+    #[inline(never)]
+    fn lookup_range(
+        &self,
+        dir: Direction,
+        addr: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Option<(Slot, (u32, u32))> {
         if self.ranges.is_empty() {
             return None;
         }
@@ -431,7 +451,11 @@ impl Tables {
             .get(start as usize..(start as usize + len as usize))?;
         let i = items.partition_point(|r| r.lo <= port).checked_sub(1)?;
         let r = items.get(i)?;
-        (port <= r.hi).then_some(r.slot)
+        if port > r.hi {
+            return None;
+        }
+        let span = *self.spans.get(r.slot.group as usize)?;
+        Some((r.slot, direction_part(&self.arena, span, dir)))
     }
 
     /// Where in the chain the frame is: back from a known device side (legs, then the pools
@@ -439,12 +463,7 @@ impl Tables {
     /// else (reverse) the group's network-side entry. Also returns the device it came from.
     #[inline(always)]
     fn locate(&self, hit: &Hit, pkt: &PacketKey) -> Option<(PosVal, Option<u32>)> {
-        let spans = if hit.sub {
-            &self.sub_spans
-        } else {
-            &self.spans
-        };
-        let &(start, len) = spans.get(hit.group as usize)?;
+        let (start, len) = hit.span;
         let entries = self
             .arena
             .get(start as usize..start as usize + len as usize)
@@ -538,28 +557,27 @@ impl Tables {
             }
             acl_rule = rule;
         }
-        let flow = || {
-            flow_hash(
-                u32::from(hit.client),
-                hit.client_port,
-                u32::from(hit.service),
-                hit.service_port,
-                pkt.proto,
-            )
-        };
+        // Every pool of the step (main and copies) hashes the same flow: compute it once.
+        let flow = flow_hash(
+            u32::from(hit.client),
+            hit.client_port,
+            u32::from(hit.service),
+            hit.service_port,
+            pkt.proto,
+        );
         let mut rewrite = Rewrite::default();
         let egress = match st.target {
             Target::Route => Egress::Route,
             Target::Pool(p) => {
                 let pool = self.pools.get(p as usize)?;
                 let h = match pool.policy {
-                    Policy::FlowHash => flow(),
+                    Policy::FlowHash => flow,
                     Policy::ClientHash => client_hash(u32::from(hit.client)),
                 };
                 let d = match self.pick(pool, h, health) {
                     Pick::Device(d) => d,
                     Pick::Dead(home) => {
-                        match self.dead_home(pool, home, h, flow(), hit, pkt, health, flows) {
+                        match self.dead_home(pool, home, h, flow, hit, pkt, health, flows) {
                             Ok(Some(d)) => d,
                             Ok(None) => return Some(Decision::Unavailable { service }),
                             Err(()) => {
@@ -606,7 +624,7 @@ impl Tables {
                 continue;
             };
             let h = match pool.policy {
-                Policy::FlowHash => flow(),
+                Policy::FlowHash => flow,
                 Policy::ClientHash => client_hash(u32::from(hit.client)),
             };
             let d = match self.pick(pool, h, health) {
@@ -641,8 +659,17 @@ impl Tables {
             return Pick::None;
         };
         let mut home = first.device;
+        let rest = members.get(1..).unwrap_or(&[]);
+        if rest.is_empty() {
+            // A one-device pool (an IDS, a single server): nothing to choose.
+            return if health.in_service(DeviceIdx(home)) {
+                Pick::Device(home)
+            } else {
+                Pick::Dead(home)
+            };
+        }
         let mut best = hrw_score(h, first.seed);
-        for m in members.get(1..).unwrap_or(&[]) {
+        for m in rest {
             let s = hrw_score(h, m.seed);
             if s > best {
                 home = m.device;

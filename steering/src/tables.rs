@@ -274,7 +274,10 @@ pub struct Tables {
     pub(crate) addr_bits: Vec<u64>,
     /// log2 of the bitmap's size in bits.
     pub(crate) addr_bits_log2: u32,
+    /// Exact ports while compiling (clash detection); [`PortIndex`] is what packets read.
     pub(crate) ports: FastMap<u64, Slot>,
+    /// `ports` laid out for lookups, with each group's arena span.
+    pub(crate) port_index: PortIndex,
     pub(crate) ranges: FastMap<u64, (u32, u32)>,
     pub(crate) range_items: Vec<RangeItem>,
     pub(crate) legs: FastMap<u64, Leg>,
@@ -303,6 +306,116 @@ pub struct Tables {
     pub(crate) service_names: Vec<String>,
     pub(crate) device_names: Vec<String>,
     pub(crate) pool_names: Vec<String>,
+}
+
+/// One entry of [`PortIndex`]: a port-map key, its slot and its group's span of the arena, in
+/// half a cache line, so an exact-port hit costs one line for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(32))]
+pub(crate) struct PortEntry {
+    pub key: u64,
+    pub span_start: u32,
+    pub span_len: u32,
+    pub slot: Slot,
+}
+
+/// The port map as the data plane reads it: open addressing, linear probing, at most half
+/// full, entries aligned to half a cache line. A std `HashMap` reads a control group and then
+/// the bucket, two misses per lookup on a large table; this reads one line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PortIndex {
+    entries: Vec<PortEntry>,
+    /// `entries.len() - 1` (a power of two), or 0 when empty.
+    mask: usize,
+}
+
+/// No port key has all low 8 bits set (the direction is one bit of them): the empty marker.
+const EMPTY_KEY: u64 = u64::MAX;
+
+impl PortIndex {
+    /// Builds the index of `ports`, each with the part of its group's span (from `spans`)
+    /// that holds the roles of the key's direction.
+    pub fn build(
+        ports: &FastMap<u64, Slot>,
+        spans: &[(u32, u32)],
+        arena: &[PosEntry],
+    ) -> PortIndex {
+        if ports.is_empty() {
+            return PortIndex::default();
+        }
+        let cap = (ports.len() * 2).next_power_of_two().max(8);
+        let empty = PortEntry {
+            key: EMPTY_KEY,
+            span_start: 0,
+            span_len: 0,
+            slot: Slot::new(0, None, None, false, None),
+        };
+        let mut entries = vec![empty; cap];
+        let mask = cap - 1;
+        // Sorted keys keep the layout deterministic.
+        let mut keys: Vec<(&u64, &Slot)> = ports.iter().collect();
+        keys.sort_unstable_by_key(|e| *e.0);
+        for (&key, &slot) in keys {
+            let span = spans.get(slot.group as usize).copied().unwrap_or((0, 0));
+            let dir = if key & 1 == 0 {
+                Direction::Forward
+            } else {
+                Direction::Reverse
+            };
+            let (span_start, span_len) = direction_part(arena, span, dir);
+            let mut i = Self::home(key, mask);
+            while entries.get(i).is_some_and(|e| e.key != EMPTY_KEY) {
+                i = (i + 1) & mask;
+            }
+            if let Some(e) = entries.get_mut(i) {
+                *e = PortEntry {
+                    key,
+                    span_start,
+                    span_len,
+                    slot,
+                };
+            }
+        }
+        PortIndex { entries, mask }
+    }
+
+    #[inline(always)]
+    fn home(key: u64, mask: usize) -> usize {
+        (crate::hash::mix(key) >> 32) as usize & mask
+    }
+
+    /// The entry of `key`, if any.
+    #[inline(always)]
+    pub fn get(&self, key: u64) -> Option<&PortEntry> {
+        let mut i = Self::home(key, self.mask);
+        // At most half full: a probe ends at an empty entry within a few steps.
+        for _ in 0..self.entries.len() {
+            let e = self.entries.get(i)?;
+            if e.key == key {
+                return Some(e);
+            }
+            if e.key == EMPTY_KEY {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+}
+
+/// The part of a group's arena span holding the roles of one direction: a group's entries are
+/// laid out forward roles first (the direction is the top bit of a role).
+#[inline]
+pub(crate) fn direction_part(arena: &[PosEntry], span: (u32, u32), dir: Direction) -> (u32, u32) {
+    let (start, len) = span;
+    let entries = arena
+        .get(start as usize..start as usize + len as usize)
+        .unwrap_or(&[]);
+    let forward = entries.partition_point(|e| e.role >> 31 == 0) as u32;
+    match dir {
+        Direction::Forward => (start, forward),
+        Direction::Reverse => (start + forward, len - forward),
+    }
 }
 
 // ---- key packing ----------------------------------------------------------------------------
