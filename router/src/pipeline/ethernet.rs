@@ -19,6 +19,7 @@ pub struct EthernetStage;
 
 impl EthernetStage {
     /// Processes one frame.
+    #[inline(always)]
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let frame = pkt.frame();
         if frame.len() < ethernet::HEADER_LEN {
@@ -43,6 +44,8 @@ impl EthernetStage {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict {
     let arp = match ArpRepr::parse(&pkt.frame()[ethernet::HEADER_LEN..]) {
         Ok(a) => a,

@@ -63,6 +63,8 @@ impl Default for TokenBucket {
 /// Follows RFC 1812 §4.3.2.7: never about an ICMP error, a non-initial fragment, a packet whose
 /// source is not a unicast host, or a packet the router itself sent; the source of the error is
 /// the address of the interface the offending packet came in on.
+#[cold]
+#[inline(never)]
 pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &mut StageCx<'_>) {
     if offending.meta.flags & flags::LOCAL != 0 {
         return;

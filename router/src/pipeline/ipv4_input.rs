@@ -28,6 +28,7 @@ pub struct Ipv4InputStage;
 
 impl Ipv4InputStage {
     /// Processes one frame whose EtherType is IPv4.
+    #[inline(always)]
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let l3 = &pkt.frame()[HEADER_LEN..];
         let total = match ipv4::check(l3) {
@@ -69,6 +70,8 @@ impl Ipv4InputStage {
 }
 
 /// Handles a datagram addressed to one of our addresses.
+#[cold]
+#[inline(never)]
 fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
     let l3 = &pkt.frame()[HEADER_LEN..];
     if ipv4::is_fragment(l3) {

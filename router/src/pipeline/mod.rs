@@ -172,10 +172,21 @@ fn tx(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
 /// emitted) before it is dropped as `pipeline-loop`; legitimate packets need two at most.
 const MAX_PASSES: u8 = 4;
 
-/// Per-stage tallies of one burst: in, consumed, dropped (out is what is left). Kept on the stack
-/// and published once per burst, so the per-packet path writes no shared counters except drops,
-/// and a packet passing a stage costs one increment.
-type Tally = [[u64; 3]; StageKind::ALL.len()];
+/// Per-stage tallies of one burst: segments that started and ended at each stage, consumed,
+/// dropped. A *segment* is a run of stages a packet passes without a jump; a packet passing a
+/// stage costs nothing, a segment two increments, and `publish` derives each stage's `in` from
+/// the starts and ends before it (out is what is left). Kept on the stack and published once
+/// per burst, so the per-packet path writes no shared counters except drops.
+#[derive(Clone, Copy, Default)]
+struct StageTally {
+    started: u64,
+    ended: u64,
+    consumed: u64,
+    dropped: u64,
+}
+
+/// One tally per stage.
+type Tally = [StageTally; StageKind::ALL.len()];
 
 /// Runs packets to completion through the stages, one at a time.
 ///
@@ -196,10 +207,8 @@ struct Runner<'p> {
     steering_on: bool,
 }
 
-/// How the runner goes on after a stage.
+/// How the runner goes on after a stage that did not pass the packet on.
 enum Step {
-    /// To the next stage.
-    Next,
     /// To the stage in `meta.stage` (a jump).
     Jump,
     /// The trip is over (transmitted, consumed, queued or dropped).
@@ -217,37 +226,51 @@ impl Runner<'_> {
 
     /// Runs one packet from its `meta.stage` until a stage ends its trip.
     ///
-    /// The stages are written out in order, each a direct call behind a well-predicted test of
-    /// `meta.stage`, rather than a loop over a stage table: an indirect call per stage costs
-    /// more than some stages do.
+    /// The stages are written out in order, each a direct call behind a well-predicted
+    /// comparison with the segment's entry stage (kept in a register; `meta.stage` is written
+    /// only on a jump), rather than a loop over a stage table: an indirect call per stage costs
+    /// more than some stages do. A stage that passes the packet on costs no bookkeeping.
     fn run(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
         macro_rules! stage {
-            ($kind:expr, $call:expr) => {
-                if pkt.meta.stage == $kind as u8 {
+            ($at:ident, $kind:expr, $call:expr) => {
+                if $at <= $kind as u8 {
                     let verdict = $call;
-                    match self.after($kind as usize, verdict, &mut pkt, cx) {
-                        Step::Next => {}
-                        Step::Jump => continue,
-                        Step::Done => {
-                            self.finish(pkt, $kind as usize, verdict, cx);
-                            return;
+                    if !matches!(verdict, Verdict::Continue) {
+                        match self.end_segment($at, $kind as usize, verdict, &mut pkt, cx) {
+                            Step::Jump => continue,
+                            Step::Done => {
+                                // The common end, inline: the frame joins its egress queue.
+                                if let Verdict::Transmit = verdict {
+                                    if let Some(out) = self.tx_out.get_mut(pkt.meta.tx_if as usize)
+                                    {
+                                        out.push(pkt);
+                                        return;
+                                    }
+                                }
+                                self.finish(pkt, $kind as usize, verdict, cx);
+                                return;
+                            }
                         }
                     }
                 }
             };
         }
         loop {
-            stage!(StageKind::Rx, Verdict::Continue);
+            let at = pkt.meta.stage;
+            stage!(at, StageKind::Rx, Verdict::Continue);
             stage!(
+                at,
                 StageKind::Ethernet,
                 self.stages.ethernet.process(&mut pkt, cx)
             );
             stage!(
+                at,
                 StageKind::Ipv4Input,
                 self.stages.ipv4_input.process(&mut pkt, cx)
             );
             // Unconfigured features cost a predicted branch, not a call.
             stage!(
+                at,
                 StageKind::WccpRedirect,
                 if self.wccp_on {
                     self.stages.wccp_redirect.process(&mut pkt, cx)
@@ -256,6 +279,7 @@ impl Runner<'_> {
                 }
             );
             stage!(
+                at,
                 StageKind::Steering,
                 if self.steering_on {
                     self.stages.steering.process(&mut pkt, cx)
@@ -263,61 +287,75 @@ impl Runner<'_> {
                     Verdict::Continue
                 }
             );
-            stage!(StageKind::Route, self.stages.route.process(&mut pkt, cx));
             stage!(
+                at,
+                StageKind::Route,
+                self.stages.route.process(&mut pkt, cx)
+            );
+            stage!(
+                at,
                 StageKind::Neighbour,
                 self.stages.neighbour.process(&mut pkt, cx)
             );
-            stage!(StageKind::Tx, tx(&mut pkt, cx));
+            stage!(at, StageKind::Tx, tx(&mut pkt, cx));
             // Past the last stage without an end: cannot happen (tx always ends the trip).
             let last = StageKind::ALL.len() - 1;
+            self.end_segment(
+                at,
+                last,
+                Verdict::Drop(DropReason::PipelineLoop),
+                &mut pkt,
+                cx,
+            );
             self.drop(pkt, last, DropReason::PipelineLoop, cx);
             return;
         }
     }
 
-    /// Counts stage `si`'s verdict and says where the packet goes next.
+    /// Counts the segment from stage `from` to stage `si`, whose verdict is not "continue",
+    /// adopts what the segment emitted, and says where the packet goes next.
     #[inline(always)]
-    fn after(
+    fn end_segment(
         &mut self,
+        from: u8,
         si: usize,
         verdict: Verdict,
         pkt: &mut Packet,
         cx: &mut StageCx<'_>,
     ) -> Step {
-        self.tally[si][0] += 1;
+        if let Some(t) = self.tally.get_mut(from as usize) {
+            t.started += 1;
+        }
         if !cx.emitted.is_empty() {
             self.adopt_emitted(pkt, cx);
         }
         let tally = &mut self.tally[si];
+        tally.ended += 1;
         match verdict {
-            Verdict::Continue => {
-                pkt.meta.stage += 1;
-                Step::Next
-            }
             Verdict::Jump(to) => {
                 pkt.meta.passes += 1;
                 if pkt.meta.passes > MAX_PASSES {
-                    tally[2] += 1;
+                    tally.dropped += 1;
                     return Step::Done;
                 }
-                tally[1] += 1;
+                tally.consumed += 1;
                 pkt.meta.stage = to as u8;
                 Step::Jump
             }
-            Verdict::Transmit => Step::Done,
+            Verdict::Continue | Verdict::Transmit => Step::Done,
             Verdict::Consumed | Verdict::Queued => {
-                tally[1] += 1;
+                tally.consumed += 1;
                 Step::Done
             }
             Verdict::Drop(_) => {
-                tally[2] += 1;
+                tally.dropped += 1;
                 Step::Done
             }
         }
     }
 
     /// Ends a packet's trip after stage `si` decided `verdict`.
+    #[inline(never)]
     fn finish(&mut self, pkt: Packet, si: usize, verdict: Verdict, cx: &mut StageCx<'_>) {
         match verdict {
             Verdict::Transmit => match self.tx_out.get_mut(pkt.meta.tx_if as usize) {
@@ -362,10 +400,15 @@ impl Runner<'_> {
         cx.pool.put(pkt);
     }
 
-    /// Adds the tallies to the shared counters.
+    /// Adds the tallies to the shared counters: a stage's `in` is the segments that started
+    /// at or before it and had not ended before it.
     fn publish(&self, counters: &WorkerCounters) {
+        let mut open = 0u64;
         for (sc, t) in counters.stages.iter().zip(self.tally.iter()) {
-            let [packets_in, consumed, dropped] = *t;
+            open += t.started;
+            let packets_in = open;
+            open = open.saturating_sub(t.ended);
+            let (consumed, dropped) = (t.consumed, t.dropped);
             if packets_in > 0 {
                 sc.packets_in.add(packets_in);
                 sc.packets_out
@@ -421,7 +464,7 @@ impl Pipeline {
             follow: &mut self.follow,
             logged: &mut self.logged,
             worker: self.worker,
-            tally: [[0; 3]; StageKind::ALL.len()],
+            tally: [StageTally::default(); StageKind::ALL.len()],
             wccp_on: !tables.wccp.services.is_empty(),
             steering_on: tables.steering.tables.is_some(),
         };

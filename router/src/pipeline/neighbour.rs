@@ -12,7 +12,7 @@ use super::icmp::send_error;
 use super::packet::Packet;
 use super::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
-use crate::tables::IfId;
+use crate::tables::{IfId, Iface};
 use crate::wire::ethernet::{self, Mac, HEADER_LEN};
 use crate::wire::icmp as icmpw;
 use std::collections::{HashMap, VecDeque};
@@ -43,6 +43,7 @@ pub struct NeighbourStage {
 
 impl NeighbourStage {
     /// Resolves the next hop of one routed packet.
+    #[inline(always)]
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let (out, hop) = (pkt.meta.tx_if, pkt.meta.next_hop);
         let Some(iface) = cx.tables.ifaces.get(out as usize) else {
@@ -52,6 +53,19 @@ impl NeighbourStage {
             write_macs(pkt, mac, iface.mac);
             return Verdict::Continue;
         }
+        self.unresolved(out, hop, iface, cx)
+    }
+
+    /// The next hop has no binding: queue behind a pending resolution, or start one.
+    #[cold]
+    #[inline(never)]
+    fn unresolved(
+        &mut self,
+        out: IfId,
+        hop: Ipv4Addr,
+        iface: &Iface,
+        cx: &mut StageCx<'_>,
+    ) -> Verdict {
         match self.pending.get(&(out, hop)) {
             Some(p) if p.queue.len() >= QUEUE_PER_HOP => {
                 Verdict::Drop(DropReason::NeighbourQueueFull)

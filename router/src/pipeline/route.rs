@@ -19,6 +19,7 @@ pub struct RouteStage;
 
 impl RouteStage {
     /// Routes one IPv4 packet.
+    #[inline(always)]
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let l3 = &pkt.frame()[HEADER_LEN..];
         let local = pkt.meta.flags & (flags::LOCAL | flags::TTL_DONE) != 0;
@@ -74,6 +75,8 @@ impl RouteStage {
 /// Options marked "copied" (RFC 791 §3.1, high bit of the type) are repeated in every fragment;
 /// the others stay in the first only. A partial checksum is completed first: fragments cannot
 /// carry checksum offload.
+#[cold]
+#[inline(never)]
 fn fragment(
     pkt: &mut Packet,
     mtu: usize,

@@ -119,6 +119,9 @@ impl Tables {
     #[inline]
     pub fn classify_pair(&self, src: Ipv4Addr, dst: Ipv4Addr) -> (AddrClass, AddrClass) {
         let one = |a: u32| {
+            if !self.routes.may_be_own(a) {
+                return AddrClass::Other;
+            }
             if a == u32::MAX {
                 return AddrClass::Broadcast;
             }

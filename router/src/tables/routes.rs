@@ -1,8 +1,11 @@
 //! Longest-prefix-match routing table.
 //!
-//! Routes are grouped by prefix length, longest first; each group is a sorted vector searched by
-//! binary search. With the handful of distinct lengths a router table has, a lookup is a few
-//! binary searches and no allocation.
+//! Lookups read a 16-8-8 multibit trie with prefixes expanded (after DIR-24-8, Gupta et al.,
+//! with a smaller first level): the top 16 bits of the destination index a 65,536-entry table
+//! whose entry is the route, or a 256-entry block for the next 8 bits, and so on. A lookup is
+//! one to three loads and no comparison loop, whatever the number of routes; the first level
+//! is 256 KiB, each /16 holding longer prefixes adds 1 KiB and each /24 holding longer ones
+//! another 1 KiB.
 
 use super::{prefix_mask, IfId, Iface};
 use std::net::Ipv4Addr;
@@ -61,12 +64,21 @@ pub enum RouteError {
 pub struct RouteTable {
     /// All routes, for status.
     routes: Vec<Route>,
-    /// (length, sorted (masked prefix, index into `routes`)), longest length first.
-    by_len: Vec<(u8, Vec<(u32, usize)>)>,
+    /// The expanded trie the lookups read.
+    trie: Trie,
     /// Per interface, in interface order: our address and the prefix's directed broadcast (the
     /// address again for /31 and /32, which have none). Kept here, beside the connected
     /// routes built from the same interfaces, so the two never disagree.
     own: Vec<(u32, u32)>,
+    /// One bit per address of `own`, by [`own_bit`]: an address whose
+    /// bit is clear is certainly not ours, which spares forwarded packets the scan.
+    own_bits: u64,
+}
+
+/// The bit of `a` in [`RouteTable::may_be_own`]'s filter.
+#[inline(always)]
+fn own_bit(a: u32) -> u64 {
+    1 << (a.wrapping_mul(0x9e37_79b9) >> 26)
 }
 
 impl RouteTable {
@@ -127,19 +139,8 @@ impl RouteTable {
                 kind: RouteKind::Static,
             });
         }
-        let mut by_len: Vec<(u8, Vec<(u32, usize)>)> = Vec::new();
-        for (idx, r) in routes.iter().enumerate() {
-            let key = u32::from(r.prefix);
-            match by_len.iter_mut().find(|(l, _)| *l == r.len) {
-                Some((_, v)) => v.push((key, idx)),
-                None => by_len.push((r.len, vec![(key, idx)])),
-            }
-        }
-        by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-        for (_, v) in &mut by_len {
-            v.sort_unstable();
-        }
-        let own = ifaces
+        let trie = Trie::build(&routes);
+        let own: Vec<(u32, u32)> = ifaces
             .iter()
             .map(|i| {
                 let addr = u32::from(i.addr);
@@ -151,24 +152,29 @@ impl RouteTable {
                 (addr, bcast)
             })
             .collect();
+        let own_bits = own
+            .iter()
+            .fold(0, |bits, &(a, b)| bits | own_bit(a) | own_bit(b));
         Ok(RouteTable {
             routes,
-            by_len,
+            trie,
             own,
+            own_bits,
         })
     }
 
     /// The most specific route to `dst`.
     #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
-        let d = u32::from(dst);
-        for (len, v) in &self.by_len {
-            let key = d & prefix_mask(*len);
-            if let Ok(pos) = v.binary_search_by_key(&key, |(k, _)| *k) {
-                return self.routes.get(v[pos].1);
-            }
-        }
-        None
+        let i = self.trie.lookup(u32::from(dst))?;
+        self.routes.get(i)
+    }
+
+    /// False when `a` is certainly none of [`RouteTable::own_addresses`] nor the limited
+    /// broadcast (one multiply and a bit test).
+    #[inline(always)]
+    pub fn may_be_own(&self, a: u32) -> bool {
+        a == u32::MAX || self.own_bits & own_bit(a) != 0
     }
 
     /// Our interface addresses and their directed broadcasts, in interface order.
@@ -180,6 +186,117 @@ impl RouteTable {
     /// All routes, connected first.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+/// A trie entry with this bit names a child block; without it, the route index + 1 (0: none).
+const CHILD: u32 = 1 << 31;
+/// Entries of a second- or third-level block (8 bits of the address).
+const BLOCK: usize = 256;
+
+/// The 16-8-8 trie: every entry holds the longest route covering it (prefix expansion).
+#[derive(Debug, Clone)]
+struct Trie {
+    /// Indexed by the top 16 bits.
+    top: Box<[u32]>,
+    /// 256-entry blocks for bits 15..8, one per /16 holding a longer prefix.
+    mid: Vec<u32>,
+    /// 256-entry blocks for bits 7..0, one per /24 holding a longer prefix.
+    low: Vec<u32>,
+}
+
+impl Default for Trie {
+    fn default() -> Self {
+        Trie {
+            top: vec![0; 1 << 16].into_boxed_slice(),
+            mid: Vec::new(),
+            low: Vec::new(),
+        }
+    }
+}
+
+impl Trie {
+    /// Expands `routes` (indices into it become entries), shortest prefixes first so that a
+    /// longer prefix overwrites the shorter ones it refines.
+    fn build(routes: &[Route]) -> Trie {
+        let mut t = Trie::default();
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by_key(|&i| routes.get(i).map_or(0, |r| r.len));
+        for i in order {
+            let Some(r) = routes.get(i) else { continue };
+            let Ok(value) = u32::try_from(i + 1) else {
+                continue;
+            };
+            let len = u32::from(r.len.min(32));
+            if value & CHILD != 0 {
+                continue;
+            }
+            let prefix = u32::from(r.prefix) & prefix_mask(r.len);
+            if len <= 16 {
+                let start = (prefix >> 16) as usize;
+                let n = 1usize << (16 - len);
+                fill(&mut t.top, start, n, value);
+                continue;
+            }
+            let mid = t.child(Level::Top, (prefix >> 16) as usize);
+            let mid_at = mid * BLOCK + ((prefix >> 8) & 0xff) as usize;
+            if len <= 24 {
+                fill(&mut t.mid, mid_at, 1usize << (24 - len), value);
+                continue;
+            }
+            let low = t.child(Level::Mid, mid_at);
+            let low_at = low * BLOCK + (prefix & 0xff) as usize;
+            fill(&mut t.low, low_at, 1usize << (32 - len), value);
+        }
+        t
+    }
+
+    /// The block under entry `at` of `level`, created (inheriting the entry's route) if needed.
+    fn child(&mut self, level: Level, at: usize) -> usize {
+        let (table, next) = match level {
+            Level::Top => (&mut self.top[..], &mut self.mid),
+            Level::Mid => (&mut self.mid[..], &mut self.low),
+        };
+        let Some(e) = table.get_mut(at) else {
+            return 0;
+        };
+        if *e & CHILD != 0 {
+            return (*e & !CHILD) as usize;
+        }
+        let block = next.len() / BLOCK;
+        next.resize(next.len() + BLOCK, *e);
+        *e = CHILD | block as u32;
+        block
+    }
+
+    /// The index of the longest route covering `d`.
+    #[inline]
+    fn lookup(&self, d: u32) -> Option<usize> {
+        let mut e = *self.top.get((d >> 16) as usize)?;
+        if e & CHILD != 0 {
+            e = *self
+                .mid
+                .get((e & !CHILD) as usize * BLOCK + ((d >> 8) & 0xff) as usize)?;
+            if e & CHILD != 0 {
+                e = *self
+                    .low
+                    .get((e & !CHILD) as usize * BLOCK + (d & 0xff) as usize)?;
+            }
+        }
+        (e as usize).checked_sub(1)
+    }
+}
+
+/// Which level a child block hangs from.
+enum Level {
+    Top,
+    Mid,
+}
+
+/// Sets `n` entries from `start` to `value`.
+fn fill(table: &mut [u32], start: usize, n: usize, value: u32) {
+    if let Some(s) = table.get_mut(start..start + n) {
+        s.fill(value);
     }
 }
 
@@ -276,6 +393,30 @@ mod tests {
             let statics: Vec<_> = extra.iter().map(|(p, l)| (Ipv4Addr::from(*p), *l, Ipv4Addr::new(10, 0, 1, 2), None)).collect();
             let t = RouteTable::build(&ifs, &statics).unwrap();
             let d = Ipv4Addr::from(dst);
+            let best = t.routes().iter().filter(|r| u32::from(d) & prefix_mask(r.len) == u32::from(r.prefix)).map(|r| r.len).max();
+            proptest::prop_assert_eq!(t.lookup(d).map(|r| r.len), best);
+        }
+
+        /// Nested prefixes of one base address (every trie level, blocks inheriting shorter
+        /// routes) and destinations inside them agree with the linear scan.
+        #[test]
+        fn nested_prefixes_agree_with_linear_scan(
+            base in proptest::num::u32::ANY,
+            lens in proptest::collection::vec(0u8..=32, 1..12),
+            flips in proptest::collection::vec(proptest::num::u32::ANY, 1..12),
+            host in proptest::num::u32::ANY,
+            pick in 0usize..12,
+        ) {
+            let ifs = [iface(0, "eth0", [10, 0, 1, 1], 24)];
+            // Each prefix is the base with a few low bits flipped: siblings and nested ones.
+            let statics: Vec<_> = lens
+                .iter()
+                .zip(flips.iter().cycle())
+                .map(|(&l, &f)| (Ipv4Addr::from(base ^ (f & 0x0001_0101)), l, Ipv4Addr::new(10, 0, 1, 2), None))
+                .collect();
+            let t = RouteTable::build(&ifs, &statics).unwrap();
+            let (p, l, _, _) = statics[pick % statics.len()];
+            let d = Ipv4Addr::from((u32::from(p) & prefix_mask(l)) | (host & !prefix_mask(l)));
             let best = t.routes().iter().filter(|r| u32::from(d) & prefix_mask(r.len) == u32::from(r.prefix)).map(|r| r.len).max();
             proptest::prop_assert_eq!(t.lookup(d).map(|r| r.len), best);
         }

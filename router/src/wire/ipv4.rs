@@ -62,27 +62,43 @@ pub enum Ipv4Error {
 ///
 /// Returns the total length from the header; bytes beyond it (Ethernet padding) are not part of
 /// the packet.
+#[inline]
 pub fn check(p: &[u8]) -> Result<usize, Ipv4Error> {
-    if p.len() < MIN_HEADER_LEN {
+    // The fixed 20 bytes as an array: one length test, no per-field bounds checks.
+    let Some(h) = p.first_chunk::<MIN_HEADER_LEN>() else {
         return Err(Ipv4Error::Truncated);
-    }
-    let version = p[field::VER_IHL] >> 4;
+    };
+    let version = h[field::VER_IHL] >> 4;
     if version != 4 {
         return Err(Ipv4Error::BadVersion(version));
     }
-    let ihl = p[field::VER_IHL] & 0x0f;
+    let ihl = h[field::VER_IHL] & 0x0f;
     let hlen = ihl as usize * 4;
     if ihl < 5 || hlen > p.len() {
         return Err(Ipv4Error::BadHeaderLength(ihl));
     }
-    let total = be16(p, field::LENGTH);
+    let total = u16::from_be_bytes([h[field::LENGTH], h[field::LENGTH + 1]]);
     if (total as usize) < hlen || total as usize > p.len() {
         return Err(Ipv4Error::BadTotalLength(total));
     }
-    if checksum::checksum(&p[..hlen]) != 0 {
+    let valid = if hlen == MIN_HEADER_LEN {
+        header_sum_20(h) == 0xffff
+    } else {
+        p.get(..hlen)
+            .is_some_and(|header| checksum::checksum(header) == 0)
+    };
+    if !valid {
         return Err(Ipv4Error::BadChecksum);
     }
     Ok(total as usize)
+}
+
+/// The folded one's-complement sum of a 20-byte header (0xffff when its checksum is right):
+/// five 32-bit words, unrolled, since nearly every datagram has no options.
+#[inline(always)]
+fn header_sum_20(h: &[u8; MIN_HEADER_LEN]) -> u16 {
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
 /// Header length in bytes of a checked header.
@@ -96,23 +112,22 @@ pub fn total_len(p: &[u8]) -> usize {
 }
 
 /// Source address.
+#[inline]
 pub fn src(p: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(
-        p[field::SRC],
-        p[field::SRC + 1],
-        p[field::SRC + 2],
-        p[field::SRC + 3],
-    )
+    addr_at(p, field::SRC)
 }
 
 /// Destination address.
+#[inline]
 pub fn dst(p: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(
-        p[field::DST],
-        p[field::DST + 1],
-        p[field::DST + 2],
-        p[field::DST + 3],
-    )
+    addr_at(p, field::DST)
+}
+
+/// The address at `at` (panics past the end, like indexing): one bounds check for 4 bytes.
+#[inline(always)]
+fn addr_at(p: &[u8], at: usize) -> Ipv4Addr {
+    let b = &p[at..at + 4];
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
 /// Protocol field.
@@ -143,11 +158,12 @@ pub fn is_fragment(p: &[u8]) -> bool {
 /// Decrements TTL by one and patches the checksum incrementally (RFC 1624); TTL must be ≥ 1.
 #[inline]
 pub fn decrement_ttl(p: &mut [u8]) {
-    let old = be16(p, field::TTL);
     p[field::TTL] -= 1;
-    let new = be16(p, field::TTL);
-    let c = checksum::update16(be16(p, field::CHECKSUM), old, new);
-    put16(p, field::CHECKSUM, c);
+    // RFC 1624 eqn. 3 with m' = m - 0x0100 (TTL is the high byte of its word): ~m + m' is
+    // the constant 0xfeff in one's complement, so HC' = ~(~HC + 0xfeff), one fold.
+    let sum = u32::from(!be16(p, field::CHECKSUM)) + 0xfeff;
+    let sum = (sum & 0xffff) + (sum >> 16);
+    put16(p, field::CHECKSUM, !(sum as u16));
 }
 
 /// Recomputes the header checksum of a header of `hlen` bytes.
@@ -301,6 +317,31 @@ mod tests {
         #[test]
         fn check_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
             let _ = check(&data);
+        }
+
+        /// The unrolled 20-byte checksum test agrees with the generic sum on any header.
+        #[test]
+        fn fast_header_checksum_agrees(mut h in proptest::array::uniform20(proptest::num::u8::ANY), fix in proptest::bool::ANY) {
+            if fix {
+                fill_checksum(&mut h, MIN_HEADER_LEN);
+            }
+            proptest::prop_assert_eq!(header_sum_20(&h) == 0xffff, checksum::checksum(&h) == 0);
+        }
+
+        /// The constant-folded TTL update equals a full recomputation, for every TTL and
+        /// checksum (including the 0x0000/0xffff corner cases of one's complement).
+        #[test]
+        fn ttl_decrement_matches_recompute(mut h in proptest::array::uniform20(proptest::num::u8::ANY), ttl_value in 1u8..=255) {
+            h[field::TTL] = ttl_value;
+            fill_checksum(&mut h, MIN_HEADER_LEN);
+            let mut fast = h;
+            decrement_ttl(&mut fast);
+            let mut slow = h;
+            slow[field::TTL] -= 1;
+            fill_checksum(&mut slow, MIN_HEADER_LEN);
+            // Both encodings of zero are valid; the header must verify either way.
+            proptest::prop_assert_eq!(checksum::checksum(&fast), 0);
+            proptest::prop_assert_eq!(fast[field::TTL], slow[field::TTL]);
         }
     }
 }
