@@ -153,6 +153,18 @@ impl Copies {
         self.len == 0
     }
 
+    /// One copy to `d`, or none.
+    #[inline]
+    pub fn one(d: Option<DeviceIdx>) -> Copies {
+        match d {
+            Some(d) => Copies {
+                len: 1,
+                devices: [d, DeviceIdx(0), DeviceIdx(0), DeviceIdx(0)],
+            },
+            None => Copies::default(),
+        }
+    }
+
     /// Adds a device; returns false when full.
     pub fn push(&mut self, d: DeviceIdx) -> bool {
         match self.devices.get_mut(self.len as usize) {
@@ -617,25 +629,23 @@ impl Tables {
                 rewrite.src_port = hit.slot.restore_port();
             }
         }
-        let mut copies = Copies::default();
-        let n_copies = (st.n_copies as usize).min(MAX_COPIES);
-        for &c in st.copies.get(..n_copies).unwrap_or(&[]) {
-            let Some(pool) = self.pools.get(c as usize) else {
-                continue;
-            };
-            let h = match pool.policy {
-                Policy::FlowHash => flow,
-                Policy::ClientHash => client_hash(u32::from(hit.client)),
-            };
-            let d = match self.pick(pool, h, health) {
-                Pick::Device(d) => Some(d),
-                Pick::Dead(_) => self.failover(pool, h, health),
-                Pick::None => None,
-            };
-            if let Some(d) = d {
-                copies.push(DeviceIdx(d));
+        // Built in registers for the common counts: a copy array filled element by element
+        // and then read whole stalls on store forwarding.
+        let copy = |c: u32| self.copy_device(c, flow, hit.client, health);
+        let copies = match st.n_copies {
+            0 => Copies::default(),
+            1 => Copies::one(st.copies.first().and_then(|&c| copy(c))),
+            n => {
+                let mut copies = Copies::default();
+                let n = (n as usize).min(MAX_COPIES);
+                for &c in st.copies.get(..n).unwrap_or(&[]) {
+                    if let Some(d) = copy(c) {
+                        copies.push(d);
+                    }
+                }
+                copies
             }
-        }
+        };
         Some(Decision::Forward(Action {
             service,
             direction: st.dir,
@@ -680,6 +690,27 @@ impl Tables {
             Pick::Device(home)
         } else {
             Pick::Dead(home)
+        }
+    }
+
+    /// The device of copy pool `c` for this flow (its live home, else its failover).
+    #[inline(always)]
+    fn copy_device(
+        &self,
+        c: u32,
+        flow: u64,
+        client: Ipv4Addr,
+        health: &PoolState,
+    ) -> Option<DeviceIdx> {
+        let pool = self.pools.get(c as usize)?;
+        let h = match pool.policy {
+            Policy::FlowHash => flow,
+            Policy::ClientHash => client_hash(u32::from(client)),
+        };
+        match self.pick(pool, h, health) {
+            Pick::Device(d) => Some(DeviceIdx(d)),
+            Pick::Dead(_) => self.failover(pool, h, health).map(DeviceIdx),
+            Pick::None => None,
         }
     }
 
