@@ -26,7 +26,7 @@
 //! frame's position unambiguous, which compile checks.
 
 use crate::decide::NextHop;
-use crate::hash::{name_seed, FastMap};
+use crate::hash::{bucket_hash, hrw_score, name_seed, FastMap};
 use crate::model::AclAction;
 use crate::model::{Definitions, DeviceMode, HopTarget, OnFailure, ServiceDef, ServiceKey};
 use crate::tables::{
@@ -34,7 +34,9 @@ use crate::tables::{
     PoolRt, PosVal, RangeItem, Role, ServiceRt, Slot, StepRt, Tables, Target, MAX_COPIES,
     MAX_POOLS, MAX_POOL_MEMBERS, SIDE_IN, SIDE_OUT,
 };
-use crate::tables::{role_of_key, PortIndex, PosEntry, NET};
+use crate::tables::{
+    role_of_key, PortIndex, PosEntry, HOME_BUCKETS_LOG2, HOME_TABLE_MIN_MEMBERS, NET,
+};
 use crate::types::{Direction, IfId, MacAddr, PortRange};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -634,6 +636,7 @@ impl<'a> Builder<'a> {
                 policy: p.policy,
                 reset: matches!(p.on_failure, OnFailure::Reset { .. }),
                 mode: first_mode.unwrap_or(DeviceMode::Transparent),
+                homes: None,
             });
             self.t.pool_names.push(p.name.clone());
             for &d in &devs {
@@ -751,6 +754,7 @@ impl<'a> Builder<'a> {
             policy: Default::default(),
             reset: false,
             mode: dev.mode,
+            homes: None,
         });
         self.t.member_devs.push(d);
         self.t.pool_names.push(self.dev_name(d));
@@ -1448,6 +1452,50 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Home tables for pools of [`HOME_TABLE_MIN_MEMBERS`] or more: each bucket's rendezvous
+    /// winner among the members; pools with the same members (by seed, in order) share one.
+    fn build_home_tables(&mut self) -> Result<(), CompileError> {
+        let buckets = 1usize << HOME_BUCKETS_LOG2;
+        let mut shared: FastMap<Vec<u64>, u32> = FastMap::default();
+        for pi in 0..self.t.pools.len() {
+            let Some(pool) = self.t.pools.get(pi).copied() else {
+                continue;
+            };
+            let members = self.t.member_slots(&pool);
+            if members.len() < HOME_TABLE_MIN_MEMBERS {
+                continue;
+            }
+            let seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
+            let start = match shared.get(&seeds) {
+                Some(&start) => start,
+                None => {
+                    let start = idx(self.t.homes.len(), "pool home tables")?;
+                    for b in 0..buckets {
+                        // The bucket's flows share their top hash bits; its own hash stands in
+                        // for them in the rendezvous.
+                        let h = bucket_hash(b as u64);
+                        let mut best = 0u8;
+                        let mut best_score = 0u64;
+                        for (i, &seed) in seeds.iter().enumerate() {
+                            let s = hrw_score(h, seed);
+                            if i == 0 || s > best_score {
+                                best = i as u8;
+                                best_score = s;
+                            }
+                        }
+                        self.t.homes.push(best);
+                    }
+                    shared.insert(seeds, start);
+                    start
+                }
+            };
+            if let Some(p) = self.t.pools.get_mut(pi) {
+                p.homes = Some(start);
+            }
+        }
+        Ok(())
+    }
+
     /// Device pool lists, range lists, exact ports against ranges, prefix order.
     fn finish(mut self) -> Result<Tables, CompileError> {
         self.layout_positions()?;
@@ -1469,6 +1517,7 @@ impl<'a> Builder<'a> {
                 device: d,
             })
             .collect();
+        self.build_home_tables()?;
         for (d, pools) in self.dev_pool_lists.iter().enumerate() {
             let start = idx(self.t.dev_pools.len(), "device pools")?;
             self.t.dev_pools.extend_from_slice(pools);

@@ -24,7 +24,7 @@ use crate::model::{AclAction, DeviceMode, Policy};
 use crate::tables::{direction_part, NET};
 use crate::tables::{leg_key, port_key, range_key, role32, sub_key, PoolRt, PosVal, Role, Slot};
 use crate::tables::{ServiceRt, MAX_COPIES};
-use crate::tables::{Tables, Target, SIDE_IN, SIDE_OUT};
+use crate::tables::{Tables, Target, HOME_BUCKETS_LOG2, SIDE_IN, SIDE_OUT};
 
 use crate::types::{mask, proto, tcp_flags, DeviceIdx, Direction, IfId, MacAddr, ServiceIdx};
 use std::net::Ipv4Addr;
@@ -661,10 +661,27 @@ impl Tables {
 
     /// Rendezvous selection: the flow's *home* is the highest-scoring member over all members,
     /// dead or alive, so a flow keeps its device while that device lives and only a dead
-    /// member's flows go elsewhere ([`Tables::failover`]).
+    /// member's flows go elsewhere ([`Tables::failover`]). Pools of three or more members
+    /// read the winner of the flow's bucket (top 12 bits of its hash) from the pool's home
+    /// table, precomputed by the same rendezvous at compile time.
     #[inline(always)]
     fn pick(&self, pool: &PoolRt, h: u64, health: &PoolState) -> Pick {
         let members = self.member_slots(pool);
+        if let Some(start) = pool.homes {
+            // The precomputed rendezvous winner of the flow's bucket.
+            let bucket = (h >> (64 - HOME_BUCKETS_LOG2)) as usize;
+            let home = self
+                .homes
+                .get(start as usize + bucket)
+                .and_then(|&i| members.get(usize::from(i)));
+            if let Some(m) = home {
+                return if health.in_service(DeviceIdx(m.device)) {
+                    Pick::Device(m.device)
+                } else {
+                    Pick::Dead(m.device)
+                };
+            }
+        }
         let Some(first) = members.first() else {
             return Pick::None;
         };

@@ -119,6 +119,12 @@ pub(crate) fn name_seed(name: &str) -> u64 {
     mix(h.finish())
 }
 
+/// The hash a home-table bucket stands for in the rendezvous (see `tables::HOME_BUCKETS_LOG2`).
+#[inline]
+pub(crate) fn bucket_hash(bucket: u64) -> u64 {
+    mix(bucket ^ 0x5bd1_e995_5bd1_e995)
+}
+
 /// Rendezvous (highest random weight) score of a member for a flow: one folded multiply, as
 /// the flow hash and the seed are already well mixed (the balance and "only a removed member's
 /// flows move" properties are measured in `tests/chains.rs`).

@@ -85,7 +85,17 @@ pub(crate) struct PoolRt {
     /// `OnFailure::Reset`: answer a dead member's flows with RST while it drains.
     pub reset: bool,
     pub mode: DeviceMode,
+    /// Where the pool's home table starts in `Tables::homes`, when it has one (pools of
+    /// [`HOME_TABLE_MIN_MEMBERS`] or more members).
+    pub homes: Option<u32>,
 }
+
+/// Buckets of a pool's home table (by the top bits of the flow hash); fixed, so a reload that
+/// adds or removes a member moves only the buckets that member wins or loses.
+pub(crate) const HOME_BUCKETS_LOG2: u32 = 12;
+/// Pools this large get a home table; smaller ones compute the rendezvous scores directly
+/// (as cheap as the table for two members, and no 4 KiB table per tiny pool).
+pub(crate) const HOME_TABLE_MIN_MEMBERS: usize = 3;
 
 /// What a port-map hit means, packed in 16 bytes so it sits in the map entry itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -300,6 +310,10 @@ pub struct Tables {
     pub(crate) member_devs: Vec<u32>,
     /// Members with their rendezvous seeds, parallel to `member_devs` (what selection reads).
     pub(crate) member_slots: Vec<Member>,
+    /// Home tables of the larger pools, `2^HOME_BUCKETS_LOG2` member positions each: the
+    /// rendezvous winner of each bucket, precomputed, so picking a flow's home is one load
+    /// instead of a score per member.
+    pub(crate) homes: Vec<u8>,
     pub(crate) devices: Vec<DeviceRt>,
     pub(crate) dev_pools: Vec<u32>,
     pub(crate) health: Vec<DeviceHealthCfg>,

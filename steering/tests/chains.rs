@@ -632,6 +632,32 @@ fn consistent_hash_moves_only_a_removed_members_flows() {
 }
 
 #[test]
+fn a_reload_that_adds_a_member_moves_only_the_flows_it_takes() {
+    // Pools of 3+ members pick from a precomputed home table: the table of the 5-member pool
+    // must keep every flow of the 4-member one except those the new member wins.
+    const FLOWS: u32 = 20_000;
+    let four = compile(&server_pool(4, false, OnFailure::Move)).unwrap();
+    let five = compile(&server_pool(5, false, OnFailure::Move)).unwrap();
+    let (h4, h5) = (
+        PoolState::all_in_service(&four),
+        PoolState::all_in_service(&five),
+    );
+    let name = |t: &Tables, d: DeviceIdx| t.device_name(d).unwrap_or("?").to_string();
+    let mut taken = 0u32;
+    for i in 0..FLOWS {
+        let before = name(&four, device_of(&four, &h4, i).unwrap());
+        let after = name(&five, device_of(&five, &h5, i).unwrap());
+        if before != after {
+            assert_eq!(after, "s4", "flow {i} moved from {before} to {after}");
+            taken += 1;
+        }
+    }
+    // The new member takes about a fifth (20% ± 2.5 points).
+    let share = f64::from(taken) / f64::from(FLOWS);
+    assert!((0.175..0.225).contains(&share), "new member took {share}");
+}
+
+#[test]
 fn both_directions_pick_the_same_pool_member() {
     // A pool of four firewalls in front of one server: the reply must cross the firewall that
     // saw the request, without any flow state.
