@@ -558,23 +558,36 @@ fn reset_pool_lets_connections_opened_during_the_drain_follow_their_syn() {
     assert_eq!(t.decide_remembering(&old, &h, &mut flows), reset);
     // Without the memory (plain `decide`) the new connection is reset too.
     assert_eq!(t.decide(&new, &h), reset);
-    // Another port of the same client is another flow.
-    let other_port = PacketKey {
-        sport: new.sport.wrapping_add(1),
-        ..new
-    };
+    // Another port of the same client is another flow: one whose home is s0 and whose SYN
+    // was not seen is reset.
     let healthy = PoolState::all_in_service(&t);
-    if forward(t.decide(&other_port, &healthy)).device() == Some(s0) {
-        assert_eq!(t.decide_remembering(&other_port, &h, &mut flows), reset);
-    }
-    // The server side is never remembered nor reset; a healthy pool never touches the memory.
-    let h = PoolState::all_in_service(&t);
+    let other_port = (1..1000)
+        .map(|d| PacketKey {
+            sport: new.sport.wrapping_add(d),
+            ..new
+        })
+        .find(|k| forward(t.decide(k, &healthy)).device() == Some(s0))
+        .expect("a port of the client whose home is s0");
+    assert_eq!(t.decide_remembering(&other_port, &h, &mut flows), reset);
+    // The server side is never reset: s0's own reply (it may still answer) is steered back.
+    let reply = tcp(
+        I_SERVERS,
+        MacAddr([2, 0, 0, 1, 0, 0]),
+        (W1, 80),
+        client(on_s0[0]),
+    );
+    assert!(matches!(
+        t.decide_remembering(&reply, &h, &mut flows),
+        Decision::Forward(_)
+    ));
+    // A SYN while the pool is healthy is not remembered: once s0 drains, that connection's
+    // next segment is an established flow of s0 and is reset.
     let mut fresh = DrainedFlows::new(64);
     assert_eq!(
-        forward(t.decide_remembering(&syn(old), &h, &mut fresh)).device(),
+        forward(t.decide_remembering(&syn(old), &healthy, &mut fresh)).device(),
         Some(s0)
     );
-    assert_eq!(fresh.evictions(), 0);
+    assert_eq!(t.decide_remembering(&old, &h, &mut fresh), reset);
 }
 
 #[test]
