@@ -389,6 +389,8 @@ enum Clash {
 struct Builder<'a> {
     defs: &'a Definitions,
     t: Tables,
+    /// Exact ports (clash detection); laid out into `Tables::port_index` at the end.
+    ports: FastMap<u64, Slot>,
     dev_by_name: HashMap<&'a str, u32>,
     pool_by_name: HashMap<&'a str, u32>,
     svc_names: HashSet<&'a str>,
@@ -420,10 +422,10 @@ impl<'a> Builder<'a> {
         let n = defs.services.len();
         t.services.reserve(n);
         t.service_names.reserve(n);
-        t.ports.reserve(n * 2);
         Builder {
             defs,
             t,
+            ports: FastMap::with_capacity_and_hasher(n * 2, Default::default()),
             dev_by_name: HashMap::with_capacity(defs.devices.len()),
             pool_by_name: HashMap::with_capacity(defs.pools.len()),
             svc_names: HashSet::with_capacity(n),
@@ -1296,9 +1298,9 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let key = port_key(dir, addr, proto, ports.lo);
-        match self.t.ports.get(&key) {
+        match self.ports.get(&key) {
             None => {
-                self.t.ports.insert(key, slot);
+                self.ports.insert(key, slot);
                 Ok(())
             }
             Some(s) if *s == slot => Ok(()),
@@ -1557,7 +1559,7 @@ impl<'a> Builder<'a> {
         }
         // A single port inside another slot's range (a dynamic range over a service port).
         if !self.t.ranges.is_empty() {
-            let mut exact: Vec<(u64, Slot)> = self.t.ports.iter().map(|(&k, &s)| (k, s)).collect();
+            let mut exact: Vec<(u64, Slot)> = self.ports.iter().map(|(&k, &s)| (k, s)).collect();
             exact.sort_unstable_by_key(|e| e.0);
             for (k, s) in exact {
                 let port = (k >> 16) as u16;
@@ -1583,11 +1585,10 @@ impl<'a> Builder<'a> {
             }
         }
         self.t.sub_lens.sort_unstable_by(|a, b| b.cmp(a));
-        self.t.port_index = PortIndex::build(&self.t.ports, &self.t.spans, &self.t.arena);
+        self.t.port_index = PortIndex::build(&self.ports, &self.t.spans, &self.t.arena);
         // The address prefilter: about 8 bits per address, between 2^10 and 2^20 bits, so it
         // stays in L1/L2 and passes about one foreign address in eight.
         let addrs: Vec<Ipv4Addr> = self
-            .t
             .ports
             .keys()
             .chain(self.t.ranges.keys())

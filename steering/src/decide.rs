@@ -283,6 +283,18 @@ enum Pick {
     None,
 }
 
+impl Pick {
+    /// The flow's home `d`, judged by its health.
+    #[inline(always)]
+    fn of(d: u32, health: &PoolState) -> Pick {
+        if health.in_service(DeviceIdx(d)) {
+            Pick::Device(d)
+        } else {
+            Pick::Dead(d)
+        }
+    }
+}
+
 /// The drain-memory key of a flow on its dead home.
 #[inline]
 fn drained_key(flow: u64, home: u32) -> u64 {
@@ -675,11 +687,7 @@ impl Tables {
                 .get(start as usize + bucket)
                 .and_then(|&i| members.get(usize::from(i)));
             if let Some(m) = home {
-                return if health.in_service(DeviceIdx(m.device)) {
-                    Pick::Device(m.device)
-                } else {
-                    Pick::Dead(m.device)
-                };
+                return Pick::of(m.device, health);
             }
         }
         let Some(first) = members.first() else {
@@ -687,27 +695,18 @@ impl Tables {
         };
         let mut home = first.device;
         let rest = members.get(1..).unwrap_or(&[]);
-        if rest.is_empty() {
-            // A one-device pool (an IDS, a single server): nothing to choose.
-            return if health.in_service(DeviceIdx(home)) {
-                Pick::Device(home)
-            } else {
-                Pick::Dead(home)
-            };
-        }
-        let mut best = hrw_score(h, first.seed);
-        for m in rest {
-            let s = hrw_score(h, m.seed);
-            if s > best {
-                home = m.device;
-                best = s;
+        // A one-device pool (an IDS, a single server) has nothing to score.
+        if !rest.is_empty() {
+            let mut best = hrw_score(h, first.seed);
+            for m in rest {
+                let s = hrw_score(h, m.seed);
+                if s > best {
+                    home = m.device;
+                    best = s;
+                }
             }
         }
-        if health.in_service(DeviceIdx(home)) {
-            Pick::Device(home)
-        } else {
-            Pick::Dead(home)
-        }
+        Pick::of(home, health)
     }
 
     /// The device of copy pool `c` for this flow (its live home, else its failover).

@@ -4,7 +4,7 @@
 //! A lookup has three small steps, after the seed's sequence tables (Figures 5D, 7B, 9B), whose
 //! rows are keyed by received interface, source MAC, destination address and service port:
 //!
-//! 1. **Port map** (`ports`, `ranges`): (direction, address, protocol, port) → [`Slot`]. Forward
+//! 1. **Port map** (`port_index`, `ranges`): (direction, address, protocol, port) → [`Slot`]. Forward
 //!    uses the destination (W1:P1); reverse uses the source, which is W1:P1, or the NAT
 //!    device's real address, or the translated port TP1. The slot names the *group* (every
 //!    service sharing W1/proto/P1, which differ only in ingress interfaces) and what the
@@ -279,14 +279,12 @@ pub(crate) struct DeviceHealthCfg {
 /// devices are small shared records.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
-    /// Bitmap prefilter over every address in `ports` and `ranges` (both directions): most
+    /// Bitmap prefilter over every address in `port_index` and `ranges` (both directions): most
     /// packets are not steered, and one bit test spares them the port-map misses.
     pub(crate) addr_bits: Vec<u64>,
     /// log2 of the bitmap's size in bits.
     pub(crate) addr_bits_log2: u32,
-    /// Exact ports while compiling (clash detection); [`PortIndex`] is what packets read.
-    pub(crate) ports: FastMap<u64, Slot>,
-    /// `ports` laid out for lookups, with each group's arena span.
+    /// Exact ports: (direction, address, protocol, port) → slot and the group's arena span.
     pub(crate) port_index: PortIndex,
     pub(crate) ranges: FastMap<u64, (u32, u32)>,
     pub(crate) range_items: Vec<RangeItem>,
@@ -371,12 +369,7 @@ impl PortIndex {
         keys.sort_unstable_by_key(|e| *e.0);
         for (&key, &slot) in keys {
             let span = spans.get(slot.group as usize).copied().unwrap_or((0, 0));
-            let dir = if key & 1 == 0 {
-                Direction::Forward
-            } else {
-                Direction::Reverse
-            };
-            let (span_start, span_len) = direction_part(arena, span, dir);
+            let (span_start, span_len) = direction_part(arena, span, port_key_dir(key));
             let mut i = Self::home(key, mask);
             while entries.get(i).is_some_and(|e| e.key != EMPTY_KEY) {
                 i = (i + 1) & mask;
@@ -449,6 +442,16 @@ pub(crate) fn port_key(dir: Direction, addr: Ipv4Addr, proto: u8, port: u16) -> 
         | (u64::from(port) << 16)
         | (u64::from(proto) << 8)
         | dir_bit(dir)
+}
+
+/// The direction a port key was packed with.
+#[inline(always)]
+pub(crate) fn port_key_dir(key: u64) -> Direction {
+    if key & 1 == 0 {
+        Direction::Forward
+    } else {
+        Direction::Reverse
+    }
 }
 
 /// Range-map key: as the port key without the port.
