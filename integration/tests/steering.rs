@@ -1081,3 +1081,94 @@ fn reset_pool_answers_a_dead_devices_flow_with_rst() {
         Some("server two\n")
     );
 }
+
+/// Issue 20: a pool of two healthy servers probed every 250 ms. A quiet period with no client
+/// traffic takes nothing out of service (probes once went unanswered in turns and both devices
+/// went down together); then a killed server alone goes down within fall × interval + timeout,
+/// measured by the router's own transition time, and fetches succeed on the other member at once.
+#[test]
+fn idle_pool_stays_in_service_and_only_a_killed_member_goes_down() {
+    let mut t = topo("sid");
+    let (web2, one) = second_server(&mut t);
+    let w1 = http(&mut t.lab, &t.web1, 80, "0.0.0.0", &one);
+    let (interval_ms, timeout_ms, fall) = (250u64, 200u64, 2u64);
+    let conf = failover_conf(&t, &web2)
+        .replace(
+            "members = [\"web1\"]\nalternate = \"web2\"\nrestore = \"manual\"",
+            "members = [\"web1\", \"web2\"]\npolicy = \"flow-hash\"\non-failure = \"move\"",
+        )
+        .replace(
+            "probe-interval-ms = 400\nprobe-timeout-ms = 300",
+            &format!("probe-interval-ms = {interval_ms}\nprobe-timeout-ms = {timeout_ms}"),
+        );
+    assert!(conf.contains("on-failure = \"move\""), "{conf}");
+    let router = start_router_with(&mut t, &conf);
+    wait_http(&t.cli, "http://10.0.9.80/")
+        .unwrap_or_else(|| panic!("no answer\n{}", t.lab.logs(&router)));
+    let mut bodies = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let b = curl(&t.cli, "http://10.0.9.80/", "10.0.1.2", 3)
+            .unwrap_or_else(|| panic!("fetch failed\n{}", t.lab.logs(&router)));
+        bodies.insert(b);
+    }
+    assert_eq!(bodies.len(), 2, "flows reached both members: {bodies:?}");
+
+    // Fifteen quiet seconds: probes only.
+    std::thread::sleep(Duration::from_secs(15));
+    let s = status(&t.socket).unwrap();
+    for name in ["web1", "web2"] {
+        let d = device(&s, name);
+        assert_eq!(d["health"], "in-service", "{d}");
+        assert_eq!(d["downs"], 0, "{name} went down while idle: {d}");
+        assert!(
+            d["probe_ok"].as_u64().unwrap() >= 15_000 / interval_ms - 5,
+            "{name} probes were not answered: {d}"
+        );
+        assert_eq!(d["probe_refused"], 0, "{d}");
+    }
+    assert!(
+        !t.lab.logs(&router).contains("steering device down"),
+        "{}",
+        t.lab.logs(&router)
+    );
+    for _ in 0..20 {
+        assert!(
+            curl(&t.cli, "http://10.0.9.80/", "10.0.1.2", 3).is_some(),
+            "a fetch after the quiet period failed\n{}",
+            t.lab.logs(&router)
+        );
+    }
+
+    // web1 dies: it alone goes down, within fall × interval + timeout of the kill (plus one
+    // 50 ms health tick, the driver's timer resolution).
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    t.lab.stop(&w1, Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let down_ms = loop {
+        let s = status(&t.socket).unwrap();
+        if device(&s, "web1")["health"] == "out-of-service" {
+            break device(&s, "web1")["changed_unix_ms"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "web1 never left service: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = down_ms.saturating_sub(killed_ms);
+    let bound = fall * interval_ms + timeout_ms + 50;
+    eprintln!("web1 out of service {took} ms after the kill (bound {bound} ms)");
+    assert!(took <= bound, "detection took {took} ms (bound {bound} ms)");
+    for _ in 0..10 {
+        assert_eq!(
+            curl(&t.cli, "http://10.0.9.80/", "10.0.1.2", 3).as_deref(),
+            Some("server two\n"),
+            "a fetch right after web1 went down failed\n{}",
+            t.lab.logs(&router)
+        );
+    }
+    let s = status(&t.socket).unwrap();
+    assert_eq!(device(&s, "web2")["downs"], 0, "{}", device(&s, "web2"));
+    assert_eq!(device(&s, "web2")["health"], "in-service");
+    assert_eq!(device(&s, "web1")["downs"], 1, "{}", device(&s, "web1"));
+}

@@ -253,6 +253,22 @@ fn two_caches_share_buckets_fail_over_fast_and_come_back() {
         "{human}"
     );
 
+    // Fifteen quiet seconds (issue 20): the probes alone keep both caches up; none is failed
+    // over, and fetches redirect as before.
+    std::thread::sleep(Duration::from_secs(15));
+    let s = router_status(&socket).unwrap();
+    for a in [A, B] {
+        let c = cache(&s, 0, a).unwrap();
+        assert_eq!(c["probe"], "up", "probe state after a quiet period: {c}");
+        assert_eq!(c["failovers"], 0, "failed over while idle: {c}");
+    }
+    for dst in servers.iter().take(4) {
+        let want = name_of(predicted_cache(&owners, CLIENT, *dst).unwrap());
+        let (ok, text, v) = fetch(&cli, *dst);
+        assert!(ok, "curl {dst} after the quiet period failed:\n{text}");
+        assert_eq!(served_by(&v), want, "flow to {dst}:\n{text}");
+    }
+
     // Cache B dies: within the fast-failover time its traffic is forwarded normally.
     let b_dst = *servers
         .iter()

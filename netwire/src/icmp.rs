@@ -530,10 +530,7 @@ mod tests {
             unreachable().invoking_dst_addr(),
             Ok(Ipv4Addr::new(10, 0, 0, 2))
         );
-        assert_eq!(
-            unreachable().invoking_ports(),
-            Ok((40000, crate::WCCP_PORT))
-        );
+        assert_eq!(unreachable().invoking_ports(), Ok((40000, 2048)));
     }
 
     #[test]

@@ -29,9 +29,6 @@ pub use ipv4::Ipv4Packet;
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
-/// The WCCPv2 control port (UDP), on which routers and caches exchange HERE_I_AM and I_SEE_YOU.
-pub const WCCP_PORT: u16 = 2048;
-
 /// Why a buffer could not be taken as a header, or a header not decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

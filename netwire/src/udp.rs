@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn ports() {
         assert_eq!(packet().src_port(), 40000);
-        assert_eq!(packet().dst_port(), crate::WCCP_PORT);
+        assert_eq!(packet().dst_port(), 2048);
     }
 
     #[test]

@@ -40,8 +40,8 @@ use wccp::cache::{CacheConfig, CacheEngine, CacheEvent, CacheServiceConfig};
 use wccp::engine::{AssignmentMethod, ForwardingMethod, ReturnMethod};
 use wccp::wire::{ServiceFlags, ServiceInfo};
 
-/// The WCCP UDP port, both ends (reference §1).
-pub const WCCP_PORT: u16 = 2048;
+use wccp::engine::WCCP_PORT;
+
 /// IP protocol number of GRE.
 const IPPROTO_GRE: libc::c_int = 47;
 /// How often the GRE counters are logged when they changed.

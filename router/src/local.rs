@@ -8,6 +8,7 @@
 
 use crate::pipeline::packet::{flags, Packet, Pool};
 use crate::pipeline::StageKind;
+use crate::probe::{TcpSegment, PROBE_PORTS};
 use crate::sys::EventFd;
 use crate::tables::IfId;
 use crate::wire::checksum;
@@ -43,26 +44,6 @@ pub struct OutDatagram {
     /// UDP payload.
     pub payload: Vec<u8>,
 }
-
-/// A TCP segment addressed to one of the router's probe ports (a probe's answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpSegment {
-    /// Sender (the probed host).
-    pub src: SocketAddrV4,
-    /// Our address and probe port.
-    pub dst: SocketAddrV4,
-    /// Sequence number.
-    pub seq: u32,
-    /// Acknowledgment number.
-    pub ack: u32,
-    /// TCP flags (the 13th header octet).
-    pub flags: u8,
-}
-
-/// The router's TCP probe ports: the source ports of health-check handshakes (WCCP fast
-/// failover); segments to them go to the prober. Steering probes use their own ports from
-/// `tables::steer::PROBE_PORT_BASE`.
-pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 60000..=60999;
 
 /// The UDP ports the control plane listens on, fixed at start, and the TCP prober's queue.
 #[derive(Debug, Default, Clone)]

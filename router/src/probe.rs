@@ -1,27 +1,45 @@
-//! TCP handshake probes from the router's own addresses (fast failover, SPEC.md §4).
+//! The router's one TCP prober: handshake probes from the router's own addresses, used by WCCP
+//! fast failover (SPEC.md §4) and by steering health checks (issue 7).
 //!
-//! swrouter has no kernel socket on its interfaces, so a probe is a SYN the prober builds and
-//! the control plane sends through the pipeline (routed and ARP-resolved like any of the
-//! router's packets); the answer comes back through ipv4-input to a [`PROBE_PORTS`] port. A
-//! SYN-ACK that acknowledges our SYN is a success and is closed at once with a RST (we keep no
-//! connection); a RST or silence until the next probe is a miss. `misses` misses in a row take a
-//! target down, one success brings it back. A target that has never answered is never taken
-//! down (it "stops answering" only after it answered once): a wrong probe port must not send a
-//! healthy cache's traffic around it; status shows it as unanswered instead.
+//! swrouter has no kernel socket on its interfaces, so a probe is a SYN built here and sent by
+//! the control plane through the outbox (worker 0 routes and ARP-resolves it like any of the
+//! router's packets, woken at once through an eventfd); the answer comes back through
+//! ipv4-input to a [`PROBE_PORTS`] port and reaches [`Prober::on_segment`] through one bounded
+//! queue.
 //!
-//! The prober itself does no I/O: [`Prober::tick`] and [`Prober::on_segment`] take the time and
-//! return the packets to send, so it is tested without sockets.
+//! Every probe takes the next port of the range and a fresh, unpredictable initial sequence
+//! number, so two probes of one target never share a 4-tuple. Reusing one (as the steering
+//! checks once did) leaves the target holding a half-open connection, which answers the next
+//! SYN only with a challenge ACK that Linux rate-limits to one per 500 ms
+//! (`net.ipv4.tcp_invalid_ratelimit`): probes more often than that went unanswered in turns and
+//! healthy devices were taken down together (issue 20).
+//!
+//! An answer counts only when it matches an outstanding probe exactly: from the probed address
+//! and port, to the address and port the probe came from, a SYN-ACK acknowledging our sequence
+//! number (accepted; closed at once with a RST so the target keeps no half-open connection), or
+//! a RST whose acknowledgment is our sequence number plus one (refused: RFC 9293 §3.10.7.1,
+//! the only acceptable reset in SYN-SENT). Anything else is ignored and counted.
+//!
+//! The prober does no I/O: it takes the time and returns the packets to send. [`Rounds`] adds
+//! WCCP's periodic rounds with miss counting on top; steering's sans-IO `HealthMonitor` keeps
+//! its own schedule and takes the outcomes directly.
 
-use crate::local::{TcpSegment, PROBE_PORTS, TCP_HEADER_LEN};
-use crate::wire::checksum;
 use crate::wire::ipv4::{self, Ipv4Repr};
-use std::collections::BTreeMap;
+use netwire::tcp::{flags, TcpPacket, TcpRepr};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
+/// The router's TCP probe ports: the source ports of every health-check handshake; TCP to
+/// them goes to the prober.
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 60000..=61999;
+
+/// How long an answered-or-replaced probe's port still recognises a late SYN-ACK (to close it
+/// with a RST) before the port is forgotten.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Window our SYNs advertise.
+const WINDOW: u16 = 1024;
 
 /// What is probed: a TCP port of a host, from one of our addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,7 +50,301 @@ pub struct ProbeTarget {
     pub remote: SocketAddrV4,
 }
 
-/// A target's health as the prober sees it.
+/// Who asked for a probe: its answer goes back to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeOwner {
+    /// WCCP fast failover.
+    Wccp,
+    /// Steering health check of a device (by its index in the steering tables).
+    Steering(u32),
+}
+
+/// A TCP segment addressed to one of the router's probe ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment {
+    /// Sender.
+    pub src: SocketAddrV4,
+    /// Our address and port.
+    pub dst: SocketAddrV4,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// TCP flags.
+    pub flags: u8,
+}
+
+/// How a target answered a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// SYN-ACK: something listens.
+    Accepted {
+        /// Time from the SYN to its answer.
+        rtt: Duration,
+    },
+    /// RST: the host is there, nothing listens on the port.
+    Refused,
+}
+
+/// A validated answer to an outstanding probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    /// Who asked.
+    pub owner: ProbeOwner,
+    /// What was probed.
+    pub target: ProbeTarget,
+    /// How it answered.
+    pub outcome: ProbeOutcome,
+}
+
+/// What [`Prober::on_segment`] made of a segment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SegmentResult {
+    /// The answer, when the segment answered an outstanding probe.
+    pub answer: Option<ProbeAnswer>,
+    /// A RST to send (closes an accepted handshake, also a late one).
+    pub reply: Option<Vec<u8>>,
+}
+
+/// The prober's own counters (status).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProberCounters {
+    /// SYNs built.
+    pub sent: u64,
+    /// Answers that matched an outstanding probe.
+    pub answered: u64,
+    /// Segments to a probe port that matched nothing (stale, spoofed or out of window).
+    pub ignored: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    target: ProbeTarget,
+    owner: ProbeOwner,
+    seq: u32,
+    sent: Instant,
+    /// Still waiting for its answer (false once answered or replaced by a newer probe).
+    live: bool,
+}
+
+/// The probes in flight and the source of ports and sequence numbers.
+#[derive(Debug)]
+pub struct Prober {
+    /// By our source port.
+    outstanding: HashMap<u16, Outstanding>,
+    /// The live probe of each (owner, target), by port.
+    live: HashMap<(ProbeOwner, ProbeTarget), u16>,
+    next_port: u16,
+    isn: u64,
+    counters: ProberCounters,
+}
+
+impl Prober {
+    /// A prober whose sequence numbers derive from `seed` (use [`random_seed`]).
+    pub fn new(seed: u64) -> Prober {
+        Prober {
+            outstanding: HashMap::new(),
+            live: HashMap::new(),
+            next_port: *PROBE_PORTS.start() + (seed % PROBE_PORTS.len() as u64) as u16,
+            isn: seed,
+            counters: ProberCounters::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> ProberCounters {
+        self.counters
+    }
+
+    /// Builds a SYN probing `target` for `owner`, replacing that owner's previous probe of the
+    /// target (a late answer to it is closed but not reported). Returns the IPv4 packet.
+    pub fn probe(&mut self, now: Instant, target: ProbeTarget, owner: ProbeOwner) -> Vec<u8> {
+        self.expire(now);
+        if let Some(old) = self.live.remove(&(owner, target)) {
+            if let Some(o) = self.outstanding.get_mut(&old) {
+                o.live = false;
+                o.sent = now;
+            }
+        }
+        let port = self.take_port();
+        let seq = self.next_isn();
+        self.outstanding.insert(
+            port,
+            Outstanding {
+                target,
+                owner,
+                seq,
+                sent: now,
+                live: true,
+            },
+        );
+        self.live.insert((owner, target), port);
+        self.counters.sent += 1;
+        segment(
+            target.local,
+            target.remote,
+            TcpRepr::syn(port, target.remote.port(), seq, WINDOW),
+        )
+    }
+
+    /// Forgets the live probe of (owner, target) without an answer (its timeout passed).
+    pub fn cancel(&mut self, owner: ProbeOwner, target: ProbeTarget) {
+        if let Some(port) = self.live.remove(&(owner, target)) {
+            if let Some(o) = self.outstanding.get_mut(&port) {
+                o.live = false;
+            }
+        }
+    }
+
+    /// Forgets every live probe whose owner `gone` picks (its configuration went away): their
+    /// answers are closed but no longer reported.
+    pub fn forget(&mut self, gone: impl Fn(ProbeOwner) -> bool) {
+        self.live.retain(|(o, _), _| !gone(*o));
+        for o in self.outstanding.values_mut() {
+            if gone(o.owner) {
+                o.live = false;
+            }
+        }
+    }
+
+    /// A segment to a probe port: the answer it carries, if it answers a live probe, and the
+    /// RST that closes an accepted handshake.
+    pub fn on_segment(&mut self, seg: &TcpSegment, now: Instant) -> SegmentResult {
+        let port = seg.dst.port();
+        let Some(o) = self.outstanding.get(&port).copied() else {
+            self.counters.ignored += 1;
+            return SegmentResult::default();
+        };
+        let ours = o.target.local == *seg.dst.ip() && o.target.remote == seg.src;
+        let acks_syn = seg.flags & flags::ACK != 0 && seg.ack == o.seq.wrapping_add(1);
+        if !ours || !acks_syn {
+            self.counters.ignored += 1;
+            return SegmentResult::default();
+        }
+        let outcome = if seg.flags & flags::RST != 0 {
+            ProbeOutcome::Refused
+        } else if seg.flags & flags::SYN != 0 {
+            ProbeOutcome::Accepted {
+                rtt: now.saturating_duration_since(o.sent),
+            }
+        } else {
+            self.counters.ignored += 1;
+            return SegmentResult::default();
+        };
+        let reply = matches!(outcome, ProbeOutcome::Accepted { .. }).then(|| {
+            let rst = TcpRepr {
+                flags: flags::RST,
+                ..TcpRepr::syn(port, o.target.remote.port(), seg.ack, 0)
+            };
+            segment(o.target.local, o.target.remote, rst)
+        });
+        if !o.live {
+            // A replaced or timed-out probe: close it, report nothing.
+            self.counters.ignored += 1;
+            return SegmentResult {
+                answer: None,
+                reply,
+            };
+        }
+        self.counters.answered += 1;
+        if let Some(e) = self.outstanding.get_mut(&port) {
+            e.live = false;
+            e.sent = now;
+        }
+        self.live.remove(&(o.owner, o.target));
+        SegmentResult {
+            answer: Some(ProbeAnswer {
+                owner: o.owner,
+                target: o.target,
+                outcome,
+            }),
+            reply,
+        }
+    }
+
+    /// Drops finished probes whose linger time passed.
+    fn expire(&mut self, now: Instant) {
+        self.outstanding
+            .retain(|_, o| o.live || now.saturating_duration_since(o.sent) < LINGER);
+    }
+
+    fn take_port(&mut self) -> u16 {
+        // Skip ports still in use (at most the number of probes in flight).
+        for _ in 0..PROBE_PORTS.len() {
+            let port = self.next_port;
+            self.next_port = if port >= *PROBE_PORTS.end() {
+                *PROBE_PORTS.start()
+            } else {
+                port + 1
+            };
+            if !self.outstanding.contains_key(&port) {
+                return port;
+            }
+        }
+        // Every port busy: reuse the oldest finished one, else the next in turn.
+        let port = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| !o.live)
+            .min_by_key(|(_, o)| o.sent)
+            .map(|(p, _)| *p)
+            .unwrap_or(self.next_port);
+        if let Some(o) = self.outstanding.remove(&port) {
+            self.live.remove(&(o.owner, o.target));
+        }
+        port
+    }
+
+    /// The next initial sequence number: splitmix64 over a secret seed, so an off-path host
+    /// cannot predict it (a forged answer must guess it to count).
+    fn next_isn(&mut self) -> u32 {
+        self.isn = self.isn.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.isn;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
+    }
+}
+
+/// A random seed from the kernel (falls back to the clock if /dev/urandom cannot be read).
+pub fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b);
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed)
+}
+
+/// An IPv4 packet carrying `tcp` (no payload) from `src` to `dst`.
+fn segment(src: Ipv4Addr, dst: SocketAddrV4, tcp: TcpRepr) -> Vec<u8> {
+    let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + tcp.buffer_len()];
+    Ipv4Repr {
+        src,
+        dst: *dst.ip(),
+        protocol: ipv4::PROTO_TCP,
+        payload_len: tcp.buffer_len(),
+        ttl: 64,
+        ident: crate::pipeline::next_ident(),
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut p[..ipv4::MIN_HEADER_LEN]);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut p[ipv4::MIN_HEADER_LEN..]),
+        src,
+        *dst.ip(),
+    );
+    p
+}
+
+/// A target's health as WCCP fast failover sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeHealth {
     /// Answering (true until `misses` probes in a row fail).
@@ -60,13 +372,6 @@ impl ProbeHealth {
     }
 }
 
-#[derive(Debug)]
-struct State {
-    health: ProbeHealth,
-    /// The unanswered probe: (our port, our sequence number, when sent).
-    outstanding: Option<(u16, u32, Instant)>,
-}
-
 /// A change a probe answer or a miss caused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeChange {
@@ -76,24 +381,35 @@ pub enum ProbeChange {
     Up(ProbeTarget),
 }
 
-/// Probes a set of targets.
+/// WCCP fast failover's probe rounds: every round probes each wanted target once; a probe still
+/// unanswered at the next round, or refused, is a miss; `misses` misses in a row take a target
+/// down, one success brings it back. A target that has never answered is never taken down (it
+/// "stops answering" only after it answered once): a wrong probe port must not send a healthy
+/// cache's traffic around it; status shows it as unanswered instead.
 #[derive(Debug)]
-pub struct Prober {
-    targets: BTreeMap<ProbeTarget, State>,
+pub struct Rounds {
+    targets: BTreeMap<ProbeTarget, RoundState>,
     misses: u32,
-    next_port: u16,
-    isn: u32,
 }
 
-impl Prober {
-    /// A prober that takes a target down after `misses` misses in a row.
-    pub fn new(misses: u32, seed: u32) -> Prober {
-        Prober {
+#[derive(Debug)]
+struct RoundState {
+    health: ProbeHealth,
+    waiting: bool,
+}
+
+impl Rounds {
+    /// Rounds that take a target down after `misses` misses in a row.
+    pub fn new(misses: u32) -> Rounds {
+        Rounds {
             targets: BTreeMap::new(),
             misses: misses.max(1),
-            next_port: *PROBE_PORTS.start(),
-            isn: seed | 1,
         }
+    }
+
+    /// Changes the miss threshold (reload), keeping every target's history.
+    pub fn set_misses(&mut self, misses: u32) {
+        self.misses = misses.max(1);
     }
 
     /// Health of every target.
@@ -111,30 +427,27 @@ impl Prober {
         self.get(t).is_none_or(|h| h.up)
     }
 
-    /// One probe round: forgets targets not in `wanted` (new ones start up), counts the
-    /// unanswered probe of each target as a miss, and builds a fresh SYN for each.
+    /// One round: forgets targets not in `wanted` (new ones start up), counts each target's
+    /// unanswered probe as a miss, and returns a fresh SYN for each.
     pub fn tick(
         &mut self,
         now: Instant,
         wanted: impl IntoIterator<Item = ProbeTarget>,
+        prober: &mut Prober,
         changes: &mut Vec<ProbeChange>,
     ) -> Vec<Vec<u8>> {
         let wanted: Vec<ProbeTarget> = wanted.into_iter().collect();
-        self.targets.retain(|t, _| wanted.contains(t));
+        self.targets.retain(|t, _| {
+            let keep = wanted.contains(t);
+            if !keep {
+                prober.cancel(ProbeOwner::Wccp, *t);
+            }
+            keep
+        });
+        let misses = self.misses;
         let mut out = Vec::with_capacity(wanted.len());
         for t in wanted {
-            let port = self.next_port;
-            self.next_port = if port >= *PROBE_PORTS.end() {
-                *PROBE_PORTS.start()
-            } else {
-                port + 1
-            };
-            // A fresh, hard-to-guess-enough sequence number per probe (no security role: the
-            // answer must also match our port and address).
-            self.isn = self.isn.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let seq = self.isn;
-            let misses = self.misses;
-            let st = self.targets.entry(t).or_insert(State {
+            let st = self.targets.entry(t).or_insert(RoundState {
                 health: ProbeHealth {
                     up: true,
                     misses: 0,
@@ -143,54 +456,44 @@ impl Prober {
                     last_rtt: None,
                     downs: 0,
                 },
-                outstanding: None,
+                waiting: false,
             });
-            if st.outstanding.take().is_some() {
+            if st.waiting {
                 miss(st, t, misses, changes);
             }
-            st.outstanding = Some((port, seq, now));
+            st.waiting = true;
             st.health.sent += 1;
-            out.push(segment(t.local, port, t.remote, seq, 0, SYN));
+            out.push(prober.probe(now, t, ProbeOwner::Wccp));
         }
         out
     }
 
-    /// A segment to a probe port: returns the RST that closes an accepted handshake.
-    pub fn on_segment(
-        &mut self,
-        seg: &TcpSegment,
-        now: Instant,
-        changes: &mut Vec<ProbeChange>,
-    ) -> Option<Vec<u8>> {
+    /// An answer the prober validated for one of our targets.
+    pub fn on_answer(&mut self, a: &ProbeAnswer, changes: &mut Vec<ProbeChange>) {
         let misses = self.misses;
-        let (t, st) = self.targets.iter_mut().find(|(t, s)| {
-            t.local == *seg.dst.ip()
-                && t.remote == seg.src
-                && s.outstanding.is_some_and(|(p, _, _)| p == seg.dst.port())
-        })?;
-        let (port, seq, sent) = st.outstanding?;
-        if seg.flags & RST != 0 {
-            // Refused: the host is there but nothing listens.
-            st.outstanding = None;
-            miss(st, *t, misses, changes);
-            return None;
+        let Some(st) = self.targets.get_mut(&a.target) else {
+            return;
+        };
+        if !st.waiting {
+            return;
         }
-        if seg.flags & (SYN | ACK) != SYN | ACK || seg.ack != seq.wrapping_add(1) {
-            return None;
+        st.waiting = false;
+        match a.outcome {
+            ProbeOutcome::Refused => miss(st, a.target, misses, changes),
+            ProbeOutcome::Accepted { rtt } => {
+                st.health.answered += 1;
+                st.health.misses = 0;
+                st.health.last_rtt = Some(rtt);
+                if !st.health.up {
+                    st.health.up = true;
+                    changes.push(ProbeChange::Up(a.target));
+                }
+            }
         }
-        st.outstanding = None;
-        st.health.answered += 1;
-        st.health.misses = 0;
-        st.health.last_rtt = Some(now.saturating_duration_since(sent));
-        if !st.health.up {
-            st.health.up = true;
-            changes.push(ProbeChange::Up(*t));
-        }
-        Some(segment(t.local, port, t.remote, seg.ack, 0, RST))
     }
 }
 
-fn miss(st: &mut State, t: ProbeTarget, misses: u32, changes: &mut Vec<ProbeChange>) {
+fn miss(st: &mut RoundState, t: ProbeTarget, misses: u32, changes: &mut Vec<ProbeChange>) {
     st.health.misses = st.health.misses.saturating_add(1);
     if st.health.up && st.health.answered > 0 && st.health.misses >= misses {
         st.health.up = false;
@@ -199,51 +502,9 @@ fn miss(st: &mut State, t: ProbeTarget, misses: u32, changes: &mut Vec<ProbeChan
     }
 }
 
-/// An IPv4 + TCP segment without options or payload.
-pub fn segment(
-    src: Ipv4Addr,
-    sport: u16,
-    dst: SocketAddrV4,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-) -> Vec<u8> {
-    let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + TCP_HEADER_LEN];
-    Ipv4Repr {
-        src,
-        dst: *dst.ip(),
-        protocol: ipv4::PROTO_TCP,
-        payload_len: TCP_HEADER_LEN,
-        ttl: 64,
-        ident: crate::pipeline::next_ident(),
-        tos: 0,
-        dont_fragment: true,
-    }
-    .emit(&mut p[..ipv4::MIN_HEADER_LEN]);
-    let t = &mut p[ipv4::MIN_HEADER_LEN..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = (TCP_HEADER_LEN as u8 / 4) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let acc = checksum::sum(
-        checksum::pseudo_header(
-            src.octets(),
-            dst.ip().octets(),
-            ipv4::PROTO_TCP,
-            TCP_HEADER_LEN as u16,
-        ),
-        t,
-    );
-    let c = !checksum::fold(acc);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    p
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn target() -> ProbeTarget {
@@ -253,18 +514,13 @@ mod tests {
         }
     }
 
+    /// Port and sequence number of a SYN, checking its checksums.
     fn syn_of(p: &[u8]) -> (u16, u32) {
-        let t = &p[20..];
-        assert_eq!(t[13], SYN);
-        let acc = checksum::sum(
-            checksum::pseudo_header([10, 0, 3, 1], [10, 0, 3, 2], 6, 20),
-            t,
-        );
-        assert_eq!(checksum::fold(acc), 0xffff, "TCP checksum");
-        (
-            u16::from_be_bytes([t[0], t[1]]),
-            u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
-        )
+        let t = TcpPacket::new_checked(&p[20..]).unwrap();
+        assert_eq!(t.flags(), flags::SYN);
+        assert!(t.verify_checksum([10, 0, 3, 1].into(), [10, 0, 3, 2].into()));
+        assert_eq!(netwire::checksum::checksum(&p[..20]), 0, "IPv4 checksum");
+        (t.src_port(), t.seq_number())
     }
 
     fn answer(port: u16, ack: u32, flags: u8) -> TcpSegment {
@@ -278,66 +534,180 @@ mod tests {
     }
 
     #[test]
-    fn handshake_keeps_up_and_is_reset() {
-        let t0 = Instant::now();
-        let mut p = Prober::new(3, 42);
-        let mut ch = Vec::new();
-        let out = p.tick(t0, [target()], &mut ch);
-        let (port, seq) = syn_of(&out[0]);
-        assert!(PROBE_PORTS.contains(&port));
-        // A SYN-ACK acknowledging something else is ignored.
-        assert!(p
-            .on_segment(&answer(port, seq, SYN | ACK), t0, &mut ch)
-            .is_none());
-        let rst = p
-            .on_segment(
-                &answer(port, seq.wrapping_add(1), SYN | ACK),
-                t0 + Duration::from_millis(2),
-                &mut ch,
-            )
-            .expect("RST");
-        assert_eq!(rst[20 + 13], RST);
-        assert_eq!(&rst[20 + 4..20 + 8], &seq.wrapping_add(1).to_be_bytes());
-        let h = p.get(&target()).unwrap();
-        assert!(h.up && h.answered == 1 && h.last_rtt == Some(Duration::from_millis(2)));
-        assert!(ch.is_empty());
+    fn every_probe_takes_a_new_port_and_an_unrelated_sequence_number() {
+        let now = Instant::now();
+        let mut p = Prober::new(1);
+        let (mut ports, mut seqs) = (Vec::new(), Vec::new());
+        for _ in 0..50 {
+            let (port, seq) = syn_of(&p.probe(now, target(), ProbeOwner::Steering(0)));
+            assert!(PROBE_PORTS.contains(&port));
+            ports.push(port);
+            seqs.push(seq);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 50, "a 4-tuple was reused");
+        let steps: Vec<u32> = seqs.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert!(
+            steps.windows(2).any(|w| w[0] != w[1]),
+            "sequence numbers follow a constant step"
+        );
+        // Two routers started with different seeds choose different numbers.
+        let mut q = Prober::new(2);
+        assert_ne!(syn_of(&q.probe(now, target(), ProbeOwner::Wccp)).1, seqs[0]);
     }
 
     #[test]
-    fn misses_take_down_and_one_answer_brings_back() {
+    fn only_an_exact_answer_counts_and_a_syn_ack_is_closed_with_a_rst() {
         let t0 = Instant::now();
-        let mut p = Prober::new(3, 7);
+        let mut p = Prober::new(42);
+        let (port, seq) = syn_of(&p.probe(t0, target(), ProbeOwner::Steering(3)));
+        let good = answer(port, seq.wrapping_add(1), flags::SYN | flags::ACK);
+        // Wrong acknowledgment, bare ACK (a challenge ACK), wrong source port or address,
+        // wrong local address, RST without ACK: all ignored.
+        let wrong_src_port = TcpSegment {
+            src: SocketAddrV4::new(*target().remote.ip(), 80),
+            ..good
+        };
+        let wrong_src = TcpSegment {
+            src: SocketAddrV4::new([10, 0, 3, 9].into(), 3128),
+            ..good
+        };
+        let wrong_local = TcpSegment {
+            dst: SocketAddrV4::new([10, 0, 4, 1].into(), port),
+            ..good
+        };
+        for bad in [
+            answer(port, seq, flags::SYN | flags::ACK),
+            answer(port, seq.wrapping_add(1), flags::ACK),
+            answer(port, 0, flags::RST),
+            wrong_src_port,
+            wrong_src,
+            wrong_local,
+        ] {
+            let r = p.on_segment(&bad, t0);
+            assert_eq!(r, SegmentResult::default(), "{bad:?}");
+        }
+        assert_eq!(p.counters().ignored, 6);
+        let r = p.on_segment(&good, t0 + Duration::from_millis(2));
+        let a = r.answer.unwrap();
+        assert_eq!(a.owner, ProbeOwner::Steering(3));
+        assert_eq!(
+            a.outcome,
+            ProbeOutcome::Accepted {
+                rtt: Duration::from_millis(2)
+            }
+        );
+        let rst = r.reply.unwrap();
+        let t = TcpPacket::new_checked(&rst[20..]).unwrap();
+        assert_eq!(t.flags(), flags::RST);
+        assert_eq!(t.seq_number(), seq.wrapping_add(1));
+        assert_eq!((t.src_port(), t.dst_port()), (port, 3128));
+        assert!(t.verify_checksum(target().local, *target().remote.ip()));
+        // A retransmitted SYN-ACK is closed again but not reported twice.
+        let again = p.on_segment(&good, t0);
+        assert!(again.answer.is_none() && again.reply.is_some());
+    }
+
+    #[test]
+    fn a_reset_acknowledging_the_syn_is_a_refusal() {
+        let t0 = Instant::now();
+        let mut p = Prober::new(5);
+        let (port, seq) = syn_of(&p.probe(t0, target(), ProbeOwner::Wccp));
+        let r = p.on_segment(
+            &answer(port, seq.wrapping_add(1), flags::RST | flags::ACK),
+            t0,
+        );
+        assert_eq!(r.answer.unwrap().outcome, ProbeOutcome::Refused);
+        assert!(r.reply.is_none());
+    }
+
+    #[test]
+    fn a_replaced_probe_is_not_reported_and_ports_are_reclaimed() {
+        let t0 = Instant::now();
+        let mut p = Prober::new(9);
+        let (old_port, old_seq) = syn_of(&p.probe(t0, target(), ProbeOwner::Wccp));
+        let (new_port, _) = syn_of(&p.probe(t0, target(), ProbeOwner::Wccp));
+        assert_ne!(old_port, new_port);
+        let late = p.on_segment(
+            &answer(old_port, old_seq.wrapping_add(1), flags::SYN | flags::ACK),
+            t0,
+        );
+        assert!(late.answer.is_none(), "the replaced probe's answer counted");
+        assert!(late.reply.is_some(), "the late handshake was left open");
+        // Thousands of probes later the map holds only the live probe and lingering ones.
+        let mut now = t0;
+        for _ in 0..5000 {
+            now += Duration::from_millis(10);
+            p.probe(now, target(), ProbeOwner::Wccp);
+        }
+        assert!(p.outstanding.len() <= 501, "{}", p.outstanding.len());
+        // A cancelled probe's answer is not reported either.
+        let (port, seq) = syn_of(&p.probe(now, target(), ProbeOwner::Steering(1)));
+        p.cancel(ProbeOwner::Steering(1), target());
+        let r = p.on_segment(
+            &answer(port, seq.wrapping_add(1), flags::SYN | flags::ACK),
+            now,
+        );
+        assert!(r.answer.is_none());
+    }
+
+    #[test]
+    fn rounds_take_down_after_misses_and_one_answer_brings_back() {
+        let t0 = Instant::now();
+        let mut p = Prober::new(7);
+        let mut r = Rounds::new(3);
         let mut ch = Vec::new();
+        let round = |r: &mut Rounds, p: &mut Prober, ch: &mut Vec<ProbeChange>| {
+            let out = r.tick(t0, [target()], p, ch);
+            syn_of(&out[0])
+        };
         // Never answered: misses do not take it down.
         for _ in 0..5 {
-            p.tick(t0, [target()], &mut ch);
+            round(&mut r, &mut p, &mut ch);
         }
-        assert!(p.is_up(&target()) && ch.is_empty());
-        assert_eq!(p.get(&target()).unwrap().state(), "unanswered");
-        let out = p.tick(t0, [target()], &mut ch);
-        let (port, seq) = syn_of(&out[0]);
-        p.on_segment(&answer(port, seq.wrapping_add(1), SYN | ACK), t0, &mut ch);
-        assert_eq!(p.get(&target()).unwrap().state(), "up");
-        p.tick(t0, [target()], &mut ch);
-        p.tick(t0, [target()], &mut ch);
-        p.tick(t0, [target()], &mut ch);
-        assert!(p.is_up(&target()) && ch.is_empty(), "two misses so far");
-        let out = p.tick(t0, [target()], &mut ch);
+        assert!(r.is_up(&target()) && ch.is_empty());
+        assert_eq!(r.get(&target()).unwrap().state(), "unanswered");
+        let (port, seq) = round(&mut r, &mut p, &mut ch);
+        let a = p
+            .on_segment(
+                &answer(port, seq.wrapping_add(1), flags::SYN | flags::ACK),
+                t0,
+            )
+            .answer
+            .unwrap();
+        r.on_answer(&a, &mut ch);
+        assert_eq!(r.get(&target()).unwrap().state(), "up");
+        for _ in 0..3 {
+            round(&mut r, &mut p, &mut ch);
+        }
+        assert!(r.is_up(&target()) && ch.is_empty(), "two misses so far");
+        let (port, seq) = round(&mut r, &mut p, &mut ch);
         assert_eq!(ch, vec![ProbeChange::Down(target())]);
-        assert!(!p.is_up(&target()));
-        let (port, seq) = syn_of(&out[0]);
+        assert!(!r.is_up(&target()));
         ch.clear();
-        p.on_segment(&answer(port, seq.wrapping_add(1), SYN | ACK), t0, &mut ch);
+        let a = p
+            .on_segment(
+                &answer(port, seq.wrapping_add(1), flags::SYN | flags::ACK),
+                t0,
+            )
+            .answer
+            .unwrap();
+        r.on_answer(&a, &mut ch);
         assert_eq!(ch, vec![ProbeChange::Up(target())]);
-        // A RST (nothing listens) counts as a miss at once.
-        let out = p.tick(t0, [target()], &mut ch);
-        let (port, _) = syn_of(&out[0]);
-        assert!(p
-            .on_segment(&answer(port, 0, RST | ACK), t0, &mut ch)
-            .is_none());
-        assert_eq!(p.get(&target()).unwrap().misses, 1);
+        // A refusal counts as a miss at once.
+        let (port, seq) = round(&mut r, &mut p, &mut ch);
+        let a = p
+            .on_segment(
+                &answer(port, seq.wrapping_add(1), flags::RST | flags::ACK),
+                t0,
+            )
+            .answer
+            .unwrap();
+        r.on_answer(&a, &mut ch);
+        assert_eq!(r.get(&target()).unwrap().misses, 1);
         // Targets no longer wanted are forgotten.
-        assert!(p.tick(t0, [], &mut ch).is_empty());
-        assert!(p.get(&target()).is_none());
+        assert!(r.tick(t0, [], &mut p, &mut ch).is_empty());
+        assert!(r.get(&target()).is_none());
     }
 }

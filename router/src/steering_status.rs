@@ -99,6 +99,18 @@ pub struct SteeringDeviceStatus {
     pub copy_bytes: u64,
     /// Copies for it lost to a full copy queue.
     pub copy_drops: u64,
+    /// Probe answers that accepted the handshake.
+    #[serde(default)]
+    pub probe_ok: u64,
+    /// Probe answers that refused it (RST).
+    #[serde(default)]
+    pub probe_refused: u64,
+    /// Times the health checks took it out of service.
+    #[serde(default)]
+    pub downs: u64,
+    /// When it last went out of or back into service (Unix time in ms; 0: never).
+    #[serde(default)]
+    pub changed_unix_ms: u64,
 }
 
 fn read(t: &Traffic) -> (u64, u64) {
@@ -174,6 +186,10 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
                 copies: cp,
                 copy_bytes: cb,
                 copy_drops: c.copy_drops.load(Ordering::Relaxed),
+                probe_ok: c.probe_ok.load(Ordering::Relaxed),
+                probe_refused: c.probe_refused.load(Ordering::Relaxed),
+                downs: c.downs.load(Ordering::Relaxed),
+                changed_unix_ms: c.changed_unix_ms.load(Ordering::Relaxed),
             }
         })
         .collect();
@@ -223,14 +239,32 @@ pub fn render(o: &mut String, s: &SteeringStatus) {
     }
     let _ = writeln!(
         o,
-        "Steering devices\n  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10}",
-        "DEVICE", "MODE", "HEALTH", "PACKETS", "BYTES", "COPIES", "COPY-DROPS"
+        "Steering devices\n  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10} {:>9} {:>9} {:>6}",
+        "DEVICE",
+        "MODE",
+        "HEALTH",
+        "PACKETS",
+        "BYTES",
+        "COPIES",
+        "COPY-DROPS",
+        "PROBE-OK",
+        "REFUSED",
+        "DOWNS"
     );
     for d in &s.devices {
         let _ = writeln!(
             o,
-            "  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10}",
-            d.name, d.mode, d.health, d.packets, d.bytes, d.copies, d.copy_drops
+            "  {:<20} {:<12} {:<15} {:>10} {:>12} {:>8} {:>10} {:>9} {:>9} {:>6}",
+            d.name,
+            d.mode,
+            d.health,
+            d.packets,
+            d.bytes,
+            d.copies,
+            d.copy_drops,
+            d.probe_ok,
+            d.probe_refused,
+            d.downs
         );
     }
 }

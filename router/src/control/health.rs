@@ -1,14 +1,18 @@
-//! Drives the steering health monitor (issue 7): turns its probe requests into SYNs the workers
-//! send, feeds it the probe answers the workers recorded, publishes device health to the data
-//! plane, and serves `swrouter steering restore DEVICE`.
+//! Drives the steering health monitor (issue 7): sends its probes through the router's one
+//! prober ([`crate::probe`]), feeds it the answers the prober validated and the passive evidence
+//! the workers queued, publishes device health to the data plane, and serves `swrouter steering
+//! restore DEVICE`.
 //!
 //! The monitor is the sans-IO `steering::HealthMonitor`; this driver is its I/O. It runs on the
-//! control thread, ticking every [`TICK`]: failover happens within one probe period after
-//! detection plus one tick.
+//! control thread, ticking every [`TICK`] for timers; answers are fed as they arrive. A probe
+//! leaves through the outbox at once (worker 0 is woken for it) and its answer is handled on
+//! arrival, so the probe timeout is spent on the network alone.
 
-use crate::tables::steer::{PassiveEvent, ProbeOut, SteeringPlane, PROBE_PORT_BASE};
+use crate::local::Outbox;
+use crate::probe::{ProbeAnswer, ProbeOutcome, ProbeOwner, ProbeTarget, Prober};
+use crate::tables::steer::{PassiveEvent, SteeringPlane};
 use conf::RouterConf;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +27,9 @@ pub struct HealthDriver {
     monitor: Option<HealthMonitor>,
     /// Source address per device: ours on the device's first interface.
     sources: Vec<Option<Ipv4Addr>>,
-    /// (ok, refused) answers already fed to the monitor, per device.
-    seen: Vec<(u64, u64)>,
     generation: u64,
-    seq: u32,
+    /// Probes that could not be queued (outbox full).
+    outbox_full: u64,
 }
 
 impl HealthDriver {
@@ -52,48 +55,41 @@ impl HealthDriver {
                     .map(|i| i.address)
             })
             .collect::<Vec<_>>();
-        let seen = plane
-            .devices
-            .iter()
-            .map(|c| {
-                (
-                    c.probe_ok.load(Ordering::Relaxed),
-                    c.probe_refused.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
         let mut d = HealthDriver {
             plane,
             monitor,
             sources,
-            seen,
             generation: u64::MAX,
-            seq: 0x5157_0000,
+            outbox_full: 0,
         };
         d.publish();
         d
     }
 
-    /// Runs timers, feeds answers, queues probes, publishes health.
-    pub fn tick(&mut self) {
+    /// An answer the prober validated for one of this driver's probes.
+    pub fn on_probe_answer(&mut self, a: &ProbeAnswer) {
+        let ProbeOwner::Steering(d) = a.owner else {
+            return;
+        };
+        let Some(m) = self.monitor.as_mut() else {
+            return;
+        };
+        let ok = matches!(a.outcome, ProbeOutcome::Accepted { .. });
+        if let Some(c) = self.plane.devices.get(d as usize) {
+            let n = if ok { &c.probe_ok } else { &c.probe_refused };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        m.handle_probe_result(Instant::now(), DeviceIdx(d), ok);
+        self.events();
+        self.publish();
+    }
+
+    /// Runs timers, feeds passive evidence, sends due probes, publishes health.
+    pub fn tick(&mut self, prober: &mut Prober, outbox: &Outbox) {
         let Some(m) = self.monitor.as_mut() else {
             return;
         };
         let now = Instant::now();
-        for (i, c) in self.plane.devices.iter().enumerate() {
-            let ok = c.probe_ok.load(Ordering::Relaxed);
-            let refused = c.probe_refused.load(Ordering::Relaxed);
-            let Some(seen) = self.seen.get_mut(i) else {
-                continue;
-            };
-            let dev = DeviceIdx(i as u32);
-            if ok > seen.0 {
-                m.handle_probe_result(now, dev, true);
-            } else if refused > seen.1 {
-                m.handle_probe_result(now, dev, false);
-            }
-            *seen = (ok, refused);
-        }
         // Passive evidence the workers saw since the last tick (bounded by the queue).
         while let Some(e) = self.plane.passive.pop() {
             match e {
@@ -104,36 +100,38 @@ impl HealthDriver {
             }
         }
         m.handle_timeout(now);
-        let mut probes = Vec::new();
         while let Some(p) = m.poll_probe() {
             let Some(src) = self.sources.get(p.device.index()).copied().flatten() else {
                 continue;
             };
-            let Ok(idx) = u16::try_from(p.device.0) else {
-                continue;
+            let target = ProbeTarget {
+                local: src,
+                remote: SocketAddrV4::new(p.addr, p.port),
             };
-            self.seq = self.seq.wrapping_add(0x0001_0001);
-            probes.push(ProbeOut {
-                src,
-                dst: p.addr,
-                sport: PROBE_PORT_BASE.saturating_add(idx),
-                dport: p.port,
-                seq: self.seq,
-            });
-        }
-        if !probes.is_empty() {
-            if let Ok(mut q) = self.plane.probes.lock() {
-                // Bounded: a worker that stopped polling must not let the queue grow.
-                if q.len() < 4096 {
-                    q.extend(probes);
-                }
+            let syn = prober.probe(now, target, ProbeOwner::Steering(p.device.0));
+            if !outbox.send_ipv4(syn) {
+                // The monitor counts it as unanswered at its timeout.
+                self.outbox_full += 1;
             }
         }
+        self.events();
+        self.publish();
+    }
+
+    /// Logs the monitor's events and records when devices leave and re-enter service.
+    fn events(&mut self) {
+        let Some(m) = self.monitor.as_mut() else {
+            return;
+        };
         while let Some(e) = m.poll_event() {
             let tables = self.plane.tables.as_ref();
             let name = |d: DeviceIdx| tables.and_then(|t| t.device_name(d)).unwrap_or("?");
             match e {
                 HealthEvent::DeviceDown { device } => {
+                    if let Some(c) = self.plane.devices.get(device.index()) {
+                        c.downs.fetch_add(1, Ordering::Relaxed);
+                        c.changed_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                    }
                     tracing::warn!(device = name(device), "steering device down")
                 }
                 HealthEvent::DeviceUp { device } => {
@@ -150,11 +148,18 @@ impl HealthDriver {
                     "steering failover to the alternate"
                 ),
                 HealthEvent::Restored { device, .. } => {
+                    if let Some(c) = self.plane.devices.get(device.index()) {
+                        c.changed_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                    }
                     tracing::info!(device = name(device), "steering device back in service")
                 }
             }
         }
-        self.publish();
+    }
+
+    /// Probes that could not be queued because the outbox was full.
+    pub fn outbox_full(&self) -> u64 {
+        self.outbox_full
     }
 
     /// Operator command: put `name` back in service. Err explains why not.
@@ -172,6 +177,7 @@ impl HealthDriver {
             .as_mut()
             .ok_or_else(|| "no steering configured".to_string())?;
         let done = m.restore(dev);
+        self.events();
         self.publish();
         if done {
             Ok(format!("device `{name}` restored to service"))
@@ -201,4 +207,11 @@ impl HealthDriver {
             self.plane.health.store(Arc::new(m.state().clone()));
         }
     }
+}
+
+/// Now as Unix time in milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

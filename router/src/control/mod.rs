@@ -173,9 +173,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
     );
     // WCCP listens on UDP 2048 on every router address (reference §1).
-    let wccp_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind(wccp::WCCP_PORT, 1024));
-    // Fast-failover probe answers (TCP to the probe ports).
-    let probe_rx = (!conf.wccp.is_empty()).then(|| tables.local.bind_probes(1024));
+    let wccp_rx =
+        (!conf.wccp.is_empty()).then(|| tables.local.bind(::wccp::engine::WCCP_PORT, 1024));
+    // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports.
+    let probe_rx = Some(tables.local.bind_probes(1024));
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::local::outbox(1024)?;
     let shared = Arc::new(Shared {
@@ -221,6 +222,8 @@ struct ControlState {
     wccp: Option<wccp::WccpDriver>,
     /// Steering health checks of the plane in force.
     health: health::HealthDriver,
+    /// The one TCP prober both health checks send through.
+    prober: crate::probe::Prober,
 }
 
 async fn control_loop(
@@ -228,7 +231,7 @@ async fn control_loop(
     conf: RouterConf,
     shared: Arc<Shared>,
     mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
-    mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::local::TcpSegment>>,
+    mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let sock_path = conf.router.management_socket.clone();
@@ -261,6 +264,7 @@ async fn control_loop(
     let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
     let mut state = ControlState {
         health,
+        prober: crate::probe::Prober::new(crate::probe::random_seed()),
         config_path,
         conf,
         shared,
@@ -299,16 +303,16 @@ async fn control_loop(
             }
             _ = tokio::time::sleep_until(if probe_period.is_some() { next_probe } else { far_probe }) => {
                 if let (Some(w), Some(p)) = (state.wccp.as_mut(), probe_period) {
-                    w.on_probe_tick();
+                    w.on_probe_tick(&mut state.prober);
                     next_probe = tokio::time::Instant::now() + p;
                 }
             }
             seg = recv_probe(&mut probe_rx) => {
-                if let (Some(seg), Some(w)) = (seg, state.wccp.as_mut()) {
-                    w.on_probe_answer(seg);
+                if let Some(seg) = seg {
+                    on_probe_segment(&mut state, &seg);
                 }
             }
-            _ = health_tick.tick() => state.health.tick(),
+            _ = health_tick.tick() => state.health.tick(&mut state.prober, &state.shared.outbox),
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
@@ -333,10 +337,35 @@ async fn control_loop(
     Ok(())
 }
 
+/// A segment to a probe port: the prober validates it, closes an accepted handshake, and the
+/// answer goes to whichever health check sent the probe.
+fn on_probe_segment(state: &mut ControlState, seg: &crate::probe::TcpSegment) {
+    let r = state.prober.on_segment(seg, Instant::now());
+    if let Some(rst) = r.reply {
+        // A RST that finds the outbox full is lost; the target times the half-open
+        // connection out on its own.
+        let _ = state.shared.outbox.send_ipv4(rst);
+    }
+    match r.answer {
+        Some(
+            a @ crate::probe::ProbeAnswer {
+                owner: crate::probe::ProbeOwner::Wccp,
+                ..
+            },
+        ) => {
+            if let Some(w) = state.wccp.as_mut() {
+                w.on_probe_answer(&a);
+            }
+        }
+        Some(a) => state.health.on_probe_answer(&a),
+        None => {}
+    }
+}
+
 /// The next probe answer, or never when nothing probes.
 async fn recv_probe(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::local::TcpSegment>>,
-) -> Option<crate::local::TcpSegment> {
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
+) -> Option<crate::probe::TcpSegment> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -506,6 +535,11 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     if steering_changed {
         let plane = state.shared.tables.load().steering.clone();
         state.health = health::HealthDriver::new(plane, &state.conf, Some(&state.health));
+        // Device indices may mean other devices now: answers to the old plane's probes are
+        // closed but not reported.
+        state
+            .prober
+            .forget(|o| matches!(o, crate::probe::ProbeOwner::Steering(_)));
     }
     state.reloads += 1;
     tracing::info!(

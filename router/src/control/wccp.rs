@@ -8,8 +8,8 @@
 //! assignments kept. Whenever an assignment, a cache's probe state or the configuration
 //! changes, a new [`WccpPlane`] is published into the tables snapshot.
 
-use crate::local::{LocalDatagram, OutDatagram, Outbox, TcpSegment};
-use crate::probe::{ProbeChange, ProbeTarget, Prober};
+use crate::local::{LocalDatagram, OutDatagram, Outbox};
+use crate::probe::{ProbeAnswer, ProbeChange, ProbeTarget, Prober, Rounds};
 use crate::status::{
     FastFailoverStatus, FlowAffinityStatus, WccpCacheStatus, WccpServiceStatus, WccpStatus,
     WccpTrafficStatus,
@@ -28,9 +28,6 @@ use std::time::{Duration, Instant};
 use wccp::router::{RouterEngine, RouterEvent, RouterServiceConfig};
 use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods, ServiceFlags, ServiceInfo};
 
-/// The WCCP UDP port, both ends (reference §1).
-pub const WCCP_PORT: u16 = 2048;
-
 /// The engine, its assignments, the prober, and what the driver itself counts.
 pub struct WccpDriver {
     engine: RouterEngine,
@@ -43,7 +40,8 @@ pub struct WccpDriver {
     services: Vec<WccpServiceConf>,
     options: WccpOptions,
     workers: usize,
-    prober: Prober,
+    /// Fast-failover probe rounds (the probes go through the control plane's one prober).
+    rounds: Rounds,
     counters: BTreeMap<u8, Arc<ServiceCounters>>,
     cache_counters: BTreeMap<(u8, Ipv4Addr), Arc<CacheCounters>>,
     affinity_stats: Arc<AffinityStats>,
@@ -129,10 +127,6 @@ impl WccpDriver {
                 "WCCP service group configured"
             );
         }
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(1);
         let mut d = WccpDriver {
             engine,
             outbox,
@@ -143,7 +137,7 @@ impl WccpDriver {
             services: services.to_vec(),
             options: options.clone(),
             workers: workers.max(1),
-            prober: Prober::new(options.probe_misses, seed),
+            rounds: Rounds::new(options.probe_misses),
             counters: BTreeMap::new(),
             cache_counters: BTreeMap::new(),
             affinity_stats: Default::default(),
@@ -186,9 +180,7 @@ impl WccpDriver {
                 tracing::info!(service = s.id, "WCCP service group (re)started by reload");
             }
         }
-        if options.probe_misses != self.options.probe_misses {
-            self.prober = Prober::new(options.probe_misses, 0x5eed);
-        }
+        self.rounds.set_misses(options.probe_misses);
         self.services = services.to_vec();
         self.options = options.clone();
         self.drain(Instant::now());
@@ -218,8 +210,8 @@ impl WccpDriver {
     }
 
     /// One probe round over every cache that holds part of an assignment.
-    pub fn on_probe_tick(&mut self) {
-        for (t, h) in self.prober.health() {
+    pub fn on_probe_tick(&mut self, prober: &mut Prober) {
+        for (t, h) in self.rounds.health() {
             if h.answered == 0 && h.misses == self.options.probe_misses.max(1) {
                 tracing::warn!(
                     cache = %t.remote.ip(), port = t.remote.port(),
@@ -241,7 +233,10 @@ impl WccpDriver {
             Vec::new()
         };
         let mut changes = Vec::new();
-        for p in self.prober.tick(Instant::now(), wanted, &mut changes) {
+        for p in self
+            .rounds
+            .tick(Instant::now(), wanted, prober, &mut changes)
+        {
             if !self.outbox.send_ipv4(p) {
                 self.outbox_full += 1;
             }
@@ -249,14 +244,10 @@ impl WccpDriver {
         self.apply(changes);
     }
 
-    /// A TCP segment to a probe port.
-    pub fn on_probe_answer(&mut self, seg: TcpSegment) {
+    /// An answer the prober validated for one of the fast-failover probes.
+    pub fn on_probe_answer(&mut self, a: &ProbeAnswer) {
         let mut changes = Vec::new();
-        if let Some(rst) = self.prober.on_segment(&seg, Instant::now(), &mut changes) {
-            if !self.outbox.send_ipv4(rst) {
-                self.outbox_full += 1;
-            }
-        }
+        self.rounds.on_answer(a, &mut changes);
         self.apply(changes);
     }
 
@@ -298,7 +289,7 @@ impl WccpDriver {
             let failed = a
                 .caches()
                 .iter()
-                .map(|c| self.options.fast_failover && !self.prober.is_up(&self.target_of(*id, c)))
+                .map(|c| self.options.fast_failover && !self.rounds.is_up(&self.target_of(*id, c)))
                 .collect();
             planes.push(ServicePlane {
                 id: *id,
@@ -353,8 +344,8 @@ impl WccpDriver {
         while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
             let payload = self.buf.get(..t.size).unwrap_or_default().to_vec();
             let d = OutDatagram {
-                src: SocketAddrV4::new(t.src, WCCP_PORT),
-                dst: SocketAddrV4::new(t.dst, WCCP_PORT),
+                src: SocketAddrV4::new(t.src, ::wccp::engine::WCCP_PORT),
+                dst: SocketAddrV4::new(t.dst, ::wccp::engine::WCCP_PORT),
                 payload,
             };
             if self.outbox.send(d).is_err() {
@@ -558,7 +549,7 @@ impl WccpDriver {
     fn probe_health(&self, id: u8, cache: Ipv4Addr) -> Option<crate::probe::ProbeHealth> {
         let a = self.assignments.get(&id)?;
         let c = a.caches().iter().find(|c| c.address == cache)?;
-        self.prober.get(&self.target_of(id, c)).copied()
+        self.rounds.get(&self.target_of(id, c)).copied()
     }
 }
 

@@ -118,14 +118,13 @@ fn deliver_local(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
             super::wccp::ReturnOutcome::NotMember => Verdict::Drop(DropReason::WccpReturnNotMember),
             super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
         },
-        // The router's only TCP: answers to its WCCP fast-failover and steering health probes.
+        // The router's only TCP: answers to its health probes (WCCP fast failover, steering).
         ipv4::PROTO_TCP => {
             let dport = l3
                 .get(hlen + 2..hlen + 4)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]));
             let Some(tx) = dport.and_then(|p| cx.tables.local.probe_queue(p)) else {
-                return super::steering::probe_answer(l3, hlen, cx)
-                    .unwrap_or(Verdict::Drop(DropReason::LocalProtocolUnsupported));
+                return Verdict::Drop(DropReason::LocalProtocolUnsupported);
             };
             let partial = pkt.meta.offload.needs_csum();
             match crate::local::deliver_tcp(l3, hlen, partial, tx) {

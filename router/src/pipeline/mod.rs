@@ -518,11 +518,10 @@ impl Pipeline {
         let counters = self.counters.clone();
         let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
         runner.stages.neighbour.poll(&mut cx);
-        steering::send_probes(&mut cx);
         if cx.emitted.is_empty() {
             return;
         }
-        // Released and probe packets start a generation of their own.
+        // Released packets start a generation of their own.
         runner.follow.extend(cx.emitted.drain(..));
         while let Some(p) = runner.follow.pop_front() {
             runner.run(p, &mut cx);

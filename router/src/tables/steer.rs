@@ -73,10 +73,14 @@ pub struct DeviceCounters {
     pub copies: Traffic,
     /// Copies for it lost to a full copy queue.
     pub copy_drops: AtomicU64,
-    /// Probe answers that accepted the handshake (SYN-ACK).
+    /// Probe answers that accepted the handshake (SYN-ACK), counted by the health driver.
     pub probe_ok: AtomicU64,
-    /// Probe answers that refused it (RST).
+    /// Probe answers that refused it (RST), counted by the health driver.
     pub probe_refused: AtomicU64,
+    /// Times the health checks took the device out of service.
+    pub downs: AtomicU64,
+    /// When the device last changed between in and out of service (Unix time, ms; 0: never).
+    pub changed_unix_ms: AtomicU64,
 }
 
 /// Compiled tables, health and counters of one config.
@@ -94,8 +98,6 @@ pub struct SteeringPlane {
     /// packets the rule decided, permitted or denied by its action. A rule naming one client
     /// (a /32 source) is that client's counter.
     pub acl: Vec<Traffic>,
-    /// Health probes the control plane wants sent; a worker drains them in its poll.
-    pub probes: std::sync::Mutex<Vec<ProbeOut>>,
     /// Passive-check evidence from the workers (SYNs sent to a device, SYN-ACKs back from it),
     /// drained by the health driver every tick. Bounded and lock-free; when full, evidence is
     /// dropped and counted in `passive_lost` (the check then sees fewer SYNs, never a stall).
@@ -129,25 +131,6 @@ pub enum PassiveEvent {
     },
 }
 
-/// First TCP source port of health probes: device `i` is probed from `PROBE_PORT_BASE + i`, so
-/// a SYN-ACK or RST to that port of ours names the device it answers for.
-pub const PROBE_PORT_BASE: u16 = 61000;
-
-/// One TCP handshake probe for a worker to send.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeOut {
-    /// Our address on the device's interface.
-    pub src: std::net::Ipv4Addr,
-    /// The device's address.
-    pub dst: std::net::Ipv4Addr,
-    /// Our port (`PROBE_PORT_BASE` + device index).
-    pub sport: u16,
-    /// The probed port.
-    pub dport: u16,
-    /// Initial sequence number.
-    pub seq: u32,
-}
-
 impl Default for SteeringPlane {
     fn default() -> Self {
         SteeringPlane {
@@ -156,7 +139,6 @@ impl Default for SteeringPlane {
             services: Vec::new(),
             devices: Vec::new(),
             acl: Vec::new(),
-            probes: Default::default(),
             passive: crossbeam_queue::ArrayQueue::new(1),
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
@@ -184,7 +166,6 @@ impl SteeringPlane {
                 .collect(),
             health: ArcSwap::from_pointee(health),
             tables: Some(tables),
-            probes: Default::default(),
             passive: crossbeam_queue::ArrayQueue::new(PASSIVE_QUEUE),
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
