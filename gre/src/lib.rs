@@ -38,7 +38,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod checksum;
+/// The Internet checksum (RFC 1071) the optional GRE checksum uses (RFC 2784 §2.5): the
+/// workspace's one implementation, from `netwire`.
+pub use netwire::checksum;
 pub mod encap;
 pub mod error;
 pub mod packet;

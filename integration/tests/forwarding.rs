@@ -42,10 +42,10 @@ fn ping_crosses_the_router_both_ways_and_the_router_answers_echo() {
         route["out"].as_u64().unwrap() >= 12,
         "route stage forwarded the pings: {route}"
     );
-    let ipv4 = stage_of(&s, "ipv4-input").unwrap();
+    let local = stage_of(&s, "local-delivery").unwrap();
     assert!(
-        ipv4["consumed"].as_u64().unwrap() >= 4,
-        "echo requests to the router were answered: {ipv4}"
+        local["consumed"].as_u64().unwrap() >= 4,
+        "echo requests to the router were answered: {local}"
     );
 }
 

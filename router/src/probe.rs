@@ -331,7 +331,7 @@ fn segment(src: Ipv4Addr, dst: SocketAddrV4, tcp: TcpRepr) -> Vec<u8> {
         protocol: ipv4::PROTO_TCP,
         payload_len: tcp.buffer_len(),
         ttl: 64,
-        ident: crate::pipeline::next_ident(),
+        ident: ipv4::next_ident(),
         tos: 0,
         dont_fragment: true,
     }

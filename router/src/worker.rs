@@ -3,7 +3,7 @@
 //! table; with `workers > 1` the kernel spreads flows over them (PACKET_FANOUT_HASH).
 
 use crate::io::Port;
-use crate::local::{Outbox, OutboxReceiver};
+use crate::outbox::{Outbox, OutboxReceiver};
 use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::drop::DropReason;
 use crate::pipeline::packet::Pool;

@@ -389,13 +389,13 @@ fn packets_larger_than_the_mtu_are_fragmented_unless_df_is_set() {
 
 /// Client 10.0.1.2:2048 → `dst`:`port`, UDP with a valid checksum and `payload`.
 fn udp_to(dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {
-    let d = router::local::OutDatagram {
+    let d = router::outbox::OutDatagram {
         src: std::net::SocketAddrV4::new([10, 0, 1, 2].into(), 2048),
         dst: std::net::SocketAddrV4::new(dst.into(), port),
         payload: payload.to_vec(),
     };
     let mut pool = Pool::new(1);
-    let p = router::local::build_udp(&mut pool, &d);
+    let p = router::outbox::build_udp(&mut pool, &d);
     let mut f = p.frame().to_vec();
     ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
     f
@@ -424,9 +424,12 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
         rx.try_recv().is_err(),
         "the corrupted datagram is not delivered"
     );
-    assert_eq!(b.drops(StageKind::Ipv4Input, DropReason::UdpBadChecksum), 1);
     assert_eq!(
-        b.drops(StageKind::Ipv4Input, DropReason::LocalPortUnreachable),
+        b.drops(StageKind::LocalDelivery, DropReason::UdpBadChecksum),
+        1
+    );
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::LocalPortUnreachable),
         1
     );
     let back = b.take_tx(0);
@@ -439,7 +442,10 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
             .collect(),
         t0,
     );
-    assert_eq!(b.drops(StageKind::Ipv4Input, DropReason::LocalQueueFull), 2);
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::LocalQueueFull),
+        2
+    );
 }
 
 #[test]
@@ -448,12 +454,12 @@ fn datagrams_the_control_plane_sends_are_routed_and_checksummed() {
     let t0 = Instant::now();
     b.neighbours
         .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
-    let d = router::local::OutDatagram {
+    let d = router::outbox::OutDatagram {
         src: std::net::SocketAddrV4::new([10, 0, 1, 1].into(), 2048),
         dst: std::net::SocketAddrV4::new([10, 0, 1, 2].into(), 2048),
         payload: b"i-see-you".to_vec(),
     };
-    let p = router::local::build_udp(&mut b.pool, &d);
+    let p = router::outbox::build_udp(&mut b.pool, &d);
     let neigh = b.neighbours.load();
     b.pipeline.run(
         &mut vec![p],
@@ -659,7 +665,7 @@ fn caches_are_never_redirected_and_their_gre_returns_are_forwarded_once() {
         "the returned packet keeps the client's addresses"
     );
     assert_eq!(
-        b.drops(StageKind::Ipv4Input, DropReason::WccpReturnNotMember),
+        b.drops(StageKind::LocalDelivery, DropReason::WccpReturnNotMember),
         1
     );
     let svc = &b.tables.wccp.services[0];

@@ -157,17 +157,8 @@ pub mod proto {
     pub const UDP: u8 = 17;
 }
 
-/// TCP flag bits as they appear in the header's flags octet.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN: with ACK clear, a new connection attempt.
-    pub const SYN: u8 = 0x02;
-    /// RST: never answered with another RST.
-    pub const RST: u8 = 0x04;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+/// TCP flag bits as they appear in the header's flags octet (the workspace's one definition).
+pub use netwire::tcp::flags as tcp_flags;
 
 macro_rules! index_type {
     ($(#[$doc:meta])* $name:ident) => {

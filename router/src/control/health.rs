@@ -8,7 +8,7 @@
 //! leaves through the outbox at once (worker 0 is woken for it) and its answer is handled on
 //! arrival, so the probe timeout is spent on the network alone.
 
-use crate::local::Outbox;
+use crate::outbox::Outbox;
 use crate::probe::{ProbeAnswer, ProbeOutcome, ProbeOwner, ProbeTarget, Prober};
 use crate::tables::steer::{PassiveEvent, SteeringPlane};
 use conf::RouterConf;

@@ -178,7 +178,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports.
     let probe_rx = Some(tables.local.bind_probes(1024));
     let n_ifaces = tables.ifaces.len();
-    let (outbox, outbox_rx) = crate::local::outbox(1024)?;
+    let (outbox, outbox_rx) = crate::outbox::outbox(1024)?;
     let shared = Arc::new(Shared {
         tables: ArcSwap::from_pointee(tables),
         neighbours: Neighbours::default(),
@@ -230,7 +230,7 @@ async fn control_loop(
     config_path: PathBuf,
     conf: RouterConf,
     shared: Arc<Shared>,
-    mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
+    mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
     mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -374,8 +374,8 @@ async fn recv_probe(
 
 /// The next WCCP datagram, or never when WCCP is off.
 async fn recv_wccp(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::local::LocalDatagram>>,
-) -> Option<crate::local::LocalDatagram> {
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
+) -> Option<crate::tables::local::LocalDatagram> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

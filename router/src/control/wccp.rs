@@ -8,12 +8,13 @@
 //! assignments kept. Whenever an assignment, a cache's probe state or the configuration
 //! changes, a new [`WccpPlane`] is published into the tables snapshot.
 
-use crate::local::{LocalDatagram, OutDatagram, Outbox};
+use crate::outbox::{OutDatagram, Outbox};
 use crate::probe::{ProbeAnswer, ProbeChange, ProbeTarget, Prober, Rounds};
 use crate::status::{
     FastFailoverStatus, FlowAffinityStatus, WccpCacheStatus, WccpServiceStatus, WccpStatus,
     WccpTrafficStatus,
 };
+use crate::tables::local::LocalDatagram;
 use crate::tables::wccp::{
     AffinityConf, AffinityStats, CacheCounters, ServiceCounters, ServicePlane, Traffic,
 };

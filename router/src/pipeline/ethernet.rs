@@ -6,7 +6,7 @@
 //! `arp-other-target`, `arp-bad-sender`; ARP it answered or learnt from counts as consumed.
 
 use super::packet::{Packet, Pool};
-use super::{StageCx, StageKind, Verdict};
+use super::stage::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
 use crate::tables::{IfId, Iface};
 use crate::wire::arp::{self, ArpError, ArpRepr};

@@ -4,15 +4,10 @@
 //! checksums, or the cache would receive one oversized datagram it cannot use.
 
 use super::packet::{Packet, Pool};
-use crate::wire::checksum;
 use crate::wire::ethernet::HEADER_LEN;
 use crate::wire::ipv4;
+use crate::wire::tcp::{flags as tcp_flags, TcpPacket};
 use crate::wire::vnet;
-
-/// TCP flags that belong to the last segment only (FIN, PSH) and to the first only (CWR).
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Splits a TCPv4 GSO super-packet into segments of at most `gso_size` payload bytes; each is
 /// handed to `out` as a whole Ethernet frame with final checksums and no offload state.
@@ -30,25 +25,20 @@ pub fn segment_tcpv4(pkt: &Packet, pool: &mut Pool, mut out: impl FnMut(Packet))
         return false;
     }
     let hlen = ipv4::header_len(l3);
-    let Some(thlen) = l3.get(hlen + 12).map(|b| usize::from(b >> 4) * 4) else {
+    let Some(first) = l3.get(hlen..).and_then(|t| TcpPacket::new_checked(t).ok()) else {
         return false;
     };
+    let thlen = first.header_len();
     let headers = HEADER_LEN + hlen + thlen;
-    if thlen < 20 || frame.len() <= headers {
+    if frame.len() <= headers {
         return false;
     }
     let payload = &frame[headers..];
     let mss = usize::from(o.gso_size);
     let tcp_at = HEADER_LEN + hlen;
-    let seq0 = u32::from_be_bytes([
-        frame[tcp_at + 4],
-        frame[tcp_at + 5],
-        frame[tcp_at + 6],
-        frame[tcp_at + 7],
-    ]);
-    let flags0 = frame[tcp_at + 13];
+    let (seq0, flags0) = (first.seq_number(), first.flags());
     let ident0 = u16::from_be_bytes([frame[HEADER_LEN + 4], frame[HEADER_LEN + 5]]);
-    let (src, dst) = (ipv4::src(l3).octets(), ipv4::dst(l3).octets());
+    let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
     let n = payload.len().div_ceil(mss);
     for (i, chunk) in payload.chunks(mss).enumerate() {
         let mut seg = pool.get();
@@ -61,23 +51,19 @@ pub fn segment_tcpv4(pkt: &Packet, pool: &mut Pool, mut out: impl FnMut(Packet))
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         ip[4..6].copy_from_slice(&ident0.wrapping_add(i as u16).to_be_bytes());
         ipv4::fill_checksum(ip, hlen);
-        // TCP: sequence number, per-segment flags, full checksum.
-        let t = &mut f[tcp_at..];
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        // TCP: sequence number, per-segment flags (FIN and PSH belong to the last segment
+        // only, CWR to the first only), full checksum.
+        let mut t = TcpPacket::new_unchecked(&mut f[tcp_at..]);
+        t.set_seq_number(seq0.wrapping_add((i * mss) as u32));
         let mut fl = flags0;
         if i + 1 < n {
-            fl &= !(TCP_FIN | TCP_PSH);
+            fl &= !(tcp_flags::FIN | tcp_flags::PSH);
         }
         if i > 0 {
-            fl &= !TCP_CWR;
+            fl &= !tcp_flags::CWR;
         }
-        t[13] = fl;
-        t[16..18].copy_from_slice(&[0, 0]);
-        let len = (thlen + chunk.len()) as u16;
-        let acc = checksum::sum(checksum::pseudo_header(src, dst, ipv4::PROTO_TCP, len), t);
-        let c = !checksum::fold(acc);
-        t[16..18].copy_from_slice(&c.to_be_bytes());
+        t.set_flags(fl);
+        t.fill_checksum(src, dst);
         seg.meta = pkt.meta;
         seg.meta.offload = Default::default();
         out(seg);
@@ -87,6 +73,7 @@ pub fn segment_tcpv4(pkt: &Packet, pool: &mut Pool, mut out: impl FnMut(Packet))
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A 14 + 20 + 20 + `n` byte TCP super-packet with PSH|ACK|FIN|CWR and gso_size `mss`.
@@ -107,7 +94,7 @@ mod tests {
         let t = &mut f[34..54];
         t[4..8].copy_from_slice(&1000u32.to_be_bytes());
         t[12] = 0x50;
-        t[13] = TCP_PSH | TCP_FIN | TCP_CWR | 0x10;
+        t[13] = tcp_flags::PSH | tcp_flags::FIN | tcp_flags::CWR | tcp_flags::ACK;
         for (i, b) in f[54..].iter_mut().enumerate() {
             *b = i as u8;
         }
@@ -130,17 +117,18 @@ mod tests {
             let l3 = &s.frame()[14..];
             assert_eq!(ipv4::check(l3).map(|_| ()), Ok(()), "segment {i}");
             let t = &l3[20..];
-            let acc = checksum::sum(
-                checksum::pseudo_header([10, 0, 1, 2], [10, 0, 2, 2], 6, t.len() as u16),
-                t,
+            assert!(
+                TcpPacket::new_checked(t)
+                    .unwrap()
+                    .verify_checksum([10, 0, 1, 2].into(), [10, 0, 2, 2].into()),
+                "TCP checksum of segment {i}"
             );
-            assert_eq!(checksum::fold(acc), 0xffff, "TCP checksum of segment {i}");
             let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
             assert_eq!(seq, 1000 + (i * 1448) as u32);
             let fl = t[13];
-            assert_eq!(fl & TCP_CWR != 0, i == 0, "CWR on the first only");
+            assert_eq!(fl & tcp_flags::CWR != 0, i == 0, "CWR on the first only");
             assert_eq!(
-                fl & (TCP_FIN | TCP_PSH) != 0,
+                fl & (tcp_flags::FIN | tcp_flags::PSH) != 0,
                 i == 2,
                 "FIN/PSH on the last only"
             );

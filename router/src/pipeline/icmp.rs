@@ -1,7 +1,7 @@
 //! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2) and their rate limit.
 
 use super::packet::{flags, Packet};
-use super::{StageCx, StageKind};
+use super::stage::{StageCx, StageKind};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ipv4::{self, Ipv4Repr};
@@ -103,14 +103,18 @@ pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &m
     let ip_at = ethernet::HEADER_LEN;
     let icmp_at = ip_at + ipv4::MIN_HEADER_LEN;
     f[icmp_at + icmpw::HEADER_LEN..].copy_from_slice(&l3[..quote]);
-    icmpw::finish(&mut f[icmp_at..], icmp_type, code, rest);
+    let mut msg = icmpw::Icmpv4Packet::new_unchecked(&mut f[icmp_at..]);
+    msg.set_msg_type(icmp_type);
+    msg.set_code(code);
+    msg.set_rest_of_header(rest);
+    msg.fill_checksum();
     Ipv4Repr {
         src: iface.addr,
         dst: src,
         protocol: ipv4::PROTO_ICMP,
         payload_len: icmp_len,
         ttl: 64,
-        ident: next_ident(),
+        ident: ipv4::next_ident(),
         tos: 0xc0,
         dont_fragment: false,
     }
@@ -118,13 +122,6 @@ pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &m
     p.meta.flags = flags::LOCAL;
     p.meta.rx_if = offending.meta.rx_if;
     cx.emit(p, StageKind::Route);
-}
-
-/// Identification for datagrams the router originates.
-pub fn next_ident() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static IDENT: AtomicU16 = AtomicU16::new(1);
-    IDENT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -20,9 +20,11 @@ mod ethernet;
 mod gso;
 mod icmp;
 mod ipv4_input;
+mod local;
 mod neighbour;
 pub mod packet;
 mod route;
+mod stage;
 mod steering;
 mod wccp;
 
@@ -31,106 +33,12 @@ use crate::tables::Tables;
 use counters::WorkerCounters;
 use drop::DropReason;
 pub use ethernet::build_arp;
-pub use icmp::{next_ident, TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
+pub use icmp::{TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
 use packet::{Packet, Pool};
+pub use stage::{StageCx, StageKind, Verdict};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The stages, in pipeline order (SPEC.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StageKind {
-    /// Frames from the I/O backend.
-    Rx,
-    /// Ethernet demux, ARP answers and learning.
-    Ethernet,
-    /// IPv4 validation and local delivery.
-    Ipv4Input,
-    /// WCCP redirection to caches (redirect in).
-    WccpRedirect,
-    /// Service-chain steering (SPEC.md §5).
-    Steering,
-    /// Longest-prefix match, TTL, ICMP errors.
-    Route,
-    /// Next-hop MAC, pending queues.
-    Neighbour,
-    /// Hand-off to the egress interface.
-    Tx,
-}
-
-impl StageKind {
-    /// All stages in order.
-    pub const ALL: [StageKind; 8] = [
-        StageKind::Rx,
-        StageKind::Ethernet,
-        StageKind::Ipv4Input,
-        StageKind::WccpRedirect,
-        StageKind::Steering,
-        StageKind::Route,
-        StageKind::Neighbour,
-        StageKind::Tx,
-    ];
-
-    /// Stable kebab-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageKind::Rx => "rx",
-            StageKind::Ethernet => "ethernet",
-            StageKind::Ipv4Input => "ipv4-input",
-            StageKind::WccpRedirect => "wccp-redirect",
-            StageKind::Steering => "steering",
-            StageKind::Route => "route",
-            StageKind::Neighbour => "neighbour",
-            StageKind::Tx => "tx",
-        }
-    }
-}
-
-/// What a stage decided about a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Pass to the next stage.
-    Continue,
-    /// Used up here on purpose (answered or delivered); its buffer returns to the pool.
-    Consumed,
-    /// Held by the stage (the neighbour stage's pending queue).
-    Queued,
-    /// Ready for the egress interface in `meta.tx_if`.
-    Transmit,
-    /// Continue at a later stage (the packet became the router's own reply).
-    Jump(StageKind),
-    /// Dropped and counted.
-    Drop(DropReason),
-}
-
-/// What a stage may use besides the packet.
-pub struct StageCx<'a> {
-    /// Time of this burst.
-    pub now: Instant,
-    /// Interfaces and routes.
-    pub tables: &'a Tables,
-    /// Neighbour bindings for lookups.
-    pub neigh: &'a NeighSnapshot,
-    /// The shared neighbour table for learning.
-    pub neighbours: &'a Neighbours,
-    /// Buffers for emitted packets.
-    pub pool: &'a mut Pool,
-    /// Packets emitted by stages; each enters at `meta.stage`.
-    pub emitted: &'a mut Vec<Packet>,
-    /// ICMP error rate limiter.
-    pub icmp_limit: &'a mut TokenBucket,
-    /// This worker's counters.
-    pub counters: &'a WorkerCounters,
-}
-
-impl StageCx<'_> {
-    /// Queues `pkt` to enter the pipeline at `at`.
-    pub fn emit(&mut self, mut pkt: Packet, at: StageKind) {
-        pkt.meta.stage = at as u8;
-        self.emitted.push(pkt);
-    }
-}
 
 /// The stateful and stateless stages of one worker (rx and tx need no state).
 #[derive(Default)]
@@ -141,6 +49,7 @@ struct Stages {
     steering: steering::SteeringStage,
     route: route::RouteStage,
     neighbour: neighbour::NeighbourStage,
+    local: local::LocalDeliveryStage,
 }
 
 impl Stages {
@@ -155,6 +64,7 @@ impl Stages {
             StageKind::Route => self.route.process(pkt, cx),
             StageKind::Neighbour => self.neighbour.process(pkt, cx),
             StageKind::Tx => tx(pkt, cx),
+            StageKind::LocalDelivery => self.local.process(pkt, cx),
         }
     }
 }
@@ -298,7 +208,14 @@ impl Runner<'_> {
                 self.stages.neighbour.process(&mut pkt, cx)
             );
             stage!(at, StageKind::Tx, tx(&mut pkt, cx));
-            // Past the last stage without an end: cannot happen (tx always ends the trip).
+            // Reached only by a jump: tx ends every trip that passes it.
+            stage!(
+                at,
+                StageKind::LocalDelivery,
+                self.stages.local.process(&mut pkt, cx)
+            );
+            // Past the last stage without an end: cannot happen (every stage above ends the
+            // trips that reach it).
             let last = StageKind::ALL.len() - 1;
             self.end_segment(
                 at,

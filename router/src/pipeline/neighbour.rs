@@ -10,7 +10,7 @@
 use super::ethernet::build_arp;
 use super::icmp::send_error;
 use super::packet::Packet;
-use super::{StageCx, StageKind, Verdict};
+use super::stage::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
 use crate::tables::{IfId, Iface};
 use crate::wire::ethernet::{self, Mac, HEADER_LEN};

@@ -7,7 +7,7 @@
 
 use super::icmp::send_error;
 use super::packet::{flags, Packet};
-use super::{StageCx, Verdict};
+use super::stage::{StageCx, Verdict};
 use crate::pipeline::drop::DropReason;
 use crate::wire::ethernet::HEADER_LEN;
 use crate::wire::icmp as icmpw;

@@ -24,12 +24,13 @@
 
 use super::drop::DropReason;
 use super::packet::{flags, Packet};
-use super::{StageCx, StageKind, Verdict};
+use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::steer::{PassiveEvent, ServiceDrop, SteeringPlane};
 use crate::tables::Iface;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, Mac, HEADER_LEN};
 use crate::wire::ipv4;
+use crate::wire::tcp;
 use steering::{tcp_flags, Decision, Direction, DrainedFlows, Egress, NextHop, PacketKey, Rewrite};
 
 /// Most packets a burst may have emitted before copies are dropped (the "copy queue").
@@ -300,8 +301,6 @@ fn patch(c: u16, old: u16, new: u16, partial: bool) -> u16 {
     }
 }
 
-/// Answers a TCP segment with a RST from the side it was sent to (RFC 793 reset generation):
-/// with ACK set the RST takes that sequence number, otherwise it acknowledges the segment.
 /// Reports a handshake packet of a passively checked device: a client's SYN going to it, or
 /// its SYN-ACK coming back (the device answers).
 fn passive_evidence(
@@ -332,68 +331,51 @@ fn passive_evidence(
     }
 }
 
+/// Answers a TCP segment with a RST from the side it was sent to (RFC 9293 reset generation).
 fn send_reset(pkt: &Packet, key: &PacketKey, cx: &mut StageCx<'_>) {
-    if key.proto != ipv4::PROTO_TCP || key.tcp_flags & steering::tcp_flags::RST != 0 {
+    if key.proto != ipv4::PROTO_TCP {
         return;
     }
-    let f = pkt.frame();
-    let Some(l3) = f.get(HEADER_LEN..) else {
+    let Some(l3) = pkt.frame().get(HEADER_LEN..) else {
         return;
     };
     let hlen = ipv4::header_len(l3);
     let total = ipv4::total_len(l3).min(l3.len());
-    let Some(tcp) = l3.get(hlen..total) else {
+    let Some(seg) = l3
+        .get(hlen..total)
+        .and_then(|t| tcp::TcpPacket::new_checked(t).ok())
+        .and_then(|t| tcp::TcpRepr::parse(&t).ok())
+    else {
         return;
     };
-    if tcp.len() < 20 {
+    let Some(rst) = tcp::TcpRepr::rst_for(&seg) else {
         return;
-    }
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    let seg_len = tcp.len().saturating_sub(doff) as u32
-        + u32::from(key.tcp_flags & steering::tcp_flags::SYN != 0)
-        + u32::from(key.tcp_flags & steering::tcp_flags::FIN != 0);
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    let has_ack = key.tcp_flags & steering::tcp_flags::ACK != 0;
-    let (r_seq, r_ack, r_flags) = if has_ack {
-        (ack, 0, steering::tcp_flags::RST)
-    } else {
-        (
-            0,
-            seq.wrapping_add(seg_len),
-            steering::tcp_flags::RST | steering::tcp_flags::ACK,
-        )
     };
     if cx.pool.available() == 0 {
         return;
     }
-    let mut rst = cx.pool.get();
-    let out = rst.reset(HEADER_LEN + 40);
-    ethernet::write_header(out, Mac::ZERO, Mac::ZERO, ethernet::ETHERTYPE_IPV4);
+    let mut out = cx.pool.get();
+    let f = out.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
+    ethernet::write_header(f, Mac::ZERO, Mac::ZERO, ethernet::ETHERTYPE_IPV4);
     ipv4::Ipv4Repr {
         src: key.dst,
         dst: key.src,
         protocol: ipv4::PROTO_TCP,
-        payload_len: 20,
+        payload_len: rst.buffer_len(),
         ttl: 64,
-        ident: super::next_ident(),
+        ident: ipv4::next_ident(),
         tos: 0,
         dont_fragment: true,
     }
-    .emit(&mut out[HEADER_LEN..HEADER_LEN + 20]);
-    let t = &mut out[HEADER_LEN + 20..];
-    t[0..2].copy_from_slice(&key.dport.to_be_bytes());
-    t[2..4].copy_from_slice(&key.sport.to_be_bytes());
-    t[4..8].copy_from_slice(&r_seq.to_be_bytes());
-    t[8..12].copy_from_slice(&r_ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = r_flags;
-    let ph = checksum::pseudo_header(key.dst.octets(), key.src.octets(), ipv4::PROTO_TCP, 20);
-    let c = !checksum::fold(checksum::sum(ph, t));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    rst.meta.rx_if = pkt.meta.rx_if;
-    rst.meta.flags = flags::LOCAL;
-    cx.emit(rst, StageKind::Route);
+    .emit(&mut f[HEADER_LEN..HEADER_LEN + ipv4::MIN_HEADER_LEN]);
+    rst.emit(
+        &mut tcp::TcpPacket::new_unchecked(&mut f[HEADER_LEN + ipv4::MIN_HEADER_LEN..]),
+        key.dst,
+        key.src,
+    );
+    out.meta.rx_if = pkt.meta.rx_if;
+    out.meta.flags = flags::LOCAL;
+    cx.emit(out, StageKind::Route);
 }
 
 #[cfg(test)]

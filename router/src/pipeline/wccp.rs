@@ -20,10 +20,11 @@
 
 use super::affinity::{AffinityTable, FlowId, FlowTarget};
 use super::packet::{flags, Packet};
-use super::{StageCx, StageKind, Verdict};
+use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::wccp::{ServicePlane, WccpPlane};
 use crate::wire::ethernet::{self, HEADER_LEN};
 use crate::wire::ipv4::{self, Ipv4Repr};
+use crate::wire::tcp::flags as tcp_flags;
 use gre::{GreRepr, WccpRedirectRepr};
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -33,11 +34,6 @@ use wccp::hash::FlowKey;
 
 /// Bytes GRE forwarding adds in front of the inner IPv4 packet: outer IPv4 + GRE + redirect.
 const GRE_OVERHEAD: usize = ipv4::MIN_HEADER_LEN + gre::WCCP_GRE_OVERHEAD;
-
-/// TCP flag bits (RFC 9293).
-const TCP_RST: u8 = 0x04;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
 
 /// The stage; its state is this worker's flow-affinity table.
 #[derive(Default)]
@@ -219,12 +215,12 @@ impl WccpRedirectStage {
             table.sweep(now, stats);
         }
         let flow = FlowId::new(svc.id, f.src, f.dst, f.sport, f.dport);
-        if f.tcp_flags & TCP_RST != 0 {
+        if f.tcp_flags & tcp_flags::RST != 0 {
             let known = table.lookup(&flow, now);
             table.remove(&flow, stats);
             return resolve(svc, known, bucket);
         }
-        let opening = f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let opening = f.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if !opening {
             if let Some(known) = table.lookup(&flow, now) {
                 let chosen = resolve(svc, Some(known), bucket);
@@ -335,7 +331,7 @@ fn encapsulate(pkt: &mut Packet, service: u8, dynamic: bool, r: &Redirect) -> Ve
         protocol: ipv4::PROTO_GRE,
         payload_len: gre::WCCP_GRE_OVERHEAD + inner_len,
         ttl: 64,
-        ident: super::next_ident(),
+        ident: ipv4::next_ident(),
         tos: 0,
         dont_fragment: false,
     }

@@ -3,6 +3,7 @@
 //! Workers read them as snapshots (`arc-swap`) once per burst and never wait on a lock on the
 //! forwarding path; the control plane (reload) and ARP learning publish new snapshots.
 
+pub mod local;
 pub mod neighbours;
 pub mod routes;
 pub mod steer;
@@ -78,8 +79,8 @@ pub struct Tables {
     pub ifaces: Vec<Iface>,
     /// The routing table (connected + static).
     pub routes: RouteTable,
-    /// UDP ports the control plane listens on.
-    pub local: crate::local::LocalPorts,
+    /// What the router itself listens to: the local-delivery stage's handlers.
+    pub local: local::LocalPorts,
     /// The WCCP assignments in force.
     pub wccp: Arc<WccpPlane>,
     /// The service-chain steering tables, health and counters in force.

@@ -214,6 +214,13 @@ impl Ipv4Repr {
     }
 }
 
+/// Identification for datagrams the router originates (one counter per process).
+pub fn next_ident() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static IDENT: AtomicU16 = AtomicU16::new(1);
+    IDENT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Source and destination ports of a TCP or UDP header at `l4`, if present.
 pub fn ports(l4: &[u8]) -> Option<(u16, u16)> {
     if l4.len() < 4 {

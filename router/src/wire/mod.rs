@@ -1,15 +1,16 @@
-//! L2–L4 wire formats the pipeline reads and writes: Ethernet, ARP, IPv4, ICMP, UDP/TCP ports, the
-//! virtio-net header of packet sockets, and the Internet checksum.
+//! L2–L4 wire formats the pipeline reads and writes: Ethernet, ARP, IPv4 (the forwarding path's
+//! fast header checks), the virtio-net header of packet sockets, and, from the `netwire` crate
+//! the whole workspace shares, the Internet checksum and checked views of TCP, UDP and ICMP.
 //!
-//! Contract: every accessor is bounds-checked by a `check_*` function first; nothing here panics on
-//! any input. Offsets are named once in each module's `field` block.
+//! Contract: every accessor is bounds-checked by a `check_*` function or a checked view first;
+//! nothing here panics on any input. Offsets are named once in each module's `field` block.
 
 pub mod arp;
-pub mod checksum;
 pub mod ethernet;
-pub mod icmp;
 pub mod ipv4;
 pub mod vnet;
+
+pub use netwire::{checksum, icmp, tcp, udp};
 
 /// Reads a big-endian u16 at `at`; the caller has checked the length.
 #[inline]

@@ -1,0 +1,152 @@
+//! The control plane's sending path: datagrams and whole packets it originates from the router's
+//! addresses go through a bounded queue to worker 0, which builds each into a frame that enters
+//! the pipeline at the route stage (routed, ARP-resolved and counted like any of the router's
+//! packets). The queue refuses when full and the caller counts it; an eventfd wakes the worker.
+
+use crate::pipeline::packet::{flags, Packet, Pool};
+use crate::pipeline::StageKind;
+use crate::sys::EventFd;
+use crate::wire::ethernet::{self, HEADER_LEN};
+use crate::wire::ipv4::{self, Ipv4Repr};
+use crate::wire::udp::{UdpPacket, UdpRepr};
+use std::net::SocketAddrV4;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+/// A datagram the control plane sends from one of our addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutDatagram {
+    /// Our address and port.
+    pub src: SocketAddrV4,
+    /// Destination.
+    pub dst: SocketAddrV4,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// What the control plane sends: a UDP datagram, or a whole IPv4 packet it built (a probe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A datagram from one of our addresses.
+    Udp(OutDatagram),
+    /// An IPv4 packet, header included, sourced from one of our addresses.
+    Ipv4(Vec<u8>),
+}
+
+/// The control plane's handle for sending datagrams; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: SyncSender<Outgoing>,
+    wake: Arc<EventFd>,
+}
+
+/// The worker's end of the outbox.
+pub struct OutboxReceiver {
+    rx: Receiver<Outgoing>,
+    wake: Arc<EventFd>,
+}
+
+/// A bounded outbox of `capacity` datagrams.
+pub fn outbox(capacity: usize) -> std::io::Result<(Outbox, OutboxReceiver)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    let wake = Arc::new(EventFd::new()?);
+    Ok((
+        Outbox {
+            tx,
+            wake: wake.clone(),
+        },
+        OutboxReceiver { rx, wake },
+    ))
+}
+
+impl Outbox {
+    /// Queues a datagram and wakes the worker; gives it back when the queue is full.
+    pub fn send(&self, d: OutDatagram) -> Result<(), OutDatagram> {
+        match self.send_any(Outgoing::Udp(d)) {
+            Ok(()) => Ok(()),
+            Err(Outgoing::Udp(d)) => Err(d),
+            Err(Outgoing::Ipv4(_)) => Ok(()),
+        }
+    }
+
+    /// Queues a whole IPv4 packet; false when the queue is full.
+    pub fn send_ipv4(&self, packet: Vec<u8>) -> bool {
+        self.send_any(Outgoing::Ipv4(packet)).is_ok()
+    }
+
+    fn send_any(&self, o: Outgoing) -> Result<(), Outgoing> {
+        match self.tx.try_send(o) {
+            Ok(()) => {
+                self.wake.notify();
+                Ok(())
+            }
+            Err(TrySendError::Full(o) | TrySendError::Disconnected(o)) => Err(o),
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// The descriptor that becomes readable when datagrams wait.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.wake.fd()
+    }
+
+    /// Builds every waiting datagram into a packet that enters the pipeline at the route stage.
+    pub fn drain_into(&self, pool: &mut Pool, out: &mut Vec<Packet>) {
+        self.wake.drain();
+        while let Ok(o) = self.rx.try_recv() {
+            match o {
+                Outgoing::Udp(d) => out.push(build_udp(pool, &d)),
+                Outgoing::Ipv4(ip) => out.push(build_ipv4(pool, &ip)),
+            }
+        }
+    }
+}
+
+/// An Ethernet frame around a whole IPv4 packet the control plane built, marked as the router's
+/// own and starting at the route stage.
+pub fn build_ipv4(pool: &mut Pool, ip: &[u8]) -> Packet {
+    let mut p = pool.get();
+    let f = p.reset(HEADER_LEN + ip.len());
+    f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+    f[HEADER_LEN..].copy_from_slice(ip);
+    p.meta.flags = flags::LOCAL;
+    p.meta.stage = StageKind::Route as u8;
+    p
+}
+
+/// An Ethernet + IPv4 + UDP frame for `d` (MACs are filled in by the neighbour stage), marked as
+/// the router's own and starting at the route stage.
+pub fn build_udp(pool: &mut Pool, d: &OutDatagram) -> Packet {
+    let mut p = pool.get();
+    let udp = UdpRepr {
+        src_port: d.src.port(),
+        dst_port: d.dst.port(),
+        payload_len: d.payload.len(),
+    };
+    let udp_len = udp.buffer_len();
+    let f = p.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + udp_len);
+    f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+    let ip_at = HEADER_LEN;
+    let udp_at = ip_at + ipv4::MIN_HEADER_LEN;
+    f[udp_at + udp.header_len()..].copy_from_slice(&d.payload);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut f[udp_at..]),
+        *d.src.ip(),
+        *d.dst.ip(),
+    );
+    Ipv4Repr {
+        src: *d.src.ip(),
+        dst: *d.dst.ip(),
+        protocol: ipv4::PROTO_UDP,
+        payload_len: udp_len,
+        ttl: 64,
+        ident: ipv4::next_ident(),
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[ip_at..]);
+    p.meta.flags = flags::LOCAL;
+    p.meta.stage = StageKind::Route as u8;
+    p
+}

@@ -1,0 +1,112 @@
+//! What every stage shares: which stage it is ([`StageKind`]), what it decided about a packet
+//! ([`Verdict`]) and what it may use besides the packet ([`StageCx`]). Kept apart from the
+//! runner (`pipeline/mod.rs`) so stages and the runner both depend on it and not on each other.
+
+use super::counters::WorkerCounters;
+use super::drop::DropReason;
+use super::icmp::TokenBucket;
+use super::packet::{Packet, Pool};
+use crate::tables::neighbours::{NeighSnapshot, Neighbours};
+use crate::tables::Tables;
+use std::time::Instant;
+
+/// The stages, in pipeline order (SPEC.md §3); a stage's discriminant is its index everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StageKind {
+    /// Frames from the I/O backend.
+    Rx,
+    /// Ethernet demux, ARP answers and learning.
+    Ethernet,
+    /// IPv4 validation and local delivery.
+    Ipv4Input,
+    /// WCCP redirection to caches (redirect in).
+    WccpRedirect,
+    /// Service-chain steering (SPEC.md §5).
+    Steering,
+    /// Longest-prefix match, TTL, ICMP errors.
+    Route,
+    /// Next-hop MAC, pending queues.
+    Neighbour,
+    /// Hand-off to the egress interface.
+    Tx,
+    /// Datagrams addressed to the router, handed to their handler (ICMP echo, control-plane
+    /// UDP, probe answers, WCCP GRE returns). Entered only by ipv4-input's jump, so it sits
+    /// after tx, outside the linear order: no packet on its way out ever passes it.
+    LocalDelivery,
+}
+
+impl StageKind {
+    /// All stages in order.
+    pub const ALL: [StageKind; 9] = [
+        StageKind::Rx,
+        StageKind::Ethernet,
+        StageKind::Ipv4Input,
+        StageKind::WccpRedirect,
+        StageKind::Steering,
+        StageKind::Route,
+        StageKind::Neighbour,
+        StageKind::Tx,
+        StageKind::LocalDelivery,
+    ];
+
+    /// Stable kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Rx => "rx",
+            StageKind::Ethernet => "ethernet",
+            StageKind::Ipv4Input => "ipv4-input",
+            StageKind::WccpRedirect => "wccp-redirect",
+            StageKind::Steering => "steering",
+            StageKind::Route => "route",
+            StageKind::Neighbour => "neighbour",
+            StageKind::Tx => "tx",
+            StageKind::LocalDelivery => "local-delivery",
+        }
+    }
+}
+
+/// What a stage decided about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Pass to the next stage.
+    Continue,
+    /// Used up here on purpose (answered or delivered); its buffer returns to the pool.
+    Consumed,
+    /// Held by the stage (the neighbour stage's pending queue).
+    Queued,
+    /// Ready for the egress interface in `meta.tx_if`.
+    Transmit,
+    /// Continue at a later stage (the packet became the router's own reply).
+    Jump(StageKind),
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// What a stage may use besides the packet.
+pub struct StageCx<'a> {
+    /// Time of this burst.
+    pub now: Instant,
+    /// Interfaces and routes.
+    pub tables: &'a Tables,
+    /// Neighbour bindings for lookups.
+    pub neigh: &'a NeighSnapshot,
+    /// The shared neighbour table for learning.
+    pub neighbours: &'a Neighbours,
+    /// Buffers for emitted packets.
+    pub pool: &'a mut Pool,
+    /// Packets emitted by stages; each enters at `meta.stage`.
+    pub emitted: &'a mut Vec<Packet>,
+    /// ICMP error rate limiter.
+    pub icmp_limit: &'a mut TokenBucket,
+    /// This worker's counters.
+    pub counters: &'a WorkerCounters,
+}
+
+impl StageCx<'_> {
+    /// Queues `pkt` to enter the pipeline at `at`.
+    pub fn emit(&mut self, mut pkt: Packet, at: StageKind) {
+        pkt.meta.stage = at as u8;
+        self.emitted.push(pkt);
+    }
+}
