@@ -20,6 +20,9 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
         "management-socket = {}",
         quote(&r.management_socket.to_string_lossy())
     );
+    if let Some(g) = &r.management_group {
+        let _ = writeln!(out, "management-group = {}", quote(g));
+    }
     let _ = writeln!(out, "log-level = {}", quote(r.log_level.as_str()));
     let _ = writeln!(out, "io-backend = {}", quote(r.io_backend.as_str()));
     for i in &conf.interfaces {

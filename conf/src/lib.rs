@@ -110,6 +110,10 @@ pub struct RouterSection {
     pub workers: usize,
     /// Unix socket of the management API (`management-socket`).
     pub management_socket: PathBuf,
+    /// Group whose members may use the management socket (`management-group`); `None` keeps
+    /// it to root and the router's own user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub management_group: Option<String>,
     /// Log verbosity (`log-level`).
     pub log_level: LogLevel,
     /// Default I/O backend of the interfaces (`io-backend`).

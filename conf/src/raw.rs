@@ -17,6 +17,7 @@ pub(crate) const ROUTER_KEYS: &[&str] = &[
     "id",
     "workers",
     "management-socket",
+    "management-group",
     "log-level",
     "io-backend",
 ];
@@ -192,6 +193,8 @@ pub(crate) struct RawRouter {
     pub workers: Option<Spanned<Int>>,
     /// `management-socket = "/run/swrouter/swrouter.sock"`.
     pub management_socket: Option<Spanned<String>>,
+    /// `management-group = "swrouter"`.
+    pub management_group: Option<Spanned<String>>,
     /// `log-level = "info"`.
     pub log_level: Option<Spanned<String>>,
     /// `io-backend = "pnet"`.

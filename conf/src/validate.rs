@@ -22,6 +22,8 @@ use crate::{
 
 /// Longest Unix socket path: `sun_path` is 108 bytes on Linux, one of them the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
+/// Longest group name that shadow-utils' `groupadd` creates.
+const MAX_GROUP_NAME: usize = 32;
 /// Longest Linux interface name: IFNAMSIZ (16) less the terminating NUL.
 const MAX_IFNAME: usize = 15;
 
@@ -33,11 +35,13 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         id: None,
         workers: None,
         management_socket: None,
+        management_group: None,
         log_level: None,
         io_backend: None,
     });
     let workers = workers(at, router.workers.as_ref())?;
     let management_socket = management_socket(at, router.management_socket.as_ref())?;
+    let management_group = management_group(at, router.management_group.as_ref())?;
     let log_level = match &router.log_level {
         None => LogLevel::default(),
         Some(s) => s
@@ -82,6 +86,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             id,
             workers,
             management_socket,
+            management_group,
             log_level,
             io_backend,
         },
@@ -146,6 +151,34 @@ fn management_socket(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<
         )
     } else {
         return Ok(PathBuf::from(path));
+    };
+    Err(at.err(&raw.span(), msg))
+}
+
+/// `management-group`: a group name as the group database spells them. Whether the group exists
+/// is a fact of the host, checked when the router starts, not here.
+fn management_group(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<Option<String>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let name = raw.get_ref();
+    let msg = if name.is_empty() {
+        "management-group must not be empty; leave the key out to allow only root and the router's own user".to_string()
+    } else if name.len() > MAX_GROUP_NAME {
+        format!(
+            "management-group `{name}` is {} bytes long; group names hold at most {MAX_GROUP_NAME}",
+            name.len()
+        )
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | ',' | '/'))
+    {
+        // `:` and `,` separate fields and members in /etc/group; no group name holds them.
+        format!("management-group `{}` contains {c:?}; a group name has no whitespace, control characters, `:`, `,` or `/`", name.escape_debug())
+    } else if name.starts_with('-') {
+        format!("management-group `{name}` must not start with `-`")
+    } else {
+        return Ok(Some(name.clone()));
     };
     Err(at.err(&raw.span(), msg))
 }

@@ -8,6 +8,7 @@ use conf::{load_file, parse_str, RouterConf};
 const FULL: &str = r#"
 [router]
 workers = 3
+management-group = "swrouter"
 log-level = "debug"
 
 [[interface]]
@@ -37,6 +38,7 @@ const FULL_EFFECTIVE: &str = r#"# swrouter effective configuration (defaults fil
 id = "10.0.2.1"
 workers = 3
 management-socket = "/run/swrouter/swrouter.sock"
+management-group = "swrouter"
 log-level = "debug"
 io-backend = "pnet"
 

@@ -54,6 +54,10 @@ fn defaults_fill_everything_in() {
         c.router.management_socket,
         PathBuf::from("/run/swrouter/swrouter.sock")
     );
+    assert_eq!(
+        c.router.management_group, None,
+        "root and our own user only"
+    );
     assert_eq!(c.router.log_level, LogLevel::Info);
     assert_eq!(c.interfaces.len(), 2);
     let i = &c.interfaces[0];
@@ -88,7 +92,7 @@ fn every_key_is_read() {
     let c = parse_str(
         "t.conf",
         &format!(
-            "[router]\nid = \"10.0.1.1\"\nworkers = 64\nmanagement-socket = \"/tmp/s.sock\"\nlog-level = \"trace\"\n\n{TWO}\
+            "[router]\nid = \"10.0.1.1\"\nworkers = 64\nmanagement-socket = \"/tmp/s.sock\"\nmanagement-group = \"adm\"\nlog-level = \"trace\"\n\n{TWO}\
              mac = \"02-00-00-00-00-09\"\nmtu = 9000\n\n[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.0.2.254\"\ninterface = \"eth1\"\n"
         ),
     )
@@ -96,6 +100,7 @@ fn every_key_is_read() {
     assert_eq!(c.router.id, Ipv4Addr::new(10, 0, 1, 1));
     assert_eq!(c.router.workers, 64);
     assert_eq!(c.router.management_socket, PathBuf::from("/tmp/s.sock"));
+    assert_eq!(c.router.management_group.as_deref(), Some("adm"));
     assert_eq!(c.router.log_level, LogLevel::Trace);
     assert_eq!(c.interfaces[1].mac, Some(MacAddr([2, 0, 0, 0, 0, 9])));
     assert_eq!(c.interfaces[1].mtu, 9000);
@@ -103,7 +108,7 @@ fn every_key_is_read() {
     assert_eq!(r.prefix, "0.0.0.0/0".parse().unwrap());
     assert_eq!(r.via, Ipv4Addr::new(10, 0, 2, 254));
     assert_eq!(r.interface.as_deref(), Some("eth1"));
-    assert_eq!(r.line, 17);
+    assert_eq!(r.line, 18);
 }
 
 #[test]
@@ -196,13 +201,13 @@ fn unknown_keys_name_the_section() {
         "[router]\nworkerz = 2\n",
         2,
         1,
-        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, log-level, io-backend; did you mean `workers`?",
+        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend; did you mean `workers`?",
     );
     rejects(
         "[router]\nlog_level = \"info\"\n",
         2,
         1,
-        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, log-level, io-backend; did you mean `log-level`?",
+        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend; did you mean `log-level`?",
     );
     rejects(
         &two("gateway = \"10.0.2.254\"\n"),
@@ -359,6 +364,47 @@ fn management_socket_must_be_usable() {
         2,
         21,
         "management-socket path is 108 bytes long; a Unix socket path holds at most 107",
+    );
+}
+
+#[test]
+fn management_group_must_be_a_group_name() {
+    rejects(
+        &format!("[router]\nmanagement-group = \"\"\n{TWO}"),
+        2,
+        20,
+        "management-group must not be empty; leave the key out to allow only root and the router's own user",
+    );
+    rejects(
+        &format!("[router]\nmanagement-group = \"wheel:x\"\n{TWO}"),
+        2,
+        20,
+        "management-group `wheel:x` contains ':'; a group name has no whitespace, control characters, `:`, `,` or `/`",
+    );
+    rejects(
+        &format!("[router]\nmanagement-group = \"net ops\"\n{TWO}"),
+        2,
+        20,
+        "management-group `net ops` contains ' '; a group name has no whitespace, control characters, `:`, `,` or `/`",
+    );
+    rejects(
+        &format!("[router]\nmanagement-group = \"-g\"\n{TWO}"),
+        2,
+        20,
+        "management-group `-g` must not start with `-`",
+    );
+    let long = "g".repeat(33);
+    rejects(
+        &format!("[router]\nmanagement-group = \"{long}\"\n{TWO}"),
+        2,
+        20,
+        &format!("management-group `{long}` is 33 bytes long; group names hold at most 32"),
+    );
+    rejects(
+        &format!("[router]\nmanagement-group = 7\n{TWO}"),
+        2,
+        20,
+        "invalid type: integer `7`, expected a string",
     );
 }
 

@@ -32,6 +32,28 @@ pub struct Status {
     /// Service-chain steering counters and device health, when steering is configured.
     #[serde(default)]
     pub steering: Option<crate::steering_status::SteeringStatus>,
+    /// The management socket's clients and refusals.
+    #[serde(default)]
+    pub management: Option<ManagementStatus>,
+}
+
+/// The management socket's counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagementStatus {
+    /// Clients being served now (this request included).
+    pub clients: u64,
+    /// Clients served at most at once.
+    pub max_clients: u64,
+    /// Requests answered.
+    pub served: u64,
+    /// Connections refused because `max_clients` were being served.
+    pub refused_busy: u64,
+    /// Connections refused by the peer check (not root, our user or the management group).
+    pub refused_peer: u64,
+    /// Request lines too long or not UTF-8.
+    pub bad_requests: u64,
+    /// Clients that sent no request, or took no reply, in time.
+    pub timed_out: u64,
 }
 
 /// WCCP state, like `show ip wccp`.
@@ -322,6 +344,8 @@ pub struct StatusContext<'a> {
     pub shared: &'a Shared,
     /// WCCP state, when configured.
     pub wccp: Option<WccpStatus>,
+    /// Management socket counters.
+    pub management: Option<ManagementStatus>,
 }
 
 /// Collects a status snapshot.
@@ -461,6 +485,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         workers,
         wccp: cx.wccp.clone(),
         steering: crate::steering_status::collect(&tables.steering),
+        management: cx.management.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -667,6 +692,13 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(st) = &s.steering {
         crate::steering_status::render(&mut o, st);
+    }
+    if let Some(m) = &s.management {
+        let _ = writeln!(
+            o,
+            "\nmanagement clients: {}/{}  served: {}  refused: busy={} peer={}  bad-requests: {}  timed-out: {}",
+            m.clients, m.max_clients, m.served, m.refused_busy, m.refused_peer, m.bad_requests, m.timed_out
+        );
     }
     o
 }

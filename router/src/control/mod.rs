@@ -2,8 +2,11 @@
 //! management socket, and handles signals (SIGINT/SIGTERM stop, SIGHUP reloads routes).
 //!
 //! It runs on a single-threaded tokio runtime; the workers are plain threads that never wait on it.
+//! Management clients are served in their own tasks (`mgmt`), which hand each request line to
+//! the control loop; the loop answers between its other events and never waits on a client.
 
 pub mod health;
+pub mod mgmt;
 pub mod wccp;
 
 use crate::pipeline::counters::WorkerCounters;
@@ -22,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 /// A management request, one line of text.
@@ -166,6 +168,27 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     let ifaces = build_ifaces(&conf)?;
     let routes = RouteTable::build(&ifaces, &statics(&conf))
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let group = match &conf.router.management_group {
+        None => None,
+        Some(name) => Some(
+            crate::sys::group_id(name)
+                .with_context(|| format!("looking up management-group `{name}`"))?
+                .with_context(|| {
+                    format!(
+                        "{}: management-group `{name}` is not a group on this host",
+                        config_path.display()
+                    )
+                })?,
+        ),
+    };
+    // Before the interfaces are touched (a second router on the same socket stops here) and
+    // before any other thread runs (the socket is bound under a temporary umask).
+    let (socket_file, listener) = mgmt::bind(&conf.router.management_socket, group)?;
+    let access = mgmt::Access {
+        own_uid: crate::sys::euid(),
+        group,
+    };
+    tracing::info!(socket = %conf.router.management_socket.display(), mode = if group.is_some() { "0660" } else { "0600" }, group = ?group, "management socket ready");
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
     tables.steering = Arc::new(
@@ -198,6 +221,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             config_path.to_path_buf(),
             conf,
             shared.clone(),
+            (listener, access),
             wccp_rx,
             probe_rx,
         ));
@@ -209,6 +233,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     })();
     shared.stop.store(true, Ordering::Relaxed);
     give_back(&restore);
+    drop(socket_file);
     tracing::info!("swrouter stopped");
     result
 }
@@ -224,34 +249,33 @@ struct ControlState {
     health: health::HealthDriver,
     /// The one TCP prober both health checks send through.
     prober: crate::probe::Prober,
+    /// The management server's counters.
+    mgmt: Arc<mgmt::Counters>,
 }
 
 async fn control_loop(
     config_path: PathBuf,
     conf: RouterConf,
     shared: Arc<Shared>,
+    (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
     mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
     mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let sock_path = conf.router.management_socket.clone();
-    if let Some(dir) = sock_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if sock_path.exists() {
-        // A socket that nobody answers on is left over from a crash; a live one means another
-        // router uses this path.
-        if std::os::unix::net::UnixStream::connect(&sock_path).is_ok() {
-            bail!(
-                "management socket {} is in use by another running swrouter",
-                sock_path.display()
-            );
-        }
-        let _ = std::fs::remove_file(&sock_path);
-    }
-    let listener = UnixListener::bind(&sock_path)
-        .with_context(|| format!("binding management socket {}", sock_path.display()))?;
-    tracing::info!(socket = %sock_path.display(), "management socket ready");
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
+    let limits = mgmt::Limits::default();
+    // One request per client at most is ever waiting here.
+    let (mgmt_tx, mut mgmt_rx) = tokio::sync::mpsc::channel(limits.max_clients);
+    let mgmt_counters = Arc::new(mgmt::Counters::default());
+    // Dropped with the runtime when the loop ends, which closes every client.
+    tokio::spawn(mgmt::serve(
+        listener,
+        access,
+        limits,
+        mgmt_tx,
+        mgmt_counters.clone(),
+    ));
     let wccp = match &wccp_rx {
         Some(_) => Some(wccp::WccpDriver::new(
             &conf.wccp,
@@ -271,6 +295,7 @@ async fn control_loop(
         started: Instant::now(),
         reloads: 0,
         wccp,
+        mgmt: mgmt_counters,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -320,20 +345,14 @@ async fn control_loop(
                 tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload");
                 probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
             }
-            conn = listener.accept() => {
-                match conn {
-                    Ok((stream, _)) => {
-                        if let Err(e) = serve_one(stream, &mut state).await {
-                            tracing::debug!(error = %e, "management connection failed");
-                        }
-                        probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "management accept failed"),
-                }
+            Some(req) = mgmt_rx.recv() => {
+                let reply = answer(&mut state, req.line.trim(), &limits);
+                // The client may have gone; its task then just ends.
+                let _ = req.reply.send(reply);
+                probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
             }
         }
     }
-    let _ = std::fs::remove_file(&sock_path);
     Ok(())
 }
 
@@ -382,12 +401,10 @@ async fn recv_wccp(
     }
 }
 
-async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> Result<()> {
-    let (rd, mut wr) = stream.into_split();
-    let mut line = String::new();
-    let mut rd = BufReader::new(rd);
-    tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_line(&mut line)).await??;
-    let reply = match line.trim() {
+/// The answer to one management request line, as one line of JSON. Runs inside the control
+/// loop, so every request must be quick: status reads counters, reload reads one file.
+fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String {
+    let reply = match line {
         REQ_STATUS => {
             let cx = StatusContext {
                 router_id: state.conf.router.id.to_string(),
@@ -396,27 +413,28 @@ async fn serve_one(stream: tokio::net::UnixStream, state: &mut ControlState) -> 
                 reloads: state.reloads,
                 shared: &state.shared,
                 wccp: state.wccp.as_ref().map(|w| w.status()),
+                management: Some(state.mgmt.status(limits)),
             };
-            serde_json::to_string(&status::collect(&cx))?
+            serde_json::to_string(&status::collect(&cx))
         }
-        REQ_RELOAD => serde_json::to_string(&reload(state))?,
+        REQ_RELOAD => serde_json::to_string(&reload(state)),
         l if l.starts_with(REQ_STEERING_RESTORE) => {
             let name = l.trim_start_matches(REQ_STEERING_RESTORE).trim();
             let (ok, message) = match state.health.restore(name) {
                 Ok(m) => (true, m),
                 Err(m) => (false, m),
             };
-            serde_json::to_string(&ReloadReply { ok, message })?
+            serde_json::to_string(&ReloadReply { ok, message })
         }
         other => serde_json::to_string(&ReloadReply {
             ok: false,
             message: format!("unknown request {other:?}; expected `status` or `reload`"),
-        })?,
+        }),
     };
-    wr.write_all(reply.as_bytes()).await?;
-    wr.write_all(b"\n").await?;
-    wr.shutdown().await?;
-    Ok(())
+    // Our own types always serialize; should one ever fail, the client still gets a line.
+    reply.unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("could not encode the answer: {e}") }).to_string()
+    })
 }
 
 /// An interface's settings that need a restart to change (everything but the WCCP keys).
@@ -562,18 +580,36 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     }
 }
 
-/// Sends one request to a running router and returns its one-line JSON answer.
+/// Sends one request to a running router and returns its one-line JSON answer; a refusal by
+/// the router (permission, busy, bad request) is an error carrying its reason.
 pub fn request(socket: &Path, req: &str) -> Result<String> {
     use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {} (is swrouter running?)", socket.display()))?;
+    let mut s = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "connecting to {}: {e}; the socket is for root, swrouter's own user and its management-group",
+            socket.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("connecting to {} (is swrouter running?)", socket.display())
+            })
+        }
+    };
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(req.as_bytes())?;
-    s.write_all(b"\n")?;
+    s.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
+    // A router that refuses us answers and closes without reading: the write may then fail,
+    // but the reason is still there to read.
+    let sent = s.write_all(format!("{req}\n").as_bytes());
     let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line)?;
+    let read = std::io::BufReader::new(&s).read_line(&mut line);
     if line.is_empty() {
+        sent.context("sending the request")?;
+        read.context("reading the answer")?;
         bail!("swrouter closed the management connection without an answer");
+    }
+    if let Ok(e) = serde_json::from_str::<mgmt::ErrorReply>(&line) {
+        bail!("swrouter refused the request: {}", e.error);
     }
     Ok(line)
 }

@@ -393,3 +393,175 @@ pub fn send_raw_ipv4(fd: RawFd, packet: &[u8], dst: std::net::Ipv4Addr) -> io::R
     }
     Ok(n as usize)
 }
+
+/// SOL_SOCKET option: the supplementary groups of a Unix socket's peer, as the kernel recorded
+/// them at connect (Linux ≥ 4.13). libc does not export it; 59 is the asm-generic value that
+/// these architectures use.
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary group ids of the process at the other end of a connected Unix socket,
+/// taken when it connected (the companion of SO_PEERCRED, which gives only the primary group).
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+pub fn peer_groups(fd: RawFd) -> io::Result<Vec<u32>> {
+    /// NGROUPS_MAX on Linux: no process has more.
+    const MAX_GROUPS: usize = 65536;
+    let size = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * size) as libc::socklen_t;
+        // SAFETY: `groups` is a live buffer of exactly `len` bytes; the kernel writes at most
+        // `len` bytes into it and the needed length into `len`, which is a live socklen_t.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(len as usize / size);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        // ERANGE: the buffer was short and `len` now holds the size needed.
+        let need = len as usize / size;
+        if err.raw_os_error() != Some(libc::ERANGE) || need <= groups.len() || need > MAX_GROUPS {
+            return Err(err);
+        }
+        groups.resize(need, 0);
+    }
+}
+
+/// Where SO_PEERGROUPS has another number, only the primary group (SO_PEERCRED) is known.
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+pub fn peer_groups(_fd: RawFd) -> io::Result<Vec<u32>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_PEERGROUPS is not wired up for this architecture",
+    ))
+}
+
+/// The id of group `name` in the host's group database (files, LDAP… as nsswitch.conf says),
+/// or `None` when there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    /// A group entry with this many bytes of names and members is beyond any sane database.
+    const MAX_BUF: usize = 1 << 20;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name contains NUL"))?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: `group` is a plain C struct for which all-zero bytes are a valid value.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is to a live local (the name is NUL-terminated, the buffer's
+        // length is passed with it); getgrnam_r fills `group` with pointers into `buf` only and
+        // sets `found` to `&group` or null. We read `gr_gid` alone, before `buf` changes.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < MAX_BUF {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!found.is_null()).then_some(group.gr_gid));
+    }
+}
+
+/// Runs `f` with the process umask set to `mask` and puts the previous umask back.
+///
+/// The umask is per process: files other threads create meanwhile get it too, so call this
+/// while nothing else creates files (the router binds its sockets before starting workers).
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    /// Two overlapping calls would restore each other's masks in the wrong order.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: umask(2) takes no pointers and cannot fail.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn group_id_resolves_names() {
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("no-such-group-swrouter").unwrap(), None);
+        assert!(group_id("a\0b").is_err());
+    }
+
+    #[test]
+    fn peer_groups_are_our_own_supplementary_groups() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = peer_groups(a.as_raw_fd()).unwrap();
+        got.sort_unstable();
+        // The same process is at both ends: its groups as /proc lists them.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        let mut want: Vec<u32> = line["Groups:".len()..]
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn umask_applies_inside_and_is_restored() {
+        use std::os::unix::fs::PermissionsExt;
+        let umask = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            status
+                .lines()
+                .find(|l| l.starts_with("Umask:"))
+                .unwrap()
+                .to_string()
+        };
+        let before = umask();
+        let path = std::env::temp_dir().join(format!("sys-umask-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        with_umask(0o177, || std::fs::write(&path, b"x")).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(umask(), before);
+    }
+}
