@@ -40,43 +40,122 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The stateful and stateless stages of one worker (rx and tx need no state).
+/// The rx stage: frames enter here; nothing to check yet.
 #[derive(Default)]
-struct Stages {
-    ethernet: ethernet::EthernetStage,
-    ipv4_input: ipv4_input::Ipv4InputStage,
-    wccp_redirect: wccp::WccpRedirectStage,
-    steering: steering::SteeringStage,
-    route: route::RouteStage,
-    neighbour: neighbour::NeighbourStage,
-    local: local::LocalDeliveryStage,
-}
+struct RxStage;
 
-impl Stages {
-    /// Runs stage `kind` on `pkt` (the per-stage benchmarks; the runner calls stages directly).
-    fn process(&mut self, kind: StageKind, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
-        match kind {
-            StageKind::Rx => Verdict::Continue,
-            StageKind::Ethernet => self.ethernet.process(pkt, cx),
-            StageKind::Ipv4Input => self.ipv4_input.process(pkt, cx),
-            StageKind::WccpRedirect => self.wccp_redirect.process(pkt, cx),
-            StageKind::Steering => self.steering.process(pkt, cx),
-            StageKind::Route => self.route.process(pkt, cx),
-            StageKind::Neighbour => self.neighbour.process(pkt, cx),
-            StageKind::Tx => tx(pkt, cx),
-            StageKind::LocalDelivery => self.local.process(pkt, cx),
-        }
+impl RxStage {
+    #[inline(always)]
+    fn process(&mut self, _pkt: &mut Packet, _cx: &mut StageCx<'_>) -> Verdict {
+        Verdict::Continue
     }
 }
 
 /// The tx stage: make sure the frame is complete and ready for its egress.
-fn tx(pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
-    if pkt.meta.tx_if as usize >= cx.tables.ifaces.len() {
-        return Verdict::Drop(DropReason::TxError);
+#[derive(Default)]
+struct TxStage;
+
+impl TxStage {
+    #[inline(always)]
+    fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        if pkt.meta.tx_if as usize >= cx.tables.ifaces.len() {
+            return Verdict::Drop(DropReason::TxError);
+        }
+        pkt.pad_to(crate::wire::ethernet::MIN_FRAME_LEN);
+        Verdict::Transmit
     }
-    pkt.pad_to(crate::wire::ethernet::MIN_FRAME_LEN);
-    Verdict::Transmit
 }
+
+/// A stage's call, behind the runner flag that gates it (`always`: no flag).
+macro_rules! gated {
+    ($runner:ident, always, $call:expr) => {
+        $call
+    };
+    // Unconfigured features cost a predicted branch, not a call.
+    ($runner:ident, $flag:ident, $call:expr) => {
+        if $runner.$flag {
+            $call
+        } else {
+            Verdict::Continue
+        }
+    };
+}
+
+/// Defines the per-worker stage table and the runner's run-to-completion loop from the stage
+/// list (`stage::for_each_stage`).
+macro_rules! define_runner {
+    ($( $(#[$doc:meta])* $kind:ident, $name:literal, $field:ident: $ty:ty, $gate:ident; )*) => {
+        /// The stages of one worker, each with its own state.
+        #[derive(Default)]
+        struct Stages {
+            $( $field: $ty, )*
+        }
+
+        impl Stages {
+            /// Runs stage `kind` on `pkt` (the per-stage benchmarks; the runner calls stages
+            /// directly).
+            fn process(&mut self, kind: StageKind, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+                match kind {
+                    $( StageKind::$kind => self.$field.process(pkt, cx), )*
+                }
+            }
+        }
+
+        impl Runner<'_> {
+            /// Runs one packet from its `meta.stage` until a stage ends its trip.
+            ///
+            /// The stages are written out in order, each a direct call behind a well-predicted
+            /// comparison with the segment's entry stage (kept in a register; `meta.stage` is
+            /// written only on a jump), rather than a loop over a stage table: an indirect call
+            /// per stage costs more than some stages do. A stage that passes the packet on costs
+            /// no bookkeeping.
+            fn run(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
+                loop {
+                    let at = pkt.meta.stage;
+                    $(
+                        if at <= StageKind::$kind as u8 {
+                            let verdict =
+                                gated!(self, $gate, self.stages.$field.process(&mut pkt, cx));
+                            if !matches!(verdict, Verdict::Continue) {
+                                let si = StageKind::$kind as usize;
+                                match self.end_segment(at, si, verdict, &mut pkt, cx) {
+                                    Step::Jump => continue,
+                                    Step::Done => {
+                                        // The common end, inline: the frame joins its egress
+                                        // queue.
+                                        if let Verdict::Transmit = verdict {
+                                            if let Some(out) =
+                                                self.tx_out.get_mut(pkt.meta.tx_if as usize)
+                                            {
+                                                out.push(pkt);
+                                                return;
+                                            }
+                                        }
+                                        self.finish(pkt, si, verdict, cx);
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    )*
+                    // Past the last stage without an end: cannot happen (tx ends every trip that
+                    // passes it, local-delivery every trip that jumps to it).
+                    let last = StageKind::ALL.len() - 1;
+                    self.end_segment(
+                        at,
+                        last,
+                        Verdict::Drop(DropReason::PipelineLoop),
+                        &mut pkt,
+                        cx,
+                    );
+                    self.drop(pkt, last, DropReason::PipelineLoop, cx);
+                    return;
+                }
+            }
+        }
+    };
+}
+stage::for_each_stage!(define_runner);
 
 /// Most times a packet may jump (or, for an emitted packet, its ancestors may have jumped or
 /// emitted) before it is dropped as `pipeline-loop`; legitimate packets need two at most.
@@ -131,101 +210,6 @@ impl Runner<'_> {
         self.run(pkt, cx);
         while let Some(p) = self.follow.pop_front() {
             self.run(p, cx);
-        }
-    }
-
-    /// Runs one packet from its `meta.stage` until a stage ends its trip.
-    ///
-    /// The stages are written out in order, each a direct call behind a well-predicted
-    /// comparison with the segment's entry stage (kept in a register; `meta.stage` is written
-    /// only on a jump), rather than a loop over a stage table: an indirect call per stage costs
-    /// more than some stages do. A stage that passes the packet on costs no bookkeeping.
-    fn run(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
-        macro_rules! stage {
-            ($at:ident, $kind:expr, $call:expr) => {
-                if $at <= $kind as u8 {
-                    let verdict = $call;
-                    if !matches!(verdict, Verdict::Continue) {
-                        match self.end_segment($at, $kind as usize, verdict, &mut pkt, cx) {
-                            Step::Jump => continue,
-                            Step::Done => {
-                                // The common end, inline: the frame joins its egress queue.
-                                if let Verdict::Transmit = verdict {
-                                    if let Some(out) = self.tx_out.get_mut(pkt.meta.tx_if as usize)
-                                    {
-                                        out.push(pkt);
-                                        return;
-                                    }
-                                }
-                                self.finish(pkt, $kind as usize, verdict, cx);
-                                return;
-                            }
-                        }
-                    }
-                }
-            };
-        }
-        loop {
-            let at = pkt.meta.stage;
-            stage!(at, StageKind::Rx, Verdict::Continue);
-            stage!(
-                at,
-                StageKind::Ethernet,
-                self.stages.ethernet.process(&mut pkt, cx)
-            );
-            stage!(
-                at,
-                StageKind::Ipv4Input,
-                self.stages.ipv4_input.process(&mut pkt, cx)
-            );
-            // Unconfigured features cost a predicted branch, not a call.
-            stage!(
-                at,
-                StageKind::WccpRedirect,
-                if self.wccp_on {
-                    self.stages.wccp_redirect.process(&mut pkt, cx)
-                } else {
-                    Verdict::Continue
-                }
-            );
-            stage!(
-                at,
-                StageKind::Steering,
-                if self.steering_on {
-                    self.stages.steering.process(&mut pkt, cx)
-                } else {
-                    Verdict::Continue
-                }
-            );
-            stage!(
-                at,
-                StageKind::Route,
-                self.stages.route.process(&mut pkt, cx)
-            );
-            stage!(
-                at,
-                StageKind::Neighbour,
-                self.stages.neighbour.process(&mut pkt, cx)
-            );
-            stage!(at, StageKind::Tx, tx(&mut pkt, cx));
-            // Reached only by a jump: tx ends every trip that passes it.
-            stage!(
-                at,
-                StageKind::LocalDelivery,
-                self.stages.local.process(&mut pkt, cx)
-            );
-            // Past the last stage without an end: cannot happen (every stage above ends the
-            // trips that reach it).
-            let last = StageKind::ALL.len() - 1;
-            self.end_segment(
-                at,
-                last,
-                Verdict::Drop(DropReason::PipelineLoop),
-                &mut pkt,
-                cx,
-            );
-            self.drop(pkt, last, DropReason::PipelineLoop, cx);
-            return;
         }
     }
 

@@ -10,61 +10,64 @@ use crate::tables::neighbours::{NeighSnapshot, Neighbours};
 use crate::tables::Tables;
 use std::time::Instant;
 
-/// The stages, in pipeline order (SPEC.md §3); a stage's discriminant is its index everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StageKind {
-    /// Frames from the I/O backend.
-    Rx,
-    /// Ethernet demux, ARP answers and learning.
-    Ethernet,
-    /// IPv4 validation and local delivery.
-    Ipv4Input,
-    /// WCCP redirection to caches (redirect in).
-    WccpRedirect,
-    /// Service-chain steering (SPEC.md §5).
-    Steering,
-    /// Longest-prefix match, TTL, ICMP errors.
-    Route,
-    /// Next-hop MAC, pending queues.
-    Neighbour,
-    /// Hand-off to the egress interface.
-    Tx,
-    /// Datagrams addressed to the router, handed to their handler (ICMP echo, control-plane
-    /// UDP, probe answers, WCCP GRE returns). Entered only by ipv4-input's jump, so it sits
-    /// after tx, outside the linear order: no packet on its way out ever passes it.
-    LocalDelivery,
-}
-
-impl StageKind {
-    /// All stages in order.
-    pub const ALL: [StageKind; 9] = [
-        StageKind::Rx,
-        StageKind::Ethernet,
-        StageKind::Ipv4Input,
-        StageKind::WccpRedirect,
-        StageKind::Steering,
-        StageKind::Route,
-        StageKind::Neighbour,
-        StageKind::Tx,
-        StageKind::LocalDelivery,
-    ];
-
-    /// Stable kebab-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageKind::Rx => "rx",
-            StageKind::Ethernet => "ethernet",
-            StageKind::Ipv4Input => "ipv4-input",
-            StageKind::WccpRedirect => "wccp-redirect",
-            StageKind::Steering => "steering",
-            StageKind::Route => "route",
-            StageKind::Neighbour => "neighbour",
-            StageKind::Tx => "tx",
-            StageKind::LocalDelivery => "local-delivery",
+/// The stages in pipeline order (SPEC.md §3): the one list a stage is registered in. Each
+/// entry names the [`StageKind`] variant, its status name, the runner's field and the stage's
+/// type (a path from `pipeline/`), and the runner flag that gates it per burst (`always`, or a
+/// `Runner` field). `$m` is a macro that expands the list: [`StageKind`] here, the runner's
+/// stage table and its run-to-completion loop in `pipeline/mod.rs`.
+macro_rules! for_each_stage {
+    ($m:ident) => {
+        $m! {
+            /// Frames from the I/O backend.
+            Rx, "rx", rx: RxStage, always;
+            /// Ethernet demux, ARP answers and learning.
+            Ethernet, "ethernet", ethernet: ethernet::EthernetStage, always;
+            /// IPv4 validation and address classification.
+            Ipv4Input, "ipv4-input", ipv4_input: ipv4_input::Ipv4InputStage, always;
+            /// WCCP redirection to caches (redirect in).
+            WccpRedirect, "wccp-redirect", wccp_redirect: wccp::WccpRedirectStage, wccp_on;
+            /// Service-chain steering (SPEC.md §5).
+            Steering, "steering", steering: steering::SteeringStage, steering_on;
+            /// Longest-prefix match, TTL, ICMP errors.
+            Route, "route", route: route::RouteStage, always;
+            /// Next-hop MAC, pending queues.
+            Neighbour, "neighbour", neighbour: neighbour::NeighbourStage, always;
+            /// Hand-off to the egress interface.
+            Tx, "tx", tx: TxStage, always;
+            /// Datagrams addressed to the router, handed to their handler (ICMP echo, control-plane
+            /// UDP, probe answers, WCCP GRE returns). Entered only by ipv4-input's jump, so it sits
+            /// after tx, outside the linear order: no packet on its way out ever passes it.
+            LocalDelivery, "local-delivery", local: local::LocalDeliveryStage, always;
         }
-    }
+    };
 }
+pub(crate) use for_each_stage;
+
+/// Defines [`StageKind`] from the stage list.
+macro_rules! define_stage_kinds {
+    ($( $(#[$doc:meta])* $kind:ident, $name:literal, $field:ident: $ty:ty, $gate:ident; )*) => {
+        /// The stages, in pipeline order; a stage's discriminant is its index everywhere
+        /// (counters, traces, emitters).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum StageKind {
+            $( $(#[$doc])* $kind, )*
+        }
+
+        impl StageKind {
+            /// All stages in order.
+            pub const ALL: [StageKind; [$(StageKind::$kind),*].len()] = [$(StageKind::$kind),*];
+
+            /// Stable kebab-case name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( StageKind::$kind => $name, )*
+                }
+            }
+        }
+    };
+}
+for_each_stage!(define_stage_kinds);
 
 /// What a stage decided about a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
