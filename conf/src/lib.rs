@@ -133,7 +133,10 @@ pub struct InterfaceConf {
     #[serde(rename = "address")]
     pub network: Ipv4Network,
     /// MAC address override; `None` keeps the interface's own MAC.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "types::serialize_mac"
+    )]
     pub mac: Option<MacAddr>,
     /// Largest IPv4 packet sent on this link, 576..=9000 bytes.
     pub mtu: u16,

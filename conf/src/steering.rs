@@ -361,7 +361,7 @@ fn mac(at: &Locator<'_>, raw: &Spanned<String>) -> Result<steering::MacAddr> {
             format!("device MAC {m} must be a unicast address"),
         ));
     }
-    Ok(steering::MacAddr(m.0))
+    Ok(m)
 }
 
 fn addr(at: &Locator<'_>, raw: &Spanned<String>) -> Result<Ipv4Addr> {

@@ -1,97 +1,18 @@
-//! Small value types of the schema: [`MacAddr`], [`LogLevel`] and [`IoBackend`].
+//! Small value types of the schema: [`LogLevel`] and [`IoBackend`]; [`MacAddr`] is netwire's.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// An Ethernet MAC address; Display `02:00:00:00:00:01`, parsed with ':' or '-' separators.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
+/// An Ethernet MAC address (the workspace's one type) and its parse error.
+pub use netwire::ethernet::{MacAddr, ParseMacError};
 
-/// Why a string is not a MAC address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address `{0}`: expected six two-digit hex octets separated by ':' or '-', e.g. 02:00:00:00:00:01")]
-pub struct ParseMacError(pub String);
-
-impl MacAddr {
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-
-    /// True for group addresses (I/G bit, the lowest bit of the first octet), broadcast included.
-    pub fn is_multicast(self) -> bool {
-        self.0[0] & 0x01 != 0
-    }
-
-    /// True for ff:ff:ff:ff:ff:ff.
-    pub fn is_broadcast(self) -> bool {
-        self == Self::BROADCAST
-    }
-
-    /// True for 00:00:00:00:00:00.
-    pub fn is_zero(self) -> bool {
-        self.0 == [0; 6]
-    }
-
-    /// True when the address can be an interface's own (not multicast, not all zeros).
-    pub fn is_unicast(self) -> bool {
-        !self.is_multicast() && !self.is_zero()
-    }
-}
-
-impl From<[u8; 6]> for MacAddr {
-    fn from(octets: [u8; 6]) -> Self {
-        MacAddr(octets)
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MacAddr({self})")
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = ParseMacError;
-
-    /// Six groups of exactly two hex digits, all separated by ':' or all by '-'.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseMacError(s.to_string());
-        // One separator throughout: "02:00-00:..." is more likely a typo than intent.
-        let sep = if s.contains(':') { ':' } else { '-' };
-        let mut octets = [0u8; 6];
-        let mut parts = s.split(sep);
-        for octet in &mut octets {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad());
-            }
-            *octet = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(octets))
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+/// Serializes a MAC as its Display form (the effective config).
+pub fn serialize_mac<S: Serializer>(m: &Option<MacAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.collect_str(m),
+        None => s.serialize_none(),
     }
 }
 
@@ -245,14 +166,23 @@ mod tests {
     }
 
     #[test]
-    fn mac_serde_is_a_string() {
-        let m = MacAddr([0x02, 0, 0, 0, 0, 1]);
-        assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:00:00:00:00:01\"");
+    fn mac_serializes_as_a_string() {
+        #[derive(serde::Serialize)]
+        struct T {
+            #[serde(serialize_with = "serialize_mac")]
+            mac: Option<MacAddr>,
+        }
+        let t = T {
+            mac: Some(MacAddr([0x02, 0, 0, 0, 0, 1])),
+        };
         assert_eq!(
-            serde_json::from_str::<MacAddr>("\"02-00-00-00-00-01\"").unwrap(),
-            m
+            serde_json::to_string(&t).unwrap(),
+            r#"{"mac":"02:00:00:00:00:01"}"#
         );
-        assert!(serde_json::from_str::<MacAddr>("\"nope\"").is_err());
+        assert_eq!(
+            serde_json::to_string(&T { mac: None }).unwrap(),
+            r#"{"mac":null}"#
+        );
     }
 
     #[test]

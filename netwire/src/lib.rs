@@ -19,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
 
+pub use ethernet::MacAddr;
 pub use icmp::{Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::Ipv4Packet;
 pub use tcp::{TcpPacket, TcpRepr};

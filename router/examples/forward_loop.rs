@@ -9,7 +9,7 @@ use router::pipeline::Pipeline;
 use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
-use router::wire::ethernet::Mac;
+use router::wire::ethernet::MacAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ fn main() {
         id,
         name: format!("eth{id}"),
         ifindex: id as u32 + 1,
-        mac: Mac([2, 0, 0, 0, last, 1]),
+        mac: MacAddr([2, 0, 0, 0, last, 1]),
         addr: [10, 0, last, 1].into(),
         prefix_len: 24,
         mtu: 1500,
@@ -42,7 +42,7 @@ fn main() {
     neighbours.learn(
         1,
         [10, 0, 2, 2].into(),
-        Mac([2, 0, 0, 0, 2, 2]),
+        MacAddr([2, 0, 0, 0, 2, 2]),
         true,
         Instant::now(),
     );

@@ -10,7 +10,7 @@ use crate::pipeline::packet::Pool;
 use crate::pipeline::{build_arp, Pipeline, StageKind};
 use crate::tables::neighbours::Neighbours;
 use crate::tables::Tables;
-use crate::wire::ethernet::Mac;
+use crate::wire::ethernet::MacAddr;
 use arc_swap::ArcSwap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,7 +98,7 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
         // Gratuitous ARP: neighbours that cached an older MAC for our addresses update now.
         let tables = shared.tables.load();
         for iface in &tables.ifaces {
-            injected.push(build_arp(&mut pool, iface, iface.addr, Mac::BROADCAST));
+            injected.push(build_arp(&mut pool, iface, iface.addr, MacAddr::BROADCAST));
         }
         for p in &mut injected {
             p.meta.stage = StageKind::Tx as u8;

@@ -8,7 +8,7 @@ use router::pipeline::{Pipeline, StageKind};
 use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
-use router::wire::ethernet::{self, Mac};
+use router::wire::ethernet::{self, MacAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ fn forwarding_a_burst_allocates_nothing() {
             id: 0,
             name: "eth0".into(),
             ifindex: 1,
-            mac: Mac([2, 0, 0, 0, 1, 1]),
+            mac: MacAddr([2, 0, 0, 0, 1, 1]),
             addr: [10, 0, 1, 1].into(),
             prefix_len: 24,
             mtu: 1500,
@@ -36,7 +36,7 @@ fn forwarding_a_burst_allocates_nothing() {
             id: 1,
             name: "eth1".into(),
             ifindex: 2,
-            mac: Mac([2, 0, 0, 0, 2, 1]),
+            mac: MacAddr([2, 0, 0, 0, 2, 1]),
             addr: [10, 0, 2, 1].into(),
             prefix_len: 24,
             mtu: 1500,
@@ -52,7 +52,7 @@ fn forwarding_a_burst_allocates_nothing() {
     neighbours.learn(
         1,
         [10, 0, 2, 2].into(),
-        Mac([2, 0, 0, 0, 2, 2]),
+        MacAddr([2, 0, 0, 0, 2, 2]),
         true,
         Instant::now(),
     );
@@ -63,8 +63,8 @@ fn forwarding_a_burst_allocates_nothing() {
     let mut frame = vec![0u8; 60];
     ethernet::write_header(
         &mut frame,
-        Mac([2, 0, 0, 0, 1, 1]),
-        Mac([2, 0, 0, 0, 1, 2]),
+        MacAddr([2, 0, 0, 0, 1, 1]),
+        MacAddr([2, 0, 0, 0, 1, 2]),
         ethernet::ETHERTYPE_IPV4,
     );
     router::wire::ipv4::Ipv4Repr {

@@ -10,7 +10,7 @@ use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::steer::SteeringPlane;
 use router::tables::{Iface, Tables};
-use router::wire::ethernet::{self, Mac};
+use router::wire::ethernet::{self, MacAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,7 @@ fn steering_a_burst_with_copies_and_nat_allocates_nothing() {
         id,
         name: format!("eth{id}"),
         ifindex: u32::from(id) + 1,
-        mac: Mac([2, 0, 0, 0, last, 1]),
+        mac: MacAddr([2, 0, 0, 0, last, 1]),
         addr: [10, 0, last, 1].into(),
         prefix_len: 24,
         mtu: 1500,
@@ -69,7 +69,7 @@ dscp = 46
     neighbours.learn(
         1,
         [10, 0, 2, 2].into(),
-        Mac([2, 0, 0, 0, 2, 2]),
+        MacAddr([2, 0, 0, 0, 2, 2]),
         true,
         Instant::now(),
     );
@@ -80,8 +80,8 @@ dscp = 46
     let mut frame = vec![0u8; 60];
     ethernet::write_header(
         &mut frame,
-        Mac([2, 0, 0, 0, 1, 1]),
-        Mac([2, 0, 0, 0, 1, 2]),
+        MacAddr([2, 0, 0, 0, 1, 1]),
+        MacAddr([2, 0, 0, 0, 1, 2]),
         ethernet::ETHERTYPE_IPV4,
     );
     router::wire::ipv4::Ipv4Repr {

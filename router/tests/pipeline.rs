@@ -8,15 +8,15 @@ use router::pipeline::{Pipeline, StageKind};
 use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
-use router::wire::ethernet::{self, Mac};
+use router::wire::ethernet::{self, MacAddr};
 use router::wire::{arp, ipv4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const R0: Mac = Mac([2, 0, 0, 0, 1, 1]);
-const R1: Mac = Mac([2, 0, 0, 0, 2, 1]);
-const CLIENT: Mac = Mac([2, 0, 0, 0, 1, 2]);
-const SERVER: Mac = Mac([2, 0, 0, 0, 2, 2]);
+const R0: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+const R1: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
+const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+const SERVER: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
 
 struct Bench {
     tables: Tables,
@@ -132,7 +132,7 @@ fn unresolved_next_hop_queues_sends_arp_and_releases_on_answer() {
     b.run(vec![udp([10, 0, 2, 2], 64), udp([10, 0, 2, 2], 64)], t0);
     let tx = b.take_tx(1);
     assert_eq!(tx.len(), 1, "one broadcast ARP request, the data waits");
-    assert_eq!(ethernet::dst(&tx[0]), Mac::BROADCAST);
+    assert_eq!(ethernet::dst(&tx[0]), MacAddr::BROADCAST);
     let req = arp::ArpRepr::parse(&tx[0][14..]).unwrap();
     assert_eq!(
         (req.operation, req.target_ip, req.sender_ip),
@@ -254,12 +254,12 @@ fn broadcast_and_martians_are_not_forwarded() {
 fn arp_request_for_us_is_answered_and_the_sender_learnt() {
     let mut b = Bench::new();
     let mut f = vec![0u8; 42];
-    ethernet::write_header(&mut f, Mac::BROADCAST, CLIENT, ethernet::ETHERTYPE_ARP);
+    ethernet::write_header(&mut f, MacAddr::BROADCAST, CLIENT, ethernet::ETHERTYPE_ARP);
     arp::ArpRepr {
         operation: arp::OP_REQUEST,
         sender_mac: CLIENT,
         sender_ip: [10, 0, 1, 2].into(),
-        target_mac: Mac::ZERO,
+        target_mac: MacAddr::ZERO,
         target_ip: [10, 0, 1, 1].into(),
     }
     .emit(&mut f[14..]);
@@ -547,8 +547,13 @@ fn wccp_traffic_is_gre_redirected_to_its_cache_and_other_traffic_is_routed() {
     b.tables.ifaces[0].redirect_in = vec![0];
     b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::Gre));
     let t0 = Instant::now();
-    b.neighbours
-        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    b.neighbours.learn(
+        1,
+        [10, 0, 2, 9].into(),
+        MacAddr([2, 0, 0, 0, 2, 9]),
+        true,
+        t0,
+    );
     b.neighbours
         .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
     let web = tcp_syn(80);
@@ -557,7 +562,7 @@ fn wccp_traffic_is_gre_redirected_to_its_cache_and_other_traffic_is_routed() {
     assert_eq!(tx.len(), 2);
     // 1: the port-80 SYN, encapsulated toward the cache.
     let f = &tx[0];
-    assert_eq!(ethernet::dst(f), Mac([2, 0, 0, 0, 2, 9]));
+    assert_eq!(ethernet::dst(f), MacAddr([2, 0, 0, 0, 2, 9]));
     let outer = &f[14..];
     assert_eq!(ipv4::check(outer).map(|_| ()), Ok(()));
     assert_eq!(
@@ -593,15 +598,20 @@ fn caches_are_never_redirected_and_their_gre_returns_are_forwarded_once() {
     let t0 = Instant::now();
     b.neighbours
         .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
-    b.neighbours
-        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    b.neighbours.learn(
+        1,
+        [10, 0, 2, 9].into(),
+        MacAddr([2, 0, 0, 0, 2, 9]),
+        true,
+        t0,
+    );
     // The cache returns (bypasses) the client's SYN: GRE from 10.0.2.9 to 10.0.2.1 on eth1.
     let inner = tcp_syn(80)[14..].to_vec();
     let mut f = vec![0u8; 14 + 20 + 8];
     ethernet::write_header(
         &mut f,
         R1,
-        Mac([2, 0, 0, 0, 2, 9]),
+        MacAddr([2, 0, 0, 0, 2, 9]),
         ethernet::ETHERTYPE_IPV4,
     );
     ipv4::Ipv4Repr {
@@ -625,7 +635,7 @@ fn caches_are_never_redirected_and_their_gre_returns_are_forwarded_once() {
     ethernet::write_header(
         &mut own,
         R1,
-        Mac([2, 0, 0, 0, 2, 9]),
+        MacAddr([2, 0, 0, 0, 2, 9]),
         ethernet::ETHERTYPE_IPV4,
     );
     own[26..30].copy_from_slice(&[10, 0, 2, 9]);
@@ -680,23 +690,28 @@ fn l2_forwarding_rewrites_only_the_destination_mac() {
     b.tables.ifaces[0].redirect_in = vec![0];
     b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::L2));
     let t0 = Instant::now();
-    b.neighbours
-        .learn(1, [10, 0, 2, 9].into(), Mac([2, 0, 0, 0, 2, 9]), true, t0);
+    b.neighbours.learn(
+        1,
+        [10, 0, 2, 9].into(),
+        MacAddr([2, 0, 0, 0, 2, 9]),
+        true,
+        t0,
+    );
     let web = tcp_syn(80);
     b.run(vec![web.clone()], t0);
     let tx = b.take_tx(1);
     assert_eq!(tx.len(), 1);
     assert_eq!(
         (ethernet::dst(&tx[0]), ethernet::src(&tx[0])),
-        (Mac([2, 0, 0, 0, 2, 9]), R1)
+        (MacAddr([2, 0, 0, 0, 2, 9]), R1)
     );
     assert_eq!(&tx[0][14..web.len()], &web[14..], "IP packet unchanged");
 }
 
 const CACHE_A: [u8; 4] = [10, 0, 2, 9];
 const CACHE_B: [u8; 4] = [10, 0, 2, 10];
-const MAC_A: Mac = Mac([2, 0, 0, 0, 2, 9]);
-const MAC_B: Mac = Mac([2, 0, 0, 0, 2, 10]);
+const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 2, 9]);
+const MAC_B: MacAddr = MacAddr([2, 0, 0, 0, 2, 10]);
 
 /// Service 0 over caches A and B (GRE forwarding; A returns at layer 2 when `a_l2_return`),
 /// every bucket owned by cache index `owner`, with a redirect list, failed caches and flow
@@ -781,7 +796,7 @@ fn wccp_bench(spec: &PlaneSpec) -> (Bench, Instant) {
 }
 
 /// Where each transmitted frame on eth1 went: the cache MAC or the server's.
-fn destinations(b: &mut Bench) -> Vec<Mac> {
+fn destinations(b: &mut Bench) -> Vec<MacAddr> {
     b.take_tx(1).iter().map(|f| ethernet::dst(f)).collect()
 }
 

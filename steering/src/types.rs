@@ -1,8 +1,7 @@
 //! Small value types shared by the model, the tables and the decision.
 //!
-//! The crate does not depend on `router`, so it has its own [`MacAddr`] (the router's
-//! `wire::ethernet::Mac` converts through the inner `[u8; 6]`) and takes interfaces as the
-//! router's `IfId` (`u16`).
+//! [`MacAddr`] is the workspace's one MAC type (from `netwire`); interfaces are the router's
+//! `IfId` (`u16`).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -10,29 +9,8 @@ use std::net::Ipv4Addr;
 /// Index of a router interface (the router's `IfId`; the conf layer maps names to it).
 pub type IfId = u16;
 
-/// An Ethernet MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The 48 bits as the low bits of a `u64` (used in table keys).
-    #[inline]
-    pub fn to_u64(self) -> u64 {
-        let b = self.0;
-        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
+/// An Ethernet MAC address (the workspace's one type).
+pub use netwire::ethernet::MacAddr;
 
 /// An IPv4 prefix (address and length 0..=32); the address is kept masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use crate::status::{self, StatusContext};
 use crate::tables::neighbours::Neighbours;
 use crate::tables::routes::RouteTable;
 use crate::tables::{Iface, Tables};
-use crate::wire::ethernet::Mac;
+use crate::wire::ethernet::MacAddr;
 use crate::worker::{self, Shared};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -71,7 +71,7 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
             id: id as u16,
             name: ic.name.clone(),
             ifindex: link.ifindex,
-            mac: Mac(ic.mac.map(|m| m.0).unwrap_or(link.mac)),
+            mac: ic.mac.unwrap_or(MacAddr(link.mac)),
             addr: ic.address,
             prefix_len: ic.network.prefix(),
             mtu: ic.mtu,

@@ -10,7 +10,7 @@ use super::stage::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
 use crate::tables::{IfId, Iface};
 use crate::wire::arp::{self, ArpError, ArpRepr};
-use crate::wire::ethernet::{self, Mac};
+use crate::wire::ethernet::{self, MacAddr};
 use std::net::Ipv4Addr;
 
 /// The stage (stateless).
@@ -29,7 +29,7 @@ impl EthernetStage {
             return Verdict::Drop(DropReason::L2OtherHost);
         };
         let dst = ethernet::dst(frame);
-        if dst != iface.mac && dst != Mac::BROADCAST {
+        if dst != iface.mac && dst != MacAddr::BROADCAST {
             return Verdict::Drop(if dst.is_multicast() {
                 DropReason::L2Multicast
             } else {
@@ -53,7 +53,7 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
         Err(ArpError::Unsupported) => return Verdict::Drop(DropReason::ArpUnsupported),
     };
     // Only neighbours on the connected prefix, with a unicast MAC, are believed.
-    let sender_ok = arp.sender_mac != Mac::ZERO
+    let sender_ok = arp.sender_mac != MacAddr::ZERO
         && !arp.sender_mac.is_multicast()
         && iface.contains(arp.sender_ip)
         && arp.sender_ip != iface.addr;
@@ -91,7 +91,7 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
 }
 
 /// Writes an Ethernet+ARP frame into `pkt`.
-fn fill_arp(pkt: &mut Packet, dst: Mac, src: Mac, arp: &ArpRepr) {
+fn fill_arp(pkt: &mut Packet, dst: MacAddr, src: MacAddr, arp: &ArpRepr) {
     let f = pkt.reset(ethernet::HEADER_LEN + arp::PAYLOAD_LEN);
     ethernet::write_header(f, dst, src, ethernet::ETHERTYPE_ARP);
     arp.emit(&mut f[ethernet::HEADER_LEN..]);
@@ -99,13 +99,13 @@ fn fill_arp(pkt: &mut Packet, dst: Mac, src: Mac, arp: &ArpRepr) {
 
 /// Builds an ARP request from `iface` for `target`, sent to `dst_mac` (broadcast to resolve,
 /// unicast to probe a stale binding, broadcast with `target == iface.addr` for gratuitous ARP).
-pub fn build_arp(pool: &mut Pool, iface: &Iface, target: Ipv4Addr, dst_mac: Mac) -> Packet {
+pub fn build_arp(pool: &mut Pool, iface: &Iface, target: Ipv4Addr, dst_mac: MacAddr) -> Packet {
     let mut p = pool.get();
     let req = ArpRepr {
         operation: arp::OP_REQUEST,
         sender_mac: iface.mac,
         sender_ip: iface.addr,
-        target_mac: Mac::ZERO,
+        target_mac: MacAddr::ZERO,
         target_ip: target,
     };
     fill_arp(&mut p, dst_mac, iface.mac, &req);

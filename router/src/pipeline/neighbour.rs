@@ -13,7 +13,7 @@ use super::packet::Packet;
 use super::stage::{StageCx, StageKind, Verdict};
 use crate::pipeline::drop::DropReason;
 use crate::tables::{IfId, Iface};
-use crate::wire::ethernet::{self, Mac, HEADER_LEN};
+use crate::wire::ethernet::{self, MacAddr, HEADER_LEN};
 use crate::wire::icmp as icmpw;
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -75,7 +75,7 @@ impl NeighbourStage {
                 Verdict::Drop(DropReason::NeighbourPendingFull)
             }
             None => {
-                let req = build_arp(cx.pool, iface, hop, Mac::BROADCAST);
+                let req = build_arp(cx.pool, iface, hop, MacAddr::BROADCAST);
                 cx.emit(req, StageKind::Tx);
                 self.pending.insert(
                     (out, hop),
@@ -136,7 +136,7 @@ impl NeighbourStage {
             if p.tries < ARP_TRIES {
                 p.tries += 1;
                 p.last_sent = cx.now;
-                let req = build_arp(cx.pool, iface, hop, Mac::BROADCAST);
+                let req = build_arp(cx.pool, iface, hop, MacAddr::BROADCAST);
                 cx.emit(req, StageKind::Tx);
                 continue;
             }
@@ -164,7 +164,7 @@ impl NeighbourStage {
     }
 }
 
-fn write_macs(pkt: &mut Packet, dst: Mac, src: Mac) {
+fn write_macs(pkt: &mut Packet, dst: MacAddr, src: MacAddr) {
     let f = pkt.frame_mut();
     if f.len() >= HEADER_LEN {
         f[ethernet::field::DST].copy_from_slice(&dst.0);

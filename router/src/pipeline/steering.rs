@@ -28,7 +28,7 @@ use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::steer::{PassiveEvent, ServiceDrop, SteeringPlane};
 use crate::tables::Iface;
 use crate::wire::checksum;
-use crate::wire::ethernet::{self, Mac, HEADER_LEN};
+use crate::wire::ethernet::{self, MacAddr, HEADER_LEN};
 use crate::wire::ipv4;
 use crate::wire::tcp;
 use steering::{tcp_flags, Decision, Direction, DrainedFlows, Egress, NextHop, PacketKey, Rewrite};
@@ -184,7 +184,7 @@ fn packet_key(pkt: &Packet) -> Option<PacketKey> {
     }
     Some(PacketKey {
         in_if: pkt.meta.rx_if,
-        src_mac: steering::MacAddr(ethernet::src(f).0),
+        src_mac: ethernet::src(f),
         src: ipv4::src(l3),
         dst: ipv4::dst(l3),
         proto,
@@ -356,7 +356,7 @@ fn send_reset(pkt: &Packet, key: &PacketKey, cx: &mut StageCx<'_>) {
     }
     let mut out = cx.pool.get();
     let f = out.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
-    ethernet::write_header(f, Mac::ZERO, Mac::ZERO, ethernet::ETHERTYPE_IPV4);
+    ethernet::write_header(f, MacAddr::ZERO, MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
     ipv4::Ipv4Repr {
         src: key.dst,
         dst: key.src,

@@ -11,7 +11,7 @@ pub mod wccp;
 
 pub use self::wccp::WccpPlane;
 
-use crate::wire::ethernet::Mac;
+use crate::wire::ethernet::MacAddr;
 use routes::RouteTable;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct Iface {
     /// Kernel interface index.
     pub ifindex: u32,
     /// MAC we use as source and answer ARP with.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// Our address on it.
     pub addr: Ipv4Addr,
     /// Connected prefix length.

@@ -6,7 +6,7 @@
 //! goes away; a plain refresh of an existing binding does not republish.
 
 use super::IfId;
-use crate::wire::ethernet::Mac;
+use crate::wire::ethernet::MacAddr;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -28,7 +28,7 @@ pub const MAX_ENTRIES: usize = 16_384;
 #[derive(Debug, Default)]
 pub struct NeighSnapshot {
     /// Bindings, keyed by [`neigh_key`].
-    pub map: HashMap<u64, Mac, BuildHasherDefault<KeyHasher>>,
+    pub map: HashMap<u64, MacAddr, BuildHasherDefault<KeyHasher>>,
     /// Incremented on every publish.
     pub generation: u64,
 }
@@ -36,7 +36,7 @@ pub struct NeighSnapshot {
 impl NeighSnapshot {
     /// The MAC for `addr` on interface `ifid`.
     #[inline]
-    pub fn lookup(&self, ifid: IfId, addr: Ipv4Addr) -> Option<Mac> {
+    pub fn lookup(&self, ifid: IfId, addr: Ipv4Addr) -> Option<MacAddr> {
         self.map.get(&neigh_key(ifid, addr)).copied()
     }
 }
@@ -77,7 +77,7 @@ impl std::hash::Hasher for KeyHasher {
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Hardware address.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// Last time an ARP packet from this neighbour confirmed the binding.
     pub confirmed: Instant,
     /// Probes sent since the binding went stale.
@@ -94,7 +94,7 @@ pub struct Probe {
     /// Neighbour address.
     pub addr: Ipv4Addr,
     /// Its last known MAC.
-    pub mac: Mac,
+    pub mac: MacAddr,
 }
 
 /// Learnt/expired totals.
@@ -151,7 +151,7 @@ impl Neighbours {
 
     /// Records that `addr` on `ifid` is at `mac`. With `create == false` only an existing binding
     /// is refreshed (RFC 826: update if present, add only if the packet was for us).
-    pub fn learn(&self, ifid: IfId, addr: Ipv4Addr, mac: Mac, create: bool, now: Instant) {
+    pub fn learn(&self, ifid: IfId, addr: Ipv4Addr, mac: MacAddr, create: bool, now: Instant) {
         let mut m = self.lock();
         let key = (ifid, addr);
         match m.entries.get_mut(&key) {
@@ -252,8 +252,8 @@ mod tests {
     use super::*;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-    const MAC1: Mac = Mac([2, 0, 0, 0, 0, 1]);
-    const MAC2: Mac = Mac([2, 0, 0, 0, 0, 2]);
+    const MAC1: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const MAC2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     #[test]
     fn learn_publishes_only_on_change() {

@@ -303,14 +303,14 @@ fn fill(table: &mut [u32], start: usize, n: usize, value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ethernet::Mac;
+    use crate::wire::ethernet::MacAddr;
 
     fn iface(id: IfId, name: &str, addr: [u8; 4], len: u8) -> Iface {
         Iface {
             id,
             name: name.into(),
             ifindex: id as u32 + 1,
-            mac: Mac([2, 0, 0, 0, 0, id as u8]),
+            mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
             addr: addr.into(),
             prefix_len: len,
             mtu: 1500,

@@ -1,6 +1,6 @@
 //! ARP for IPv4 over Ethernet (RFC 826).
 
-use super::ethernet::Mac;
+use super::ethernet::MacAddr;
 use super::{be16, put16};
 use std::net::Ipv4Addr;
 
@@ -39,11 +39,11 @@ pub struct ArpRepr {
     /// 1 = request, 2 = reply, others kept as received.
     pub operation: u16,
     /// Sender hardware address.
-    pub sender_mac: Mac,
+    pub sender_mac: MacAddr,
     /// Sender protocol address.
     pub sender_ip: Ipv4Addr,
     /// Target hardware address.
-    pub target_mac: Mac,
+    pub target_mac: MacAddr,
     /// Target protocol address.
     pub target_ip: Ipv4Addr,
 }
@@ -67,9 +67,9 @@ impl ArpRepr {
         }
         Ok(ArpRepr {
             operation: be16(p, field::OPER),
-            sender_mac: Mac::read(p, field::SHA),
+            sender_mac: MacAddr::from_slice(p, field::SHA).unwrap_or_default(),
             sender_ip: ip_at(p, field::SPA),
-            target_mac: Mac::read(p, field::THA),
+            target_mac: MacAddr::from_slice(p, field::THA).unwrap_or_default(),
             target_ip: ip_at(p, field::TPA),
         })
     }

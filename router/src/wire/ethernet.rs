@@ -1,7 +1,5 @@
 //! Ethernet II frames.
 
-use std::fmt;
-
 /// Byte offsets of the Ethernet II header.
 pub mod field {
     /// Destination MAC.
@@ -21,54 +19,17 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 
-/// A 48-bit MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
+/// The workspace's one MAC address type.
+pub use netwire::ethernet::MacAddr;
 
-impl Mac {
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: Mac = Mac([0xff; 6]);
-    /// 00:00:00:00:00:00.
-    pub const ZERO: Mac = Mac([0; 6]);
-
-    /// True for group (multicast and broadcast) addresses.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    /// Reads a MAC from six bytes at `at`; the caller has checked the length.
-    pub fn read(b: &[u8], at: usize) -> Mac {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&b[at..at + 6]);
-        Mac(m)
-    }
+/// Destination MAC of a frame (zero if the frame is shorter than [`HEADER_LEN`]).
+pub fn dst(frame: &[u8]) -> MacAddr {
+    MacAddr::from_slice(frame, field::DST.start).unwrap_or_default()
 }
 
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Destination MAC of a frame that is at least [`HEADER_LEN`] long.
-pub fn dst(frame: &[u8]) -> Mac {
-    Mac::read(frame, field::DST.start)
-}
-
-/// Source MAC of a frame that is at least [`HEADER_LEN`] long.
-pub fn src(frame: &[u8]) -> Mac {
-    Mac::read(frame, field::SRC.start)
+/// Source MAC of a frame (zero if the frame is shorter than [`HEADER_LEN`]).
+pub fn src(frame: &[u8]) -> MacAddr {
+    MacAddr::from_slice(frame, field::SRC.start).unwrap_or_default()
 }
 
 /// EtherType of a frame that is at least [`HEADER_LEN`] long.
@@ -77,7 +38,7 @@ pub fn ethertype(frame: &[u8]) -> u16 {
 }
 
 /// Writes an Ethernet II header into the first 14 bytes of `frame`.
-pub fn write_header(frame: &mut [u8], dst: Mac, src: Mac, ethertype: u16) {
+pub fn write_header(frame: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) {
     frame[field::DST].copy_from_slice(&dst.0);
     frame[field::SRC].copy_from_slice(&src.0);
     super::put16(frame, field::ETHERTYPE.start, ethertype);
