@@ -5,7 +5,6 @@
 //! holds the L2–L4 formats, [`local`] carries the control plane's own UDP, [`worker`] and [`control`] are the threads and the control plane,
 //! [`status`] is what `swrouter status` shows, and [`demo`] is the self-contained lab.
 
-pub mod cache_agent;
 pub mod control;
 pub mod demo;
 pub mod io;

@@ -1,7 +1,7 @@
 //! The `swcache` command line: a WCCPv2 cache agent with userspace GRE termination.
 
+use cache::{run, Args};
 use clap::Parser;
-use router::cache_agent::{run, Args};
 
 fn main() {
     let args = Args::parse();
