@@ -295,36 +295,14 @@ pub(crate) fn services(
     for table in raw {
         let r = table.get_ref();
         let line = at.line_of(table.span().start);
-        let n = r.id.get_ref().0;
-        let id = match u8::try_from(n) {
-            Ok(0) => 0,
-            Ok(id @ 51..=255) => id,
-            _ => {
-                return Err(at.err(
-                    &r.id.span(),
-                    format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
-                ))
-            }
-        };
+        let id = service_id(at, &r.id)?;
         if let Some((_, prev)) = out.iter().find(|(s, _)| s.id == id) {
             return Err(at.err(
                 &r.id.span(),
                 format!("WCCP service {id} is already defined at line {prev}"),
             ));
         }
-        let password = match &r.password {
-            None => None,
-            Some(p) => {
-                let v = p.get_ref();
-                if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
-                    return Err(at.err(
-                        &p.span(),
-                        format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
-                    ));
-                }
-                Some(v.clone())
-            }
-        };
+        let password = password(at, r.password.as_ref())?;
         let forwarding = methods(
             at,
             &r.forwarding,
@@ -393,6 +371,32 @@ pub(crate) fn services(
         ));
     }
     Ok(out.into_iter().map(|(s, _)| s).collect())
+}
+
+/// A service `id`: 0 (the standard web-cache service) or a dynamic service 51..=255.
+pub(crate) fn service_id(at: &Locator<'_>, id: &Spanned<Int>) -> Result<u8> {
+    let n = id.get_ref().0;
+    match u8::try_from(n) {
+        Ok(0) => Ok(0),
+        Ok(id @ 51..=255) => Ok(id),
+        _ => Err(at.err(
+            &id.span(),
+            format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
+        )),
+    }
+}
+
+/// A service's MD5 `password`: 1..=8 bytes.
+pub(crate) fn password(at: &Locator<'_>, p: Option<&Spanned<String>>) -> Result<Option<String>> {
+    let Some(p) = p else { return Ok(None) };
+    let v = p.get_ref();
+    if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
+        return Err(at.err(
+            &p.span(),
+            format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
+        ));
+    }
+    Ok(Some(v.clone()))
 }
 
 /// A list of method names, duplicates dropped, order kept (most preferred first); `default`
@@ -497,7 +501,7 @@ pub(crate) fn definition(
     let Some(p) = r.protocol else {
         return Err(at.err(
             &first,
-            format!("a pinned definition of service {id} needs `protocol`"),
+            format!("the definition of service {id} needs `protocol`"),
         ));
     };
     let protocol = protocol_number(p.get_ref()).ok_or_else(|| {
@@ -592,7 +596,7 @@ pub(crate) fn definition(
 }
 
 /// A protocol name or number.
-fn protocol_number(s: &str) -> Option<u8> {
+pub(crate) fn protocol_number(s: &str) -> Option<u8> {
     match s {
         "tcp" => Some(6),
         "udp" => Some(17),
