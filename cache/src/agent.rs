@@ -7,12 +7,12 @@
 //! device or, for a bypassed destination, back to its router.
 
 use crate::bypass::Bypass;
-use crate::cli::Args;
 use crate::decap::{parse_redirected, GreCounters, Redirected};
 use crate::status::{serve_status, status_json, StatusRequest};
 use crate::sys;
 use crate::tun::setup_tun;
 use anyhow::{Context, Result};
+use conf::cache::CacheConf;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -114,17 +114,17 @@ impl Agent {
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(conf: CacheConf) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(conf))
 }
 
-async fn run_async(args: Args) -> Result<()> {
-    let config = args.cache_config()?;
-    let (tun, tun_name) = setup_tun(&args.tun)?;
+async fn run_async(conf: CacheConf) -> Result<()> {
+    let config = conf.engine_config()?;
+    let (tun, tun_name) = setup_tun(&conf.tun)?;
     let raw = sys::open_raw_ip_socket(libc::c_int::from(netwire::ipv4::PROTO_GRE))
         .context("opening the raw GRE socket")?;
     let raw = sys::async_file(File::from(raw)).context("registering the raw GRE socket")?;
@@ -134,9 +134,9 @@ async fn run_async(args: Args) -> Result<()> {
         udp: None,
         buf: Vec::with_capacity(2048),
         gre: GreCounters::default(),
-        bypass: Bypass::new(args.bypass.clone(), config.is_some())?,
+        bypass: Bypass::new(conf.bypass.clone(), config.is_some())?,
         tun_name: tun_name.clone(),
-        address: args.address,
+        address: conf.address,
     };
     if let Some(config) = config {
         let address = config.address;
@@ -147,9 +147,9 @@ async fn run_async(args: Args) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("WCCP engine: {e}"))?;
         tracing::info!(
             %address,
-            routers = ?args.routers,
-            services = ?args.services.iter().map(|s| s.0.service_id).collect::<Vec<_>>(),
-            md5 = args.password.is_some(),
+            routers = ?conf.routers,
+            services = ?conf.services.iter().map(|s| s.service.service_id).collect::<Vec<_>>(),
+            md5 = conf.services.iter().any(|s| s.password.is_some()),
             "WCCP cache engine started"
         );
         agent.engine = Some(engine);
@@ -160,7 +160,7 @@ async fn run_async(args: Args) -> Result<()> {
     }
 
     let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(8);
-    if let Some(path) = &args.socket {
+    if let Some(path) = &conf.socket {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
             .with_context(|| format!("binding status socket {}", path.display()))?;
@@ -262,7 +262,7 @@ async fn run_async(args: Args) -> Result<()> {
         }
     }
     agent.log_counters("GRE counters at exit");
-    if let Some(path) = &args.socket {
+    if let Some(path) = &conf.socket {
         let _ = std::fs::remove_file(path);
     }
     Ok(())

@@ -15,7 +15,7 @@
 //! [`bypass`].
 //!
 //! One module per job:
-//! - [`cli`]: the command-line flags and the engine configuration they describe;
+//! - [`cli`]: the command-line flags and how they override `cache.conf` (read by `conf::cache`);
 //! - [`decap`]: taking a redirected datagram apart (outer IPv4, GRE, redirect header);
 //! - [`bypass`]: returning bypassed packets to their router by GRE or at layer 2;
 //! - [`routes`]: the kernel's main routing table, read for the L2 return's next-hop check;
@@ -34,4 +34,4 @@ pub mod sys;
 pub mod tun;
 
 pub use agent::run;
-pub use cli::Args;
+pub use cli::{Args, Settings};
