@@ -13,6 +13,7 @@
 
 use crate::status::{Status, WccpCacheStatus, WccpServiceStatus};
 use anyhow::{bail, Context, Result};
+use netlab::squid::Squid;
 use netlab::{Lab, Ns, ProcHandle};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -74,30 +75,10 @@ struct Cache {
     router: Ipv4Addr,
     ns: Ns,
     dir: PathBuf,
-    squid: Option<ProcHandle>,
-    /// Squid's service name (`-n`): it names Squid's shared-memory segments, which network
-    /// namespaces do not separate, so each cache needs its own.
-    squid_service: String,
+    /// Squid, under a service name of its own (it names Squid's shared-memory segments, which
+    /// network namespaces do not separate); the guard removes the segments.
+    squid: Option<Squid>,
     swcache: Option<ProcHandle>,
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        remove_squid_segments(&self.squid_service);
-    }
-}
-
-/// Removes the `/dev/shm` segments of the Squid named `service` (a killed Squid leaves them).
-fn remove_squid_segments(service: &str) {
-    let prefix = format!("{service}-");
-    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 impl Cache {
@@ -139,16 +120,12 @@ impl Cache {
             ns,
             dir,
             squid: None,
-            squid_service: format!("swdemo{}{}", std::process::id(), &name[name.len() - 1..]),
             swcache: None,
         })
     }
 
     fn start(&mut self, lab: &mut Lab, swcache: &str) -> Result<()> {
-        let conf = self.dir.join("squid.conf").to_string_lossy().to_string();
-        remove_squid_segments(&self.squid_service);
-        let args = ["-N", "-n", &self.squid_service, "-f", &conf];
-        self.squid = Some(lab.spawn(&self.ns, "squid", &args)?);
+        self.squid = Some(Squid::spawn(lab, &self.ns, &self.dir.join("squid.conf"))?);
         let (addr, router) = (self.addr.to_string(), self.router.to_string());
         let args = ["--address", &addr, "--router", &router, "--service", "0"];
         self.swcache = Some(lab.spawn(&self.ns, swcache, &args)?);
@@ -162,11 +139,8 @@ impl Cache {
 
     /// A crash: SIGKILL to Squid's process group (its port refuses at once), swcache stopped.
     fn crash(&mut self, lab: &mut Lab) {
-        if let Some(h) = self.squid.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", h.pid)])
-                .status();
-            let _ = lab.stop(&h, Duration::from_secs(5));
+        if let Some(squid) = self.squid.take() {
+            let _ = squid.crash(lab);
         }
         if let Some(h) = self.swcache.take() {
             let _ = lab.stop(&h, Duration::from_secs(5));
