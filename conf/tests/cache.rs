@@ -363,19 +363,31 @@ fn load_file_reports_unreadable_and_non_utf8_files() {
     );
 }
 
-#[test]
-fn readme_example_validates() {
-    let readme = include_str!("../README.md");
-    let section = &readme[readme
-        .find("## `cache.conf`")
-        .expect("README has a cache.conf section")..];
+/// The first TOML example after `heading` in `readme`, parsed as a cache.conf.
+fn readme_example(readme: &str, heading: &str) -> CacheConf {
+    let section = &readme[readme.find(heading).expect("the README has the section")..];
     let start = section
         .find("```toml\n")
         .expect("the section has a toml example")
         + "```toml\n".len();
     let len = section[start..].find("```").expect("example is closed");
-    let c = parse_str("README.md", &section[start..start + len]).unwrap_or_else(|e| panic!("{e}"));
+    parse_str("README.md", &section[start..start + len]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn readme_example_validates() {
+    let c = readme_example(include_str!("../README.md"), "## `cache.conf`");
     assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 3, 2)));
+    assert_eq!(c.services[0].password.as_deref(), Some("secret"));
+    assert!(c.engine_config().unwrap().is_some());
+}
+
+#[test]
+fn project_readme_example_validates() {
+    let c = readme_example(include_str!("../../README.md"), "## The swcache agent");
+    assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 3, 2)));
+    assert_eq!(c.socket, Some(PathBuf::from("/run/swcache.sock")));
+    assert_eq!(c.bypass, vec!["10.0.2.80/32".parse().unwrap()]);
     assert_eq!(c.services[0].password.as_deref(), Some("secret"));
     assert!(c.engine_config().unwrap().is_some());
 }
