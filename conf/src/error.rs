@@ -57,15 +57,26 @@ impl<'a> Locator<'a> {
         self.newlines.partition_point(|&n| n < offset) + 1
     }
 
-    /// A syntax or type error from the toml deserializer, at its span, on one line.
+    /// A syntax or type error from the toml deserializer of router.conf, at its span, on one
+    /// line.
     pub(crate) fn toml_error(&self, e: &toml::de::Error) -> ConfError {
+        self.toml_error_with(e, raw::explain)
+    }
+
+    /// A syntax or type error from the toml deserializer, at its span, on one line; `explain`
+    /// rewords serde's unknown/missing-key messages for the file's sections.
+    pub(crate) fn toml_error_with(
+        &self,
+        e: &toml::de::Error,
+        explain: fn(&str) -> Option<String>,
+    ) -> ConfError {
         let mut msg = one_line(e.message());
         if msg.is_empty() {
             // toml leaves some syntax errors unexplained ("0=" at end of input, for one).
             msg = "invalid TOML syntax".to_string();
         }
         // Unknown and missing keys get section-aware wording; everything else keeps toml's.
-        let msg = raw::explain(&msg).unwrap_or(msg);
+        let msg = explain(&msg).unwrap_or(msg);
         match e.span() {
             Some(span) => self.err(&span, msg),
             None => ConfError {

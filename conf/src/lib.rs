@@ -1,5 +1,6 @@
 //! `router.conf`: the schema of swrouter's configuration file, its defaults, and the cross-field
-//! validation that turns a TOML document into a [`RouterConf`] the router can trust.
+//! validation that turns a TOML document into a [`RouterConf`] the router can trust; and
+//! `cache.conf`, swcache's file, in [`cache`].
 //!
 //! # Contract
 //!
@@ -37,8 +38,17 @@
 //! ```
 //!
 //! The keys, defaults and constraints are documented in this crate's README.md.
+//!
+//! # cache.conf
+//!
+//! [`cache`] reads swcache's file (`swcache -c cache.conf`) under the same contract. Both files
+//! turn their WCCP sections into the `wccp` crate's own types through the same code (method
+//! names, service ids, passwords, dynamic-service definitions), so a router and a cache
+//! configured with the same lines agree: [`WccpServiceConf::engine_config`] builds the router
+//! engine's service, [`cache::CacheConf::engine_config`] the cache engine's configuration.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 mod emit;
 mod error;
 mod raw;
@@ -59,10 +69,9 @@ pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
 };
 pub use wccp::{
-    acl_permits, WccpAclAction, WccpAclRule, WccpAssignment, WccpDefinition, WccpHashField,
-    WccpMethod, WccpOptions, WccpServiceConf, DEFAULT_AFFINITY_IDLE_SECS,
-    DEFAULT_AFFINITY_MAX_FLOWS, DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_MISSES,
-    DEFAULT_PROBE_PORT,
+    acl_permits, WccpAclAction, WccpAclRule, WccpOptions, WccpServiceConf,
+    DEFAULT_AFFINITY_IDLE_SECS, DEFAULT_AFFINITY_MAX_FLOWS, DEFAULT_PROBE_INTERVAL_MS,
+    DEFAULT_PROBE_MISSES, DEFAULT_PROBE_PORT,
 };
 
 /// Default path of the management socket that `swrouter status`/`reload` talk to.
@@ -209,6 +218,12 @@ impl RouterConf {
 /// An unreadable file gives `file:0:0: cannot read: <reason>`; text that is not UTF-8 gives the
 /// position of the first bad byte.
 pub fn load_file(path: &Path) -> Result<RouterConf, ConfError> {
+    let (file, text) = read_text(path)?;
+    parse_str(&file, &text)
+}
+
+/// The file name for messages and the text of the file at `path` (router.conf or cache.conf).
+fn read_text(path: &Path) -> Result<(String, String), ConfError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ConfError {
         file: file.clone(),
@@ -216,23 +231,22 @@ pub fn load_file(path: &Path) -> Result<RouterConf, ConfError> {
         col: 0,
         msg: format!("cannot read: {e}"),
     })?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((file, text)),
         Err(e) => {
             // Position the error at the first bad byte, counted in the valid prefix before it.
             let good = e.utf8_error().valid_up_to();
             let bytes = e.into_bytes();
             let prefix = String::from_utf8_lossy(bytes.get(..good).unwrap_or_default());
             let (line, col) = error::line_col(&prefix, good);
-            return Err(ConfError {
+            Err(ConfError {
                 file,
                 line,
                 col,
                 msg: "file is not valid UTF-8 text".to_string(),
-            });
+            })
         }
-    };
-    parse_str(&file, &text)
+    }
 }
 
 /// Parses and validates `text`; `file` is used only to label error positions.

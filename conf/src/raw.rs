@@ -345,13 +345,13 @@ fn header(key: &str) -> &'static str {
 }
 
 /// The words between backticks in `s`, in order.
-fn backticked(s: &str) -> Vec<&str> {
+pub(crate) fn backticked(s: &str) -> Vec<&str> {
     s.split('`').skip(1).step_by(2).collect()
 }
 
 /// The known key closest to a misspelt `key`: same after '_' → '-' and lowercasing, or within
 /// edit distance 2 (and less than its length, so "a" does not suggest "id").
-fn suggest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn suggest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
     let norm = key.to_ascii_lowercase().replace('_', "-");
     keys.iter()
         .map(|k| (if **k == norm { 0 } else { distance(&norm, k) }, *k))

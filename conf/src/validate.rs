@@ -133,26 +133,41 @@ fn management_socket(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<
     let Some(raw) = raw else {
         return Ok(PathBuf::from(DEFAULT_MANAGEMENT_SOCKET));
     };
-    let path = raw.get_ref();
-    let msg = if path.is_empty() {
-        format!(
-            "management-socket must not be empty; the default is \"{DEFAULT_MANAGEMENT_SOCKET}\""
-        )
+    socket_path(
+        raw.get_ref(),
+        "management-socket",
+        DEFAULT_MANAGEMENT_SOCKET,
+        &format!("the default is \"{DEFAULT_MANAGEMENT_SOCKET}\""),
+    )
+    .map_err(|m| at.err(&raw.span(), m))
+}
+
+/// A Unix socket path given as `key`: absolute (a relative one would depend on the daemon's
+/// working directory, and a client run elsewhere would not find it), without NUL, and short
+/// enough for a socket address. `example` is shown for a relative path, `if_empty` after the
+/// message for an empty one.
+pub(crate) fn socket_path(
+    path: &str,
+    key: &str,
+    example: &str,
+    if_empty: &str,
+) -> std::result::Result<PathBuf, String> {
+    if path.is_empty() {
+        Err(format!("{key} must not be empty; {if_empty}"))
     } else if path.contains('\0') {
-        "management-socket must not contain NUL characters".to_string()
+        Err(format!("{key} must not contain NUL characters"))
     } else if !path.starts_with('/') {
-        // A relative path would depend on the daemon's working directory, and `swrouter status`
-        // run elsewhere would not find it.
-        format!("management-socket `{path}` must be an absolute path, e.g. \"{DEFAULT_MANAGEMENT_SOCKET}\"")
+        Err(format!(
+            "{key} `{path}` must be an absolute path, e.g. \"{example}\""
+        ))
     } else if path.len() > MAX_SOCKET_PATH {
-        format!(
-            "management-socket path is {} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH}",
+        Err(format!(
+            "{key} path is {} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH}",
             path.len()
-        )
+        ))
     } else {
-        return Ok(PathBuf::from(path));
-    };
-    Err(at.err(&raw.span(), msg))
+        Ok(PathBuf::from(path))
+    }
 }
 
 /// `management-group`: a group name as the group database spells them. Whether the group exists
@@ -318,7 +333,7 @@ fn service_ids(at: &Locator<'_>, list: Option<&Spanned<Vec<Int>>>, key: &str) ->
 }
 
 /// Why `name` cannot be a Linux interface name (the kernel's `dev_valid_name`), if it cannot.
-fn bad_ifname(name: &str) -> Option<String> {
+pub(crate) fn bad_ifname(name: &str) -> Option<String> {
     const RULE: &str = "Linux interface names are 1 to 15 bytes without '/', ':', whitespace or control characters";
     if name.is_empty() {
         return Some(format!("interface name must not be empty; {RULE}"));

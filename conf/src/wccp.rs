@@ -9,73 +9,15 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 use toml::Spanned;
 
+use wccp::engine::{AssignmentMethod, ForwardingMethod, ReturnMethod};
+use wccp::router::RouterServiceConfig;
+use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods, ServiceFlags, ServiceInfo};
+
 use crate::error::Locator;
 use crate::raw::{Int, RawWccp, RawWccpAclRule, RawWccpService};
 use crate::{ConfError, Ipv4Network};
 
 type Result<T> = std::result::Result<T, ConfError>;
-
-/// A WCCP forwarding or return method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WccpMethod {
-    /// GRE encapsulation with the WCCP redirect header.
-    Gre,
-    /// Layer-2 rewrite of the destination MAC (directly connected caches only).
-    L2,
-}
-
-/// A WCCP assignment method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WccpAssignment {
-    /// 256 hash buckets.
-    Hash,
-    /// Mask/value sets.
-    Mask,
-}
-
-/// A packet field a dynamic service hashes on (reference §3.2 service flags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum WccpHashField {
-    /// Source IP address (`src-ip`).
-    SrcIp,
-    /// Destination IP address (`dst-ip`).
-    DstIp,
-    /// Source port (`src-port`).
-    SrcPort,
-    /// Destination port (`dst-port`).
-    DstPort,
-}
-
-impl WccpHashField {
-    /// The name used in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WccpHashField::SrcIp => "src-ip",
-            WccpHashField::DstIp => "dst-ip",
-            WccpHashField::SrcPort => "src-port",
-            WccpHashField::DstPort => "dst-port",
-        }
-    }
-}
-
-/// A pinned dynamic service definition: caches must announce exactly this (reference §3.2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WccpDefinition {
-    /// IP protocol (6 TCP, 17 UDP, ...; 0 = all).
-    pub protocol: u8,
-    /// Priority; higher services are tried first.
-    pub priority: u8,
-    /// Up to 8 ports; empty = all ports.
-    pub ports: Vec<u16>,
-    /// The ports are source ports (`port-type = "source"`).
-    pub ports_source: bool,
-    /// Primary hash fields.
-    pub hash: Vec<WccpHashField>,
-    /// Alternate hash fields (used for hot-spot buckets).
-    pub alternate_hash: Vec<WccpHashField>,
-}
 
 /// Permit or deny in a redirect list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -185,22 +127,23 @@ impl Default for WccpOptions {
 }
 
 /// One `[[wccp.service]]`: a service group the router serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WccpServiceConf {
     /// 0 (the standard web-cache service) or a dynamic service 51..=255.
     pub id: u8,
     /// MD5 password (1..=8 bytes), or none.
     pub password: Option<String>,
     /// Forwarding methods the router accepts.
-    pub forwarding: Vec<WccpMethod>,
+    pub forwarding: Vec<ForwardingMethod>,
     /// Packet return methods the router accepts.
-    pub packet_return: Vec<WccpMethod>,
+    pub packet_return: Vec<ReturnMethod>,
     /// Assignment methods the router accepts.
-    pub assignment: Vec<WccpAssignment>,
+    pub assignment: Vec<AssignmentMethod>,
     /// Cache addresses allowed to join (the group list); `None` admits any cache.
     pub caches: Option<Vec<Ipv4Addr>>,
-    /// Pinned definition of a dynamic service; `None` learns it from the first cache.
-    pub definition: Option<WccpDefinition>,
+    /// Pinned definition of a dynamic service (protocol, priority, hash flags, ports), as the
+    /// caches must announce it; `None` learns it from the first cache.
+    pub definition: Option<ServiceInfo>,
     /// Redirect list: which packets of the service are redirected.
     pub redirect_list: Vec<WccpAclRule>,
     /// TCP port the fast-failover probe connects to on each cache.
@@ -223,6 +166,66 @@ impl WccpServiceConf {
         dport: u16,
     ) -> bool {
         acl_permits(&self.redirect_list, protocol, src, dst, sport, dport)
+    }
+
+    /// The router engine's configuration of this group: password, the accepted methods as
+    /// capability bits, group list and pinned definition. Redirect list and probe port are the
+    /// data plane's and the prober's, not the protocol's.
+    pub fn engine_config(&self) -> RouterServiceConfig {
+        let mut c = if self.is_standard() {
+            RouterServiceConfig::standard(self.id)
+        } else {
+            RouterServiceConfig::dynamic(self.id)
+        };
+        if let Some(p) = &self.password {
+            c = c.with_password(p.as_bytes());
+        }
+        c.forwarding = self
+            .forwarding
+            .iter()
+            .fold(ForwardingMethods::empty(), |a, m| a | m.bits());
+        c.packet_return = self
+            .packet_return
+            .iter()
+            .fold(ReturnMethods::empty(), |a, m| a | m.bits());
+        c.assignment = self
+            .assignment
+            .iter()
+            .fold(AssignmentMethods::empty(), |a, m| a | m.bits());
+        c.group_list = self.caches.clone();
+        if !self.is_standard() {
+            c.definition = self.definition.clone();
+        }
+        c
+    }
+}
+
+/// A method enum of the `wccp` crate as a list of names in the configuration.
+pub(crate) trait MethodName: Copy + PartialEq + 'static {
+    /// Every method, in the default order.
+    const ALL: &'static [Self];
+    /// The method's configuration name.
+    fn name(self) -> &'static str;
+}
+
+impl MethodName for ForwardingMethod {
+    const ALL: &'static [Self] = &ForwardingMethod::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl MethodName for ReturnMethod {
+    const ALL: &'static [Self] = &ReturnMethod::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl MethodName for AssignmentMethod {
+    const ALL: &'static [Self] = &AssignmentMethod::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -292,56 +295,26 @@ pub(crate) fn services(
     for table in raw {
         let r = table.get_ref();
         let line = at.line_of(table.span().start);
-        let n = r.id.get_ref().0;
-        let id = match u8::try_from(n) {
-            Ok(0) => 0,
-            Ok(id @ 51..=255) => id,
-            _ => {
-                return Err(at.err(
-                    &r.id.span(),
-                    format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
-                ))
-            }
-        };
+        let id = service_id(at, &r.id)?;
         if let Some((_, prev)) = out.iter().find(|(s, _)| s.id == id) {
             return Err(at.err(
                 &r.id.span(),
                 format!("WCCP service {id} is already defined at line {prev}"),
             ));
         }
-        let password = match &r.password {
-            None => None,
-            Some(p) => {
-                let v = p.get_ref();
-                if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
-                    return Err(at.err(
-                        &p.span(),
-                        format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
-                    ));
-                }
-                Some(v.clone())
-            }
-        };
-        let forwarding = names(
+        let password = password(at, r.password.as_ref())?;
+        let forwarding = methods(
             at,
             &r.forwarding,
             "forwarding",
-            &[("gre", WccpMethod::Gre), ("l2", WccpMethod::L2)],
+            ForwardingMethod::ALL.to_vec(),
         )?;
-        let packet_return = names(
-            at,
-            &r.return_methods,
-            "return",
-            &[("gre", WccpMethod::Gre), ("l2", WccpMethod::L2)],
-        )?;
-        let assignment = names(
+        let packet_return = methods(at, &r.return_methods, "return", ReturnMethod::ALL.to_vec())?;
+        let assignment = methods(
             at,
             &r.assignment,
             "assignment",
-            &[
-                ("hash", WccpAssignment::Hash),
-                ("mask", WccpAssignment::Mask),
-            ],
+            AssignmentMethod::ALL.to_vec(),
         )?;
         let caches = match &r.caches {
             None => None,
@@ -361,7 +334,7 @@ pub(crate) fn services(
                 Some(list)
             }
         };
-        let definition = definition(at, r, id)?;
+        let definition = definition(at, &DefinitionKeys::of(r), id)?;
         let redirect_list = r
             .redirect_list
             .iter()
@@ -400,24 +373,51 @@ pub(crate) fn services(
     Ok(out.into_iter().map(|(s, _)| s).collect())
 }
 
-/// A list of method names; absent = all of `known`, in order.
-fn names<T: Copy + PartialEq>(
+/// A service `id`: 0 (the standard web-cache service) or a dynamic service 51..=255.
+pub(crate) fn service_id(at: &Locator<'_>, id: &Spanned<Int>) -> Result<u8> {
+    let n = id.get_ref().0;
+    match u8::try_from(n) {
+        Ok(0) => Ok(0),
+        Ok(id @ 51..=255) => Ok(id),
+        _ => Err(at.err(
+            &id.span(),
+            format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
+        )),
+    }
+}
+
+/// A service's MD5 `password`: 1..=8 bytes.
+pub(crate) fn password(at: &Locator<'_>, p: Option<&Spanned<String>>) -> Result<Option<String>> {
+    let Some(p) = p else { return Ok(None) };
+    let v = p.get_ref();
+    if v.is_empty() || v.len() > MAX_WCCP_PASSWORD {
+        return Err(at.err(
+            &p.span(),
+            format!("WCCP password must be 1..={MAX_WCCP_PASSWORD} bytes (WCCP's MD5 security uses 8 octets); this one has {}", v.len()),
+        ));
+    }
+    Ok(Some(v.clone()))
+}
+
+/// A list of method names, duplicates dropped, order kept (most preferred first); `default`
+/// when absent.
+pub(crate) fn methods<T: MethodName>(
     at: &Locator<'_>,
     v: &Option<Spanned<Vec<String>>>,
     what: &str,
-    known: &[(&str, T)],
+    default: Vec<T>,
 ) -> Result<Vec<T>> {
-    let expected = known
+    let expected = T::ALL
         .iter()
-        .map(|(n, _)| *n)
+        .map(|m| m.name())
         .collect::<Vec<_>>()
         .join(" and/or ");
     let Some(v) = v else {
-        return Ok(known.iter().map(|(_, x)| *x).collect());
+        return Ok(default);
     };
     let mut m = Vec::new();
     for name in v.get_ref() {
-        let Some((_, x)) = known.iter().find(|(n, _)| n == name) else {
+        let Some(x) = T::ALL.iter().find(|x| x.name() == name) else {
             return Err(at.err(
                 &v.span(),
                 format!("unknown {what} method `{name}`; expected {expected}"),
@@ -436,29 +436,72 @@ fn names<T: Copy + PartialEq>(
     Ok(m)
 }
 
-/// The pinned definition keys of a dynamic service.
-fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<WccpDefinition>> {
-    let given = [
-        r.protocol.as_ref().map(|p| p.span()),
-        r.priority.as_ref().map(|p| p.span()),
-        r.ports.as_ref().map(|p| p.span()),
-        r.port_type.as_ref().map(|p| p.span()),
-        r.hash.as_ref().map(|p| p.span()),
-        r.alternate_hash.as_ref().map(|p| p.span()),
-    ];
-    let Some(first) = given.iter().flatten().next() else {
+/// The keys of a table that define a dynamic service (`[[wccp.service]]` of router.conf, of
+/// cache.conf): the router pins what caches must announce, a cache announces it.
+pub(crate) struct DefinitionKeys<'a> {
+    /// `protocol = "tcp"`.
+    pub protocol: &'a Option<Spanned<String>>,
+    /// `priority = 100`.
+    pub priority: &'a Option<Spanned<Int>>,
+    /// `ports = [80, 8080]`.
+    pub ports: &'a Option<Spanned<Vec<Int>>>,
+    /// `port-type = "destination"`.
+    pub port_type: &'a Option<Spanned<String>>,
+    /// `hash = ["dst-ip"]`.
+    pub hash: &'a Option<Spanned<Vec<String>>>,
+    /// `alternate-hash = ["src-ip"]`.
+    pub alternate_hash: &'a Option<Spanned<Vec<String>>>,
+}
+
+impl<'a> DefinitionKeys<'a> {
+    /// The definition keys of a router.conf `[[wccp.service]]`.
+    fn of(r: &'a RawWccpService) -> Self {
+        DefinitionKeys {
+            protocol: &r.protocol,
+            priority: &r.priority,
+            ports: &r.ports,
+            port_type: &r.port_type,
+            hash: &r.hash,
+            alternate_hash: &r.alternate_hash,
+        }
+    }
+
+    /// The span of the first key given, if any.
+    fn first(&self) -> Option<std::ops::Range<usize>> {
+        [
+            self.protocol.as_ref().map(|p| p.span()),
+            self.priority.as_ref().map(|p| p.span()),
+            self.ports.as_ref().map(|p| p.span()),
+            self.port_type.as_ref().map(|p| p.span()),
+            self.hash.as_ref().map(|p| p.span()),
+            self.alternate_hash.as_ref().map(|p| p.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
+}
+
+/// The definition keys of service `id`: `None` when none is given, the service's Service Info
+/// otherwise (`hash` defaults to the destination address, as for the standard service).
+pub(crate) fn definition(
+    at: &Locator<'_>,
+    r: &DefinitionKeys<'_>,
+    id: u8,
+) -> Result<Option<ServiceInfo>> {
+    let Some(first) = r.first() else {
         return Ok(None);
     };
     if id == 0 {
         return Err(at.err(
-            first,
+            &first,
             "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (51..=255) only",
         ));
     }
-    let Some(p) = &r.protocol else {
+    let Some(p) = r.protocol else {
         return Err(at.err(
-            first,
-            format!("a pinned definition of service {id} needs `protocol`"),
+            &first,
+            format!("the definition of service {id} needs `protocol`"),
         ));
     };
     let protocol = protocol_number(p.get_ref()).ok_or_else(|| {
@@ -470,7 +513,7 @@ fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<Wcc
             ),
         )
     })?;
-    let priority = match &r.priority {
+    let priority = match r.priority {
         None => 0,
         Some(n) => u8::try_from(n.get_ref().0).map_err(|_| {
             at.err(
@@ -483,7 +526,7 @@ fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<Wcc
         })?,
     };
     let mut ports = Vec::new();
-    if let Some(list) = &r.ports {
+    if let Some(list) = r.ports {
         for n in list.get_ref() {
             match u16::try_from(n.0) {
                 Ok(port) if port != 0 => {
@@ -509,11 +552,11 @@ fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<Wcc
             ));
         }
     }
-    let ports_source = match &r.port_type {
-        None => false,
+    let mut flags = match r.port_type {
+        None => ServiceFlags::empty(),
         Some(t) => match t.get_ref().as_str() {
-            "destination" => false,
-            "source" => true,
+            "destination" => ServiceFlags::empty(),
+            "source" => ServiceFlags::PORTS_SOURCE,
             other => {
                 return Err(at.err(
                     &t.span(),
@@ -522,16 +565,10 @@ fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<Wcc
             }
         },
     };
-    let fields = |v: &Option<Spanned<Vec<String>>>, key: &str| -> Result<Vec<WccpHashField>> {
-        let all = [
-            WccpHashField::SrcIp,
-            WccpHashField::DstIp,
-            WccpHashField::SrcPort,
-            WccpHashField::DstPort,
-        ];
-        let mut out = Vec::new();
+    let fields = |v: &Option<Spanned<Vec<String>>>, key: &str| -> Result<ServiceFlags> {
+        let mut out = ServiceFlags::empty();
         for name in v.iter().flat_map(|s| s.get_ref()) {
-            let Some(f) = all.iter().find(|f| f.as_str() == name) else {
+            let Some(f) = ServiceFlags::hash_field(name, key == "alternate-hash") else {
                 let span = v.as_ref().map(|s| s.span()).unwrap_or_default();
                 return Err(at.err(
                     &span,
@@ -540,29 +577,26 @@ fn definition(at: &Locator<'_>, r: &RawWccpService, id: u8) -> Result<Option<Wcc
                     ),
                 ));
             };
-            if !out.contains(f) {
-                out.push(*f);
-            }
+            out |= f;
         }
         Ok(out)
     };
-    let mut hash = fields(&r.hash, "hash")?;
-    if hash.is_empty() {
-        hash.push(WccpHashField::DstIp);
-    }
-    let alternate_hash = fields(&r.alternate_hash, "alternate-hash")?;
-    Ok(Some(WccpDefinition {
-        protocol,
-        priority,
-        ports,
-        ports_source,
-        hash,
-        alternate_hash,
-    }))
+    let hash = fields(r.hash, "hash")?;
+    // No primary field would hash every packet to one bucket; hash on the destination address,
+    // as the standard service does.
+    flags |= if hash.is_empty() {
+        ServiceFlags::DST_IP_HASH
+    } else {
+        hash
+    };
+    flags |= fields(r.alternate_hash, "alternate-hash")?;
+    Ok(Some(ServiceInfo::dynamic(
+        id, protocol, priority, flags, &ports,
+    )))
 }
 
 /// A protocol name or number.
-fn protocol_number(s: &str) -> Option<u8> {
+pub(crate) fn protocol_number(s: &str) -> Option<u8> {
     match s {
         "tcp" => Some(6),
         "udp" => Some(17),
@@ -693,28 +727,9 @@ pub(crate) fn emit(
         if let Some(p) = &s.password {
             let _ = writeln!(out, "password = {}", quote(p));
         }
-        let m = |v: &[WccpMethod]| {
-            list(
-                v.iter()
-                    .map(|x| match x {
-                        WccpMethod::Gre => "gre",
-                        WccpMethod::L2 => "l2",
-                    })
-                    .collect(),
-            )
-        };
-        let _ = writeln!(out, "forwarding = [{}]", m(&s.forwarding));
-        let _ = writeln!(out, "return = [{}]", m(&s.packet_return));
-        let a = list(
-            s.assignment
-                .iter()
-                .map(|x| match x {
-                    WccpAssignment::Hash => "hash",
-                    WccpAssignment::Mask => "mask",
-                })
-                .collect(),
-        );
-        let _ = writeln!(out, "assignment = [{a}]");
+        let _ = writeln!(out, "forwarding = [{}]", method_list(&s.forwarding, quote));
+        let _ = writeln!(out, "return = [{}]", method_list(&s.packet_return, quote));
+        let _ = writeln!(out, "assignment = [{}]", method_list(&s.assignment, quote));
         if let Some(c) = &s.caches {
             let c: Vec<String> = c.iter().map(|ip| ip.to_string()).collect();
             let _ = writeln!(
@@ -724,29 +739,7 @@ pub(crate) fn emit(
             );
         }
         if let Some(d) = &s.definition {
-            let _ = writeln!(out, "protocol = {}", quote(&d.protocol.to_string()));
-            let _ = writeln!(out, "priority = {}", d.priority);
-            let ports: Vec<String> = d.ports.iter().map(|p| p.to_string()).collect();
-            let _ = writeln!(out, "ports = [{}]", ports.join(", "));
-            let _ = writeln!(
-                out,
-                "port-type = {}",
-                quote(if d.ports_source {
-                    "source"
-                } else {
-                    "destination"
-                })
-            );
-            let _ = writeln!(
-                out,
-                "hash = [{}]",
-                list(d.hash.iter().map(|f| f.as_str()).collect())
-            );
-            let _ = writeln!(
-                out,
-                "alternate-hash = [{}]",
-                list(d.alternate_hash.iter().map(|f| f.as_str()).collect())
-            );
+            emit_definition(out, d, quote);
         }
         let _ = writeln!(out, "probe-port = {}", s.probe_port);
         for r in &s.redirect_list {
@@ -773,6 +766,39 @@ pub(crate) fn emit(
             }
         }
     }
+}
+
+/// A method list as a TOML array body: `"gre", "l2"`.
+pub(crate) fn method_list<T: MethodName>(v: &[T], quote: fn(&str) -> String) -> String {
+    v.iter()
+        .map(|m| quote(m.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes the definition keys of a dynamic service, every default written out.
+pub(crate) fn emit_definition(out: &mut String, d: &ServiceInfo, quote: fn(&str) -> String) {
+    let list = |names: Vec<&str>| names.into_iter().map(quote).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "protocol = {}", quote(&d.protocol.to_string()));
+    let _ = writeln!(out, "priority = {}", d.priority);
+    let ports: Vec<String> = d.port_list().iter().map(|p| p.to_string()).collect();
+    let _ = writeln!(out, "ports = [{}]", ports.join(", "));
+    let port_type = if d.flags.contains(ServiceFlags::PORTS_SOURCE) {
+        "source"
+    } else {
+        "destination"
+    };
+    let _ = writeln!(out, "port-type = {}", quote(port_type));
+    let _ = writeln!(
+        out,
+        "hash = [{}]",
+        list(d.flags.hash_fields(false).collect())
+    );
+    let _ = writeln!(
+        out,
+        "alternate-hash = [{}]",
+        list(d.flags.hash_fields(true).collect())
+    );
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use conf::{load_file, parse_str, RouterConf};
+use wccp::engine::{AssignmentMethod, ForwardingMethod, ReturnMethod};
 
 /// A config that uses every key.
 const FULL: &str = r#"
@@ -189,14 +190,9 @@ fn wccp_services_parse_with_defaults_and_round_trip() {
     assert_eq!(c.wccp.len(), 2);
     let s0 = &c.wccp[0];
     assert!(s0.is_standard() && s0.password.is_none() && s0.caches.is_none());
-    assert_eq!(
-        s0.forwarding,
-        vec![conf::WccpMethod::Gre, conf::WccpMethod::L2]
-    );
-    assert_eq!(
-        s0.assignment,
-        vec![conf::WccpAssignment::Hash, conf::WccpAssignment::Mask]
-    );
+    assert_eq!(s0.forwarding, ForwardingMethod::ALL);
+    assert_eq!(s0.packet_return, ReturnMethod::ALL);
+    assert_eq!(s0.assignment, AssignmentMethod::ALL);
     let s90 = &c.wccp[1];
     assert_eq!((s90.id, s90.password.as_deref()), (90, Some("abcdefgh")));
     assert_eq!(s90.caches.as_ref().unwrap().len(), 2);

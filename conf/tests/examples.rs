@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use conf::{load_file, parse_str, LogLevel, MacAddr, RouterConf};
+use conf::{cache, load_file, parse_str, LogLevel, MacAddr, RouterConf};
 
 /// Every file in `conf/examples/`, sorted.
 fn examples() -> Vec<PathBuf> {
@@ -27,15 +27,60 @@ fn example(name: &str) -> RouterConf {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// True for a cache.conf example (its name starts with `cache`); the others are router.conf.
+fn is_cache_conf(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("cache"))
+}
+
 #[test]
 fn every_example_validates_and_round_trips() {
     let files = examples();
     assert!(files.len() >= 2, "examples missing: {files:?}");
+    assert!(
+        files.iter().any(|p| is_cache_conf(p)),
+        "no cache.conf example: {files:?}"
+    );
     for path in files {
+        if is_cache_conf(&path) {
+            let conf = cache::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            let again =
+                cache::parse_str("effective", &conf.to_toml()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(again, conf, "{}", path.display());
+            // A cache.conf is not a router.conf: the two schemas do not silently overlap.
+            assert!(load_file(&path).is_err(), "{}", path.display());
+            continue;
+        }
         let conf = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
         let again = parse_str("effective", &conf.to_toml()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, conf, "{}", path.display());
     }
+}
+
+#[test]
+fn cache_example_joins_the_wccp_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let c = cache::load_file(&dir.join("cache.conf")).unwrap_or_else(|e| panic!("{e}"));
+    let r = example("wccp.conf");
+    assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 3, 10)));
+    assert_eq!(c.routers, vec![Ipv4Addr::new(10, 0, 3, 1)]);
+    assert!(r.interfaces.iter().any(|i| i.address == c.routers[0]));
+    assert_eq!(c.bypass, vec!["10.0.2.80/32".parse().unwrap()]);
+    // Same services, same passwords, and the dynamic one exactly as the router pins it: both
+    // files go through one translation into wccp's ServiceInfo.
+    for s in &c.services {
+        let id = s.service.service_id;
+        let rs = r.wccp.iter().find(|w| w.id == id).unwrap();
+        assert_eq!(s.password, rs.password, "service {id}");
+        if id != 0 {
+            assert_eq!(rs.definition.as_ref(), Some(&s.service), "service {id}");
+            let caches = rs.caches.as_ref().unwrap();
+            assert!(caches.contains(&c.address.unwrap()), "in the group list");
+        }
+    }
+    assert_eq!(c.services.len(), 2);
+    let engine = c.engine_config().unwrap().unwrap();
+    assert_eq!(engine.services.len(), 2);
 }
 
 #[test]

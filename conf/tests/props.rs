@@ -1,4 +1,5 @@
-//! Property tests: `parse_str` never panics, and whatever it accepts survives `to_toml`.
+//! Property tests: `parse_str` (router.conf) and `cache::parse_str` (cache.conf) never panic,
+//! and whatever they accept survives `to_toml`.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -8,6 +9,8 @@ use proptest::prelude::*;
 
 /// The richer shipped example, the seed for mutations.
 const EXAMPLE: &str = include_str!("../examples/router.conf");
+/// The shipped cache.conf example, the seed for cache.conf mutations.
+const CACHE_EXAMPLE: &str = include_str!("../examples/cache.conf");
 
 /// Pieces of TOML and of our values, spliced in by the mutator to reach deep code paths.
 const SNIPPETS: &[&str] = &[
@@ -44,6 +47,15 @@ const SNIPPETS: &[&str] = &[
     "id = \"10.0.1.1\"\n",
     "mac = \"ff:ff:ff:ff:ff:ff\"\n",
     "log-level = \"x\"\n",
+    "[cache]\n",
+    "[wccp]\n",
+    "[[wccp.service]]\n",
+    "routers = [\"10.0.3.1\"]\n",
+    "bypass = [\"10.0.2.7/24\"]\n",
+    "weight = 70000\n",
+    "ports = [0]\n",
+    "hash = [\"src-ip\"]\n",
+    "protocol = \"udp\"\n",
     "\"\"\"",
     "\\u00e9",
     "1e3",
@@ -123,6 +135,26 @@ fn check(text: &str) -> Result<(), TestCaseError> {
         Err(e) => {
             prop_assert!(!e.msg.is_empty() && !e.msg.contains('\n'), "{e}");
             // A position is always inside the text: a line that exists, a column on it.
+            let lines: Vec<&str> = text.split('\n').collect();
+            prop_assert!(e.line >= 1 && e.line <= lines.len(), "{e}");
+            prop_assert!(
+                e.col >= 1 && e.col <= lines[e.line - 1].chars().count() + 1,
+                "{e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The same for cache.conf.
+fn check_cache(text: &str) -> Result<(), TestCaseError> {
+    match conf::cache::parse_str("c.conf", text) {
+        Ok(c) => {
+            let again = conf::cache::parse_str("effective", &c.to_toml());
+            prop_assert_eq!(again.as_ref(), Ok(&c), "effective:\n{}", c.to_toml());
+        }
+        Err(e) => {
+            prop_assert!(!e.msg.is_empty() && !e.msg.contains('\n'), "{e}");
             let lines: Vec<&str> = text.split('\n').collect();
             prop_assert!(e.line >= 1 && e.line <= lines.len(), "{e}");
             prop_assert!(
@@ -234,6 +266,16 @@ proptest! {
     #[test]
     fn mutated_example_never_panics(edits in proptest::collection::vec(edit(), 1..8)) {
         check(&mutate(EXAMPLE, &edits))?;
+    }
+
+    #[test]
+    fn arbitrary_strings_never_panic_as_cache_conf(s in any::<String>()) {
+        check_cache(&s)?;
+    }
+
+    #[test]
+    fn mutated_cache_example_never_panics(edits in proptest::collection::vec(edit(), 1..8)) {
+        check_cache(&mutate(CACHE_EXAMPLE, &edits))?;
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The WCCP keys of router.conf: interface redirect in/out/exclude, `[wccp]` options, pinned
 //! dynamic definitions and redirect lists; effective config round trip and error positions.
 
-use conf::{parse_str, WccpAclAction, WccpHashField};
+use conf::{parse_str, WccpAclAction};
+use wccp::wire::{ServiceFlags, ServiceInfo, ServiceType};
 
 const BASE: &str = r#"[[interface]]
 name = "eth0"
@@ -66,9 +67,28 @@ fn full_wccp_config_parses_and_round_trips() {
     assert!(!s0.permits(6, a, srv, 40000, 80), "deny rule first");
     assert!(!s0.permits(6, b, a, 40000, 80), "implicit deny");
     let d = c.wccp[1].definition.as_ref().unwrap();
-    assert_eq!((d.protocol, d.priority, d.ports_source), (17, 10, true));
-    assert_eq!(d.ports, vec![53, 5353]);
-    assert_eq!(d.hash, vec![WccpHashField::SrcIp, WccpHashField::SrcPort]);
+    assert_eq!(d.service_type, ServiceType::Dynamic);
+    assert_eq!((d.service_id, d.protocol, d.priority), (61, 17, 10));
+    assert_eq!(d.port_list(), &[53, 5353]);
+    assert_eq!(
+        d.flags,
+        ServiceFlags::PORTS_SOURCE
+            | ServiceFlags::PORTS_DEFINED
+            | ServiceFlags::SRC_IP_HASH
+            | ServiceFlags::SRC_PORT_HASH
+            | ServiceFlags::DST_IP_ALT_HASH
+    );
+    // The router engine gets exactly this definition pinned, and the file's methods as bits.
+    let e = c.wccp[1].engine_config();
+    assert_eq!(e.definition.as_ref(), Some(d));
+    assert_eq!(e.service_id, 61);
+    let e0 = c.wccp[0].engine_config();
+    assert_eq!(e0.service_type, ServiceType::Standard);
+    assert_eq!(e0.definition, None);
+    assert_eq!(
+        ServiceInfo::standard(0).effective_flags(),
+        ServiceFlags::DST_IP_HASH
+    );
     assert_eq!(c.wccp[1].probe_port, 80, "default");
     let again = parse_str("w.conf", &c.to_toml()).unwrap();
     assert_eq!(again, c, "effective config:\n{}", c.to_toml());

@@ -55,7 +55,6 @@ pub fn io_backend() -> String {
     std::env::var("SWROUTER_TEST_IO_BACKEND").unwrap_or_else(|_| "pnet".to_string())
 }
 
-pub mod squid;
 pub mod wccplab;
 
 /// Addresses of the standard lab.

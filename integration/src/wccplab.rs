@@ -2,8 +2,8 @@
 //! to read swrouter's WCCP status.
 
 use crate::binary;
-use crate::squid::Squid;
 use anyhow::{bail, Context, Result};
+use netlab::squid::Squid;
 use netlab::{Lab, Ns, ProcHandle};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -144,11 +144,7 @@ impl CacheHost {
     /// Kills Squid with SIGKILL (a proxy crash: its port refuses at once), then stops swcache.
     pub fn crash(&mut self, lab: &mut Lab) {
         if let Some(squid) = self.squid.take() {
-            // The process group: Squid and anything it forked.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", squid.handle.pid)])
-                .status();
-            let _ = lab.stop(&squid.handle, Duration::from_secs(5));
+            let _ = squid.crash(lab);
         }
         self.stop(lab);
     }
@@ -159,7 +155,7 @@ impl CacheHost {
             let _ = lab.stop(&h, Duration::from_secs(5));
         }
         if let Some(squid) = self.squid.take() {
-            let _ = lab.stop(&squid.handle, Duration::from_secs(5));
+            let _ = squid.stop(lab, Duration::from_secs(5));
         }
     }
 

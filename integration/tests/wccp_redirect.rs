@@ -10,8 +10,8 @@
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use integration::squid::Squid;
 use integration::{binary, io_backend, require_root, stage_of};
+use netlab::squid::Squid;
 use netlab::{Lab, ProcHandle};
 use std::path::Path;
 use std::time::{Duration, Instant};

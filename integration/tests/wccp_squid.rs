@@ -6,8 +6,8 @@
 //! (checked by tshark), and show it in status as a cache that has not echoed the Receive ID.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use integration::squid::Squid;
 use integration::RouterLab;
+use netlab::squid::Squid;
 use std::time::{Duration, Instant};
 
 fn squid_conf(dir: &std::path::Path) -> String {

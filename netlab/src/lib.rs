@@ -30,6 +30,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod squid;
 mod sys;
 
 use std::fmt;
@@ -332,6 +333,16 @@ impl Lab {
         while !has_exited(p.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        reap(p).ok_or_else(|| LabError::Io {
+            context: format!("waiting for `{}` (pid {})", p.cmd, p.pid),
+            source: io::Error::other("process could not be reaped"),
+        })
+    }
+
+    /// Kills a spawned process and its group at once with SIGKILL (a crash: it gets no chance
+    /// to clean up), reaps it and returns its exit status (the stored one if already reaped).
+    pub fn kill(&mut self, h: &ProcHandle) -> Result<ExitStatus, LabError> {
+        let p = self.proc_mut(h)?;
         reap(p).ok_or_else(|| LabError::Io {
             context: format!("waiting for `{}` (pid {})", p.cmd, p.pid),
             source: io::Error::other("process could not be reaped"),

@@ -3,13 +3,17 @@
 //! Layout (SPEC.md §2–3): [`io`] moves frames between interfaces and workers, [`pipeline`] runs
 //! them through the stages, [`tables`] holds the read-mostly state the stages consult, [`wire`]
 //! holds the L2–L4 formats, [`outbox`] carries what the control plane sends, [`probe`] is the
-//! one TCP prober of the health checks, [`worker`] and [`control`] are the threads and the
-//! control plane, [`status`] is what `swrouter status` shows, and [`demo`] is the
-//! self-contained lab. ARCHITECTURE.md at the repository root describes the whole structure.
+//! one TCP prober of the health checks (WCCP fast failover, steering health), [`worker`] and
+//! [`control`] are the threads and the control plane, and [`status`] is what `swrouter status`
+//! shows. ARCHITECTURE.md at the repository root describes the whole structure.
+//!
+//! This crate is the router itself and nothing else. Around it, in their own crates: the
+//! `swrouter` command line (package `swrouter`: run, check, status, reload, steering, demo),
+//! the demo lab behind `swrouter demo` (package `demo`, on netlab), and the cache side, swcache
+//! (package `cache`). Configuration comes from `conf`; the protocols from the sans-IO leaves
+//! `wccp`, `gre`, `steering` and `netwire`.
 
-pub mod cache_agent;
 pub mod control;
-pub mod demo;
 pub mod io;
 pub mod outbox;
 pub mod pipeline;

@@ -104,6 +104,22 @@ pub enum AssignmentMethod {
 }
 
 impl ForwardingMethod {
+    /// Both methods, in the order a router offers them by default.
+    pub const ALL: [Self; 2] = [Self::Gre, Self::L2];
+
+    /// Its name in configuration files and on command lines (`gre`, `l2`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gre => "gre",
+            Self::L2 => "l2",
+        }
+    }
+
+    /// The method called `name` ([`Self::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     /// Its capability bit.
     pub const fn bits(self) -> ForwardingMethods {
         match self {
@@ -123,6 +139,22 @@ impl ForwardingMethod {
 }
 
 impl ReturnMethod {
+    /// Both methods, in the order a router offers them by default.
+    pub const ALL: [Self; 2] = [Self::Gre, Self::L2];
+
+    /// Its name in configuration files and on command lines (`gre`, `l2`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gre => "gre",
+            Self::L2 => "l2",
+        }
+    }
+
+    /// The method called `name` ([`Self::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     /// Its capability bit.
     pub const fn bits(self) -> ReturnMethods {
         match self {
@@ -142,6 +174,22 @@ impl ReturnMethod {
 }
 
 impl AssignmentMethod {
+    /// Both methods, in the order a router offers them by default.
+    pub const ALL: [Self; 2] = [Self::Hash, Self::Mask];
+
+    /// Its name in configuration files and on command lines (`hash`, `mask`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Hash => "hash",
+            Self::Mask => "mask",
+        }
+    }
+
+    /// The method called `name` ([`Self::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     /// Its capability bit.
     pub const fn bits(self) -> AssignmentMethods {
         match self {
@@ -403,6 +451,25 @@ mod tests {
         assert_eq!((t.size, &buf[..]), (2, &[2, 2][..]));
         assert_eq!(o.pop(&mut buf).unwrap().size, 3);
         assert!(o.pop(&mut buf).is_none());
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for m in ForwardingMethod::ALL {
+            assert_eq!(ForwardingMethod::from_name(m.as_str()), Some(m));
+        }
+        for m in ReturnMethod::ALL {
+            assert_eq!(ReturnMethod::from_name(m.as_str()), Some(m));
+        }
+        for m in AssignmentMethod::ALL {
+            assert_eq!(AssignmentMethod::from_name(m.as_str()), Some(m));
+        }
+        assert_eq!(ForwardingMethod::L2.as_str(), "l2");
+        assert_eq!(AssignmentMethod::Mask.as_str(), "mask");
+        // Names are exact: configuration is case-sensitive, like the rest of the TOML keys.
+        assert_eq!(ForwardingMethod::from_name("GRE"), None);
+        assert_eq!(ReturnMethod::from_name(""), None);
+        assert_eq!(AssignmentMethod::from_name("hash "), None);
     }
 
     #[test]

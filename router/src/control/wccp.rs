@@ -20,14 +20,13 @@ use crate::tables::wccp::{
 };
 use crate::tables::{Tables, WccpPlane};
 use crate::worker::Shared;
-use conf::{WccpAssignment, WccpHashField, WccpMethod, WccpOptions, WccpServiceConf};
+use conf::{WccpOptions, WccpServiceConf};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wccp::router::{RouterEngine, RouterEvent, RouterServiceConfig};
-use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods, ServiceFlags, ServiceInfo};
+use wccp::router::{RouterEngine, RouterEvent};
 
 /// The engine, its assignments, the prober, and what the driver itself counts.
 pub struct WccpDriver {
@@ -48,66 +47,6 @@ pub struct WccpDriver {
     affinity_stats: Arc<AffinityStats>,
 }
 
-/// Maps one `[[wccp.service]]` onto the engine's service config.
-pub fn service_config(s: &WccpServiceConf) -> RouterServiceConfig {
-    let mut c = if s.is_standard() {
-        RouterServiceConfig::standard(s.id)
-    } else {
-        RouterServiceConfig::dynamic(s.id)
-    };
-    if let Some(p) = &s.password {
-        c = c.with_password(p.as_bytes());
-    }
-    c.forwarding = ForwardingMethods::empty();
-    for m in &s.forwarding {
-        c.forwarding |= match m {
-            WccpMethod::Gre => ForwardingMethods::GRE,
-            WccpMethod::L2 => ForwardingMethods::L2,
-        };
-    }
-    c.packet_return = ReturnMethods::empty();
-    for m in &s.packet_return {
-        c.packet_return |= match m {
-            WccpMethod::Gre => ReturnMethods::GRE,
-            WccpMethod::L2 => ReturnMethods::L2,
-        };
-    }
-    c.assignment = AssignmentMethods::empty();
-    for m in &s.assignment {
-        c.assignment |= match m {
-            WccpAssignment::Hash => AssignmentMethods::HASH,
-            WccpAssignment::Mask => AssignmentMethods::MASK,
-        };
-    }
-    c.group_list = s.caches.clone();
-    if let (false, Some(d)) = (s.is_standard(), &s.definition) {
-        let bit = |f: &WccpHashField, alt: bool| match (f, alt) {
-            (WccpHashField::SrcIp, false) => ServiceFlags::SRC_IP_HASH,
-            (WccpHashField::DstIp, false) => ServiceFlags::DST_IP_HASH,
-            (WccpHashField::SrcPort, false) => ServiceFlags::SRC_PORT_HASH,
-            (WccpHashField::DstPort, false) => ServiceFlags::DST_PORT_HASH,
-            (WccpHashField::SrcIp, true) => ServiceFlags::SRC_IP_ALT_HASH,
-            (WccpHashField::DstIp, true) => ServiceFlags::DST_IP_ALT_HASH,
-            (WccpHashField::SrcPort, true) => ServiceFlags::SRC_PORT_ALT_HASH,
-            (WccpHashField::DstPort, true) => ServiceFlags::DST_PORT_ALT_HASH,
-        };
-        let mut flags = ServiceFlags::empty();
-        for f in &d.hash {
-            flags |= bit(f, false);
-        }
-        for f in &d.alternate_hash {
-            flags |= bit(f, true);
-        }
-        if d.ports_source {
-            flags |= ServiceFlags::PORTS_SOURCE;
-        }
-        c.definition = Some(ServiceInfo::dynamic(
-            s.id, d.protocol, d.priority, flags, &d.ports,
-        ));
-    }
-    c
-}
-
 impl WccpDriver {
     /// A driver serving `services`, sending through the shared outbox.
     pub fn new(
@@ -120,7 +59,7 @@ impl WccpDriver {
         let mut engine = RouterEngine::new();
         for s in services {
             engine
-                .add_service(service_config(s))
+                .add_service(s.engine_config())
                 .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
             tracing::info!(
                 service = s.id,
@@ -159,7 +98,7 @@ impl WccpDriver {
             let keep = services
                 .iter()
                 .find(|s| s.id == old.id)
-                .is_some_and(|s| service_config(s) == service_config(old));
+                .is_some_and(|s| s.engine_config() == old.engine_config());
             if !keep {
                 self.engine
                     .remove_service(old.id)
@@ -173,10 +112,10 @@ impl WccpDriver {
                 .services
                 .iter()
                 .find(|o| o.id == s.id)
-                .is_some_and(|o| service_config(s) == service_config(o));
+                .is_some_and(|o| s.engine_config() == o.engine_config());
             if !kept {
                 self.engine
-                    .add_service(service_config(s))
+                    .add_service(s.engine_config())
                     .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
                 tracing::info!(service = s.id, "WCCP service group (re)started by reload");
             }

@@ -43,6 +43,35 @@ wire_bits! {
     }
 }
 
+impl ServiceFlags {
+    /// The four packet fields a service can hash on, by the names configuration files and
+    /// command lines use, in flag order: field `i`'s primary-hash flag is `1 << i` and its
+    /// alternate-hash flag `0x100 << i` (reference §3.2).
+    pub const HASH_FIELD_NAMES: [&'static str; 4] = ["src-ip", "dst-ip", "src-port", "dst-port"];
+
+    /// The flag that puts the field called `name` into the primary hash (`alternate` false) or
+    /// the alternate hash (`alternate` true); `None` for an unknown name.
+    pub fn hash_field(name: &str, alternate: bool) -> Option<Self> {
+        let i = Self::HASH_FIELD_NAMES.iter().position(|n| *n == name)?;
+        Some(Self(Self::hash_bit(i, alternate)))
+    }
+
+    /// The names of the fields set in the primary (`alternate` false) or alternate hash, in
+    /// flag order.
+    pub fn hash_fields(self, alternate: bool) -> impl Iterator<Item = &'static str> {
+        Self::HASH_FIELD_NAMES
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.contains(Self(Self::hash_bit(*i, alternate))))
+            .map(|(_, name)| name)
+    }
+
+    /// The flag bit of hash field `i` (an index into [`Self::HASH_FIELD_NAMES`]).
+    const fn hash_bit(i: usize, alternate: bool) -> u32 {
+        (if alternate { 0x100 } else { 0x1 }) << i
+    }
+}
+
 /// The Service Info component: which traffic a service group intercepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceInfo {
@@ -191,6 +220,55 @@ mod tests {
         let mut out = vec![];
         s.write(&mut Writer::new(&mut out));
         assert_eq!(out, body);
+    }
+
+    #[test]
+    fn hash_field_names_map_to_their_flags() {
+        assert_eq!(
+            ServiceFlags::hash_field("src-ip", false),
+            Some(ServiceFlags::SRC_IP_HASH)
+        );
+        assert_eq!(
+            ServiceFlags::hash_field("dst-port", true),
+            Some(ServiceFlags::DST_PORT_ALT_HASH)
+        );
+        assert_eq!(
+            ServiceFlags::hash_field("src-port", true),
+            Some(ServiceFlags::SRC_PORT_ALT_HASH)
+        );
+        assert_eq!(ServiceFlags::hash_field("dst-mac", false), None);
+        for (i, name) in ServiceFlags::HASH_FIELD_NAMES.into_iter().enumerate() {
+            let primary = ServiceFlags::hash_field(name, false).unwrap();
+            let alternate = ServiceFlags::hash_field(name, true).unwrap();
+            assert_eq!(primary.bits(), 1 << i, "{name}");
+            assert_eq!(alternate.bits(), 0x100 << i, "{name}");
+        }
+    }
+
+    #[test]
+    fn hash_fields_lists_names_in_flag_order() {
+        let f = ServiceFlags::DST_PORT_HASH
+            | ServiceFlags::SRC_IP_HASH
+            | ServiceFlags::PORTS_DEFINED
+            | ServiceFlags::DST_IP_ALT_HASH;
+        assert_eq!(
+            f.hash_fields(false).collect::<Vec<_>>(),
+            ["src-ip", "dst-port"]
+        );
+        assert_eq!(f.hash_fields(true).collect::<Vec<_>>(), ["dst-ip"]);
+        assert_eq!(ServiceFlags::empty().hash_fields(false).count(), 0);
+        // Every name reads back to the flag it came from, primary and alternate.
+        for alternate in [false, true] {
+            let mut all = ServiceFlags::empty();
+            for n in ServiceFlags::HASH_FIELD_NAMES {
+                all |= ServiceFlags::hash_field(n, alternate).unwrap();
+            }
+            assert_eq!(
+                all.hash_fields(alternate).collect::<Vec<_>>(),
+                ServiceFlags::HASH_FIELD_NAMES
+            );
+            assert_eq!(all.hash_fields(!alternate).count(), 0);
+        }
     }
 
     #[test]

@@ -1,263 +1,21 @@
-//! `swrouter demo`: a lab of network namespaces with swrouter in the middle of a client, a web
-//! server and two WCCP caches (swcache in front of Debian's Squid). It shows, with a live view
-//! of the router's status and one-line events: routing while the caches join, the bucket
-//! assignment, fetches redirected to each cache, one cache crashing (fast failover, then the
-//! designated cache reassigning its buckets) and a summary. Everything is torn down on exit or
-//! Ctrl-C.
-//!
-//! ```text
-//! client 10.0.1.2 ── eth0 10.0.1.1 [swrouter, redirect-in 0] eth1 10.0.2.1 ── server 10.0.2.2-200
-//!                         eth2 10.0.3.1 ── cache-a 10.0.3.2 (swcache + Squid)
-//!                         eth3 10.0.4.1 ── cache-b 10.0.4.2 (swcache + Squid)
-//! ```
+//! The demo's five phases and what they do in the lab: build it, start the caches, download,
+//! fetch through the caches, crash one, wait for the router to notice and the designated cache
+//! to reassign, sum up.
 
-use crate::status::{Status, WccpCacheStatus, WccpServiceStatus};
+use crate::view::{bucket, cache, owners, service, short_ranges};
+use crate::{router_conf, Cache, Demo, Interrupted, ASSIGN_TIMEOUT, INTERRUPTED, REASSIGN_TIMEOUT};
 use anyhow::{bail, Context, Result};
-use netlab::{Lab, Ns, ProcHandle};
+use netlab::Lab;
+use router::status::Status;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
-/// How long the demo waits for the designated cache to assign, and later to reassign.
-const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
-const REASSIGN_TIMEOUT: Duration = Duration::from_secs(75);
-
-/// Set by the Ctrl-C watcher; every wait in the demo checks it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// The error that unwinds the demo when Ctrl-C is pressed (the lab is dropped on the way out).
-#[derive(Debug)]
-struct Interrupted;
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// The config the demo router runs with.
-fn router_conf(socket: &Path) -> String {
-    format!(
-        "# swrouter demo lab: client, server and two WCCP caches (service 0 redirected in on eth0)\n\
-         [router]\nmanagement-socket = \"{}\"\nlog-level = \"info\"\n\n\
-         [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
-         [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
-         [[interface]]\nname = \"eth2\"\naddress = \"10.0.3.1/24\"\n\n\
-         [[interface]]\nname = \"eth3\"\naddress = \"10.0.4.1/24\"\n\n\
-         [wccp]\nprobe-interval-ms = 200\n\n[[wccp.service]]\nid = 0\nprobe-port = 3128\n",
-        socket.display()
-    )
-}
-
-fn need(program: &str, package: &str) -> Result<()> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-    if !found {
-        bail!("the demo needs `{program}` (Debian package {package}); install it with: apt-get install -y {package}");
-    }
-    Ok(())
-}
-
-/// A cache host: swcache joins the router and hands decapsulated packets to the TUN `wccp0`,
-/// nftables DNATs them to Squid's intercept port, Squid (`visible_hostname` = `name`, which its
-/// `Via:` header shows) fetches from the origin.
-struct Cache {
-    name: &'static str,
-    addr: Ipv4Addr,
-    router: Ipv4Addr,
-    ns: Ns,
-    dir: PathBuf,
-    squid: Option<ProcHandle>,
-    /// Squid's service name (`-n`): it names Squid's shared-memory segments, which network
-    /// namespaces do not separate, so each cache needs its own.
-    squid_service: String,
-    swcache: Option<ProcHandle>,
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        remove_squid_segments(&self.squid_service);
-    }
-}
-
-/// Removes the `/dev/shm` segments of the Squid named `service` (a killed Squid leaves them).
-fn remove_squid_segments(service: &str) {
-    let prefix = format!("{service}-");
-    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-impl Cache {
-    /// Creates the namespace `short` linked to the router's `rtr_if` on 10.0.`net`.0/24 and
-    /// writes the nft rule and Squid's config; nothing runs yet.
-    fn new(lab: &mut Lab, rtr: &Ns, rtr_if: &str, short: &str, net: u8) -> Result<Cache> {
-        let name = if net == 3 { "cache-a" } else { "cache-b" };
-        let (addr, router) = (Ipv4Addr::new(10, 0, net, 2), Ipv4Addr::new(10, 0, net, 1));
-        let ns = lab.add_ns(short)?;
-        lab.link(rtr, rtr_if, &ns, "eth0")?;
-        ns.add_addr("eth0", &format!("{addr}/24"))?;
-        ns.add_route("default", &router.to_string())?;
-        let dir = lab.dir().join(name);
-        std::fs::create_dir_all(&dir)?;
-        // Squid drops to its own user: let it write its logs and pid file.
-        for d in [lab.dir(), dir.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))?;
-        }
-        // The TUN has no address, so nft's `redirect` (which needs one) would drop: DNAT.
-        let nft = format!(
-            "add table ip nat\nadd chain ip nat prerouting {{ type nat hook prerouting priority -100; }}\n\
-             add rule ip nat prerouting iifname \"wccp0\" ip daddr != {addr} tcp dport 80 dnat to {addr}:3129\n"
-        );
-        std::fs::write(dir.join("cache.nft"), nft)?;
-        ns.run_ok("nft", &["-f", &dir.join("cache.nft").to_string_lossy()])?;
-        // Squid's DNS stays inside the namespace: the lab has no route to the host's resolver.
-        let squid_conf = format!(
-            "pid_filename {d}/squid.pid\ncache_log {d}/cache.log\naccess_log {d}/access.log\n\
-             cache_store_log none\ncoredump_dir {d}\ncache_mem 8 MB\nshutdown_lifetime 1 seconds\n\
-             visible_hostname {name}\nhttp_port {addr}:3128\nhttp_port 3129 intercept\n\
-             acl lab src 10.0.0.0/8\nhttp_access allow lab\nhttp_access deny all\ndns_nameservers 127.0.0.1\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("squid.conf"), squid_conf)?;
-        Ok(Cache {
-            name,
-            addr,
-            router,
-            ns,
-            dir,
-            squid: None,
-            squid_service: format!("swdemo{}{}", std::process::id(), &name[name.len() - 1..]),
-            swcache: None,
-        })
-    }
-
-    fn start(&mut self, lab: &mut Lab, swcache: &str) -> Result<()> {
-        let conf = self.dir.join("squid.conf").to_string_lossy().to_string();
-        remove_squid_segments(&self.squid_service);
-        let args = ["-N", "-n", &self.squid_service, "-f", &conf];
-        self.squid = Some(lab.spawn(&self.ns, "squid", &args)?);
-        let (addr, router) = (self.addr.to_string(), self.router.to_string());
-        let args = ["--address", &addr, "--router", &router, "--service", "0"];
-        self.swcache = Some(lab.spawn(&self.ns, swcache, &args)?);
-        Ok(())
-    }
-
-    fn squid_ready(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cache.log"))
-            .is_ok_and(|l| l.contains("Accepting NAT intercepted"))
-    }
-
-    /// A crash: SIGKILL to Squid's process group (its port refuses at once), swcache stopped.
-    fn crash(&mut self, lab: &mut Lab) {
-        if let Some(h) = self.squid.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", h.pid)])
-                .status();
-            let _ = lab.stop(&h, Duration::from_secs(5));
-        }
-        if let Some(h) = self.swcache.take() {
-            let _ = lab.stop(&h, Duration::from_secs(5));
-        }
-    }
-}
-
-/// Runs the demo; `seconds` is the length of the steady-traffic phase.
-pub fn run(seconds: u64) -> Result<()> {
-    for (p, pkg) in [
-        ("ip", "iproute2"),
-        ("ping", "iputils-ping"),
-        ("curl", "curl"),
-        ("python3", "python3"),
-        ("squid", "squid"),
-        ("nft", "nftables"),
-    ] {
-        need(p, pkg)?;
-    }
-    let exe = std::env::current_exe().context("locating the swrouter binary")?;
-    let swcache = exe.with_file_name("swcache");
-    if !swcache.is_file() {
-        bail!(
-            "the demo needs the swcache binary next to swrouter ({}); build both with: cargo build --release --bins",
-            swcache.display()
-        );
-    }
-    // Ctrl-C only sets a flag: the demo unwinds and the lab's Drop tears everything down.
-    std::thread::spawn(|| {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-            }
-        }
-    });
-    let mut demo = Demo::build(&exe, &swcache)?;
-    let result = demo.play(seconds);
-    let prefix = demo.lab.prefix().to_string();
-    match result {
-        Err(e) if e.is::<Interrupted>() => {
-            println!("\ninterrupted: tearing the lab down");
-            demo.lab.teardown();
-            println!("lab {prefix} removed");
-            Ok(())
-        }
-        Err(e) => {
-            let logs = demo.logs();
-            demo.lab.teardown();
-            println!("lab {prefix} removed");
-            Err(e.context(logs))
-        }
-        Ok(()) => {
-            demo.lab.teardown();
-            println!("lab {prefix} removed");
-            Ok(())
-        }
-    }
-}
-
-/// The running lab and what the demo has seen so far.
-struct Demo {
-    lab: Lab,
-    cli: Ns,
-    socket: PathBuf,
-    router: ProcHandle,
-    ping: ProcHandle,
-    caches: Vec<Cache>,
-    swcache: String,
-    start: Instant,
-    tty: bool,
-    /// The last rendered status block, the line under it, the events so far.
-    view: String,
-    note: String,
-    events: Vec<String>,
-    last_view: Option<Instant>,
-    /// Per cache: the last state reported as an event.
-    seen: BTreeMap<&'static str, String>,
-    /// Fetches served, by "cache-a", "cache-b" or "direct"; and failures.
-    served: BTreeMap<&'static str, u32>,
-    failed: u32,
-    /// Destinations the fetches rotate through (alternating between the caches' buckets).
-    dsts: Vec<Ipv4Addr>,
-    next: usize,
-}
 
 impl Demo {
     /// Builds the namespaces and starts swrouter, the web server and ping (caches not yet).
-    fn build(exe: &Path, swcache: &Path) -> Result<Demo> {
+    pub(crate) fn build(exe: &Path, swcache: &Path) -> Result<Demo> {
         let mut lab = Lab::new("demo")?;
         let cli = lab.add_ns("cli")?;
         let rtr = lab.add_ns("rtr")?;
@@ -340,10 +98,10 @@ impl Demo {
     }
 
     /// The five phases.
-    fn play(&mut self, seconds: u64) -> Result<()> {
+    pub(crate) fn play(&mut self, seconds: u64) -> Result<()> {
         self.phase(1, "routing (ping + download) while the caches join");
         let up = Instant::now();
-        while crate::control::request(&self.socket, crate::control::REQ_STATUS).is_err() {
+        while router::control::request(&self.socket, router::control::REQ_STATUS).is_err() {
             if up.elapsed() > Duration::from_secs(10) {
                 bail!("swrouter did not come up within 10 s");
             }
@@ -504,7 +262,7 @@ impl Demo {
         Ok(())
     }
 
-    fn count(&self, by: &str) -> u32 {
+    pub(crate) fn count(&self, by: &str) -> u32 {
         self.served.get(by).copied().unwrap_or(0)
     }
 
@@ -513,7 +271,7 @@ impl Demo {
     }
 
     /// Prints (or, on a terminal, queues under the live view) a one-line event.
-    fn event(&mut self, msg: String) {
+    pub(crate) fn event(&mut self, msg: String) {
         let line = format!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
         if self.tty {
             self.events.push(line);
@@ -523,13 +281,13 @@ impl Demo {
         }
     }
 
-    fn status(&self) -> Option<Status> {
-        let reply = crate::control::request(&self.socket, crate::control::REQ_STATUS).ok()?;
+    pub(crate) fn status(&self) -> Option<Status> {
+        let reply = router::control::request(&self.socket, router::control::REQ_STATUS).ok()?;
         serde_json::from_str(&reply).ok()
     }
 
     /// Sleeps `d` while keeping the view fresh; fails with [`Interrupted`] on Ctrl-C.
-    fn pause(&mut self, d: Duration) -> Result<()> {
+    pub(crate) fn pause(&mut self, d: Duration) -> Result<()> {
         let end = Instant::now() + d;
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) {
@@ -579,7 +337,7 @@ impl Demo {
     }
 
     /// Reports changes of each cache's state (joined, usable, designated, buckets, probe).
-    fn watch(&mut self, s: &Status) {
+    pub(crate) fn watch(&mut self, s: &Status) {
         let caches: Vec<(&'static str, String)> = self
             .caches
             .iter()
@@ -690,212 +448,20 @@ impl Demo {
         Ok(())
     }
 
-    fn name_of(&self, addr: &str) -> &'static str {
+    pub(crate) fn name_of(&self, addr: &str) -> &'static str {
         self.caches
             .iter()
             .find(|c| c.addr.to_string() == addr)
             .map_or("?", |c| c.name)
     }
 
-    /// Re-reads the router's status once a second (or now, with `force`) and redraws.
-    fn refresh(&mut self, force: bool) {
-        if !force
-            && self
-                .last_view
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_view = Some(Instant::now());
-        let status = self.status();
-        self.view = match &status {
-            Some(s) => self.render(s),
-            None => "  (router not answering)\n".into(),
-        };
-        if let Some(s) = &status {
-            self.watch(s);
-        }
-        if self.tty {
-            self.draw();
-        } else {
-            print!("{}{}", self.view, self.note_line());
-            let _ = std::io::stdout().flush();
-        }
-    }
-
-    /// On a terminal: the view, the countdown and the latest events on a cleared screen.
-    fn draw(&self) {
-        let mut out = format!("\x1b[2J\x1b[H{}{}\n", self.view, self.note_line());
-        for e in &self.events[self.events.len().saturating_sub(18)..] {
-            out.push_str(e);
-            out.push('\n');
-        }
-        print!("{out}");
-        let _ = std::io::stdout().flush();
-    }
-
-    fn note_line(&self) -> String {
-        if self.note.is_empty() {
-            String::new()
-        } else {
-            format!("  >> {}\n", self.note)
-        }
-    }
-
-    fn render(&self, s: &Status) -> String {
-        let mut out = format!(
-            "---- swrouter demo: router up {}s ----\n",
-            s.router.uptime_secs
-        );
-        for i in &s.interfaces {
-            out.push_str(&format!(
-                "  {:<5} {:<12} rx {:>7} pkts {:>10} B   tx {:>7} pkts {:>10} B\n",
-                i.name, i.address, i.rx_packets, i.rx_bytes, i.tx_packets, i.tx_bytes
-            ));
-        }
-        out.push_str("  pipeline:");
-        for st in &s.pipeline {
-            out.push_str(&format!(" {}={}", st.stage, st.packets_in));
-        }
-        let drops: Vec<String> = s
-            .pipeline
-            .iter()
-            .flat_map(|st| {
-                st.drops
-                    .iter()
-                    .map(move |(k, v)| format!("{}:{k}={v}", st.stage))
-            })
-            .collect();
-        out.push_str(&format!(
-            "\n  drops: {}\n",
-            if drops.is_empty() {
-                "none".into()
-            } else {
-                drops.join(" ")
-            }
-        ));
-        if let Some(svc) = service(s) {
-            let t = &svc.traffic;
-            out.push_str(&format!(
-                "  WCCP service 0: designated {}  redirected {} pkts  bypassed {}  unassigned {}\n",
-                svc.designated_cache.as_deref().unwrap_or("-"),
-                t.redirected.packets,
-                t.bypassed.packets,
-                t.unassigned.packets
-            ));
-            for c in &svc.caches {
-                out.push_str(&format!(
-                    "    {} {:<9} {:<8} probe {:<5} buckets {:>3} {:<9} redirected {:>5} pkts  returned {:>3}\n",
-                    self.name_of(&c.address),
-                    c.address,
-                    if c.usable { "usable" } else { "unusable" },
-                    c.probe,
-                    c.buckets,
-                    short_ranges(&c.bucket_ranges),
-                    c.redirected.packets,
-                    c.returned.packets
-                ));
-            }
-        }
-        if let Some(l) = self
-            .lab
-            .logs(&self.ping)
-            .lines()
-            .rev()
-            .find(|l| l.contains("bytes from"))
-        {
-            out.push_str(&format!("  ping: {l}\n"));
-        }
-        out.push_str(&format!(
-            "  fetches: {}, failed {}\n",
-            ["cache-a", "cache-b", "direct"]
-                .iter()
-                .map(|k| format!("{k} {}", self.count(k)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.failed
-        ));
-        out
-    }
-
     /// swrouter's and the caches' logs, for an error report.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut s = format!("swrouter log:\n{}", self.lab.logs(&self.router));
         for c in &self.caches {
             let log = std::fs::read_to_string(c.dir.join("cache.log")).unwrap_or_default();
             s.push_str(&format!("\n{} squid cache.log:\n{log}", c.name));
         }
         s
-    }
-}
-
-/// Service 0 in a status.
-fn service(s: &Status) -> Option<&WccpServiceStatus> {
-    s.wccp.as_ref()?.services.iter().find(|v| v.id == 0)
-}
-
-/// Cache `addr` of service 0.
-fn cache<'a>(s: &'a Status, addr: &str) -> Option<&'a WccpCacheStatus> {
-    service(s)?.caches.iter().find(|c| c.address == addr)
-}
-
-/// The address holding each of the 256 buckets, from the caches' `bucket_ranges` ("0-127,200").
-fn owners(s: &Status) -> Vec<Option<String>> {
-    let mut owners = vec![None; 256];
-    for c in service(s).map(|v| v.caches.as_slice()).unwrap_or_default() {
-        for r in c.bucket_ranges.split(',').filter(|r| !r.is_empty()) {
-            let (lo, hi) = r.split_once('-').unwrap_or((r, r));
-            if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<usize>(), hi.trim().parse::<usize>()) {
-                for o in owners.iter_mut().take(hi.min(255) + 1).skip(lo) {
-                    *o = Some(c.address.clone());
-                }
-            }
-        }
-    }
-    owners
-}
-
-/// Bucket ranges cut to fit a line: the designated cache may interleave the buckets.
-fn short_ranges(r: &str) -> String {
-    let parts: Vec<&str> = r.split(',').filter(|p| !p.is_empty()).collect();
-    if parts.len() <= 3 {
-        return r.to_string();
-    }
-    format!(
-        "{},{},{},.. ({} ranges)",
-        parts[0],
-        parts[1],
-        parts[2],
-        parts.len()
-    )
-}
-
-/// The bucket of a client flow to `dst` under service 0 (hashes the destination address).
-fn bucket(dst: Ipv4Addr) -> usize {
-    let key = wccp::hash::FlowKey::new(CLIENT, dst, 0, 80);
-    usize::from(wccp::hash::primary_bucket(
-        wccp::wire::ServiceFlags::DST_IP_HASH,
-        &key,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_ranges_keeps_short_lists_and_cuts_long_ones() {
-        assert_eq!(short_ranges("0-127"), "0-127");
-        assert_eq!(short_ranges("0-9,20,30-40"), "0-9,20,30-40");
-        assert_eq!(short_ranges("0,2,4,6,8"), "0,2,4,.. (5 ranges)");
-        assert_eq!(short_ranges(""), "");
-    }
-
-    #[test]
-    fn bucket_is_the_fold_of_the_destination_address() {
-        // Service 0 hashes the destination only: 10 ^ 0 ^ 2 ^ h.
-        for h in [2u8, 9, 128, 200] {
-            assert_eq!(bucket(Ipv4Addr::new(10, 0, 2, h)), usize::from(8 ^ h));
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! The `swrouter` command line.
+//! The `swrouter` command line: runs the router (the `router` crate), checks a config (`conf`),
+//! talks to a running router over its management socket, and starts the demo lab (`demo`).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -166,7 +167,7 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Some(Command::Demo { seconds }) => {
             init_logging("warn", cli.log_format);
-            router::demo::run(seconds)
+            demo::run(seconds)
         }
     }
 }
