@@ -4,7 +4,7 @@
 
 use super::counters::WorkerCounters;
 use super::drop::DropReason;
-use super::icmp::TokenBucket;
+use super::limit::TokenBucket;
 use super::packet::{Packet, Pool};
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
 use crate::tables::Tables;

@@ -103,7 +103,8 @@ fn header_sum_20(h: &[u8; MIN_HEADER_LEN]) -> u16 {
 
 /// Header length in bytes of a checked header.
 pub fn header_len(p: &[u8]) -> usize {
-    (p[field::VER_IHL] & 0x0f) as usize * 4
+    // An empty slice reads as IHL 0 rather than panicking (callers check first anyway).
+    p.first().map_or(0, |b| (b & 0x0f) as usize * 4)
 }
 
 /// Total length field.
@@ -269,6 +270,12 @@ mod tests {
         assert_eq!(&p[..4], &[0x45, 0x00, 0x00, 0x1c]);
         assert_eq!(src(&p), Ipv4Addr::new(10, 0, 1, 2));
         assert_eq!(flags_frag(&p), FLAG_DF);
+    }
+
+    #[test]
+    fn header_len_of_an_empty_slice_is_zero() {
+        assert_eq!(header_len(&[]), 0);
+        assert_eq!(header_len(&[0x46]), 24);
     }
 
     #[test]
