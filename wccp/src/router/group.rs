@@ -177,7 +177,8 @@ pub(crate) struct Io<'a> {
 pub(crate) struct Group {
     /// Configuration.
     pub(crate) config: RouterServiceConfig,
-    /// Definition in force: configured, or learnt from the first cache (\[R1\] §3.2).
+    /// Definition in force: configured, or learnt from the first cache that echoed a Receive
+    /// ID (\[R1\] §3.2).
     pub(crate) definition: Option<ServiceInfo>,
     /// Last Receive ID sent (0 = none yet; never sent as 0, §5).
     pub(crate) receive_id: u32,
@@ -346,10 +347,6 @@ impl Group {
         if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
             return self.counters.reject(DropReason::TooManyCaches);
         }
-        if self.definition.is_none() {
-            // [R1] §3.2: the first cache defines a dynamic service.
-            self.definition = Some(hia.service.clone());
-        }
 
         // §5 two-way check: the echo must be the last Receive ID sent to this cache.
         let last_sent = self
@@ -357,6 +354,16 @@ impl Group {
             .get(&src)
             .and_then(|e| e.sent_ids.get(&local).copied());
         let echo_ok = last_sent.is_some() && hia.view.receive_id_for(local) == last_sent;
+        if echo_ok && self.definition.is_none() {
+            // [R1] §3.2: the first cache defines a dynamic service; only one that completed
+            // the handshake, so that one stray datagram cannot fix a wrong definition.
+            self.definition = Some(hia.service.clone());
+        }
+        // Until a definition is learnt a joining cache is answered with its own.
+        let reply_service = self
+            .definition
+            .clone()
+            .unwrap_or_else(|| hia.service.clone());
         let verdict =
             echo_ok.then(|| self.negotiate(hia.capabilities.as_ref(), io.adjacent.contains(&src)));
         let usable_others = self
@@ -402,7 +409,7 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
-        self.send_i_see_you(src, io);
+        self.send_i_see_you(src, reply_service, io);
     }
 
     /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
@@ -712,7 +719,7 @@ impl Group {
     }
 
     /// Unicast I_SEE_YOU to `cache` (§4, §5) with a fresh Receive ID.
-    fn send_i_see_you(&mut self, cache: Ipv4Addr, io: &mut Io<'_>) {
+    fn send_i_see_you(&mut self, cache: Ipv4Addr, service: ServiceInfo, io: &mut Io<'_>) {
         let Some(router_id) = self.caches.get(&cache).map(|e| e.router_id) else {
             return;
         };
@@ -730,7 +737,7 @@ impl Group {
             sent_to: router_id,
             received_from: vec![cache],
         };
-        let mut isy = ISeeYou::new(self.service_info(), identity, self.router_view());
+        let mut isy = ISeeYou::new(service, identity, self.router_view());
         isy.capabilities = Some(CapabilitiesInfo::methods(
             self.offered_forwarding(adjacent),
             self.offered_assignment(),

@@ -419,6 +419,47 @@ fn dynamic_definition_is_learnt_and_conflicts_rejected() {
     assert_eq!(e.service(90).unwrap().definition, Some(other));
 }
 
+/// Item 4 of issue 13: a stray HERE_I_AM with a wrong definition does not fix the group's
+/// definition; the first cache that completes the handshake does.
+#[test]
+fn a_stray_here_i_am_does_not_fix_the_dynamic_definition() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::dynamic(90));
+    let wrong = ServiceInfo::dynamic(90, 17, 1, ServiceFlags::DST_IP_HASH, &[53]);
+    let right = ServiceInfo::dynamic(90, 6, 240, ServiceFlags::SRC_IP_HASH, &[80, 443]);
+    let stray = Ipv4Addr::new(10, 0, 0, 9);
+    e.handle_message(
+        base,
+        stray,
+        R,
+        &bytes(
+            &Security::None,
+            hia(wrong.clone(), stray, None, None, false).into_message(),
+        ),
+    );
+    // Answered (with its own definition, so a real cache could go on), but nothing learnt.
+    assert_eq!(isy(&drain(&mut e, base)[0].1).service, wrong);
+    assert_eq!(e.service(90).unwrap().definition, None);
+    join(&mut e, secs(base, 1), right.clone(), C2, &Security::None);
+    let s = e.service(90).unwrap();
+    assert_eq!(s.definition, Some(right.clone()));
+    assert_eq!(s.usable_caches(), vec![C2]);
+    // The stray's next HERE_I_AM now conflicts.
+    e.handle_message(
+        secs(base, 2),
+        stray,
+        R,
+        &bytes(
+            &Security::None,
+            hia(wrong, stray, None, None, false).into_message(),
+        ),
+    );
+    assert!(drain(&mut e, secs(base, 2)).is_empty());
+    let s = e.service(90).unwrap();
+    assert_eq!(s.counters.rejects(DropReason::ServiceConflict), 1);
+    assert_eq!(s.definition, Some(right));
+}
+
 #[test]
 fn group_list_limits_who_joins() {
     let base = t0();
