@@ -17,10 +17,11 @@ use crate::engine::{
 use crate::timer::{earliest, TimerKind, TimerTable};
 use crate::wire::{
     AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
-    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
-    IdentityFlags, MaskAssignmentData, MaskValueSet, Message, RedirectAssign, RedirectAssignment,
-    RemovalQuery, ReturnMethods, RouterIdElement, RouterIdentityInfo, RouterQueryInfo,
-    RouterViewInfo, ServiceInfo, ServiceType, WebCacheIdentityElement, BUCKETS,
+    AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
+    HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, MaskValueSet, Message,
+    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterIdElement,
+    RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
+    WebCacheIdentityElement, BUCKETS,
 };
 
 /// Caches a group tracks at most (usable or not): bounds memory against address floods.
@@ -366,6 +367,23 @@ impl Group {
             .unwrap_or_else(|| hia.service.clone());
         let verdict =
             echo_ok.then(|| self.negotiate(hia.capabilities.as_ref(), io.adjacent.contains(&src)));
+        // SHUTDOWN (\[R1\] §6.12) counts only with a valid echo, like the rest of the message:
+        // otherwise anyone who can spoof a cache's address could take it out.
+        let shutdown = echo_ok
+            && hia
+                .command
+                .as_ref()
+                .is_some_and(|c| c.commands.contains(&Command::Shutdown(src)));
+        if shutdown {
+            // Out at once rather than after 30 s of silence; refresh moves the change number
+            // and tells the driver.
+            self.caches.remove(&src);
+            self.refresh(now, io);
+            let ack = CommandExtension {
+                commands: vec![Command::ShutdownResponse(src)],
+            };
+            return self.send_i_see_you(src, local, reply_service, Some(ack), io);
+        }
         let usable_others = self
             .caches
             .iter()
@@ -409,7 +427,7 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
-        self.send_i_see_you(src, reply_service, io);
+        self.send_i_see_you(src, local, reply_service, None, io);
     }
 
     /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
@@ -718,11 +736,16 @@ impl Group {
         Some(element)
     }
 
-    /// Unicast I_SEE_YOU to `cache` (§4, §5) with a fresh Receive ID.
-    fn send_i_see_you(&mut self, cache: Ipv4Addr, service: ServiceInfo, io: &mut Io<'_>) {
-        let Some(router_id) = self.caches.get(&cache).map(|e| e.router_id) else {
-            return;
-        };
+    /// Unicast I_SEE_YOU to `cache` from the local address it talked to, `router_id` (§4,
+    /// §5), with a fresh Receive ID (remembered if the cache is still tracked).
+    fn send_i_see_you(
+        &mut self,
+        cache: Ipv4Addr,
+        router_id: Ipv4Addr,
+        service: ServiceInfo,
+        command: Option<CommandExtension>,
+        io: &mut Io<'_>,
+    ) {
         self.receive_id = next_nonzero(self.receive_id);
         let receive_id = self.receive_id;
         if let Some(e) = self.caches.get_mut(&cache) {
@@ -738,6 +761,7 @@ impl Group {
             received_from: vec![cache],
         };
         let mut isy = ISeeYou::new(service, identity, self.router_view());
+        isy.command = command;
         isy.capabilities = Some(CapabilitiesInfo::methods(
             self.offered_forwarding(adjacent),
             self.offered_assignment(),

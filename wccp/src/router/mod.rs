@@ -3,8 +3,9 @@
 //! Per configured service group the engine tracks caches through the two-way handshake
 //! (reference §5), negotiates capabilities (§3.10), keeps the Member Change Number and the
 //! Router View, answers every HERE_I_AM with a unicast I_SEE_YOU, validates and installs
-//! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s, and flushes
-//! an assignment that no valid REDIRECT_ASSIGN followed within 50 s of a membership change.
+//! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s (at once on a
+//! SHUTDOWN, answered with SHUTDOWN_RESPONSE), and flushes an assignment that no valid
+//! REDIRECT_ASSIGN followed within 50 s of a membership change.
 //!
 //! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
 //! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
@@ -51,8 +52,8 @@ pub enum RouterEvent {
         /// What was negotiated with it.
         methods: Methods,
     },
-    /// A usable cache was lost: silent for 30 s, unusable after a change, or removed by
-    /// reconfiguration.
+    /// A usable cache was lost: silent for 30 s, shut down (Command Extension SHUTDOWN),
+    /// unusable after a change, or removed by reconfiguration.
     CacheLost {
         /// Service ID.
         service: u8,

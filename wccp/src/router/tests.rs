@@ -13,10 +13,10 @@ use crate::hash::FlowKey;
 use crate::security::{Password, Security};
 use crate::wire::{
     AlternateAssignment, AssignmentBody, AssignmentData, AssignmentInfo, AssignmentKey,
-    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
-    IdentityFlags, MaskAssignmentData, RedirectAssign, RedirectAssignment, RemovalQuery,
-    ReturnMethods, RouterAssignmentElement, RouterIdElement, ServiceFlags, ServiceInfo,
-    WebCacheIdentityElement, WebCacheViewInfo,
+    AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
+    HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, RedirectAssign,
+    RedirectAssignment, RemovalQuery, ReturnMethods, RouterAssignmentElement, RouterIdElement,
+    ServiceFlags, ServiceInfo, WebCacheIdentityElement, WebCacheViewInfo,
 };
 
 const R: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -458,6 +458,72 @@ fn a_stray_here_i_am_does_not_fix_the_dynamic_definition() {
     let s = e.service(90).unwrap();
     assert_eq!(s.counters.rejects(DropReason::ServiceConflict), 1);
     assert_eq!(s.definition, Some(right));
+}
+
+/// A HERE_I_AM from `cache` echoing `echo` and carrying a SHUTDOWN of `target`.
+fn shutdown_hia(cache: Ipv4Addr, echo: u32, target: Ipv4Addr) -> Vec<u8> {
+    let mut h = hia(
+        ServiceInfo::standard(0),
+        cache,
+        Some(echo),
+        Some(gre_hash()),
+        false,
+    );
+    h.command = Some(CommandExtension {
+        commands: vec![Command::Shutdown(target)],
+    });
+    bytes(&Security::None, h.into_message())
+}
+
+/// Item 6 of issue 13: a cache's SHUTDOWN is acknowledged with SHUTDOWN_RESPONSE and takes
+/// it out at once (new change number, CacheLost, new assignment), not after 30 s.
+#[test]
+fn shutdown_takes_the_cache_out_at_once() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &Security::None);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &Security::None);
+    let _ = events(&mut e);
+    let (before, members) = e.membership(0).unwrap();
+    assert_eq!(members, vec![C2, C3]);
+    let echo = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap();
+
+    // A SHUTDOWN naming another cache, or with a stale echo, is ignored.
+    e.handle_message(secs(base, 1), C2, R, &shutdown_hia(C2, echo, C3));
+    let echo = isy(&drain(&mut e, secs(base, 1))[0].1)
+        .identity
+        .router
+        .receive_id;
+    e.handle_message(secs(base, 1), C2, R, &shutdown_hia(C2, echo ^ 1, C2));
+    let out = drain(&mut e, secs(base, 1));
+    assert_eq!(isy(&out[0].1).command, None);
+    assert_eq!(e.membership(0).unwrap(), (before, vec![C2, C3]));
+    let echo = isy(&out[0].1).identity.router.receive_id;
+
+    e.handle_message(secs(base, 2), C2, R, &shutdown_hia(C2, echo, C2));
+    let out = drain(&mut e, secs(base, 2));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0.dst, out[0].0.src), (C2, R));
+    // The reply parses as an I_SEE_YOU whose Command Extension is SHUTDOWN_RESPONSE(C2).
+    let msg = crate::wire::Message::decode(&out[0].1).unwrap();
+    let ack = msg.command_extension().expect("a Command Extension");
+    assert_eq!(ack.commands, vec![Command::ShutdownResponse(C2)]);
+    assert_eq!(
+        ack.commands[0].kind(),
+        crate::wire::CommandType::ShutdownResponse
+    );
+    let reply = ISeeYou::try_from(&msg).unwrap();
+    assert!(reply.view.caches.iter().all(|c| c.cache_ip != C2));
+    let (after, members) = e.membership(0).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(reply.view.member_change_number, after);
+    assert_eq!(members, vec![C3]);
+    assert!(e.cache(0, C2).is_none());
+    assert!(events(&mut e).contains(&RouterEvent::CacheLost {
+        service: 0,
+        cache: C2
+    }));
+    e.check_invariants().unwrap();
 }
 
 #[test]
