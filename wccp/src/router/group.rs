@@ -46,7 +46,8 @@ impl TimerKind for CacheTimer {
 /// Per-group timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GroupTimer {
-    /// 50 s after a membership change without a valid REDIRECT_ASSIGN: discard it (§1).
+    /// 50 s after a change without a valid REDIRECT_ASSIGN: discard it (§1) and, with usable
+    /// caches, move the change number again.
     Flush,
 }
 
@@ -185,6 +186,8 @@ pub(crate) struct Group {
     pub(crate) receive_id: u32,
     /// Member Change Number.
     pub(crate) change_number: u32,
+    /// When the Member Change Number last moved.
+    pub(crate) changed_at: Option<Instant>,
     /// Assignment method fixed by the first usable cache (\[R1\]).
     pub(crate) method: Option<AssignmentMethod>,
     /// Every cache heard from, by address.
@@ -212,6 +215,7 @@ impl Group {
             definition,
             receive_id: 0,
             change_number: 0,
+            changed_at: None,
             method: None,
             caches: BTreeMap::new(),
             members: BTreeSet::new(),
@@ -435,6 +439,7 @@ impl Group {
     /// Member Change Number, in the group's method. Installs it and stops the flush timer.
     pub(crate) fn handle_redirect_assign(
         &mut self,
+        now: Instant,
         src: Ipv4Addr,
         local: Ipv4Addr,
         msg: &Message,
@@ -444,8 +449,46 @@ impl Group {
             Ok(r) => r,
             Err(e) => return self.counters.count(e.as_str()),
         };
-        let Some(entry) = self.caches.get(&src).filter(|e| e.phase.is_usable()) else {
+        if !self.caches.get(&src).is_some_and(|e| e.phase.is_usable()) {
             return self.counters.reject(DropReason::AssignFromUnusableCache);
+        }
+        match self.validate_assign(src, local, ra) {
+            Ok(accepted) => {
+                self.accepted = Some(accepted);
+                self.timers.stop(GroupTimer::Flush);
+                if self.recompile(io) > 0 {
+                    self.counters.reject(DropReason::AssignUnknownCache);
+                }
+            }
+            Err(reason) => {
+                self.counters.reject(reason);
+                // Squid assigns only when the change number moves, so with nothing in force
+                // a rejected assignment would otherwise leave the group unredirected until
+                // the flush. A cache cannot have assigned for the current number before
+                // the assignment wait, so earlier rejections (or a stale number) are left
+                // alone rather than restarting its wait.
+                let waited = self
+                    .changed_at
+                    .map_or(true, |t| now >= t + self.config.timers.assignment_wait());
+                if self.accepted.is_none()
+                    && reason != DropReason::AssignStaleChangeNumber
+                    && waited
+                {
+                    self.bump_change_number(now);
+                }
+            }
+        }
+    }
+
+    /// Checks a REDIRECT_ASSIGN from the usable cache `src` (§5) and returns what to keep.
+    fn validate_assign(
+        &self,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        ra: RedirectAssign,
+    ) -> Result<Accepted, DropReason> {
+        let Some(entry) = self.caches.get(&src) else {
+            return Err(DropReason::AssignFromUnusableCache);
         };
         let (key, routers, body) = match ra.assignment {
             RedirectAssignment::Hash(info) => (
@@ -464,41 +507,45 @@ impl Group {
                     },
                     AssignmentBody::Mask(sets) => AcceptedBody::Mask(sets),
                     AssignmentBody::AltMask(sets) => AcceptedBody::AltMask(sets),
-                    AssignmentBody::Unknown { .. } => {
-                        return self.counters.reject(DropReason::AssignWrongMethod)
-                    }
+                    AssignmentBody::Unknown { .. } => return Err(DropReason::AssignWrongMethod),
                 };
                 (alt.key, alt.routers, body)
             }
         };
         // §3.13: the key is the designated cache's address and its change number.
         if key.cache_ip != src {
-            return self.counters.reject(DropReason::AssignBadKey);
+            return Err(DropReason::AssignBadKey);
         }
         let method = match body {
             AcceptedBody::Hash { .. } => AssignmentMethod::Hash,
             AcceptedBody::Mask(_) | AcceptedBody::AltMask(_) => AssignmentMethod::Mask,
         };
         if self.method != Some(method) {
-            return self.counters.reject(DropReason::AssignWrongMethod);
+            return Err(DropReason::AssignWrongMethod);
         }
         let Some(own) = routers
             .iter()
             .find(|r| r.router_ip == local || r.router_ip == entry.router_id)
         else {
-            return self.counters.reject(DropReason::AssignNotListed);
+            return Err(DropReason::AssignNotListed);
         };
         if entry.sent_ids.get(&own.router_ip) != Some(&own.receive_id) {
-            return self.counters.reject(DropReason::AssignStaleReceiveId);
+            return Err(DropReason::AssignStaleReceiveId);
         }
         if own.change_number != self.change_number {
-            return self.counters.reject(DropReason::AssignStaleChangeNumber);
+            return Err(DropReason::AssignStaleChangeNumber);
         }
-        self.accepted = Some(Accepted { key, body });
-        self.timers.stop(GroupTimer::Flush);
-        if self.recompile(io) > 0 {
-            self.counters.reject(DropReason::AssignUnknownCache);
-        }
+        Ok(Accepted { key, body })
+    }
+
+    /// Moves the Member Change Number (never to 0, §5) and starts waiting for an assignment.
+    fn bump_change_number(&mut self, now: Instant) {
+        self.change_number = next_nonzero(self.change_number);
+        self.changed_at = Some(now);
+        self.timers.set_if_idle(
+            GroupTimer::Flush,
+            now + self.config.timers.assignment_flush(),
+        );
     }
 
     /// Timers: flush the assignment, query silent caches, drop dead ones.
@@ -507,6 +554,11 @@ impl Group {
             // §1: no valid REDIRECT_ASSIGN within 50 s of a membership change.
             self.counters.count("wccp-assignment-flushed");
             self.accepted = None;
+            if !self.members.is_empty() {
+                // A lost REDIRECT_ASSIGN is never resent by Squid-like caches until the
+                // number moves: move it so the designated cache assigns again.
+                self.bump_change_number(now);
+            }
         }
         let mut query = Vec::new();
         let mut dead = Vec::new();
@@ -594,7 +646,7 @@ impl Group {
             .collect();
         if members != self.members || routers != self.view_routers {
             // §5: the number changes whenever the usable-cache set or router list changes.
-            self.change_number = next_nonzero(self.change_number);
+            self.bump_change_number(now);
             let service = self.id();
             for cache in members.difference(&self.members) {
                 if let Some(methods) = self.caches.get(cache).and_then(|e| e.phase.methods()) {
@@ -613,10 +665,6 @@ impl Group {
             }
             self.members = members;
             self.view_routers = routers;
-            self.timers.set_if_idle(
-                GroupTimer::Flush,
-                now + self.config.timers.assignment_flush(),
-            );
         }
         if self.members.is_empty() {
             // The group is empty: the method is free again and nothing is assigned.

@@ -5,7 +5,9 @@
 //! Router View, answers every HERE_I_AM with a unicast I_SEE_YOU, validates and installs
 //! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s (at once on a
 //! SHUTDOWN, answered with SHUTDOWN_RESPONSE), and flushes an assignment that no valid
-//! REDIRECT_ASSIGN followed within 50 s of a membership change.
+//! REDIRECT_ASSIGN followed within 50 s of a membership change. With usable caches and no
+//! assignment in force, the flush or a rejected REDIRECT_ASSIGN moves the Member Change
+//! Number, since Squid-like caches assign only when it moves.
 //!
 //! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
 //! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
@@ -220,7 +222,7 @@ impl RouterEngine {
         };
         match kind {
             MessageType::HereIAm => group.handle_here_i_am(now, src, local, &msg, &mut io),
-            _ => group.handle_redirect_assign(src, local, &msg, &mut io),
+            _ => group.handle_redirect_assign(now, src, local, &msg, &mut io),
         }
     }
 

@@ -597,6 +597,88 @@ fn hash_ra(
     )
 }
 
+/// How a Squid-like cache's first REDIRECT_ASSIGN fares.
+#[derive(Clone, Copy, PartialEq)]
+enum FirstAssign {
+    Lost,
+    StaleReceiveId,
+}
+
+/// Runs a Squid-like cache C2 against a router on a 1 s virtual clock: a HERE_I_AM every
+/// 10 s echoing the last Receive ID, and a REDIRECT_ASSIGN 15 s after it sees a new Member
+/// Change Number that lists it, never otherwise. Returns (when an assignment was first in
+/// force, when the first one was sent), in seconds from the start.
+fn squid_like_until_assigned(first: FirstAssign) -> (u64, u64) {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    let (mut echo, mut seen, mut due, mut sent) = (None, 0u32, None, vec![]);
+    for t in 0..200 {
+        let now = secs(base, t);
+        e.handle_timeout(now);
+        if t % 10 == 0 {
+            let h = hia(ServiceInfo::standard(0), C2, echo, Some(gre_hash()), false);
+            e.handle_message(now, C2, R, &bytes(&sec, h.into_message()));
+            let reply = isy(&drain(&mut e, now)[0].1);
+            echo = Some(reply.identity.router.receive_id);
+            let n = reply.view.member_change_number;
+            let listed = reply.view.caches.iter().any(|c| c.cache_ip == C2);
+            assert!(!listed || n != 0, "§5: moved, never to 0");
+            if n != seen && listed {
+                seen = n;
+                due = Some(t + 15);
+            }
+        }
+        if due == Some(t) {
+            due = None;
+            sent.push(t);
+            let rid = echo.unwrap_or(0);
+            let ra = match (sent.len(), first) {
+                (1, FirstAssign::Lost) => None,
+                (1, FirstAssign::StaleReceiveId) => Some(hash_ra(C2, &[C2], rid ^ 1, seen, 1)),
+                _ => Some(hash_ra(C2, &[C2], rid, seen, sent.len() as u32)),
+            };
+            if let Some(ra) = ra {
+                e.handle_message(now, C2, R, &bytes(&sec, ra.into_message()));
+            }
+        }
+        let _ = drain(&mut e, now);
+        e.check_invariants().unwrap();
+        if !e.assignment(0).unwrap().is_empty() {
+            assert!(sent.len() >= 2, "the first assignment never counts");
+            return (t, sent[0]);
+        }
+    }
+    panic!("no assignment in force after 200 s; sent {sent:?}")
+}
+
+/// Item 1 of issue 13: the first REDIRECT_ASSIGN of a Squid-like cache is lost. At the flush
+/// time the router moves the change number, the cache assigns again, and redirection starts
+/// within one flush period of the flush.
+#[test]
+fn a_lost_assignment_is_replaced_after_the_flush_time() {
+    let flush = crate::timer::TimerConfig::default()
+        .assignment_flush()
+        .as_secs();
+    let (installed, first) = squid_like_until_assigned(FirstAssign::Lost);
+    // The cache became usable at 10 s, which started the flush timer.
+    assert_eq!(first, 10 + 15);
+    assert!(installed > 10 + flush, "before the flush: {installed}");
+    assert!(installed <= 10 + 2 * flush, "{installed}");
+}
+
+/// Item 1 of issue 13: a rejected REDIRECT_ASSIGN (stale Receive ID) with nothing in force
+/// moves the change number at once, so the cache assigns again well before the flush time.
+#[test]
+fn a_rejected_assignment_is_replaced_before_the_flush_time() {
+    let flush = crate::timer::TimerConfig::default()
+        .assignment_flush()
+        .as_secs();
+    let (installed, first) = squid_like_until_assigned(FirstAssign::StaleReceiveId);
+    assert_eq!(first, 10 + 15);
+    assert!(installed < 10 + flush, "{installed}");
+}
+
 #[test]
 fn redirect_assign_is_validated_and_installed() {
     let base = t0();
@@ -854,7 +936,11 @@ fn silent_caches_are_queried_then_removed_and_purged() {
         panic!("{ev:?}")
     };
     assert!(assignment.is_empty());
-    assert_eq!(e.service(0).unwrap().key, AssignmentKey::NONE);
+    let s = e.service(0).unwrap();
+    assert_eq!(s.key, AssignmentKey::NONE);
+    // C2 is still usable: the number moves so that it assigns again (issue 13 item 1).
+    assert_eq!(s.member_change_number, 4);
+    assert_eq!(s.flush_deadline, Some(secs(base, 130)));
     e.check_invariants().unwrap();
 }
 
