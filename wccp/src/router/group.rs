@@ -92,12 +92,12 @@ pub(crate) struct CacheEntry {
     pub(crate) router_id: Ipv4Addr,
     /// First HERE_I_AM.
     pub(crate) first_seen: Instant,
-    /// Last authenticated HERE_I_AM.
+    /// Last authenticated HERE_I_AM that echoed the Receive ID (first HERE_I_AM until then).
     pub(crate) last_seen: Instant,
     /// Receive ID of the last I_SEE_YOU sent to it, per local address: a cache configured
     /// with two addresses of this router echoes each one separately.
     pub(crate) sent_ids: BTreeMap<Ipv4Addr, u32>,
-    /// Whether its last HERE_I_AM echoed that Receive ID.
+    /// Whether it has echoed a Receive ID sent to it.
     pub(crate) echoed: bool,
     /// Handshake phase.
     pub(crate) phase: CachePhase,
@@ -395,20 +395,27 @@ impl Group {
             .count();
 
         let timers = self.config.timers;
-        let entry = self
-            .caches
-            .entry(src)
-            .or_insert_with(|| CacheEntry::new(now, local));
-        entry.router_id = local;
-        entry.last_seen = now;
-        entry.queries_sent = 0;
-        entry.echoed = echo_ok;
-        entry
-            .timers
-            .set(CacheTimer::RemovalQuery, now + timers.removal_query());
-        entry
-            .timers
-            .set(CacheTimer::Expire, now + timers.member_dead());
+        let entry = self.caches.entry(src).or_insert_with(|| {
+            let mut e = CacheEntry::new(now, local);
+            // A cache that never echoes is forgotten like a silent one (no query: it is
+            // not a member).
+            e.timers.set(CacheTimer::Expire, now + timers.member_dead());
+            e
+        });
+        if echo_ok {
+            // Only a valid echo is a keepalive ([R1]: ignore the message otherwise), so that
+            // a stale or spoofed HERE_I_AM cannot keep a dead cache in the view.
+            entry.router_id = local;
+            entry.last_seen = now;
+            entry.queries_sent = 0;
+            entry.echoed = true;
+            entry
+                .timers
+                .set(CacheTimer::RemovalQuery, now + timers.removal_query());
+            entry
+                .timers
+                .set(CacheTimer::Expire, now + timers.member_dead());
+        }
         match verdict {
             None => self.counters.reject(DropReason::ReceiveIdMismatch),
             Some(verdict) => {
@@ -574,8 +581,11 @@ impl Group {
             self.send_removal_query(addr, io);
         }
         for addr in &dead {
-            self.caches.remove(addr);
-            self.counters.count("wccp-cache-expired");
+            // Forgetting a cache that never echoed loses nothing: it is not counted, so that
+            // a cache like Squid 5.7 is not reported as expiring every 30 s.
+            if self.caches.remove(addr).is_some_and(|e| e.echoed) {
+                self.counters.count("wccp-cache-expired");
+            }
         }
         self.refresh(now, io);
     }

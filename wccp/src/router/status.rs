@@ -89,7 +89,7 @@ pub struct CacheStatus {
     pub first_seen: Instant,
     /// Last heard.
     pub last_seen: Instant,
-    /// Whether its last HERE_I_AM echoed the Receive ID sent to it (Squid 5.7 never does).
+    /// Whether it has echoed a Receive ID sent to it (Squid 5.7 never does).
     pub receive_id_echoed: bool,
     /// Receive ID of the last I_SEE_YOU sent to it.
     pub last_receive_id_sent: Option<u32>,

@@ -526,6 +526,66 @@ fn shutdown_takes_the_cache_out_at_once() {
     e.check_invariants().unwrap();
 }
 
+/// Item 3 of issue 13: a HERE_I_AM that does not echo the last Receive ID sent is answered
+/// but otherwise ignored: no keepalive, no usability, no new timeout.
+#[test]
+fn a_stale_echo_is_not_a_keepalive() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &Security::None);
+    let stale = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap() ^ 0x8000;
+    let send = |e: &mut RouterEngine, t: u64, cache: Ipv4Addr, echo: Option<u32>| {
+        let h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            echo,
+            Some(gre_hash()),
+            false,
+        );
+        e.handle_message(
+            secs(base, t),
+            cache,
+            R,
+            &bytes(&Security::None, h.into_message()),
+        );
+        isy(&drain(e, secs(base, t))[0].1)
+    };
+    for t in [10, 20] {
+        let reply = send(&mut e, t, C2, Some(stale));
+        assert!(reply.view.caches.iter().any(|c| c.cache_ip == C2));
+    }
+    let c = e.cache(0, C2).unwrap();
+    assert_eq!(c.last_seen, base, "not refreshed");
+    assert_eq!(c.expires_at, Some(secs(base, 30)));
+    assert_eq!(
+        e.service(0)
+            .unwrap()
+            .counters
+            .rejects(DropReason::ReceiveIdMismatch),
+        3,
+        "the first join message and both stale echoes"
+    );
+    // Still dropped 30 s after its last valid HERE_I_AM.
+    e.handle_timeout(secs(base, 25));
+    let out = drain(&mut e, secs(base, 25));
+    assert_eq!(out.len(), 1, "queried at 25 s");
+    RemovalQuery::try_from(&crate::wire::Message::decode(&out[0].1).unwrap()).unwrap();
+    e.handle_timeout(secs(base, 30));
+    assert!(e.cache(0, C2).is_none());
+    assert!(e.membership(0).unwrap().1.is_empty());
+
+    // A joining cache echoing a wrong ID never becomes usable, and is forgotten after 30 s.
+    let id = send(&mut e, 40, C3, None).identity.router.receive_id;
+    for t in [50, 60] {
+        let reply = send(&mut e, t, C3, Some(id ^ 0x8000));
+        assert!(reply.view.caches.is_empty());
+    }
+    assert_eq!(e.cache(0, C3).unwrap().phase, CachePhase::Joining);
+    e.handle_timeout(secs(base, 70));
+    assert!(e.cache(0, C3).is_none());
+    e.check_invariants().unwrap();
+}
+
 #[test]
 fn group_list_limits_who_joins() {
     let base = t0();
