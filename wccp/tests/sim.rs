@@ -99,7 +99,9 @@ impl Lab {
             routers: routers
                 .iter()
                 .map(|addr| {
-                    let mut engine = RouterEngine::new();
+                    // Seeded Receive IDs, as a driver does, drawn from the lab's seed so
+                    // that runs stay reproducible.
+                    let mut engine = RouterEngine::with_seed(seed ^ u64::from(addr.to_bits()));
                     engine.add_service(router_config()).expect("valid config");
                     RouterNode {
                         addr: *addr,

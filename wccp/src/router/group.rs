@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::RouterServiceConfig;
+use super::receive_id::ReceiveIds;
 use super::RouterEvent;
 use crate::assign::{Assignment, CacheTarget, MAX_CACHES};
 use crate::engine::{
@@ -182,8 +183,8 @@ pub(crate) struct Group {
     /// Definition in force: configured, or learnt from the first cache that echoed a Receive
     /// ID (\[R1\] §3.2).
     pub(crate) definition: Option<ServiceInfo>,
-    /// Last Receive ID sent (0 = none yet; never sent as 0, §5).
-    pub(crate) receive_id: u32,
+    /// Receive IDs: the source and the last one sent (0 = none yet; never sent as 0, §5).
+    pub(crate) receive_ids: ReceiveIds,
     /// Member Change Number.
     pub(crate) change_number: u32,
     /// When the Member Change Number last moved.
@@ -208,12 +209,12 @@ pub(crate) struct Group {
 
 impl Group {
     /// A group without caches.
-    pub(crate) fn new(config: RouterServiceConfig) -> Self {
+    pub(crate) fn new(config: RouterServiceConfig, receive_ids: ReceiveIds) -> Self {
         let definition = config.fixed_definition();
         let mut g = Self {
             config,
             definition,
-            receive_id: 0,
+            receive_ids,
             change_number: 0,
             changed_at: None,
             method: None,
@@ -804,8 +805,7 @@ impl Group {
         command: Option<CommandExtension>,
         io: &mut Io<'_>,
     ) {
-        self.receive_id = next_nonzero(self.receive_id);
-        let receive_id = self.receive_id;
+        let receive_id = self.receive_ids.next(cache);
         if let Some(e) = self.caches.get_mut(&cache) {
             e.sent_ids.insert(router_id, receive_id);
         }
@@ -843,7 +843,7 @@ impl Group {
         let query = RouterQueryInfo {
             router: RouterIdElement {
                 router_ip: router_id,
-                receive_id: e.last_sent_id().unwrap_or(self.receive_id),
+                receive_id: e.last_sent_id().unwrap_or(self.receive_ids.last()),
             },
             sent_to: router_id,
             target: cache,

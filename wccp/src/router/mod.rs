@@ -16,6 +16,7 @@
 
 mod config;
 mod group;
+mod receive_id;
 mod status;
 
 use core::net::Ipv4Addr;
@@ -33,6 +34,7 @@ pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 
 use group::{Group, Io};
+use receive_id::ReceiveIds;
 
 /// What the router engine tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +97,24 @@ pub struct RouterEngine {
     outbox: Outbox,
     events: VecDeque<RouterEvent>,
     counters: Counters,
+    seed: Option<u64>,
 }
 
 impl RouterEngine {
-    /// An engine without service groups.
+    /// An engine without service groups whose Receive IDs count 1, 2, 3… per group:
+    /// reproducible, for tests and capture replays. Drivers use [`Self::with_seed`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An engine without service groups whose Receive IDs are drawn from `seed`, which the
+    /// driver takes from a random source at start: a host that cannot see a cache's traffic
+    /// cannot predict the Receive ID it must echo (§5).
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            seed: Some(seed),
+            ..Self::default()
+        }
     }
 
     /// Adds a service group (configured services only: HERE_I_AMs for others are dropped).
@@ -109,7 +123,9 @@ impl RouterEngine {
         if self.groups.contains_key(&config.service_id) {
             return Err(ConfigError::DuplicateService(config.service_id));
         }
-        self.groups.insert(config.service_id, Group::new(config));
+        let ids = ReceiveIds::new(self.seed, config.service_id);
+        self.groups
+            .insert(config.service_id, Group::new(config, ids));
         Ok(())
     }
 

@@ -159,7 +159,7 @@ impl Group {
             definition: self.definition.clone(),
             security: self.config.security.option(),
             router_ids: router_ids.into_iter().collect(),
-            receive_id: self.receive_id,
+            receive_id: self.receive_ids.last(),
             member_change_number: self.change_number,
             key,
             designated_cache: self.accepted.as_ref().map(|a| a.key.cache_ip),

@@ -586,6 +586,48 @@ fn a_stale_echo_is_not_a_keepalive() {
     e.check_invariants().unwrap();
 }
 
+/// Item 3 of issue 13: with a seed, Receive IDs are neither sequential nor shared between
+/// caches: one cache's ID (or the next one after it) is no valid echo for another.
+#[test]
+fn seeded_receive_ids_are_unpredictable() {
+    let base = t0();
+    let first_ids = |seed| {
+        let mut e = RouterEngine::with_seed(seed);
+        e.add_service(RouterServiceConfig::standard(0)).unwrap();
+        let h = hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false);
+        e.handle_message(base, C2, R, &bytes(&Security::None, h.into_message()));
+        isy(&drain(&mut e, base)[0].1).identity.router.receive_id
+    };
+    assert_eq!(first_ids(1), first_ids(1), "reproducible from the seed");
+    assert_ne!(first_ids(1), first_ids(2));
+    assert_ne!(first_ids(1), 1);
+
+    let mut e = RouterEngine::with_seed(0x5eed);
+    e.add_service(RouterServiceConfig::standard(0)).unwrap();
+    let send = |e: &mut RouterEngine, cache: Ipv4Addr, echo: Option<u32>| {
+        let h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            echo,
+            Some(gre_hash()),
+            false,
+        );
+        e.handle_message(base, cache, R, &bytes(&Security::None, h.into_message()));
+        isy(&drain(e, base)[0].1).identity.router.receive_id
+    };
+    let c3_first = send(&mut e, C3, None);
+    let c2_first = send(&mut e, C2, None);
+    // C3 guesses from what C2 was sent: the same value, or the next one.
+    for guess in [c2_first, c2_first.wrapping_add(1), c3_first.wrapping_add(1)] {
+        let _ = send(&mut e, C3, Some(guess));
+        assert_eq!(e.cache(0, C3).unwrap().phase, CachePhase::Joining);
+    }
+    let c2_second = send(&mut e, C2, Some(c2_first));
+    assert!(e.cache(0, C2).unwrap().usable, "the real echo works");
+    assert!(![0, 1, c2_first.wrapping_add(1)].contains(&c2_second));
+    e.check_invariants().unwrap();
+}
+
 #[test]
 fn group_list_limits_who_joins() {
     let base = t0();
