@@ -34,7 +34,7 @@ pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 
 use group::{Group, Io};
-use receive_id::ReceiveIds;
+use receive_id::{ReceiveIds, Seed};
 
 /// What the router engine tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub struct RouterEngine {
     outbox: Outbox,
     events: VecDeque<RouterEvent>,
     counters: Counters,
-    seed: Option<u64>,
+    seed: Option<Seed>,
 }
 
 impl RouterEngine {
@@ -112,7 +112,7 @@ impl RouterEngine {
     /// cannot predict the Receive ID it must echo (§5).
     pub fn with_seed(seed: u64) -> Self {
         Self {
-            seed: Some(seed),
+            seed: Some(Seed(seed)),
             ..Self::default()
         }
     }

@@ -8,11 +8,22 @@ use core::net::Ipv4Addr;
 
 use crate::engine::next_nonzero;
 
+/// The driver's secret seed; its `Debug` does not show it, so that logging an engine does
+/// not make its Receive IDs predictable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seed(pub(crate) u64);
+
+impl core::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Seed(..)")
+    }
+}
+
 /// Source of one group's Receive IDs.
 #[derive(Debug, Clone)]
 pub(crate) struct ReceiveIds {
     /// Secret seed (`None`: sequential).
-    seed: Option<u64>,
+    seed: Option<Seed>,
     /// Service ID, so that groups sharing a seed draw different values.
     service: u8,
     /// I_SEE_YOUs drawn for so far.
@@ -23,7 +34,7 @@ pub(crate) struct ReceiveIds {
 
 impl ReceiveIds {
     /// Values for service `service`, keyed with `seed` or sequential.
-    pub(crate) fn new(seed: Option<u64>, service: u8) -> Self {
+    pub(crate) fn new(seed: Option<Seed>, service: u8) -> Self {
         Self {
             seed,
             service,
@@ -42,7 +53,7 @@ impl ReceiveIds {
         self.counter = self.counter.wrapping_add(1);
         self.last = match self.seed {
             None => next_nonzero(self.last),
-            Some(seed) => {
+            Some(Seed(seed)) => {
                 // MD5 (already used for security) as a keyed mix: knowing some values
                 // tells nothing about the next one or another cache's without the seed.
                 let mut ctx = md5::Context::new();
@@ -78,7 +89,7 @@ mod tests {
     #[test]
     fn keyed_values_are_spread_and_reproducible() {
         let draw = |seed, service| {
-            let mut r = ReceiveIds::new(Some(seed), service);
+            let mut r = ReceiveIds::new(Some(Seed(seed)), service);
             (0..256).map(|_| r.next(C)).collect::<Vec<u32>>()
         };
         let a = draw(7, 0);
@@ -88,5 +99,6 @@ mod tests {
         assert!(a.iter().all(|v| *v != 0));
         assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), a.len());
         assert!(a.windows(2).all(|w| w[1] != w[0].wrapping_add(1)));
+        assert_eq!(format!("{:?}", Seed(7)), "Seed(..)");
     }
 }

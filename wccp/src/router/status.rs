@@ -87,7 +87,7 @@ pub struct CacheStatus {
     pub mask_values: usize,
     /// First heard.
     pub first_seen: Instant,
-    /// Last heard.
+    /// Last HERE_I_AM that echoed the Receive ID sent to it (the first one until then).
     pub last_seen: Instant,
     /// Whether it has echoed a Receive ID sent to it (Squid 5.7 never does).
     pub receive_id_echoed: bool,
