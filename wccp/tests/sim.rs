@@ -99,7 +99,9 @@ impl Lab {
             routers: routers
                 .iter()
                 .map(|addr| {
-                    let mut engine = RouterEngine::new();
+                    // Seeded Receive IDs, as a driver does, drawn from the lab's seed so
+                    // that runs stay reproducible.
+                    let mut engine = RouterEngine::with_seed(seed ^ u64::from(addr.to_bits()));
                     engine.add_service(router_config()).expect("valid config");
                     RouterNode {
                         addr: *addr,
@@ -501,7 +503,10 @@ fn mask_assignment_converges() {
 
 /// Heavy loss (30 %) with two routers: membership flaps now and then (three lost
 /// exchanges in a row make a router drop a cache, §1), but the group converges and stays
-/// converged most of the time.
+/// converged most of the time. A HERE_I_AM counts as a keepalive only if it echoes the last
+/// Receive ID sent (\[R1\]; a lost I_SEE_YOU makes the next one stale), so the bar is 60 %
+/// (seeds 100–102 measured 86 %, 63 % and 70 %; 86 %, 81 % and 100 % when any HERE_I_AM
+/// counted).
 #[test]
 fn converges_under_heavy_loss() {
     for seed in [100, 101, 102] {
@@ -524,7 +529,7 @@ fn converges_under_heavy_loss() {
         }
         let first = first.expect("converged at some point in 600 s");
         assert!(first < 300.0, "converged only at {first} s");
-        assert!(ok * 10 >= checks * 7, "converged {ok} of {checks} checks");
+        assert!(ok * 10 >= checks * 6, "converged {ok} of {checks} checks");
         eprintln!(
             "seed {seed}, 30 % loss: first converged at {first:.0} s, then converged at {ok} \
              of {checks} 5-s checks ({} of {} datagrams lost)",

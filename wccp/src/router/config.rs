@@ -17,8 +17,8 @@ pub struct RouterServiceConfig {
     /// Standard (well-known) or dynamic.
     pub service_type: ServiceType,
     /// Dynamic services: a pinned definition (protocol, priority, flags, ports) that caches
-    /// must announce exactly; `None` learns it from the first cache and rejects conflicting
-    /// ones until the group empties (\[R1\] §3.2). Ignored for standard services.
+    /// must announce exactly; `None` learns it from the first cache that completes the
+    /// two-way handshake and rejects conflicting ones until the group empties (\[R1\] §3.2). Ignored for standard services.
     pub definition: Option<ServiceInfo>,
     /// Security (MD5 password) of this group (reference §3.1).
     pub security: Security,

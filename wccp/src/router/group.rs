@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::RouterServiceConfig;
+use super::receive_id::ReceiveIds;
 use super::RouterEvent;
 use crate::assign::{Assignment, CacheTarget, MAX_CACHES};
 use crate::engine::{
@@ -17,10 +18,11 @@ use crate::engine::{
 use crate::timer::{earliest, TimerKind, TimerTable};
 use crate::wire::{
     AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
-    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
-    IdentityFlags, MaskAssignmentData, MaskValueSet, Message, RedirectAssign, RedirectAssignment,
-    RemovalQuery, ReturnMethods, RouterIdElement, RouterIdentityInfo, RouterQueryInfo,
-    RouterViewInfo, ServiceInfo, ServiceType, WebCacheIdentityElement, BUCKETS,
+    AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
+    HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, MaskValueSet, Message,
+    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterIdElement,
+    RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
+    WebCacheIdentityElement, BUCKETS,
 };
 
 /// Caches a group tracks at most (usable or not): bounds memory against address floods.
@@ -45,7 +47,8 @@ impl TimerKind for CacheTimer {
 /// Per-group timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GroupTimer {
-    /// 50 s after a membership change without a valid REDIRECT_ASSIGN: discard it (§1).
+    /// 50 s after a change without a valid REDIRECT_ASSIGN: discard it (§1) and, with usable
+    /// caches, move the change number again.
     Flush,
 }
 
@@ -90,12 +93,12 @@ pub(crate) struct CacheEntry {
     pub(crate) router_id: Ipv4Addr,
     /// First HERE_I_AM.
     pub(crate) first_seen: Instant,
-    /// Last authenticated HERE_I_AM.
+    /// Last authenticated HERE_I_AM that echoed the Receive ID (first HERE_I_AM until then).
     pub(crate) last_seen: Instant,
     /// Receive ID of the last I_SEE_YOU sent to it, per local address: a cache configured
     /// with two addresses of this router echoes each one separately.
     pub(crate) sent_ids: BTreeMap<Ipv4Addr, u32>,
-    /// Whether its last HERE_I_AM echoed that Receive ID.
+    /// Whether it has echoed a Receive ID sent to it.
     pub(crate) echoed: bool,
     /// Handshake phase.
     pub(crate) phase: CachePhase,
@@ -177,12 +180,15 @@ pub(crate) struct Io<'a> {
 pub(crate) struct Group {
     /// Configuration.
     pub(crate) config: RouterServiceConfig,
-    /// Definition in force: configured, or learnt from the first cache (\[R1\] §3.2).
+    /// Definition in force: configured, or learnt from the first cache that echoed a Receive
+    /// ID (\[R1\] §3.2).
     pub(crate) definition: Option<ServiceInfo>,
-    /// Last Receive ID sent (0 = none yet; never sent as 0, §5).
-    pub(crate) receive_id: u32,
+    /// Receive IDs: the source and the last one sent (0 = none yet; never sent as 0, §5).
+    pub(crate) receive_ids: ReceiveIds,
     /// Member Change Number.
     pub(crate) change_number: u32,
+    /// When the Member Change Number last moved.
+    pub(crate) changed_at: Option<Instant>,
     /// Assignment method fixed by the first usable cache (\[R1\]).
     pub(crate) method: Option<AssignmentMethod>,
     /// Every cache heard from, by address.
@@ -203,13 +209,14 @@ pub(crate) struct Group {
 
 impl Group {
     /// A group without caches.
-    pub(crate) fn new(config: RouterServiceConfig) -> Self {
+    pub(crate) fn new(config: RouterServiceConfig, receive_ids: ReceiveIds) -> Self {
         let definition = config.fixed_definition();
         let mut g = Self {
             config,
             definition,
-            receive_id: 0,
+            receive_ids,
             change_number: 0,
+            changed_at: None,
             method: None,
             caches: BTreeMap::new(),
             members: BTreeSet::new(),
@@ -346,10 +353,6 @@ impl Group {
         if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
             return self.counters.reject(DropReason::TooManyCaches);
         }
-        if self.definition.is_none() {
-            // [R1] §3.2: the first cache defines a dynamic service.
-            self.definition = Some(hia.service.clone());
-        }
 
         // §5 two-way check: the echo must be the last Receive ID sent to this cache.
         let last_sent = self
@@ -357,8 +360,35 @@ impl Group {
             .get(&src)
             .and_then(|e| e.sent_ids.get(&local).copied());
         let echo_ok = last_sent.is_some() && hia.view.receive_id_for(local) == last_sent;
+        if echo_ok && self.definition.is_none() {
+            // [R1] §3.2: the first cache defines a dynamic service; only one that completed
+            // the handshake, so that one stray datagram cannot fix a wrong definition.
+            self.definition = Some(hia.service.clone());
+        }
+        // Until a definition is learnt a joining cache is answered with its own.
+        let reply_service = self
+            .definition
+            .clone()
+            .unwrap_or_else(|| hia.service.clone());
         let verdict =
             echo_ok.then(|| self.negotiate(hia.capabilities.as_ref(), io.adjacent.contains(&src)));
+        // SHUTDOWN (\[R1\] §6.12) counts only with a valid echo, like the rest of the message:
+        // otherwise anyone who can spoof a cache's address could take it out.
+        let shutdown = echo_ok
+            && hia
+                .command
+                .as_ref()
+                .is_some_and(|c| c.commands.contains(&Command::Shutdown(src)));
+        if shutdown {
+            // Out at once rather than after 30 s of silence; refresh moves the change number
+            // and tells the driver.
+            self.caches.remove(&src);
+            self.refresh(now, io);
+            let ack = CommandExtension {
+                commands: vec![Command::ShutdownResponse(src)],
+            };
+            return self.send_i_see_you(src, local, reply_service, Some(ack), io);
+        }
         let usable_others = self
             .caches
             .iter()
@@ -366,20 +396,27 @@ impl Group {
             .count();
 
         let timers = self.config.timers;
-        let entry = self
-            .caches
-            .entry(src)
-            .or_insert_with(|| CacheEntry::new(now, local));
-        entry.router_id = local;
-        entry.last_seen = now;
-        entry.queries_sent = 0;
-        entry.echoed = echo_ok;
-        entry
-            .timers
-            .set(CacheTimer::RemovalQuery, now + timers.removal_query());
-        entry
-            .timers
-            .set(CacheTimer::Expire, now + timers.member_dead());
+        let entry = self.caches.entry(src).or_insert_with(|| {
+            let mut e = CacheEntry::new(now, local);
+            // A cache that never echoes is forgotten like a silent one (no query: it is
+            // not a member).
+            e.timers.set(CacheTimer::Expire, now + timers.member_dead());
+            e
+        });
+        if echo_ok {
+            // Only a valid echo is a keepalive ([R1]: ignore the message otherwise), so that
+            // a stale or spoofed HERE_I_AM cannot keep a dead cache in the view.
+            entry.router_id = local;
+            entry.last_seen = now;
+            entry.queries_sent = 0;
+            entry.echoed = true;
+            entry
+                .timers
+                .set(CacheTimer::RemovalQuery, now + timers.removal_query());
+            entry
+                .timers
+                .set(CacheTimer::Expire, now + timers.member_dead());
+        }
         match verdict {
             None => self.counters.reject(DropReason::ReceiveIdMismatch),
             Some(verdict) => {
@@ -402,7 +439,7 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
-        self.send_i_see_you(src, io);
+        self.send_i_see_you(src, local, reply_service, None, io);
     }
 
     /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
@@ -410,6 +447,7 @@ impl Group {
     /// Member Change Number, in the group's method. Installs it and stops the flush timer.
     pub(crate) fn handle_redirect_assign(
         &mut self,
+        now: Instant,
         src: Ipv4Addr,
         local: Ipv4Addr,
         msg: &Message,
@@ -419,8 +457,46 @@ impl Group {
             Ok(r) => r,
             Err(e) => return self.counters.count(e.as_str()),
         };
-        let Some(entry) = self.caches.get(&src).filter(|e| e.phase.is_usable()) else {
+        if !self.caches.get(&src).is_some_and(|e| e.phase.is_usable()) {
             return self.counters.reject(DropReason::AssignFromUnusableCache);
+        }
+        match self.validate_assign(src, local, ra) {
+            Ok(accepted) => {
+                self.accepted = Some(accepted);
+                self.timers.stop(GroupTimer::Flush);
+                if self.recompile(io) > 0 {
+                    self.counters.reject(DropReason::AssignUnknownCache);
+                }
+            }
+            Err(reason) => {
+                self.counters.reject(reason);
+                // Squid assigns only when the change number moves, so with nothing in force
+                // a rejected assignment would otherwise leave the group unredirected until
+                // the flush. A cache cannot have assigned for the current number before
+                // the assignment wait, so earlier rejections (or a stale number) are left
+                // alone rather than restarting its wait.
+                let waited = self
+                    .changed_at
+                    .map_or(true, |t| now >= t + self.config.timers.assignment_wait());
+                if self.accepted.is_none()
+                    && reason != DropReason::AssignStaleChangeNumber
+                    && waited
+                {
+                    self.bump_change_number(now);
+                }
+            }
+        }
+    }
+
+    /// Checks a REDIRECT_ASSIGN from the usable cache `src` (§5) and returns what to keep.
+    fn validate_assign(
+        &self,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        ra: RedirectAssign,
+    ) -> Result<Accepted, DropReason> {
+        let Some(entry) = self.caches.get(&src) else {
+            return Err(DropReason::AssignFromUnusableCache);
         };
         let (key, routers, body) = match ra.assignment {
             RedirectAssignment::Hash(info) => (
@@ -439,41 +515,45 @@ impl Group {
                     },
                     AssignmentBody::Mask(sets) => AcceptedBody::Mask(sets),
                     AssignmentBody::AltMask(sets) => AcceptedBody::AltMask(sets),
-                    AssignmentBody::Unknown { .. } => {
-                        return self.counters.reject(DropReason::AssignWrongMethod)
-                    }
+                    AssignmentBody::Unknown { .. } => return Err(DropReason::AssignWrongMethod),
                 };
                 (alt.key, alt.routers, body)
             }
         };
         // §3.13: the key is the designated cache's address and its change number.
         if key.cache_ip != src {
-            return self.counters.reject(DropReason::AssignBadKey);
+            return Err(DropReason::AssignBadKey);
         }
         let method = match body {
             AcceptedBody::Hash { .. } => AssignmentMethod::Hash,
             AcceptedBody::Mask(_) | AcceptedBody::AltMask(_) => AssignmentMethod::Mask,
         };
         if self.method != Some(method) {
-            return self.counters.reject(DropReason::AssignWrongMethod);
+            return Err(DropReason::AssignWrongMethod);
         }
         let Some(own) = routers
             .iter()
             .find(|r| r.router_ip == local || r.router_ip == entry.router_id)
         else {
-            return self.counters.reject(DropReason::AssignNotListed);
+            return Err(DropReason::AssignNotListed);
         };
         if entry.sent_ids.get(&own.router_ip) != Some(&own.receive_id) {
-            return self.counters.reject(DropReason::AssignStaleReceiveId);
+            return Err(DropReason::AssignStaleReceiveId);
         }
         if own.change_number != self.change_number {
-            return self.counters.reject(DropReason::AssignStaleChangeNumber);
+            return Err(DropReason::AssignStaleChangeNumber);
         }
-        self.accepted = Some(Accepted { key, body });
-        self.timers.stop(GroupTimer::Flush);
-        if self.recompile(io) > 0 {
-            self.counters.reject(DropReason::AssignUnknownCache);
-        }
+        Ok(Accepted { key, body })
+    }
+
+    /// Moves the Member Change Number (never to 0, §5) and starts waiting for an assignment.
+    fn bump_change_number(&mut self, now: Instant) {
+        self.change_number = next_nonzero(self.change_number);
+        self.changed_at = Some(now);
+        self.timers.set_if_idle(
+            GroupTimer::Flush,
+            now + self.config.timers.assignment_flush(),
+        );
     }
 
     /// Timers: flush the assignment, query silent caches, drop dead ones.
@@ -482,6 +562,11 @@ impl Group {
             // §1: no valid REDIRECT_ASSIGN within 50 s of a membership change.
             self.counters.count("wccp-assignment-flushed");
             self.accepted = None;
+            if !self.members.is_empty() {
+                // A lost REDIRECT_ASSIGN is never resent by Squid-like caches until the
+                // number moves: move it so the designated cache assigns again.
+                self.bump_change_number(now);
+            }
         }
         let mut query = Vec::new();
         let mut dead = Vec::new();
@@ -497,8 +582,11 @@ impl Group {
             self.send_removal_query(addr, io);
         }
         for addr in &dead {
-            self.caches.remove(addr);
-            self.counters.count("wccp-cache-expired");
+            // Forgetting a cache that never echoed loses nothing: it is not counted, so that
+            // a cache like Squid 5.7 is not reported as expiring every 30 s.
+            if self.caches.remove(addr).is_some_and(|e| e.echoed) {
+                self.counters.count("wccp-cache-expired");
+            }
         }
         self.refresh(now, io);
     }
@@ -569,7 +657,7 @@ impl Group {
             .collect();
         if members != self.members || routers != self.view_routers {
             // §5: the number changes whenever the usable-cache set or router list changes.
-            self.change_number = next_nonzero(self.change_number);
+            self.bump_change_number(now);
             let service = self.id();
             for cache in members.difference(&self.members) {
                 if let Some(methods) = self.caches.get(cache).and_then(|e| e.phase.methods()) {
@@ -588,10 +676,6 @@ impl Group {
             }
             self.members = members;
             self.view_routers = routers;
-            self.timers.set_if_idle(
-                GroupTimer::Flush,
-                now + self.config.timers.assignment_flush(),
-            );
         }
         if self.members.is_empty() {
             // The group is empty: the method is free again and nothing is assigned.
@@ -711,13 +795,17 @@ impl Group {
         Some(element)
     }
 
-    /// Unicast I_SEE_YOU to `cache` (§4, §5) with a fresh Receive ID.
-    fn send_i_see_you(&mut self, cache: Ipv4Addr, io: &mut Io<'_>) {
-        let Some(router_id) = self.caches.get(&cache).map(|e| e.router_id) else {
-            return;
-        };
-        self.receive_id = next_nonzero(self.receive_id);
-        let receive_id = self.receive_id;
+    /// Unicast I_SEE_YOU to `cache` from the local address it talked to, `router_id` (§4,
+    /// §5), with a fresh Receive ID (remembered if the cache is still tracked).
+    fn send_i_see_you(
+        &mut self,
+        cache: Ipv4Addr,
+        router_id: Ipv4Addr,
+        service: ServiceInfo,
+        command: Option<CommandExtension>,
+        io: &mut Io<'_>,
+    ) {
+        let receive_id = self.receive_ids.next(cache);
         if let Some(e) = self.caches.get_mut(&cache) {
             e.sent_ids.insert(router_id, receive_id);
         }
@@ -730,7 +818,8 @@ impl Group {
             sent_to: router_id,
             received_from: vec![cache],
         };
-        let mut isy = ISeeYou::new(self.service_info(), identity, self.router_view());
+        let mut isy = ISeeYou::new(service, identity, self.router_view());
+        isy.command = command;
         isy.capabilities = Some(CapabilitiesInfo::methods(
             self.offered_forwarding(adjacent),
             self.offered_assignment(),
@@ -754,7 +843,7 @@ impl Group {
         let query = RouterQueryInfo {
             router: RouterIdElement {
                 router_ip: router_id,
-                receive_id: e.last_sent_id().unwrap_or(self.receive_id),
+                receive_id: e.last_sent_id().unwrap_or(self.receive_ids.last()),
             },
             sent_to: router_id,
             target: cache,

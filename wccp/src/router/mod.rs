@@ -3,8 +3,11 @@
 //! Per configured service group the engine tracks caches through the two-way handshake
 //! (reference §5), negotiates capabilities (§3.10), keeps the Member Change Number and the
 //! Router View, answers every HERE_I_AM with a unicast I_SEE_YOU, validates and installs
-//! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s, and flushes
-//! an assignment that no valid REDIRECT_ASSIGN followed within 50 s of a membership change.
+//! REDIRECT_ASSIGNs, queries silent caches after 25 s and drops them after 30 s (at once on a
+//! SHUTDOWN, answered with SHUTDOWN_RESPONSE), and flushes an assignment that no valid
+//! REDIRECT_ASSIGN followed within 50 s of a membership change. With usable caches and no
+//! assignment in force, the flush or a rejected REDIRECT_ASSIGN moves the Member Change
+//! Number, since Squid-like caches assign only when it moves.
 //!
 //! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
 //! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
@@ -13,6 +16,7 @@
 
 mod config;
 mod group;
+mod receive_id;
 mod status;
 
 use core::net::Ipv4Addr;
@@ -30,6 +34,7 @@ pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 
 use group::{Group, Io};
+use receive_id::{ReceiveIds, Seed};
 
 /// What the router engine tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +56,8 @@ pub enum RouterEvent {
         /// What was negotiated with it.
         methods: Methods,
     },
-    /// A usable cache was lost: silent for 30 s, unusable after a change, or removed by
-    /// reconfiguration.
+    /// A usable cache was lost: silent for 30 s, shut down (Command Extension SHUTDOWN),
+    /// unusable after a change, or removed by reconfiguration.
     CacheLost {
         /// Service ID.
         service: u8,
@@ -92,12 +97,24 @@ pub struct RouterEngine {
     outbox: Outbox,
     events: VecDeque<RouterEvent>,
     counters: Counters,
+    seed: Option<Seed>,
 }
 
 impl RouterEngine {
-    /// An engine without service groups.
+    /// An engine without service groups whose Receive IDs count 1, 2, 3… per group:
+    /// reproducible, for tests and capture replays. Drivers use [`Self::with_seed`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An engine without service groups whose Receive IDs are drawn from `seed`, which the
+    /// driver takes from a random source at start: a host that cannot see a cache's traffic
+    /// cannot predict the Receive ID it must echo (§5).
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            seed: Some(Seed(seed)),
+            ..Self::default()
+        }
     }
 
     /// Adds a service group (configured services only: HERE_I_AMs for others are dropped).
@@ -106,7 +123,9 @@ impl RouterEngine {
         if self.groups.contains_key(&config.service_id) {
             return Err(ConfigError::DuplicateService(config.service_id));
         }
-        self.groups.insert(config.service_id, Group::new(config));
+        let ids = ReceiveIds::new(self.seed, config.service_id);
+        self.groups
+            .insert(config.service_id, Group::new(config, ids));
         Ok(())
     }
 
@@ -219,7 +238,7 @@ impl RouterEngine {
         };
         match kind {
             MessageType::HereIAm => group.handle_here_i_am(now, src, local, &msg, &mut io),
-            _ => group.handle_redirect_assign(src, local, &msg, &mut io),
+            _ => group.handle_redirect_assign(now, src, local, &msg, &mut io),
         }
     }
 

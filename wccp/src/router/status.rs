@@ -87,9 +87,9 @@ pub struct CacheStatus {
     pub mask_values: usize,
     /// First heard.
     pub first_seen: Instant,
-    /// Last heard.
+    /// Last HERE_I_AM that echoed the Receive ID sent to it (the first one until then).
     pub last_seen: Instant,
-    /// Whether its last HERE_I_AM echoed the Receive ID sent to it (Squid 5.7 never does).
+    /// Whether it has echoed a Receive ID sent to it (Squid 5.7 never does).
     pub receive_id_echoed: bool,
     /// Receive ID of the last I_SEE_YOU sent to it.
     pub last_receive_id_sent: Option<u32>,
@@ -159,7 +159,7 @@ impl Group {
             definition: self.definition.clone(),
             security: self.config.security.option(),
             router_ids: router_ids.into_iter().collect(),
-            receive_id: self.receive_id,
+            receive_id: self.receive_ids.last(),
             member_change_number: self.change_number,
             key,
             designated_cache: self.accepted.as_ref().map(|a| a.key.cache_ip),

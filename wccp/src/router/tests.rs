@@ -13,10 +13,10 @@ use crate::hash::FlowKey;
 use crate::security::{Password, Security};
 use crate::wire::{
     AlternateAssignment, AssignmentBody, AssignmentData, AssignmentInfo, AssignmentKey,
-    AssignmentMethods, CapabilitiesInfo, ForwardingMethods, HashAssignmentData, HereIAm, ISeeYou,
-    IdentityFlags, MaskAssignmentData, RedirectAssign, RedirectAssignment, RemovalQuery,
-    ReturnMethods, RouterAssignmentElement, RouterIdElement, ServiceFlags, ServiceInfo,
-    WebCacheIdentityElement, WebCacheViewInfo,
+    AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
+    HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, RedirectAssign,
+    RedirectAssignment, RemovalQuery, ReturnMethods, RouterAssignmentElement, RouterIdElement,
+    ServiceFlags, ServiceInfo, WebCacheIdentityElement, WebCacheViewInfo,
 };
 
 const R: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -419,6 +419,215 @@ fn dynamic_definition_is_learnt_and_conflicts_rejected() {
     assert_eq!(e.service(90).unwrap().definition, Some(other));
 }
 
+/// Item 4 of issue 13: a stray HERE_I_AM with a wrong definition does not fix the group's
+/// definition; the first cache that completes the handshake does.
+#[test]
+fn a_stray_here_i_am_does_not_fix_the_dynamic_definition() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::dynamic(90));
+    let wrong = ServiceInfo::dynamic(90, 17, 1, ServiceFlags::DST_IP_HASH, &[53]);
+    let right = ServiceInfo::dynamic(90, 6, 240, ServiceFlags::SRC_IP_HASH, &[80, 443]);
+    let stray = Ipv4Addr::new(10, 0, 0, 9);
+    e.handle_message(
+        base,
+        stray,
+        R,
+        &bytes(
+            &Security::None,
+            hia(wrong.clone(), stray, None, None, false).into_message(),
+        ),
+    );
+    // Answered (with its own definition, so a real cache could go on), but nothing learnt.
+    assert_eq!(isy(&drain(&mut e, base)[0].1).service, wrong);
+    assert_eq!(e.service(90).unwrap().definition, None);
+    join(&mut e, secs(base, 1), right.clone(), C2, &Security::None);
+    let s = e.service(90).unwrap();
+    assert_eq!(s.definition, Some(right.clone()));
+    assert_eq!(s.usable_caches(), vec![C2]);
+    // The stray's next HERE_I_AM now conflicts.
+    e.handle_message(
+        secs(base, 2),
+        stray,
+        R,
+        &bytes(
+            &Security::None,
+            hia(wrong, stray, None, None, false).into_message(),
+        ),
+    );
+    assert!(drain(&mut e, secs(base, 2)).is_empty());
+    let s = e.service(90).unwrap();
+    assert_eq!(s.counters.rejects(DropReason::ServiceConflict), 1);
+    assert_eq!(s.definition, Some(right));
+}
+
+/// A HERE_I_AM from `cache` echoing `echo` and carrying a SHUTDOWN of `target`.
+fn shutdown_hia(cache: Ipv4Addr, echo: u32, target: Ipv4Addr) -> Vec<u8> {
+    let mut h = hia(
+        ServiceInfo::standard(0),
+        cache,
+        Some(echo),
+        Some(gre_hash()),
+        false,
+    );
+    h.command = Some(CommandExtension {
+        commands: vec![Command::Shutdown(target)],
+    });
+    bytes(&Security::None, h.into_message())
+}
+
+/// Item 6 of issue 13: a cache's SHUTDOWN is acknowledged with SHUTDOWN_RESPONSE and takes
+/// it out at once (new change number, CacheLost, new assignment), not after 30 s.
+#[test]
+fn shutdown_takes_the_cache_out_at_once() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &Security::None);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &Security::None);
+    let _ = events(&mut e);
+    let (before, members) = e.membership(0).unwrap();
+    assert_eq!(members, vec![C2, C3]);
+    let echo = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap();
+
+    // A SHUTDOWN naming another cache, or with a stale echo, is ignored.
+    e.handle_message(secs(base, 1), C2, R, &shutdown_hia(C2, echo, C3));
+    let echo = isy(&drain(&mut e, secs(base, 1))[0].1)
+        .identity
+        .router
+        .receive_id;
+    e.handle_message(secs(base, 1), C2, R, &shutdown_hia(C2, echo ^ 1, C2));
+    let out = drain(&mut e, secs(base, 1));
+    assert_eq!(isy(&out[0].1).command, None);
+    assert_eq!(e.membership(0).unwrap(), (before, vec![C2, C3]));
+    let echo = isy(&out[0].1).identity.router.receive_id;
+
+    e.handle_message(secs(base, 2), C2, R, &shutdown_hia(C2, echo, C2));
+    let out = drain(&mut e, secs(base, 2));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0.dst, out[0].0.src), (C2, R));
+    // The reply parses as an I_SEE_YOU whose Command Extension is SHUTDOWN_RESPONSE(C2).
+    let msg = crate::wire::Message::decode(&out[0].1).unwrap();
+    let ack = msg.command_extension().expect("a Command Extension");
+    assert_eq!(ack.commands, vec![Command::ShutdownResponse(C2)]);
+    assert_eq!(
+        ack.commands[0].kind(),
+        crate::wire::CommandType::ShutdownResponse
+    );
+    let reply = ISeeYou::try_from(&msg).unwrap();
+    assert!(reply.view.caches.iter().all(|c| c.cache_ip != C2));
+    let (after, members) = e.membership(0).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(reply.view.member_change_number, after);
+    assert_eq!(members, vec![C3]);
+    assert!(e.cache(0, C2).is_none());
+    assert!(events(&mut e).contains(&RouterEvent::CacheLost {
+        service: 0,
+        cache: C2
+    }));
+    e.check_invariants().unwrap();
+}
+
+/// Item 3 of issue 13: a HERE_I_AM that does not echo the last Receive ID sent is answered
+/// but otherwise ignored: no keepalive, no usability, no new timeout.
+#[test]
+fn a_stale_echo_is_not_a_keepalive() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &Security::None);
+    let stale = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap() ^ 0x8000;
+    let send = |e: &mut RouterEngine, t: u64, cache: Ipv4Addr, echo: Option<u32>| {
+        let h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            echo,
+            Some(gre_hash()),
+            false,
+        );
+        e.handle_message(
+            secs(base, t),
+            cache,
+            R,
+            &bytes(&Security::None, h.into_message()),
+        );
+        isy(&drain(e, secs(base, t))[0].1)
+    };
+    for t in [10, 20] {
+        let reply = send(&mut e, t, C2, Some(stale));
+        assert!(reply.view.caches.iter().any(|c| c.cache_ip == C2));
+    }
+    let c = e.cache(0, C2).unwrap();
+    assert_eq!(c.last_seen, base, "not refreshed");
+    assert_eq!(c.expires_at, Some(secs(base, 30)));
+    assert_eq!(
+        e.service(0)
+            .unwrap()
+            .counters
+            .rejects(DropReason::ReceiveIdMismatch),
+        3,
+        "the first join message and both stale echoes"
+    );
+    // Still dropped 30 s after its last valid HERE_I_AM.
+    e.handle_timeout(secs(base, 25));
+    let out = drain(&mut e, secs(base, 25));
+    assert_eq!(out.len(), 1, "queried at 25 s");
+    RemovalQuery::try_from(&crate::wire::Message::decode(&out[0].1).unwrap()).unwrap();
+    e.handle_timeout(secs(base, 30));
+    assert!(e.cache(0, C2).is_none());
+    assert!(e.membership(0).unwrap().1.is_empty());
+
+    // A joining cache echoing a wrong ID never becomes usable, and is forgotten after 30 s.
+    let id = send(&mut e, 40, C3, None).identity.router.receive_id;
+    for t in [50, 60] {
+        let reply = send(&mut e, t, C3, Some(id ^ 0x8000));
+        assert!(reply.view.caches.is_empty());
+    }
+    assert_eq!(e.cache(0, C3).unwrap().phase, CachePhase::Joining);
+    e.handle_timeout(secs(base, 70));
+    assert!(e.cache(0, C3).is_none());
+    e.check_invariants().unwrap();
+}
+
+/// Item 3 of issue 13: with a seed, Receive IDs are neither sequential nor shared between
+/// caches: one cache's ID (or the next one after it) is no valid echo for another.
+#[test]
+fn seeded_receive_ids_are_unpredictable() {
+    let base = t0();
+    let first_ids = |seed| {
+        let mut e = RouterEngine::with_seed(seed);
+        e.add_service(RouterServiceConfig::standard(0)).unwrap();
+        let h = hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false);
+        e.handle_message(base, C2, R, &bytes(&Security::None, h.into_message()));
+        isy(&drain(&mut e, base)[0].1).identity.router.receive_id
+    };
+    assert_eq!(first_ids(1), first_ids(1), "reproducible from the seed");
+    assert_ne!(first_ids(1), first_ids(2));
+    assert_ne!(first_ids(1), 1);
+
+    let mut e = RouterEngine::with_seed(0x5eed);
+    e.add_service(RouterServiceConfig::standard(0)).unwrap();
+    let send = |e: &mut RouterEngine, cache: Ipv4Addr, echo: Option<u32>| {
+        let h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            echo,
+            Some(gre_hash()),
+            false,
+        );
+        e.handle_message(base, cache, R, &bytes(&Security::None, h.into_message()));
+        isy(&drain(e, base)[0].1).identity.router.receive_id
+    };
+    let c3_first = send(&mut e, C3, None);
+    let c2_first = send(&mut e, C2, None);
+    // C3 guesses from what C2 was sent: the same value, or the next one.
+    for guess in [c2_first, c2_first.wrapping_add(1), c3_first.wrapping_add(1)] {
+        let _ = send(&mut e, C3, Some(guess));
+        assert_eq!(e.cache(0, C3).unwrap().phase, CachePhase::Joining);
+    }
+    let c2_second = send(&mut e, C2, Some(c2_first));
+    assert!(e.cache(0, C2).unwrap().usable, "the real echo works");
+    assert!(![0, 1, c2_first.wrapping_add(1)].contains(&c2_second));
+    e.check_invariants().unwrap();
+}
+
 #[test]
 fn group_list_limits_who_joins() {
     let base = t0();
@@ -488,6 +697,88 @@ fn hash_ra(
             buckets: table,
         }),
     )
+}
+
+/// How a Squid-like cache's first REDIRECT_ASSIGN fares.
+#[derive(Clone, Copy, PartialEq)]
+enum FirstAssign {
+    Lost,
+    StaleReceiveId,
+}
+
+/// Runs a Squid-like cache C2 against a router on a 1 s virtual clock: a HERE_I_AM every
+/// 10 s echoing the last Receive ID, and a REDIRECT_ASSIGN 15 s after it sees a new Member
+/// Change Number that lists it, never otherwise. Returns (when an assignment was first in
+/// force, when the first one was sent), in seconds from the start.
+fn squid_like_until_assigned(first: FirstAssign) -> (u64, u64) {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    let (mut echo, mut seen, mut due, mut sent) = (None, 0u32, None, vec![]);
+    for t in 0..200 {
+        let now = secs(base, t);
+        e.handle_timeout(now);
+        if t % 10 == 0 {
+            let h = hia(ServiceInfo::standard(0), C2, echo, Some(gre_hash()), false);
+            e.handle_message(now, C2, R, &bytes(&sec, h.into_message()));
+            let reply = isy(&drain(&mut e, now)[0].1);
+            echo = Some(reply.identity.router.receive_id);
+            let n = reply.view.member_change_number;
+            let listed = reply.view.caches.iter().any(|c| c.cache_ip == C2);
+            assert!(!listed || n != 0, "§5: moved, never to 0");
+            if n != seen && listed {
+                seen = n;
+                due = Some(t + 15);
+            }
+        }
+        if due == Some(t) {
+            due = None;
+            sent.push(t);
+            let rid = echo.unwrap_or(0);
+            let ra = match (sent.len(), first) {
+                (1, FirstAssign::Lost) => None,
+                (1, FirstAssign::StaleReceiveId) => Some(hash_ra(C2, &[C2], rid ^ 1, seen, 1)),
+                _ => Some(hash_ra(C2, &[C2], rid, seen, sent.len() as u32)),
+            };
+            if let Some(ra) = ra {
+                e.handle_message(now, C2, R, &bytes(&sec, ra.into_message()));
+            }
+        }
+        let _ = drain(&mut e, now);
+        e.check_invariants().unwrap();
+        if !e.assignment(0).unwrap().is_empty() {
+            assert!(sent.len() >= 2, "the first assignment never counts");
+            return (t, sent[0]);
+        }
+    }
+    panic!("no assignment in force after 200 s; sent {sent:?}")
+}
+
+/// Item 1 of issue 13: the first REDIRECT_ASSIGN of a Squid-like cache is lost. At the flush
+/// time the router moves the change number, the cache assigns again, and redirection starts
+/// within one flush period of the flush.
+#[test]
+fn a_lost_assignment_is_replaced_after_the_flush_time() {
+    let flush = crate::timer::TimerConfig::default()
+        .assignment_flush()
+        .as_secs();
+    let (installed, first) = squid_like_until_assigned(FirstAssign::Lost);
+    // The cache became usable at 10 s, which started the flush timer.
+    assert_eq!(first, 10 + 15);
+    assert!(installed > 10 + flush, "before the flush: {installed}");
+    assert!(installed <= 10 + 2 * flush, "{installed}");
+}
+
+/// Item 1 of issue 13: a rejected REDIRECT_ASSIGN (stale Receive ID) with nothing in force
+/// moves the change number at once, so the cache assigns again well before the flush time.
+#[test]
+fn a_rejected_assignment_is_replaced_before_the_flush_time() {
+    let flush = crate::timer::TimerConfig::default()
+        .assignment_flush()
+        .as_secs();
+    let (installed, first) = squid_like_until_assigned(FirstAssign::StaleReceiveId);
+    assert_eq!(first, 10 + 15);
+    assert!(installed < 10 + flush, "{installed}");
 }
 
 #[test]
@@ -747,7 +1038,11 @@ fn silent_caches_are_queried_then_removed_and_purged() {
         panic!("{ev:?}")
     };
     assert!(assignment.is_empty());
-    assert_eq!(e.service(0).unwrap().key, AssignmentKey::NONE);
+    let s = e.service(0).unwrap();
+    assert_eq!(s.key, AssignmentKey::NONE);
+    // C2 is still usable: the number moves so that it assigns again (issue 13 item 1).
+    assert_eq!(s.member_change_number, 4);
+    assert_eq!(s.flush_deadline, Some(secs(base, 130)));
     e.check_invariants().unwrap();
 }
 
