@@ -56,7 +56,8 @@ impl WccpDriver {
         shared: Arc<Shared>,
     ) -> anyhow::Result<WccpDriver> {
         let outbox = shared.outbox.clone();
-        let mut engine = RouterEngine::new();
+        // Receive IDs a host off the caches' path cannot predict (issue 13 item 3).
+        let mut engine = RouterEngine::with_seed(crate::probe::random_seed());
         for s in services {
             engine
                 .add_service(s.engine_config())
