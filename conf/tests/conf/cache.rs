@@ -376,7 +376,7 @@ fn readme_example(readme: &str, heading: &str) -> CacheConf {
 
 #[test]
 fn readme_example_validates() {
-    let c = readme_example(include_str!("../README.md"), "## `cache.conf`");
+    let c = readme_example(include_str!("../../README.md"), "## `cache.conf`");
     assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 3, 2)));
     assert_eq!(c.services[0].password.as_deref(), Some("secret"));
     assert!(c.engine_config().unwrap().is_some());
@@ -384,7 +384,7 @@ fn readme_example_validates() {
 
 #[test]
 fn project_readme_example_validates() {
-    let c = readme_example(include_str!("../../README.md"), "## The swcache agent");
+    let c = readme_example(include_str!("../../../README.md"), "## The swcache agent");
     assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 3, 2)));
     assert_eq!(c.socket, Some(PathBuf::from("/run/swcache.sock")));
     assert_eq!(c.bypass, vec!["10.0.2.80/32".parse().unwrap()]);

@@ -8,9 +8,9 @@ use conf::parse_str;
 use proptest::prelude::*;
 
 /// The richer shipped example, the seed for mutations.
-const EXAMPLE: &str = include_str!("../examples/router.conf");
+const EXAMPLE: &str = include_str!("../../examples/router.conf");
 /// The shipped cache.conf example, the seed for cache.conf mutations.
-const CACHE_EXAMPLE: &str = include_str!("../examples/cache.conf");
+const CACHE_EXAMPLE: &str = include_str!("../../examples/cache.conf");
 
 /// Pieces of TOML and of our values, spliced in by the mutator to reach deep code paths.
 const SNIPPETS: &[&str] = &[

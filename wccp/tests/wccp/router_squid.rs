@@ -8,12 +8,10 @@
 //! from 1, so the echoes line up and Squid's REDIRECT_ASSIGN (Receive ID 2, change 1) is valid
 //! for the engine too. Debian's Squid 5.7 rejects per-draft I_SEE_YOUs and keeps echoing 0.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{capture, Packet};
+use crate::common::{capture, Packet};
 use wccp::engine::{AssignmentMethod, DropReason, ForwardingMethod, Methods, ReturnMethod};
 use wccp::router::{CachePhase, RouterEngine, RouterEvent, RouterServiceConfig, ServiceStatus};
 use wccp::wire::{AssignmentKey, Header, ISeeYou, Message, MessageType, ServiceFlags, ServiceInfo};

@@ -112,7 +112,7 @@ fn router_example() {
 
 #[test]
 fn readme_example_validates() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("```toml\n").expect("README has a toml example") + "```toml\n".len();
     let len = readme[start..].find("```").expect("example is closed");
     let c = parse_str("README.md", &readme[start..start + len]).unwrap_or_else(|e| panic!("{e}"));

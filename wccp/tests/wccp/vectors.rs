@@ -2,11 +2,9 @@
 //! Squid 5.7 and 7.6 as the cache, a throw-away Python responder as the "router"), checked
 //! against the tshark decodes (`.txt`) next to the captures, and re-encoded byte for byte.
 
-mod common;
-
 use std::net::Ipv4Addr;
 
-use common::{capture, capture_names, unpad_squid64, Packet};
+use crate::common::{capture, capture_names, unpad_squid64, Packet};
 use wccp::hash::BucketBitmap;
 use wccp::mask::value_for_vsn;
 use wccp::security::{Password, Security};

@@ -1,0 +1,16 @@
+//! The end-to-end tests: the release binaries in real network namespaces with real peers.
+//!
+//! One test binary with a module per file: each binary of its own was another link of the
+//! workspace in CI's release build.
+
+mod cli;
+mod demo;
+mod forwarding;
+mod management;
+mod overload;
+mod steering;
+mod swcache_bypass;
+mod wccp_redirect;
+mod wccp_squid;
+mod wccp_two_caches;
+mod wccp_variants;
