@@ -626,6 +626,44 @@ pub(crate) enum CidrError {
     Invalid,
 }
 
+/// An element of list `key` that is an IPv4 prefix (`example` shows the form in errors) or an
+/// address (a /32), with its host bits zero.
+pub(crate) fn prefix_or_address(
+    at: &Locator<'_>,
+    v: &Spanned<String>,
+    key: &str,
+    example: &str,
+) -> Result<Ipv4Network> {
+    let s = v.get_ref();
+    let n = if s.contains('/') {
+        parse_cidr(s).map_err(|_| {
+            at.err(
+                &v.span(),
+                format!("`{s}` in `{key}` is not an IPv4 prefix such as {example}"),
+            )
+        })?
+    } else {
+        let a: Ipv4Addr = s.parse().map_err(|_| {
+            at.err(
+                &v.span(),
+                format!("`{s}` in `{key}` is not an IPv4 address or prefix"),
+            )
+        })?;
+        Ipv4Network::new(a, 32).map_err(|_| at.err(&v.span(), "bad prefix"))?
+    };
+    if n.ip() != n.network() {
+        return Err(at.err(
+            &v.span(),
+            format!(
+                "`{s}` in `{key}` has host bits set; did you mean {}/{}?",
+                n.network(),
+                n.prefix()
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 /// Strict "A.B.C.D/LEN": the address as std parses it (four decimal octets, no leading zeros),
 /// the length one or two decimal digits up to 32. Stricter than ipnetwork, which also takes
 /// netmasks after the '/'.

@@ -638,33 +638,7 @@ fn acl_rule(at: &Locator<'_>, table: &Spanned<RawWccpAclRule>) -> Result<WccpAcl
         if s == "any" {
             return Ok(None);
         }
-        let n: Ipv4Network = if s.contains('/') {
-            crate::validate::parse_cidr(s).map_err(|_| {
-                at.err(
-                    &v.span(),
-                    format!("`{s}` in `{key}` is not an IPv4 prefix such as 10.0.0.0/8"),
-                )
-            })?
-        } else {
-            let a: Ipv4Addr = s.parse().map_err(|_| {
-                at.err(
-                    &v.span(),
-                    format!("`{s}` in `{key}` is not an IPv4 address or prefix"),
-                )
-            })?;
-            Ipv4Network::new(a, 32).map_err(|_| at.err(&v.span(), "bad prefix"))?
-        };
-        if n.ip() != n.network() {
-            return Err(at.err(
-                &v.span(),
-                format!(
-                    "`{s}` in `{key}` has host bits set; did you mean {}/{}?",
-                    n.network(),
-                    n.prefix()
-                ),
-            ));
-        }
-        Ok(Some(n))
+        crate::validate::prefix_or_address(at, v, key, "10.0.0.0/8").map(Some)
     };
     let ports = |v: &Option<Spanned<toml::Value>>, key: &str| -> Result<Option<(u16, u16)>> {
         let Some(v) = v else { return Ok(None) };

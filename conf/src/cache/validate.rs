@@ -123,33 +123,7 @@ fn unicast(at: &Locator<'_>, v: &Spanned<String>, key: &str) -> Result<Ipv4Addr>
 fn bypass(at: &Locator<'_>, c: &RawCache) -> Result<Vec<Ipv4Network>> {
     let mut out: Vec<Ipv4Network> = Vec::new();
     for v in c.bypass.iter().flatten() {
-        let s = v.get_ref();
-        let n = if s.contains('/') {
-            crate::validate::parse_cidr(s).map_err(|_| {
-                at.err(
-                    &v.span(),
-                    format!("`{s}` in `bypass` is not an IPv4 prefix such as 10.0.2.0/24"),
-                )
-            })?
-        } else {
-            let a: Ipv4Addr = s.parse().map_err(|_| {
-                at.err(
-                    &v.span(),
-                    format!("`{s}` in `bypass` is not an IPv4 address or prefix"),
-                )
-            })?;
-            Ipv4Network::new(a, 32).map_err(|_| at.err(&v.span(), "bad prefix"))?
-        };
-        if n.ip() != n.network() {
-            return Err(at.err(
-                &v.span(),
-                format!(
-                    "`{s}` in `bypass` has host bits set; did you mean {}/{}?",
-                    n.network(),
-                    n.prefix()
-                ),
-            ));
-        }
+        let n = crate::validate::prefix_or_address(at, v, "bypass", "10.0.2.0/24")?;
         if !out.contains(&n) {
             out.push(n);
         }
