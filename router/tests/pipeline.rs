@@ -919,11 +919,30 @@ fn flow_affinity_keeps_established_flows_on_their_cache() {
     b.tables.wccp = spec.build();
     b.run(vec![tcp_with_flags(0x10)], t0);
     assert_eq!(destinations(&mut b), vec![MAC_B]);
-    assert!(
+    let remembered = spec
+        .stats
+        .entries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(remembered >= 2);
+    // Mid-flow segments of flows the router never saw open are not remembered: a flood of
+    // crafted ACKs cannot push real flows out of the table.
+    for port in 41000..41050u16 {
+        let mut stray = tcp_with_flags(0x10);
+        stray[34..36].copy_from_slice(&port.to_be_bytes());
+        b.run(vec![stray], t0);
+        destinations(&mut b);
+    }
+    assert_eq!(
         spec.stats
             .entries
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
+            .load(std::sync::atomic::Ordering::Relaxed),
+        remembered
+    );
+    assert_eq!(
+        spec.stats
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
 }
 

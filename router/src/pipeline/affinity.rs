@@ -6,8 +6,13 @@
 //! worker, so no lock is needed. The table is a fixed array of 4-way sets allocated once, so the
 //! per-packet path never allocates: a new flow takes an empty or expired slot of its set, else
 //! evicts the set's least recently seen flow (counted).
+//!
+//! A flow's set is chosen by a hash keyed with a secret drawn per table at start (std's
+//! SipHash `RandomState`): someone who can send crafted segments cannot compute which flows
+//! share a set, so cannot aim a flood at a chosen flow's set to evict it (issue 13).
 
 use crate::tables::wccp::AffinityStats;
+use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -42,15 +47,12 @@ impl FlowId {
         }
     }
 
-    fn hash(&self) -> u64 {
-        // A multiply-xorshift mix: cheap, and spreads sequential ports and addresses.
+    /// The flow packed in two words (what the keyed hash reads).
+    fn words(&self) -> (u64, u64) {
         let a = (u64::from(self.src) << 32) | u64::from(self.dst);
         let b =
             (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.service);
-        let mut h = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 29)
+        (a, b)
     }
 }
 
@@ -80,6 +82,8 @@ pub struct AffinityTable {
     idle_secs: u32,
     /// Flows counted into the shared statistics (kept to publish differences).
     live: u64,
+    /// The secret key of the set hash.
+    key: RandomState,
 }
 
 impl AffinityTable {
@@ -92,6 +96,7 @@ impl AffinityTable {
             epoch: now,
             idle_secs: idle_secs.max(1),
             live: 0,
+            key: RandomState::new(),
         }
     }
 
@@ -115,7 +120,7 @@ impl AffinityTable {
     }
 
     fn set(&self, flow: &FlowId) -> std::ops::Range<usize> {
-        let start = (flow.hash() as usize & self.set_mask) * WAYS;
+        let start = (self.key.hash_one(flow.words()) as usize & self.set_mask) * WAYS;
         start..start + WAYS
     }
 
@@ -256,6 +261,22 @@ mod tests {
         assert_eq!(t.lookup(&flow(1), t0 + Duration::from_secs(30)), None);
         t.sweep(t0 + Duration::from_secs(30), &stats);
         assert_eq!(stats.entries.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_set_of_a_flow_depends_on_a_per_table_secret() {
+        let t0 = Instant::now();
+        let a = AffinityTable::new(4096, 10, t0);
+        let b = AffinityTable::new(4096, 10, t0);
+        // Two tables place some of the same flows in different sets: the layout cannot be
+        // computed from the flow alone.
+        let differ = (0..64)
+            .filter(|n| a.set(&flow(*n)) != b.set(&flow(*n)))
+            .count();
+        assert!(
+            differ > 32,
+            "only {differ} of 64 flows moved between tables"
+        );
     }
 
     #[test]

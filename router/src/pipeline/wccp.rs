@@ -230,6 +230,11 @@ impl WccpRedirectStage {
                 return chosen;
             }
         }
+        // Only a flow whose SYN the router saw is remembered: a flood of crafted mid-flow
+        // segments must not be able to fill the table and push real flows out.
+        if !opening {
+            return bucket;
+        }
         let target = match bucket {
             Some(r) => FlowTarget::Cache(r.target.address),
             None => FlowTarget::Normal,
