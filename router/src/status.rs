@@ -35,6 +35,22 @@ pub struct Status {
     /// The management socket's clients and refusals.
     #[serde(default)]
     pub management: Option<ManagementStatus>,
+    /// The health prober's counters (WCCP fast failover and steering checks).
+    #[serde(default)]
+    pub probes: Option<ProbeStatus>,
+}
+
+/// The health prober's counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// SYNs sent.
+    pub sent: u64,
+    /// Answers that matched a probe (accepted or refused).
+    pub answered: u64,
+    /// Segments to a probe port that matched no probe (late, spoofed, out of window).
+    pub ignored: u64,
+    /// Steering probes lost to a full outbox (each counts as unanswered at its timeout).
+    pub steering_outbox_full: u64,
 }
 
 /// The management socket's counters since start.
@@ -346,6 +362,8 @@ pub struct StatusContext<'a> {
     pub wccp: Option<WccpStatus>,
     /// Management socket counters.
     pub management: Option<ManagementStatus>,
+    /// The health prober's counters.
+    pub probes: Option<ProbeStatus>,
 }
 
 /// Collects a status snapshot.
@@ -486,6 +504,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         wccp: cx.wccp.clone(),
         steering: crate::steering_status::collect(&tables.steering),
         management: cx.management.clone(),
+        probes: cx.probes.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -692,6 +711,13 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(st) = &s.steering {
         crate::steering_status::render(&mut o, st);
+    }
+    if let Some(p) = &s.probes {
+        let _ = writeln!(
+            o,
+            "\nprobes sent: {}  answered: {}  ignored: {}  steering-outbox-full: {}",
+            p.sent, p.answered, p.ignored, p.steering_outbox_full
+        );
     }
     if let Some(m) = &s.management {
         let _ = writeln!(

@@ -1126,6 +1126,16 @@ fn idle_pool_stays_in_service_and_only_a_killed_member_goes_down() {
         );
         assert_eq!(d["probe_refused"], 0, "{d}");
     }
+    let probes = &s["probes"];
+    assert!(
+        probes["answered"].as_u64().unwrap() >= 2 * (15_000 / interval_ms - 5),
+        "{probes}"
+    );
+    assert!(
+        probes["sent"].as_u64() >= probes["answered"].as_u64(),
+        "{probes}"
+    );
+    assert_eq!(probes["steering_outbox_full"], 0, "{probes}");
     assert!(
         !t.lab.logs(&router).contains("steering device down"),
         "{}",

@@ -414,6 +414,15 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
                 shared: &state.shared,
                 wccp: state.wccp.as_ref().map(|w| w.status()),
                 management: Some(state.mgmt.status(limits)),
+                probes: Some({
+                    let c = state.prober.counters();
+                    status::ProbeStatus {
+                        sent: c.sent,
+                        answered: c.answered,
+                        ignored: c.ignored,
+                        steering_outbox_full: state.health.outbox_full(),
+                    }
+                }),
             };
             serde_json::to_string(&status::collect(&cx))
         }
