@@ -51,6 +51,10 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
         if i.wccp_exclude_in {
             out.push_str("wccp-exclude-in = true\n");
         }
+        // Written only where it differs from its default, which depends on the lists above.
+        if i.wccp_caches != (i.wccp_redirect_in.is_empty() && i.wccp_redirect_out.is_empty()) {
+            let _ = writeln!(out, "wccp-caches = {}", i.wccp_caches);
+        }
     }
     crate::wccp::emit(&mut out, &conf.wccp_options, &conf.wccp, quote);
     for route in &conf.routes {

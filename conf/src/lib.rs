@@ -157,6 +157,9 @@ pub struct InterfaceConf {
     pub wccp_redirect_out: Vec<u8>,
     /// Traffic arriving here is never redirected, in or out (`wccp-exclude-in`).
     pub wccp_exclude_in: bool,
+    /// WCCP caches may join through this interface (`wccp-caches`): WCCP datagrams arriving
+    /// elsewhere are dropped. Defaults to true for interfaces that redirect nothing.
+    pub wccp_caches: bool,
 }
 
 /// One `[[route]]` table: a static route to a next hop on a connected network.

@@ -31,6 +31,7 @@ pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "wccp-redirect-in",
     "wccp-redirect-out",
     "wccp-exclude-in",
+    "wccp-caches",
 ];
 /// Keys of `[wccp]`.
 pub(crate) const WCCP_KEYS: &[&str] = &[
@@ -137,7 +138,7 @@ pub(crate) struct RawWccpService {
     /// `assignment = ["hash"]`.
     pub assignment: Option<Spanned<Vec<String>>>,
     /// `caches = ["10.0.3.2"]`.
-    pub caches: Option<Spanned<Vec<String>>>,
+    pub caches: Option<Spanned<Vec<Spanned<String>>>>,
     /// `protocol = "tcp"` (dynamic services).
     pub protocol: Option<Spanned<String>>,
     /// `priority = 100`.
@@ -225,6 +226,8 @@ pub(crate) struct RawInterface {
     pub wccp_redirect_out: Option<Spanned<Vec<Int>>>,
     /// `wccp-exclude-in = true`.
     pub wccp_exclude_in: Option<Spanned<bool>>,
+    /// `wccp-caches = true`.
+    pub wccp_caches: Option<Spanned<bool>>,
 }
 
 /// One `[[route]]`.

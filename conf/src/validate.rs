@@ -79,6 +79,14 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             }
         }
     }
+    if let Some(first) = raw.wccp.as_ref().and_then(|w| w.service.first()) {
+        if !interfaces.iter().any(|i| i.conf.wccp_caches) {
+            return Err(at.err(
+                &first.span(),
+                "no interface accepts WCCP caches (an interface that redirects traffic takes none unless marked): set `wccp-caches = true` on the interface the caches are reached through",
+            ));
+        }
+    }
     let interfaces: Vec<InterfaceConf> = interfaces.into_iter().map(|i| i.conf).collect();
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     Ok(RouterConf {
@@ -297,6 +305,12 @@ fn interface(
     let wccp_redirect_in = service_ids(at, raw.wccp_redirect_in.as_ref(), "wccp-redirect-in")?;
     let wccp_redirect_out = service_ids(at, raw.wccp_redirect_out.as_ref(), "wccp-redirect-out")?;
     let wccp_exclude_in = raw.wccp_exclude_in.as_ref().is_some_and(|b| *b.get_ref());
+    // Caches sit apart from the traffic they serve: an interface that redirects is a client
+    // or an uplink side, where a host must not be able to join a group (issue 13 item 9).
+    let wccp_caches = raw.wccp_caches.as_ref().map_or(
+        wccp_redirect_in.is_empty() && wccp_redirect_out.is_empty(),
+        |b| *b.get_ref(),
+    );
     Ok(Iface {
         conf: InterfaceConf {
             name: name.clone(),
@@ -308,6 +322,7 @@ fn interface(
             wccp_redirect_in,
             wccp_redirect_out,
             wccp_exclude_in,
+            wccp_caches,
         },
         line: at.line_of(table.span().start),
     })

@@ -139,8 +139,8 @@ pub struct WccpServiceConf {
     pub packet_return: Vec<ReturnMethod>,
     /// Assignment methods the router accepts.
     pub assignment: Vec<AssignmentMethod>,
-    /// Cache addresses allowed to join (the group list); `None` admits any cache.
-    pub caches: Option<Vec<Ipv4Addr>>,
+    /// Cache addresses or prefixes allowed to join (the group list); `None` admits any cache.
+    pub caches: Option<Vec<Ipv4Network>>,
     /// Pinned definition of a dynamic service (protocol, priority, hash flags, ports), as the
     /// caches must announce it; `None` learns it from the first cache.
     pub definition: Option<ServiceInfo>,
@@ -192,7 +192,11 @@ impl WccpServiceConf {
             .assignment
             .iter()
             .fold(AssignmentMethods::empty(), |a, m| a | m.bits());
-        c.group_list = self.caches.clone();
+        c.group_list = self.caches.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|n| wccp::router::CachePrefix::new(n.network(), n.prefix()))
+                .collect()
+        });
         if !self.is_standard() {
             c.definition = self.definition.clone();
         }
@@ -319,16 +323,11 @@ pub(crate) fn services(
         let caches = match &r.caches {
             None => None,
             Some(v) => {
-                let mut list = Vec::new();
+                let mut list: Vec<Ipv4Network> = Vec::new();
                 for a in v.get_ref() {
-                    let ip: Ipv4Addr = a.parse().map_err(|_| {
-                        at.err(
-                            &v.span(),
-                            format!("`{a}` in `caches` is not an IPv4 address"),
-                        )
-                    })?;
-                    if !list.contains(&ip) {
-                        list.push(ip);
+                    let n = crate::validate::prefix_or_address(at, a, "caches", "10.0.3.0/24")?;
+                    if !list.contains(&n) {
+                        list.push(n);
                     }
                 }
                 Some(list)
@@ -705,7 +704,13 @@ pub(crate) fn emit(
         let _ = writeln!(out, "return = [{}]", method_list(&s.packet_return, quote));
         let _ = writeln!(out, "assignment = [{}]", method_list(&s.assignment, quote));
         if let Some(c) = &s.caches {
-            let c: Vec<String> = c.iter().map(|ip| ip.to_string()).collect();
+            let c: Vec<String> = c
+                .iter()
+                .map(|n| match n.prefix() {
+                    32 => n.ip().to_string(),
+                    _ => n.to_string(),
+                })
+                .collect();
             let _ = writeln!(
                 out,
                 "caches = [{}]",

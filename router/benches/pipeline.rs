@@ -29,6 +29,7 @@ fn lab() -> (Tables, Neighbours, Vec<u8>) {
         redirect_in: Vec::new(),
         redirect_out: Vec::new(),
         exclude_in: false,
+        wccp_caches: true,
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(

@@ -28,11 +28,67 @@ use crate::wire::ipv4::{self, Ipv4Repr};
 use netwire::tcp::{flags, TcpPacket, TcpRepr};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The router's TCP probe ports: the source ports of every health-check handshake; TCP to
 /// them goes to the prober.
-pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 60000..=61999;
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = PROBE_PORT_FIRST..=PROBE_PORT_LAST;
+const PROBE_PORT_FIRST: u16 = 60000;
+const PROBE_PORT_LAST: u16 = 61999;
+
+/// The probe ports in use (a probe in flight or lingering), written by the prober and read by
+/// the workers: a segment to any other probe port is dropped in the data plane, so a flood on
+/// the probe range cannot fill the prober's queue and make every target look dead.
+#[derive(Debug)]
+pub struct OpenPorts {
+    bits: [AtomicU64; PROBE_PORT_WORDS],
+}
+
+/// 64-bit words of the [`OpenPorts`] bitmap.
+const PROBE_PORT_WORDS: usize = (PROBE_PORT_LAST - PROBE_PORT_FIRST) as usize / 64 + 1;
+
+impl Default for OpenPorts {
+    fn default() -> Self {
+        Self {
+            bits: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl OpenPorts {
+    /// True when `port` is a probe port with a probe in use.
+    #[inline]
+    pub fn is_open(&self, port: u16) -> bool {
+        Self::slot(port).is_some_and(|(w, b)| self.bits[w].load(Ordering::Relaxed) & b != 0)
+    }
+
+    /// Probe ports in use now.
+    pub fn count(&self) -> u32 {
+        self.bits
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones())
+            .sum()
+    }
+
+    fn set(&self, port: u16, open: bool) {
+        if let Some((w, b)) = Self::slot(port) {
+            if open {
+                self.bits[w].fetch_or(b, Ordering::Relaxed);
+            } else {
+                self.bits[w].fetch_and(!b, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn slot(port: u16) -> Option<(usize, u64)> {
+        PROBE_PORTS.contains(&port).then(|| {
+            let i = usize::from(port - PROBE_PORTS.start());
+            (i / 64, 1u64 << (i % 64))
+        })
+    }
+}
 
 /// How long an answered-or-replaced probe's port still recognises a late SYN-ACK (to close it
 /// with a RST) before the port is forgotten.
@@ -137,18 +193,31 @@ pub struct Prober {
     next_port: u16,
     isn: u64,
     counters: ProberCounters,
+    /// The keys of `outstanding`, as the data plane sees them.
+    open: Arc<OpenPorts>,
 }
 
 impl Prober {
     /// A prober whose sequence numbers derive from `seed` (use [`random_seed`]).
     pub fn new(seed: u64) -> Prober {
+        Self::with_open_ports(seed, Arc::default())
+    }
+
+    /// The same, publishing the ports it uses in `open` (the bitmap the port table checks).
+    pub fn with_open_ports(seed: u64, open: Arc<OpenPorts>) -> Prober {
         Prober {
             outstanding: HashMap::new(),
             live: HashMap::new(),
             next_port: *PROBE_PORTS.start() + (seed % PROBE_PORTS.len() as u64) as u16,
             isn: seed,
             counters: ProberCounters::default(),
+            open,
         }
+    }
+
+    /// The probe ports in use.
+    pub fn open_ports(&self) -> &Arc<OpenPorts> {
+        &self.open
     }
 
     /// The counters.
@@ -168,6 +237,7 @@ impl Prober {
         }
         let port = self.take_port();
         let seq = self.next_isn();
+        self.open.set(port, true);
         self.outstanding.insert(
             port,
             Outstanding {
@@ -264,8 +334,14 @@ impl Prober {
 
     /// Drops finished probes whose linger time passed.
     fn expire(&mut self, now: Instant) {
-        self.outstanding
-            .retain(|_, o| o.live || now.saturating_duration_since(o.sent) < LINGER);
+        let open = &self.open;
+        self.outstanding.retain(|port, o| {
+            let keep = o.live || now.saturating_duration_since(o.sent) < LINGER;
+            if !keep {
+                open.set(*port, false);
+            }
+            keep
+        });
     }
 
     fn take_port(&mut self) -> u16 {
@@ -607,6 +683,36 @@ mod tests {
         // A retransmitted SYN-ACK is closed again but not reported twice.
         let again = p.on_segment(&good, t0);
         assert!(again.answer.is_none() && again.reply.is_some());
+    }
+
+    #[test]
+    fn the_data_plane_sees_exactly_the_ports_in_use() {
+        let t0 = Instant::now();
+        let open = Arc::new(OpenPorts::default());
+        let mut p = Prober::with_open_ports(9, open.clone());
+        assert_eq!(open.count(), 0);
+        let (port, seq) = syn_of(&p.probe(t0, target(), ProbeOwner::Wccp));
+        assert!(open.is_open(port));
+        assert_eq!(open.count(), 1);
+        assert!(!open.is_open(port.wrapping_add(1)) || port == *PROBE_PORTS.end());
+        assert!(!open.is_open(80), "outside the range is never open");
+        // Answered: the port lingers for late SYN-ACKs, then closes with the next probe.
+        let _ = p.on_segment(
+            &answer(port, seq.wrapping_add(1), flags::SYN | flags::ACK),
+            t0,
+        );
+        assert!(open.is_open(port));
+        let (next, _) = syn_of(&p.probe(t0 + LINGER, target(), ProbeOwner::Wccp));
+        assert!(!open.is_open(port), "an expired port is closed");
+        assert!(open.is_open(next));
+        assert_eq!(open.count(), 1);
+        // The bitmap covers the whole range.
+        for port in [*PROBE_PORTS.start(), *PROBE_PORTS.end()] {
+            open.set(port, true);
+            assert!(open.is_open(port));
+            open.set(port, false);
+            assert!(!open.is_open(port));
+        }
     }
 
     #[test]

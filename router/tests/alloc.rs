@@ -31,6 +31,7 @@ fn forwarding_a_burst_allocates_nothing() {
             redirect_in: Vec::new(),
             redirect_out: Vec::new(),
             exclude_in: false,
+            wccp_caches: true,
         },
         Iface {
             id: 1,
@@ -44,6 +45,7 @@ fn forwarding_a_burst_allocates_nothing() {
             redirect_in: Vec::new(),
             redirect_out: Vec::new(),
             exclude_in: false,
+            wccp_caches: true,
         },
     ];
     let routes = RouteTable::build(&ifaces, &[]).unwrap();

@@ -32,6 +32,7 @@ fn steering_a_burst_with_copies_and_nat_allocates_nothing() {
         redirect_in: Vec::new(),
         redirect_out: Vec::new(),
         exclude_in: false,
+        wccp_caches: true,
     };
     let ifaces = vec![iface(0, 1), iface(1, 2)];
     let routes = RouteTable::build(&ifaces, &[]).unwrap();

@@ -41,6 +41,7 @@ impl Bench {
                 redirect_in: Vec::new(),
                 redirect_out: Vec::new(),
                 exclude_in: false,
+                wccp_caches: true,
             },
             Iface {
                 id: 1,
@@ -54,6 +55,7 @@ impl Bench {
                 redirect_in: Vec::new(),
                 redirect_out: Vec::new(),
                 exclude_in: false,
+                wccp_caches: true,
             },
         ];
         let routes = RouteTable::build(&ifaces, &[]).unwrap();
@@ -443,9 +445,82 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
         t0,
     );
     assert_eq!(
-        b.drops(StageKind::LocalDelivery, DropReason::LocalQueueFull),
+        b.drops(StageKind::LocalDelivery, DropReason::ControlQueueFullOthers),
         2
     );
+    // A member cache has its own queue: the strangers' flood does not keep it out, and it is
+    // served first.
+    b.tables.wccp = Arc::new(wccp_plane_at(
+        wccp::engine::ForwardingMethod::Gre,
+        [10, 0, 1, 2],
+    ));
+    b.run(vec![udp_to([10, 0, 1, 1], 2048, b"member")], t0);
+    assert_eq!(rx.try_recv().unwrap().payload, b"member");
+    assert_eq!(rx.try_recv().unwrap().payload, b"flood");
+    // An interface without `wccp-caches` takes no WCCP at all.
+    b.tables.ifaces[0].wccp_caches = false;
+    b.run(vec![udp_to([10, 0, 1, 1], 2048, b"rogue")], t0);
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::WccpNotCacheInterface),
+        1
+    );
+    while let Ok(d) = rx.try_recv() {
+        assert_ne!(d.payload, b"rogue");
+    }
+}
+
+/// Client 10.0.1.2:3128 → 10.0.1.1:`port`, a SYN-ACK with a valid checksum.
+fn syn_ack_to(port: u16) -> Vec<u8> {
+    let tcp = netwire::tcp::TcpRepr {
+        flags: netwire::tcp::flags::SYN | netwire::tcp::flags::ACK,
+        ..netwire::tcp::TcpRepr::syn(3128, port, 1, 1024)
+    };
+    let mut l4 = vec![0u8; tcp.buffer_len()];
+    tcp.emit(
+        &mut netwire::tcp::TcpPacket::new_unchecked(&mut l4[..]),
+        [10, 0, 1, 2].into(),
+        [10, 0, 1, 1].into(),
+    );
+    let mut f = vec![0u8; 14 + 20];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 1, 1].into(),
+        protocol: 6,
+        payload_len: l4.len(),
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut f[14..34]);
+    f.extend_from_slice(&l4);
+    f
+}
+
+#[test]
+fn only_probe_ports_in_use_reach_the_prober() {
+    let mut b = Bench::new();
+    let open = Arc::new(router::probe::OpenPorts::default());
+    let mut prober = router::probe::Prober::with_open_ports(7, open.clone());
+    let mut rx = b.tables.local.bind_probes(4, open);
+    let t0 = Instant::now();
+    let target = router::probe::ProbeTarget {
+        local: [10, 0, 1, 1].into(),
+        remote: "10.0.1.2:3128".parse().unwrap(),
+    };
+    let syn = prober.probe(t0, target, router::probe::ProbeOwner::Wccp);
+    let port = u16::from_be_bytes([syn[20], syn[21]]);
+    let closed = if port == 60000 { 60001 } else { 60000 };
+    // A flood on the rest of the range never reaches the queue.
+    b.run((0..10).map(|_| syn_ack_to(closed)).collect(), t0);
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::ProbePortClosed),
+        10
+    );
+    assert!(rx.try_recv().is_err());
+    b.run(vec![syn_ack_to(port)], t0);
+    assert_eq!(rx.try_recv().unwrap().dst.port(), port);
 }
 
 #[test]

@@ -249,7 +249,7 @@ pub fn run_router_ops(data: &[u8]) -> OpsSummary {
                             .iter()
                             .enumerate()
                             .filter(|(i, _)| pick & (1 << i) != 0)
-                            .map(|(_, a)| *a)
+                            .map(|(_, a)| (*a).into())
                             .collect()
                     }),
                     ..RouterServiceConfig::standard(0)

@@ -214,8 +214,8 @@ fn wccp_services_parse_with_defaults_and_round_trip() {
         (
             "id = 0\ncaches = [\"10.0.1\"]",
             7,
-            10,
-            "`10.0.1` in `caches` is not an IPv4 address",
+            11,
+            "`10.0.1` in `caches` is not an IPv4 address or prefix",
         ),
         (
             "id = 0\n\n[[wccp.service]]\nid = 0",

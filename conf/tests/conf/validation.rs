@@ -213,7 +213,7 @@ fn unknown_keys_name_the_section() {
         &two("gateway = \"10.0.2.254\"\n"),
         8,
         1,
-        "unknown key `gateway` in [[interface]]; expected one of: name, address, mac, mtu, io-backend, wccp-redirect-in, wccp-redirect-out, wccp-exclude-in",
+        "unknown key `gateway` in [[interface]]; expected one of: name, address, mac, mtu, io-backend, wccp-redirect-in, wccp-redirect-out, wccp-exclude-in, wccp-caches",
     );
     rejects(
         &two("[[route]]\nprefix = \"0.0.0.0/0\"\nnexthop = \"10.0.1.2\"\n"),

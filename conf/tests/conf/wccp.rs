@@ -41,6 +41,11 @@ ports = [53, 5353]
 port-type = "source"
 hash = ["src-ip", "src-port"]
 alternate-hash = ["dst-ip"]
+
+# The caches' own segment (the two above redirect, so they take no WCCP).
+[[interface]]
+name = "eth2"
+address = "10.0.3.1/24"
 "#;
 
 #[test]
@@ -166,4 +171,82 @@ fn wccp_errors_point_at_the_value() {
         let e = parse_str("w.conf", &text).expect_err(to);
         assert_eq!((e.line, e.col, e.msg.as_str()), (line, col, msg), "{to}");
     }
+}
+
+#[test]
+fn caches_join_only_on_interfaces_marked_for_them() {
+    let c = parse_str("w.conf", BASE).unwrap();
+    // Interfaces that redirect take no WCCP by default; the others do.
+    let marked: Vec<bool> = c.interfaces.iter().map(|i| i.wccp_caches).collect();
+    assert_eq!(marked, vec![false, false, true]);
+    // Explicit values win either way and survive the effective config.
+    let text = BASE
+        .replacen(
+            "wccp-redirect-in = [0, 61]",
+            "wccp-redirect-in = [0, 61]\nwccp-caches = true",
+            1,
+        )
+        .replacen(
+            "address = \"10.0.3.1/24\"",
+            "address = \"10.0.3.1/24\"\nwccp-caches = false",
+            1,
+        );
+    let c = parse_str("w.conf", &text).unwrap();
+    let marked: Vec<bool> = c.interfaces.iter().map(|i| i.wccp_caches).collect();
+    assert_eq!(marked, vec![true, false, false]);
+    let again = parse_str("again.conf", &c.to_toml()).unwrap();
+    let marked: Vec<bool> = again.interfaces.iter().map(|i| i.wccp_caches).collect();
+    assert_eq!(marked, vec![true, false, false]);
+    // WCCP with nowhere for caches to join is a configuration error, at the first service.
+    let text = BASE.replacen(
+        "address = \"10.0.3.1/24\"",
+        "address = \"10.0.3.1/24\"\nwccp-caches = false",
+        1,
+    );
+    let e = parse_str("w.conf", &text).unwrap_err();
+    assert_eq!(e.line, 16, "{e}");
+    assert!(e.msg.starts_with("no interface accepts WCCP caches"), "{e}");
+}
+
+#[test]
+fn the_group_list_takes_prefixes() {
+    let text = BASE.replacen(
+        "probe-port = 3128",
+        "probe-port = 3128\ncaches = [\"10.0.3.0/28\", \"10.0.4.7\", \"10.0.4.7/32\"]",
+        1,
+    );
+    let c = parse_str("w.conf", &text).unwrap();
+    let list: Vec<String> = c.wccp[0]
+        .caches
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        list,
+        vec!["10.0.3.0/28", "10.0.4.7/32"],
+        "duplicates dropped"
+    );
+    let engine = c.wccp[0].engine_config();
+    let admitted = |a: [u8; 4]| {
+        engine
+            .group_list
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains(a.into()))
+    };
+    assert!(admitted([10, 0, 3, 15]) && admitted([10, 0, 4, 7]));
+    assert!(!admitted([10, 0, 3, 16]) && !admitted([10, 0, 4, 8]));
+    let again = parse_str("again.conf", &c.to_toml()).unwrap();
+    assert_eq!(again.wccp[0].caches, c.wccp[0].caches);
+    let bad = BASE.replacen(
+        "probe-port = 3128",
+        "probe-port = 3128\ncaches = [\"10.0.3.1/28\"]",
+        1,
+    );
+    let e = parse_str("w.conf", &bad).unwrap_err();
+    assert_eq!((e.line, e.col), (19, 11), "{e}");
+    assert!(e.msg.contains("host bits set"), "{e}");
 }

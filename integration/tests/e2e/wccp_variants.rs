@@ -1,5 +1,6 @@
 //! WCCP variants end to end, each through swrouter with swcache and Debian's Squid where a
-//! cache serves: mask assignment with L2 forwarding; MD5 with a good and a bad password;
+//! cache serves: mask assignment with L2 forwarding (and a rogue swcache on the client side
+//! that never joins); MD5 with a good and a bad password;
 //! redirect-out on the server-side interface together with a redirect-list deny.
 //!
 //! ```text
@@ -166,8 +167,42 @@ fn mask_assignment_with_l2_forwarding_reaches_squid() {
     host.swcache_args = ["--forwarding", "l2", "--assignment", "mask"]
         .map(String::from)
         .to_vec();
+    // A rogue cache on the client side (the group has no password and no cache list): eth0
+    // redirects, so it takes no WCCP and the rogue never joins (issue 13 item 9).
+    let cli = l.cli.clone();
+    let rogue_sock = l.lab.dir().join("rogue.sock");
+    let rogue = l
+        .lab
+        .spawn(
+            &cli,
+            &binary("swcache").to_string_lossy(),
+            &[
+                "--address",
+                "10.0.1.2",
+                "--router",
+                "10.0.1.1",
+                "--service",
+                "0",
+                "--tun",
+                "wccp0",
+                "--socket",
+                &rogue_sock.to_string_lossy(),
+            ],
+        )
+        .unwrap();
     host.start(&mut l.lab).unwrap();
     let s = l.wait_assigned("10.0.3.2", &[&host]);
+    assert!(
+        cache(&s, 0, "10.0.1.2").is_none(),
+        "the client-side cache joined: {}",
+        s["wccp"]
+    );
+    let refused = &integration::stage_of(&s, "local-delivery").unwrap()["drops"];
+    assert!(
+        refused["wccp-not-cache-interface"].as_u64().unwrap_or(0) > 0,
+        "the rogue's HERE_I_AMs are dropped on arrival: {refused}\n{}",
+        l.lab.logs(&rogue)
+    );
     let c = cache(&s, 0, "10.0.3.2").unwrap();
     assert_eq!(service(&s, 0).unwrap()["assignment_method"], "mask", "{s}");
     assert!(c["methods"].as_str().unwrap().starts_with("l2/"), "{c}");

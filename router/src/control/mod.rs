@@ -79,6 +79,7 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
             redirect_in: ic.wccp_redirect_in.clone(),
             redirect_out: ic.wccp_redirect_out.clone(),
             exclude_in: ic.wccp_exclude_in,
+            wccp_caches: ic.wccp_caches,
         });
     }
     Ok(out)
@@ -195,11 +196,14 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
             .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
     );
-    // WCCP listens on UDP 2048 on every router address (reference §1).
+    // WCCP listens on UDP 2048 on every router address (reference §1); members and others
+    // queue apart (issue 13 item 13).
     let wccp_rx =
-        (!conf.wccp.is_empty()).then(|| tables.local.bind(::wccp::engine::WCCP_PORT, 1024));
-    // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports.
-    let probe_rx = Some(tables.local.bind_probes(1024));
+        (!conf.wccp.is_empty()).then(|| tables.local.bind(::wccp::engine::WCCP_PORT, 512));
+    // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports
+    // the prober has in use.
+    let open_probe_ports = Arc::new(crate::probe::OpenPorts::default());
+    let probe_rx = Some(tables.local.bind_probes(1024, open_probe_ports.clone()));
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::outbox::outbox(1024)?;
     let shared = Arc::new(Shared {
@@ -223,7 +227,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             shared.clone(),
             (listener, access),
             wccp_rx,
-            probe_rx,
+            (probe_rx, open_probe_ports),
         ));
         shared.stop.store(true, Ordering::Relaxed);
         for h in handles {
@@ -258,8 +262,11 @@ async fn control_loop(
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
-    mut wccp_rx: Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
-    mut probe_rx: Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
+    mut wccp_rx: Option<crate::tables::local::ControlReceiver>,
+    (mut probe_rx, open_probe_ports): (
+        Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
+        Arc<crate::probe::OpenPorts>,
+    ),
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     listener.set_nonblocking(true)?;
@@ -288,7 +295,10 @@ async fn control_loop(
     let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
     let mut state = ControlState {
         health,
-        prober: crate::probe::Prober::new(crate::probe::random_seed()),
+        prober: crate::probe::Prober::with_open_ports(
+            crate::probe::random_seed(),
+            open_probe_ports,
+        ),
         config_path,
         conf,
         shared,
@@ -393,7 +403,7 @@ async fn recv_probe(
 
 /// The next WCCP datagram, or never when WCCP is off.
 async fn recv_wccp(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
+    rx: &mut Option<crate::tables::local::ControlReceiver>,
 ) -> Option<crate::tables::local::LocalDatagram> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -452,6 +462,7 @@ fn restart_part(i: &conf::InterfaceConf) -> conf::InterfaceConf {
         wccp_redirect_in: Vec::new(),
         wccp_redirect_out: Vec::new(),
         wccp_exclude_in: false,
+        wccp_caches: false,
         ..i.clone()
     }
 }
@@ -536,6 +547,7 @@ fn reload(state: &mut ControlState) -> ReloadReply {
                 i.redirect_in = c.wccp_redirect_in.clone();
                 i.redirect_out = c.wccp_redirect_out.clone();
                 i.exclude_in = c.wccp_exclude_in;
+                i.wccp_caches = c.wccp_caches;
             }
             i
         })

@@ -28,6 +28,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wccp::router::{RouterEngine, RouterEvent};
 
+/// Warns about a group any host on a cache interface could join and take traffic with.
+fn warn_if_open(s: &WccpServiceConf) {
+    if s.password.is_none() && s.caches.is_none() {
+        tracing::warn!(
+            service = s.id,
+            "WCCP service group has neither `password` nor `caches`: any host on an interface with `wccp-caches` can join it and be assigned its traffic"
+        );
+    }
+}
+
 /// The engine, its assignments, the prober, and what the driver itself counts.
 pub struct WccpDriver {
     engine: RouterEngine,
@@ -67,6 +77,7 @@ impl WccpDriver {
                 md5 = s.password.is_some(),
                 "WCCP service group configured"
             );
+            warn_if_open(s);
         }
         let mut d = WccpDriver {
             engine,
@@ -119,6 +130,7 @@ impl WccpDriver {
                     .add_service(s.engine_config())
                     .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
                 tracing::info!(service = s.id, "WCCP service group (re)started by reload");
+                warn_if_open(s);
             }
         }
         self.rounds.set_misses(options.probe_misses);

@@ -57,8 +57,16 @@ pub enum DropReason {
     TcpMalformed,
     /// TCP to a probe port whose checksum does not verify.
     TcpBadChecksum,
-    /// The control plane's queue for a bound port is full.
-    LocalQueueFull,
+    /// The prober's queue is full.
+    ProbeQueueFull,
+    /// TCP to a probe port with no probe in use (stale, spoofed or a scan).
+    ProbePortClosed,
+    /// A control port's queue for its known peers (WCCP member caches) is full.
+    ControlQueueFullKnown,
+    /// A control port's queue for other senders (joining caches, strangers) is full.
+    ControlQueueFullOthers,
+    /// WCCP on an interface that does not accept caches (`wccp-caches`).
+    WccpNotCacheInterface,
     /// GRE to the router from an address that is no cache of any WCCP group.
     WccpReturnNotMember,
     /// GRE to the router that is not a readable WCCP return (bad header, inner not IPv4).
@@ -93,7 +101,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 42] = [
+    pub const ALL: [DropReason; 46] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -120,7 +128,11 @@ impl DropReason {
         DropReason::UdpBadChecksum,
         DropReason::TcpMalformed,
         DropReason::TcpBadChecksum,
-        DropReason::LocalQueueFull,
+        DropReason::ProbeQueueFull,
+        DropReason::ProbePortClosed,
+        DropReason::ControlQueueFullKnown,
+        DropReason::ControlQueueFullOthers,
+        DropReason::WccpNotCacheInterface,
         DropReason::WccpReturnNotMember,
         DropReason::GreMalformed,
         DropReason::TtlExpired,
@@ -169,7 +181,11 @@ impl DropReason {
             DropReason::UdpBadChecksum => "udp-bad-checksum",
             DropReason::TcpMalformed => "tcp-malformed",
             DropReason::TcpBadChecksum => "tcp-bad-checksum",
-            DropReason::LocalQueueFull => "local-queue-full",
+            DropReason::ProbeQueueFull => "probe-queue-full",
+            DropReason::ProbePortClosed => "probe-port-closed",
+            DropReason::ControlQueueFullKnown => "control-queue-full-known",
+            DropReason::ControlQueueFullOthers => "control-queue-full-others",
+            DropReason::WccpNotCacheInterface => "wccp-not-cache-interface",
             DropReason::WccpReturnNotMember => "wccp-return-not-member",
             DropReason::GreMalformed => "gre-malformed",
             DropReason::TtlExpired => "ttl-expired",

@@ -6,8 +6,10 @@
 //!
 //! Counters: `local-fragment`, `icmp-malformed`, `local-icmp-ignored`,
 //! `local-port-unreachable`, `local-protocol-unsupported`, `udp-malformed`, `udp-bad-checksum`,
-//! `tcp-malformed`, `tcp-bad-checksum`, `local-queue-full`, `wccp-return-not-member`,
-//! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
+//! `tcp-malformed`, `tcp-bad-checksum`, `probe-port-closed`, `probe-queue-full`,
+//! `wccp-not-cache-interface`, `control-queue-full-known`, `control-queue-full-others`,
+//! `wccp-return-not-member`, `gre-malformed`; echo requests answered and datagrams delivered
+//! count as consumed.
 
 use super::drop::DropReason;
 use super::icmp::send_error;
@@ -57,20 +59,42 @@ impl LocalDeliveryStage {
                 echo_reply(pkt, hlen);
                 Verdict::Jump(StageKind::Route)
             }
-            Some(Handler::Control(tx)) => {
-                match deliver_udp(l3, hlen, partial, pkt.meta.rx_if, tx) {
+            Some(Handler::Control(queue)) => {
+                // UDP 2048 (WCCP) is the only control port: caches join only where the
+                // operator expects them (issue 13 item 9).
+                let rx_if = pkt.meta.rx_if;
+                if !cx
+                    .tables
+                    .ifaces
+                    .get(usize::from(rx_if))
+                    .is_some_and(|i| i.wccp_caches)
+                {
+                    return Verdict::Drop(DropReason::WccpNotCacheInterface);
+                }
+                let known = cx.tables.wccp.is_peer(ipv4::src(l3));
+                let (tx, full) = if known {
+                    (&queue.known, DropReason::ControlQueueFullKnown)
+                } else {
+                    (&queue.others, DropReason::ControlQueueFullOthers)
+                };
+                match deliver_udp(l3, hlen, partial, rx_if, tx) {
                     Ok(()) => Verdict::Consumed,
                     Err(DeliverError::Malformed) => Verdict::Drop(DropReason::UdpMalformed),
                     Err(DeliverError::BadChecksum) => Verdict::Drop(DropReason::UdpBadChecksum),
-                    Err(DeliverError::QueueFull) => Verdict::Drop(DropReason::LocalQueueFull),
+                    Err(DeliverError::QueueFull) => Verdict::Drop(full),
                 }
             }
-            Some(Handler::ProbeAnswer(tx)) => match deliver_tcp(l3, hlen, partial, tx) {
-                Ok(()) => Verdict::Consumed,
-                Err(DeliverError::Malformed) => Verdict::Drop(DropReason::TcpMalformed),
-                Err(DeliverError::BadChecksum) => Verdict::Drop(DropReason::TcpBadChecksum),
-                Err(DeliverError::QueueFull) => Verdict::Drop(DropReason::LocalQueueFull),
-            },
+            Some(Handler::ProbeAnswer(tx, open)) => {
+                if !dport.is_some_and(|p| open.is_open(p)) {
+                    return Verdict::Drop(DropReason::ProbePortClosed);
+                }
+                match deliver_tcp(l3, hlen, partial, tx) {
+                    Ok(()) => Verdict::Consumed,
+                    Err(DeliverError::Malformed) => Verdict::Drop(DropReason::TcpMalformed),
+                    Err(DeliverError::BadChecksum) => Verdict::Drop(DropReason::TcpBadChecksum),
+                    Err(DeliverError::QueueFull) => Verdict::Drop(DropReason::ProbeQueueFull),
+                }
+            }
             Some(Handler::WccpReturn) => match super::wccp::decapsulate_return(pkt, hlen, cx) {
                 // The inner packet starts over at ipv4-input: validated, then routed.
                 super::wccp::ReturnOutcome::Returned => Verdict::Jump(StageKind::Ipv4Input),

@@ -4,13 +4,19 @@
 //! the prober's ports (health-check answers), GRE (returns from WCCP caches).
 //!
 //! Bound once at start, before the workers run; the queues behind the handlers are bounded
-//! (a flood fills them and is then dropped and counted, `local-queue-full`).
+//! (a flood fills them and is then dropped and counted). A control port has two queues, one
+//! for its known peers (WCCP's member caches) and one for everyone else, and the control plane
+//! serves the known one first, so a flood from strangers cannot starve the members
+//! (`control-queue-full-known` / `-others`). TCP reaches the prober only on the probe ports
+//! with a probe in use ([`OpenPorts`]); the rest of the range is dropped here
+//! (`probe-port-closed`), so a flood on it cannot fill the prober's queue (`probe-queue-full`).
 
 use super::IfId;
-use crate::probe::{TcpSegment, PROBE_PORTS};
+use crate::probe::{OpenPorts, TcpSegment, PROBE_PORTS};
 use crate::wire::ipv4;
 use std::net::SocketAddrV4;
-use tokio::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use tokio::sync::mpsc::{channel, error::TryRecvError, Receiver, Sender};
 
 /// A UDP datagram addressed to one of our bound ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,36 +36,76 @@ pub struct LocalDatagram {
 pub enum Handler<'a> {
     /// ICMP echo request: answered in place.
     IcmpEcho,
-    /// UDP to a control-plane port: its queue.
-    Control(&'a Sender<LocalDatagram>),
-    /// TCP to a probe port: the prober's queue.
-    ProbeAnswer(&'a Sender<TcpSegment>),
+    /// UDP to a control-plane port: its queues.
+    Control(&'a ControlQueue),
+    /// TCP to a probe port: the prober's queue and the ports it has in use.
+    ProbeAnswer(&'a Sender<TcpSegment>, &'a OpenPorts),
     /// GRE: a WCCP cache returning a redirected packet.
     WccpReturn,
+}
+
+/// The sending side of a control port's two queues.
+#[derive(Debug, Clone)]
+pub struct ControlQueue {
+    /// Datagrams from the port's known peers (the WCCP member caches).
+    pub known: Sender<LocalDatagram>,
+    /// Datagrams from anyone else (caches still joining, strangers).
+    pub others: Sender<LocalDatagram>,
+}
+
+/// The receiving side of a control port's queues: known peers first.
+#[derive(Debug)]
+pub struct ControlReceiver {
+    known: Receiver<LocalDatagram>,
+    others: Receiver<LocalDatagram>,
+}
+
+impl ControlReceiver {
+    /// The next datagram, a known peer's whenever one waits; `None` once both queues closed.
+    pub async fn recv(&mut self) -> Option<LocalDatagram> {
+        if let Ok(d) = self.known.try_recv() {
+            return Some(d);
+        }
+        tokio::select! {
+            biased;
+            Some(d) = self.known.recv() => Some(d),
+            Some(d) = self.others.recv() => Some(d),
+            else => None,
+        }
+    }
+
+    /// The next datagram without waiting, a known peer's first.
+    pub fn try_recv(&mut self) -> Result<LocalDatagram, TryRecvError> {
+        self.known.try_recv().or_else(|_| self.others.try_recv())
+    }
 }
 
 /// The ports the control plane listens on, fixed at start.
 #[derive(Debug, Default, Clone)]
 pub struct LocalPorts {
-    udp: Vec<(u16, Sender<LocalDatagram>)>,
-    probes: Option<Sender<TcpSegment>>,
+    udp: Vec<(u16, ControlQueue)>,
+    probes: Option<(Sender<TcpSegment>, Arc<OpenPorts>)>,
 }
 
 impl LocalPorts {
     /// Binds UDP `port` on every router address; datagrams arrive on the returned receiver, at
-    /// most `capacity` waiting.
-    pub fn bind(&mut self, port: u16, capacity: usize) -> Receiver<LocalDatagram> {
-        let (tx, rx) = channel(capacity.max(1));
+    /// most `capacity` waiting in each of its two queues.
+    pub fn bind(&mut self, port: u16, capacity: usize) -> ControlReceiver {
+        let (known, known_rx) = channel(capacity.max(1));
+        let (others, others_rx) = channel(capacity.max(1));
         self.udp.retain(|(p, _)| *p != port);
-        self.udp.push((port, tx));
-        rx
+        self.udp.push((port, ControlQueue { known, others }));
+        ControlReceiver {
+            known: known_rx,
+            others: others_rx,
+        }
     }
 
-    /// Sends TCP segments to [`PROBE_PORTS`] to the returned receiver, at most `capacity`
-    /// waiting.
-    pub fn bind_probes(&mut self, capacity: usize) -> Receiver<TcpSegment> {
+    /// Sends TCP segments to the [`PROBE_PORTS`] that `open` marks in use to the returned
+    /// receiver, at most `capacity` waiting.
+    pub fn bind_probes(&mut self, capacity: usize, open: Arc<OpenPorts>) -> Receiver<TcpSegment> {
         let (tx, rx) = channel(capacity.max(1));
-        self.probes = Some(tx);
+        self.probes = Some((tx, open));
         rx
     }
 
@@ -82,7 +128,7 @@ impl LocalPorts {
                 self.probes
                     .as_ref()
                     .filter(|_| PROBE_PORTS.contains(&port))
-                    .map(Handler::ProbeAnswer)
+                    .map(|(tx, open)| Handler::ProbeAnswer(tx, open))
             }
             _ => None,
         }
@@ -100,7 +146,7 @@ mod tests {
         assert!(t.handler(ipv4::PROTO_UDP, Some(2048)).is_none());
         assert!(t.handler(ipv4::PROTO_TCP, Some(60000)).is_none());
         let _udp = t.bind(2048, 4);
-        let _tcp = t.bind_probes(4);
+        let _tcp = t.bind_probes(4, Arc::default());
         assert!(matches!(
             t.handler(ipv4::PROTO_UDP, Some(2048)),
             Some(Handler::Control(_))
@@ -109,7 +155,7 @@ mod tests {
         assert!(t.handler(ipv4::PROTO_UDP, None).is_none());
         assert!(matches!(
             t.handler(ipv4::PROTO_TCP, Some(*PROBE_PORTS.start())),
-            Some(Handler::ProbeAnswer(_))
+            Some(Handler::ProbeAnswer(..))
         ));
         assert!(t.handler(ipv4::PROTO_TCP, Some(80)).is_none());
         assert!(matches!(
@@ -121,5 +167,32 @@ mod tests {
             Some(Handler::WccpReturn)
         ));
         assert!(t.handler(132, None).is_none());
+    }
+
+    fn datagram(payload: &[u8]) -> LocalDatagram {
+        LocalDatagram {
+            rx_if: 0,
+            src: "10.0.3.2:2048".parse().unwrap(),
+            dst: "10.0.3.1:2048".parse().unwrap(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn known_peers_are_served_first() {
+        let mut t = LocalPorts::default();
+        let mut rx = t.bind(2048, 4);
+        let Some(Handler::Control(q)) = t.handler(ipv4::PROTO_UDP, Some(2048)) else {
+            panic!("bound");
+        };
+        for _ in 0..4 {
+            q.others.try_send(datagram(b"stranger")).unwrap();
+        }
+        assert!(q.others.try_send(datagram(b"stranger")).is_err(), "bounded");
+        // A member's datagram still gets in and jumps the strangers' queue.
+        q.known.try_send(datagram(b"member")).unwrap();
+        assert_eq!(rx.recv().await.unwrap().payload, b"member");
+        assert_eq!(rx.recv().await.unwrap().payload, b"stranger");
+        assert_eq!(rx.try_recv().unwrap().payload, b"stranger");
     }
 }

@@ -44,6 +44,8 @@ pub struct Iface {
     pub redirect_out: Vec<u8>,
     /// Traffic arriving here is never redirected (exclude in).
     pub exclude_in: bool,
+    /// WCCP caches may join through here: WCCP datagrams arriving elsewhere are dropped.
+    pub wccp_caches: bool,
 }
 
 impl Iface {

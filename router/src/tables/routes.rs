@@ -318,6 +318,7 @@ mod tests {
             redirect_in: Vec::new(),
             redirect_out: Vec::new(),
             exclude_in: false,
+            wccp_caches: true,
         }
     }
 

@@ -131,8 +131,11 @@ impl ServicePlane {
 pub struct WccpPlane {
     /// Service groups with a non-empty assignment.
     pub services: Vec<ServicePlane>,
-    /// Cache addresses of every group, sorted (their own traffic is never redirected).
+    /// Cache addresses of every group with an assignment, sorted (their own traffic is never
+    /// redirected).
     members: Vec<Ipv4Addr>,
+    /// Usable caches of every group, assignment or not, sorted: the WCCP port's known peers.
+    peers: Vec<Ipv4Addr>,
     /// Caches that return packets at layer 2: (service index, cache index, address).
     pub l2_returners: Vec<(usize, usize, Ipv4Addr)>,
     /// Flow-affinity settings.
@@ -148,7 +151,14 @@ impl WccpPlane {
         affinity: AffinityConf,
         affinity_stats: Arc<AffinityStats>,
     ) -> WccpPlane {
-        let mut services: Vec<_> = services
+        let all: Vec<ServicePlane> = services.into_iter().collect();
+        let mut peers: Vec<Ipv4Addr> = all
+            .iter()
+            .flat_map(|s| s.assignment.members().iter().copied())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let mut services: Vec<_> = all
             .into_iter()
             .filter(|s| !s.assignment.is_empty())
             .collect();
@@ -182,6 +192,7 @@ impl WccpPlane {
         WccpPlane {
             services,
             members,
+            peers,
             l2_returners,
             affinity,
             affinity_stats,
@@ -206,5 +217,12 @@ impl WccpPlane {
     #[inline]
     pub fn is_member(&self, src: Ipv4Addr) -> bool {
         self.members.binary_search(&src).is_ok()
+    }
+
+    /// True when `src` is a usable cache of any group (its WCCP datagrams take the known
+    /// peers' queue).
+    #[inline]
+    pub fn is_peer(&self, src: Ipv4Addr) -> bool {
+        self.peers.binary_search(&src).is_ok()
     }
 }

@@ -9,6 +9,58 @@ use crate::security::{Password, Security};
 use crate::timer::TimerConfig;
 use crate::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods, ServiceInfo, ServiceType};
 
+/// An IPv4 prefix of a group list: the caches allowed to join (a single cache is a /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CachePrefix {
+    network: Ipv4Addr,
+    len: u8,
+}
+
+impl CachePrefix {
+    /// The prefix `addr/len` (host bits cleared); `None` when `len` exceeds 32.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
+        (len <= 32).then(|| Self {
+            network: Ipv4Addr::from(u32::from(addr) & Self::mask(len)),
+            len,
+        })
+    }
+
+    /// The prefix holding only `addr`.
+    pub fn host(addr: Ipv4Addr) -> Self {
+        Self {
+            network: addr,
+            len: 32,
+        }
+    }
+
+    /// Network address (host bits zero).
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// Prefix length, 0..=32.
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// True when `addr` lies inside the prefix.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & Self::mask(self.len) == u32::from(self.network)
+    }
+
+    fn mask(len: u8) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(len.min(32)))
+            .unwrap_or(0)
+    }
+}
+
+impl From<Ipv4Addr> for CachePrefix {
+    fn from(addr: Ipv4Addr) -> Self {
+        Self::host(addr)
+    }
+}
+
 /// One service group a router takes part in (reference §3.2, §3.10, §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterServiceConfig {
@@ -28,8 +80,8 @@ pub struct RouterServiceConfig {
     pub packet_return: ReturnMethods,
     /// Assignment methods offered; the first usable cache fixes the group's (\[R1\]).
     pub assignment: AssignmentMethods,
-    /// Caches allowed to join (`None` = any), like IOS `group-list`.
-    pub group_list: Option<Vec<Ipv4Addr>>,
+    /// Caches allowed to join (`None` = any), like IOS `group-list`: addresses or prefixes.
+    pub group_list: Option<Vec<CachePrefix>>,
     /// Bit order of the bucket bitmaps reported in I_SEE_YOU (reference §6.3).
     pub bit_order: BitOrder,
     /// Protocol timers (reference §1).
@@ -110,7 +162,7 @@ impl RouterServiceConfig {
     pub(crate) fn admits(&self, cache: Ipv4Addr) -> bool {
         self.group_list
             .as_ref()
-            .map_or(true, |list| list.contains(&cache))
+            .map_or(true, |list| list.iter().any(|p| p.contains(cache)))
     }
 }
 
@@ -138,9 +190,29 @@ mod tests {
         };
         assert!(none.validate().is_err());
         let listed = RouterServiceConfig {
-            group_list: Some(vec![Ipv4Addr::new(10, 0, 0, 3)]),
+            group_list: Some(vec![Ipv4Addr::new(10, 0, 0, 3).into()]),
             ..RouterServiceConfig::standard(0)
         };
         assert!(!listed.admits(Ipv4Addr::new(10, 0, 0, 2)));
+        assert!(listed.admits(Ipv4Addr::new(10, 0, 0, 3)));
+    }
+
+    #[test]
+    fn group_list_prefixes() {
+        let net = CachePrefix::new(Ipv4Addr::new(10, 0, 3, 77), 24).unwrap();
+        assert_eq!(net.network(), Ipv4Addr::new(10, 0, 3, 0));
+        assert_eq!(net.prefix_len(), 24);
+        let listed = RouterServiceConfig {
+            group_list: Some(vec![net, Ipv4Addr::new(10, 9, 0, 1).into()]),
+            ..RouterServiceConfig::standard(0)
+        };
+        assert!(listed.admits(Ipv4Addr::new(10, 0, 3, 1)));
+        assert!(listed.admits(Ipv4Addr::new(10, 0, 3, 255)));
+        assert!(listed.admits(Ipv4Addr::new(10, 9, 0, 1)));
+        assert!(!listed.admits(Ipv4Addr::new(10, 0, 4, 1)));
+        assert!(!listed.admits(Ipv4Addr::new(10, 9, 0, 2)));
+        let any = CachePrefix::new(Ipv4Addr::new(1, 2, 3, 4), 0).unwrap();
+        assert!(any.contains(Ipv4Addr::new(203, 0, 113, 9)));
+        assert!(CachePrefix::new(Ipv4Addr::new(1, 2, 3, 4), 33).is_none());
     }
 }

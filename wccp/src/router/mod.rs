@@ -29,7 +29,7 @@ use crate::engine::{ConfigError, Counters, DropReason, Methods, Outbox, Transmit
 use crate::timer::earliest;
 use crate::wire::{Header, Message, MessageType};
 
-pub use config::RouterServiceConfig;
+pub use config::{CachePrefix, RouterServiceConfig};
 pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 

@@ -632,7 +632,7 @@ fn seeded_receive_ids_are_unpredictable() {
 fn group_list_limits_who_joins() {
     let base = t0();
     let mut e = engine(RouterServiceConfig {
-        group_list: Some(vec![C3]),
+        group_list: Some(vec![C3.into()]),
         ..RouterServiceConfig::standard(0)
     });
     e.handle_message(
