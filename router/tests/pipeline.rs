@@ -1011,6 +1011,17 @@ fn gre_returns_get_a_clean_ethernet_header_whatever_the_cache_address() {
         wccp::engine::ForwardingMethod::Gre,
         [10, 0, 3, 9],
     ));
+    // The cache's network is reached through eth1 (returns are accepted only from there).
+    b.tables.routes = RouteTable::build(
+        &b.tables.ifaces,
+        &[(
+            [10, 0, 3, 0].into(),
+            24,
+            [10, 0, 2, 254].into(),
+            Some("eth1".into()),
+        )],
+    )
+    .unwrap();
     let t0 = Instant::now();
     b.neighbours
         .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
@@ -1077,4 +1088,82 @@ fn l2_returns_are_counted_on_interfaces_without_redirection() {
     );
     assert_eq!(destinations(&mut b), vec![SERVER, SERVER]);
     assert_eq!(spec.counters.returned.get().0, 1);
+}
+
+/// A GRE return of `tcp_syn(80)` from `cache` to the router's 10.0.2.1, as it arrives on
+/// interface `rx_if`; with the redirect header naming `service`, or a bare IPv4 payload.
+fn gre_return(cache: [u8; 4], service: Option<u8>, rx_if: u16) -> Packet {
+    let inner = tcp_syn(80)[14..].to_vec();
+    let mut f = vec![0u8; 14 + 20 + 4];
+    let router_mac = if rx_if == 0 { R0 } else { R1 };
+    ethernet::write_header(&mut f, router_mac, MAC_A, ethernet::ETHERTYPE_IPV4);
+    f[34..38].copy_from_slice(&[0x00, 0x00, 0x88, 0x3e]);
+    if let Some(id) = service {
+        f.extend_from_slice(&[0x00, id, 0x00, 0x00]);
+    }
+    f.extend_from_slice(&inner);
+    let payload_len = f.len() - 34;
+    ipv4::Ipv4Repr {
+        src: cache.into(),
+        dst: [10, 0, 2, 1].into(),
+        protocol: 47,
+        payload_len,
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    let mut p = Packet::from_frame(&f);
+    p.meta.rx_if = rx_if;
+    p
+}
+
+/// Runs one GRE return through `b` and says where it went: the server, or dropped for `reason`.
+fn run_return(b: &mut Bench, p: Packet, t0: Instant) -> Vec<MacAddr> {
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let mut out = destinations(b);
+    out.extend(b.take_tx(0).iter().map(|f| ethernet::dst(f)));
+    out
+}
+
+#[test]
+fn gre_returns_are_accepted_only_from_gre_return_caches_of_the_named_service_on_their_interface() {
+    let mut spec = PlaneSpec::new();
+    spec.a_l2_return = true;
+    let (mut b, t0) = wccp_bench(&spec);
+    let drops = |b: &Bench, r| b.drops(StageKind::LocalDelivery, r);
+    // Legitimate: cache B (GRE return) on eth1, through which 10.0.2.10 is reached.
+    assert_eq!(
+        run_return(&mut b, gre_return(CACHE_B, Some(0), 1), t0),
+        vec![SERVER]
+    );
+    // Without a redirect header too (a bare IPv4 payload, as Linux caches send).
+    assert_eq!(
+        run_return(&mut b, gre_return(CACHE_B, None, 1), t0),
+        vec![SERVER]
+    );
+    assert_eq!(spec.counters.returned.get().0, 2);
+    // An address that is no cache.
+    assert!(run_return(&mut b, gre_return([10, 0, 2, 77], Some(0), 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnNotMember), 1);
+    // The redirect header names a service B is not in (none installed with id 5).
+    assert!(run_return(&mut b, gre_return(CACHE_B, Some(5), 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnWrongService), 1);
+    // Cache A negotiated L2 return: GRE from it is not a return.
+    assert!(run_return(&mut b, gre_return(CACHE_A, Some(0), 1), t0).is_empty());
+    assert!(run_return(&mut b, gre_return(CACHE_A, None, 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnNotGre), 2);
+    // B's address arriving on eth0: the router reaches 10.0.2.10 through eth1.
+    assert!(run_return(&mut b, gre_return(CACHE_B, Some(0), 0), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnWrongInterface), 1);
+    assert_eq!(spec.counters.returned.get().0, 2, "only the accepted ones");
 }

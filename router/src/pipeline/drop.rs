@@ -61,6 +61,12 @@ pub enum DropReason {
     LocalQueueFull,
     /// GRE to the router from an address that is no cache of any WCCP group.
     WccpReturnNotMember,
+    /// GRE return whose redirect header names a service the sending cache is not in.
+    WccpReturnWrongService,
+    /// GRE return from a cache whose negotiated return method is not GRE (L2).
+    WccpReturnNotGre,
+    /// GRE return arriving on another interface than the one the router reaches the cache by.
+    WccpReturnWrongInterface,
     /// GRE to the router that is not a readable WCCP return (bad header, inner not IPv4).
     GreMalformed,
     /// TTL reached zero (time exceeded sent).
@@ -93,7 +99,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 42] = [
+    pub const ALL: [DropReason; 45] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -122,6 +128,9 @@ impl DropReason {
         DropReason::TcpBadChecksum,
         DropReason::LocalQueueFull,
         DropReason::WccpReturnNotMember,
+        DropReason::WccpReturnWrongService,
+        DropReason::WccpReturnNotGre,
+        DropReason::WccpReturnWrongInterface,
         DropReason::GreMalformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -171,6 +180,9 @@ impl DropReason {
             DropReason::TcpBadChecksum => "tcp-bad-checksum",
             DropReason::LocalQueueFull => "local-queue-full",
             DropReason::WccpReturnNotMember => "wccp-return-not-member",
+            DropReason::WccpReturnWrongService => "wccp-return-wrong-service",
+            DropReason::WccpReturnNotGre => "wccp-return-not-gre",
+            DropReason::WccpReturnWrongInterface => "wccp-return-wrong-interface",
             DropReason::GreMalformed => "gre-malformed",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoRoute => "no-route",

@@ -7,6 +7,7 @@
 //! Counters: `local-fragment`, `icmp-malformed`, `local-icmp-ignored`,
 //! `local-port-unreachable`, `local-protocol-unsupported`, `udp-malformed`, `udp-bad-checksum`,
 //! `tcp-malformed`, `tcp-bad-checksum`, `local-queue-full`, `wccp-return-not-member`,
+//! `wccp-return-wrong-service`, `wccp-return-not-gre`, `wccp-return-wrong-interface`,
 //! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
 
 use super::drop::DropReason;
@@ -76,6 +77,13 @@ impl LocalDeliveryStage {
                 super::wccp::ReturnOutcome::Returned => Verdict::Jump(StageKind::Ipv4Input),
                 super::wccp::ReturnOutcome::NotMember => {
                     Verdict::Drop(DropReason::WccpReturnNotMember)
+                }
+                super::wccp::ReturnOutcome::WrongService => {
+                    Verdict::Drop(DropReason::WccpReturnWrongService)
+                }
+                super::wccp::ReturnOutcome::NotGre => Verdict::Drop(DropReason::WccpReturnNotGre),
+                super::wccp::ReturnOutcome::WrongInterface => {
+                    Verdict::Drop(DropReason::WccpReturnWrongInterface)
                 }
                 super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
             },

@@ -3,8 +3,9 @@
 //! to the cache the group's assignment names — GRE-encapsulated with the WCCP redirect header,
 //! or with only its destination MAC rewritten (L2) — instead of being routed.
 //!
-//! Never redirected: packets a cache returned (GRE return, stripped by ipv4-input and marked
-//! RETURNED; L2 return, recognised here by the cache's MAC), packets the router made (LOCAL),
+//! Never redirected: packets a cache returned (GRE return, checked and stripped by
+//! local-delivery, see [`decapsulate_return`], and marked RETURNED; L2 return, recognised here
+//! by the cache's MAC), packets the router made (LOCAL),
 //! packets arriving on an exclude-in interface, and packets sourced from any cache of any group.
 //! Services are tried by priority; a service's redirect list may deny a packet (the next service
 //! is tried). A flow whose bucket (or mask value) is unassigned, or whose cache fast failover
@@ -29,7 +30,7 @@ use gre::{GreRepr, WccpRedirectRepr};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use wccp::assign::Redirect;
-use wccp::engine::ForwardingMethod;
+use wccp::engine::{ForwardingMethod, ReturnMethod};
 use wccp::hash::FlowKey;
 
 /// Bytes GRE forwarding adds in front of the inner IPv4 packet: outer IPv4 + GRE + redirect.
@@ -369,12 +370,26 @@ pub enum ReturnOutcome {
     Returned,
     /// The sender is no cache of any group.
     NotMember,
+    /// The redirect header names a service the sender is no cache of (or none installed); a
+    /// return without redirect header from a cache that is in no assignment.
+    WrongService,
+    /// The sender's negotiated return method in that service is not GRE.
+    NotGre,
+    /// It came in on another interface than the one the router reaches the sender through.
+    WrongInterface,
     /// Not a WCCP/GRE packet we can read.
     Malformed,
 }
 
 /// Strips the GRE (and redirect header) of a packet a cache returned (§8, return): the inner
 /// IPv4 packet is forwarded normally and never redirected again.
+///
+/// A return is accepted only from a cache of the service its redirect header names, whose
+/// negotiated return method there is GRE, arriving on the interface the routing table reaches
+/// that cache through: anyone else could otherwise launder packets past the redirect (they are
+/// never redirected again) by wrapping them in GRE. A return without a redirect header (Linux
+/// and some caches send a bare IPv4 payload) is matched against the first service, by
+/// priority, in which the sender is a GRE-return cache.
 pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> ReturnOutcome {
     let l3 = &pkt.frame()[HEADER_LEN..];
     let src = ipv4::src(l3);
@@ -388,19 +403,40 @@ pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> Re
         }
         _ => return ReturnOutcome::Malformed,
     };
-    let inner_len = l3.len() - inner_at;
-    // Counted against the service the redirect header names, else the first group the cache
-    // belongs to.
-    let svc = plane
-        .services
-        .iter()
-        .filter(|s| service.is_none_or(|id| id == s.id))
-        .find_map(|s| Some((s, s.cache_index(src)?)));
-    if let Some((s, ci)) = svc {
-        s.counters.returned.add(inner_len);
-        if let Some(c) = s.cache_counters.get(ci) {
-            c.returned.add(inner_len);
+    let gre_return = |s: &ServicePlane, ci: usize| {
+        s.assignment
+            .caches()
+            .get(ci)
+            .is_some_and(|c| c.packet_return == ReturnMethod::Gre)
+    };
+    let found = match service {
+        Some(id) => plane
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| Some((s, s.cache_index(src)?))),
+        None => {
+            let mut of_sender = plane
+                .services
+                .iter()
+                .filter_map(|s| Some((s, s.cache_index(src)?)));
+            let first = of_sender.clone().next();
+            of_sender.find(|(s, ci)| gre_return(s, *ci)).or(first)
         }
+    };
+    let Some((s, ci)) = found else {
+        return ReturnOutcome::WrongService;
+    };
+    if !gre_return(s, ci) {
+        return ReturnOutcome::NotGre;
+    }
+    if cx.tables.routes.lookup(src).map(|r| r.out_if) != Some(pkt.meta.rx_if) {
+        return ReturnOutcome::WrongInterface;
+    }
+    let inner_len = l3.len() - inner_at;
+    s.counters.returned.add(inner_len);
+    if let Some(c) = s.cache_counters.get(ci) {
+        c.returned.add(inner_len);
     }
     // Drop the outer IPv4 and GRE headers and rebuild the Ethernet header in front of the
     // inner packet: the bytes now there are what was left of the outer headers.
