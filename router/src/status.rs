@@ -143,6 +143,12 @@ pub struct WccpTrafficStatus {
     pub denied: TrafficCount,
     /// Kept on the cache their TCP flow started on (flow affinity).
     pub affinity_kept: TrafficCount,
+    /// Non-first IP fragments sent where their first fragment went (part of `redirected`).
+    #[serde(default)]
+    pub fragments_redirected: TrafficCount,
+    /// Non-first IP fragments whose first fragment was not seen (forwarded normally).
+    #[serde(default)]
+    pub fragments_unmatched: TrafficCount,
 }
 
 /// One service group.
@@ -669,13 +675,15 @@ pub fn render(s: &Status) -> String {
             let t = &svc.traffic;
             let _ = writeln!(
                 o,
-                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  (redirect list: {} rules, probe port {})",
+                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  fragments: redirected {} unmatched {}  (redirect list: {} rules, probe port {})",
                 t.redirected.packets,
                 t.returned.packets,
                 t.bypassed.packets,
                 t.unassigned.packets,
                 t.denied.packets,
                 t.affinity_kept.packets,
+                t.fragments_redirected.packets,
+                t.fragments_unmatched.packets,
                 svc.redirect_list_rules,
                 svc.probe_port
             );

@@ -1167,3 +1167,129 @@ fn gre_returns_are_accepted_only_from_gre_return_caches_of_the_named_service_on_
     assert_eq!(drops(&b, DropReason::WccpReturnWrongInterface), 1);
     assert_eq!(spec.counters.returned.get().0, 2, "only the accepted ones");
 }
+
+/// Dynamic service 90 (UDP to port 53, hashed on the source port) over caches A and B with
+/// `forwarding`, odd buckets on B.
+fn udp_service_plane(forwarding: wccp::engine::ForwardingMethod) -> Arc<router::tables::WccpPlane> {
+    use wccp::assign::{Assignment, CacheTarget};
+    use wccp::wire::{ServiceFlags, ServiceInfo};
+    let target = |a: [u8; 4]| {
+        Some(CacheTarget {
+            address: a.into(),
+            router_id: [10, 0, 2, 1].into(),
+            forwarding,
+            packet_return: wccp::engine::ReturnMethod::Gre,
+        })
+    };
+    let mut buckets = [0u8; 256];
+    for (i, b) in buckets.iter_mut().enumerate() {
+        *b = (i % 2) as u8;
+    }
+    let (a, _) = Assignment::hash(
+        ServiceInfo::dynamic(90, 17, 100, ServiceFlags::SRC_PORT_HASH, &[53]),
+        wccp::wire::AssignmentKey::NONE,
+        &[target(CACHE_A), target(CACHE_B)],
+        &buckets,
+    );
+    let a = a.with_members([CACHE_A.into(), CACHE_B.into()]);
+    Arc::new(router::tables::WccpPlane::from_assignments([(
+        90u8,
+        Arc::new(a),
+    )]))
+}
+
+/// The three fragments (first, middle, last) of a UDP datagram 10.0.1.2:`sport` →
+/// 10.0.2.80:`dport` with IP identification `ident` and a 32-byte payload.
+fn udp_fragments(sport: u16, dport: u16, ident: u16) -> [Vec<u8>; 3] {
+    let mut datagram = Vec::new();
+    datagram.extend_from_slice(&sport.to_be_bytes());
+    datagram.extend_from_slice(&dport.to_be_bytes());
+    datagram.extend_from_slice(&40u16.to_be_bytes());
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend((0..32u8).map(|i| i.wrapping_mul(7)));
+    // 8-byte units: 0..24 (MF), 24..32 (MF), 32..40.
+    let piece = |from: usize, to: usize, more: bool| {
+        let body = &datagram[from..to];
+        let mut f = vec![0u8; 14 + 20];
+        ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+        ipv4::Ipv4Repr {
+            src: [10, 0, 1, 2].into(),
+            dst: [10, 0, 2, 80].into(),
+            protocol: 17,
+            payload_len: body.len(),
+            ttl: 64,
+            ident,
+            tos: 0,
+            dont_fragment: false,
+        }
+        .emit(&mut f[14..34]);
+        let word = ((from / 8) as u16) | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&word.to_be_bytes());
+        ipv4::fill_checksum(&mut f[14..], 20);
+        f.extend_from_slice(body);
+        f
+    };
+    [
+        piece(0, 24, true),
+        piece(24, 32, true),
+        piece(32, 40, false),
+    ]
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment_to_the_same_cache() {
+    for forwarding in [
+        wccp::engine::ForwardingMethod::Gre,
+        wccp::engine::ForwardingMethod::L2,
+    ] {
+        let mut b = Bench::new();
+        b.tables.ifaces[0].redirect_in = vec![90];
+        b.tables.wccp = udp_service_plane(forwarding);
+        let t0 = Instant::now();
+        b.neighbours.learn(1, CACHE_A.into(), MAC_A, true, t0);
+        b.neighbours.learn(1, CACHE_B.into(), MAC_B, true, t0);
+        b.neighbours
+            .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+        // Source port 5000 (0x1388) hashes to bucket 0x88 ^ 0x13 = 0x9b, odd: cache B; a later
+        // fragment's missing ports would hash to bucket 0 (cache A).
+        let [first, middle, last] = udp_fragments(5000, 53, 0x4242);
+        b.run(vec![first.clone(), middle.clone(), last.clone()], t0);
+        let tx = b.take_tx(1);
+        assert_eq!(tx.len(), 3, "{forwarding:?}");
+        let cache_mac = MAC_B;
+        for (sent, got) in [&first, &middle, &last].iter().zip(&tx) {
+            assert_eq!(ethernet::dst(got), cache_mac, "{forwarding:?}: same cache");
+            match forwarding {
+                wccp::engine::ForwardingMethod::Gre => {
+                    let outer = &got[14..];
+                    assert_eq!(ipv4::protocol(outer), 47);
+                    assert_eq!(ipv4::dst(outer), ipv4::dst(&tx[0][14..]));
+                    // Same service and bucket in every redirect header.
+                    assert_eq!(&outer[24..28], &tx[0][14 + 24..14 + 28]);
+                    assert_eq!(outer[25], 90);
+                    assert_eq!(&outer[28..], &sent[14..], "the fragment, untouched");
+                }
+                wccp::engine::ForwardingMethod::L2 => {
+                    // Ethernet pads the short frame; the IP packet is unchanged.
+                    assert_eq!(&got[14..sent.len()], &sent[14..], "the fragment, untouched");
+                }
+            }
+        }
+        let plane = b.tables.wccp.clone();
+        let svc = &plane.services[0];
+        assert_eq!(svc.counters.redirected.get().0, 3);
+        assert_eq!(svc.counters.fragments_redirected.get().0, 2);
+        // A datagram the service does not take (port 54): all its pieces are routed, and its
+        // later fragments are not "unmatched" (their first fragment's decision is known).
+        let [f54, m54, l54] = udp_fragments(5000, 54, 0x4343);
+        b.run(vec![f54, m54, l54], t0);
+        assert_eq!(destinations(&mut b), vec![SERVER; 3]);
+        assert_eq!(svc.counters.fragments_unmatched.get().0, 0);
+        // A later fragment whose first fragment never came: routed normally, counted.
+        let [_, orphan, _] = udp_fragments(5000, 53, 0x4444);
+        b.run(vec![orphan], t0);
+        assert_eq!(destinations(&mut b), vec![SERVER]);
+        assert_eq!(svc.counters.fragments_unmatched.get().0, 1);
+        assert_eq!(svc.counters.fragments_redirected.get().0, 2);
+    }
+}

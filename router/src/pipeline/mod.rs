@@ -17,6 +17,7 @@ mod affinity;
 pub mod counters;
 pub mod drop;
 mod ethernet;
+mod fragments;
 mod gso;
 mod icmp;
 mod ipv4_input;
