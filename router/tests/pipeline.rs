@@ -217,9 +217,71 @@ fn icmp_errors_are_rate_limited() {
         .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
     b.run((0..200).map(|_| udp([10, 0, 2, 2], 1)).collect(), t0);
     let sent = b.take_tx(0).len() as u64;
-    assert_eq!(sent, router::pipeline::ICMP_BURST as u64);
+    assert_eq!(
+        sent,
+        router::pipeline::ERROR_LIMITS.per_dst_burst as u64,
+        "one source gets its own burst"
+    );
     assert_eq!(b.counters.icmp_rate_limited.get(), 200 - sent);
     assert_eq!(b.drops(StageKind::Route, DropReason::TtlExpired), 200);
+    // Another source on the same network is not starved by the first one ...
+    let other = [10, 0, 1, 3];
+    b.neighbours.learn(0, other.into(), CLIENT, true, t0);
+    let from_other = |ttl| {
+        let mut f = udp([10, 0, 2, 2], ttl);
+        f[26..30].copy_from_slice(&other);
+        ipv4::fill_checksum(&mut f[14..], 20);
+        f
+    };
+    b.run(vec![from_other(1)], t0);
+    assert_eq!(b.take_tx(0).len(), 1);
+    // ... and the first gets more as time passes (10 per second).
+    let t1 = t0 + Duration::from_millis(200);
+    b.run((0..10).map(|_| udp([10, 0, 2, 2], 1)).collect(), t1);
+    assert_eq!(b.take_tx(0).len(), 2);
+}
+
+/// An ICMP echo request from client 10.0.1.2 to the router's 10.0.1.1.
+fn echo_request(seq: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 1, 1].into(),
+        protocol: 1,
+        payload_len: 8,
+        ttl: 64,
+        ident: seq,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    f[34] = 8; // echo request
+    f[38..40].copy_from_slice(&0x1234u16.to_be_bytes());
+    f[40..42].copy_from_slice(&seq.to_be_bytes());
+    let c = router::wire::checksum::checksum(&f[34..]);
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn echo_replies_are_rate_limited_per_source() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    let burst = router::pipeline::ECHO_LIMITS.per_dst_burst as usize;
+    b.run((0..burst as u16 + 30).map(echo_request).collect(), t0);
+    let replies = b.take_tx(0);
+    assert_eq!(replies.len(), burst);
+    assert_eq!(replies[0][34], 0, "echo reply");
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::IcmpEchoRateLimited),
+        30
+    );
+    // A second later the source is answered again.
+    b.run(vec![echo_request(1)], t0 + Duration::from_secs(1));
+    assert_eq!(b.take_tx(0).len(), 1);
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub enum DropReason {
     IcmpMalformed,
     /// ICMP type the router does not answer (it is not an error).
     LocalIcmpIgnored,
+    /// Echo request not answered: its source's or the worker's echo reply rate was used up.
+    IcmpEchoRateLimited,
     /// UDP to a router address on a port nobody listens on (port unreachable sent).
     LocalPortUnreachable,
     /// TCP to a router port that is no probe port, or another protocol (no listener).
@@ -99,7 +101,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 45] = [
+    pub const ALL: [DropReason; 46] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -120,6 +122,7 @@ impl DropReason {
         DropReason::LocalFragment,
         DropReason::IcmpMalformed,
         DropReason::LocalIcmpIgnored,
+        DropReason::IcmpEchoRateLimited,
         DropReason::LocalPortUnreachable,
         DropReason::LocalProtocolUnsupported,
         DropReason::UdpMalformed,
@@ -172,6 +175,7 @@ impl DropReason {
             DropReason::LocalFragment => "local-fragment",
             DropReason::IcmpMalformed => "icmp-malformed",
             DropReason::LocalIcmpIgnored => "local-icmp-ignored",
+            DropReason::IcmpEchoRateLimited => "icmp-echo-rate-limited",
             DropReason::LocalPortUnreachable => "local-port-unreachable",
             DropReason::LocalProtocolUnsupported => "local-protocol-unsupported",
             DropReason::UdpMalformed => "udp-malformed",

@@ -5,10 +5,12 @@
 //! path; anything else gets the ICMP error a host would send.
 //!
 //! Counters: `local-fragment`, `icmp-malformed`, `local-icmp-ignored`,
-//! `local-port-unreachable`, `local-protocol-unsupported`, `udp-malformed`, `udp-bad-checksum`,
-//! `tcp-malformed`, `tcp-bad-checksum`, `local-queue-full`, `wccp-return-not-member`,
-//! `wccp-return-wrong-service`, `wccp-return-not-gre`, `wccp-return-wrong-interface`,
-//! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
+//! `icmp-echo-rate-limited` (echo replies are limited per source and per worker, see
+//! `pipeline/limit.rs`), `local-port-unreachable`, `local-protocol-unsupported`,
+//! `udp-malformed`, `udp-bad-checksum`, `tcp-malformed`, `tcp-bad-checksum`, `local-queue-full`,
+//! `wccp-return-not-member`, `wccp-return-wrong-service`, `wccp-return-not-gre`,
+//! `wccp-return-wrong-interface`, `gre-malformed`; echo requests answered and datagrams
+//! delivered count as consumed.
 
 use super::drop::DropReason;
 use super::icmp::send_error;
@@ -54,6 +56,9 @@ impl LocalDeliveryStage {
                 };
                 if msg.msg_type() != icmpw::ECHO_REQUEST {
                     return Verdict::Drop(DropReason::LocalIcmpIgnored);
+                }
+                if !cx.icmp_limits.echo.allow(ipv4::src(l3), cx.now) {
+                    return Verdict::Drop(DropReason::IcmpEchoRateLimited);
                 }
                 echo_reply(pkt, hlen);
                 Verdict::Jump(StageKind::Route)
