@@ -143,6 +143,12 @@ pub struct WccpTrafficStatus {
     pub denied: TrafficCount,
     /// Kept on the cache their TCP flow started on (flow affinity).
     pub affinity_kept: TrafficCount,
+    /// Non-first IP fragments sent where their first fragment went (part of `redirected`).
+    #[serde(default)]
+    pub fragments_redirected: TrafficCount,
+    /// Non-first IP fragments whose first fragment was not seen (forwarded normally).
+    #[serde(default)]
+    pub fragments_unmatched: TrafficCount,
 }
 
 /// One service group.
@@ -264,6 +270,9 @@ pub struct InterfaceStatus {
     pub rx_errors: u64,
     /// Frames dropped by the kernel before we could read them (`rx-ring-full`).
     pub rx_ring_full: u64,
+    /// Frames the mmap ring handed over too big for their slot with no whole copy (lost).
+    #[serde(default)]
+    pub rx_truncated: u64,
     /// I/O backend.
     pub backend: String,
     /// Frames sent.
@@ -393,6 +402,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
                 rx_bytes: sum(&|c| c.rx_bytes.get()),
                 rx_errors: sum(&|c| c.rx_errors.get()),
                 rx_ring_full: sum(&|c| c.rx_ring_full.get()),
+                rx_truncated: sum(&|c| c.rx_truncated.get()),
                 backend: i.backend.to_string(),
                 tx_packets: sum(&|c| c.tx_packets.get()),
                 tx_bytes: sum(&|c| c.tx_bytes.get()),
@@ -534,7 +544,7 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "config {}\n", r.config);
     let _ = writeln!(
         o,
-        "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>6}",
+        "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>9} {:>6}",
         "INTERFACE",
         "ADDRESS",
         "MAC",
@@ -546,12 +556,13 @@ pub fn render(s: &Status) -> String {
         "TX-BYTES",
         "RX-ERR",
         "RING-FULL",
+        "TRUNCATED",
         "TX-ERR"
     );
     for i in &s.interfaces {
         let _ = writeln!(
             o,
-            "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>6}",
+            "{:<12} {:<18} {:<17} {:>5} {:<5} {:>10} {:>12} {:>10} {:>12} {:>6} {:>9} {:>9} {:>6}",
             i.name,
             i.address,
             i.mac,
@@ -563,6 +574,7 @@ pub fn render(s: &Status) -> String {
             i.tx_bytes,
             i.rx_errors,
             i.rx_ring_full,
+            i.rx_truncated,
             i.tx_errors
         );
     }
@@ -669,13 +681,15 @@ pub fn render(s: &Status) -> String {
             let t = &svc.traffic;
             let _ = writeln!(
                 o,
-                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  (redirect list: {} rules, probe port {})",
+                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  fragments: redirected {} unmatched {}  (redirect list: {} rules, probe port {})",
                 t.redirected.packets,
                 t.returned.packets,
                 t.bypassed.packets,
                 t.unassigned.packets,
                 t.denied.packets,
                 t.affinity_kept.packets,
+                t.fragments_redirected.packets,
+                t.fragments_unmatched.packets,
                 svc.redirect_list_rules,
                 svc.probe_port
             );

@@ -219,9 +219,71 @@ fn icmp_errors_are_rate_limited() {
         .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
     b.run((0..200).map(|_| udp([10, 0, 2, 2], 1)).collect(), t0);
     let sent = b.take_tx(0).len() as u64;
-    assert_eq!(sent, router::pipeline::ICMP_BURST as u64);
+    assert_eq!(
+        sent,
+        router::pipeline::ERROR_LIMITS.per_dst_burst as u64,
+        "one source gets its own burst"
+    );
     assert_eq!(b.counters.icmp_rate_limited.get(), 200 - sent);
     assert_eq!(b.drops(StageKind::Route, DropReason::TtlExpired), 200);
+    // Another source on the same network is not starved by the first one ...
+    let other = [10, 0, 1, 3];
+    b.neighbours.learn(0, other.into(), CLIENT, true, t0);
+    let from_other = |ttl| {
+        let mut f = udp([10, 0, 2, 2], ttl);
+        f[26..30].copy_from_slice(&other);
+        ipv4::fill_checksum(&mut f[14..], 20);
+        f
+    };
+    b.run(vec![from_other(1)], t0);
+    assert_eq!(b.take_tx(0).len(), 1);
+    // ... and the first gets more as time passes (10 per second).
+    let t1 = t0 + Duration::from_millis(200);
+    b.run((0..10).map(|_| udp([10, 0, 2, 2], 1)).collect(), t1);
+    assert_eq!(b.take_tx(0).len(), 2);
+}
+
+/// An ICMP echo request from client 10.0.1.2 to the router's 10.0.1.1.
+fn echo_request(seq: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 1, 1].into(),
+        protocol: 1,
+        payload_len: 8,
+        ttl: 64,
+        ident: seq,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    f[34] = 8; // echo request
+    f[38..40].copy_from_slice(&0x1234u16.to_be_bytes());
+    f[40..42].copy_from_slice(&seq.to_be_bytes());
+    let c = router::wire::checksum::checksum(&f[34..]);
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn echo_replies_are_rate_limited_per_source() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    let burst = router::pipeline::ECHO_LIMITS.per_dst_burst as usize;
+    b.run((0..burst as u16 + 30).map(echo_request).collect(), t0);
+    let replies = b.take_tx(0);
+    assert_eq!(replies.len(), burst);
+    assert_eq!(replies[0][34], 0, "echo reply");
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::IcmpEchoRateLimited),
+        30
+    );
+    // A second later the source is answered again.
+    b.run(vec![echo_request(1)], t0 + Duration::from_secs(1));
+    assert_eq!(b.take_tx(0).len(), 1);
 }
 
 #[test]
@@ -1086,6 +1148,17 @@ fn gre_returns_get_a_clean_ethernet_header_whatever_the_cache_address() {
         wccp::engine::ForwardingMethod::Gre,
         [10, 0, 3, 9],
     ));
+    // The cache's network is reached through eth1 (returns are accepted only from there).
+    b.tables.routes = RouteTable::build(
+        &b.tables.ifaces,
+        &[(
+            [10, 0, 3, 0].into(),
+            24,
+            [10, 0, 2, 254].into(),
+            Some("eth1".into()),
+        )],
+    )
+    .unwrap();
     let t0 = Instant::now();
     b.neighbours
         .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
@@ -1152,4 +1225,208 @@ fn l2_returns_are_counted_on_interfaces_without_redirection() {
     );
     assert_eq!(destinations(&mut b), vec![SERVER, SERVER]);
     assert_eq!(spec.counters.returned.get().0, 1);
+}
+
+/// A GRE return of `tcp_syn(80)` from `cache` to the router's 10.0.2.1, as it arrives on
+/// interface `rx_if`; with the redirect header naming `service`, or a bare IPv4 payload.
+fn gre_return(cache: [u8; 4], service: Option<u8>, rx_if: u16) -> Packet {
+    let inner = tcp_syn(80)[14..].to_vec();
+    let mut f = vec![0u8; 14 + 20 + 4];
+    let router_mac = if rx_if == 0 { R0 } else { R1 };
+    ethernet::write_header(&mut f, router_mac, MAC_A, ethernet::ETHERTYPE_IPV4);
+    f[34..38].copy_from_slice(&[0x00, 0x00, 0x88, 0x3e]);
+    if let Some(id) = service {
+        f.extend_from_slice(&[0x00, id, 0x00, 0x00]);
+    }
+    f.extend_from_slice(&inner);
+    let payload_len = f.len() - 34;
+    ipv4::Ipv4Repr {
+        src: cache.into(),
+        dst: [10, 0, 2, 1].into(),
+        protocol: 47,
+        payload_len,
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut f[14..34]);
+    let mut p = Packet::from_frame(&f);
+    p.meta.rx_if = rx_if;
+    p
+}
+
+/// Runs one GRE return through `b` and says where it went: the server, or dropped for `reason`.
+fn run_return(b: &mut Bench, p: Packet, t0: Instant) -> Vec<MacAddr> {
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let mut out = destinations(b);
+    out.extend(b.take_tx(0).iter().map(|f| ethernet::dst(f)));
+    out
+}
+
+#[test]
+fn gre_returns_are_accepted_only_from_gre_return_caches_of_the_named_service_on_their_interface() {
+    let mut spec = PlaneSpec::new();
+    spec.a_l2_return = true;
+    let (mut b, t0) = wccp_bench(&spec);
+    let drops = |b: &Bench, r| b.drops(StageKind::LocalDelivery, r);
+    // Legitimate: cache B (GRE return) on eth1, through which 10.0.2.10 is reached.
+    assert_eq!(
+        run_return(&mut b, gre_return(CACHE_B, Some(0), 1), t0),
+        vec![SERVER]
+    );
+    // Without a redirect header too (a bare IPv4 payload, as Linux caches send).
+    assert_eq!(
+        run_return(&mut b, gre_return(CACHE_B, None, 1), t0),
+        vec![SERVER]
+    );
+    assert_eq!(spec.counters.returned.get().0, 2);
+    // An address that is no cache.
+    assert!(run_return(&mut b, gre_return([10, 0, 2, 77], Some(0), 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnNotMember), 1);
+    // The redirect header names a service B is not in (none installed with id 5).
+    assert!(run_return(&mut b, gre_return(CACHE_B, Some(5), 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnWrongService), 1);
+    // Cache A negotiated L2 return: GRE from it is not a return.
+    assert!(run_return(&mut b, gre_return(CACHE_A, Some(0), 1), t0).is_empty());
+    assert!(run_return(&mut b, gre_return(CACHE_A, None, 1), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnNotGre), 2);
+    // B's address arriving on eth0: the router reaches 10.0.2.10 through eth1.
+    assert!(run_return(&mut b, gre_return(CACHE_B, Some(0), 0), t0).is_empty());
+    assert_eq!(drops(&b, DropReason::WccpReturnWrongInterface), 1);
+    assert_eq!(spec.counters.returned.get().0, 2, "only the accepted ones");
+}
+
+/// Dynamic service 90 (UDP to port 53, hashed on the source port) over caches A and B with
+/// `forwarding`, odd buckets on B.
+fn udp_service_plane(forwarding: wccp::engine::ForwardingMethod) -> Arc<router::tables::WccpPlane> {
+    use wccp::assign::{Assignment, CacheTarget};
+    use wccp::wire::{ServiceFlags, ServiceInfo};
+    let target = |a: [u8; 4]| {
+        Some(CacheTarget {
+            address: a.into(),
+            router_id: [10, 0, 2, 1].into(),
+            forwarding,
+            packet_return: wccp::engine::ReturnMethod::Gre,
+        })
+    };
+    let mut buckets = [0u8; 256];
+    for (i, b) in buckets.iter_mut().enumerate() {
+        *b = (i % 2) as u8;
+    }
+    let (a, _) = Assignment::hash(
+        ServiceInfo::dynamic(90, 17, 100, ServiceFlags::SRC_PORT_HASH, &[53]),
+        wccp::wire::AssignmentKey::NONE,
+        &[target(CACHE_A), target(CACHE_B)],
+        &buckets,
+    );
+    let a = a.with_members([CACHE_A.into(), CACHE_B.into()]);
+    Arc::new(router::tables::WccpPlane::from_assignments([(
+        90u8,
+        Arc::new(a),
+    )]))
+}
+
+/// The three fragments (first, middle, last) of a UDP datagram 10.0.1.2:`sport` →
+/// 10.0.2.80:`dport` with IP identification `ident` and a 32-byte payload.
+fn udp_fragments(sport: u16, dport: u16, ident: u16) -> [Vec<u8>; 3] {
+    let mut datagram = Vec::new();
+    datagram.extend_from_slice(&sport.to_be_bytes());
+    datagram.extend_from_slice(&dport.to_be_bytes());
+    datagram.extend_from_slice(&40u16.to_be_bytes());
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend((0..32u8).map(|i| i.wrapping_mul(7)));
+    // 8-byte units: 0..24 (MF), 24..32 (MF), 32..40.
+    let piece = |from: usize, to: usize, more: bool| {
+        let body = &datagram[from..to];
+        let mut f = vec![0u8; 14 + 20];
+        ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+        ipv4::Ipv4Repr {
+            src: [10, 0, 1, 2].into(),
+            dst: [10, 0, 2, 80].into(),
+            protocol: 17,
+            payload_len: body.len(),
+            ttl: 64,
+            ident,
+            tos: 0,
+            dont_fragment: false,
+        }
+        .emit(&mut f[14..34]);
+        let word = ((from / 8) as u16) | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&word.to_be_bytes());
+        ipv4::fill_checksum(&mut f[14..], 20);
+        f.extend_from_slice(body);
+        f
+    };
+    [
+        piece(0, 24, true),
+        piece(24, 32, true),
+        piece(32, 40, false),
+    ]
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment_to_the_same_cache() {
+    for forwarding in [
+        wccp::engine::ForwardingMethod::Gre,
+        wccp::engine::ForwardingMethod::L2,
+    ] {
+        let mut b = Bench::new();
+        b.tables.ifaces[0].redirect_in = vec![90];
+        b.tables.wccp = udp_service_plane(forwarding);
+        let t0 = Instant::now();
+        b.neighbours.learn(1, CACHE_A.into(), MAC_A, true, t0);
+        b.neighbours.learn(1, CACHE_B.into(), MAC_B, true, t0);
+        b.neighbours
+            .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+        // Source port 5000 (0x1388) hashes to bucket 0x88 ^ 0x13 = 0x9b, odd: cache B; a later
+        // fragment's missing ports would hash to bucket 0 (cache A).
+        let [first, middle, last] = udp_fragments(5000, 53, 0x4242);
+        b.run(vec![first.clone(), middle.clone(), last.clone()], t0);
+        let tx = b.take_tx(1);
+        assert_eq!(tx.len(), 3, "{forwarding:?}");
+        let cache_mac = MAC_B;
+        for (sent, got) in [&first, &middle, &last].iter().zip(&tx) {
+            assert_eq!(ethernet::dst(got), cache_mac, "{forwarding:?}: same cache");
+            match forwarding {
+                wccp::engine::ForwardingMethod::Gre => {
+                    let outer = &got[14..];
+                    assert_eq!(ipv4::protocol(outer), 47);
+                    assert_eq!(ipv4::dst(outer), ipv4::dst(&tx[0][14..]));
+                    // Same service and bucket in every redirect header.
+                    assert_eq!(&outer[24..28], &tx[0][14 + 24..14 + 28]);
+                    assert_eq!(outer[25], 90);
+                    assert_eq!(&outer[28..], &sent[14..], "the fragment, untouched");
+                }
+                wccp::engine::ForwardingMethod::L2 => {
+                    // Ethernet pads the short frame; the IP packet is unchanged.
+                    assert_eq!(&got[14..sent.len()], &sent[14..], "the fragment, untouched");
+                }
+            }
+        }
+        let plane = b.tables.wccp.clone();
+        let svc = &plane.services[0];
+        assert_eq!(svc.counters.redirected.get().0, 3);
+        assert_eq!(svc.counters.fragments_redirected.get().0, 2);
+        // A datagram the service does not take (port 54): all its pieces are routed, and its
+        // later fragments are not "unmatched" (their first fragment's decision is known).
+        let [f54, m54, l54] = udp_fragments(5000, 54, 0x4343);
+        b.run(vec![f54, m54, l54], t0);
+        assert_eq!(destinations(&mut b), vec![SERVER; 3]);
+        assert_eq!(svc.counters.fragments_unmatched.get().0, 0);
+        // A later fragment whose first fragment never came: routed normally, counted.
+        let [_, orphan, _] = udp_fragments(5000, 53, 0x4444);
+        b.run(vec![orphan], t0);
+        assert_eq!(destinations(&mut b), vec![SERVER]);
+        assert_eq!(svc.counters.fragments_unmatched.get().0, 1);
+        assert_eq!(svc.counters.fragments_redirected.get().0, 2);
+    }
 }

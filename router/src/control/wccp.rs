@@ -455,6 +455,8 @@ impl WccpDriver {
             unassigned: c.unassigned.get().into(),
             denied: c.denied.get().into(),
             affinity_kept: c.affinity_kept.get().into(),
+            fragments_redirected: c.fragments_redirected.get().into(),
+            fragments_unmatched: c.fragments_unmatched.get().into(),
         }
     }
 

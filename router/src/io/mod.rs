@@ -102,11 +102,6 @@ impl Port {
                 ring.drain(max.max(RING_BURST), |f| {
                     counters.rx_packets.inc();
                     counters.rx_bytes.add(f.data.len() as u64);
-                    if (f.data.len() as u32) < f.wire_len {
-                        // Truncated in the ring and no whole copy (receive buffer full).
-                        counters.rx_errors.inc();
-                        return;
-                    }
                     let mut p = pool.get_with(f.data);
                     p.meta.rx_if = if_id;
                     p.meta.offload = match f.vnet.and_then(VnetHdr::parse) {
@@ -116,6 +111,8 @@ impl Port {
                     };
                     out.push(p);
                 });
+                // Truncated in the ring with no whole copy (receive buffer full): lost.
+                counters.rx_truncated.add(ring.take_lost());
             }
         }
     }

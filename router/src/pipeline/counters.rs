@@ -75,6 +75,9 @@ pub struct PortCounters {
     /// Frames the kernel dropped because our socket buffer or ring was full (`rx-ring-full`):
     /// the router was overloaded and shed load at the edge rather than stall.
     pub rx_ring_full: Counter,
+    /// Frames the mmap ring handed over that could not be read whole (truncated in their slot
+    /// with no whole copy on the receive queue, `rx-truncated`): lost.
+    pub rx_truncated: Counter,
 }
 
 /// Everything one worker counts; shared read-only with the management thread.

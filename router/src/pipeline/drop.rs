@@ -45,6 +45,8 @@ pub enum DropReason {
     IcmpMalformed,
     /// ICMP type the router does not answer (it is not an error).
     LocalIcmpIgnored,
+    /// Echo request not answered: its source's or the worker's echo reply rate was used up.
+    IcmpEchoRateLimited,
     /// UDP to a router address on a port nobody listens on (port unreachable sent).
     LocalPortUnreachable,
     /// TCP to a router port that is no probe port, or another protocol (no listener).
@@ -69,6 +71,12 @@ pub enum DropReason {
     WccpNotCacheInterface,
     /// GRE to the router from an address that is no cache of any WCCP group.
     WccpReturnNotMember,
+    /// GRE return whose redirect header names a service the sending cache is not in.
+    WccpReturnWrongService,
+    /// GRE return from a cache whose negotiated return method is not GRE (L2).
+    WccpReturnNotGre,
+    /// GRE return arriving on another interface than the one the router reaches the cache by.
+    WccpReturnWrongInterface,
     /// GRE to the router that is not a readable WCCP return (bad header, inner not IPv4).
     GreMalformed,
     /// TTL reached zero (time exceeded sent).
@@ -101,7 +109,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 46] = [
+    pub const ALL: [DropReason; 50] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -122,6 +130,7 @@ impl DropReason {
         DropReason::LocalFragment,
         DropReason::IcmpMalformed,
         DropReason::LocalIcmpIgnored,
+        DropReason::IcmpEchoRateLimited,
         DropReason::LocalPortUnreachable,
         DropReason::LocalProtocolUnsupported,
         DropReason::UdpMalformed,
@@ -134,6 +143,9 @@ impl DropReason {
         DropReason::ControlQueueFullOthers,
         DropReason::WccpNotCacheInterface,
         DropReason::WccpReturnNotMember,
+        DropReason::WccpReturnWrongService,
+        DropReason::WccpReturnNotGre,
+        DropReason::WccpReturnWrongInterface,
         DropReason::GreMalformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -175,6 +187,7 @@ impl DropReason {
             DropReason::LocalFragment => "local-fragment",
             DropReason::IcmpMalformed => "icmp-malformed",
             DropReason::LocalIcmpIgnored => "local-icmp-ignored",
+            DropReason::IcmpEchoRateLimited => "icmp-echo-rate-limited",
             DropReason::LocalPortUnreachable => "local-port-unreachable",
             DropReason::LocalProtocolUnsupported => "local-protocol-unsupported",
             DropReason::UdpMalformed => "udp-malformed",
@@ -187,6 +200,9 @@ impl DropReason {
             DropReason::ControlQueueFullOthers => "control-queue-full-others",
             DropReason::WccpNotCacheInterface => "wccp-not-cache-interface",
             DropReason::WccpReturnNotMember => "wccp-return-not-member",
+            DropReason::WccpReturnWrongService => "wccp-return-wrong-service",
+            DropReason::WccpReturnNotGre => "wccp-return-not-gre",
+            DropReason::WccpReturnWrongInterface => "wccp-return-wrong-interface",
             DropReason::GreMalformed => "gre-malformed",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoRoute => "no-route",

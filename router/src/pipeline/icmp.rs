@@ -1,5 +1,5 @@
-//! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2), rate limited by the worker's
-//! [`TokenBucket`](super::limit::TokenBucket).
+//! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2), rate limited per destination
+//! and per worker ([`IcmpLimiter`](super::limit::IcmpLimiter).
 
 use super::packet::{flags, Packet};
 use super::stage::{StageCx, StageKind};
@@ -41,7 +41,7 @@ pub fn send_error(offending: &Packet, icmp_type: u8, code: u8, rest: u32, cx: &m
     let Some(iface) = cx.tables.ifaces.get(offending.meta.rx_if as usize) else {
         return;
     };
-    if !cx.icmp_limit.allow(cx.now) {
+    if !cx.icmp_limits.errors.allow(src, cx.now) {
         cx.counters.icmp_rate_limited.inc();
         return;
     }

@@ -5,11 +5,13 @@
 //! path; anything else gets the ICMP error a host would send.
 //!
 //! Counters: `local-fragment`, `icmp-malformed`, `local-icmp-ignored`,
-//! `local-port-unreachable`, `local-protocol-unsupported`, `udp-malformed`, `udp-bad-checksum`,
-//! `tcp-malformed`, `tcp-bad-checksum`, `probe-port-closed`, `probe-queue-full`,
-//! `wccp-not-cache-interface`, `control-queue-full-known`, `control-queue-full-others`,
-//! `wccp-return-not-member`, `gre-malformed`; echo requests answered and datagrams delivered
-//! count as consumed.
+//! `icmp-echo-rate-limited` (echo replies are limited per source and per worker, see
+//! `pipeline/limit.rs`), `local-port-unreachable`, `local-protocol-unsupported`,
+//! `udp-malformed`, `udp-bad-checksum`, `tcp-malformed`, `tcp-bad-checksum`,
+//! `probe-port-closed`, `probe-queue-full`, `wccp-not-cache-interface`,
+//! `control-queue-full-known`, `control-queue-full-others`, `wccp-return-not-member`,
+//! `wccp-return-wrong-service`, `wccp-return-not-gre`, `wccp-return-wrong-interface`,
+//! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
 
 use super::drop::DropReason;
 use super::icmp::send_error;
@@ -56,6 +58,9 @@ impl LocalDeliveryStage {
                 if msg.msg_type() != icmpw::ECHO_REQUEST {
                     return Verdict::Drop(DropReason::LocalIcmpIgnored);
                 }
+                if !cx.icmp_limits.echo.allow(ipv4::src(l3), cx.now) {
+                    return Verdict::Drop(DropReason::IcmpEchoRateLimited);
+                }
                 echo_reply(pkt, hlen);
                 Verdict::Jump(StageKind::Route)
             }
@@ -100,6 +105,13 @@ impl LocalDeliveryStage {
                 super::wccp::ReturnOutcome::Returned => Verdict::Jump(StageKind::Ipv4Input),
                 super::wccp::ReturnOutcome::NotMember => {
                     Verdict::Drop(DropReason::WccpReturnNotMember)
+                }
+                super::wccp::ReturnOutcome::WrongService => {
+                    Verdict::Drop(DropReason::WccpReturnWrongService)
+                }
+                super::wccp::ReturnOutcome::NotGre => Verdict::Drop(DropReason::WccpReturnNotGre),
+                super::wccp::ReturnOutcome::WrongInterface => {
+                    Verdict::Drop(DropReason::WccpReturnWrongInterface)
                 }
                 super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
             },

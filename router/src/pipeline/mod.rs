@@ -17,6 +17,7 @@ mod affinity;
 pub mod counters;
 pub mod drop;
 mod ethernet;
+mod fragments;
 mod gso;
 mod icmp;
 mod ipv4_input;
@@ -34,7 +35,10 @@ use crate::tables::Tables;
 use counters::WorkerCounters;
 use drop::DropReason;
 pub use ethernet::build_arp;
-pub use limit::{TokenBucket, ICMP_BURST, ICMP_RATE_PER_SEC};
+pub use limit::{
+    IcmpLimiter, IcmpLimits, LimitConf, TokenBucket, ECHO_LIMITS, ERROR_LIMITS, ICMP_BURST,
+    ICMP_RATE_PER_SEC,
+};
 use packet::{Packet, Pool};
 pub use stage::{StageCx, StageKind, Verdict};
 use std::collections::VecDeque;
@@ -331,7 +335,7 @@ pub struct Pipeline {
     follow: VecDeque<Packet>,
     emitted: Vec<Packet>,
     logged: [bool; DropReason::COUNT],
-    icmp_limit: TokenBucket,
+    icmp_limits: IcmpLimits,
     worker: usize,
 }
 
@@ -345,7 +349,7 @@ impl Pipeline {
             follow: VecDeque::with_capacity(256),
             emitted: Vec::with_capacity(64),
             logged: [false; DropReason::COUNT],
-            icmp_limit: TokenBucket::default(),
+            icmp_limits: IcmpLimits::default(),
             worker,
         }
     }
@@ -377,7 +381,7 @@ impl Pipeline {
             neighbours,
             pool,
             emitted: &mut self.emitted,
-            icmp_limit: &mut self.icmp_limit,
+            icmp_limits: &mut self.icmp_limits,
             counters,
         };
         (runner, cx)

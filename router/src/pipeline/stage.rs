@@ -4,7 +4,7 @@
 
 use super::counters::WorkerCounters;
 use super::drop::DropReason;
-use super::limit::TokenBucket;
+use super::limit::IcmpLimits;
 use super::packet::{Packet, Pool};
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
 use crate::tables::Tables;
@@ -100,8 +100,8 @@ pub struct StageCx<'a> {
     pub pool: &'a mut Pool,
     /// Packets emitted by stages; each enters at `meta.stage`.
     pub emitted: &'a mut Vec<Packet>,
-    /// ICMP error rate limiter.
-    pub icmp_limit: &'a mut TokenBucket,
+    /// Rate limiters of ICMP errors and echo replies.
+    pub icmp_limits: &'a mut IcmpLimits,
     /// This worker's counters.
     pub counters: &'a WorkerCounters,
 }

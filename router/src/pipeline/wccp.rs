@@ -3,25 +3,30 @@
 //! to the cache the group's assignment names — GRE-encapsulated with the WCCP redirect header,
 //! or with only its destination MAC rewritten (L2) — instead of being routed.
 //!
-//! Never redirected: packets a cache returned (GRE return, stripped by ipv4-input and marked
-//! RETURNED; L2 return, recognised here by the cache's MAC), packets the router made (LOCAL),
+//! Never redirected: packets a cache returned (GRE return, checked and stripped by
+//! local-delivery, see [`decapsulate_return`], and marked RETURNED; L2 return, recognised here
+//! by the cache's MAC), packets the router made (LOCAL),
 //! packets arriving on an exclude-in interface, and packets sourced from any cache of any group.
 //! Services are tried by priority; a service's redirect list may deny a packet (the next service
 //! is tried). A flow whose bucket (or mask value) is unassigned, or whose cache fast failover
 //! has taken out, is routed normally. With flow affinity, a TCP flow keeps the cache (or the
-//! normal path) it started on when its bucket moves.
+//! normal path) it started on when its bucket moves. Later IP fragments of a datagram follow
+//! its first fragment (module `fragments`).
 //!
 //! Counters: per service and cache in the plane (redirected, returned, bypassed, unassigned,
-//! denied, affinity-kept, packets and bytes); in the stage counters, redirected packets count
+//! denied, affinity-kept, fragments redirected and unmatched, packets and bytes); in the stage
+//! counters, redirected packets count
 //! as consumed here (they continue at route or neighbour as the outer packet). A TCP GSO
 //! super-packet (a local stack's TSO burst over veth) is segmented in software before GRE
 //! encapsulation; with L2 forwarding it keeps its offload state and the kernel segments it on
 //! transmit. Other GSO kinds (UDP) are not redirected and pass on.
 
 use super::affinity::{AffinityTable, FlowId, FlowTarget};
+use super::fragments::{FragDecision, FragKey, FragTable};
 use super::packet::{flags, Packet};
 use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::wccp::{ServicePlane, WccpPlane};
+use crate::tables::{IfId, Iface};
 use crate::wire::ethernet::{self, HEADER_LEN};
 use crate::wire::ipv4::{self, Ipv4Repr};
 use crate::wire::tcp::flags as tcp_flags;
@@ -29,7 +34,7 @@ use gre::{GreRepr, WccpRedirectRepr};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use wccp::assign::Redirect;
-use wccp::engine::ForwardingMethod;
+use wccp::engine::{ForwardingMethod, ReturnMethod};
 use wccp::hash::FlowKey;
 
 /// Bytes GRE forwarding adds in front of the inner IPv4 packet: outer IPv4 + GRE + redirect.
@@ -42,6 +47,8 @@ pub struct WccpRedirectStage {
     last_sweep: Option<Instant>,
     /// Segments of a GSO super-packet being redirected (reused, so no allocation per burst).
     segments: Vec<Packet>,
+    /// First fragments' decisions, allocated when the first fragment comes.
+    fragments: Option<FragTable>,
 }
 
 /// The fields of a packet the redirect decision reads.
@@ -79,13 +86,14 @@ impl WccpRedirectStage {
         }
         let frame = pkt.frame();
         let l3 = &frame[HEADER_LEN..];
-        if ipv4::is_later_fragment(l3) {
-            return Verdict::Continue;
-        }
+        // A later fragment carries no ports: it follows its first fragment's decision.
+        let later = ipv4::is_later_fragment(l3);
         let hlen = ipv4::header_len(l3);
         let proto = ipv4::protocol(l3);
         let (sport, dport) = match proto {
-            ipv4::PROTO_TCP | ipv4::PROTO_UDP => ipv4::ports(&l3[hlen..]).unwrap_or((0, 0)),
+            ipv4::PROTO_TCP | ipv4::PROTO_UDP if !later => {
+                ipv4::ports(&l3[hlen..]).unwrap_or((0, 0))
+            }
             _ => (0, 0),
         };
         let f = Fields {
@@ -94,13 +102,15 @@ impl WccpRedirectStage {
             proto,
             sport,
             dport,
-            tcp_flags: if proto == ipv4::PROTO_TCP {
+            tcp_flags: if proto == ipv4::PROTO_TCP && !later {
                 l3.get(hlen + 13).copied().unwrap_or(0)
             } else {
                 0
             },
             len: l3.len(),
         };
+        let frag =
+            ipv4::is_fragment(l3).then(|| FragKey::new(f.src, f.dst, proto, ipv4::ident(l3)));
         // A cache's own traffic (its fetches toward origin servers) is never redirected.
         if plane.is_member(f.src) {
             return Verdict::Continue;
@@ -111,6 +121,9 @@ impl WccpRedirectStage {
         } else {
             None
         };
+        if let (true, Some(key)) = (later, frag) {
+            return self.later_fragment(key, pkt, &f, iface, out_if, cx);
+        }
         let out_redirects = |id: u8| {
             out_if
                 .and_then(|o| cx.tables.ifaces.get(o as usize))
@@ -132,6 +145,7 @@ impl WccpRedirectStage {
             let chosen = self.with_affinity(svc, plane, bucket, &f, cx.now);
             let Some(r) = chosen else {
                 svc.counters.unassigned.add(f.len);
+                self.remember(frag, FragDecision::Normal, cx.now);
                 return Verdict::Continue; // unassigned: routed normally
             };
             let ci = usize::from(r.cache_index);
@@ -140,6 +154,7 @@ impl WccpRedirectStage {
                 if let Some(c) = svc.cache_counters.get(ci) {
                     c.bypassed.add(f.len);
                 }
+                self.remember(frag, FragDecision::Normal, cx.now);
                 return Verdict::Continue;
             }
             let dynamic = svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
@@ -168,13 +183,94 @@ impl WccpRedirectStage {
                 return Verdict::Consumed;
             }
             count(f.len);
+            let redirect = FragDecision::Redirect {
+                service: svc.id,
+                redirect: r,
+            };
+            self.remember(frag, redirect, cx.now);
             return match r.target.forwarding {
                 ForwardingMethod::Gre => encapsulate(pkt, svc.id, dynamic, &r),
                 // A GSO super-packet keeps its offload state: the kernel segments it on transmit.
                 ForwardingMethod::L2 => l2_forward(pkt, &r, cx),
             };
         }
+        self.remember(frag, FragDecision::Normal, cx.now);
         Verdict::Continue
+    }
+
+    /// Remembers what became of a first fragment (`frag` is `None` for whole datagrams).
+    fn remember(&mut self, frag: Option<FragKey>, decision: FragDecision, now: Instant) {
+        if let Some(key) = frag {
+            self.fragments
+                .get_or_insert_with(|| FragTable::new(now))
+                .insert(key, decision, now);
+        }
+    }
+
+    /// A non-first fragment goes where its datagram's first fragment went, by the same method,
+    /// while that cache is still in the service and not failed; without a remembered first
+    /// fragment it is forwarded normally and counted as unmatched (module `fragments`).
+    fn later_fragment(
+        &mut self,
+        key: FragKey,
+        pkt: &mut Packet,
+        f: &Fields,
+        iface: &Iface,
+        out_if: Option<IfId>,
+        cx: &mut StageCx<'_>,
+    ) -> Verdict {
+        let plane = &*cx.tables.wccp;
+        let known = self.fragments.as_ref().and_then(|t| t.lookup(&key, cx.now));
+        let (service, r) = match known {
+            Some(FragDecision::Redirect { service, redirect }) => (service, redirect),
+            Some(FragDecision::Normal) => return Verdict::Continue,
+            None => {
+                let redirects_here = |id: u8| {
+                    iface.redirect_in.contains(&id)
+                        || out_if
+                            .and_then(|o| cx.tables.ifaces.get(o as usize))
+                            .is_some_and(|o| o.redirect_out.contains(&id))
+                };
+                if let Some(svc) = plane
+                    .services
+                    .iter()
+                    .find(|s| redirects_here(s.id) && s.assignment.intercepts_protocol(f.proto))
+                {
+                    svc.counters.fragments_unmatched.add(f.len);
+                }
+                return Verdict::Continue;
+            }
+        };
+        let Some(svc) = plane.services.iter().find(|s| s.id == service) else {
+            return Verdict::Continue;
+        };
+        let Some(ci) = svc.cache_index(r.target.address) else {
+            return Verdict::Continue;
+        };
+        if svc.is_failed(ci) {
+            svc.counters.bypassed.add(f.len);
+            if let Some(c) = svc.cache_counters.get(ci) {
+                c.bypassed.add(f.len);
+            }
+            return Verdict::Continue;
+        }
+        svc.counters.redirected.add(f.len);
+        svc.counters.fragments_redirected.add(f.len);
+        if let Some(c) = svc.cache_counters.get(ci) {
+            c.redirected.add(f.len);
+        }
+        let r = Redirect {
+            cache_index: u8::try_from(ci).unwrap_or(r.cache_index),
+            ..r
+        };
+        match r.target.forwarding {
+            ForwardingMethod::Gre => {
+                let dynamic =
+                    svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
+                encapsulate(pkt, svc.id, dynamic, &r)
+            }
+            ForwardingMethod::L2 => l2_forward(pkt, &r, cx),
+        }
     }
 
     /// The redirect decision after flow affinity: a known TCP flow keeps the cache (or normal
@@ -369,12 +465,26 @@ pub enum ReturnOutcome {
     Returned,
     /// The sender is no cache of any group.
     NotMember,
+    /// The redirect header names a service the sender is no cache of (or none installed); a
+    /// return without redirect header from a cache that is in no assignment.
+    WrongService,
+    /// The sender's negotiated return method in that service is not GRE.
+    NotGre,
+    /// It came in on another interface than the one the router reaches the sender through.
+    WrongInterface,
     /// Not a WCCP/GRE packet we can read.
     Malformed,
 }
 
 /// Strips the GRE (and redirect header) of a packet a cache returned (§8, return): the inner
 /// IPv4 packet is forwarded normally and never redirected again.
+///
+/// A return is accepted only from a cache of the service its redirect header names, whose
+/// negotiated return method there is GRE, arriving on the interface the routing table reaches
+/// that cache through: anyone else could otherwise launder packets past the redirect (they are
+/// never redirected again) by wrapping them in GRE. A return without a redirect header (Linux
+/// and some caches send a bare IPv4 payload) is matched against the first service, by
+/// priority, in which the sender is a GRE-return cache.
 pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> ReturnOutcome {
     let l3 = &pkt.frame()[HEADER_LEN..];
     let src = ipv4::src(l3);
@@ -388,19 +498,40 @@ pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> Re
         }
         _ => return ReturnOutcome::Malformed,
     };
-    let inner_len = l3.len() - inner_at;
-    // Counted against the service the redirect header names, else the first group the cache
-    // belongs to.
-    let svc = plane
-        .services
-        .iter()
-        .filter(|s| service.is_none_or(|id| id == s.id))
-        .find_map(|s| Some((s, s.cache_index(src)?)));
-    if let Some((s, ci)) = svc {
-        s.counters.returned.add(inner_len);
-        if let Some(c) = s.cache_counters.get(ci) {
-            c.returned.add(inner_len);
+    let gre_return = |s: &ServicePlane, ci: usize| {
+        s.assignment
+            .caches()
+            .get(ci)
+            .is_some_and(|c| c.packet_return == ReturnMethod::Gre)
+    };
+    let found = match service {
+        Some(id) => plane
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| Some((s, s.cache_index(src)?))),
+        None => {
+            let mut of_sender = plane
+                .services
+                .iter()
+                .filter_map(|s| Some((s, s.cache_index(src)?)));
+            let first = of_sender.clone().next();
+            of_sender.find(|(s, ci)| gre_return(s, *ci)).or(first)
         }
+    };
+    let Some((s, ci)) = found else {
+        return ReturnOutcome::WrongService;
+    };
+    if !gre_return(s, ci) {
+        return ReturnOutcome::NotGre;
+    }
+    if cx.tables.routes.lookup(src).map(|r| r.out_if) != Some(pkt.meta.rx_if) {
+        return ReturnOutcome::WrongInterface;
+    }
+    let inner_len = l3.len() - inner_at;
+    s.counters.returned.add(inner_len);
+    if let Some(c) = s.cache_counters.get(ci) {
+        c.returned.add(inner_len);
     }
     // Drop the outer IPv4 and GRE headers and rebuild the Ethernet header in front of the
     // inner packet: the bytes now there are what was left of the outer headers.

@@ -49,6 +49,12 @@ pub struct ServiceCounters {
     pub denied: Traffic,
     /// Sent to the cache their TCP flow started on rather than the bucket's new owner.
     pub affinity_kept: Traffic,
+    /// Non-first IP fragments sent where their datagram's first fragment went (also counted
+    /// in `redirected`).
+    pub fragments_redirected: Traffic,
+    /// Non-first IP fragments of a protocol this service intercepts whose first fragment this
+    /// worker had not seen (reordered, expired or evicted): forwarded normally.
+    pub fragments_unmatched: Traffic,
 }
 
 /// Counters of one cache in one service group.

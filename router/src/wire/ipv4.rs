@@ -136,6 +136,11 @@ pub fn protocol(p: &[u8]) -> u8 {
     p[field::PROTOCOL]
 }
 
+/// Identification field.
+pub fn ident(p: &[u8]) -> u16 {
+    be16(p, field::IDENT)
+}
+
 /// Time to live.
 pub fn ttl(p: &[u8]) -> u8 {
     p[field::TTL]

@@ -420,6 +420,18 @@ impl Assignment {
         }
     }
 
+    /// True when the service may intercept packets of `protocol`, whatever their ports: what
+    /// can be said of a non-first IP fragment, which carries no ports.
+    pub fn intercepts_protocol(&self, protocol: u8) -> bool {
+        let s = &self.service;
+        match s.service_type {
+            ServiceType::Standard => s.service_id == 0 && protocol == 6,
+            ServiceType::Dynamic | ServiceType::Unknown(_) => {
+                s.protocol == 0 || s.protocol == protocol
+            }
+        }
+    }
+
     /// True when nothing is assigned (no table, or a table without any target).
     pub fn is_empty(&self) -> bool {
         match &self.table {
@@ -633,6 +645,49 @@ mod tests {
         let empty = Assignment::empty(ServiceInfo::standard(0));
         assert!(empty.is_empty());
         assert_eq!(empty.lookup(&flow), None);
+    }
+
+    #[test]
+    fn learnt_dynamic_service_without_hash_flags_spreads_by_destination() {
+        let a2 = Ipv4Addr::new(10, 0, 0, 2);
+        let a3 = Ipv4Addr::new(10, 0, 0, 3);
+        // Odd buckets on the second cache.
+        let mut buckets = [0u8; BUCKETS];
+        for (i, b) in buckets.iter_mut().enumerate() {
+            *b = (i % 2) as u8;
+        }
+        let svc = ServiceInfo::dynamic(77, 17, 100, ServiceFlags::empty(), &[]);
+        let (a, _) = Assignment::hash(
+            svc,
+            AssignmentKey::NONE,
+            &[target(a2), target(a3)],
+            &buckets,
+        );
+        let to = |dst: Ipv4Addr| {
+            a.redirect(&FlowKey::new(Ipv4Addr::new(10, 1, 1, 1), dst, 5000, 53))
+                .unwrap()
+        };
+        // §6.1 vector: dst 192.0.2.10 alone folds to bucket 200; 192.0.2.11 to 201.
+        let even = to(Ipv4Addr::new(192, 0, 2, 10));
+        let odd = to(Ipv4Addr::new(192, 0, 2, 11));
+        assert_eq!((even.primary_bucket, even.target.address), (200, a2));
+        assert_eq!((odd.primary_bucket, odd.target.address), (201, a3));
+    }
+
+    #[test]
+    fn protocol_interception_ignores_ports() {
+        let (a, _) = Assignment::hash(
+            ServiceInfo::dynamic(90, 17, 100, ServiceFlags::SRC_IP_HASH, &[53]),
+            AssignmentKey::NONE,
+            &[],
+            &[BUCKET_UNASSIGNED; BUCKETS],
+        );
+        assert!(a.intercepts_protocol(17) && !a.intercepts_protocol(6));
+        let any = Assignment::empty(ServiceInfo::dynamic(91, 0, 100, ServiceFlags::empty(), &[]));
+        assert!(any.intercepts_protocol(6) && any.intercepts_protocol(47));
+        let std0 = Assignment::empty(ServiceInfo::standard(0));
+        assert!(std0.intercepts_protocol(6) && !std0.intercepts_protocol(17));
+        assert!(!Assignment::empty(ServiceInfo::standard(1)).intercepts_protocol(6));
     }
 
     #[test]

@@ -143,13 +143,22 @@ impl ServiceInfo {
     }
 
     /// The flags the router hashes with: standard services hash on the destination IP (§6.1,
-    /// as Squid treats them), dynamic ones use their flags.
+    /// as Squid treats them), dynamic ones use their flags, and a dynamic definition naming no
+    /// primary hash field hashes on the destination IP too (the draft's default, as
+    /// `assign::default_mask` does for masks): an empty field set would XOR nothing and send
+    /// every packet to bucket 0.
     pub fn effective_flags(&self) -> ServiceFlags {
         match self.service_type {
             ServiceType::Standard => ServiceFlags::DST_IP_HASH,
+            _ if self.flags.bits() & Self::PRIMARY_HASH_BITS == 0 => {
+                self.flags | ServiceFlags::DST_IP_HASH
+            }
             _ => self.flags,
         }
     }
+
+    /// The four primary-hash field flags (0x0001..0x0008).
+    const PRIMARY_HASH_BITS: u32 = 0x000f;
 
     /// True when two HERE_I_AMs describe the same group (a router drops conflicting
     /// definitions of a dynamic service, \[R1\] §3.2).
@@ -269,6 +278,21 @@ mod tests {
             );
             assert_eq!(all.hash_fields(!alternate).count(), 0);
         }
+    }
+
+    #[test]
+    fn dynamic_service_without_hash_flags_hashes_on_destination() {
+        let none = ServiceInfo::dynamic(90, 17, 200, ServiceFlags::PORTS_SOURCE, &[]);
+        assert_eq!(
+            none.effective_flags(),
+            ServiceFlags::DST_IP_HASH | ServiceFlags::PORTS_SOURCE
+        );
+        // Alternate fields alone leave the primary hash empty: it still gets the default.
+        let alt = ServiceInfo::dynamic(91, 6, 200, ServiceFlags::SRC_IP_ALT_HASH, &[80]);
+        assert!(alt.effective_flags().contains(ServiceFlags::DST_IP_HASH));
+        // Flags that name a field are used as they are.
+        let src = ServiceInfo::dynamic(92, 6, 200, ServiceFlags::SRC_PORT_HASH, &[80]);
+        assert_eq!(src.effective_flags(), src.flags);
     }
 
     #[test]
