@@ -84,10 +84,12 @@ impl FromStr for LogLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoBackend {
-    /// pnet's AF_PACKET channel: one system call per frame; portable (the default).
-    #[default]
+    /// pnet's AF_PACKET channel: one system call per frame; portable (the fallback when a
+    /// ring cannot be set up).
     Pnet,
-    /// PACKET_MMAP: a TPACKET_V2 receive ring and `sendmmsg` bursts; fewer system calls.
+    /// PACKET_MMAP: a TPACKET_V2 receive ring and `sendmmsg` bursts; far fewer system calls
+    /// (the default: measured 1.1–1.2× kernel forwarding against 0.54× for pnet).
+    #[default]
     Mmap,
 }
 

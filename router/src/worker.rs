@@ -9,9 +9,10 @@ use crate::pipeline::drop::DropReason;
 use crate::pipeline::packet::Pool;
 use crate::pipeline::{build_arp, Pipeline, StageKind};
 use crate::tables::neighbours::Neighbours;
-use crate::tables::Tables;
+use crate::tables::{IfId, Tables};
 use crate::wire::ethernet::MacAddr;
 use arc_swap::ArcSwap;
+use conf::IoBackend;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec
     let tables = shared.tables.load_full();
     let workers = shared.counters.len();
     let mut all_ports = Vec::new();
+    let mut fell_back: Vec<IfId> = Vec::new();
     for _ in 0..workers {
         let mut ports = Vec::new();
         for iface in &tables.ifaces {
@@ -54,15 +56,32 @@ pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec
                     .wrapping_mul(31)
                     .wrapping_add(iface.id)
             });
-            let port = Port::open(iface, iface.backend, group).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("opening a packet socket on {}: {e}", iface.name),
-                )
-            })?;
+            let (port, running) =
+                open_with_fallback(iface.backend, |b| Port::open(iface, b, group)).map_err(
+                    |e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("opening a packet socket on {}: {e}", iface.name),
+                        )
+                    },
+                )?;
+            if let Some((backend, why)) = running.fallback {
+                if !fell_back.contains(&iface.id) {
+                    tracing::warn!(interface = %iface.name, error = %why, "the packet ring could not be set up: this interface runs on the {backend} backend");
+                    fell_back.push(iface.id);
+                }
+            }
             ports.push(port);
         }
         all_ports.push(ports);
+    }
+    if !fell_back.is_empty() {
+        // Status shows what each interface runs, not what was asked for.
+        let mut t = (*tables).clone();
+        for i in t.ifaces.iter_mut().filter(|i| fell_back.contains(&i.id)) {
+            i.backend = IoBackend::Pnet;
+        }
+        shared.tables.store(Arc::new(t));
     }
     let mut handles = Vec::new();
     let mut outbox = Some(outbox);
@@ -75,6 +94,35 @@ pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec
         handles.push(h);
     }
     Ok(handles)
+}
+
+/// What [`open_with_fallback`] opened.
+#[derive(Debug)]
+struct Opened {
+    /// The backend it fell back to and why the wanted one failed; `None` when it got the
+    /// wanted one.
+    fallback: Option<(IoBackend, std::io::Error)>,
+}
+
+/// Opens `wanted` with `open`; when the packet ring cannot be set up, opens `pnet` instead
+/// (the portable backend every AF_PACKET kernel has).
+fn open_with_fallback<P>(
+    wanted: IoBackend,
+    mut open: impl FnMut(IoBackend) -> std::io::Result<P>,
+) -> std::io::Result<(P, Opened)> {
+    match open(wanted) {
+        Ok(p) => Ok((p, Opened { fallback: None })),
+        Err(e) if wanted == IoBackend::Mmap => {
+            let p = open(IoBackend::Pnet)?;
+            Ok((
+                p,
+                Opened {
+                    fallback: Some((IoBackend::Pnet, e)),
+                },
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: &Shared) {
@@ -220,5 +268,37 @@ fn flush(pipeline: &mut Pipeline, ports: &mut [Port], pool: &mut Pool, counters:
         }
         let failed = port.send_all(queue, pool, &counters.ports[if_id]);
         counters.stages[StageKind::Tx as usize].drops[DropReason::TxError as usize].add(failed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_ring_that_cannot_be_set_up_falls_back_to_pnet() {
+        let mut tried = Vec::new();
+        let (got, opened) = open_with_fallback(IoBackend::Mmap, |b| {
+            tried.push(b);
+            match b {
+                IoBackend::Mmap => Err(Error::new(ErrorKind::Unsupported, "no PACKET_RX_RING")),
+                IoBackend::Pnet => Ok(b),
+            }
+        })
+        .unwrap();
+        assert_eq!(got, IoBackend::Pnet);
+        assert_eq!(tried, vec![IoBackend::Mmap, IoBackend::Pnet]);
+        let (backend, why) = opened.fallback.unwrap();
+        assert_eq!(backend, IoBackend::Pnet);
+        assert!(why.to_string().contains("PACKET_RX_RING"));
+        // The wanted backend, when it opens, is kept; pnet failing is an error (no fallback).
+        let (got, opened) = open_with_fallback(IoBackend::Mmap, Ok).unwrap();
+        assert_eq!((got, opened.fallback.is_none()), (IoBackend::Mmap, true));
+        let e = open_with_fallback(IoBackend::Pnet, |_| -> std::io::Result<()> {
+            Err(Error::new(ErrorKind::PermissionDenied, "not root"))
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     }
 }

@@ -41,20 +41,20 @@ workers = 3
 management-socket = "/run/swrouter/swrouter.sock"
 management-group = "swrouter"
 log-level = "debug"
-io-backend = "pnet"
+io-backend = "mmap"
 
 [[interface]]
 name = "eth0"
 address = "10.0.1.1/24"
 mac = "02:00:00:00:00:01"
 mtu = 1500
-io-backend = "pnet"
+io-backend = "mmap"
 
 [[interface]]
 name = "eth1"
 address = "10.0.2.1/24"
 mtu = 9000
-io-backend = "pnet"
+io-backend = "mmap"
 
 [[route]]
 prefix = "0.0.0.0/0"

@@ -1,12 +1,12 @@
 //! I/O backends: how frames get from an interface into a worker and back out.
 //!
 //! Two backends, chosen per interface in the config (`io-backend`):
-//! - `pnet` (default, portable): pnet's datalink channel over an `AF_PACKET` socket that swrouter
+//! - `pnet` (portable; what an interface falls back to when its ring cannot be set up): pnet's datalink channel over an `AF_PACKET` socket that swrouter
 //!   opens itself (see [`crate::sys::open_packet_socket`]) so it can ask the kernel for what pnet
 //!   cannot: never loop transmitted frames back as input (`PACKET_IGNORE_OUTGOING`), and the
 //!   checksum/GSO state of each frame (`PACKET_VNET_HDR`, see [`crate::wire::vnet`]). One system
 //!   call per frame each way.
-//! - `mmap`: a TPACKET_V2 receive ring (no system call per frame, frames handed over one by
+//! - `mmap` (the default): a TPACKET_V2 receive ring (no system call per frame, frames handed over one by
 //!   one so light traffic is not held back) and `sendmmsg` bursts on transmit (one system call
 //!   per burst), see [`crate::sys::ring`].
 //!
