@@ -87,20 +87,25 @@ impl WccpDriver {
         Ok(d)
     }
 
-    /// Applies a reloaded `[wccp]`: services whose protocol settings (password, methods, group
-    /// list, definition) are unchanged keep their caches and assignment; changed ones restart,
-    /// new ones start, removed ones stop. Redirect lists, probe ports and options apply at once.
+    /// Applies a reloaded `[wccp]`: a service whose protocol settings (password, methods, group
+    /// list, definition) changed is reconfigured in place, keeping its caches and assignment
+    /// (the engine restarts a group itself only when its pinned definition changes); new ones
+    /// start, removed ones stop. Redirect lists, probe ports and options apply at once.
     pub fn reconfigure(
         &mut self,
         services: &[WccpServiceConf],
         options: &WccpOptions,
     ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        // Check every new configuration before touching the engine, so that a refused reload
+        // leaves all groups as they were.
+        for s in services {
+            s.engine_config()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+        }
         for old in &self.services {
-            let keep = services
-                .iter()
-                .find(|s| s.id == old.id)
-                .is_some_and(|s| s.engine_config() == old.engine_config());
-            if !keep {
+            if !services.iter().any(|s| s.id == old.id) {
                 self.engine
                     .remove_service(old.id)
                     .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", old.id))?;
@@ -109,22 +114,29 @@ impl WccpDriver {
             }
         }
         for s in services {
-            let kept = self
-                .services
-                .iter()
-                .find(|o| o.id == s.id)
-                .is_some_and(|o| s.engine_config() == o.engine_config());
-            if !kept {
-                self.engine
-                    .add_service(s.engine_config())
-                    .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
-                tracing::info!(service = s.id, "WCCP service group (re)started by reload");
+            match self.services.iter().find(|o| o.id == s.id) {
+                None => {
+                    self.engine
+                        .add_service(s.engine_config())
+                        .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+                    tracing::info!(service = s.id, "WCCP service group started by reload");
+                }
+                Some(o) if o.engine_config() != s.engine_config() => {
+                    // In place: no redirection blackout while the caches rejoin (issue 13
+                    // item 16). Caches signed with an old password fail authentication
+                    // from now on and expire in 30 s; the assignment stays until then.
+                    self.engine
+                        .reconfigure(now, s.engine_config())
+                        .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+                    tracing::info!(service = s.id, "WCCP service group reconfigured by reload");
+                }
+                Some(_) => {}
             }
         }
         self.rounds.set_misses(options.probe_misses);
         self.services = services.to_vec();
         self.options = options.clone();
-        self.drain(Instant::now());
+        self.drain(now);
         self.publish();
         Ok(())
     }

@@ -129,9 +129,12 @@ impl RouterEngine {
         Ok(())
     }
 
-    /// Replaces a group's configuration. Caches outside a new group list are dropped, usable
-    /// caches whose methods are no longer offered become unusable, and a changed service type
-    /// or pinned definition restarts the group; its assignment is updated accordingly.
+    /// Replaces a group's configuration in place: its caches, Member Change Number and
+    /// assignment stay. Caches outside a new group list are dropped, usable caches whose
+    /// methods are no longer offered become unusable (the assignment is recompiled without
+    /// them), a new password applies to the next message (caches that keep the old one fail
+    /// authentication and expire like silent ones), and only a changed service type or pinned
+    /// definition restarts the group.
     pub fn reconfigure(
         &mut self,
         now: Instant,

@@ -1187,3 +1187,69 @@ fn commands() {
     assert_eq!(e.service_ids().count(), 0);
     assert_eq!(e.poll_timeout(), None);
 }
+
+/// Issue 13 item 16: a reload that grows the cache list or changes the password keeps the
+/// members, the change number and the installed assignment; the next messages must be
+/// signed with the new password.
+#[test]
+fn reconfigure_in_place_keeps_members_and_assignment() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig {
+        group_list: Some(vec![C2, C3]),
+        ..RouterServiceConfig::standard(0)
+    });
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
+    let rid = e.service(0).unwrap().cache(C2).unwrap().last_receive_id_sent;
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(&sec, hash_ra(C2, &[C2, C3], rid.unwrap(), 2, 1).into_message()),
+    );
+    let before = e.service(0).unwrap();
+    assert!(!before.assignment.is_empty());
+    let _ = events(&mut e);
+
+    let grown = RouterServiceConfig {
+        group_list: Some(vec![C2, C3, Ipv4Addr::new(10, 0, 0, 4)]),
+        ..RouterServiceConfig::standard(0)
+    };
+    e.reconfigure(secs(base, 1), grown.clone()).unwrap();
+    let after = e.service(0).unwrap();
+    assert!(events(&mut e).is_empty(), "nothing lost, nothing reinstalled");
+    assert_eq!(after.usable_caches(), vec![C2, C3]);
+    assert_eq!(after.member_change_number, before.member_change_number);
+    assert_eq!(after.assignment, before.assignment);
+
+    // A new password: the caches' next HERE_I_AMs, signed with it, are accepted as keepalives.
+    let new_sec = Security::Md5(Password::new(b"n3w"));
+    e.reconfigure(secs(base, 2), grown.with_password(b"n3w"))
+        .unwrap();
+    let old_signed = hia(ServiceInfo::standard(0), C2, rid, Some(gre_hash()), false);
+    e.handle_message(
+        secs(base, 3),
+        C2,
+        R,
+        &bytes(&sec, old_signed.into_message()),
+    );
+    assert!(drain(&mut e, secs(base, 3)).is_empty(), "unsigned: dropped");
+    let rid = e.service(0).unwrap().cache(C2).unwrap().last_receive_id_sent;
+    let signed = hia(ServiceInfo::standard(0), C2, rid, Some(gre_hash()), false);
+    e.handle_message(
+        secs(base, 4),
+        C2,
+        R,
+        &bytes(&new_sec, signed.into_message()),
+    );
+    let out = drain(&mut e, secs(base, 4));
+    assert_eq!(out.len(), 1);
+    new_sec.verify(&out[0].1).unwrap();
+    let s = e.service(0).unwrap();
+    assert_eq!(s.cache(C2).unwrap().last_seen, secs(base, 4));
+    assert_eq!(s.usable_caches(), vec![C2, C3]);
+    assert_eq!(s.assignment, before.assignment);
+    assert!(events(&mut e).is_empty());
+    e.check_invariants().unwrap();
+}
