@@ -2,7 +2,7 @@
 //! fast-failover prober, and the data plane's view of both.
 //!
 //! Inputs are the UDP 2048 datagrams the pipeline delivers (with the local address they were
-//! sent to, which becomes our Router ID toward that cache), the engine's own deadline, the probe
+//! sent to, which our answers come from, and whether the source is on the receiving link), the engine's own deadline, the probe
 //! tick and the probes' answers; after every input the driver drains the engine until it is
 //! quiet: datagrams go to the outbox (and through the pipeline), events are logged and their
 //! assignments kept. Whenever an assignment, a cache's probe state or the configuration
@@ -270,14 +270,15 @@ impl WccpDriver {
     pub fn handle(&mut self, d: LocalDatagram, tables: &Tables) {
         let now = Instant::now();
         let src = *d.src.ip();
-        // L2 forwarding is only for caches on the network the HERE_I_AM came in on.
-        let adjacent = tables
+        // L2 forwarding is only for caches on the network the HERE_I_AM came in on; the
+        // engine records that only for a HERE_I_AM it authenticated and admitted, so a
+        // spoofed datagram neither grants L2 nor grows the set (issue 13 item 11).
+        let on_link = tables
             .ifaces
             .get(d.rx_if as usize)
             .is_some_and(|i| i.contains(src));
-        self.engine.set_l2_adjacent(now, src, adjacent);
         self.engine
-            .handle_message(now, src, *d.dst.ip(), &d.payload);
+            .handle_message_on_link(now, src, *d.dst.ip(), on_link, &d.payload);
         self.drain(now);
     }
 

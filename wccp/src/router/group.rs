@@ -169,8 +169,13 @@ pub(crate) struct Io<'a> {
     pub(crate) outbox: &'a mut Outbox,
     /// Events for the driver.
     pub(crate) events: &'a mut VecDeque<RouterEvent>,
-    /// Caches the driver marked L2-adjacent.
-    pub(crate) adjacent: &'a BTreeSet<Ipv4Addr>,
+    /// Caches marked L2-adjacent.
+    pub(crate) adjacent: &'a mut BTreeSet<Ipv4Addr>,
+    /// Whether the datagram being handled arrived on a link holding its source (`None`:
+    /// the driver does not say; adjacency is left alone).
+    pub(crate) on_link: Option<bool>,
+    /// Set when that took a cache's adjacency away (the engine revalidates every group).
+    pub(crate) adjacency_lost: bool,
     /// Engine-wide counters.
     pub(crate) counters: &'a mut Counters,
 }
@@ -352,6 +357,16 @@ impl Group {
         }
         if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
             return self.counters.reject(DropReason::TooManyCaches);
+        }
+        // Authenticated and admitted: only now may the receiving link say whether the cache
+        // is L2-adjacent (issue 13 item 11), before negotiation reads it.
+        match io.on_link {
+            Some(true) if io.adjacent.len() < super::MAX_ADJACENT || io.adjacent.contains(&src) => {
+                io.adjacent.insert(src);
+            }
+            Some(true) => io.counters.count("wccp-adjacency-full"),
+            Some(false) => io.adjacency_lost |= io.adjacent.remove(&src),
+            None => {}
         }
 
         // §5 two-way check: the echo must be the last Receive ID sent to this cache.

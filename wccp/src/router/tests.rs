@@ -1201,12 +1201,20 @@ fn reconfigure_in_place_keeps_members_and_assignment() {
     let sec = Security::None;
     join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
     join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
-    let rid = e.service(0).unwrap().cache(C2).unwrap().last_receive_id_sent;
+    let rid = e
+        .service(0)
+        .unwrap()
+        .cache(C2)
+        .unwrap()
+        .last_receive_id_sent;
     e.handle_message(
         base,
         C2,
         R,
-        &bytes(&sec, hash_ra(C2, &[C2, C3], rid.unwrap(), 2, 1).into_message()),
+        &bytes(
+            &sec,
+            hash_ra(C2, &[C2, C3], rid.unwrap(), 2, 1).into_message(),
+        ),
     );
     let before = e.service(0).unwrap();
     assert!(!before.assignment.is_empty());
@@ -1218,7 +1226,10 @@ fn reconfigure_in_place_keeps_members_and_assignment() {
     };
     e.reconfigure(secs(base, 1), grown.clone()).unwrap();
     let after = e.service(0).unwrap();
-    assert!(events(&mut e).is_empty(), "nothing lost, nothing reinstalled");
+    assert!(
+        events(&mut e).is_empty(),
+        "nothing lost, nothing reinstalled"
+    );
     assert_eq!(after.usable_caches(), vec![C2, C3]);
     assert_eq!(after.member_change_number, before.member_change_number);
     assert_eq!(after.assignment, before.assignment);
@@ -1235,7 +1246,12 @@ fn reconfigure_in_place_keeps_members_and_assignment() {
         &bytes(&sec, old_signed.into_message()),
     );
     assert!(drain(&mut e, secs(base, 3)).is_empty(), "unsigned: dropped");
-    let rid = e.service(0).unwrap().cache(C2).unwrap().last_receive_id_sent;
+    let rid = e
+        .service(0)
+        .unwrap()
+        .cache(C2)
+        .unwrap()
+        .last_receive_id_sent;
     let signed = hia(ServiceInfo::standard(0), C2, rid, Some(gre_hash()), false);
     e.handle_message(
         secs(base, 4),
@@ -1251,5 +1267,73 @@ fn reconfigure_in_place_keeps_members_and_assignment() {
     assert_eq!(s.usable_caches(), vec![C2, C3]);
     assert_eq!(s.assignment, before.assignment);
     assert!(events(&mut e).is_empty());
+    e.check_invariants().unwrap();
+}
+
+/// Issue 13 item 11: the receiving link marks a cache L2-adjacent only through a HERE_I_AM
+/// that was authenticated and admitted; unauthenticated, spoofed or refused datagrams add
+/// nothing, and an accepted one from off link takes the adjacency away.
+#[test]
+fn only_accepted_here_i_ams_record_l2_adjacency() {
+    let base = t0();
+    let mut e = engine(
+        RouterServiceConfig {
+            group_list: Some(vec![C2, C3]),
+            ..RouterServiceConfig::standard(0)
+        }
+        .with_password(b"pw"),
+    );
+    let good = Security::Md5(Password::new(b"pw"));
+    let bad = Security::Md5(Password::new(b"wrong"));
+    let l2 = CapabilitiesInfo::methods(
+        ForwardingMethods::L2,
+        AssignmentMethods::HASH,
+        ReturnMethods::L2,
+    );
+    let h = |cache, sec: &Security| {
+        bytes(
+            sec,
+            hia(
+                ServiceInfo::standard(0),
+                cache,
+                None,
+                Some(l2.clone()),
+                false,
+            )
+            .into_message(),
+        )
+    };
+    let stranger = Ipv4Addr::new(10, 0, 0, 77);
+    // Wrong password, an identity that is not the source, a cache outside the group list,
+    // junk: none of them is adjacent afterwards.
+    e.handle_message_on_link(base, C2, R, true, &h(C2, &bad));
+    e.handle_message_on_link(base, C3, R, true, &h(C2, &good));
+    e.handle_message_on_link(base, stranger, R, true, &h(stranger, &good));
+    e.handle_message_on_link(base, C3, R, true, &[0, 0, 0, 10, 0]);
+    assert!(drain(&mut e, base).is_empty());
+    assert!(e.service(0).unwrap().caches.is_empty());
+    assert!(e.adjacent.is_empty(), "{:?}", e.adjacent);
+
+    // The real cache's authenticated HERE_I_AM: adjacent, and L2 is offered at once.
+    e.handle_message_on_link(base, C2, R, true, &h(C2, &good));
+    let out = drain(&mut e, base);
+    let reply = isy(&out[0].1);
+    assert_eq!(
+        reply.capabilities.unwrap().forwarding(),
+        Some(ForwardingMethods::GRE | ForwardingMethods::L2)
+    );
+    assert!(e.cache(0, C2).unwrap().l2_adjacent);
+    // A spoofed one claiming C2 from off link (wrong password) cannot take it away…
+    e.handle_message_on_link(secs(base, 1), C2, R, false, &h(C2, &bad));
+    assert!(e.cache(0, C2).unwrap().l2_adjacent);
+    // …an authenticated one can.
+    e.handle_message_on_link(secs(base, 2), C2, R, false, &h(C2, &good));
+    assert!(!e.cache(0, C2).unwrap().l2_adjacent);
+    // Once the cache is forgotten, so is its adjacency.
+    e.handle_message_on_link(secs(base, 3), C2, R, true, &h(C2, &good));
+    assert!(e.adjacent.contains(&C2));
+    e.handle_timeout(secs(base, 100));
+    assert!(e.service(0).unwrap().caches.is_empty());
+    assert!(e.adjacent.is_empty());
     e.check_invariants().unwrap();
 }
