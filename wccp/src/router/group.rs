@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::admission::{source_net, ReplyLimiter, JOINING_PER_NET, MAX_JOINING};
 use super::config::RouterServiceConfig;
 use super::receive_id::ReceiveIds;
 use super::RouterEvent;
@@ -100,6 +101,9 @@ pub(crate) struct CacheEntry {
     pub(crate) sent_ids: BTreeMap<Ipv4Addr, u32>,
     /// Whether it has echoed a Receive ID sent to it.
     pub(crate) echoed: bool,
+    /// Whether an I_SEE_YOU was sent to it (a Joining cache never answered cannot echo and
+    /// is the first to make room).
+    pub(crate) answered: bool,
     /// Handshake phase.
     pub(crate) phase: CachePhase,
     /// Assignment Weight it reported (opaque, echoed in the Router View).
@@ -127,6 +131,7 @@ impl CacheEntry {
             last_seen: now,
             sent_ids: BTreeMap::new(),
             echoed: false,
+            answered: false,
             phase: CachePhase::Joining,
             weight: 0,
             status: 0,
@@ -210,6 +215,8 @@ pub(crate) struct Group {
     pub(crate) timers: TimerTable<GroupTimer, 1>,
     /// Group counters.
     pub(crate) counters: Counters,
+    /// Budget of I_SEE_YOUs to sources that have not echoed.
+    pub(crate) limiter: ReplyLimiter,
 }
 
 impl Group {
@@ -230,6 +237,7 @@ impl Group {
             installed: Arc::new(Assignment::empty(ServiceInfo::standard(0))),
             timers: TimerTable::default(),
             counters: Counters::default(),
+            limiter: ReplyLimiter::default(),
         };
         g.installed = Arc::new(Assignment::empty(g.service_info()));
         g
@@ -355,7 +363,7 @@ impl Group {
         if !self.definition_accepts(&hia.service) {
             return self.counters.reject(DropReason::ServiceConflict);
         }
-        if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
+        if !self.caches.contains_key(&src) && !self.make_room(src) {
             return self.counters.reject(DropReason::TooManyCaches);
         }
         // Authenticated and admitted: only now may the receiving link say whether the cache
@@ -454,7 +462,58 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
+        // A source that never echoed has not shown it receives what we send: answer it
+        // within the budget only, so that spoofed HERE_I_AMs cannot make us a reflector.
+        let proven = self.caches.get(&src).is_some_and(|e| e.echoed);
+        if !proven && !self.limiter.allow(now, src) {
+            return self.counters.count("wccp-i-see-you-rate-limited");
+        }
         self.send_i_see_you(src, local, reply_service, None, io);
+    }
+
+    /// Makes room to track the newcomer `src` (issue 13 item 10): a network at its
+    /// [`JOINING_PER_NET`] loses its oldest Joining cache, a group at [`MAX_JOINING`] (or
+    /// [`MAX_TRACKED`]) the oldest Joining cache of its most crowded network; caches never
+    /// answered go first, echoed ones never. False when only echoed caches are left.
+    fn make_room(&mut self, src: Ipv4Addr) -> bool {
+        let mut per_net: BTreeMap<u32, usize> = BTreeMap::new();
+        for (a, _) in self.caches.iter().filter(|(_, e)| !e.echoed) {
+            *per_net.entry(source_net(*a)).or_insert(0) += 1;
+        }
+        let joining: usize = per_net.values().sum();
+        let net = source_net(src);
+        let victim = if per_net.get(&net).copied().unwrap_or(0) >= JOINING_PER_NET {
+            self.oldest_joining(|a| source_net(a) == net, &per_net)
+        } else if joining >= MAX_JOINING || self.caches.len() >= MAX_TRACKED {
+            self.oldest_joining(|_| true, &per_net)
+        } else {
+            return true;
+        };
+        match victim {
+            Some(v) => {
+                self.caches.remove(&v);
+                self.counters.count("wccp-joining-evicted");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The Joining cache to evict among those `within` picks: never answered first, then
+    /// from the most crowded network, then the oldest.
+    fn oldest_joining(
+        &self,
+        within: impl Fn(Ipv4Addr) -> bool,
+        per_net: &BTreeMap<u32, usize>,
+    ) -> Option<Ipv4Addr> {
+        self.caches
+            .iter()
+            .filter(|(a, e)| !e.echoed && within(**a))
+            .min_by_key(|(a, e)| {
+                let crowd = per_net.get(&source_net(**a)).copied().unwrap_or(0);
+                (e.answered, core::cmp::Reverse(crowd), e.first_seen)
+            })
+            .map(|(a, _)| *a)
     }
 
     /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
@@ -823,6 +882,7 @@ impl Group {
         let receive_id = self.receive_ids.next(cache);
         if let Some(e) = self.caches.get_mut(&cache) {
             e.sent_ids.insert(router_id, receive_id);
+            e.answered = true;
         }
         let adjacent = io.adjacent.contains(&cache);
         let identity = RouterIdentityInfo {

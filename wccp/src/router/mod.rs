@@ -9,11 +9,17 @@
 //! assignment in force, the flush or a rejected REDIRECT_ASSIGN moves the Member Change
 //! Number, since Squid-like caches assign only when it moves.
 //!
+//! Joining caches (not yet echoed) are bounded per source /24 and per group, the oldest
+//! making room, and I_SEE_YOUs to sources that never echoed come out of token buckets per
+//! source /24 and per group (see `admission`), so that a flood of spoofed HERE_I_AMs neither
+//! locks real caches out nor is reflected at full rate.
+//!
 //! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
 //! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
 //! TRANSMIT_T / TIMER_SCALE (never advertised; the cache's elements are ignored, so both sides
 //! keep the defaults or the configured [`crate::timer::TimerConfig`]).
 
+mod admission;
 mod config;
 mod group;
 mod receive_id;
@@ -29,6 +35,10 @@ use crate::engine::{ConfigError, Counters, DropReason, Methods, Outbox, Transmit
 use crate::timer::earliest;
 use crate::wire::{Header, Message, MessageType};
 
+pub use admission::{
+    source_net, JOINING_PER_NET, MAX_JOINING, NET_BURST, NET_EVERY, SOURCE_NET_BITS,
+    UNECHOED_BURST, UNECHOED_EVERY,
+};
 pub use config::RouterServiceConfig;
 pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
@@ -37,7 +47,7 @@ use group::{Group, Io};
 use receive_id::{ReceiveIds, Seed};
 
 /// L2-adjacent addresses the engine keeps at most (a few KiB); when full, addresses no group
-/// tracks any more are forgotten first, and a newcomer beyond it is not marked adjacent.
+/// tracks any more are forgotten, and a newcomer beyond it is not marked adjacent.
 pub const MAX_ADJACENT: usize = 4096;
 
 /// What the router engine tells its driver.
@@ -160,7 +170,6 @@ impl RouterEngine {
             counters: &mut self.counters,
         };
         group.reconfigure(now, config, &mut io);
-        self.prune_adjacent();
         Ok(())
     }
 
@@ -174,7 +183,6 @@ impl RouterEngine {
             service: service_id,
             assignment: Arc::new(Assignment::empty(group.service_info())),
         });
-        self.prune_adjacent();
         Ok(())
     }
 
@@ -183,8 +191,7 @@ impl RouterEngine {
     /// drivers that learn adjacency out of band (and tests); a driver that only knows the
     /// receiving link passes it to [`Self::handle_message_on_link`] instead, so that only
     /// authenticated, admitted HERE_I_AMs record it. At most [`MAX_ADJACENT`] addresses are
-    /// kept (further ones are refused and counted as `wccp-adjacency-full`); addresses no
-    /// group tracks are forgotten at the next timeout.
+    /// kept (further ones are refused and counted as `wccp-adjacency-full`).
     pub fn set_l2_adjacent(&mut self, now: Instant, cache: Ipv4Addr, adjacent: bool) {
         if adjacent && !self.adjacent.contains(&cache) && self.adjacent.len() >= MAX_ADJACENT {
             return self.counters.count("wccp-adjacency-full");
@@ -216,8 +223,7 @@ impl RouterEngine {
         }
     }
 
-    /// Forgets the adjacency of addresses no group tracks any more, so that the set stays
-    /// within the caches tracked.
+    /// Forgets the adjacency of addresses no group tracks any more (when the set is full).
     fn prune_adjacent(&mut self) {
         let groups = &self.groups;
         self.adjacent
@@ -340,7 +346,6 @@ impl RouterEngine {
                 group.handle_timeout(now, &mut io);
             }
         }
-        self.prune_adjacent();
     }
 
     /// The next datagram to send, written into `buf` (cleared first).

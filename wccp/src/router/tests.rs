@@ -1137,9 +1137,11 @@ fn at_most_32_caches_are_usable() {
     let base = t0();
     let mut e = engine(RouterServiceConfig::standard(0));
     for i in 0..33u8 {
+        // One every 2 s: the 33rd first contact from one /24 at once would exceed the
+        // network's I_SEE_YOU burst (issue 13 item 10).
         join(
             &mut e,
-            base,
+            secs(base, 2 * u64::from(i)),
             ServiceInfo::standard(0),
             Ipv4Addr::new(10, 1, 0, i),
             &Security::None,
@@ -1329,11 +1331,102 @@ fn only_accepted_here_i_ams_record_l2_adjacency() {
     // …an authenticated one can.
     e.handle_message_on_link(secs(base, 2), C2, R, false, &h(C2, &good));
     assert!(!e.cache(0, C2).unwrap().l2_adjacent);
-    // Once the cache is forgotten, so is its adjacency.
+    // A full set forgets caches no group tracks before it records a new one.
+    for i in 0..MAX_ADJACENT as u32 {
+        e.set_l2_adjacent(base, Ipv4Addr::from(0x0b00_0000 + i), true);
+    }
+    e.set_l2_adjacent(base, Ipv4Addr::new(12, 0, 0, 1), true);
+    assert_eq!(e.counters().drops_for("wccp-adjacency-full"), 1);
     e.handle_message_on_link(secs(base, 3), C2, R, true, &h(C2, &good));
-    assert!(e.adjacent.contains(&C2));
-    e.handle_timeout(secs(base, 100));
-    assert!(e.service(0).unwrap().caches.is_empty());
-    assert!(e.adjacent.is_empty());
+    assert_eq!(e.adjacent.iter().copied().collect::<Vec<_>>(), vec![C2]);
+    e.check_invariants().unwrap();
+}
+
+/// Issue 13 item 10: 5000 spoofed HERE_I_AMs from 16 networks over 20 s. A real cache that
+/// starts in the middle and echoes 10 s later, like Squid, still joins; the I_SEE_YOUs sent
+/// to the spoofed sources stay within the group's budget, and the Joining caches tracked
+/// within their bounds.
+#[test]
+fn a_here_i_am_flood_neither_blocks_a_real_cache_nor_gets_answered() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    let spoofed = |i: u32| Ipv4Addr::new(10, 66, (i % 16) as u8, (i / 16 % 250 + 1) as u8);
+    let (mut flood_answers, mut echo, mut sent) = (0u64, None, 0u32);
+    for step in 0..200u32 {
+        let now = base + Duration::from_millis(100 * u64::from(step));
+        e.handle_timeout(now);
+        for i in step * 25..(step + 1) * 25 {
+            let src = spoofed(i);
+            let h = hia(ServiceInfo::standard(0), src, None, Some(gre_hash()), false);
+            e.handle_message(now, src, R, &bytes(&sec, h.into_message()));
+        }
+        // The real cache: first contact at 5 s, its echo at 15 s.
+        if step == 50 || step == 150 {
+            let h = hia(ServiceInfo::standard(0), C2, echo, Some(gre_hash()), false);
+            e.handle_message(now, C2, R, &bytes(&sec, h.into_message()));
+        }
+        for (t, b) in drain(&mut e, now) {
+            if t.dst == C2 {
+                echo = Some(isy(&b).identity.router.receive_id);
+                sent += 1;
+            } else {
+                flood_answers += 1;
+            }
+        }
+        e.check_invariants().unwrap();
+        let s = e.service(0).unwrap();
+        let joining = s.caches.iter().filter(|c| !c.receive_id_echoed).count();
+        assert!(joining <= MAX_JOINING, "{joining}");
+    }
+    assert_eq!(sent, 2, "both of the real cache's HERE_I_AMs answered");
+    let s = e.service(0).unwrap();
+    assert_eq!(s.usable_caches(), vec![C2]);
+    assert!(events(&mut e).contains(&RouterEvent::CacheUsable {
+        service: 0,
+        cache: C2,
+        methods: Methods::default(),
+    }));
+    // 20 s of budget: the burst and one every UNECHOED_EVERY.
+    let budget = u64::from(UNECHOED_BURST) + 20_000 / UNECHOED_EVERY.as_millis() as u64;
+    assert!(flood_answers <= budget, "{flood_answers} > {budget}");
+    assert!(flood_answers > 0);
+    assert!(s.counters.drops_for("wccp-i-see-you-rate-limited") >= 5000 - budget);
+    assert!(s.counters.drops_for("wccp-joining-evicted") > 0);
+    assert_eq!(s.counters.rejects(DropReason::TooManyCaches), 0);
+}
+
+/// Issue 13 item 10: one network's flood only displaces that network's own Joining caches,
+/// the unanswered first, and never an echoed cache.
+#[test]
+fn joining_slots_are_per_network_and_spare_echoed_caches() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    for i in 0..200u8 {
+        let src = Ipv4Addr::new(10, 0, 0, 10 + i % 240);
+        let h = hia(ServiceInfo::standard(0), src, None, Some(gre_hash()), false);
+        e.handle_message(secs(base, 1), src, R, &bytes(&sec, h.into_message()));
+    }
+    let other = Ipv4Addr::new(10, 0, 7, 2);
+    let h = hia(
+        ServiceInfo::standard(0),
+        other,
+        None,
+        Some(gre_hash()),
+        false,
+    );
+    e.handle_message(secs(base, 1), other, R, &bytes(&sec, h.into_message()));
+    let s = e.service(0).unwrap();
+    let in_net = |n: u8| {
+        s.caches
+            .iter()
+            .filter(|c| c.address.octets()[2] == n && !c.receive_id_echoed)
+            .count()
+    };
+    assert_eq!(in_net(0), JOINING_PER_NET);
+    assert_eq!(in_net(7), 1);
+    assert_eq!(s.usable_caches(), vec![C2], "the echoed cache stays");
     e.check_invariants().unwrap();
 }
