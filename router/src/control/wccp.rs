@@ -48,16 +48,20 @@ pub struct WccpDriver {
 }
 
 impl WccpDriver {
-    /// A driver serving `services`, sending through the shared outbox.
+    /// A driver serving `services`, sending through the shared outbox;
+    /// `router_id` is `[router] id`: the one Router ID every cache sees, whichever of our
+    /// addresses it talks to.
     pub fn new(
         services: &[WccpServiceConf],
         options: &WccpOptions,
         workers: usize,
+        router_id: Ipv4Addr,
         shared: Arc<Shared>,
     ) -> anyhow::Result<WccpDriver> {
         let outbox = shared.outbox.clone();
         // Receive IDs a host off the caches' path cannot predict (issue 13 item 3).
         let mut engine = RouterEngine::with_seed(crate::probe::random_seed());
+        engine.set_router_id(router_id);
         for s in services {
             engine
                 .add_service(s.engine_config())

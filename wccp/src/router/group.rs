@@ -21,8 +21,8 @@ use crate::wire::{
     AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
     AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
     HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, MaskValueSet, Message,
-    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterIdElement,
-    RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
+    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterAssignmentElement,
+    RouterIdElement, RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
     WebCacheIdentityElement, BUCKETS,
 };
 
@@ -89,8 +89,8 @@ impl CachePhase {
 /// What the router knows about one cache.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheEntry {
-    /// The router address this cache talks to (its HERE_I_AMs' destination): Router ID and
-    /// source of what is sent to it.
+    /// The router address this cache talks to (its HERE_I_AMs' destination): source of what
+    /// is sent to it, "Sent To", and the Router ID unless one is configured.
     pub(crate) router_id: Ipv4Addr,
     /// First HERE_I_AM.
     pub(crate) first_seen: Instant,
@@ -217,6 +217,8 @@ pub(crate) struct Group {
     pub(crate) counters: Counters,
     /// Budget of I_SEE_YOUs to sources that have not echoed.
     pub(crate) limiter: ReplyLimiter,
+    /// The configured Router ID (`None`: the local address each cache talks to).
+    pub(crate) router_id: Option<Ipv4Addr>,
 }
 
 impl Group {
@@ -238,9 +240,15 @@ impl Group {
             timers: TimerTable::default(),
             counters: Counters::default(),
             limiter: ReplyLimiter::default(),
+            router_id: None,
         };
         g.installed = Arc::new(Assignment::empty(g.service_info()));
         g
+    }
+
+    /// The Router ID announced to a cache that talks to our address `local`.
+    pub(crate) fn announced(&self, local: Ipv4Addr) -> Ipv4Addr {
+        self.router_id.unwrap_or(local)
     }
 
     /// The group's service ID.
@@ -382,7 +390,17 @@ impl Group {
             .caches
             .get(&src)
             .and_then(|e| e.sent_ids.get(&local).copied());
-        let echo_ok = last_sent.is_some() && hia.view.receive_id_for(local) == last_sent;
+        // Caches echo the Router ID we announced (Squid and swcache copy it from the
+        // I_SEE_YOU); the local address is accepted too, as before an ID was configured. A
+        // cache talking to two of our addresses lists the Router ID twice: any element may
+        // carry the echo.
+        let ours = [self.announced(local), local];
+        let echo_ok = last_sent.is_some()
+            && hia
+                .view
+                .routers
+                .iter()
+                .any(|r| ours.contains(&r.router_ip) && Some(r.receive_id) == last_sent);
         if echo_ok && self.definition.is_none() {
             // [R1] §3.2: the first cache defines a dynamic service; only one that completed
             // the handshake, so that one stray datagram cannot fix a wrong definition.
@@ -605,13 +623,27 @@ impl Group {
         if self.method != Some(method) {
             return Err(DropReason::AssignWrongMethod);
         }
-        let Some(own) = routers
+        // Caches list us by the Router ID we announced (or, before one was configured, by
+        // the address they talk to).
+        let ours = [self.announced(local), local, entry.router_id];
+        let listed: Vec<&RouterAssignmentElement> = routers
             .iter()
-            .find(|r| r.router_ip == local || r.router_ip == entry.router_id)
+            .filter(|r| ours.contains(&r.router_ip))
+            .collect();
+        if listed.is_empty() {
+            return Err(DropReason::AssignNotListed);
+        }
+        let sent = entry.sent_ids.get(&local).copied();
+        // Listed twice (two of our addresses, one Router ID): the element echoing what was
+        // sent through `local` is ours.
+        let Some(own) = listed
+            .iter()
+            .find(|r| Some(r.receive_id) == sent)
+            .or_else(|| listed.first())
         else {
             return Err(DropReason::AssignNotListed);
         };
-        if entry.sent_ids.get(&own.router_ip) != Some(&own.receive_id) {
+        if sent != Some(own.receive_id) {
             return Err(DropReason::AssignStaleReceiveId);
         }
         if own.change_number != self.change_number {
@@ -870,7 +902,8 @@ impl Group {
     }
 
     /// Unicast I_SEE_YOU to `cache` from the local address it talked to, `router_id` (§4,
-    /// §5), with a fresh Receive ID (remembered if the cache is still tracked).
+    /// §5; also "Sent To"), announcing the configured Router ID, with a fresh Receive ID
+    /// (remembered if the cache is still tracked).
     fn send_i_see_you(
         &mut self,
         cache: Ipv4Addr,
@@ -887,7 +920,7 @@ impl Group {
         let adjacent = io.adjacent.contains(&cache);
         let identity = RouterIdentityInfo {
             router: RouterIdElement {
-                router_ip: router_id,
+                router_ip: self.announced(router_id),
                 receive_id,
             },
             sent_to: router_id,
@@ -915,10 +948,11 @@ impl Group {
         };
         e.queries_sent = e.queries_sent.saturating_add(1);
         let router_id = e.router_id;
+        let receive_id = e.last_sent_id().unwrap_or(self.receive_ids.last());
         let query = RouterQueryInfo {
             router: RouterIdElement {
-                router_ip: router_id,
-                receive_id: e.last_sent_id().unwrap_or(self.receive_ids.last()),
+                router_ip: self.announced(router_id),
+                receive_id,
             },
             sent_to: router_id,
             target: cache,

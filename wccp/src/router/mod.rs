@@ -114,6 +114,7 @@ pub struct RouterEngine {
     events: VecDeque<RouterEvent>,
     counters: Counters,
     seed: Option<Seed>,
+    router_id: Option<Ipv4Addr>,
 }
 
 impl RouterEngine {
@@ -133,6 +134,18 @@ impl RouterEngine {
         }
     }
 
+    /// Announces `id` as this router's Router ID in every group (I_SEE_YOU, REMOVAL_QUERY)
+    /// and finds this router's element in caches' views and assignments by it, so that a
+    /// cache talking to two of our addresses sees one router (issue 13 item 2). Datagrams
+    /// still go out from the local address the cache talked to, which also stays in
+    /// "Sent To". Without it the Router ID is that local address.
+    pub fn set_router_id(&mut self, id: Ipv4Addr) {
+        self.router_id = Some(id);
+        for g in self.groups.values_mut() {
+            g.router_id = Some(id);
+        }
+    }
+
     /// Adds a service group (configured services only: HERE_I_AMs for others are dropped).
     pub fn add_service(&mut self, config: RouterServiceConfig) -> Result<(), ConfigError> {
         config.validate()?;
@@ -140,8 +153,9 @@ impl RouterEngine {
             return Err(ConfigError::DuplicateService(config.service_id));
         }
         let ids = ReceiveIds::new(self.seed, config.service_id);
-        self.groups
-            .insert(config.service_id, Group::new(config, ids));
+        let mut group = Group::new(config, ids);
+        group.router_id = self.router_id;
+        self.groups.insert(group.id(), group);
         Ok(())
     }
 

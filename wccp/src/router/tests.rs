@@ -1430,3 +1430,59 @@ fn joining_slots_are_per_network_and_spare_echoed_caches() {
     assert_eq!(s.usable_caches(), vec![C2], "the echoed cache stays");
     e.check_invariants().unwrap();
 }
+
+/// Issue 13 item 2: with a configured Router ID, a cache talking to two of our addresses (and
+/// a second cache on another interface) sees one and the same Router ID; replies still come
+/// from the address talked to, which is the "Sent To"; echoes and the REDIRECT_ASSIGN's
+/// router element are found by the Router ID, as Squid and swcache send them.
+#[test]
+fn one_router_id_whichever_address_a_cache_talks_to() {
+    let base = t0();
+    let id = Ipv4Addr::new(10, 9, 9, 9);
+    let r2 = Ipv4Addr::new(10, 0, 1, 1);
+    let mut e = RouterEngine::new();
+    e.set_router_id(id);
+    e.add_service(RouterServiceConfig::standard(0)).unwrap();
+    let sec = Security::None;
+    let ask = |e: &mut RouterEngine, cache, local, echo: Option<u32>| {
+        let mut h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            None,
+            Some(gre_hash()),
+            false,
+        );
+        h.view.routers = echo
+            .map(|receive_id| RouterIdElement {
+                router_ip: id,
+                receive_id,
+            })
+            .into_iter()
+            .collect();
+        e.handle_message(base, cache, local, &bytes(&sec, h.into_message()));
+        let out = drain(e, base);
+        assert_eq!((out[0].0.src, out[0].0.dst), (local, cache));
+        isy(&out[0].1)
+    };
+    let a = ask(&mut e, C2, R, None);
+    let b = ask(&mut e, C2, r2, None);
+    let c = ask(&mut e, Ipv4Addr::new(10, 0, 1, 2), r2, None);
+    for (reply, local) in [(&a, R), (&b, r2), (&c, r2)] {
+        assert_eq!(reply.identity.router.router_ip, id);
+        assert_eq!(reply.identity.sent_to, local);
+    }
+    // C2 echoes (under the Router ID) what it got through R: usable.
+    let d = ask(&mut e, C2, R, Some(a.identity.router.receive_id));
+    assert_eq!(d.view.caches.len(), 1, "the echo was accepted");
+    assert_eq!(e.service(0).unwrap().router_ids, vec![id]);
+    let rid = d.identity.router.receive_id;
+    let mut ra = hash_ra(C2, &[C2], rid, d.view.member_change_number, 1);
+    if let RedirectAssignment::Hash(info) = &mut ra.assignment {
+        info.routers[0].router_ip = id;
+    }
+    e.handle_message(base, C2, R, &bytes(&sec, ra.into_message()));
+    assert_eq!(e.assignment(0).unwrap().share_counts(), vec![(C2, 256)]);
+    // The data plane and the prober still use the address the cache talks to.
+    assert_eq!(e.assignment(0).unwrap().caches()[0].router_id, R);
+    e.check_invariants().unwrap();
+}
