@@ -316,12 +316,18 @@ fn redirect_out_and_redirect_list_deny() {
     // Squid's own fetches leave through eth1 too; had they been redirected back to the cache,
     // the first fetch above would have looped instead of returning the origin's page.
 
-    // Hot reload: drop the deny rule; the group keeps its cache and assignment.
+    // Hot reload: drop the deny rule and grow the group list (issue 13 item 16: applied in
+    // place); the group keeps its cache and assignment, so redirection never stops.
     let text = std::fs::read_to_string(&l.conf).unwrap();
-    let text = text.replace(
-        "action = \"deny\"\ndestination = \"10.0.2.3\"",
-        "action = \"permit\"",
-    );
+    let text = text
+        .replace(
+            "action = \"deny\"\ndestination = \"10.0.2.3\"",
+            "action = \"permit\"",
+        )
+        .replace(
+            "id = 0\nprobe-port = 3128\n",
+            "id = 0\nprobe-port = 3128\ncaches = [\"10.0.3.2\", \"10.0.3.9\"]\n",
+        );
     std::fs::write(&l.conf, text).unwrap();
     let out = std::process::Command::new(binary("swrouter"))
         .args(["reload", "-s", &l.socket.to_string_lossy()])

@@ -288,6 +288,7 @@ async fn control_loop(
             &conf.wccp,
             &conf.wccp_options,
             conf.router.workers,
+            conf.router.id,
             shared.clone(),
         )?),
         None => None,

@@ -2,7 +2,7 @@
 //! fast-failover prober, and the data plane's view of both.
 //!
 //! Inputs are the UDP 2048 datagrams the pipeline delivers (with the local address they were
-//! sent to, which becomes our Router ID toward that cache), the engine's own deadline, the probe
+//! sent to, which our answers come from, and whether the source is on the receiving link), the engine's own deadline, the probe
 //! tick and the probes' answers; after every input the driver drains the engine until it is
 //! quiet: datagrams go to the outbox (and through the pipeline), events are logged and their
 //! assignments kept. Whenever an assignment, a cache's probe state or the configuration
@@ -58,16 +58,20 @@ pub struct WccpDriver {
 }
 
 impl WccpDriver {
-    /// A driver serving `services`, sending through the shared outbox.
+    /// A driver serving `services`, sending through the shared outbox;
+    /// `router_id` is `[router] id`: the one Router ID every cache sees, whichever of our
+    /// addresses it talks to.
     pub fn new(
         services: &[WccpServiceConf],
         options: &WccpOptions,
         workers: usize,
+        router_id: Ipv4Addr,
         shared: Arc<Shared>,
     ) -> anyhow::Result<WccpDriver> {
         let outbox = shared.outbox.clone();
         // Receive IDs a host off the caches' path cannot predict (issue 13 item 3).
         let mut engine = RouterEngine::with_seed(crate::probe::random_seed());
+        engine.set_router_id(router_id);
         for s in services {
             engine
                 .add_service(s.engine_config())
@@ -98,20 +102,25 @@ impl WccpDriver {
         Ok(d)
     }
 
-    /// Applies a reloaded `[wccp]`: services whose protocol settings (password, methods, group
-    /// list, definition) are unchanged keep their caches and assignment; changed ones restart,
-    /// new ones start, removed ones stop. Redirect lists, probe ports and options apply at once.
+    /// Applies a reloaded `[wccp]`: a service whose protocol settings (password, methods, group
+    /// list, definition) changed is reconfigured in place, keeping its caches and assignment
+    /// (the engine restarts a group itself only when its pinned definition changes); new ones
+    /// start, removed ones stop. Redirect lists, probe ports and options apply at once.
     pub fn reconfigure(
         &mut self,
         services: &[WccpServiceConf],
         options: &WccpOptions,
     ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        // Check every new configuration before touching the engine, so that a refused reload
+        // leaves all groups as they were.
+        for s in services {
+            s.engine_config()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+        }
         for old in &self.services {
-            let keep = services
-                .iter()
-                .find(|s| s.id == old.id)
-                .is_some_and(|s| s.engine_config() == old.engine_config());
-            if !keep {
+            if !services.iter().any(|s| s.id == old.id) {
                 self.engine
                     .remove_service(old.id)
                     .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", old.id))?;
@@ -120,23 +129,31 @@ impl WccpDriver {
             }
         }
         for s in services {
-            let kept = self
-                .services
-                .iter()
-                .find(|o| o.id == s.id)
-                .is_some_and(|o| s.engine_config() == o.engine_config());
-            if !kept {
-                self.engine
-                    .add_service(s.engine_config())
-                    .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
-                tracing::info!(service = s.id, "WCCP service group (re)started by reload");
-                warn_if_open(s);
+            match self.services.iter().find(|o| o.id == s.id) {
+                None => {
+                    self.engine
+                        .add_service(s.engine_config())
+                        .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+                    tracing::info!(service = s.id, "WCCP service group started by reload");
+                    warn_if_open(s);
+                }
+                Some(o) if o.engine_config() != s.engine_config() => {
+                    // In place: no redirection blackout while the caches rejoin (issue 13
+                    // item 16). Caches signed with an old password fail authentication
+                    // from now on and expire in 30 s; the assignment stays until then.
+                    self.engine
+                        .reconfigure(now, s.engine_config())
+                        .map_err(|e| anyhow::anyhow!("WCCP service {}: {e}", s.id))?;
+                    tracing::info!(service = s.id, "WCCP service group reconfigured by reload");
+                    warn_if_open(s);
+                }
+                Some(_) => {}
             }
         }
         self.rounds.set_misses(options.probe_misses);
         self.services = services.to_vec();
         self.options = options.clone();
-        self.drain(Instant::now());
+        self.drain(now);
         self.publish();
         Ok(())
     }
@@ -270,14 +287,15 @@ impl WccpDriver {
     pub fn handle(&mut self, d: LocalDatagram, tables: &Tables) {
         let now = Instant::now();
         let src = *d.src.ip();
-        // L2 forwarding is only for caches on the network the HERE_I_AM came in on.
-        let adjacent = tables
+        // L2 forwarding is only for caches on the network the HERE_I_AM came in on; the
+        // engine records that only for a HERE_I_AM it authenticated and admitted, so a
+        // spoofed datagram neither grants L2 nor grows the set (issue 13 item 11).
+        let on_link = tables
             .ifaces
             .get(d.rx_if as usize)
             .is_some_and(|i| i.contains(src));
-        self.engine.set_l2_adjacent(now, src, adjacent);
         self.engine
-            .handle_message(now, src, *d.dst.ip(), &d.payload);
+            .handle_message_on_link(now, src, *d.dst.ip(), on_link, &d.payload);
         self.drain(now);
     }
 

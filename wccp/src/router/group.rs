@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::admission::{source_net, ReplyLimiter, JOINING_PER_NET, MAX_JOINING};
 use super::config::RouterServiceConfig;
 use super::receive_id::ReceiveIds;
 use super::RouterEvent;
@@ -20,8 +21,8 @@ use crate::wire::{
     AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
     AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
     HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, MaskValueSet, Message,
-    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterIdElement,
-    RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
+    RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterAssignmentElement,
+    RouterIdElement, RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
     WebCacheIdentityElement, BUCKETS,
 };
 
@@ -88,8 +89,8 @@ impl CachePhase {
 /// What the router knows about one cache.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheEntry {
-    /// The router address this cache talks to (its HERE_I_AMs' destination): Router ID and
-    /// source of what is sent to it.
+    /// The router address this cache talks to (its HERE_I_AMs' destination): source of what
+    /// is sent to it, "Sent To", and the Router ID unless one is configured.
     pub(crate) router_id: Ipv4Addr,
     /// First HERE_I_AM.
     pub(crate) first_seen: Instant,
@@ -100,6 +101,9 @@ pub(crate) struct CacheEntry {
     pub(crate) sent_ids: BTreeMap<Ipv4Addr, u32>,
     /// Whether it has echoed a Receive ID sent to it.
     pub(crate) echoed: bool,
+    /// Whether an I_SEE_YOU was sent to it (a Joining cache never answered cannot echo and
+    /// is the first to make room).
+    pub(crate) answered: bool,
     /// Handshake phase.
     pub(crate) phase: CachePhase,
     /// Assignment Weight it reported (opaque, echoed in the Router View).
@@ -127,6 +131,7 @@ impl CacheEntry {
             last_seen: now,
             sent_ids: BTreeMap::new(),
             echoed: false,
+            answered: false,
             phase: CachePhase::Joining,
             weight: 0,
             status: 0,
@@ -169,8 +174,13 @@ pub(crate) struct Io<'a> {
     pub(crate) outbox: &'a mut Outbox,
     /// Events for the driver.
     pub(crate) events: &'a mut VecDeque<RouterEvent>,
-    /// Caches the driver marked L2-adjacent.
-    pub(crate) adjacent: &'a BTreeSet<Ipv4Addr>,
+    /// Caches marked L2-adjacent.
+    pub(crate) adjacent: &'a mut BTreeSet<Ipv4Addr>,
+    /// Whether the datagram being handled arrived on a link holding its source (`None`:
+    /// the driver does not say; adjacency is left alone).
+    pub(crate) on_link: Option<bool>,
+    /// Set when that took a cache's adjacency away (the engine revalidates every group).
+    pub(crate) adjacency_lost: bool,
     /// Engine-wide counters.
     pub(crate) counters: &'a mut Counters,
 }
@@ -205,6 +215,10 @@ pub(crate) struct Group {
     pub(crate) timers: TimerTable<GroupTimer, 1>,
     /// Group counters.
     pub(crate) counters: Counters,
+    /// Budget of I_SEE_YOUs to sources that have not echoed.
+    pub(crate) limiter: ReplyLimiter,
+    /// The configured Router ID (`None`: the local address each cache talks to).
+    pub(crate) router_id: Option<Ipv4Addr>,
 }
 
 impl Group {
@@ -225,9 +239,16 @@ impl Group {
             installed: Arc::new(Assignment::empty(ServiceInfo::standard(0))),
             timers: TimerTable::default(),
             counters: Counters::default(),
+            limiter: ReplyLimiter::default(),
+            router_id: None,
         };
         g.installed = Arc::new(Assignment::empty(g.service_info()));
         g
+    }
+
+    /// The Router ID announced to a cache that talks to our address `local`.
+    pub(crate) fn announced(&self, local: Ipv4Addr) -> Ipv4Addr {
+        self.router_id.unwrap_or(local)
     }
 
     /// The group's service ID.
@@ -350,8 +371,18 @@ impl Group {
         if !self.definition_accepts(&hia.service) {
             return self.counters.reject(DropReason::ServiceConflict);
         }
-        if !self.caches.contains_key(&src) && self.caches.len() >= MAX_TRACKED {
+        if !self.caches.contains_key(&src) && !self.make_room(src) {
             return self.counters.reject(DropReason::TooManyCaches);
+        }
+        // Authenticated and admitted: only now may the receiving link say whether the cache
+        // is L2-adjacent (issue 13 item 11), before negotiation reads it.
+        match io.on_link {
+            Some(true) if io.adjacent.len() < super::MAX_ADJACENT || io.adjacent.contains(&src) => {
+                io.adjacent.insert(src);
+            }
+            Some(true) => io.counters.count("wccp-adjacency-full"),
+            Some(false) => io.adjacency_lost |= io.adjacent.remove(&src),
+            None => {}
         }
 
         // §5 two-way check: the echo must be the last Receive ID sent to this cache.
@@ -359,7 +390,17 @@ impl Group {
             .caches
             .get(&src)
             .and_then(|e| e.sent_ids.get(&local).copied());
-        let echo_ok = last_sent.is_some() && hia.view.receive_id_for(local) == last_sent;
+        // Caches echo the Router ID we announced (Squid and swcache copy it from the
+        // I_SEE_YOU); the local address is accepted too, as before an ID was configured. A
+        // cache talking to two of our addresses lists the Router ID twice: any element may
+        // carry the echo.
+        let ours = [self.announced(local), local];
+        let echo_ok = last_sent.is_some()
+            && hia
+                .view
+                .routers
+                .iter()
+                .any(|r| ours.contains(&r.router_ip) && Some(r.receive_id) == last_sent);
         if echo_ok && self.definition.is_none() {
             // [R1] §3.2: the first cache defines a dynamic service; only one that completed
             // the handshake, so that one stray datagram cannot fix a wrong definition.
@@ -439,7 +480,58 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
+        // A source that never echoed has not shown it receives what we send: answer it
+        // within the budget only, so that spoofed HERE_I_AMs cannot make us a reflector.
+        let proven = self.caches.get(&src).is_some_and(|e| e.echoed);
+        if !proven && !self.limiter.allow(now, src) {
+            return self.counters.count("wccp-i-see-you-rate-limited");
+        }
         self.send_i_see_you(src, local, reply_service, None, io);
+    }
+
+    /// Makes room to track the newcomer `src` (issue 13 item 10): a network at its
+    /// [`JOINING_PER_NET`] loses its oldest Joining cache, a group at [`MAX_JOINING`] (or
+    /// [`MAX_TRACKED`]) the oldest Joining cache of its most crowded network; caches never
+    /// answered go first, echoed ones never. False when only echoed caches are left.
+    fn make_room(&mut self, src: Ipv4Addr) -> bool {
+        let mut per_net: BTreeMap<u32, usize> = BTreeMap::new();
+        for (a, _) in self.caches.iter().filter(|(_, e)| !e.echoed) {
+            *per_net.entry(source_net(*a)).or_insert(0) += 1;
+        }
+        let joining: usize = per_net.values().sum();
+        let net = source_net(src);
+        let victim = if per_net.get(&net).copied().unwrap_or(0) >= JOINING_PER_NET {
+            self.oldest_joining(|a| source_net(a) == net, &per_net)
+        } else if joining >= MAX_JOINING || self.caches.len() >= MAX_TRACKED {
+            self.oldest_joining(|_| true, &per_net)
+        } else {
+            return true;
+        };
+        match victim {
+            Some(v) => {
+                self.caches.remove(&v);
+                self.counters.count("wccp-joining-evicted");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The Joining cache to evict among those `within` picks: never answered first, then
+    /// from the most crowded network, then the oldest.
+    fn oldest_joining(
+        &self,
+        within: impl Fn(Ipv4Addr) -> bool,
+        per_net: &BTreeMap<u32, usize>,
+    ) -> Option<Ipv4Addr> {
+        self.caches
+            .iter()
+            .filter(|(a, e)| !e.echoed && within(**a))
+            .min_by_key(|(a, e)| {
+                let crowd = per_net.get(&source_net(**a)).copied().unwrap_or(0);
+                (e.answered, core::cmp::Reverse(crowd), e.first_seen)
+            })
+            .map(|(a, _)| *a)
     }
 
     /// REDIRECT_ASSIGN (§5): from a usable cache, keyed with that cache's address, with this
@@ -531,13 +623,27 @@ impl Group {
         if self.method != Some(method) {
             return Err(DropReason::AssignWrongMethod);
         }
-        let Some(own) = routers
+        // Caches list us by the Router ID we announced (or, before one was configured, by
+        // the address they talk to).
+        let ours = [self.announced(local), local, entry.router_id];
+        let listed: Vec<&RouterAssignmentElement> = routers
             .iter()
-            .find(|r| r.router_ip == local || r.router_ip == entry.router_id)
+            .filter(|r| ours.contains(&r.router_ip))
+            .collect();
+        if listed.is_empty() {
+            return Err(DropReason::AssignNotListed);
+        }
+        let sent = entry.sent_ids.get(&local).copied();
+        // Listed twice (two of our addresses, one Router ID): the element echoing what was
+        // sent through `local` is ours.
+        let Some(own) = listed
+            .iter()
+            .find(|r| Some(r.receive_id) == sent)
+            .or_else(|| listed.first())
         else {
             return Err(DropReason::AssignNotListed);
         };
-        if entry.sent_ids.get(&own.router_ip) != Some(&own.receive_id) {
+        if sent != Some(own.receive_id) {
             return Err(DropReason::AssignStaleReceiveId);
         }
         if own.change_number != self.change_number {
@@ -796,7 +902,8 @@ impl Group {
     }
 
     /// Unicast I_SEE_YOU to `cache` from the local address it talked to, `router_id` (§4,
-    /// §5), with a fresh Receive ID (remembered if the cache is still tracked).
+    /// §5; also "Sent To"), announcing the configured Router ID, with a fresh Receive ID
+    /// (remembered if the cache is still tracked).
     fn send_i_see_you(
         &mut self,
         cache: Ipv4Addr,
@@ -808,11 +915,12 @@ impl Group {
         let receive_id = self.receive_ids.next(cache);
         if let Some(e) = self.caches.get_mut(&cache) {
             e.sent_ids.insert(router_id, receive_id);
+            e.answered = true;
         }
         let adjacent = io.adjacent.contains(&cache);
         let identity = RouterIdentityInfo {
             router: RouterIdElement {
-                router_ip: router_id,
+                router_ip: self.announced(router_id),
                 receive_id,
             },
             sent_to: router_id,
@@ -840,10 +948,11 @@ impl Group {
         };
         e.queries_sent = e.queries_sent.saturating_add(1);
         let router_id = e.router_id;
+        let receive_id = e.last_sent_id().unwrap_or(self.receive_ids.last());
         let query = RouterQueryInfo {
             router: RouterIdElement {
-                router_ip: router_id,
-                receive_id: e.last_sent_id().unwrap_or(self.receive_ids.last()),
+                router_ip: self.announced(router_id),
+                receive_id,
             },
             sent_to: router_id,
             target: cache,

@@ -9,11 +9,17 @@
 //! assignment in force, the flush or a rejected REDIRECT_ASSIGN moves the Member Change
 //! Number, since Squid-like caches assign only when it moves.
 //!
+//! Joining caches (not yet echoed) are bounded per source /24 and per group, the oldest
+//! making room, and I_SEE_YOUs to sources that never echoed come out of token buckets per
+//! source /24 and per group (see `admission`), so that a flood of spoofed HERE_I_AMs neither
+//! locks real caches out nor is reflected at full rate.
+//!
 //! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
 //! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
 //! TRANSMIT_T / TIMER_SCALE (never advertised; the cache's elements are ignored, so both sides
 //! keep the defaults or the configured [`crate::timer::TimerConfig`]).
 
+mod admission;
 mod config;
 mod group;
 mod receive_id;
@@ -29,12 +35,20 @@ use crate::engine::{ConfigError, Counters, DropReason, Methods, Outbox, Transmit
 use crate::timer::earliest;
 use crate::wire::{Header, Message, MessageType};
 
+pub use admission::{
+    source_net, JOINING_PER_NET, MAX_JOINING, NET_BURST, NET_EVERY, SOURCE_NET_BITS,
+    UNECHOED_BURST, UNECHOED_EVERY,
+};
 pub use config::{CachePrefix, RouterServiceConfig};
 pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 
 use group::{Group, Io};
 use receive_id::{ReceiveIds, Seed};
+
+/// L2-adjacent addresses the engine keeps at most (a few KiB); when full, addresses no group
+/// tracks any more are forgotten, and a newcomer beyond it is not marked adjacent.
+pub const MAX_ADJACENT: usize = 4096;
 
 /// What the router engine tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +86,12 @@ pub enum RouterEvent {
 /// three kinds of output (after quinn-proto's `Connection`):
 ///
 /// - **Inputs.** [`handle_message`](Self::handle_message) for every UDP datagram received
-///   on port 2048, with its source and the local address it was sent to;
+///   on port 2048, with its source and the local address it was sent to (or
+///   [`handle_message_on_link`](Self::handle_message_on_link), which also says whether the
+///   source is on the receiving link: L2 adjacency, recorded only for accepted HERE_I_AMs);
 ///   [`handle_timeout`](Self::handle_timeout) when the instant returned by
 ///   [`poll_timeout`](Self::poll_timeout) has passed; [`set_l2_adjacent`](Self::set_l2_adjacent)
-///   when a cache's L2 adjacency changes; and the commands [`add_service`](Self::add_service),
+///   when a driver learns a cache's L2 adjacency out of band; and the commands [`add_service`](Self::add_service),
 ///   [`reconfigure`](Self::reconfigure) and [`remove_service`](Self::remove_service).
 /// - **Outputs**, to drain after *every* input, in this order:
 ///   1. [`poll_transmit`](Self::poll_transmit) until `None`: send each datagram from
@@ -98,6 +114,7 @@ pub struct RouterEngine {
     events: VecDeque<RouterEvent>,
     counters: Counters,
     seed: Option<Seed>,
+    router_id: Option<Ipv4Addr>,
 }
 
 impl RouterEngine {
@@ -117,6 +134,18 @@ impl RouterEngine {
         }
     }
 
+    /// Announces `id` as this router's Router ID in every group (I_SEE_YOU, REMOVAL_QUERY)
+    /// and finds this router's element in caches' views and assignments by it, so that a
+    /// cache talking to two of our addresses sees one router (issue 13 item 2). Datagrams
+    /// still go out from the local address the cache talked to, which also stays in
+    /// "Sent To". Without it the Router ID is that local address.
+    pub fn set_router_id(&mut self, id: Ipv4Addr) {
+        self.router_id = Some(id);
+        for g in self.groups.values_mut() {
+            g.router_id = Some(id);
+        }
+    }
+
     /// Adds a service group (configured services only: HERE_I_AMs for others are dropped).
     pub fn add_service(&mut self, config: RouterServiceConfig) -> Result<(), ConfigError> {
         config.validate()?;
@@ -124,14 +153,18 @@ impl RouterEngine {
             return Err(ConfigError::DuplicateService(config.service_id));
         }
         let ids = ReceiveIds::new(self.seed, config.service_id);
-        self.groups
-            .insert(config.service_id, Group::new(config, ids));
+        let mut group = Group::new(config, ids);
+        group.router_id = self.router_id;
+        self.groups.insert(group.id(), group);
         Ok(())
     }
 
-    /// Replaces a group's configuration. Caches outside a new group list are dropped, usable
-    /// caches whose methods are no longer offered become unusable, and a changed service type
-    /// or pinned definition restarts the group; its assignment is updated accordingly.
+    /// Replaces a group's configuration in place: its caches, Member Change Number and
+    /// assignment stay. Caches outside a new group list are dropped, usable caches whose
+    /// methods are no longer offered become unusable (the assignment is recompiled without
+    /// them), a new password applies to the next message (caches that keep the old one fail
+    /// authentication and expire like silent ones), and only a changed service type or pinned
+    /// definition restarts the group.
     pub fn reconfigure(
         &mut self,
         now: Instant,
@@ -145,7 +178,9 @@ impl RouterEngine {
         let mut io = Io {
             outbox: &mut self.outbox,
             events: &mut self.events,
-            adjacent: &self.adjacent,
+            adjacent: &mut self.adjacent,
+            on_link: None,
+            adjacency_lost: false,
             counters: &mut self.counters,
         };
         group.reconfigure(now, config, &mut io);
@@ -166,8 +201,15 @@ impl RouterEngine {
     }
 
     /// Marks `cache` as directly attached (L2 forwarding and return may be granted, §5) or
-    /// not; a usable cache using L2 that is no longer adjacent becomes unusable at once.
+    /// not; a usable cache using L2 that is no longer adjacent becomes unusable at once. For
+    /// drivers that learn adjacency out of band (and tests); a driver that only knows the
+    /// receiving link passes it to [`Self::handle_message_on_link`] instead, so that only
+    /// authenticated, admitted HERE_I_AMs record it. At most [`MAX_ADJACENT`] addresses are
+    /// kept (further ones are refused and counted as `wccp-adjacency-full`).
     pub fn set_l2_adjacent(&mut self, now: Instant, cache: Ipv4Addr, adjacent: bool) {
+        if adjacent && !self.adjacent.contains(&cache) && self.adjacent.len() >= MAX_ADJACENT {
+            return self.counters.count("wccp-adjacency-full");
+        }
         let changed = if adjacent {
             self.adjacent.insert(cache)
         } else {
@@ -177,10 +219,17 @@ impl RouterEngine {
             // Becoming adjacent takes effect with the cache's next HERE_I_AM.
             return;
         }
+        self.revalidate_all(now);
+    }
+
+    /// Re-checks every group's usable caches against the adjacency now.
+    fn revalidate_all(&mut self, now: Instant) {
         let mut io = Io {
             outbox: &mut self.outbox,
             events: &mut self.events,
-            adjacent: &self.adjacent,
+            adjacent: &mut self.adjacent,
+            on_link: None,
+            adjacency_lost: false,
             counters: &mut self.counters,
         };
         for group in self.groups.values_mut() {
@@ -188,58 +237,112 @@ impl RouterEngine {
         }
     }
 
+    /// Forgets the adjacency of addresses no group tracks any more (when the set is full).
+    fn prune_adjacent(&mut self) {
+        let groups = &self.groups;
+        self.adjacent
+            .retain(|a| groups.values().any(|g| g.caches.contains_key(a)));
+    }
+
+    /// [`Self::handle_message`] for a datagram that arrived on a link whose prefix holds
+    /// `src` (`on_link`) or not. The engine records `src` as L2-adjacent (or no longer) only
+    /// once a HERE_I_AM from it passed authentication and the group's admission checks
+    /// (identity, group list, definition, tracking slots): a spoofed or unauthenticated
+    /// datagram changes nothing, and the set stays bounded by the caches tracked.
+    pub fn handle_message_on_link(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        on_link: bool,
+        data: &[u8],
+    ) {
+        if self.adjacent.len() >= MAX_ADJACENT {
+            self.prune_adjacent();
+        }
+        if self.handle(now, src, local, data, Some(on_link)) {
+            // A cache that moved off link: its L2 methods in other groups are void too.
+            self.revalidate_all(now);
+        }
+    }
+
     /// A UDP datagram from `src` to the local address `local` (port 2048). HERE_I_AM and
     /// REDIRECT_ASSIGN are processed; everything else is counted and dropped.
+    /// L2 adjacency is left as [`Self::set_l2_adjacent`] set it.
     pub fn handle_message(&mut self, now: Instant, src: Ipv4Addr, local: Ipv4Addr, data: &[u8]) {
+        self.handle(now, src, local, data, None);
+    }
+
+    /// Processes one datagram; true when it took a cache's L2 adjacency away.
+    fn handle(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        local: Ipv4Addr,
+        data: &[u8],
+        on_link: Option<bool>,
+    ) -> bool {
         let Some(kind) = Header::peek_type(data) else {
             self.counters.rx.bump(MessageType::Unknown(0));
-            return self
-                .counters
+            self.counters
                 .count(crate::Error::as_str(&crate::Error::Truncated {
                     need: 4,
                     have: data.len(),
                     at: 0,
                 }));
+            return false;
         };
         self.counters.rx.bump(kind);
         if !matches!(kind, MessageType::HereIAm | MessageType::RedirectAssign) {
-            return self.counters.reject(DropReason::UnexpectedType);
+            self.counters.reject(DropReason::UnexpectedType);
+            return false;
         }
         if local.is_multicast() || local.is_broadcast() {
-            return self.counters.reject(DropReason::MulticastUnsupported);
+            self.counters.reject(DropReason::MulticastUnsupported);
+            return false;
         }
         let datagram = match Message::decode_datagram(data) {
             Ok(d) => d,
-            Err(e) => return self.counters.count(e.as_str()),
+            Err(e) => {
+                self.counters.count(e.as_str());
+                return false;
+            }
         };
         if datagram.trailing != 0 {
             self.counters.reject(DropReason::TrailingOctets);
         }
         let msg = datagram.message;
         let Some(service) = msg.service_info() else {
-            return self.counters.count("wccp-missing-component");
+            self.counters.count("wccp-missing-component");
+            return false;
         };
         let Some(group) = self.groups.get_mut(&service.service_id) else {
-            return self.counters.reject(DropReason::UnconfiguredService);
+            self.counters.reject(DropReason::UnconfiguredService);
+            return false;
         };
         if service.service_type != group.config.service_type {
-            return group.counters.reject(DropReason::ServiceTypeMismatch);
+            group.counters.reject(DropReason::ServiceTypeMismatch);
+            return false;
         }
         // §3.1: the configured option must match and the MD5 digest must verify.
         if let Err(e) = group.config.security.verify(data) {
-            return group.counters.count(e.as_str());
+            group.counters.count(e.as_str());
+            return false;
         }
         group.counters.rx.bump(kind);
         let mut io = Io {
             outbox: &mut self.outbox,
             events: &mut self.events,
-            adjacent: &self.adjacent,
+            adjacent: &mut self.adjacent,
+            on_link,
+            adjacency_lost: false,
             counters: &mut self.counters,
         };
         match kind {
             MessageType::HereIAm => group.handle_here_i_am(now, src, local, &msg, &mut io),
             _ => group.handle_redirect_assign(now, src, local, &msg, &mut io),
         }
+        io.adjacency_lost
     }
 
     /// Runs every timer that is due at `now`.
@@ -247,7 +350,9 @@ impl RouterEngine {
         let mut io = Io {
             outbox: &mut self.outbox,
             events: &mut self.events,
-            adjacent: &self.adjacent,
+            adjacent: &mut self.adjacent,
+            on_link: None,
+            adjacency_lost: false,
             counters: &mut self.counters,
         };
         for group in self.groups.values_mut() {
@@ -326,8 +431,11 @@ impl RouterEngine {
 
     /// Checks the engine's invariants (tests and fuzzing): every bucket or mask value of an
     /// installed assignment points at one usable cache or none, every target is usable, and
-    /// no group tracks more than its limits.
+    /// no group tracks more than its limits, and the adjacency set is bounded.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
+        if self.adjacent.len() > MAX_ADJACENT {
+            return Err("too many adjacent addresses");
+        }
         for g in self.groups.values() {
             g.installed.check_invariants()?;
             for t in g.installed.caches() {

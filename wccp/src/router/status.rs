@@ -22,7 +22,7 @@ pub struct ServiceStatus {
     pub definition: Option<ServiceInfo>,
     /// Security option in use.
     pub security: SecurityOption,
-    /// Router IDs in use: the router addresses caches talk to.
+    /// Router IDs announced: the configured one, else the router addresses caches talk to.
     pub router_ids: Vec<Ipv4Addr>,
     /// Last Receive ID sent (0 = no I_SEE_YOU sent yet).
     pub receive_id: u32,
@@ -152,7 +152,11 @@ impl Group {
             .keys()
             .filter_map(|a| self.cache_status(*a, adjacent))
             .collect();
-        let router_ids: BTreeSet<Ipv4Addr> = self.caches.values().map(|e| e.router_id).collect();
+        let router_ids: BTreeSet<Ipv4Addr> = self
+            .caches
+            .values()
+            .map(|e| self.announced(e.router_id))
+            .collect();
         ServiceStatus {
             service_id: self.config.service_id,
             service_type: self.config.service_type,

@@ -1137,9 +1137,11 @@ fn at_most_32_caches_are_usable() {
     let base = t0();
     let mut e = engine(RouterServiceConfig::standard(0));
     for i in 0..33u8 {
+        // One every 2 s: the 33rd first contact from one /24 at once would exceed the
+        // network's I_SEE_YOU burst (issue 13 item 10).
         join(
             &mut e,
-            base,
+            secs(base, 2 * u64::from(i)),
             ServiceInfo::standard(0),
             Ipv4Addr::new(10, 1, 0, i),
             &Security::None,
@@ -1186,4 +1188,305 @@ fn commands() {
     assert_eq!(e.remove_service(0), Err(ConfigError::UnknownService(0)));
     assert_eq!(e.service_ids().count(), 0);
     assert_eq!(e.poll_timeout(), None);
+}
+
+/// Issue 13 item 16: a reload that grows the cache list or changes the password keeps the
+/// members, the change number and the installed assignment; the next messages must be
+/// signed with the new password.
+#[test]
+fn reconfigure_in_place_keeps_members_and_assignment() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig {
+        group_list: Some(vec![C2.into(), C3.into()]),
+        ..RouterServiceConfig::standard(0)
+    });
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
+    let rid = e
+        .service(0)
+        .unwrap()
+        .cache(C2)
+        .unwrap()
+        .last_receive_id_sent;
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(
+            &sec,
+            hash_ra(C2, &[C2, C3], rid.unwrap(), 2, 1).into_message(),
+        ),
+    );
+    let before = e.service(0).unwrap();
+    assert!(!before.assignment.is_empty());
+    let _ = events(&mut e);
+
+    let grown = RouterServiceConfig {
+        group_list: Some(vec![
+            C2.into(),
+            C3.into(),
+            Ipv4Addr::new(10, 0, 0, 4).into(),
+        ]),
+        ..RouterServiceConfig::standard(0)
+    };
+    e.reconfigure(secs(base, 1), grown.clone()).unwrap();
+    let after = e.service(0).unwrap();
+    assert!(
+        events(&mut e).is_empty(),
+        "nothing lost, nothing reinstalled"
+    );
+    assert_eq!(after.usable_caches(), vec![C2, C3]);
+    assert_eq!(after.member_change_number, before.member_change_number);
+    assert_eq!(after.assignment, before.assignment);
+
+    // A new password: the caches' next HERE_I_AMs, signed with it, are accepted as keepalives.
+    let new_sec = Security::Md5(Password::new(b"n3w"));
+    e.reconfigure(secs(base, 2), grown.with_password(b"n3w"))
+        .unwrap();
+    let old_signed = hia(ServiceInfo::standard(0), C2, rid, Some(gre_hash()), false);
+    e.handle_message(
+        secs(base, 3),
+        C2,
+        R,
+        &bytes(&sec, old_signed.into_message()),
+    );
+    assert!(drain(&mut e, secs(base, 3)).is_empty(), "unsigned: dropped");
+    let rid = e
+        .service(0)
+        .unwrap()
+        .cache(C2)
+        .unwrap()
+        .last_receive_id_sent;
+    let signed = hia(ServiceInfo::standard(0), C2, rid, Some(gre_hash()), false);
+    e.handle_message(
+        secs(base, 4),
+        C2,
+        R,
+        &bytes(&new_sec, signed.into_message()),
+    );
+    let out = drain(&mut e, secs(base, 4));
+    assert_eq!(out.len(), 1);
+    new_sec.verify(&out[0].1).unwrap();
+    let s = e.service(0).unwrap();
+    assert_eq!(s.cache(C2).unwrap().last_seen, secs(base, 4));
+    assert_eq!(s.usable_caches(), vec![C2, C3]);
+    assert_eq!(s.assignment, before.assignment);
+    assert!(events(&mut e).is_empty());
+    e.check_invariants().unwrap();
+}
+
+/// Issue 13 item 11: the receiving link marks a cache L2-adjacent only through a HERE_I_AM
+/// that was authenticated and admitted; unauthenticated, spoofed or refused datagrams add
+/// nothing, and an accepted one from off link takes the adjacency away.
+#[test]
+fn only_accepted_here_i_ams_record_l2_adjacency() {
+    let base = t0();
+    let mut e = engine(
+        RouterServiceConfig {
+            group_list: Some(vec![C2.into(), C3.into()]),
+            ..RouterServiceConfig::standard(0)
+        }
+        .with_password(b"pw"),
+    );
+    let good = Security::Md5(Password::new(b"pw"));
+    let bad = Security::Md5(Password::new(b"wrong"));
+    let l2 = CapabilitiesInfo::methods(
+        ForwardingMethods::L2,
+        AssignmentMethods::HASH,
+        ReturnMethods::L2,
+    );
+    let h = |cache, sec: &Security| {
+        bytes(
+            sec,
+            hia(
+                ServiceInfo::standard(0),
+                cache,
+                None,
+                Some(l2.clone()),
+                false,
+            )
+            .into_message(),
+        )
+    };
+    let stranger = Ipv4Addr::new(10, 0, 0, 77);
+    // Wrong password, an identity that is not the source, a cache outside the group list,
+    // junk: none of them is adjacent afterwards.
+    e.handle_message_on_link(base, C2, R, true, &h(C2, &bad));
+    e.handle_message_on_link(base, C3, R, true, &h(C2, &good));
+    e.handle_message_on_link(base, stranger, R, true, &h(stranger, &good));
+    e.handle_message_on_link(base, C3, R, true, &[0, 0, 0, 10, 0]);
+    assert!(drain(&mut e, base).is_empty());
+    assert!(e.service(0).unwrap().caches.is_empty());
+    assert!(e.adjacent.is_empty(), "{:?}", e.adjacent);
+
+    // The real cache's authenticated HERE_I_AM: adjacent, and L2 is offered at once.
+    e.handle_message_on_link(base, C2, R, true, &h(C2, &good));
+    let out = drain(&mut e, base);
+    let reply = isy(&out[0].1);
+    assert_eq!(
+        reply.capabilities.unwrap().forwarding(),
+        Some(ForwardingMethods::GRE | ForwardingMethods::L2)
+    );
+    assert!(e.cache(0, C2).unwrap().l2_adjacent);
+    // A spoofed one claiming C2 from off link (wrong password) cannot take it away…
+    e.handle_message_on_link(secs(base, 1), C2, R, false, &h(C2, &bad));
+    assert!(e.cache(0, C2).unwrap().l2_adjacent);
+    // …an authenticated one can.
+    e.handle_message_on_link(secs(base, 2), C2, R, false, &h(C2, &good));
+    assert!(!e.cache(0, C2).unwrap().l2_adjacent);
+    // A full set forgets caches no group tracks before it records a new one.
+    for i in 0..MAX_ADJACENT as u32 {
+        e.set_l2_adjacent(base, Ipv4Addr::from(0x0b00_0000 + i), true);
+    }
+    e.set_l2_adjacent(base, Ipv4Addr::new(12, 0, 0, 1), true);
+    assert_eq!(e.counters().drops_for("wccp-adjacency-full"), 1);
+    e.handle_message_on_link(secs(base, 3), C2, R, true, &h(C2, &good));
+    assert_eq!(e.adjacent.iter().copied().collect::<Vec<_>>(), vec![C2]);
+    e.check_invariants().unwrap();
+}
+
+/// Issue 13 item 10: 5000 spoofed HERE_I_AMs from 16 networks over 20 s. A real cache that
+/// starts in the middle and echoes 10 s later, like Squid, still joins; the I_SEE_YOUs sent
+/// to the spoofed sources stay within the group's budget, and the Joining caches tracked
+/// within their bounds.
+#[test]
+fn a_here_i_am_flood_neither_blocks_a_real_cache_nor_gets_answered() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    let spoofed = |i: u32| Ipv4Addr::new(10, 66, (i % 16) as u8, (i / 16 % 250 + 1) as u8);
+    let (mut flood_answers, mut echo, mut sent) = (0u64, None, 0u32);
+    for step in 0..200u32 {
+        let now = base + Duration::from_millis(100 * u64::from(step));
+        e.handle_timeout(now);
+        for i in step * 25..(step + 1) * 25 {
+            let src = spoofed(i);
+            let h = hia(ServiceInfo::standard(0), src, None, Some(gre_hash()), false);
+            e.handle_message(now, src, R, &bytes(&sec, h.into_message()));
+        }
+        // The real cache: first contact at 5 s, its echo at 15 s.
+        if step == 50 || step == 150 {
+            let h = hia(ServiceInfo::standard(0), C2, echo, Some(gre_hash()), false);
+            e.handle_message(now, C2, R, &bytes(&sec, h.into_message()));
+        }
+        for (t, b) in drain(&mut e, now) {
+            if t.dst == C2 {
+                echo = Some(isy(&b).identity.router.receive_id);
+                sent += 1;
+            } else {
+                flood_answers += 1;
+            }
+        }
+        e.check_invariants().unwrap();
+        let s = e.service(0).unwrap();
+        let joining = s.caches.iter().filter(|c| !c.receive_id_echoed).count();
+        assert!(joining <= MAX_JOINING, "{joining}");
+    }
+    assert_eq!(sent, 2, "both of the real cache's HERE_I_AMs answered");
+    let s = e.service(0).unwrap();
+    assert_eq!(s.usable_caches(), vec![C2]);
+    assert!(events(&mut e).contains(&RouterEvent::CacheUsable {
+        service: 0,
+        cache: C2,
+        methods: Methods::default(),
+    }));
+    // 20 s of budget: the burst and one every UNECHOED_EVERY.
+    let budget = u64::from(UNECHOED_BURST) + 20_000 / UNECHOED_EVERY.as_millis() as u64;
+    assert!(flood_answers <= budget, "{flood_answers} > {budget}");
+    assert!(flood_answers > 0);
+    assert!(s.counters.drops_for("wccp-i-see-you-rate-limited") >= 5000 - budget);
+    assert!(s.counters.drops_for("wccp-joining-evicted") > 0);
+    assert_eq!(s.counters.rejects(DropReason::TooManyCaches), 0);
+}
+
+/// Issue 13 item 10: one network's flood only displaces that network's own Joining caches,
+/// the unanswered first, and never an echoed cache.
+#[test]
+fn joining_slots_are_per_network_and_spare_echoed_caches() {
+    let base = t0();
+    let mut e = engine(RouterServiceConfig::standard(0));
+    let sec = Security::None;
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    for i in 0..200u8 {
+        let src = Ipv4Addr::new(10, 0, 0, 10 + i % 240);
+        let h = hia(ServiceInfo::standard(0), src, None, Some(gre_hash()), false);
+        e.handle_message(secs(base, 1), src, R, &bytes(&sec, h.into_message()));
+    }
+    let other = Ipv4Addr::new(10, 0, 7, 2);
+    let h = hia(
+        ServiceInfo::standard(0),
+        other,
+        None,
+        Some(gre_hash()),
+        false,
+    );
+    e.handle_message(secs(base, 1), other, R, &bytes(&sec, h.into_message()));
+    let s = e.service(0).unwrap();
+    let in_net = |n: u8| {
+        s.caches
+            .iter()
+            .filter(|c| c.address.octets()[2] == n && !c.receive_id_echoed)
+            .count()
+    };
+    assert_eq!(in_net(0), JOINING_PER_NET);
+    assert_eq!(in_net(7), 1);
+    assert_eq!(s.usable_caches(), vec![C2], "the echoed cache stays");
+    e.check_invariants().unwrap();
+}
+
+/// Issue 13 item 2: with a configured Router ID, a cache talking to two of our addresses (and
+/// a second cache on another interface) sees one and the same Router ID; replies still come
+/// from the address talked to, which is the "Sent To"; echoes and the REDIRECT_ASSIGN's
+/// router element are found by the Router ID, as Squid and swcache send them.
+#[test]
+fn one_router_id_whichever_address_a_cache_talks_to() {
+    let base = t0();
+    let id = Ipv4Addr::new(10, 9, 9, 9);
+    let r2 = Ipv4Addr::new(10, 0, 1, 1);
+    let mut e = RouterEngine::new();
+    e.set_router_id(id);
+    e.add_service(RouterServiceConfig::standard(0)).unwrap();
+    let sec = Security::None;
+    let ask = |e: &mut RouterEngine, cache, local, echo: Option<u32>| {
+        let mut h = hia(
+            ServiceInfo::standard(0),
+            cache,
+            None,
+            Some(gre_hash()),
+            false,
+        );
+        h.view.routers = echo
+            .map(|receive_id| RouterIdElement {
+                router_ip: id,
+                receive_id,
+            })
+            .into_iter()
+            .collect();
+        e.handle_message(base, cache, local, &bytes(&sec, h.into_message()));
+        let out = drain(e, base);
+        assert_eq!((out[0].0.src, out[0].0.dst), (local, cache));
+        isy(&out[0].1)
+    };
+    let a = ask(&mut e, C2, R, None);
+    let b = ask(&mut e, C2, r2, None);
+    let c = ask(&mut e, Ipv4Addr::new(10, 0, 1, 2), r2, None);
+    for (reply, local) in [(&a, R), (&b, r2), (&c, r2)] {
+        assert_eq!(reply.identity.router.router_ip, id);
+        assert_eq!(reply.identity.sent_to, local);
+    }
+    // C2 echoes (under the Router ID) what it got through R: usable.
+    let d = ask(&mut e, C2, R, Some(a.identity.router.receive_id));
+    assert_eq!(d.view.caches.len(), 1, "the echo was accepted");
+    assert_eq!(e.service(0).unwrap().router_ids, vec![id]);
+    let rid = d.identity.router.receive_id;
+    let mut ra = hash_ra(C2, &[C2], rid, d.view.member_change_number, 1);
+    if let RedirectAssignment::Hash(info) = &mut ra.assignment {
+        info.routers[0].router_ip = id;
+    }
+    e.handle_message(base, C2, R, &bytes(&sec, ra.into_message()));
+    assert_eq!(e.assignment(0).unwrap().share_counts(), vec![(C2, 256)]);
+    // The data plane and the prober still use the address the cache talks to.
+    assert_eq!(e.assignment(0).unwrap().caches()[0].router_id, R);
+    e.check_invariants().unwrap();
 }
