@@ -370,6 +370,9 @@ pub enum DropReason {
     QueryWrongTarget,
     /// Octets after header+Length were ignored (\[R1\]; peer misbehaviour, not a drop).
     TrailingOctets,
+    /// A second cache's REDIRECT_ASSIGN for a Member Change Number another cache already
+    /// assigned (caches whose designated-cache elections disagree, e.g. Squid's).
+    AssignCompeting,
 }
 
 impl DropReason {
@@ -398,6 +401,7 @@ impl DropReason {
             Self::UnknownRouter => "wccp-unknown-router",
             Self::QueryWrongTarget => "wccp-query-wrong-target",
             Self::TrailingOctets => "wccp-trailing-octets",
+            Self::AssignCompeting => "wccp-assign-competing",
         }
     }
 }

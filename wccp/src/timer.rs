@@ -124,6 +124,7 @@ impl<K: TimerKind, const N: usize> Default for TimerTable<K, N> {
 impl<K: TimerKind, const N: usize> TimerTable<K, N> {
     /// Arms `timer` for `at` (replacing an earlier deadline).
     pub fn set(&mut self, timer: K, at: Instant) {
+        debug_assert!(timer.index() < N, "a timer table too small for its kinds");
         if let Some(slot) = self.deadlines.get_mut(timer.index()) {
             *slot = Some(at);
         }

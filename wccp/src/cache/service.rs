@@ -35,10 +35,14 @@ pub(crate) enum ServiceTimer {
     Assign,
     /// Designated cache: resend while a router echoes a stale key (10 s).
     Resend,
+    /// Not designated, but no router has any assignment 35 s (twice the assignment wait and
+    /// half a HERE_I_AM period) after the cache joined: the cache the draft elects does not assign (a Squid, whose election
+    /// compares addresses as little-endian integers, may think another cache is), so assign.
+    Fallback,
 }
 
 impl TimerKind for ServiceTimer {
-    const ALL: &'static [Self] = &[Self::HereIAm, Self::Assign, Self::Resend];
+    const ALL: &'static [Self] = &[Self::HereIAm, Self::Assign, Self::Resend, Self::Fallback];
     fn index(self) -> usize {
         self as usize
     }
@@ -193,7 +197,7 @@ pub(crate) struct Service {
     /// The last assignment sent.
     pub(crate) sent: Option<Sent>,
     /// Per-service timers.
-    pub(crate) timers: TimerTable<ServiceTimer, 3>,
+    pub(crate) timers: TimerTable<ServiceTimer, 4>,
     /// Counters of this service.
     pub(crate) counters: Counters,
 }
@@ -433,8 +437,12 @@ impl Service {
                     self.timers
                         .set(ServiceTimer::HereIAm, now + timers.here_i_am_interval());
                 }
-                ServiceTimer::Assign => self.send_assignment(now, io),
+                ServiceTimer::Assign => self.send_assignment(now, io, false),
                 ServiceTimer::Resend => self.resend_assignment(now, io),
+                ServiceTimer::Fallback => {
+                    self.counters.count("wccp-assignment-fallback");
+                    self.send_assignment(now, io, true);
+                }
             }
         }
         self.check_membership(now, io);
@@ -482,7 +490,26 @@ impl Service {
                 designated,
             });
         }
-        if !designated {
+        // Every live router shows no assignment although this cache is a member of all.
+        let unassigned = snapshot.caches.contains_key(&me)
+            && self
+                .peers
+                .values()
+                .filter_map(Peer::view)
+                .all(|v| v.key.cache_ip == Ipv4Addr::UNSPECIFIED);
+        if designated || !unassigned {
+            self.timers.stop(ServiceTimer::Fallback);
+        } else if self.timers.get(ServiceTimer::Fallback).is_none() {
+            // Half a HERE_I_AM period off the 10 s rhythm, so that the assignment never leaves
+            // just after a HERE_I_AM whose I_SEE_YOU (and new Receive ID) is still on its way.
+            let wait =
+                io.config.timers.assignment_wait() * 2 + io.config.timers.here_i_am_interval() / 2;
+            self.timers.set(ServiceTimer::Fallback, now + wait);
+        }
+        // A cache whose fallback assignment every router installed keeps assigning as the
+        // designated cache would, until the one the draft elects takes over.
+        let acting = designated || self.installed_ours(me);
+        if !acting {
             self.timers.stop(ServiceTimer::Assign);
             self.timers.stop(ServiceTimer::Resend);
         } else if changed
@@ -621,12 +648,20 @@ impl Service {
         reported.or(ours).unwrap_or_default()
     }
 
-    /// Designated cache, 15 s after a change: compute and send the assignment to every live
-    /// router (§5, §6.4).
-    fn send_assignment(&mut self, now: Instant, io: &mut Io<'_>) {
+    /// True when every live router echoes an assignment key of this cache.
+    fn installed_ours(&self, me: Ipv4Addr) -> bool {
+        let mut views = self.peers.values().filter_map(Peer::view).peekable();
+        views.peek().is_some() && views.all(|v| v.key.cache_ip == me)
+    }
+
+    /// Designated cache, 15 s after a change (or any member, as a `fallback` when no router
+    /// has an assignment): compute and send the assignment to every live router (§5, §6.4).
+    fn send_assignment(&mut self, now: Instant, io: &mut Io<'_>, fallback: bool) {
         let me = io.config.address;
         let snapshot = self.current_snapshot();
-        if Self::designated_cache(&snapshot) != Some(me) {
+        let designated = Self::designated_cache(&snapshot) == Some(me);
+        let member = snapshot.caches.contains_key(&me);
+        if !designated && !(member && (fallback || self.installed_ours(me))) {
             return;
         }
         let Some(method) = self
@@ -683,18 +718,31 @@ impl Service {
         );
     }
 
-    /// Every 10 s while some live router echoes another key: send the same assignment again
-    /// with fresh Receive IDs (§5; ATS does this, Squid does not). Skipped when membership
-    /// changed since (the 15 s timer sends a new one).
+    /// Every 10 s while some live router echoes no key or an older one of ours: send the same
+    /// assignment again with fresh Receive IDs (§5; ATS does this, Squid does not). Skipped
+    /// when membership changed since (the 15 s timer sends a new one), and toward a router
+    /// that installed another cache's assignment.
     fn resend_assignment(&mut self, now: Instant, io: &mut Io<'_>) {
         let Some(sent) = &self.sent else { return };
         if self.current_snapshot() != sent.snapshot {
             return;
         }
+        // The cache the draft elects insists (the router prefers its assignment); one that
+        // assigned as a fallback follows a router that installed another cache's assignment
+        // (whose election differs from ours, as Squid's does) rather than compete.
+        let me = io.config.address;
+        let designated = Self::designated_cache(&sent.snapshot) == Some(me);
         let stale: Vec<Ipv4Addr> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.view().is_some_and(|v| v.key != sent.key))
+            .filter(|(_, p)| {
+                p.view().is_some_and(|v| {
+                    v.key != sent.key
+                        && (designated
+                            || v.key.cache_ip == me
+                            || v.key.cache_ip == Ipv4Addr::UNSPECIFIED)
+                })
+            })
             .map(|(a, _)| *a)
             .collect();
         if stale.is_empty() {

@@ -164,6 +164,8 @@ pub(crate) enum AcceptedBody {
 pub(crate) struct Accepted {
     /// Its key (echoed in the Router View).
     pub(crate) key: AssignmentKey,
+    /// The Member Change Number it was accepted for.
+    pub(crate) change_number: u32,
     /// Its assignment.
     pub(crate) body: AcceptedBody,
 }
@@ -552,7 +554,10 @@ impl Group {
         if !self.caches.get(&src).is_some_and(|e| e.phase.is_usable()) {
             return self.counters.reject(DropReason::AssignFromUnusableCache);
         }
-        match self.validate_assign(src, local, ra) {
+        match self
+            .validate_assign(src, local, ra)
+            .and_then(|a| self.arbitrate(src, a))
+        {
             Ok(accepted) => {
                 self.accepted = Some(accepted);
                 self.timers.stop(GroupTimer::Flush);
@@ -577,6 +582,28 @@ impl Group {
                     self.bump_change_number(now);
                 }
             }
+        }
+    }
+
+    /// One assignment per Member Change Number, so that caches whose designated-cache
+    /// elections disagree (Squid compares addresses as little-endian host integers, the draft
+    /// and swcache as big-endian) cannot make it flap: the first valid assignment for a number
+    /// stays, and the same cache may update it; another cache's is refused
+    /// (`wccp-assign-competing`) unless that cache is the one the draft elects (the lowest
+    /// address among the usable caches), which then replaces it once. A new number (a
+    /// membership change) opens the choice again.
+    fn arbitrate(&self, src: Ipv4Addr, a: Accepted) -> Result<Accepted, DropReason> {
+        let Some(cur) = &self.accepted else {
+            return Ok(a);
+        };
+        let elected = self.members.iter().next().copied();
+        let open = cur.change_number != self.change_number
+            || cur.key.cache_ip == src
+            || elected == Some(src);
+        if open {
+            Ok(a)
+        } else {
+            Err(DropReason::AssignCompeting)
         }
     }
 
@@ -649,7 +676,11 @@ impl Group {
         if own.change_number != self.change_number {
             return Err(DropReason::AssignStaleChangeNumber);
         }
-        Ok(Accepted { key, body })
+        Ok(Accepted {
+            key,
+            change_number: self.change_number,
+            body,
+        })
     }
 
     /// Moves the Member Change Number (never to 0, §5) and starts waiting for an assignment.

@@ -1490,3 +1490,132 @@ fn one_router_id_whichever_address_a_cache_talks_to() {
     assert_eq!(e.assignment(0).unwrap().caches()[0].router_id, R);
     e.check_invariants().unwrap();
 }
+
+/// Issue 13 item 5: swcache (the crate's `CacheEngine`) and a scripted Squid-like cache in one
+/// group. The Squid-like cache elects the designated cache as Squid does (addresses compared
+/// as little-endian host integers) and, worse than Squid, sends its assignment again every
+/// 10 s while it thinks it is designated. Returns the router, the distinct assignment keys the
+/// router installed (in order) and the time of the last change.
+fn mixed_group(sw: Ipv4Addr, squid: Ipv4Addr) -> (RouterEngine, Vec<AssignmentKey>, Duration) {
+    use crate::cache::{CacheConfig, CacheEngine, CacheServiceConfig};
+    let base = t0();
+    let sec = Security::None;
+    let mut router = engine(RouterServiceConfig::standard(0));
+    let config = CacheConfig::new(sw, vec![R])
+        .with_service(CacheServiceConfig::new(ServiceInfo::standard(0)));
+    let mut swcache = CacheEngine::new(base, config).unwrap();
+    let le = |a: Ipv4Addr| u32::from_le_bytes(a.octets());
+    let (mut echo, mut seen, mut due, mut sends) = (None::<u32>, 0u32, None::<u64>, 0u32);
+    let mut view: Vec<Ipv4Addr> = vec![];
+    let mut keys: Vec<AssignmentKey> = vec![];
+    let mut last_change = Duration::ZERO;
+    let mut buf = vec![];
+    for tick in 0..3000u64 {
+        let ms = tick * 100;
+        let now = base + Duration::from_millis(ms);
+        if router.poll_timeout().is_some_and(|t| t <= now) {
+            router.handle_timeout(now);
+        }
+        if swcache.poll_timeout().is_some_and(|t| t <= now) {
+            swcache.handle_timeout(now);
+        }
+        // The Squid-like cache: a HERE_I_AM every 10 s, an assignment 15 s after a new change
+        // number lists it, repeated every 10 s while it elects itself.
+        if ms % 10_000 == 0 {
+            let h = hia(
+                ServiceInfo::standard(0),
+                squid,
+                echo,
+                Some(gre_hash()),
+                false,
+            );
+            router.handle_message(now, squid, R, &bytes(&sec, h.into_message()));
+        }
+        let s = ms / 1000;
+        if ms % 1000 == 0 && due.is_some_and(|d| s >= d) && view.contains(&squid) {
+            let me_elected = view.iter().copied().min_by_key(|a| le(*a)) == Some(squid);
+            if me_elected {
+                sends += 1;
+                let ra = hash_ra(squid, &view, echo.unwrap_or(0), seen, sends);
+                router.handle_message(now, squid, R, &bytes(&sec, ra.into_message()));
+            }
+            due = Some(s + 10);
+        }
+        while let Some(t) = swcache.poll_transmit(now, &mut buf) {
+            let data = buf[..t.size].to_vec();
+            router.handle_message(now, sw, t.dst, &data);
+        }
+        while swcache.poll_event().is_some() {}
+        for (t, data) in drain(&mut router, now) {
+            if t.dst == sw {
+                swcache.handle_message(now, R, &data);
+            } else if t.dst == squid {
+                let reply = isy(&data);
+                echo = Some(reply.identity.router.receive_id);
+                let n = reply.view.member_change_number;
+                view = reply.view.caches.iter().map(|c| c.cache_ip).collect();
+                if n != seen && view.contains(&squid) {
+                    seen = n;
+                    due = Some(s + 15);
+                }
+            }
+        }
+        for ev in events(&mut router) {
+            if let RouterEvent::AssignmentChanged { assignment, .. } = ev {
+                let k = assignment.key();
+                if k.cache_ip != Ipv4Addr::UNSPECIFIED
+                    && keys.last().map(|l| l.cache_ip) != Some(k.cache_ip)
+                {
+                    keys.push(k);
+                    last_change = Duration::from_millis(ms);
+                }
+            }
+        }
+        router.check_invariants().unwrap();
+    }
+    (router, keys, last_change)
+}
+
+/// Elections disagree and both caches assign: the draft's choice (swcache) wins once and
+/// keeps the group; the Squid-like cache's repeats are refused, never installed.
+#[test]
+fn mixed_group_converges_on_the_draft_elected_cache() {
+    // Big-endian 10.0.3.2 < 10.0.4.1; little-endian 10.0.4.1 (0x0104000a) < 10.0.3.2.
+    let (sw, squid) = (Ipv4Addr::new(10, 0, 3, 2), Ipv4Addr::new(10, 0, 4, 1));
+    let (router, keys, last) = mixed_group(sw, squid);
+    let owners: Vec<Ipv4Addr> = keys.iter().map(|k| k.cache_ip).collect();
+    assert!(owners.last() == Some(&sw), "{owners:?}");
+    assert!(owners.len() <= 2, "no flapping: {owners:?}");
+    assert!(last < Duration::from_secs(60), "settled at {last:?}");
+    let s = router.service(0).unwrap();
+    assert_eq!(s.usable_caches().len(), 2);
+    assert!(
+        s.counters.rejects(DropReason::AssignCompeting) > 10,
+        "{:?}",
+        s.counters
+    );
+    let a = router.assignment(0).unwrap();
+    assert_eq!(
+        a.bucket_owners().counts().len(),
+        2,
+        "both caches hold buckets"
+    );
+}
+
+/// Elections disagree and neither cache assigns (each elects the other): swcache steps in
+/// after twice the assignment wait, and the group keeps its assignment.
+#[test]
+fn mixed_group_where_nobody_is_designated_gets_swcache_fallback() {
+    let (sw, squid) = (Ipv4Addr::new(10, 0, 4, 1), Ipv4Addr::new(10, 0, 3, 2));
+    let (router, keys, last) = mixed_group(sw, squid);
+    let owners: Vec<Ipv4Addr> = keys.iter().map(|k| k.cache_ip).collect();
+    assert_eq!(owners, vec![sw], "one assignment, from swcache");
+    assert!(last < Duration::from_secs(90), "assigned at {last:?}");
+    let a = router.assignment(0).unwrap();
+    assert_eq!(
+        a.bucket_owners().counts().len(),
+        2,
+        "both caches hold buckets"
+    );
+    assert_eq!(a.bucket_owners().unassigned(), 0);
+}
