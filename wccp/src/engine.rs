@@ -370,6 +370,9 @@ pub enum DropReason {
     QueryWrongTarget,
     /// Octets after header+Length were ignored (\[R1\]; peer misbehaviour, not a drop).
     TrailingOctets,
+    /// A malformed optional component (or capability element) was left out and the rest of
+    /// the message processed (peer misbehaviour, not a drop; see `wire::skippable`).
+    SkippedComponent,
 }
 
 impl DropReason {
@@ -398,6 +401,7 @@ impl DropReason {
             Self::UnknownRouter => "wccp-unknown-router",
             Self::QueryWrongTarget => "wccp-query-wrong-target",
             Self::TrailingOctets => "wccp-trailing-octets",
+            Self::SkippedComponent => "wccp-skipped-component",
         }
     }
 }
