@@ -1078,3 +1078,20 @@ fn l2_returns_are_counted_on_interfaces_without_redirection() {
     assert_eq!(destinations(&mut b), vec![SERVER, SERVER]);
     assert_eq!(spec.counters.returned.get().0, 1);
 }
+
+/// Replays the `router_pipeline` fuzz seeds (`fuzz/corpus/router_pipeline/`) through
+/// `router::fuzzing` (which checks the per-stage accounting), so they run on stable.
+#[test]
+fn replay_router_pipeline_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/router_pipeline");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        router::fuzzing::fuzz_pipeline(
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+            Instant::now(),
+        );
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds");
+}
