@@ -51,6 +51,8 @@
 pub mod cache;
 mod emit;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod raw;
 mod steering;
 mod types;

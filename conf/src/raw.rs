@@ -292,7 +292,7 @@ pub(crate) fn explain(msg: &str) -> Option<String> {
         };
         let needs = match section {
             "[[route]]" => "every route needs `prefix` and `via`",
-            "[[wccp.service]]" => "every WCCP service needs its `id` (0, or 51..=255)",
+            "[[wccp.service]]" => "every WCCP service needs its `id` (0, or 1..=255)",
             "[[wccp.service.redirect-list]]" => {
                 "every redirect-list rule needs `action` (permit or deny)"
             }

@@ -129,7 +129,7 @@ impl Default for WccpOptions {
 /// One `[[wccp.service]]`: a service group the router serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WccpServiceConf {
-    /// 0 (the standard web-cache service) or a dynamic service 51..=255.
+    /// 0 (the standard web-cache service) or a dynamic service 1..=255.
     pub id: u8,
     /// MD5 password (1..=8 bytes), or none.
     pub password: Option<String>,
@@ -372,17 +372,18 @@ pub(crate) fn services(
     Ok(out.into_iter().map(|(s, _)| s).collect())
 }
 
-/// A service `id`: 0 (the standard web-cache service) or a dynamic service 51..=255.
+/// A service `id`: 0 (the standard web-cache service) or a dynamic service 1..=255.
+///
+/// The draft reserves 1..=50 for well-known services but defines none of them; IOS (and
+/// Squid) accept them as dynamic services, so a router or cache configured that way must work.
 pub(crate) fn service_id(at: &Locator<'_>, id: &Spanned<Int>) -> Result<u8> {
     let n = id.get_ref().0;
-    match u8::try_from(n) {
-        Ok(0) => Ok(0),
-        Ok(id @ 51..=255) => Ok(id),
-        _ => Err(at.err(
+    u8::try_from(n).map_err(|_| {
+        at.err(
             &id.span(),
-            format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255 (1..=50 are reserved for well-known services)"),
-        )),
-    }
+            format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 1..=255"),
+        )
+    })
 }
 
 /// A service's MD5 `password`: 1..=8 bytes.
@@ -494,7 +495,7 @@ pub(crate) fn definition(
     if id == 0 {
         return Err(at.err(
             &first,
-            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (51..=255) only",
+            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (1..=255) only",
         ));
     }
     let Some(p) = r.protocol else {

@@ -55,6 +55,7 @@ pub fn io_backend() -> String {
     std::env::var("SWROUTER_TEST_IO_BACKEND").unwrap_or_else(|_| "pnet".to_string())
 }
 
+pub mod oracle;
 pub mod wccplab;
 
 /// Addresses of the standard lab.

@@ -336,3 +336,82 @@ pub fn tshark_clean(ns: &Ns, pcap: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Milliseconds since the Unix epoch now (the clock the router's log timestamps use).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The time of the first line of `logs` (swrouter's text log: an RFC 3339 UTC timestamp first,
+/// possibly behind ANSI colour codes) that contains every one of `needles`, in ms since the
+/// Unix epoch.
+pub fn log_line_unix_ms(logs: &str, needles: &[&str]) -> Option<u64> {
+    let line = logs
+        .lines()
+        .map(strip_ansi)
+        .find(|l| needles.iter().all(|n| l.contains(n)))?;
+    rfc3339_utc_ms(line.split_whitespace().next()?)
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` → ms since the epoch.
+fn rfc3339_utc_ms(t: &str) -> Option<u64> {
+    let t = t.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from 1970-01-01 to the civil date (proleptic Gregorian, March-based year).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn log_timestamps_parse() {
+        let logs = "\u{1b}[2m2026-12-05T01:37:44.123456Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x: cache stopped cache=10.0.4.2\n";
+        assert_eq!(
+            log_line_unix_ms(logs, &["stopped", "10.0.4.2"]),
+            Some(1_796_434_664_123)
+        );
+        assert_eq!(rfc3339_utc_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            rfc3339_utc_ms("2000-03-01T00:00:00.5Z"),
+            Some(951_868_800_500)
+        );
+        assert_eq!(log_line_unix_ms(logs, &["nothing"]), None);
+    }
+}

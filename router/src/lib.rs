@@ -14,6 +14,8 @@
 //! `wccp`, `gre`, `steering` and `netwire`.
 
 pub mod control;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod io;
 pub mod outbox;
 pub mod pipeline;

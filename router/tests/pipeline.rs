@@ -1430,3 +1430,20 @@ fn later_fragments_follow_their_first_fragment_to_the_same_cache() {
         assert_eq!(svc.counters.fragments_redirected.get().0, 2);
     }
 }
+
+/// Replays the `router_pipeline` fuzz seeds (`fuzz/corpus/router_pipeline/`) through
+/// `router::fuzzing` (which checks the per-stage accounting), so they run on stable.
+#[test]
+fn replay_router_pipeline_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/router_pipeline");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        router::fuzzing::fuzz_pipeline(
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+            Instant::now(),
+        );
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds");
+}

@@ -42,6 +42,8 @@
 pub mod compile;
 pub mod decide;
 mod drain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod hash;
 pub mod health;
 pub mod model;

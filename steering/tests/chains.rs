@@ -938,3 +938,18 @@ fn compile_errors_name_their_subject() {
     let e = compile(&d).unwrap_err();
     assert_eq!(e.to_string(), "service `web`, hop 3: unknown pool `nope`");
 }
+
+/// Replays the `steering_compile` fuzz seeds (`fuzz/corpus/steering_compile/`) through
+/// `steering::fuzzing`, so the corpus runs on stable with `cargo test`.
+#[test]
+fn replay_steering_compile_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/steering_compile");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+        let path = entry.expect("directory entry").path();
+        steering::fuzzing::fuzz_compile(&std::fs::read(&path).expect("seed"));
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds in {}", dir.display());
+}

@@ -373,6 +373,9 @@ pub enum DropReason {
     /// A second cache's REDIRECT_ASSIGN for a Member Change Number another cache already
     /// assigned (caches whose designated-cache elections disagree, e.g. Squid's).
     AssignCompeting,
+    /// A malformed optional component (or capability element) was left out and the rest of
+    /// the message processed (peer misbehaviour, not a drop; see `wire::skippable`).
+    SkippedComponent,
 }
 
 impl DropReason {
@@ -402,6 +405,7 @@ impl DropReason {
             Self::QueryWrongTarget => "wccp-query-wrong-target",
             Self::TrailingOctets => "wccp-trailing-octets",
             Self::AssignCompeting => "wccp-assign-competing",
+            Self::SkippedComponent => "wccp-skipped-component",
         }
     }
 }

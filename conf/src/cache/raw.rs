@@ -156,7 +156,7 @@ pub(crate) fn explain(msg: &str) -> Option<String> {
     }
     if msg.starts_with("missing field `id`") {
         return Some(
-            "missing key `id` in [[wccp.service]]; every WCCP service needs its `id` (0, or 51..=255)"
+            "missing key `id` in [[wccp.service]]; every WCCP service needs its `id` (0, or 1..=255)"
                 .to_string(),
         );
     }

@@ -263,10 +263,10 @@ fn every_error_points_at_its_value() {
             "unknown key `router` in [wccp]; expected one of: routers, weight, forwarding, return, assignment, service; did you mean `routers`?",
         ),
         (
-            "[[wccp.service]]\nid = 7\n",
+            "[[wccp.service]]\nid = 256\n",
             2,
             6,
-            "WCCP service id 7 is not supported; use 0 (the standard web-cache service) or a dynamic service 51..=255",
+            "WCCP service id 256 is not supported; use 0 (the standard web-cache service) or a dynamic service 1..=255",
         ),
         (
             "[[wccp.service]]\nid = 0\n\n[[wccp.service]]\nid = 0\n",
@@ -390,4 +390,21 @@ fn project_readme_example_validates() {
     assert_eq!(c.bypass, vec!["10.0.2.80/32".parse().unwrap()]);
     assert_eq!(c.services[0].password.as_deref(), Some("secret"));
     assert!(c.engine_config().unwrap().is_some());
+}
+
+#[test]
+fn service_ids_1_to_50_are_dynamic_services() {
+    // Like the router (and IOS), swcache takes the draft's reserved ids as dynamic services.
+    for id in [1u8, 50] {
+        let text = format!("[[wccp.service]]\nid = {id}\nprotocol = \"tcp\"\nports = [8080]\n");
+        let c = parse_str("cache.conf", &text).unwrap_or_else(|e| panic!("id {id}: {e}"));
+        let s = &c.services[0].service;
+        assert_eq!((s.service_type, s.service_id), (ServiceType::Dynamic, id));
+        assert_eq!(parse_str("effective", &c.to_toml()).unwrap(), c);
+    }
+    let spec = conf::cache::parse_service_spec("7:tcp:8080").unwrap();
+    assert_eq!(
+        (spec.service_type, spec.service_id),
+        (ServiceType::Dynamic, 7)
+    );
 }

@@ -198,7 +198,7 @@ fn wccp_services_parse_with_defaults_and_round_trip() {
     assert_eq!(s90.caches.as_ref().unwrap().len(), 2);
     assert_eq!(parse_str("w.conf", &c.to_toml()).unwrap(), c);
     for (bad, line, col, msg) in [
-        ("id = 7", 6, 6, "WCCP service id 7 is not supported"),
+        ("id = 300", 6, 6, "WCCP service id 300 is not supported"),
         (
             "id = 0\npassword = \"toolongpw\"",
             7,

@@ -6,6 +6,7 @@
 mod cache;
 mod effective;
 mod examples;
+mod fuzz_corpus;
 mod props;
 mod steering;
 mod validation;

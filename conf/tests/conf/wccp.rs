@@ -156,7 +156,7 @@ fn wccp_errors_point_at_the_value() {
             "probe-port = 3128\nprotocol = \"tcp\"",
             19,
             12,
-            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (51..=255) only",
+            "the standard service 0 is TCP port 80 by definition; protocol, priority, ports, port-type and hash apply to dynamic services (1..=255) only",
         ),
         (
             "action = \"permit\"",
@@ -249,4 +249,32 @@ fn the_group_list_takes_prefixes() {
     let e = parse_str("w.conf", &bad).unwrap_err();
     assert_eq!((e.line, e.col), (19, 11), "{e}");
     assert!(e.msg.contains("host bits set"), "{e}");
+}
+
+#[test]
+fn service_ids_1_to_50_are_dynamic_services() {
+    // IOS accepts the ids the draft reserves for well-known services as dynamic ones.
+    for id in [1u8, 7, 50] {
+        let text = BASE.replace("id = 61", &format!("id = {id}")).replace(
+            "wccp-redirect-out = [61]",
+            &format!("wccp-redirect-out = [{id}]"),
+        );
+        let text = text.replace(
+            "wccp-redirect-in = [0, 61]",
+            &format!("wccp-redirect-in = [0, {id}]"),
+        );
+        let c = parse_str("w.conf", &text).unwrap_or_else(|e| panic!("id {id}: {e}"));
+        let s = &c.wccp[1];
+        assert_eq!(s.id, id);
+        assert!(!s.is_standard());
+        let d = s.definition.as_ref().expect("pinned definition");
+        assert_eq!((d.service_type, d.service_id), (ServiceType::Dynamic, id));
+        assert_eq!(parse_str("w.conf", &c.to_toml()).unwrap(), c);
+    }
+    let text = BASE.replace("id = 61", "id = 256");
+    let e = parse_str("w.conf", &text).unwrap_err();
+    assert_eq!(
+        e.msg,
+        "WCCP service id 256 is not supported; use 0 (the standard web-cache service) or a dynamic service 1..=255"
+    );
 }

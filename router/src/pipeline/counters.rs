@@ -40,7 +40,9 @@ pub struct StageCounters {
     pub packets_in: Counter,
     /// Packets passed on to the next stage (or handed to the egress for tx).
     pub packets_out: Counter,
-    /// Packets consumed here on purpose (answered, delivered locally, queued).
+    /// Packets consumed here on purpose (answered, delivered locally). A packet the neighbour
+    /// stage holds for ARP is counted once, when it leaves the queue: out when released,
+    /// dropped when given up; until then `packets_in` exceeds the other three by the held ones.
     pub consumed: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],

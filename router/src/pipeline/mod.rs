@@ -177,6 +177,9 @@ struct StageTally {
     ended: u64,
     consumed: u64,
     dropped: u64,
+    /// Held for ARP: neither passed on nor ended yet; the neighbour stage counts each one as
+    /// out (released) or dropped (given up) when it leaves the queue, so it is counted once.
+    queued: u64,
 }
 
 /// One tally per stage.
@@ -249,8 +252,12 @@ impl Runner<'_> {
                 Step::Jump
             }
             Verdict::Continue | Verdict::Transmit => Step::Done,
-            Verdict::Consumed | Verdict::Queued => {
+            Verdict::Consumed => {
                 tally.consumed += 1;
+                Step::Done
+            }
+            Verdict::Queued => {
+                tally.queued += 1;
                 Step::Done
             }
             Verdict::Drop(_) => {
@@ -318,7 +325,7 @@ impl Runner<'_> {
             if packets_in > 0 {
                 sc.packets_in.add(packets_in);
                 sc.packets_out
-                    .add(packets_in.saturating_sub(consumed + dropped));
+                    .add(packets_in.saturating_sub(consumed + dropped + t.queued));
                 sc.consumed.add(consumed);
             }
         }

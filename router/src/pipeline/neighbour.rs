@@ -94,7 +94,12 @@ impl NeighbourStage {
     pub fn enqueue(&mut self, pkt: Packet, cx: &mut StageCx<'_>) {
         match self.pending.get_mut(&(pkt.meta.tx_if, pkt.meta.next_hop)) {
             Some(p) => p.queue.push_back(pkt),
-            None => cx.pool.put(pkt),
+            None => {
+                // Queued packets are counted when they leave the queue; this one leaves now.
+                let sc = &cx.counters.stages[StageKind::Neighbour as usize];
+                sc.drops[DropReason::NeighbourUnresolved as usize].inc();
+                cx.pool.put(pkt);
+            }
         }
     }
 

@@ -105,7 +105,8 @@ pub enum RouterEvent {
 ///
 /// No input makes it panic; malformed, unauthenticated or unexpected datagrams are dropped
 /// and counted under a stable reason name (engine counters before the service is known,
-/// the group's counters after).
+/// the group's counters after). A malformed *optional* component is left out instead
+/// ([`crate::wire::skippable`]) and counted as `wccp-skipped-component`.
 #[derive(Debug, Clone, Default)]
 pub struct RouterEngine {
     groups: BTreeMap<u8, Group>,
@@ -301,7 +302,8 @@ impl RouterEngine {
             self.counters.reject(DropReason::MulticastUnsupported);
             return false;
         }
-        let datagram = match Message::decode_datagram(data) {
+        // Tolerant: a garbled optional component costs that component, not the message.
+        let datagram = match Message::decode_datagram_tolerant(data) {
             Ok(d) => d,
             Err(e) => {
                 self.counters.count(e.as_str());
@@ -311,7 +313,7 @@ impl RouterEngine {
         if datagram.trailing != 0 {
             self.counters.reject(DropReason::TrailingOctets);
         }
-        let msg = datagram.message;
+        let msg = &datagram.message;
         let Some(service) = msg.service_info() else {
             self.counters.count("wccp-missing-component");
             return false;
@@ -330,6 +332,10 @@ impl RouterEngine {
             return false;
         }
         group.counters.rx.bump(kind);
+        // Counted only once the datagram is authentic, like everything else per group.
+        for _ in &datagram.skipped {
+            group.counters.reject(DropReason::SkippedComponent);
+        }
         let mut io = Io {
             outbox: &mut self.outbox,
             events: &mut self.events,
@@ -339,8 +345,8 @@ impl RouterEngine {
             counters: &mut self.counters,
         };
         match kind {
-            MessageType::HereIAm => group.handle_here_i_am(now, src, local, &msg, &mut io),
-            _ => group.handle_redirect_assign(now, src, local, &msg, &mut io),
+            MessageType::HereIAm => group.handle_here_i_am(now, src, local, msg, &mut io),
+            _ => group.handle_redirect_assign(now, src, local, msg, &mut io),
         }
         io.adjacency_lost
     }

@@ -254,6 +254,30 @@ impl CapabilitiesInfo {
         Ok(Self { elements })
     }
 
+    /// Tolerant decode of a body that [`Self::parse_exact`] rejected: elements of the types
+    /// that carry no method choice (TRANSMIT_T, TIMER_SCALE) that are malformed are left out.
+    /// `None` when the element framing itself is broken or a method
+    /// element (types 1–3) is malformed: an absent method means the default (§3.10), so
+    /// guessing past a garbled one could pick a method the sender did not choose.
+    pub(crate) fn parse_tolerant(mut i: &[u8]) -> Option<Self> {
+        let mut elements = Vec::new();
+        while !i.is_empty() {
+            let (rest, kind) = codec::u16(i).ok()?;
+            let (rest, length) = codec::u16(rest).ok()?;
+            let (rest, _) = codec::take(usize::from(length))(rest).ok()?;
+            let element = &i[..i.len() - rest.len()];
+            match Capability::parse(element) {
+                Ok((_, c)) => elements.push(c),
+                Err(_) => match CapabilityType::from(kind) {
+                    CapabilityType::TransmitT | CapabilityType::TimerScale => {}
+                    _ => return None,
+                },
+            }
+            i = rest;
+        }
+        Some(Self { elements })
+    }
+
     /// Appends the component body.
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<(), Error> {
         self.elements.iter().try_for_each(|c| c.write(w))

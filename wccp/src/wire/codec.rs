@@ -73,15 +73,19 @@ pub(crate) fn finish<'a, O>(
     base: &'a [u8],
     result: PResult<'a, O>,
 ) -> Result<(&'a [u8], O), Error> {
-    match result {
-        Ok(v) => Ok(v),
-        Err(nom::Err::Error(f) | nom::Err::Failure(f)) => Err(f.error.located(offset(base, f.at))),
+    result.map_err(|e| error_at(base, e))
+}
+
+/// A parser failure inside `base` as a located [`Error`].
+pub(crate) fn error_at<'a>(base: &'a [u8], e: nom::Err<Fail<'a>>) -> Error {
+    match e {
+        nom::Err::Error(f) | nom::Err::Failure(f) => f.error.located(offset(base, f.at)),
         // Complete parsers never ask for more; map it to a truncation at the end just in case.
-        Err(nom::Err::Incomplete(_)) => Err(Error::Truncated {
+        nom::Err::Incomplete(_) => Error::Truncated {
             need: 1,
             have: 0,
             at: base.len(),
-        }),
+        },
     }
 }
 

@@ -209,17 +209,24 @@ impl Component {
 
     /// nom parser: one framed component.
     pub(crate) fn parse(i: &[u8]) -> PResult<'_, Self> {
+        let (rest, (raw_kind, length, body)) = Self::frame(i)?;
+        let component = Self::parse_body(i, raw_kind, length, body)?;
+        Ok((rest, component))
+    }
+
+    /// nom parser: the framing of one component (type, length and body octets, reference §3)
+    /// without decoding the body; what follows is the next component.
+    pub(crate) fn frame(i: &[u8]) -> PResult<'_, (u16, u16, &[u8])> {
         if i.len() < COMPONENT_HEADER_LEN {
             return codec::truncated(i, COMPONENT_HEADER_LEN);
         }
         let (rest, raw_kind) = codec::u16(i)?;
         let (rest, length) = codec::u16(rest)?;
-        let kind = ComponentType::from(raw_kind);
         let bad = |problem| {
             nom::Err::Failure(Fail {
                 at: i,
                 error: Error::BadComponentLength {
-                    component: kind,
+                    component: ComponentType::from(raw_kind),
                     length,
                     at: 0,
                     problem,
@@ -236,6 +243,28 @@ impl Component {
             }));
         }
         let (rest, body) = codec::take(usize::from(length))(rest)?;
+        Ok((rest, (raw_kind, length, body)))
+    }
+
+    /// Decodes the body of a framed component; `i` is the component start, for errors.
+    pub(crate) fn parse_body<'a>(
+        i: &'a [u8],
+        raw_kind: u16,
+        length: u16,
+        body: &'a [u8],
+    ) -> Result<Self, nom::Err<Fail<'a>>> {
+        let kind = ComponentType::from(raw_kind);
+        let bad = |problem| {
+            nom::Err::Failure(Fail {
+                at: i,
+                error: Error::BadComponentLength {
+                    component: kind,
+                    length,
+                    at: 0,
+                    problem,
+                },
+            })
+        };
         let component = match kind {
             ComponentType::SecurityInfo => Self::Security(SecurityInfo::parse_exact(i, body)?),
             ComponentType::ServiceInfo => {
@@ -286,7 +315,7 @@ impl Component {
                 body: body.to_vec(),
             },
         };
-        Ok((rest, component))
+        Ok(component)
     }
 
     /// Appends the framed component, back-patching its Length.

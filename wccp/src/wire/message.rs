@@ -34,6 +34,10 @@ pub struct Datagram {
     pub message: Message,
     /// Octets after header+Length that were ignored (\[R1\]); non-zero is worth counting.
     pub trailing: usize,
+    /// Malformed optional components (or capability elements) that
+    /// [`Message::decode_datagram_tolerant`] left out, by type; always empty from the strict
+    /// decoders.
+    pub skipped: Vec<ComponentType>,
 }
 
 /// Generates first-occurrence accessors on `Message`.
@@ -76,6 +80,20 @@ impl Message {
     /// Receiver decode of a UDP payload: octets after header+Length are ignored and counted
     /// (\[R1\], reference §2); everything inside the message is strict.
     pub fn decode_datagram(buf: &[u8]) -> Result<Datagram, Error> {
+        Self::decode_with(buf, false)
+    }
+
+    /// Like [`Self::decode_datagram`], but a malformed component that the message type does
+    /// not need is left out (and listed in [`Datagram::skipped`]) instead of failing the
+    /// whole message; see [`skippable`] for which. The component framing (§3) must still be
+    /// sound, since it is what locates the next component. Not lossless: receivers use it,
+    /// and the MD5 check still covers the datagram as received.
+    pub fn decode_datagram_tolerant(buf: &[u8]) -> Result<Datagram, Error> {
+        Self::decode_with(buf, true)
+    }
+
+    /// The one decode loop behind the strict and the tolerant receiver decodes.
+    fn decode_with(buf: &[u8], tolerant: bool) -> Result<Datagram, Error> {
         let (after_header, header) = codec::finish(buf, Header::parse(buf))?;
         let length = usize::from(header.length);
         let Some(body) = after_header.get(..length) else {
@@ -86,10 +104,26 @@ impl Message {
             });
         };
         let mut components = Vec::new();
+        let mut skipped = Vec::new();
         let mut rest = body;
         while !rest.is_empty() {
-            let (next, component) = codec::finish(buf, Component::parse(rest))?;
-            components.push(component);
+            let (next, (raw_kind, length, part)) = codec::finish(buf, Component::frame(rest))?;
+            match Component::parse_body(rest, raw_kind, length, part) {
+                Ok(component) => components.push(component),
+                Err(e) if tolerant => {
+                    let kind = ComponentType::from(raw_kind);
+                    let salvaged = (kind == ComponentType::CapabilityInfo)
+                        .then(|| CapabilitiesInfo::parse_tolerant(part))
+                        .flatten();
+                    if let Some(caps) = salvaged {
+                        components.push(Component::Capabilities(caps));
+                    } else if !skippable(header.kind, kind) {
+                        return Err(codec::error_at(buf, e));
+                    }
+                    skipped.push(kind);
+                }
+                Err(e) => return Err(codec::error_at(buf, e)),
+            }
             rest = next;
         }
         let message = Self {
@@ -100,6 +134,7 @@ impl Message {
         Ok(Datagram {
             message,
             trailing: after_header.len() - length,
+            skipped,
         })
     }
 
@@ -197,6 +232,34 @@ impl Message {
             component,
         })
     }
+}
+
+/// Whether a malformed component of type `kind` may be left out of a message of type
+/// `message` by [`Message::decode_datagram_tolerant`] (reference §4 composition).
+///
+/// Never: the mandatory components (dropping the message as before), Capabilities Info in the
+/// messages that carry it (absent means GRE/hash/GRE, §3.10, so skipping a garbled choice
+/// would silently pick methods; its malformed TRANSMIT_T/TIMER_SCALE elements are skipped
+/// instead), the Assignment Maps of an I_SEE_YOU (a mask-mode cache's assignment), and every
+/// component of message types outside §4. Skipped: Command Extension (a lost SHUTDOWN is
+/// resent or times out), Address Table (v2.01, ignored by these v2.00 engines) and components
+/// that do not belong in the message at all.
+pub fn skippable(message: MessageType, kind: ComponentType) -> bool {
+    use ComponentType as C;
+    let needed = match message {
+        MessageType::HereIAm => &[C::WcIdInfo, C::WcViewInfo, C::CapabilityInfo][..],
+        MessageType::ISeeYou => &[
+            C::RouterIdInfo,
+            C::RtrViewInfo,
+            C::CapabilityInfo,
+            C::AssignMap,
+            C::AltAssignmentMap,
+        ][..],
+        MessageType::RedirectAssign => &[C::RedirectAssignment, C::AltAssignment][..],
+        MessageType::RemovalQuery => &[C::QueryInfo][..],
+        MessageType::Unknown(_) => return false,
+    };
+    !matches!(kind, C::SecurityInfo | C::ServiceInfo) && !needed.contains(&kind)
 }
 
 /// Pushes optional trailing components in order.
@@ -655,6 +718,47 @@ mod tests {
                 problem: LengthProblem::PastEnd { available: 12 },
             })
         );
+    }
+
+    #[test]
+    fn tolerant_decode_skips_only_what_the_message_can_do_without() {
+        // QUERY_BYTES plus a Command Extension whose command overruns its 4 octets.
+        let mut bytes = QUERY_BYTES.to_vec();
+        bytes.extend_from_slice(&[0x00, 0x0f, 0x00, 0x04, 0x00, 0x01, 0x00, 0x08]);
+        bytes[7] += 8;
+        assert!(Message::decode_datagram(&bytes).is_err(), "strict");
+        let d = Message::decode_datagram_tolerant(&bytes).unwrap();
+        assert_eq!(d.skipped, vec![ComponentType::CommandExtension]);
+        assert_eq!(RemovalQuery::try_from(&d.message).unwrap(), query());
+        // The mandatory Router Query Info, garbled (count field past its end is impossible
+        // here, so break its fixed size instead): the message still fails.
+        let mut bad = QUERY_BYTES.to_vec();
+        bad[47] = 0x0c; // Length 12 instead of 16, then 4 octets of an unknown component
+        bad.splice(60..60, [0x00, 0x63, 0x00, 0x00]);
+        bad.truncate(64);
+        assert!(Message::decode_datagram_tolerant(&bad).is_err());
+        // Framing errors are never skipped: nothing locates the next component.
+        let mut misframed = bytes.clone();
+        misframed[67] = 0x06;
+        assert!(Message::decode_datagram_tolerant(&misframed).is_err());
+    }
+
+    #[test]
+    fn skippable_follows_the_composition_table() {
+        use ComponentType as C;
+        assert!(skippable(MessageType::HereIAm, C::CommandExtension));
+        assert!(skippable(MessageType::HereIAm, C::AddressTable));
+        assert!(skippable(MessageType::HereIAm, C::AssignMap));
+        assert!(!skippable(MessageType::HereIAm, C::CapabilityInfo));
+        assert!(!skippable(MessageType::HereIAm, C::WcViewInfo));
+        assert!(!skippable(MessageType::RedirectAssign, C::AltAssignment));
+        assert!(skippable(MessageType::RedirectAssign, C::CapabilityInfo));
+        assert!(!skippable(MessageType::ISeeYou, C::AssignMap));
+        assert!(!skippable(MessageType::Unknown(99), C::AddressTable));
+        for m in [10u32, 11, 12, 13] {
+            assert!(!skippable(MessageType::from(m), C::SecurityInfo));
+            assert!(!skippable(MessageType::from(m), C::ServiceInfo));
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //!   octets. [`Message::decode`] is strict: the input must be exactly one message, and octets
 //!   after header+Length are an error. [`Message::decode_datagram`] applies the receiver rule
 //!   of \[R1\] (ignore UDP octets beyond header+Length) and reports how many it ignored;
-//!   engines use it and should count non-zero `trailing` as peer misbehaviour. MD5
+//!   engines use it and should count non-zero `trailing` as peer misbehaviour.
+//!   [`Message::decode_datagram_tolerant`] additionally leaves out malformed components the
+//!   message type can do without ([`skippable`]) and lists them; the router engine uses it. MD5
 //!   ([`crate::security`]) always covers header+Length only, and encoders never pad.
 //! - **Message types.** Any header type with major version 2 is decoded with the same component
 //!   framing (`MessageType::Unknown(n)` for types other than 10–13, which engines ignore per
@@ -177,6 +179,7 @@ pub use identity::{
     RouterViewInfo, WebCacheIdentityElement, WebCacheViewInfo,
 };
 pub use message::{
-    Datagram, HereIAm, ISeeYou, Message, RedirectAssign, RedirectAssignment, RemovalQuery,
+    skippable, Datagram, HereIAm, ISeeYou, Message, RedirectAssign, RedirectAssignment,
+    RemovalQuery,
 };
 pub use service::{ServiceFlags, ServiceInfo, ServiceType};

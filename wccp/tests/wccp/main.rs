@@ -4,6 +4,7 @@
 //! workspace in CI's release build.
 
 mod assign_props;
+mod barrage;
 mod common;
 mod fuzz_corpus;
 mod router_squid;

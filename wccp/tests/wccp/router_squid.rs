@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::common::{capture, Packet};
 use wccp::engine::{AssignmentMethod, DropReason, ForwardingMethod, Methods, ReturnMethod};
 use wccp::router::{CachePhase, RouterEngine, RouterEvent, RouterServiceConfig, ServiceStatus};
+use wccp::security::{Password, Security};
 use wccp::wire::{AssignmentKey, Header, ISeeYou, Message, MessageType, ServiceFlags, ServiceInfo};
 
 const SQUID: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
@@ -34,7 +35,17 @@ struct Replay {
 
 /// Feeds every datagram Squid sent in `name` to `engine` (routed by destination for
 /// multi-router captures: only those to `router`).
-fn replay(name: &str, mut engine: RouterEngine, router: Ipv4Addr) -> Replay {
+fn replay(name: &str, engine: RouterEngine, router: Ipv4Addr) -> Replay {
+    replay_with(name, engine, router, &|p| p.to_vec())
+}
+
+/// [`replay`] with every datagram passed through `mangle` first.
+fn replay_with(
+    name: &str,
+    mut engine: RouterEngine,
+    router: Ipv4Addr,
+    mangle: &dyn Fn(&[u8]) -> Vec<u8>,
+) -> Replay {
     let base = t0();
     let mut now = base;
     let mut replies = vec![];
@@ -50,7 +61,7 @@ fn replay(name: &str, mut engine: RouterEngine, router: Ipv4Addr) -> Replay {
             _ => base + Duration::from_secs(10 * i as u64),
         };
         engine.handle_timeout(now);
-        engine.handle_message(now, p.src, p.dst, &p.payload);
+        engine.handle_message(now, p.src, p.dst, &mangle(&p.payload));
         let mut buf = vec![];
         while let Some(t) = engine.poll_transmit(now, &mut buf) {
             let m = Message::decode(&buf[..t.size]).expect("the engine's own message decodes");
@@ -322,4 +333,124 @@ fn squid_7_6_mask_l2_assignment_is_installed() {
     );
     assert_eq!(s.counters.rejects(DropReason::AssignFromUnusableCache), 1);
     assert!(s.assignment.is_empty());
+}
+
+/// Appends `extra` to the body of the first component of type `kind` of a HERE_I_AM (or, with
+/// `kind` = `None`, appends `extra` as components of its own), fixes the lengths, and signs it
+/// with `password` if one is given. Other messages pass unchanged.
+fn grow_hia(msg: &[u8], kind: Option<u16>, extra: &[u8], password: Option<&[u8]>) -> Vec<u8> {
+    if Header::peek_type(msg) != Some(MessageType::HereIAm) {
+        return msg.to_vec();
+    }
+    let be16 = |b: &[u8], at: usize| usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+    let mut out = msg.to_vec();
+    let at = match kind {
+        None => out.len(),
+        Some(kind) => {
+            let mut off = 8;
+            loop {
+                let len = be16(&out, off + 2);
+                if be16(&out, off) == usize::from(kind) {
+                    let new_len = u16::try_from(len + extra.len()).expect("fits");
+                    out[off + 2..off + 4].copy_from_slice(&new_len.to_be_bytes());
+                    break off + 4 + len;
+                }
+                off += 4 + len;
+            }
+        }
+    };
+    out.splice(at..at, extra.iter().copied());
+    let total = u16::try_from(be16(&out, 6) + extra.len()).expect("fits");
+    out[6..8].copy_from_slice(&total.to_be_bytes());
+    if let Some(pw) = password {
+        Security::Md5(Password::new(pw))
+            .sign(&mut out)
+            .expect("has a digest field");
+    }
+    out
+}
+
+/// A Command Extension whose one command claims 8 data octets but has 0.
+const BAD_COMMAND: [u8; 8] = [0x00, 0x0f, 0x00, 0x04, 0x00, 0x01, 0x00, 0x08];
+/// An Address Table (v2.01) promising 5 addresses and carrying none.
+const BAD_TABLE: [u8; 12] = [0x00, 0x11, 0x00, 0x08, 0x00, 0x01, 0x00, 0x04, 0, 0, 0, 5];
+/// A TRANSMIT_T capability element 8 octets long (it must be 4).
+const BAD_TRANSMIT_T: [u8; 12] = [0x00, 0x04, 0x00, 0x08, 0, 0, 0x27, 0x10, 0, 0, 0, 0];
+
+/// Issue 13 item 8: HERE_I_AMs with malformed optional parts (a Command Extension, an Address
+/// Table, a TRANSMIT_T element inside Capabilities) are still answered and the cache joins as
+/// it does unmangled; each skipped part is counted. The MD5 digest covers the mangled octets.
+#[test]
+fn malformed_optional_components_are_skipped_not_fatal() {
+    for (name, config, password, adjacent) in [
+        (
+            "s76-squid64-hash-gre-std0",
+            RouterServiceConfig::standard(0),
+            None,
+            false,
+        ),
+        (
+            "s76-squid64-mask-l2-dyn90-md5",
+            RouterServiceConfig::dynamic(90).with_password(b"abcdefgh"),
+            Some(&b"abcdefgh"[..]),
+            true,
+        ),
+    ] {
+        let mangle = |p: &[u8]| {
+            let p = grow_hia(p, Some(8), &BAD_TRANSMIT_T, None);
+            let mut tail = BAD_COMMAND.to_vec();
+            tail.extend_from_slice(&BAD_TABLE);
+            grow_hia(&p, None, &tail, password)
+        };
+        let mut e = engine(config.clone());
+        e.set_l2_adjacent(t0(), SQUID, adjacent);
+        let r = replay_with(name, e, ROUTER, &mangle);
+        let s = only_service(&r);
+        let hias = s.counters.rx.here_i_am;
+        assert!(hias >= 3, "{name}");
+        assert_eq!(r.replies.len() as u64, hias, "{name}: every one answered");
+        assert_eq!(
+            s.counters.rejects(DropReason::SkippedComponent),
+            3 * hias,
+            "{name}: three parts skipped per HERE_I_AM"
+        );
+        let c = s.cache(SQUID).unwrap();
+        assert!(c.usable && c.receive_id_echoed, "{name}");
+        assert!(!s.assignment.is_empty(), "{name}: its assignment followed");
+
+        // The digest still covers the whole datagram: mangled but not re-signed is dropped.
+        if password.is_some() {
+            let unsigned = |p: &[u8]| grow_hia(p, None, &BAD_COMMAND, None);
+            let r = replay_with(name, engine(config), ROUTER, &unsigned);
+            let s = only_service(&r);
+            assert!(r.replies.is_empty(), "{name}");
+            assert_eq!(s.counters.drops_for("wccp-md5-mismatch"), hias, "{name}");
+            assert_eq!(s.counters.rejects(DropReason::SkippedComponent), 0);
+        }
+    }
+}
+
+/// A malformed method choice (forwarding element of 8 octets) is not guessed past: the
+/// HERE_I_AM is dropped as before, since an absent choice would mean GRE.
+#[test]
+fn malformed_method_capability_still_drops_the_here_i_am() {
+    const BAD_FORWARDING: [u8; 12] = [0x00, 0x01, 0x00, 0x08, 0, 0, 0, 2, 0, 0, 0, 0];
+    let mangle = |p: &[u8]| grow_hia(p, Some(8), &BAD_FORWARDING, None);
+    let r = replay_with(
+        "s76-squid64-hash-gre-std0",
+        engine(RouterServiceConfig::standard(0)),
+        ROUTER,
+        &mangle,
+    );
+    assert!(r.replies.is_empty());
+    let s = only_service(&r);
+    assert!(s.cache(SQUID).is_none());
+    let hias = capture("s76-squid64-hash-gre-std0")
+        .iter()
+        .filter(|p| Header::peek_type(&p.payload) == Some(MessageType::HereIAm))
+        .count();
+    assert_eq!(
+        r.engine.counters().drops_for("wccp-bad-length"),
+        hias as u64
+    );
 }
