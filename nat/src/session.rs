@@ -31,7 +31,7 @@
 
 use crate::hash::{MixState, SplitMix64};
 use crate::vid::{Geometry, Vid};
-use netwire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use netwire::ipv4::{PROTO_TCP, PROTO_UDP};
 use netwire::tcp::flags;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -843,6 +843,7 @@ fn pick_pool(pool: &[Ipv4Addr], inside: u32) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::config::Timeouts;
+    use netwire::ipv4::PROTO_ICMP;
 
     pub(crate) fn params(cap: u32) -> TableParams {
         let t = Timeouts::default();

@@ -18,6 +18,9 @@
 //! ([`VidManager::release_vid`]). A restarting worker is given the free VID that has been free
 //! longest (a FIFO), so it gets a fresh block while its old one is still draining, and may get
 //! its old one back later. Stale packets to a recycled block meet no session and are filtered.
+//! When no VID is free (more failures than spares while sessions keep the adopted VIDs busy),
+//! a worker that adopted one hands it back: its sessions move to the restarted worker, which
+//! makes the VID its home, and the giver becomes the VID's backup ([`Grant::handed_back_by`]).
 //!
 //! **Ownership.** Each VID has an owner and a backup (a different worker, claim 7). When a
 //! worker fails its VIDs pass to their backups in one step (claim 14 by table update) and each
@@ -144,6 +147,9 @@ pub struct Grant {
     pub backup: Option<WorkerId>,
     /// VIDs that had no backup and now have this worker: their owners must send it a snapshot.
     pub backup_for: Vec<VidChange>,
+    /// When no VID was free: the worker that held this (adopted) VID and hands it back. It
+    /// passes its sessions of the VID to the new owner and becomes the VID's backup.
+    pub handed_back_by: Option<WorkerId>,
 }
 
 /// One change of ownership or backup, for the driver to act on.
@@ -268,15 +274,22 @@ impl VidManager {
                 vid,
                 backup,
                 backup_for: Vec::new(),
+                handed_back_by: None,
             });
         }
-        let vid = self.free.pop_front().ok_or(VidError::NoFreeVid(w))?;
+        let (vid, handed_back_by) = match self.free.pop_front() {
+            Some(v) => (v, None),
+            None => {
+                let (v, from) = self.adopted_vid().ok_or(VidError::NoFreeVid(w))?;
+                (v, Some(from))
+            }
+        };
         self.workers[i] = WorkerState {
             operational: true,
             home: Some(vid),
             load: 0,
         };
-        let backup = self.pick_backup(w);
+        let backup = handed_back_by.or_else(|| self.pick_backup(w));
         self.entries[usize::from(vid)] = VidEntry {
             owner: Some(w),
             backup,
@@ -298,6 +311,16 @@ impl VidManager {
             vid,
             backup,
             backup_for,
+            handed_back_by,
+        })
+    }
+
+    /// A VID some operational worker adopted (owns but is not its home), with that worker.
+    fn adopted_vid(&self) -> Option<(Vid, WorkerId)> {
+        self.entries.iter().enumerate().find_map(|(v, e)| {
+            let o = e.owner?;
+            let s = self.workers.get(usize::from(o))?;
+            (s.operational && s.home != Some(v as Vid)).then_some((v as Vid, o))
         })
     }
 
@@ -460,6 +483,21 @@ mod tests {
         assert!(m.release_vid(1, 0));
         assert!(!m.release_vid(1, 1), "a home VID is never released");
         assert_eq!(m.entry(0), Some(VidEntry::default()));
+    }
+
+    #[test]
+    fn without_free_vids_an_adopted_one_is_handed_back() {
+        // 2 workers, 32 ports: 2 blocks of 16 (no spare).
+        let mut m = VidManager::new(Geometry::new(1024, 1055, 1), 2);
+        assert_eq!(m.geometry().vids, 2);
+        m.request_vid(0).unwrap();
+        m.request_vid(1).unwrap();
+        m.worker_failed(0);
+        assert_eq!(m.free_vids(), 0);
+        let g = m.request_vid(0).unwrap();
+        assert_eq!((g.vid, g.backup, g.handed_back_by), (0, Some(1), Some(1)));
+        assert_eq!(m.entry(0).unwrap().owner, Some(0));
+        assert_eq!(m.home(1), Some(1));
     }
 
     #[test]
