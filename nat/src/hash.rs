@@ -60,8 +60,10 @@ impl Hasher for MixHasher {
     }
     #[inline]
     fn write_u128(&mut self, x: u128) {
-        self.write_u64(x as u64);
-        self.write_u64((x >> 64) as u64);
+        // One mix for both halves: the high half is spread by a multiply first, so keys that
+        // differ in either half differ before the mix.
+        let (lo, hi) = (x as u64, (x >> 64) as u64);
+        self.write_u64(lo ^ hi.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31));
     }
 }
 

@@ -209,12 +209,15 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 /// be an error (use [`rewrite_error`]).
 #[inline]
 pub fn rewrite(pkt: &mut [u8], f: &Flow, side: Side, addr: Ipv4Addr, port: u16, csum: L4Csum) {
-    let mut ip = Ipv4Packet::new_unchecked(&mut *pkt);
-    let old_addr = match side {
-        Side::Src => ip.replace_src_addr(addr),
-        Side::Dst => ip.replace_dst_addr(addr),
-    };
-    let (old_addr, new_addr) = (u32::from(old_addr), u32::from(addr));
+    let addr_at = if side == Side::Src { 12 } else { 16 };
+    let (old_hi, old_lo) = (be16(pkt, addr_at), be16(pkt, addr_at + 2));
+    let new = u32::from(addr);
+    let (new_hi, new_lo) = ((new >> 16) as u16, new as u16);
+    put16(pkt, addr_at, new_hi);
+    put16(pkt, addr_at + 2, new_lo);
+    // Word by word with update16: cheaper than the general update over byte slices.
+    let ipc = update16(update16(be16(pkt, 10), old_hi, new_hi), old_lo, new_lo);
+    put16(pkt, 10, ipc);
     let l4 = f.l4;
     let port_at = l4 + if side == Side::Src { 0 } else { 2 };
     match f.proto {
@@ -225,11 +228,12 @@ pub fn rewrite(pkt: &mut [u8], f: &Flow, side: Side, addr: Ipv4Addr, port: u16, 
             let c = be16(pkt, c_at);
             let c = match csum {
                 // The field is the pseudo-header sum: only the addresses are in it.
-                L4Csum::Partial => !update32(!c, old_addr, new_addr),
+                L4Csum::Partial => !update16(update16(!c, old_hi, new_hi), old_lo, new_lo),
                 // UDP without a checksum stays without one.
                 L4Csum::Full if f.proto == PROTO_UDP && c == 0 => return,
                 L4Csum::Full => {
-                    let c = update16(update32(c, old_addr, new_addr), old_port, port);
+                    let c = update16(update16(c, old_hi, new_hi), old_lo, new_lo);
+                    let c = update16(c, old_port, port);
                     if f.proto == PROTO_UDP && c == 0 {
                         0xffff
                     } else {

@@ -10,6 +10,9 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+/// (inside address, inside port, remote address).
+type FlowKey = (Ipv4Addr, u16, Ipv4Addr);
+
 fn inside(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 1 + i % 4)
 }
@@ -28,7 +31,7 @@ proptest! {
     ) {
         let mut lab = Lab::new(config(workers));
         // (inside endpoint, remote) → (worker, outside endpoint)
-        let mut seen: HashMap<(Ipv4Addr, u16, Ipv4Addr), (u16, (Ipv4Addr, u16))> = HashMap::new();
+        let mut seen: HashMap<FlowKey, (u16, (Ipv4Addr, u16))> = HashMap::new();
         for (a, r, port, tcp, inbound) in ops {
             let (ia, ip, ra) = (inside(a), 4000 + port, remote(r));
             if inbound {
