@@ -175,7 +175,8 @@ pub enum VidChange {
         /// The failed owner.
         from: WorkerId,
     },
-    /// `vid` has a new backup: `owner` sends it a snapshot of its sessions of `vid`.
+    /// `vid` has a new backup: `owner` sends it a snapshot of its sessions of `vid`, and the
+    /// previous backup (if alive) drops its shadow of `vid`.
     NewBackup {
         /// The VID.
         vid: Vid,
@@ -183,6 +184,8 @@ pub enum VidChange {
         owner: WorkerId,
         /// The new backup.
         backup: WorkerId,
+        /// The backup it replaces.
+        previous: Option<WorkerId>,
     },
 }
 
@@ -294,17 +297,21 @@ impl VidManager {
             owner: Some(w),
             backup,
         };
+        // The newcomer backs up every VID without a backup, and every VID a failure left with
+        // an adopting owner: those are the ones the failure piled onto the survivors.
         let mut backup_for = Vec::new();
-        for (v, e) in self.entries.iter_mut().enumerate() {
-            if let (Some(owner), None) = (e.owner, e.backup) {
-                if owner != w {
-                    e.backup = Some(w);
-                    backup_for.push(VidChange::NewBackup {
-                        vid: v as Vid,
-                        owner,
-                        backup: w,
-                    });
-                }
+        for v in 0..self.entries.len() {
+            let e = self.entries[v];
+            let Some(owner) = e.owner else { continue };
+            let adopted = self.workers[usize::from(owner)].home != Some(v as Vid);
+            if owner != w && (e.backup.is_none() || adopted) && e.backup != Some(w) {
+                self.entries[v].backup = Some(w);
+                backup_for.push(VidChange::NewBackup {
+                    vid: v as Vid,
+                    owner,
+                    backup: w,
+                    previous: e.backup,
+                });
             }
         }
         Ok(Grant {
@@ -387,7 +394,12 @@ impl VidManager {
                 let backup = owner.and_then(|o| self.pick_backup(o));
                 self.entries[v].backup = backup;
                 if let (Some(owner), Some(backup)) = (owner, backup) {
-                    changes.push(VidChange::NewBackup { vid, owner, backup });
+                    changes.push(VidChange::NewBackup {
+                        vid,
+                        owner,
+                        backup,
+                        previous: None,
+                    });
                 }
             }
         }
@@ -454,7 +466,8 @@ mod tests {
             vec![VidChange::NewBackup {
                 vid: 0,
                 owner: 0,
-                backup: 1
+                backup: 1,
+                previous: None,
             }]
         );
         m.request_vid(2).unwrap();
@@ -477,9 +490,20 @@ mod tests {
         ));
         assert_eq!(t.worker_for(0), Some(1));
         assert!(!m.is_operational(0));
-        // A restarted worker gets a fresh VID, not its old one (still owned by the backup).
+        // A restarted worker gets a fresh VID, not its old one (still owned by the backup), and
+        // backs up the VID its failure left adopted.
         let g = m.request_vid(0).unwrap();
         assert_eq!(g.vid, 3);
+        assert_eq!(m.entry(0).unwrap().backup, Some(0));
+        assert!(g.backup_for.iter().any(|c| matches!(
+            c,
+            VidChange::NewBackup {
+                vid: 0,
+                owner: 1,
+                backup: 0,
+                ..
+            }
+        )));
         assert!(m.release_vid(1, 0));
         assert!(!m.release_vid(1, 1), "a home VID is never released");
         assert_eq!(m.entry(0), Some(VidEntry::default()));

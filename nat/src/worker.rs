@@ -23,14 +23,16 @@ pub enum Verdict {
     /// outside address.
     Hairpin,
     /// No outside port left: drop it and answer ICMP destination unreachable, code 13
-    /// (communication administratively prohibited), to the sender.
+    /// (communication administratively prohibited), to the sender. The packet is untouched, so
+    /// the router's own ICMP error path can quote it.
     Prohibited,
     /// Dropped, for a reason.
     Drop(NatDrop),
 }
 
-/// Why a worker dropped a packet.
+/// Why a worker dropped a packet; the discriminant indexes [`WorkerCounters::drops`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum NatDrop {
     /// Truncated or inconsistent headers.
     Malformed,
@@ -50,6 +52,36 @@ pub enum NatDrop {
     Misdelivered,
     /// The session table is full.
     TableFull,
+}
+
+impl NatDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [NatDrop; 9] = [
+        NatDrop::Malformed,
+        NatDrop::Fragment,
+        NatDrop::Unsupported,
+        NatDrop::NoRule,
+        NatDrop::NonSyn,
+        NatDrop::Filtered,
+        NatDrop::NoSession,
+        NatDrop::Misdelivered,
+        NatDrop::TableFull,
+    ];
+
+    /// The stable counter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatDrop::Malformed => "nat-malformed",
+            NatDrop::Fragment => "nat-fragment",
+            NatDrop::Unsupported => "nat-unsupported",
+            NatDrop::NoRule => "nat-no-rule",
+            NatDrop::NonSyn => "nat-non-syn",
+            NatDrop::Filtered => "nat-filtered",
+            NatDrop::NoSession => "nat-no-session",
+            NatDrop::Misdelivered => "nat-misdelivered",
+            NatDrop::TableFull => "nat-table-full",
+        }
+    }
 }
 
 /// Something the switch processor must hear about.
@@ -77,9 +109,8 @@ pub struct WorkerCounters {
     pub icmp_errors: u64,
     /// New sessions refused for want of a port (ICMP prohibited answered).
     pub exhausted: u64,
-    /// Drops by reason: malformed, fragment, unsupported, no-rule, non-syn, filtered,
-    /// no-session, misdelivered, table-full.
-    pub drops: [u64; 9],
+    /// Drops by reason, indexed by [`NatDrop`] (names from [`NatDrop::as_str`]).
+    pub drops: [u64; NatDrop::ALL.len()],
     /// Packets that arrived here but whose VID this worker does not own (must stay 0).
     pub misdelivered: u64,
 }
@@ -460,5 +491,24 @@ fn skip_drop(s: Skip) -> NatDrop {
         Skip::Malformed => NatDrop::Malformed,
         Skip::Fragment => NatDrop::Fragment,
         Skip::Unsupported => NatDrop::Unsupported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_names_follow_counter_order() {
+        for (i, d) in NatDrop::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+            assert!(d.as_str().starts_with("nat-"));
+        }
+        let mut c = WorkerCounters::default();
+        assert_eq!(
+            c.drop(NatDrop::Misdelivered),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!((c.drops[7], c.misdelivered), (1, 1));
     }
 }

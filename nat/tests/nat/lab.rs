@@ -119,7 +119,17 @@ impl Lab {
                     self.resync(vid, to, b);
                 }
             }
-            VidChange::NewBackup { vid, owner, backup } => self.resync(vid, owner, backup),
+            VidChange::NewBackup {
+                vid,
+                owner,
+                backup,
+                previous,
+            } => {
+                if let Some(Some(p)) = previous.map(|p| self.workers[usize::from(p)].as_mut()) {
+                    p.forget_shadow(vid);
+                }
+                self.resync(vid, owner, backup);
+            }
             VidChange::Lost { vid, .. } => {
                 self.lost_vids += 1;
                 for w in self.workers.iter_mut().flatten() {

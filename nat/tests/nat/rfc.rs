@@ -283,3 +283,41 @@ fn switch_processor_sees_only_setups() {
         assert!(lab.worker(w).table().len() >= 12, "worker {w}");
     }
 }
+
+#[test]
+fn failover_keeps_sessions_and_a_restarted_worker_rejoins() {
+    let mut lab = Lab::new(config(3));
+    let mut outs = Vec::new();
+    for i in 0..30u16 {
+        let mut p = build::udp((A, 3000 + i), (R1, 53), 4, false);
+        let o = lab.send_out(&mut p);
+        outs.push((o.worker.unwrap(), src_of(&p)));
+    }
+    let victim = outs[0].0;
+    let home = lab.sp.vids().home(victim).unwrap();
+    let backup = lab.sp.vids().entry(home).unwrap().backup.unwrap();
+    lab.kill(victim);
+    // The victim's VID moved to its backup in one step, with every session.
+    assert_eq!(lab.sp.vids().entry(home).unwrap().owner, Some(backup));
+    for (i, &(_, out)) in outs.iter().enumerate() {
+        let mut reply = build::udp((R1, 53), out, 4, false);
+        let o = lab.send_in(&mut reply);
+        assert!(o.forwarded(), "session {i} lost");
+        assert_ne!(o.worker, Some(victim));
+        let mut again = build::udp((A, 3000 + i as u16), (R1, 53), 4, false);
+        assert!(lab.send_out(&mut again).forwarded());
+        assert_eq!(src_of(&again), out, "outside port kept");
+    }
+    // The restarted worker asks again, gets a fresh VID, and backs up its old one (now
+    // adopted by the survivor): a second failure, of that survivor, loses nothing either.
+    lab.start(victim);
+    let fresh = lab.sp.vids().home(victim).unwrap();
+    assert_ne!(fresh, home);
+    assert_eq!(lab.sp.vids().entry(home).unwrap().backup, Some(victim));
+    lab.kill(backup);
+    for &(_, out) in &outs {
+        let mut reply = build::udp((R1, 53), out, 4, false);
+        assert!(lab.send_in(&mut reply).forwarded());
+    }
+    assert_eq!(lab.misdelivered(), 0);
+}
