@@ -111,7 +111,10 @@ pub enum Skip {
 }
 
 /// Parses the IPv4 packet at the start of `pkt` (bytes past its total length are ignored).
-#[inline]
+///
+/// Always inlined: returned through memory, the `Flow` costs a store-forwarding stall that
+/// was a quarter of the fast path's time.
+#[inline(always)]
 pub fn parse(pkt: &[u8]) -> Result<Flow, Skip> {
     let ip = Ipv4Packet::new_checked(pkt).map_err(|_| Skip::Malformed)?;
     if ip.is_fragment() {

@@ -497,6 +497,83 @@ fn skip_drop(s: Skip) -> NatDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Prefix, Rule};
+    use crate::translate::build;
+    use std::net::Ipv4Addr;
+
+    fn worker() -> NatWorker {
+        let cfg = Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers: 2,
+            max_sessions: 64,
+            ..Config::default()
+        };
+        let mut w = NatWorker::new(0, &cfg, 1, 0);
+        w.handle_grant(0);
+        w
+    }
+
+    #[test]
+    fn a_mapping_made_outside_a_setup_moves_the_flow() {
+        // The flow table still sent a packet here after its mapping expired: the worker makes
+        // a new one and tells the switch processor where the endpoint lives now.
+        let mut w = worker();
+        let (a, r) = (
+            (Ipv4Addr::new(10, 0, 0, 1), 5000),
+            (Ipv4Addr::new(198, 51, 100, 1), 53),
+        );
+        let mut p = build::udp(a, r, 4, false);
+        assert_eq!(
+            w.outbound(&mut p, L4Csum::Full, 1, 0, false, 0),
+            Verdict::Forward
+        );
+        let mut ev = Vec::new();
+        w.poll_expired(0, 10, &mut ev);
+        let ep = Endpoint {
+            proto: netwire::ipv4::PROTO_UDP,
+            addr: a.0,
+            port: a.1,
+        };
+        assert_eq!(ev, vec![WorkerEvent::FlowMoved(ep, 0)]);
+        // Expiry reports the mapping gone, and mirrors the removal.
+        w.poll_expired(300, 10_000, &mut ev);
+        assert_eq!(ev[1], WorkerEvent::FlowGone(ep));
+        let mut batch = Vec::new();
+        assert_eq!(w.poll_mirror(&mut batch, 10), 2);
+        assert_eq!(Record::decode(&batch[1]).unwrap().kind, RecordKind::Removed);
+    }
+
+    #[test]
+    fn misdelivered_packets_are_counted_not_translated() {
+        let mut w = worker();
+        let p = build::udp(
+            (Ipv4Addr::new(10, 0, 0, 1), 5000),
+            (Ipv4Addr::new(8, 8, 8, 8), 53),
+            4,
+            false,
+        );
+        let mut b = p.clone();
+        assert_eq!(
+            w.outbound(&mut b, L4Csum::Full, 1, 3, false, 0),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!(b, p);
+        let mut r = build::udp(
+            (Ipv4Addr::new(8, 8, 8, 8), 53),
+            (Ipv4Addr::new(192, 0, 2, 1), 60000),
+            4,
+            false,
+        );
+        assert_eq!(
+            w.inbound(&mut r, L4Csum::Full, 0),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!(w.counters.misdelivered, 2);
+    }
 
     #[test]
     fn drop_names_follow_counter_order() {
