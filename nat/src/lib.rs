@@ -23,7 +23,7 @@
 //! | set-up request / reply (1, 11) | the first inside packet of a flow; the selected worker translates it with a source port in its VID's block |
 //! | line interface (2, 5, 6, 12, 14) | [`dispatch::dispatch`]: outside packets go to the VID in their destination port, inside packets through the flow table |
 //! | backup processor (7–9, 13, 14) | each VID's backup worker, fed by [`mirror`] records; [`vid::VidManager::worker_failed`] moves VIDs in one step |
-//! | query VID at initialisation (10, 15) | [`vid::VidManager::request_vid`], also on restart |
+//! | query VID at initialisation (10, 15) | [`vid::VidManager::request_vid`], also on restart: a fresh VID (or, with none free, one a survivor adopted, handed back), and backup duty for the VIDs the failure left adopted |
 //!
 //! The switch processor sees set-up requests only (`SwitchCounters::not_setup` proves it stays
 //! 0); every other packet reaches its worker straight from the line interface, and a worker

@@ -321,3 +321,33 @@ fn failover_keeps_sessions_and_a_restarted_worker_rejoins() {
     }
     assert_eq!(lab.misdelivered(), 0);
 }
+
+#[test]
+fn an_inside_hosts_icmp_error_leaves_with_the_outside_address() {
+    let mut lab = Lab::new(config(2));
+    let mut p = build::udp((A, 5000), (R1, 53), 4, false);
+    lab.send_out(&mut p);
+    let out = src_of(&p);
+    // R1's datagram comes in; A answers port unreachable quoting what it received.
+    let mut d = build::udp((R1, 53), out, 12, false);
+    assert!(lab.send_in(&mut d).forwarded());
+    let mut err = build::error(
+        A,
+        R1,
+        icmp::DEST_UNREACHABLE,
+        icmp::CODE_PORT_UNREACHABLE,
+        0,
+        &d,
+        d.len(),
+    );
+    let o = lab.send_out(&mut err);
+    assert_eq!(o.verdict, Some(Verdict::Forward), "{o:?}");
+    assert!(verify_all(&err));
+    let f = parse(&err).unwrap();
+    assert_eq!(
+        f.src, out.0,
+        "RFC 5508 REQ-3: the outer source is translated"
+    );
+    // R1 sees its own datagram quoted, as it sent it.
+    assert_eq!(&err[28..], &build::udp((R1, 53), out, 12, false)[..]);
+}
