@@ -13,6 +13,7 @@
 //! the queue when the owner dies are lost the same way; the router flushes after every burst,
 //! so that window is one burst.
 
+use crate::hash::MixState;
 use crate::session::SessionInfo;
 use crate::vid::{Geometry, Vid};
 use std::collections::{HashMap, VecDeque};
@@ -147,16 +148,17 @@ impl MirrorOut {
 /// A backup's copies of other workers' sessions, keyed by their outside tuple.
 #[derive(Debug)]
 pub struct Shadow {
-    sessions: HashMap<u128, SessionInfo>,
+    sessions: HashMap<u128, SessionInfo, MixState>,
     /// Records that did not decode.
     pub bad_records: u64,
 }
 
 impl Shadow {
-    /// An empty shadow with room for `cap` sessions.
-    pub fn new(cap: usize) -> Shadow {
+    /// An empty shadow with room for `cap` sessions, hashing with `seed` (deterministic, unlike
+    /// std's randomly keyed default).
+    pub fn new(cap: usize, seed: u64) -> Shadow {
         Shadow {
-            sessions: HashMap::with_capacity(cap),
+            sessions: HashMap::with_capacity_and_hasher(cap, MixState::new(seed)),
             bad_records: 0,
         }
     }
@@ -265,7 +267,7 @@ mod tests {
     #[test]
     fn shadow_follows_records_and_hands_over_by_vid() {
         let g = Geometry::new(1024, 65535, 2);
-        let mut s = Shadow::new(16);
+        let mut s = Shadow::new(16, 3);
         let a = info(1024 + 10); // VID 0
         let b = info(1024 + 8192 + 10); // VID 1
         let rec = |kind, info| Record { kind, info }.encode();

@@ -166,7 +166,7 @@ impl NatWorker {
             home: None,
             owned: vec![false; usize::from(geometry.vids)],
             mirror: MirrorOut::new(cfg.mirror_queue as usize),
-            shadow: Shadow::new(cap),
+            shadow: Shadow::new(cap, seed.rotate_left(17)),
             expired: Vec::with_capacity(1024),
             events: Vec::with_capacity(1024),
             scratch: Vec::new(),
