@@ -1,0 +1,591 @@
+//! One worker's NAT (the seed's "processor"): its session table, the VIDs it owns, its mirror
+//! queue and its shadow of the sessions it backs up. The router calls [`NatWorker::outbound`] and
+//! [`NatWorker::inbound`] per packet, [`NatWorker::poll_expired`] per burst, and moves mirror
+//! batches between workers.
+
+use crate::config::{Config, IfaceId};
+use crate::dispatch::is_setup;
+use crate::mirror::{MirrorOut, Record, RecordKind, Shadow, Wire};
+use crate::session::{
+    key5, Binding, Change, Endpoint, Expired, Miss, SessionInfo, SessionTable, TableParams,
+};
+use crate::translate::{self, Kind, L4Csum, Side, Skip};
+use crate::vid::{Geometry, Vid, WorkerId};
+use netwire::ipv4::PROTO_TCP;
+
+/// What the router does with a packet after the worker saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Translated: route and send it.
+    Forward,
+    /// Translated, and addressed to a pool address: dispatch it again as an inbound packet
+    /// (hairpinning, RFC 4787 REQ-9, RFC 5382 REQ-8); its source is already the sender's
+    /// outside address.
+    Hairpin,
+    /// No outside port left: drop it and answer ICMP destination unreachable, code 13
+    /// (communication administratively prohibited), to the sender. The packet is untouched, so
+    /// the router's own ICMP error path can quote it.
+    Prohibited,
+    /// Dropped, for a reason.
+    Drop(NatDrop),
+}
+
+/// Why a worker dropped a packet; the discriminant indexes [`WorkerCounters::drops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NatDrop {
+    /// Truncated or inconsistent headers.
+    Malformed,
+    /// A fragment.
+    Fragment,
+    /// A protocol or message NAT does not translate.
+    Unsupported,
+    /// The source matches no rule for this interface.
+    NoRule,
+    /// Inside TCP without SYN and without a session.
+    NonSyn,
+    /// Inbound from a remote the mapping has no session with (APDF).
+    Filtered,
+    /// Inbound to no mapping, or an ICMP error about no session.
+    NoSession,
+    /// The packet's VID is not this worker's.
+    Misdelivered,
+    /// The session table is full.
+    TableFull,
+}
+
+impl NatDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [NatDrop; 9] = [
+        NatDrop::Malformed,
+        NatDrop::Fragment,
+        NatDrop::Unsupported,
+        NatDrop::NoRule,
+        NatDrop::NonSyn,
+        NatDrop::Filtered,
+        NatDrop::NoSession,
+        NatDrop::Misdelivered,
+        NatDrop::TableFull,
+    ];
+
+    /// The stable counter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatDrop::Malformed => "nat-malformed",
+            NatDrop::Fragment => "nat-fragment",
+            NatDrop::Unsupported => "nat-unsupported",
+            NatDrop::NoRule => "nat-no-rule",
+            NatDrop::NonSyn => "nat-non-syn",
+            NatDrop::Filtered => "nat-filtered",
+            NatDrop::NoSession => "nat-no-session",
+            NatDrop::Misdelivered => "nat-misdelivered",
+            NatDrop::TableFull => "nat-table-full",
+        }
+    }
+}
+
+/// Something the switch processor must hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// The endpoint's mapping is gone: remove it from the flow table.
+    FlowGone(Endpoint),
+    /// The endpoint got a new mapping outside a set-up request (its old one expired while a
+    /// packet was on its way): point the flow table at `vid`.
+    FlowMoved(Endpoint, Vid),
+    /// The last session of an adopted VID is gone: release the VID.
+    VidDrained(Vid),
+}
+
+/// A worker's counters (the router adds them to `swrouter status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Packets translated inside → outside.
+    pub out_translated: u64,
+    /// Packets translated outside → inside.
+    pub in_translated: u64,
+    /// Hairpinned packets.
+    pub hairpin: u64,
+    /// ICMP errors translated (both ways).
+    pub icmp_errors: u64,
+    /// New sessions refused for want of a port (ICMP prohibited answered).
+    pub exhausted: u64,
+    /// Drops by reason, indexed by [`NatDrop`] (names from [`NatDrop::as_str`]).
+    pub drops: [u64; NatDrop::ALL.len()],
+    /// Packets that arrived here but whose VID this worker does not own (must stay 0).
+    pub misdelivered: u64,
+}
+
+impl WorkerCounters {
+    fn drop(&mut self, d: NatDrop) -> Verdict {
+        self.drops[d as usize] += 1;
+        if d == NatDrop::Misdelivered {
+            self.misdelivered += 1;
+        }
+        Verdict::Drop(d)
+    }
+}
+
+/// One worker.
+#[derive(Debug)]
+pub struct NatWorker {
+    id: WorkerId,
+    cfg: Config,
+    geometry: Geometry,
+    table: SessionTable,
+    home: Option<Vid>,
+    /// Bit per VID: owned (home or adopted).
+    owned: Vec<bool>,
+    mirror: MirrorOut,
+    shadow: Shadow,
+    expired: Vec<Expired>,
+    events: Vec<WorkerEvent>,
+    scratch: Vec<SessionInfo>,
+    /// Counters.
+    pub counters: WorkerCounters,
+}
+
+impl NatWorker {
+    /// A worker for a validated `cfg`, with hash/port key `seed`, starting at `now` seconds.
+    pub fn new(id: WorkerId, cfg: &Config, seed: u64, now: u32) -> NatWorker {
+        let geometry = Geometry::new(cfg.port_min, cfg.port_max, cfg.workers);
+        let t = cfg.timeouts;
+        let cap = cfg.max_sessions as usize;
+        NatWorker {
+            id,
+            table: SessionTable::new(
+                TableParams {
+                    capacity: cfg.max_sessions,
+                    timeouts: [t.tcp_established, t.tcp_transitory, t.udp, t.icmp],
+                    geometry,
+                    seed: seed ^ u64::from(id).wrapping_mul(0x9e37_79b9),
+                },
+                now,
+            ),
+            cfg: cfg.clone(),
+            geometry,
+            home: None,
+            owned: vec![false; usize::from(geometry.vids)],
+            mirror: MirrorOut::new(cfg.mirror_queue as usize),
+            shadow: Shadow::new(cap, seed.rotate_left(17)),
+            expired: Vec::with_capacity(1024),
+            events: Vec::with_capacity(1024),
+            scratch: Vec::new(),
+            counters: WorkerCounters::default(),
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Sets the home VID the switch processor granted (claim 10).
+    pub fn handle_grant(&mut self, vid: Vid) {
+        self.home = Some(vid);
+        self.table.set_home(Some(vid));
+        if let Some(o) = self.owned.get_mut(usize::from(vid)) {
+            *o = true;
+        }
+    }
+
+    /// True when this worker owns `vid`.
+    #[inline]
+    pub fn owns(&self, vid: Vid) -> bool {
+        self.owned.get(usize::from(vid)).copied().unwrap_or(false)
+    }
+
+    /// The session table (for status and tests).
+    pub fn table(&self) -> &SessionTable {
+        &self.table
+    }
+
+    /// The shadow (for status and tests).
+    pub fn shadow(&self) -> &Shadow {
+        &self.shadow
+    }
+
+    /// The mirror queue's overflow counter.
+    pub fn mirror_overflow(&self) -> u64 {
+        self.mirror.overflow
+    }
+
+    /// An inside packet routed out of `out_iface`, handed over for `vid` (the flow table's, or
+    /// the switch processor's selection when `setup`). Translates it in place.
+    pub fn outbound(
+        &mut self,
+        pkt: &mut [u8],
+        csum: L4Csum,
+        out_iface: IfaceId,
+        vid: Vid,
+        setup: bool,
+        now: u32,
+    ) -> Verdict {
+        let f = match translate::parse(pkt) {
+            Ok(f) => f,
+            Err(e) => return self.counters.drop(skip_drop(e)),
+        };
+        if !self.owns(vid) {
+            return self.counters.drop(NatDrop::Misdelivered);
+        }
+        let Some(rule) = self.cfg.rule_for(f.src, out_iface) else {
+            return self.counters.drop(NatDrop::NoRule);
+        };
+        match f.kind {
+            Kind::Plain | Kind::EchoRequest => {
+                let ep = Endpoint {
+                    proto: f.proto,
+                    addr: f.src,
+                    port: f.sport,
+                };
+                let create = setup || is_setup(f.proto, f.tcp_flags, self.cfg.non_syn);
+                let pool = &self.cfg.rules[rule].pool;
+                let r = self
+                    .table
+                    .outbound(ep, (f.dst, f.dport), f.tcp_flags, pool, create, now);
+                let b = match r {
+                    Ok(b) => b,
+                    Err(m) => return self.miss(m, f.proto),
+                };
+                translate::rewrite(pkt, &f, Side::Src, b.addr, b.port, csum);
+                self.after(&b, ep, setup);
+                self.counters.out_translated += 1;
+                if self.cfg.is_pool_addr(f.dst) {
+                    self.counters.hairpin += 1;
+                    Verdict::Hairpin
+                } else {
+                    Verdict::Forward
+                }
+            }
+            Kind::Error(q) => {
+                // An inside host's error about a packet it received from q.dst... q.src.
+                let k = key5(
+                    q.proto,
+                    u32::from(q.dst),
+                    q.dport,
+                    u32::from(q.src),
+                    q.sport,
+                );
+                let Some(s) = self.table.peek_inside(k) else {
+                    return self.counters.drop(NatDrop::NoSession);
+                };
+                translate::rewrite_error(
+                    pkt,
+                    &f,
+                    Side::Src,
+                    s.pool_addr,
+                    Side::Dst,
+                    s.pool_addr,
+                    s.outside_port,
+                );
+                self.counters.icmp_errors += 1;
+                self.counters.out_translated += 1;
+                Verdict::Forward
+            }
+            Kind::EchoReply => self.counters.drop(NatDrop::Unsupported),
+        }
+    }
+
+    /// A packet that arrived on an outside interface for a pool address (or a hairpinned
+    /// one). Translates it in place.
+    pub fn inbound(&mut self, pkt: &mut [u8], csum: L4Csum, now: u32) -> Verdict {
+        let f = match translate::parse(pkt) {
+            Ok(f) => f,
+            Err(e) => return self.counters.drop(skip_drop(e)),
+        };
+        match f.kind {
+            Kind::Plain | Kind::EchoReply => {
+                if !self
+                    .geometry
+                    .vid_of_port(f.dport)
+                    .is_some_and(|v| self.owns(v))
+                {
+                    return self.counters.drop(NatDrop::Misdelivered);
+                }
+                let r = self.table.inbound(
+                    f.proto,
+                    (f.dst, f.dport),
+                    (f.src, f.sport),
+                    f.tcp_flags,
+                    now,
+                );
+                let b = match r {
+                    Ok(b) => b,
+                    Err(m) => return self.miss(m, f.proto),
+                };
+                translate::rewrite(pkt, &f, Side::Dst, b.addr, b.port, csum);
+                if b.change != Change::None {
+                    self.mirror_session(RecordKind::State, b.session);
+                }
+                self.counters.in_translated += 1;
+                Verdict::Forward
+            }
+            Kind::Error(q) => {
+                if !self
+                    .geometry
+                    .vid_of_port(q.sport)
+                    .is_some_and(|v| self.owns(v))
+                {
+                    return self.counters.drop(NatDrop::Misdelivered);
+                }
+                // The quote is the packet we sent: outside tuple (pool, port) → (remote).
+                let k = key5(
+                    q.proto,
+                    u32::from(q.src),
+                    q.sport,
+                    u32::from(q.dst),
+                    q.dport,
+                );
+                let Some(s) = self.table.peek_outside(k) else {
+                    return self.counters.drop(NatDrop::NoSession);
+                };
+                translate::rewrite_error(
+                    pkt,
+                    &f,
+                    Side::Dst,
+                    s.inside_addr,
+                    Side::Src,
+                    s.inside_addr,
+                    s.inside_port,
+                );
+                self.counters.icmp_errors += 1;
+                self.counters.in_translated += 1;
+                Verdict::Forward
+            }
+            Kind::EchoRequest => self.counters.drop(NatDrop::Unsupported),
+        }
+    }
+
+    /// Mirrors what a packet did and reports a mapping made outside a set-up.
+    fn after(&mut self, b: &Binding, ep: Endpoint, setup: bool) {
+        match b.change {
+            Change::None => {}
+            Change::Created => self.mirror_session(RecordKind::Created, b.session),
+            Change::State => self.mirror_session(RecordKind::State, b.session),
+        }
+        if b.new_mapping && !setup {
+            if let Some(home) = self.home {
+                self.events.push(WorkerEvent::FlowMoved(ep, home));
+            }
+        }
+    }
+
+    fn mirror_session(&mut self, kind: RecordKind, s: u32) {
+        let info = self.table.info(s);
+        self.mirror.push(Record { kind, info });
+    }
+
+    fn miss(&mut self, m: Miss, proto: u8) -> Verdict {
+        match m {
+            Miss::Exhausted | Miss::NoVid => {
+                self.counters.exhausted += 1;
+                Verdict::Prohibited
+            }
+            Miss::TableFull => self.counters.drop(NatDrop::TableFull),
+            Miss::Filtered => self.counters.drop(NatDrop::Filtered),
+            Miss::NoMapping => self.counters.drop(NatDrop::NoSession),
+            Miss::NoSession if proto == PROTO_TCP => self.counters.drop(NatDrop::NonSyn),
+            Miss::NoSession => self.counters.drop(NatDrop::NoSession),
+        }
+    }
+
+    /// Expires sessions idle past their timeout (at most `budget` units of work), mirrors the
+    /// removals, and appends what the switch processor must hear to `out`, with any events
+    /// packets raised since the last call.
+    pub fn poll_expired(&mut self, now: u32, budget: usize, out: &mut Vec<WorkerEvent>) -> usize {
+        // Taken out and put back so the loop can use `self`; the buffer keeps its capacity.
+        let mut expired = std::mem::take(&mut self.expired);
+        let work = self.table.expire(now, budget, &mut expired);
+        for e in expired.drain(..) {
+            self.mirror.push(Record {
+                kind: RecordKind::Removed,
+                info: e.info,
+            });
+            if e.mapping_gone {
+                out.push(WorkerEvent::FlowGone(e.info.endpoint()));
+            }
+            if e.vid_empty {
+                if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
+                    if Some(v) != self.home && self.owns(v) {
+                        self.owned[usize::from(v)] = false;
+                        out.push(WorkerEvent::VidDrained(v));
+                    }
+                }
+            }
+        }
+        self.expired = expired;
+        out.append(&mut self.events);
+        work
+    }
+
+    /// Moves up to `max` mirror records into `out`; the router sends each to the backup of
+    /// its VID (`vid_of_record`).
+    pub fn poll_mirror(&mut self, out: &mut Vec<Wire>, max: usize) -> usize {
+        self.mirror.poll_batch(out, max)
+    }
+
+    /// As a backup: applies a batch of another worker's records to the shadow.
+    pub fn handle_mirror(&mut self, batch: &[Wire]) {
+        self.shadow.apply(batch);
+    }
+
+    /// The owner's full state of `vid` as Created records, for a new backup.
+    pub fn snapshot(&self, vid: Vid, out: &mut Vec<Wire>) {
+        let mut infos = Vec::new();
+        self.table.snapshot_vid(vid, &mut infos);
+        out.extend(infos.into_iter().map(|info| {
+            Record {
+                kind: RecordKind::Created,
+                info,
+            }
+            .encode()
+        }));
+    }
+
+    /// This worker now owns `vid` (its owner failed, claim 14): the shadow sessions of `vid`
+    /// become live with their original outside ports. Returns how many.
+    pub fn take_over(&mut self, vid: Vid, now: u32) -> usize {
+        if let Some(o) = self.owned.get_mut(usize::from(vid)) {
+            *o = true;
+        }
+        self.scratch.clear();
+        self.shadow.take_vid(vid, &self.geometry, &mut self.scratch);
+        let mut n = 0;
+        for s in &self.scratch {
+            n += usize::from(self.table.adopt(s, now));
+        }
+        n
+    }
+
+    /// Gives `vid` (adopted, not home) to a restarted worker that got it as its home: its
+    /// sessions leave the live table for the shadow (this worker becomes the VID's backup) and
+    /// go into `out` as Created records for the new owner, which applies them and takes over.
+    pub fn hand_back(&mut self, vid: Vid, out: &mut Vec<Wire>) {
+        if let Some(o) = self.owned.get_mut(usize::from(vid)) {
+            *o = false;
+        }
+        let mut gone = Vec::new();
+        self.table.drop_vid(vid, &mut gone);
+        for e in gone {
+            let r = Record {
+                kind: RecordKind::Created,
+                info: e.info,
+            };
+            self.shadow.apply_one(&r);
+            out.push(r.encode());
+        }
+    }
+
+    /// This worker is no longer `vid`'s backup: drops its shadow of it.
+    pub fn forget_shadow(&mut self, vid: Vid) {
+        self.shadow.forget_vid(vid, &self.geometry);
+    }
+}
+
+/// The VID a mirror record belongs to (the router routes it to that VID's backup).
+pub fn vid_of_record(g: &Geometry, w: &Wire) -> Option<Vid> {
+    Record::decode(w).and_then(|r| g.vid_of_port(r.info.outside_port))
+}
+
+fn skip_drop(s: Skip) -> NatDrop {
+    match s {
+        Skip::Malformed => NatDrop::Malformed,
+        Skip::Fragment => NatDrop::Fragment,
+        Skip::Unsupported => NatDrop::Unsupported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Prefix, Rule};
+    use crate::translate::build;
+    use std::net::Ipv4Addr;
+
+    fn worker() -> NatWorker {
+        let cfg = Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers: 2,
+            max_sessions: 64,
+            ..Config::default()
+        };
+        let mut w = NatWorker::new(0, &cfg, 1, 0);
+        w.handle_grant(0);
+        w
+    }
+
+    #[test]
+    fn a_mapping_made_outside_a_setup_moves_the_flow() {
+        // The flow table still sent a packet here after its mapping expired: the worker makes
+        // a new one and tells the switch processor where the endpoint lives now.
+        let mut w = worker();
+        let (a, r) = (
+            (Ipv4Addr::new(10, 0, 0, 1), 5000),
+            (Ipv4Addr::new(198, 51, 100, 1), 53),
+        );
+        let mut p = build::udp(a, r, 4, false);
+        assert_eq!(
+            w.outbound(&mut p, L4Csum::Full, 1, 0, false, 0),
+            Verdict::Forward
+        );
+        let mut ev = Vec::new();
+        w.poll_expired(0, 10, &mut ev);
+        let ep = Endpoint {
+            proto: netwire::ipv4::PROTO_UDP,
+            addr: a.0,
+            port: a.1,
+        };
+        assert_eq!(ev, vec![WorkerEvent::FlowMoved(ep, 0)]);
+        // Expiry reports the mapping gone, and mirrors the removal.
+        w.poll_expired(300, 10_000, &mut ev);
+        assert_eq!(ev[1], WorkerEvent::FlowGone(ep));
+        let mut batch = Vec::new();
+        assert_eq!(w.poll_mirror(&mut batch, 10), 2);
+        assert_eq!(Record::decode(&batch[1]).unwrap().kind, RecordKind::Removed);
+    }
+
+    #[test]
+    fn misdelivered_packets_are_counted_not_translated() {
+        let mut w = worker();
+        let p = build::udp(
+            (Ipv4Addr::new(10, 0, 0, 1), 5000),
+            (Ipv4Addr::new(8, 8, 8, 8), 53),
+            4,
+            false,
+        );
+        let mut b = p.clone();
+        assert_eq!(
+            w.outbound(&mut b, L4Csum::Full, 1, 3, false, 0),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!(b, p);
+        let mut r = build::udp(
+            (Ipv4Addr::new(8, 8, 8, 8), 53),
+            (Ipv4Addr::new(192, 0, 2, 1), 60000),
+            4,
+            false,
+        );
+        assert_eq!(
+            w.inbound(&mut r, L4Csum::Full, 0),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!(w.counters.misdelivered, 2);
+    }
+
+    #[test]
+    fn drop_names_follow_counter_order() {
+        for (i, d) in NatDrop::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+            assert!(d.as_str().starts_with("nat-"));
+        }
+        let mut c = WorkerCounters::default();
+        assert_eq!(
+            c.drop(NatDrop::Misdelivered),
+            Verdict::Drop(NatDrop::Misdelivered)
+        );
+        assert_eq!((c.drops[7], c.misdelivered), (1, 1));
+    }
+}
