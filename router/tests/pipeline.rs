@@ -1447,3 +1447,66 @@ fn replay_router_pipeline_corpus() {
     }
     assert!(n >= 3, "{n} seeds");
 }
+
+/// Issue 13 item 6: a cache that left with SHUTDOWN is in the assignment only as a draining
+/// target (no buckets): flows already on it stay there, new ones do not go to it.
+#[test]
+fn flows_stay_on_a_draining_cache_and_new_ones_go_elsewhere() {
+    use router::tables::wccp::{AffinityConf, ServicePlane};
+    use wccp::assign::{Assignment, CacheTarget};
+    use wccp::engine::{ForwardingMethod, ReturnMethod};
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![MAC_A], "the flow opens on A");
+    // What the engine installs after A's SHUTDOWN: A's buckets unassigned, A draining.
+    let a_target = CacheTarget {
+        address: CACHE_A.into(),
+        router_id: [10, 0, 2, 1].into(),
+        forwarding: ForwardingMethod::Gre,
+        packet_return: ReturnMethod::Gre,
+    };
+    let (a, _) = Assignment::hash(
+        wccp::wire::ServiceInfo::standard(0),
+        wccp::wire::AssignmentKey::NONE,
+        &[None],
+        &[0; 256],
+    );
+    let a = Arc::new(a.with_members([CACHE_A.into()]).with_draining([a_target]));
+    let svc = ServicePlane {
+        id: 0,
+        cache_counters: a.caches().iter().map(|_| Default::default()).collect(),
+        assignment: a,
+        redirect_list: Arc::from(Vec::new()),
+        failed: vec![false],
+        counters: spec.counters.clone(),
+    };
+    let affinity = AffinityConf {
+        enabled: true,
+        flows_per_worker: 1024,
+        idle_secs: 60,
+    };
+    b.tables.wccp = Arc::new(router::tables::WccpPlane::new(
+        [svc],
+        affinity,
+        spec.stats.clone(),
+    ));
+    b.run(vec![tcp_with_flags(0x10)], t0);
+    assert_eq!(
+        destinations(&mut b),
+        vec![MAC_A],
+        "the open flow drains on A"
+    );
+    let mut other = tcp_syn(80);
+    other[34..36].copy_from_slice(&40001u16.to_be_bytes());
+    b.run(vec![other], t0);
+    assert_eq!(
+        destinations(&mut b),
+        vec![SERVER],
+        "a new flow is not sent to A"
+    );
+    assert!(
+        b.tables.wccp.is_member(CACHE_A.into()),
+        "A's own traffic stays unredirected"
+    );
+}

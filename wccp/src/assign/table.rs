@@ -356,6 +356,18 @@ impl Assignment {
         self
     }
 
+    /// The same with `draining` caches appended to the targets, holding no bucket or value:
+    /// caches that left with a SHUTDOWN, kept so that flows already on them can stay there
+    /// (the data plane's flow affinity finds them by address) while new flows go elsewhere.
+    pub fn with_draining(mut self, draining: impl IntoIterator<Item = CacheTarget>) -> Self {
+        for t in draining {
+            if !self.caches.iter().any(|c| c.address == t.address) {
+                self.caches.push(t);
+            }
+        }
+        self
+    }
+
     /// The cache for a packet (primary/alternate hash or mask); `None` = forward normally.
     pub fn lookup(&self, flow: &FlowKey) -> Option<CacheTarget> {
         self.redirect(flow).map(|r| r.target)

@@ -26,6 +26,9 @@ use crate::wire::{
     WebCacheIdentityElement, BUCKETS,
 };
 
+/// How long a cache that left with a SHUTDOWN stays a target for the flows already on it.
+pub(crate) const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Caches a group tracks at most (usable or not): bounds memory against address floods.
 pub(crate) const MAX_TRACKED: usize = 4 * MAX_CACHES;
 
@@ -207,6 +210,9 @@ pub(crate) struct Group {
     pub(crate) caches: BTreeMap<Ipv4Addr, CacheEntry>,
     /// Usable caches as of the last change-number update.
     pub(crate) members: BTreeSet<Ipv4Addr>,
+    /// Caches that left with a SHUTDOWN, until when: targets for their established flows
+    /// (flow affinity), holding no buckets.
+    pub(crate) draining: BTreeMap<Ipv4Addr, (CacheTarget, Instant)>,
     /// Routers reported by usable caches (Router View router list, §3.5).
     pub(crate) view_routers: BTreeSet<Ipv4Addr>,
     /// Last valid REDIRECT_ASSIGN.
@@ -236,6 +242,7 @@ impl Group {
             method: None,
             caches: BTreeMap::new(),
             members: BTreeSet::new(),
+            draining: BTreeMap::new(),
             view_routers: BTreeSet::new(),
             accepted: None,
             installed: Arc::new(Assignment::empty(ServiceInfo::standard(0))),
@@ -268,9 +275,10 @@ impl Group {
 
     /// Earliest deadline of the group and its caches.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let drained = self.draining.values().map(|(_, until)| *until).min();
         self.caches
             .values()
-            .fold(self.timers.next_deadline(), |acc, e| {
+            .fold(earliest(self.timers.next_deadline(), drained), |acc, e| {
                 earliest(acc, e.timers.next_deadline())
             })
     }
@@ -424,7 +432,11 @@ impl Group {
                 .is_some_and(|c| c.commands.contains(&Command::Shutdown(src)));
         if shutdown {
             // Out at once rather than after 30 s of silence; refresh moves the change number
-            // and tells the driver.
+            // and tells the driver. Its buckets go, but it stays a target for the flows
+            // already on it for a while (a graceful shutdown finishes them).
+            if let Some(t) = self.target(src) {
+                self.draining.insert(src, (t, now + SHUTDOWN_DRAIN));
+            }
             self.caches.remove(&src);
             self.refresh(now, io);
             let ack = CommandExtension {
@@ -695,6 +707,7 @@ impl Group {
 
     /// Timers: flush the assignment, query silent caches, drop dead ones.
     pub(crate) fn handle_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
+        self.draining.retain(|_, (_, until)| *until > now);
         while let Some(GroupTimer::Flush) = self.timers.pop_expired(now) {
             // §1: no valid REDIRECT_ASSIGN within 50 s of a membership change.
             self.counters.count("wccp-assignment-flushed");
@@ -814,7 +827,9 @@ impl Group {
             self.members = members;
             self.view_routers = routers;
         }
-        if self.members.is_empty() {
+        // A cache that is usable again is no longer draining.
+        self.draining.retain(|a, _| !self.members.contains(a));
+        if self.members.is_empty() && self.draining.is_empty() {
             // The group is empty: the method is free again and nothing is assigned.
             self.method = None;
             self.accepted = None;
@@ -865,7 +880,11 @@ impl Group {
                 }
             },
         };
-        (a.with_members(self.members.iter().copied()), dropped)
+        // Draining caches count as members too: their own traffic is never redirected.
+        let a = a
+            .with_members(self.members.iter().chain(self.draining.keys()).copied())
+            .with_draining(self.draining.values().map(|(t, _)| *t));
+        (a, dropped)
     }
 
     /// Recompiles and, when the result differs, installs it and tells the driver. Returns

@@ -445,6 +445,9 @@ impl RouterEngine {
         for g in self.groups.values() {
             g.installed.check_invariants()?;
             for t in g.installed.caches() {
+                if g.draining.get(&t.address).is_some_and(|(d, _)| d == t) {
+                    continue;
+                }
                 let usable = g.caches.get(&t.address).is_some_and(|e| {
                     e.router_id == t.router_id
                         && e.phase.methods().is_some_and(|m| {

@@ -1619,3 +1619,91 @@ fn mixed_group_where_nobody_is_designated_gets_swcache_fallback() {
     );
     assert_eq!(a.bucket_owners().unassigned(), 0);
 }
+
+/// Issue 13 item 6: a cache that leaves with SHUTDOWN loses its buckets at once but stays a
+/// target (holding none) for the flows already on it, and a member (its own traffic is not
+/// redirected), for `SHUTDOWN_DRAIN`, or until it is usable again.
+#[test]
+fn a_shut_down_cache_drains_its_flows() {
+    let base = t0();
+    let sec = Security::None;
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    join(&mut e, base, ServiceInfo::standard(0), C3, &sec);
+    let rid = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap();
+    let (n, _) = e.membership(0).unwrap();
+    let ra = hash_ra(C2, &[C2, C3], rid, n, 1);
+    e.handle_message(base, C2, R, &bytes(&sec, ra.into_message()));
+    let a = e.assignment(0).unwrap();
+    assert_eq!(a.bucket_owners().counts().len(), 2, "both hold buckets");
+    let _ = drain(&mut e, base);
+    let echo = e.cache(0, C3).unwrap().last_receive_id_sent.unwrap();
+    let t1 = secs(base, 1);
+    e.handle_message(t1, C3, R, &shutdown_hia(C3, echo, C3));
+    let _ = drain(&mut e, t1);
+    let a = e.assignment(0).unwrap();
+    let owners = a.bucket_owners().counts();
+    assert_eq!(owners.keys().copied().collect::<Vec<_>>(), vec![C2]);
+    assert!(a.bucket_owners().unassigned() > 0, "C3's buckets are free");
+    let draining = a
+        .caches()
+        .iter()
+        .find(|c| c.address == C3)
+        .expect("C3 drains");
+    assert_eq!(draining.router_id, R);
+    assert!(
+        a.members().contains(&C3),
+        "its own traffic is not redirected"
+    );
+    assert_eq!(e.membership(0).unwrap().1, vec![C2], "not in the view");
+    e.check_invariants().unwrap();
+    // Still there just before the drain ends, gone after.
+    let end = t1 + group::SHUTDOWN_DRAIN;
+    e.handle_timeout(end - Duration::from_secs(1));
+    assert!(e
+        .assignment(0)
+        .unwrap()
+        .caches()
+        .iter()
+        .any(|c| c.address == C3));
+    assert!(e.poll_timeout().is_some_and(|t| t <= end));
+    e.handle_timeout(end);
+    let a = e.assignment(0).unwrap();
+    assert!(a.caches().iter().all(|c| c.address != C3));
+    assert!(!a.members().contains(&C3));
+    e.check_invariants().unwrap();
+}
+
+/// The last cache of a group shutting down keeps its flows too; rejoining ends the drain.
+#[test]
+fn the_last_cache_drains_and_a_rejoin_ends_the_drain() {
+    let base = t0();
+    let sec = Security::None;
+    let mut e = engine(RouterServiceConfig::standard(0));
+    join(&mut e, base, ServiceInfo::standard(0), C2, &sec);
+    let rid = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap();
+    let (n, _) = e.membership(0).unwrap();
+    e.handle_message(
+        base,
+        C2,
+        R,
+        &bytes(&sec, hash_ra(C2, &[C2], rid, n, 1).into_message()),
+    );
+    let _ = drain(&mut e, base);
+    let echo = e.cache(0, C2).unwrap().last_receive_id_sent.unwrap();
+    e.handle_message(secs(base, 1), C2, R, &shutdown_hia(C2, echo, C2));
+    let _ = drain(&mut e, secs(base, 1));
+    let a = e.assignment(0).unwrap();
+    assert!(!a.is_empty(), "the drain target stays installed");
+    assert_eq!(a.bucket_owners().unassigned(), 256);
+    assert!(a.caches().iter().any(|c| c.address == C2));
+    e.check_invariants().unwrap();
+    // It comes back: a member again, no longer draining; the assignment it made (still in
+    // force) gives it its buckets back.
+    join(&mut e, secs(base, 5), ServiceInfo::standard(0), C2, &sec);
+    assert_eq!(e.membership(0).unwrap().1, vec![C2]);
+    let a = e.assignment(0).unwrap();
+    assert_eq!(a.caches().iter().filter(|c| c.address == C2).count(), 1);
+    assert_eq!(a.bucket_owners().unassigned(), 0);
+    e.check_invariants().unwrap();
+}
