@@ -10,6 +10,7 @@ mod management;
 mod overload;
 mod steering;
 mod swcache_bypass;
+mod wccp_barrage;
 mod wccp_redirect;
 mod wccp_squid;
 mod wccp_two_caches;

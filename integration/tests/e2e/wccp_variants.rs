@@ -18,21 +18,22 @@ use netlab::{Lab, Ns, ProcHandle};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Client, router, server and one or two cache namespaces, swrouter running.
-struct WccpLab {
-    lab: Lab,
-    cli: Ns,
-    caches: Vec<Ns>,
-    socket: PathBuf,
+/// Client, router, server and one or two cache namespaces, swrouter running (also used by
+/// `wccp_barrage`).
+pub(crate) struct WccpLab {
+    pub(crate) lab: Lab,
+    pub(crate) cli: Ns,
+    pub(crate) caches: Vec<Ns>,
+    pub(crate) socket: PathBuf,
     conf: PathBuf,
-    router: ProcHandle,
+    pub(crate) router: ProcHandle,
     web: ProcHandle,
 }
 
 impl WccpLab {
     /// The topology with `n_caches` cache namespaces; `ifaces` holds the extra keys of eth0,
     /// eth1 and eth2 (in that order); `wccp` the `[wccp]`… part of the config.
-    fn new(tag: &str, n_caches: usize, ifaces: [&str; 3], wccp: &str) -> WccpLab {
+    pub(crate) fn new(tag: &str, n_caches: usize, ifaces: [&str; 3], wccp: &str) -> WccpLab {
         require_root();
         let mut lab = Lab::new(tag).unwrap();
         let cli = lab.add_ns("cli").unwrap();
@@ -109,11 +110,11 @@ impl WccpLab {
     }
 
     /// curl from the client; (success, response, Via).
-    fn fetch(&self, url: &str) -> (bool, String, Option<String>) {
+    pub(crate) fn fetch(&self, url: &str) -> (bool, String, Option<String>) {
         integration::wccplab::fetch(&self.cli, url)
     }
 
-    fn logs(&self, hosts: &[&CacheHost]) -> String {
+    pub(crate) fn logs(&self, hosts: &[&CacheHost]) -> String {
         let mut s = format!(
             "\n===== swrouter =====\n{}\n===== web =====\n{}",
             self.lab.logs(&self.router),
@@ -132,7 +133,7 @@ impl WccpLab {
     }
 
     /// Waits until `addr` holds a share of service 0 in the data plane.
-    fn wait_assigned(&self, addr: &str, hosts: &[&CacheHost]) -> serde_json::Value {
+    pub(crate) fn wait_assigned(&self, addr: &str, hosts: &[&CacheHost]) -> serde_json::Value {
         self.wait_assigned_in(0, addr, hosts)
     }
 
