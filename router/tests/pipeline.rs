@@ -519,6 +519,16 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
     b.run(vec![udp_to([10, 0, 1, 1], 2048, b"member")], t0);
     assert_eq!(rx.try_recv().unwrap().payload, b"member");
     assert_eq!(rx.try_recv().unwrap().payload, b"flood");
+    // A source the router reaches through another interface is spoofed: dropped.
+    let mut spoofed = udp_to([10, 0, 1, 1], 2048, b"spoofed");
+    spoofed[26..30].copy_from_slice(&[10, 0, 2, 9]);
+    spoofed[40..42].copy_from_slice(&[0, 0]);
+    ipv4::fill_checksum(&mut spoofed[14..], 20);
+    b.run(vec![spoofed], t0);
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::WccpReversePath),
+        1
+    );
     // An interface without `wccp-caches` takes no WCCP at all.
     b.tables.ifaces[0].wccp_caches = false;
     b.run(vec![udp_to([10, 0, 1, 1], 2048, b"rogue")], t0);
@@ -527,7 +537,7 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
         1
     );
     while let Ok(d) = rx.try_recv() {
-        assert_ne!(d.payload, b"rogue");
+        assert!(d.payload != b"rogue" && d.payload != b"spoofed");
     }
 }
 

@@ -69,6 +69,9 @@ pub enum DropReason {
     ControlQueueFullOthers,
     /// WCCP on an interface that does not accept caches (`wccp-caches`).
     WccpNotCacheInterface,
+    /// WCCP from a source the router does not reach through the interface it arrived on
+    /// (a spoofed cache address).
+    WccpReversePath,
     /// GRE to the router from an address that is no cache of any WCCP group.
     WccpReturnNotMember,
     /// GRE return whose redirect header names a service the sending cache is not in.
@@ -109,7 +112,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 50] = [
+    pub const ALL: [DropReason; 51] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -142,6 +145,7 @@ impl DropReason {
         DropReason::ControlQueueFullKnown,
         DropReason::ControlQueueFullOthers,
         DropReason::WccpNotCacheInterface,
+        DropReason::WccpReversePath,
         DropReason::WccpReturnNotMember,
         DropReason::WccpReturnWrongService,
         DropReason::WccpReturnNotGre,
@@ -199,6 +203,7 @@ impl DropReason {
             DropReason::ControlQueueFullKnown => "control-queue-full-known",
             DropReason::ControlQueueFullOthers => "control-queue-full-others",
             DropReason::WccpNotCacheInterface => "wccp-not-cache-interface",
+            DropReason::WccpReversePath => "wccp-reverse-path",
             DropReason::WccpReturnNotMember => "wccp-return-not-member",
             DropReason::WccpReturnWrongService => "wccp-return-wrong-service",
             DropReason::WccpReturnNotGre => "wccp-return-not-gre",

@@ -8,7 +8,7 @@
 //! `icmp-echo-rate-limited` (echo replies are limited per source and per worker, see
 //! `pipeline/limit.rs`), `local-port-unreachable`, `local-protocol-unsupported`,
 //! `udp-malformed`, `udp-bad-checksum`, `tcp-malformed`, `tcp-bad-checksum`,
-//! `probe-port-closed`, `probe-queue-full`, `wccp-not-cache-interface`,
+//! `probe-port-closed`, `probe-queue-full`, `wccp-not-cache-interface`, `wccp-reverse-path`,
 //! `control-queue-full-known`, `control-queue-full-others`, `wccp-return-not-member`,
 //! `wccp-return-wrong-service`, `wccp-return-not-gre`, `wccp-return-wrong-interface`,
 //! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
@@ -76,7 +76,14 @@ impl LocalDeliveryStage {
                 {
                     return Verdict::Drop(DropReason::WccpNotCacheInterface);
                 }
-                let known = cx.tables.wccp.is_peer(ipv4::src(l3));
+                // Strict reverse path: the route back to the sender leaves through the
+                // interface the datagram came in on, so a host on one cache segment cannot
+                // pose as a cache on another (and take the members' queue).
+                let src = ipv4::src(l3);
+                if cx.tables.routes.lookup(src).map(|r| r.out_if) != Some(rx_if) {
+                    return Verdict::Drop(DropReason::WccpReversePath);
+                }
+                let known = cx.tables.wccp.is_peer(src);
                 let (tx, full) = if known {
                     (&queue.known, DropReason::ControlQueueFullKnown)
                 } else {
