@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod probe;
 pub mod status;
+pub mod status_live;
 pub mod steering_status;
 pub mod sys;
 pub mod tables;

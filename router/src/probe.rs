@@ -382,6 +382,13 @@ impl Prober {
     }
 }
 
+/// Now as Unix time in milliseconds (state-change stamps in status).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A random seed from the kernel (falls back to the clock if /dev/urandom cannot be read).
 pub fn random_seed() -> u64 {
     use std::io::Read;
@@ -435,6 +442,8 @@ pub struct ProbeHealth {
     pub last_rtt: Option<Duration>,
     /// Times the target went down.
     pub downs: u64,
+    /// When it last went down or came back, Unix time in milliseconds (0: never).
+    pub changed_unix_ms: u64,
 }
 
 impl ProbeHealth {
@@ -531,6 +540,7 @@ impl Rounds {
                     answered: 0,
                     last_rtt: None,
                     downs: 0,
+                    changed_unix_ms: 0,
                 },
                 waiting: false,
             });
@@ -562,6 +572,7 @@ impl Rounds {
                 st.health.last_rtt = Some(rtt);
                 if !st.health.up {
                     st.health.up = true;
+                    st.health.changed_unix_ms = unix_ms();
                     changes.push(ProbeChange::Up(a.target));
                 }
             }
@@ -574,6 +585,7 @@ fn miss(st: &mut RoundState, t: ProbeTarget, misses: u32, changes: &mut Vec<Prob
     if st.health.up && st.health.answered > 0 && st.health.misses >= misses {
         st.health.up = false;
         st.health.downs += 1;
+        st.health.changed_unix_ms = unix_ms();
         changes.push(ProbeChange::Down(t));
     }
 }
@@ -791,6 +803,11 @@ mod tests {
         let (port, seq) = round(&mut r, &mut p, &mut ch);
         assert_eq!(ch, vec![ProbeChange::Down(target())]);
         assert!(!r.is_up(&target()));
+        let down_at = r.get(&target()).unwrap().changed_unix_ms;
+        assert!(
+            down_at.abs_diff(unix_ms()) < 5_000,
+            "stamped when it went down"
+        );
         ch.clear();
         let a = p
             .on_segment(
@@ -801,6 +818,7 @@ mod tests {
             .unwrap();
         r.on_answer(&a, &mut ch);
         assert_eq!(ch, vec![ProbeChange::Up(target())]);
+        assert!(r.get(&target()).unwrap().changed_unix_ms >= down_at);
         // A refusal counts as a miss at once.
         let (port, seq) = round(&mut r, &mut p, &mut ch);
         let a = p

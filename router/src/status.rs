@@ -228,6 +228,10 @@ pub struct WccpCacheStatus {
     pub probe_rtt_us: Option<u64>,
     /// Times fast failover took this cache out.
     pub failovers: u64,
+    /// When fast failover last took it out or put it back, Unix time in milliseconds (0:
+    /// never).
+    #[serde(default)]
+    pub probe_changed_unix_ms: u64,
 }
 
 /// Router identity.

@@ -40,8 +40,18 @@ enum Command {
     /// Show the running router's interfaces, routes, ARP table and counters.
     Status {
         /// Print JSON instead of tables.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Live view: rates (packets/s, bits/s) per interface, WCCP service and cache, and
+        /// steering service and device, redrawn every interval until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Time between two frames of `--watch`, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000), requires = "watch")]
+        interval_ms: u64,
+        /// Stop after this many frames of `--watch` (default: until Ctrl-C).
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
@@ -133,7 +143,18 @@ fn real_main(cli: Cli) -> Result<()> {
             control::run(&path, conf)
         }
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Status { json, target }) => {
+        Some(Command::Status {
+            watch: true,
+            interval_ms,
+            count,
+            target,
+            ..
+        }) => watch(
+            &target.socket()?,
+            std::time::Duration::from_millis(interval_ms),
+            count,
+        ),
+        Some(Command::Status { json, target, .. }) => {
             let reply = control::request(&target.socket()?, control::REQ_STATUS)?;
             if json {
                 print!("{reply}");
@@ -170,6 +191,50 @@ fn real_main(cli: Cli) -> Result<()> {
             demo::run(seconds)
         }
     }
+}
+
+/// `swrouter status --watch`: a frame of rates every `interval` (the screen cleared first on a
+/// terminal; frames separated by a blank line otherwise), until Ctrl-C or `count` frames.
+fn watch(socket: &Path, interval: std::time::Duration, count: Option<u64>) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(interval);
+        let mut prev: Option<(router::status::Status, std::time::Instant)> = None;
+        let mut shown = 0u64;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {}
+            }
+            let reply = control::request(socket, control::REQ_STATUS)?;
+            let s: router::status::Status = serde_json::from_str(&reply)
+                .context("the router's status answer is not valid JSON")?;
+            let now = std::time::Instant::now();
+            let secs = prev
+                .as_ref()
+                .map_or(0.0, |(_, t)| now.duration_since(*t).as_secs_f64());
+            let frame = router::status_live::render(prev.as_ref().map(|(p, _)| p), &s, secs);
+            let mut out = std::io::stdout().lock();
+            if tty {
+                // Home and clear: the frame replaces the previous one.
+                write!(out, "\x1b[H\x1b[2J")?;
+            } else if shown > 0 {
+                writeln!(out)?;
+            }
+            write!(out, "{frame}")?;
+            out.flush()?;
+            prev = Some((s, now));
+            shown += 1;
+            if count.is_some_and(|c| shown >= c) {
+                break;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn check(path: &Path) -> Result<()> {

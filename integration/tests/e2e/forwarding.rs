@@ -480,3 +480,52 @@ fn large_datagrams_are_fragmented_toward_a_smaller_mtu_and_df_gets_frag_needed()
     );
     assert!(l.drops("route", "mtu-exceeded").unwrap() >= 1);
 }
+
+/// `swrouter status --watch` (issue 18 item 4): frames of rates, not totals, for a running
+/// router, within 80 columns; `--count` ends it (Ctrl-C does the same on a terminal).
+#[test]
+fn status_watch_shows_rates_per_interface() {
+    let l = started("watch", "", "");
+    let cli = l.cli.clone();
+    // About 2.5 s of pings at 50 per second while the view samples every 500 ms.
+    let pinger = std::thread::spawn(move || {
+        RouterLab::ping(&cli, addr::SERVER, 125, &["-i", "0.02"]).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(integration::binary("swrouter"))
+        .args([
+            "status",
+            "--watch",
+            "--count",
+            "4",
+            "--interval-ms",
+            "500",
+            "--socket",
+        ])
+        .arg(&l.socket)
+        .output()
+        .unwrap();
+    let (n, _) = pinger.join().unwrap();
+    assert!(n >= 120, "pings lost: {n}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("INTERFACE").count(), 4, "{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    // Frames after the first show the pings' rate on the client side: about 50 in and 50
+    // replies out per second (each way through eth0), never the running totals.
+    let rx_rates: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("eth0"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(rx_rates.len(), 4, "{text}");
+    assert_eq!(rx_rates[0], 0.0, "the first frame has no rates: {text}");
+    assert!(
+        rx_rates[1..].iter().all(|r| (20.0..=120.0).contains(r)),
+        "{rx_rates:?}\n{text}"
+    );
+}

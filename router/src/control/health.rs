@@ -9,7 +9,7 @@
 //! arrival, so the probe timeout is spent on the network alone.
 
 use crate::outbox::Outbox;
-use crate::probe::{ProbeAnswer, ProbeOutcome, ProbeOwner, ProbeTarget, Prober};
+use crate::probe::{unix_ms, ProbeAnswer, ProbeOutcome, ProbeOwner, ProbeTarget, Prober};
 use crate::tables::steer::{PassiveEvent, SteeringPlane};
 use conf::RouterConf;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -207,11 +207,4 @@ impl HealthDriver {
             self.plane.health.store(Arc::new(m.state().clone()));
         }
     }
-}
-
-/// Now as Unix time in milliseconds.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -426,6 +426,10 @@ impl WccpDriver {
                             .probe_health(s.service_id, c.address)
                             .map(|h| h.downs)
                             .unwrap_or(0),
+                        probe_changed_unix_ms: self
+                            .probe_health(s.service_id, c.address)
+                            .map(|h| h.changed_unix_ms)
+                            .unwrap_or(0),
                     })
                     .collect(),
                 messages_in: s.counters.rx.here_i_am
