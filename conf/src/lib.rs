@@ -53,6 +53,7 @@ mod emit;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod nat;
 mod raw;
 mod steering;
 mod types;
@@ -66,6 +67,7 @@ use serde::Serialize;
 
 pub use error::ConfError;
 pub use ipnetwork::Ipv4Network;
+pub use nat::NatConf;
 pub use steering::SteeringConf;
 pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
@@ -109,6 +111,9 @@ pub struct RouterConf {
     /// The `[steering]` section (devices, pools, services); empty means nothing is steered.
     #[serde(skip)]
     pub steering: SteeringConf,
+    /// The `[nat]` section (rules, ports, timeouts); empty means nothing is translated.
+    #[serde(skip)]
+    pub nat: NatConf,
 }
 
 /// The `[router]` section: identity and process-wide settings.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Top-level tables, as they appear in serde's "expected one of" lists.
-const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp", "steering"];
+const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp", "steering", "nat"];
 /// Keys of `[router]`, in documentation order.
 pub(crate) const ROUTER_KEYS: &[&str] = &[
     "id",
@@ -91,6 +91,9 @@ pub(crate) struct RawFile {
     /// `[steering]`, optional (see `crate::steering`).
     #[serde(default)]
     pub steering: Option<crate::steering::RawSteering>,
+    /// `[nat]`, optional (see `crate::nat`).
+    #[serde(default)]
+    pub nat: Option<crate::nat::RawNat>,
 }
 
 /// `[wccp]`.
@@ -326,6 +329,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
     ]
     .into_iter()
     .chain(crate::steering::sections())
+    .chain(crate::nat::sections())
     .find(|(_, keys)| same(keys))?;
     let hint = suggest(key, keys)
         .map(|s| format!("; did you mean `{s}`?"))

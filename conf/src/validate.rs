@@ -89,6 +89,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     }
     let interfaces: Vec<InterfaceConf> = interfaces.into_iter().map(|i| i.conf).collect();
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
+    let nat = crate::nat::validate(at, raw.nat.as_ref(), &interfaces, workers)?;
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -103,6 +104,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         wccp,
         wccp_options,
         steering,
+        nat,
     })
 }
 

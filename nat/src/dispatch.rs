@@ -102,6 +102,21 @@ impl FlowTable {
         self.map.retain(|_, v| *v != vid);
     }
 
+    /// Every endpoint and its VID (a snapshot for a worker whose replica starts empty).
+    pub fn entries(&self) -> Vec<(Endpoint, Vid)> {
+        self.map
+            .iter()
+            .map(|(&k, &v)| {
+                let ep = Endpoint {
+                    proto: (k >> 48) as u8,
+                    addr: std::net::Ipv4Addr::from((k >> 16) as u32),
+                    port: k as u16,
+                };
+                (ep, v)
+            })
+            .collect()
+    }
+
     /// Endpoints installed.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -235,6 +250,18 @@ mod tests {
         m.request_vid(0).unwrap();
         m.request_vid(1).unwrap();
         (cfg, m)
+    }
+
+    #[test]
+    fn entries_give_back_the_endpoints() {
+        let mut t = FlowTable::new(4, 1);
+        let ep = Endpoint {
+            proto: 6,
+            addr: std::net::Ipv4Addr::new(10, 1, 2, 3),
+            port: 4567,
+        };
+        t.install(ep, 3);
+        assert_eq!(t.entries(), vec![(ep, 3)]);
     }
 
     #[test]

@@ -582,6 +582,15 @@ impl SessionTable {
         true
     }
 
+    /// Appends every live session with the time a packet last refreshed it (for listings).
+    pub fn list(&self, out: &mut Vec<(SessionInfo, u32)>) {
+        for (i, x) in self.sessions.iter().enumerate() {
+            if x.live {
+                out.push((self.info(i as u32), x.last_seen));
+            }
+        }
+    }
+
     /// Appends every session whose outside port is in `vid`'s block (a snapshot for a new
     /// backup).
     pub fn snapshot_vid(&self, vid: Vid, out: &mut Vec<SessionInfo>) {

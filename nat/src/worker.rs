@@ -188,6 +188,11 @@ impl NatWorker {
         }
     }
 
+    /// The home VID the switch processor granted, if any.
+    pub fn home(&self) -> Option<Vid> {
+        self.home
+    }
+
     /// True when this worker owns `vid`.
     #[inline]
     pub fn owns(&self, vid: Vid) -> bool {

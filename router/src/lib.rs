@@ -3,7 +3,8 @@
 //! Layout (SPEC.md §2–3): [`io`] moves frames between interfaces and workers, [`pipeline`] runs
 //! them through the stages, [`tables`] holds the read-mostly state the stages consult, [`wire`]
 //! holds the L2–L4 formats, [`outbox`] carries what the control plane sends, [`probe`] is the
-//! one TCP prober of the health checks (WCCP fast failover, steering health), [`worker`] and
+//! one TCP prober of the health checks (WCCP fast failover, steering health), [`natd`] carries
+//! NAT44 and its VID dispatch onto the workers and the switch processor's thread, [`worker`] and
 //! [`control`] are the threads and the control plane, and [`status`] is what `swrouter status`
 //! shows. ARCHITECTURE.md at the repository root describes the whole structure.
 //!
@@ -17,6 +18,7 @@ pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod io;
+pub mod natd;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;

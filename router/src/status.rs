@@ -38,6 +38,9 @@ pub struct Status {
     /// The health prober's counters (WCCP fast failover and steering checks).
     #[serde(default)]
     pub probes: Option<ProbeStatus>,
+    /// NAT sessions, workers and the switch processor, when NAT is configured.
+    #[serde(default)]
+    pub nat: Option<crate::natd::NatStatus>,
 }
 
 /// The health prober's counters since start.
@@ -519,6 +522,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         steering: crate::steering_status::collect(&tables.steering),
         management: cx.management.clone(),
         probes: cx.probes.clone(),
+        nat: tables.nat.as_ref().map(|n| n.rt.status()),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -729,6 +733,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(st) = &s.steering {
         crate::steering_status::render(&mut o, st);
+    }
+    if let Some(n) = &s.nat {
+        crate::natd::render(&mut o, n);
     }
     if let Some(p) = &s.probes {
         let _ = writeln!(

@@ -47,31 +47,13 @@ pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec
     let mut all_ports = Vec::new();
     let mut fell_back: Vec<IfId> = Vec::new();
     for _ in 0..workers {
-        let mut ports = Vec::new();
-        for iface in &tables.ifaces {
-            // Fanout group ids are per network namespace and device; derive them from our pid so
-            // two routers in one namespace never join each other's group.
-            let group = (workers > 1).then(|| {
-                (std::process::id() as u16)
-                    .wrapping_mul(31)
-                    .wrapping_add(iface.id)
-            });
-            let (port, running) =
-                open_with_fallback(iface.backend, |b| Port::open(iface, b, group)).map_err(
-                    |e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("opening a packet socket on {}: {e}", iface.name),
-                        )
-                    },
-                )?;
-            if let Some((backend, why)) = running.fallback {
-                if !fell_back.contains(&iface.id) {
-                    tracing::warn!(interface = %iface.name, error = %why, "the packet ring could not be set up: this interface runs on the {backend} backend");
-                    fell_back.push(iface.id);
-                }
+        let (ports, fallbacks) = open_ports(&tables, workers)?;
+        for (iface, backend, why) in fallbacks {
+            if !fell_back.contains(&iface) {
+                let name = &tables.ifaces[usize::from(iface)].name;
+                tracing::warn!(interface = %name, error = %why, "the packet ring could not be set up: this interface runs on the {backend} backend");
+                fell_back.push(iface);
             }
-            ports.push(port);
         }
         all_ports.push(ports);
     }
@@ -90,10 +72,89 @@ pub fn start(shared: Arc<Shared>, outbox: OutboxReceiver) -> std::io::Result<Vec
         let outbox = outbox.take();
         let h = std::thread::Builder::new()
             .name(format!("swrouter-w{id}"))
-            .spawn(move || run(id, ports, outbox, &shared))?;
+            .spawn(move || supervise(id, ports, outbox, &shared))?;
         handles.push(h);
     }
     Ok(handles)
+}
+
+/// One worker's sockets, one per interface, with the interfaces that fell back to pnet.
+type Opened_ = (Vec<Port>, Vec<(IfId, IoBackend, std::io::Error)>);
+
+/// Opens one worker's socket on every interface.
+fn open_ports(tables: &Tables, workers: usize) -> std::io::Result<Opened_> {
+    let mut ports = Vec::new();
+    let mut fallbacks = Vec::new();
+    for iface in &tables.ifaces {
+        // Fanout group ids are per network namespace and device; derive them from our pid so
+        // two routers in one namespace never join each other's group.
+        let group = (workers > 1).then(|| {
+            (std::process::id() as u16)
+                .wrapping_mul(31)
+                .wrapping_add(iface.id)
+        });
+        let (port, running) = open_with_fallback(iface.backend, |b| Port::open(iface, b, group))
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening a packet socket on {}: {e}", iface.name),
+                )
+            })?;
+        if let Some((backend, why)) = running.fallback {
+            fallbacks.push((iface.id, backend, why));
+        }
+        ports.push(port);
+    }
+    Ok((ports, fallbacks))
+}
+
+/// How a worker's run ended.
+enum RunEnd {
+    /// The router is stopping.
+    Stopped,
+    /// The NAT watchdog declared it failed (or a test hook stopped it): restart it.
+    Fenced,
+}
+
+/// Runs worker `id` and restarts it when it dies (a panic, or fenced by the NAT watchdog):
+/// its sockets are reopened, and with NAT it asks the switch processor for a VID again and
+/// becomes a backup (seed 000, claims 10 and 15).
+fn supervise(id: usize, ports: Vec<Port>, mut outbox: Option<OutboxReceiver>, shared: &Shared) {
+    let mut ports = Some(ports);
+    loop {
+        let first = ports.take();
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let ports = match first {
+                Some(p) => p,
+                None => open_ports(&shared.tables.load(), shared.counters.len())?.0,
+            };
+            Ok::<_, std::io::Error>(run(id, ports, &mut outbox, shared))
+        }));
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match ended {
+            Ok(Ok(RunEnd::Stopped)) => return,
+            Ok(Ok(RunEnd::Fenced)) => {
+                tracing::error!(
+                    worker = id,
+                    "worker stopped by the NAT watchdog; restarting it"
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::error!(worker = id, error = %e, "worker could not reopen its sockets; retrying")
+            }
+            Err(_) => tracing::error!(worker = id, "worker panicked; restarting it"),
+        }
+        let nat = shared.tables.load().nat.clone();
+        if let Some(n) = nat {
+            if !n.rt.rejoin(id as u16, &shared.stop) {
+                return;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 /// What [`open_with_fallback`] opened.
@@ -125,7 +186,12 @@ fn open_with_fallback<P>(
     }
 }
 
-fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: &Shared) {
+fn run(
+    id: usize,
+    mut ports: Vec<Port>,
+    outbox: &mut Option<OutboxReceiver>,
+    shared: &Shared,
+) -> RunEnd {
     let counters = shared.counters[id].clone();
     let n_ifaces = ports.len();
     let mut pool = Pool::new(POOL_BUFFERS);
@@ -134,9 +200,17 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
     let mut injected = Vec::new();
     let mut fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
     // The control plane's outbox wakes this worker through its eventfd, polled after the ports.
-    if let Some(o) = &outbox {
+    if let Some(o) = outbox.as_ref() {
         fds.push(o.fd());
     }
+    // NAT: this worker's state; its inbox (handoffs, orders) wakes it through another eventfd.
+    if let Some(plane) = shared.tables.load().nat.as_ref() {
+        let nat =
+            crate::natd::WorkerNat::new(id as u16, plane.rt.clone(), crate::probe::random_seed());
+        fds.push(plane.rt.inboxes[id].wake.fd());
+        pipeline.set_nat(nat);
+    }
+    let mut handed = Vec::with_capacity(crate::natd::HANDOFF_BATCH);
     let mut pollfds = Vec::with_capacity(fds.len());
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     let mut next_ring_check = Instant::now() + HOUSEKEEPING;
@@ -168,13 +242,25 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
     }
 
     while !shared.stop.load(Ordering::Relaxed) {
-        let timeout = if pipeline.has_pending() { 10 } else { 100 };
+        let handoffs_waiting = pipeline.nat_mut().is_some_and(|n| n.has_handoffs());
+        let timeout = if handoffs_waiting {
+            0
+        } else if pipeline.has_pending() {
+            10
+        } else {
+            100
+        };
         if let Err(e) = crate::sys::poll_readable(&fds, timeout, &mut pollfds) {
             tracing::error!(worker = id, error = %e, "poll failed");
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         let now = Instant::now();
+        if let Some(n) = pipeline.nat_mut() {
+            if !n.begin_loop(now) {
+                return RunEnd::Fenced;
+            }
+        }
         let tables = shared.tables.load();
         let neigh = shared.neighbours.load();
         let mut errored = false;
@@ -199,7 +285,20 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
                 now,
             );
         }
-        if let Some(o) = &outbox {
+        if let Some(n) = pipeline.nat_mut() {
+            n.take_handoffs(&mut handed, crate::natd::HANDOFF_BATCH);
+            if !handed.is_empty() {
+                pipeline.run(
+                    &mut handed,
+                    &tables,
+                    &neigh,
+                    &shared.neighbours,
+                    &mut pool,
+                    now,
+                );
+            }
+        }
+        if let Some(o) = outbox.as_ref() {
             if pollfds
                 .get(ports.len())
                 .is_some_and(|p| p.revents & libc::POLLIN != 0)
@@ -248,6 +347,9 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
                 );
             }
         }
+        if let Some(n) = pipeline.nat_mut() {
+            n.end_loop(now);
+        }
         flush(&mut pipeline, &mut ports, &mut pool, &counters);
         if errored {
             // A socket in error (interface deleted or down) would make poll return at once.
@@ -255,6 +357,7 @@ fn run(id: usize, mut ports: Vec<Port>, outbox: Option<OutboxReceiver>, shared: 
         }
     }
     tracing::debug!(worker = id, "worker stopped");
+    RunEnd::Stopped
 }
 
 /// Sends everything the pipeline queued for transmit and returns the buffers to the pool.

@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         action: SteeringCommand,
     },
+    /// NAT commands.
+    Nat {
+        #[command(subcommand)]
+        action: NatCommand,
+    },
     /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
     /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
     Demo {
@@ -81,6 +86,31 @@ enum SteeringCommand {
     Restore {
         /// The device name, as in `[[steering.device]]`.
         device: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `swrouter nat ...`.
+#[derive(Subcommand)]
+enum NatCommand {
+    /// List the NAT sessions (like `conntrack -L`): protocol, TCP state, inside, outside and
+    /// remote endpoints, idle time, worker and VID.
+    Sessions {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Test hook: make a worker panic or stall (the router must run with SWROUTER_TEST_HOOKS=1).
+    #[command(hide = true)]
+    KillWorker {
+        /// The worker.
+        worker: u16,
+        /// Stall (stop looping) instead of panicking.
+        #[arg(long)]
+        stall: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -178,6 +208,42 @@ fn real_main(cli: Cli) -> Result<()> {
             action: SteeringCommand::Restore { device, target },
         }) => {
             let req = format!("{}{device}", control::REQ_STEERING_RESTORE);
+            let reply = control::request(&target.socket()?, &req)?;
+            let r: control::ReloadReply = serde_json::from_str(&reply)?;
+            println!("{}", r.message);
+            if !r.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::Nat {
+            action: NatCommand::Sessions { json, target },
+        }) => {
+            let reply = control::request(&target.socket()?, control::REQ_NAT_SESSIONS)?;
+            match serde_json::from_str::<Vec<router::natd::SessionRow>>(&reply) {
+                Ok(rows) if json => println!("{}", serde_json::to_string(&rows)?),
+                Ok(rows) => print!("{}", router::natd::render_sessions(&rows)),
+                Err(_) => {
+                    let r: control::ReloadReply = serde_json::from_str(&reply)
+                        .context("the router's answer is not valid JSON")?;
+                    anyhow::bail!("{}", r.message);
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Nat {
+            action:
+                NatCommand::KillWorker {
+                    worker,
+                    stall,
+                    target,
+                },
+        }) => {
+            let req = format!(
+                "{}{worker} {}",
+                control::REQ_NAT_KILL,
+                if stall { "stall" } else { "panic" }
+            );
             let reply = control::request(&target.socket()?, &req)?;
             let r: control::ReloadReply = serde_json::from_str(&reply)?;
             println!("{}", r.message);

@@ -7,6 +7,7 @@ mod cache;
 mod effective;
 mod examples;
 mod fuzz_corpus;
+mod nat;
 mod props;
 mod steering;
 mod validation;

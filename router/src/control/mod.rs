@@ -33,6 +33,13 @@ pub const REQ_STATUS: &str = "status";
 pub const REQ_RELOAD: &str = "reload";
 /// Management request prefix: `steering restore DEVICE` (answered like a reload).
 pub const REQ_STEERING_RESTORE: &str = "steering restore ";
+/// Management request: the NAT session list (a JSON array of `natd::SessionRow`).
+pub const REQ_NAT_SESSIONS: &str = "nat sessions";
+/// Management request prefix (test hook, only with SWROUTER_TEST_HOOKS=1 in the router's
+/// environment): `nat kill-worker N panic|stall`.
+pub const REQ_NAT_KILL: &str = "nat kill-worker ";
+/// Sessions `nat sessions` lists at most.
+const MAX_LISTED_SESSIONS: usize = 200_000;
 
 /// Answer to a reload request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +203,19 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
             .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
     );
+    // NAT: the runtime the workers, the switch processor and status share.
+    let nat_rt = match &conf.nat.config {
+        Some(cfg) => {
+            let rt = Arc::new(crate::natd::NatRuntime::new(cfg.clone())?);
+            tables.nat = Some(Arc::new(crate::natd::NatPlane::new(
+                cfg.clone(),
+                tables.ifaces.len(),
+                rt.clone(),
+            )));
+            Some(rt)
+        }
+        None => None,
+    };
     // WCCP listens on UDP 2048 on every router address (reference §1); members and others
     // queue apart (issue 13 item 13).
     let wccp_rx =
@@ -215,7 +235,13 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             .collect(),
         outbox,
     });
+    let nat_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let result = (|| -> Result<()> {
+        // The switch processor grants every worker its VID before the workers start.
+        let switch = match &nat_rt {
+            Some(rt) => Some(crate::natd::start(rt.clone(), nat_stop.clone())?),
+            None => None,
+        };
         let handles = worker::start(shared.clone(), outbox_rx)?;
         tracing::info!(workers = handles.len(), router_id = %conf.router.id, "swrouter running");
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -230,11 +256,16 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             (probe_rx, open_probe_ports),
         ));
         shared.stop.store(true, Ordering::Relaxed);
+        nat_stop.store(true, Ordering::Relaxed);
         for h in handles {
+            let _ = h.join();
+        }
+        if let Some(h) = switch {
             let _ = h.join();
         }
         outcome
     })();
+    nat_stop.store(true, Ordering::Relaxed);
     shared.stop.store(true, Ordering::Relaxed);
     give_back(&restore);
     drop(socket_file);
@@ -438,6 +469,21 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
             serde_json::to_string(&status::collect(&cx))
         }
         REQ_RELOAD => serde_json::to_string(&reload(state)),
+        REQ_NAT_SESSIONS => match state.shared.tables.load().nat.as_ref() {
+            Some(n) => {
+                let mut rows = n.rt.list_sessions(std::time::Duration::from_millis(1000));
+                rows.truncate(MAX_LISTED_SESSIONS);
+                serde_json::to_string(&rows)
+            }
+            None => serde_json::to_string(&ReloadReply {
+                ok: false,
+                message: "NAT is not configured (no [nat] section)".into(),
+            }),
+        },
+        l if l.starts_with(REQ_NAT_KILL) => {
+            let (ok, message) = nat_kill(state, l.trim_start_matches(REQ_NAT_KILL));
+            serde_json::to_string(&ReloadReply { ok, message })
+        }
         l if l.starts_with(REQ_STEERING_RESTORE) => {
             let name = l.trim_start_matches(REQ_STEERING_RESTORE).trim();
             let (ok, message) = match state.health.restore(name) {
@@ -455,6 +501,35 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
     reply.unwrap_or_else(|e| {
         serde_json::json!({ "error": format!("could not encode the answer: {e}") }).to_string()
     })
+}
+
+/// The test hook `nat kill-worker N panic|stall`.
+fn nat_kill(state: &ControlState, args: &str) -> (bool, String) {
+    let tables = state.shared.tables.load();
+    let Some(n) = tables.nat.as_ref() else {
+        return (false, "NAT is not configured".into());
+    };
+    if !n.rt.test_hooks {
+        return (
+            false,
+            "test hooks are off (start the router with SWROUTER_TEST_HOOKS=1)".into(),
+        );
+    }
+    let mut it = args.split_whitespace();
+    let (Some(Ok(w)), Some(how)) = (it.next().map(str::parse::<u16>), it.next()) else {
+        return (false, "usage: nat kill-worker N panic|stall".into());
+    };
+    let panic = match how {
+        "panic" => true,
+        "stall" => false,
+        _ => return (false, "usage: nat kill-worker N panic|stall".into()),
+    };
+    if usize::from(w) >= n.rt.inboxes.len() {
+        return (false, format!("no worker {w}"));
+    }
+    tracing::warn!(worker = w, how, "test hook: killing a worker");
+    let sent = n.rt.control(w, crate::natd::Control::Kill { panic });
+    (sent, format!("worker {w}: {how} requested"))
 }
 
 /// An interface's settings that need a restart to change (everything but the WCCP keys).
@@ -501,6 +576,22 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             };
         }
     };
+    // NAT's rules, ports and tables are fixed while sessions live on them; the worker count
+    // is a [router] setting (restart) and is not compared here.
+    let nat_part = |c: &RouterConf| {
+        c.nat.config.clone().map(|mut n| {
+            n.workers = 0;
+            n
+        })
+    };
+    if nat_part(&new) != nat_part(&state.conf) {
+        let msg = "rejected, running config kept: [nat] changes need a restart (sessions live on the running rules); routes, WCCP and steering are reloaded".to_string();
+        tracing::error!("{msg}");
+        return ReloadReply {
+            ok: false,
+            message: msg,
+        };
+    }
     if new.wccp.is_empty() != state.conf.wccp.is_empty() {
         let msg = "rejected, running config kept: turning WCCP on or off needs a restart; changes within [wccp] are reloaded".to_string();
         tracing::error!("{msg}");

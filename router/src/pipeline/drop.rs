@@ -108,11 +108,37 @@ pub enum DropReason {
     SteeringReset,
     /// A copy for a promiscuous device found the copy queue full (only the copy is lost).
     SteeringCopyOverflow,
+    /// NAT: truncated or inconsistent headers of a packet to translate.
+    NatMalformed,
+    /// NAT: a fragment to or from a translated address (no virtual reassembly yet).
+    NatFragment,
+    /// NAT: a protocol or ICMP message NAT does not translate, from a translated source.
+    NatUnsupported,
+    /// NAT: the source matches no rule for the outside interface (at its owner).
+    NatNoRule,
+    /// NAT: inside TCP without SYN and without a session.
+    NatNonSyn,
+    /// NAT: inbound from a remote the mapping has no session with (address-and-port-dependent filtering).
+    NatFiltered,
+    /// NAT: inbound to no mapping, or an ICMP error about no session.
+    NatNoSession,
+    /// NAT: the packet reached a worker that does not own its VID (must stay 0).
+    NatMisdelivered,
+    /// NAT: the worker's session table is full.
+    NatTableFull,
+    /// NAT: no outside port left for a new session (ICMP administratively prohibited sent).
+    NatPortExhausted,
+    /// NAT: the owning worker's handoff queue is full.
+    NatHandoffFull,
+    /// NAT: the switch processor's set-up queue is full.
+    NatSwitchFull,
+    /// NAT: the session's worker and its backup are both down, or no worker is operational.
+    NatWorkerDown,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 51] = [
+    pub const ALL: [DropReason; 64] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -164,6 +190,19 @@ impl DropReason {
         DropReason::SteeringNoDevice,
         DropReason::SteeringReset,
         DropReason::SteeringCopyOverflow,
+        DropReason::NatMalformed,
+        DropReason::NatFragment,
+        DropReason::NatUnsupported,
+        DropReason::NatNoRule,
+        DropReason::NatNonSyn,
+        DropReason::NatFiltered,
+        DropReason::NatNoSession,
+        DropReason::NatMisdelivered,
+        DropReason::NatTableFull,
+        DropReason::NatPortExhausted,
+        DropReason::NatHandoffFull,
+        DropReason::NatSwitchFull,
+        DropReason::NatWorkerDown,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -222,6 +261,50 @@ impl DropReason {
             DropReason::SteeringNoDevice => "steering-no-device",
             DropReason::SteeringReset => "steering-reset",
             DropReason::SteeringCopyOverflow => "steering-copy-overflow",
+            DropReason::NatMalformed => "nat-malformed",
+            DropReason::NatFragment => "nat-fragment",
+            DropReason::NatUnsupported => "nat-unsupported",
+            DropReason::NatNoRule => "nat-no-rule",
+            DropReason::NatNonSyn => "nat-non-syn",
+            DropReason::NatFiltered => "nat-filtered",
+            DropReason::NatNoSession => "nat-no-session",
+            DropReason::NatMisdelivered => "nat-misdelivered",
+            DropReason::NatTableFull => "nat-table-full",
+            DropReason::NatPortExhausted => "nat-port-exhausted",
+            DropReason::NatHandoffFull => "nat-handoff-full",
+            DropReason::NatSwitchFull => "nat-switch-full",
+            DropReason::NatWorkerDown => "nat-worker-down",
+        }
+    }
+}
+
+impl From<nat::worker::NatDrop> for DropReason {
+    fn from(d: nat::worker::NatDrop) -> DropReason {
+        use nat::worker::NatDrop as N;
+        match d {
+            N::Malformed => DropReason::NatMalformed,
+            N::Fragment => DropReason::NatFragment,
+            N::Unsupported => DropReason::NatUnsupported,
+            N::NoRule => DropReason::NatNoRule,
+            N::NonSyn => DropReason::NatNonSyn,
+            N::Filtered => DropReason::NatFiltered,
+            N::NoSession => DropReason::NatNoSession,
+            N::Misdelivered => DropReason::NatMisdelivered,
+            N::TableFull => DropReason::NatTableFull,
+        }
+    }
+}
+
+impl From<nat::dispatch::DispatchDrop> for DropReason {
+    fn from(d: nat::dispatch::DispatchDrop) -> DropReason {
+        use nat::dispatch::DispatchDrop as D;
+        match d {
+            D::Malformed => DropReason::NatMalformed,
+            D::Fragment => DropReason::NatFragment,
+            D::Unsupported => DropReason::NatUnsupported,
+            D::NonSyn => DropReason::NatNonSyn,
+            D::NoSession => DropReason::NatNoSession,
+            D::WorkerDown => DropReason::NatWorkerDown,
         }
     }
 }
@@ -240,6 +323,13 @@ mod tests {
                 .as_str()
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn nat_drops_keep_the_nat_crates_names() {
+        for d in nat::worker::NatDrop::ALL {
+            assert_eq!(DropReason::from(d).as_str(), d.as_str());
         }
     }
 }

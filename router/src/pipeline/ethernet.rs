@@ -57,7 +57,13 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
         && !arp.sender_mac.is_multicast()
         && iface.contains(arp.sender_ip)
         && arp.sender_ip != iface.addr;
-    let for_us = arp.target_ip == iface.addr;
+    // Our address, or a NAT pool address on this (outside) interface.
+    let for_us = arp.target_ip == iface.addr
+        || cx
+            .tables
+            .nat
+            .as_deref()
+            .is_some_and(|n| n.is_pool_on(arp.target_ip, iface.id));
     if sender_ok {
         // RFC 826: refresh an existing binding from any ARP; create one only when it was for us.
         cx.neighbours
@@ -78,7 +84,7 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
         let reply = ArpRepr {
             operation: arp::OP_REPLY,
             sender_mac: iface.mac,
-            sender_ip: iface.addr,
+            sender_ip: arp.target_ip,
             target_mac: arp.sender_mac,
             target_ip: arp.sender_ip,
         };

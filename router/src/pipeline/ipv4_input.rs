@@ -42,6 +42,13 @@ impl Ipv4InputStage {
             return Verdict::Drop(DropReason::MartianSource);
         }
         match dst_class {
+            // A pool address that is ours goes to nat-in first, which delivers what is not NAT.
+            AddrClass::Local
+                if cx
+                    .tables
+                    .nat
+                    .as_deref()
+                    .is_some_and(|n| n.is_outside(pkt.meta.rx_if) && n.cfg.is_pool_addr(dst)) => {}
             AddrClass::Local => return Verdict::Jump(StageKind::LocalDelivery),
             AddrClass::Broadcast => return Verdict::Drop(DropReason::BroadcastNotForwarded),
             AddrClass::Other => {}

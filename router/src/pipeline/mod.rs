@@ -23,6 +23,7 @@ mod icmp;
 mod ipv4_input;
 mod limit;
 mod local;
+mod nat_stage;
 mod neighbour;
 pub mod packet;
 mod route;
@@ -202,6 +203,8 @@ struct Runner<'p> {
     wccp_on: bool,
     /// The snapshot steers something (else the steering stage passes everything on).
     steering_on: bool,
+    /// The snapshot translates (else the NAT stages pass everything on).
+    nat_on: bool,
 }
 
 /// How the runner goes on after a stage that did not pass the packet on.
@@ -252,7 +255,7 @@ impl Runner<'_> {
                 Step::Jump
             }
             Verdict::Continue | Verdict::Transmit => Step::Done,
-            Verdict::Consumed => {
+            Verdict::Consumed | Verdict::HandOff => {
                 tally.consumed += 1;
                 Step::Done
             }
@@ -279,6 +282,15 @@ impl Runner<'_> {
             Verdict::Drop(reason) => self.drop(pkt, si, reason, cx),
             // A jump past the loop guard.
             Verdict::Jump(_) => self.drop(pkt, si, DropReason::PipelineLoop, cx),
+            Verdict::HandOff => {
+                let refused = match cx.nat.as_deref_mut() {
+                    Some(n) => n.push_handoff(pkt).err(),
+                    None => Some((pkt, DropReason::NatWorkerDown)),
+                };
+                if let Some((p, reason)) = refused {
+                    self.drop(p, si, reason, cx);
+                }
+            }
             Verdict::Consumed | Verdict::Continue => cx.pool.put(pkt),
         }
     }
@@ -344,6 +356,8 @@ pub struct Pipeline {
     logged: [bool; DropReason::COUNT],
     icmp_limits: IcmpLimits,
     worker: usize,
+    /// This worker's NAT state (when NAT is configured).
+    nat: Option<crate::natd::WorkerNat>,
 }
 
 impl Pipeline {
@@ -358,7 +372,18 @@ impl Pipeline {
             logged: [false; DropReason::COUNT],
             icmp_limits: IcmpLimits::default(),
             worker,
+            nat: None,
         }
+    }
+
+    /// Gives this worker its NAT state.
+    pub fn set_nat(&mut self, nat: crate::natd::WorkerNat) {
+        self.nat = Some(nat);
+    }
+
+    /// This worker's NAT state, for the worker loop's housekeeping.
+    pub fn nat_mut(&mut self) -> Option<&mut crate::natd::WorkerNat> {
+        self.nat.as_mut()
     }
 
     /// The runner and the context its stages see, for one burst or one poll.
@@ -380,6 +405,7 @@ impl Pipeline {
             tally: [StageTally::default(); StageKind::ALL.len()],
             wccp_on: !tables.wccp.services.is_empty(),
             steering_on: tables.steering.tables.is_some(),
+            nat_on: tables.nat.is_some() && self.nat.is_some(),
         };
         let cx = StageCx {
             now,
@@ -390,6 +416,7 @@ impl Pipeline {
             emitted: &mut self.emitted,
             icmp_limits: &mut self.icmp_limits,
             counters,
+            nat: self.nat.as_mut(),
         };
         (runner, cx)
     }

@@ -21,6 +21,13 @@ pub mod flags {
     pub const TRACED: u8 = 0x04;
     /// Steered: the chain already decremented the TTL (the route stage must not again).
     pub const TTL_DONE: u8 = 0x08;
+    /// NAT: handed to the worker that owns its session (by the line interface or the switch
+    /// processor); translate here, never dispatch again. `PacketMeta::nat_vid` says for which VID.
+    pub const NAT_HANDED: u8 = 0x10;
+    /// NAT: a set-up request the switch processor assigned to this worker.
+    pub const NAT_SETUP: u8 = 0x20;
+    /// NAT: translated outbound to a pool address; dispatched again as inbound (hairpinning).
+    pub const NAT_HAIRPIN: u8 = 0x40;
 }
 
 /// Sentinel for "no egress interface chosen yet".
@@ -43,6 +50,8 @@ pub struct PacketMeta {
     pub passes: u8,
     /// Checksum/GSO state from the kernel (see `wire::vnet`).
     pub offload: VnetHdr,
+    /// NAT: the VID a handed-over packet belongs to (with `flags::NAT_HANDED`).
+    pub nat_vid: u16,
 }
 
 impl Default for PacketMeta {
@@ -55,6 +64,7 @@ impl Default for PacketMeta {
             stage: 0,
             passes: 0,
             offload: VnetHdr::default(),
+            nat_vid: 0,
         }
     }
 }

@@ -24,12 +24,16 @@ macro_rules! for_each_stage {
             Ethernet, "ethernet", ethernet: ethernet::EthernetStage, always;
             /// IPv4 validation and address classification.
             Ipv4Input, "ipv4-input", ipv4_input: ipv4_input::Ipv4InputStage, always;
+            /// NAT: outside packets to a pool address, dispatched by VID and translated back.
+            NatIn, "nat-in", nat_in: nat_stage::NatInStage, nat_on;
             /// WCCP redirection to caches (redirect in).
             WccpRedirect, "wccp-redirect", wccp_redirect: wccp::WccpRedirectStage, wccp_on;
             /// Service-chain steering (SPEC.md §5).
             Steering, "steering", steering: steering::SteeringStage, steering_on;
             /// Longest-prefix match, TTL, ICMP errors.
             Route, "route", route: route::RouteStage, always;
+            /// NAT: packets routed out of an outside interface, dispatched and translated.
+            NatOut, "nat-out", nat_out: nat_stage::NatOutStage, nat_on;
             /// Next-hop MAC, pending queues.
             Neighbour, "neighbour", neighbour: neighbour::NeighbourStage, always;
             /// Hand-off to the egress interface.
@@ -80,8 +84,12 @@ pub enum Verdict {
     Queued,
     /// Ready for the egress interface in `meta.tx_if`.
     Transmit,
-    /// Continue at a later stage (the packet became the router's own reply).
+    /// Continue at another stage (the packet became the router's own reply, or a hairpinned
+    /// NAT packet goes round again).
     Jump(StageKind),
+    /// NAT: the packet belongs to another worker (or is a set-up request for the switch
+    /// processor); the runner moves it to that queue.
+    HandOff,
     /// Dropped and counted.
     Drop(DropReason),
 }
@@ -104,6 +112,8 @@ pub struct StageCx<'a> {
     pub icmp_limits: &'a mut IcmpLimits,
     /// This worker's counters.
     pub counters: &'a WorkerCounters,
+    /// This worker's NAT state, when NAT is configured.
+    pub nat: Option<&'a mut crate::natd::WorkerNat>,
 }
 
 impl StageCx<'_> {

@@ -87,6 +87,8 @@ pub struct Tables {
     pub wccp: Arc<WccpPlane>,
     /// The service-chain steering tables, health and counters in force.
     pub steering: Arc<steer::SteeringPlane>,
+    /// NAT: outside interfaces, pool addresses and the runtime (none when NAT is off).
+    pub nat: Option<Arc<crate::natd::NatPlane>>,
 }
 
 /// What an address is to us.
@@ -109,6 +111,7 @@ impl Tables {
             local: Default::default(),
             wccp: Default::default(),
             steering: Default::default(),
+            nat: None,
         }
     }
 
