@@ -5,7 +5,8 @@
 //! holds the L2–L4 formats, [`outbox`] carries what the control plane sends, [`probe`] is the
 //! one TCP prober of the health checks (WCCP fast failover, steering health), [`worker`] and
 //! [`control`] are the threads and the control plane, and [`status`] is what `swrouter status`
-//! shows. ARCHITECTURE.md at the repository root describes the whole structure.
+//! shows ([`metrics`]: the same snapshot for Prometheus). ARCHITECTURE.md at the repository
+//! root describes the whole structure.
 //!
 //! This crate is the router itself and nothing else. Around it, in their own crates: the
 //! `swrouter` command line (package `swrouter`: run, check, status, reload, steering, demo),
@@ -17,6 +18,7 @@ pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod io;
+pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;

@@ -102,7 +102,10 @@ fn every_key_is_read() {
     assert_eq!(c.router.management_socket, PathBuf::from("/tmp/s.sock"));
     assert_eq!(c.router.management_group.as_deref(), Some("adm"));
     assert_eq!(c.router.log_level, LogLevel::Trace);
-    assert_eq!(c.router.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+    assert_eq!(
+        c.router.metrics_listen,
+        Some("0.0.0.0:9100".parse().unwrap())
+    );
     assert_eq!(c.interfaces[1].mac, Some(MacAddr([2, 0, 0, 0, 0, 9])));
     assert_eq!(c.interfaces[1].mtu, 9000);
     let r = &c.routes[0];
@@ -370,7 +373,10 @@ fn management_socket_must_be_usable() {
 
 #[test]
 fn metrics_listen_is_off_by_default_and_must_be_an_ipv4_socket_address() {
-    assert_eq!(parse_str("t.conf", TWO).unwrap().router.metrics_listen, None);
+    assert_eq!(
+        parse_str("t.conf", TWO).unwrap().router.metrics_listen,
+        None
+    );
     rejects(
         &format!("[router]\nmetrics-listen = \"localhost:9469\"\n{TWO}"),
         2,
