@@ -235,6 +235,12 @@ fn prometheus_scrapes_redirected_packets() {
         s["metrics"]
     );
 
+    // A reload with another address moves the listener: the old port closes.
     let _ = l.lab.stop(&prom, Duration::from_secs(5));
+    set_metrics_listen(&l, Some("127.0.0.1:9470"));
+    let (ok, msg) = reload(&l);
+    assert!(ok, "{msg}");
+    assert_eq!(get(&rtr, "http://127.0.0.1:9470/metrics").0, 200);
+    assert_eq!(get(&rtr, &format!("http://{METRICS}/metrics")).0, 0);
     host.stop(&mut l.lab);
 }
