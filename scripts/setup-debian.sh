@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what swrouter's demo and tests use on Debian 12 (idempotent; quiet when all is there).
 set -euo pipefail
-pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute)
+pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,4 +21,8 @@ fi
 # Debian starts squid as a service on install; the tests run their own instances.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet squid 2>/dev/null; then
   systemctl stop squid || true
+fi
+# Nor does Debian's prometheus need to run: the metrics test starts its own in a namespace.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi

@@ -25,6 +25,9 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
     }
     let _ = writeln!(out, "log-level = {}", quote(r.log_level.as_str()));
     let _ = writeln!(out, "io-backend = {}", quote(r.io_backend.as_str()));
+    if let Some(a) = &r.metrics_listen {
+        let _ = writeln!(out, "metrics-listen = {}", quote(&a.to_string()));
+    }
     for i in &conf.interfaces {
         out.push_str("\n[[interface]]\n");
         let _ = writeln!(out, "name = {}", quote(&i.name));

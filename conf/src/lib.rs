@@ -134,6 +134,10 @@ pub struct RouterSection {
     pub log_level: LogLevel,
     /// Default I/O backend of the interfaces (`io-backend`).
     pub io_backend: IoBackend,
+    /// Where `/metrics` is served in the Prometheus text format (`metrics-listen`); `None`
+    /// serves no metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddrV4>,
 }
 
 /// One `[[interface]]` table: a Linux interface swrouter owns and is the IP stack of.

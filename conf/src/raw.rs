@@ -20,6 +20,7 @@ pub(crate) const ROUTER_KEYS: &[&str] = &[
     "management-group",
     "log-level",
     "io-backend",
+    "metrics-listen",
 ];
 /// Keys of `[[interface]]`, in documentation order.
 pub(crate) const INTERFACE_KEYS: &[&str] = &[
@@ -203,6 +204,8 @@ pub(crate) struct RawRouter {
     pub log_level: Option<Spanned<String>>,
     /// `io-backend = "pnet"`.
     pub io_backend: Option<Spanned<String>>,
+    /// `metrics-listen = "127.0.0.1:9469"`.
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 /// One `[[interface]]`.

@@ -7,7 +7,7 @@
 //! line of the earlier.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use toml::Spanned;
@@ -38,6 +38,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         management_group: None,
         log_level: None,
         io_backend: None,
+        metrics_listen: None,
     });
     let workers = workers(at, router.workers.as_ref())?;
     let management_socket = management_socket(at, router.management_socket.as_ref())?;
@@ -50,6 +51,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             .map_err(|e| at.err(&s.span(), format!("{e}")))?,
     };
     let io_backend = backend(at, router.io_backend.as_ref(), IoBackend::default())?;
+    let metrics_listen = metrics_listen(at, router.metrics_listen.as_ref())?;
     let interfaces = interfaces(at, &raw.interface, io_backend)?;
     let routes = routes(at, &raw.route, &interfaces)?;
     let id = router_id(at, router.id.as_ref(), &interfaces)?;
@@ -98,6 +100,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
             management_group,
             log_level,
             io_backend,
+            metrics_listen,
         },
         interfaces,
         routes,
@@ -204,6 +207,27 @@ fn management_group(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<O
         format!("management-group `{name}` must not start with `-`")
     } else {
         return Ok(Some(name.clone()));
+    };
+    Err(at.err(&raw.span(), msg))
+}
+
+/// `metrics-listen`: an IPv4 `address:port` with a non-zero port (a port the kernel picks
+/// would be one no scrape config can name). Whether it can be bound is a fact of the host,
+/// checked when the router starts.
+fn metrics_listen(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<Option<SocketAddrV4>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let text = raw.get_ref();
+    let msg = match text.parse::<SocketAddrV4>() {
+        Ok(a) if a.port() == 0 => format!(
+            "metrics-listen `{text}` has port 0; name the port Prometheus scrapes, e.g. \"127.0.0.1:9469\""
+        ),
+        Ok(a) => return Ok(Some(a)),
+        Err(_) => format!(
+            "metrics-listen `{}` is not an IPv4 address and port, e.g. \"127.0.0.1:9469\" (leave the key out to serve no metrics)",
+            text.escape_debug()
+        ),
     };
     Err(at.err(&raw.span(), msg))
 }

@@ -6,7 +6,8 @@
 //! one TCP prober of the health checks (WCCP fast failover, steering health), [`natd`] carries
 //! NAT44 and its VID dispatch onto the workers and the switch processor's thread, [`worker`] and
 //! [`control`] are the threads and the control plane, and [`status`] is what `swrouter status`
-//! shows. ARCHITECTURE.md at the repository root describes the whole structure.
+//! shows ([`metrics`]: the same snapshot for Prometheus). ARCHITECTURE.md at the repository
+//! root describes the whole structure.
 //!
 //! This crate is the router itself and nothing else. Around it, in their own crates: the
 //! `swrouter` command line (package `swrouter`: run, check, status, reload, steering, demo),
@@ -18,6 +19,7 @@ pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod io;
+pub mod metrics;
 pub mod natd;
 pub mod outbox;
 pub mod pipeline;

@@ -41,6 +41,26 @@ pub struct Status {
     /// NAT sessions, workers and the switch processor, when NAT is configured.
     #[serde(default)]
     pub nat: Option<crate::natd::NatStatus>,
+    /// The Prometheus metrics listener, when `metrics-listen` is set.
+    #[serde(default)]
+    pub metrics: Option<MetricsStatus>,
+}
+
+/// The metrics listener's address and counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsStatus {
+    /// The address it listens on (`metrics-listen`).
+    pub listen: String,
+    /// Scrapes answered with metrics.
+    pub served: u64,
+    /// Connections refused because the most clients were being served.
+    pub refused_busy: u64,
+    /// Requests that were not well-formed HTTP/1.x, too big, or not GET.
+    pub bad_requests: u64,
+    /// Requests for another path than /metrics.
+    pub not_found: u64,
+    /// Clients that sent no request, or took no reply, in time.
+    pub timed_out: u64,
 }
 
 /// The health prober's counters since start.
@@ -380,6 +400,8 @@ pub struct StatusContext<'a> {
     pub management: Option<ManagementStatus>,
     /// The health prober's counters.
     pub probes: Option<ProbeStatus>,
+    /// The metrics listener's counters.
+    pub metrics: Option<MetricsStatus>,
 }
 
 /// Collects a status snapshot.
@@ -523,6 +545,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         management: cx.management.clone(),
         probes: cx.probes.clone(),
         nat: tables.nat.as_ref().map(|n| n.rt.status()),
+        metrics: cx.metrics.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -749,6 +772,13 @@ pub fn render(s: &Status) -> String {
             o,
             "\nmanagement clients: {}/{}  served: {}  refused: busy={} peer={}  bad-requests: {}  timed-out: {}",
             m.clients, m.max_clients, m.served, m.refused_busy, m.refused_peer, m.bad_requests, m.timed_out
+        );
+    }
+    if let Some(m) = &s.metrics {
+        let _ = writeln!(
+            o,
+            "metrics on http://{}/metrics  scrapes: {}  refused: busy={}  bad-requests: {}  not-found: {}  timed-out: {}",
+            m.listen, m.served, m.refused_busy, m.bad_requests, m.not_found, m.timed_out
         );
     }
     o

@@ -11,6 +11,7 @@ const FULL: &str = r#"
 workers = 3
 management-group = "swrouter"
 log-level = "debug"
+metrics-listen = "127.0.0.1:9469"
 
 [[interface]]
 name = "eth0"
@@ -42,6 +43,7 @@ management-socket = "/run/swrouter/swrouter.sock"
 management-group = "swrouter"
 log-level = "debug"
 io-backend = "mmap"
+metrics-listen = "127.0.0.1:9469"
 
 [[interface]]
 name = "eth0"

@@ -92,7 +92,7 @@ fn every_key_is_read() {
     let c = parse_str(
         "t.conf",
         &format!(
-            "[router]\nid = \"10.0.1.1\"\nworkers = 64\nmanagement-socket = \"/tmp/s.sock\"\nmanagement-group = \"adm\"\nlog-level = \"trace\"\n\n{TWO}\
+            "[router]\nid = \"10.0.1.1\"\nworkers = 64\nmanagement-socket = \"/tmp/s.sock\"\nmanagement-group = \"adm\"\nlog-level = \"trace\"\nmetrics-listen = \"0.0.0.0:9100\"\n\n{TWO}\
              mac = \"02-00-00-00-00-09\"\nmtu = 9000\n\n[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.0.2.254\"\ninterface = \"eth1\"\n"
         ),
     )
@@ -102,13 +102,17 @@ fn every_key_is_read() {
     assert_eq!(c.router.management_socket, PathBuf::from("/tmp/s.sock"));
     assert_eq!(c.router.management_group.as_deref(), Some("adm"));
     assert_eq!(c.router.log_level, LogLevel::Trace);
+    assert_eq!(
+        c.router.metrics_listen,
+        Some("0.0.0.0:9100".parse().unwrap())
+    );
     assert_eq!(c.interfaces[1].mac, Some(MacAddr([2, 0, 0, 0, 0, 9])));
     assert_eq!(c.interfaces[1].mtu, 9000);
     let r = &c.routes[0];
     assert_eq!(r.prefix, "0.0.0.0/0".parse().unwrap());
     assert_eq!(r.via, Ipv4Addr::new(10, 0, 2, 254));
     assert_eq!(r.interface.as_deref(), Some("eth1"));
-    assert_eq!(r.line, 18);
+    assert_eq!(r.line, 19);
 }
 
 #[test]
@@ -201,13 +205,13 @@ fn unknown_keys_name_the_section() {
         "[router]\nworkerz = 2\n",
         2,
         1,
-        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend; did you mean `workers`?",
+        "unknown key `workerz` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend, metrics-listen; did you mean `workers`?",
     );
     rejects(
         "[router]\nlog_level = \"info\"\n",
         2,
         1,
-        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend; did you mean `log-level`?",
+        "unknown key `log_level` in [router]; expected one of: id, workers, management-socket, management-group, log-level, io-backend, metrics-listen; did you mean `log-level`?",
     );
     rejects(
         &two("gateway = \"10.0.2.254\"\n"),
@@ -364,6 +368,38 @@ fn management_socket_must_be_usable() {
         2,
         21,
         "management-socket path is 108 bytes long; a Unix socket path holds at most 107",
+    );
+}
+
+#[test]
+fn metrics_listen_is_off_by_default_and_must_be_an_ipv4_socket_address() {
+    assert_eq!(
+        parse_str("t.conf", TWO).unwrap().router.metrics_listen,
+        None
+    );
+    rejects(
+        &format!("[router]\nmetrics-listen = \"localhost:9469\"\n{TWO}"),
+        2,
+        18,
+        "metrics-listen `localhost:9469` is not an IPv4 address and port, e.g. \"127.0.0.1:9469\" (leave the key out to serve no metrics)",
+    );
+    rejects(
+        &format!("[router]\nmetrics-listen = \"127.0.0.1\"\n{TWO}"),
+        2,
+        18,
+        "metrics-listen `127.0.0.1` is not an IPv4 address and port, e.g. \"127.0.0.1:9469\" (leave the key out to serve no metrics)",
+    );
+    rejects(
+        &format!("[router]\nmetrics-listen = \"127.0.0.1:0\"\n{TWO}"),
+        2,
+        18,
+        "metrics-listen `127.0.0.1:0` has port 0; name the port Prometheus scrapes, e.g. \"127.0.0.1:9469\"",
+    );
+    rejects(
+        &format!("[router]\nmetrics-listen = 9469\n{TWO}"),
+        2,
+        18,
+        "invalid type: integer `9469`, expected a string",
     );
 }
 

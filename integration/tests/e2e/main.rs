@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod forwarding;
 mod management;
+mod metrics;
 mod nat;
 mod overload;
 mod steering;

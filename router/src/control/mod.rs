@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod mgmt;
+pub mod scrape;
 pub mod wccp;
 
 use crate::pipeline::counters::WorkerCounters;
@@ -197,6 +198,11 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         group,
     };
     tracing::info!(socket = %conf.router.management_socket.display(), mode = if group.is_some() { "0660" } else { "0600" }, group = ?group, "management socket ready");
+    // Also before the interfaces are touched: a taken port stops the start with nothing changed.
+    let metrics_listener = match conf.router.metrics_listen {
+        Some(addr) => Some((addr, scrape::bind(addr)?)),
+        None => None,
+    };
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
     tables.steering = Arc::new(
@@ -254,6 +260,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             (listener, access),
             wccp_rx,
             (probe_rx, open_probe_ports),
+            metrics_listener,
         ));
         shared.stop.store(true, Ordering::Relaxed);
         nat_stop.store(true, Ordering::Relaxed);
@@ -286,6 +293,82 @@ struct ControlState {
     prober: crate::probe::Prober,
     /// The management server's counters.
     mgmt: Arc<mgmt::Counters>,
+    /// The Prometheus metrics listener (`metrics-listen`).
+    metrics: MetricsServer,
+}
+
+/// The metrics listener in force: its address and accept task, rebound by a reload.
+struct MetricsServer {
+    /// Where it listens; `None` when `metrics-listen` is not set.
+    listen: Option<std::net::SocketAddrV4>,
+    /// The accept task; aborting it closes the listener (clients being served finish).
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Kept across rebinds: the counters are the router's, not one listener's.
+    counters: Arc<scrape::Counters>,
+    /// Where scrapes ask the control loop for snapshots.
+    snapshots: tokio::sync::mpsc::Sender<scrape::SnapshotRequest>,
+}
+
+/// What a reload does to the metrics listener; prepared (bound) before the reload commits.
+enum MetricsRebind {
+    /// The address did not change.
+    Keep,
+    /// `metrics-listen` was removed.
+    Off,
+    /// A new address, already bound.
+    To(std::net::SocketAddrV4, std::net::TcpListener),
+}
+
+impl MetricsServer {
+    /// Serves `listener` from now on, in place of any listener before it.
+    fn start(&mut self, addr: std::net::SocketAddrV4, listener: std::net::TcpListener) {
+        self.stop();
+        self.task = Some(tokio::spawn(scrape::serve(
+            listener,
+            scrape::Limits::default(),
+            self.snapshots.clone(),
+            self.counters.clone(),
+        )));
+        self.listen = Some(addr);
+        tracing::info!(listen = %addr, "metrics listener ready: GET /metrics");
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(a) = self.listen.take() {
+            tracing::info!(listen = %a, "metrics listener closed");
+        }
+    }
+
+    /// Binds a changed `metrics-listen`; the running listener stays until [`Self::apply`].
+    fn prepare(&self, new: Option<std::net::SocketAddrV4>) -> Result<MetricsRebind, String> {
+        match (self.listen, new) {
+            (old, new) if old == new => Ok(MetricsRebind::Keep),
+            (_, None) => Ok(MetricsRebind::Off),
+            (old, Some(addr)) => match scrape::bind(addr) {
+                Ok(l) => Ok(MetricsRebind::To(addr, l)),
+                Err(e) => {
+                    let hint = match old {
+                        Some(o) if o.port() == addr.port() => format!(
+                            " (the running listener {o} holds that port until the new one is up: use another port, or restart)"
+                        ),
+                        _ => String::new(),
+                    };
+                    Err(format!("{e:#}{hint}"))
+                }
+            },
+        }
+    }
+
+    fn apply(&mut self, r: MetricsRebind) {
+        match r {
+            MetricsRebind::Keep => {}
+            MetricsRebind::Off => self.stop(),
+            MetricsRebind::To(addr, l) => self.start(addr, l),
+        }
+    }
 }
 
 async fn control_loop(
@@ -298,6 +381,7 @@ async fn control_loop(
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
         Arc<crate::probe::OpenPorts>,
     ),
+    metrics_listener: Option<(std::net::SocketAddrV4, std::net::TcpListener)>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     listener.set_nonblocking(true)?;
@@ -325,6 +409,17 @@ async fn control_loop(
         None => None,
     };
     let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    // One snapshot request per scrape client at most is ever waiting here.
+    let (snapshots, mut snapshot_rx) = tokio::sync::mpsc::channel(scrape::MAX_CLIENTS);
+    let mut metrics = MetricsServer {
+        listen: None,
+        task: None,
+        counters: Default::default(),
+        snapshots,
+    };
+    if let Some((addr, l)) = metrics_listener {
+        metrics.start(addr, l);
+    }
     let mut state = ControlState {
         health,
         prober: crate::probe::Prober::with_open_ports(
@@ -338,6 +433,7 @@ async fn control_loop(
         reloads: 0,
         wccp,
         mgmt: mgmt_counters,
+        metrics,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -386,6 +482,10 @@ async fn control_loop(
                 let r = reload(&mut state);
                 tracing::info!(ok = r.ok, message = %r.message, "SIGHUP reload");
                 probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
+            }
+            // Never closed: `state.metrics` holds a sender.
+            Some(reply) = snapshot_rx.recv() => {
+                let _ = reply.send(Box::new(snapshot(&state, &limits)));
             }
             Some(req) = mgmt_rx.recv() => {
                 let reply = answer(&mut state, req.line.trim(), &limits);
@@ -443,31 +543,38 @@ async fn recv_wccp(
     }
 }
 
+/// The status snapshot: what `swrouter status` shows and `/metrics` encodes.
+fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
+    let cx = StatusContext {
+        router_id: state.conf.router.id.to_string(),
+        config: state.config_path.display().to_string(),
+        started: state.started,
+        reloads: state.reloads,
+        shared: &state.shared,
+        wccp: state.wccp.as_ref().map(|w| w.status()),
+        management: Some(state.mgmt.status(limits)),
+        probes: Some({
+            let c = state.prober.counters();
+            status::ProbeStatus {
+                sent: c.sent,
+                answered: c.answered,
+                ignored: c.ignored,
+                steering_outbox_full: state.health.outbox_full(),
+            }
+        }),
+        metrics: state
+            .metrics
+            .listen
+            .map(|a| state.metrics.counters.status(a)),
+    };
+    status::collect(&cx)
+}
+
 /// The answer to one management request line, as one line of JSON. Runs inside the control
 /// loop, so every request must be quick: status reads counters, reload reads one file.
 fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String {
     let reply = match line {
-        REQ_STATUS => {
-            let cx = StatusContext {
-                router_id: state.conf.router.id.to_string(),
-                config: state.config_path.display().to_string(),
-                started: state.started,
-                reloads: state.reloads,
-                shared: &state.shared,
-                wccp: state.wccp.as_ref().map(|w| w.status()),
-                management: Some(state.mgmt.status(limits)),
-                probes: Some({
-                    let c = state.prober.counters();
-                    status::ProbeStatus {
-                        sent: c.sent,
-                        answered: c.answered,
-                        ignored: c.ignored,
-                        steering_outbox_full: state.health.outbox_full(),
-                    }
-                }),
-            };
-            serde_json::to_string(&status::collect(&cx))
-        }
+        REQ_STATUS => serde_json::to_string(&snapshot(state, limits)),
         REQ_RELOAD => serde_json::to_string(&reload(state)),
         REQ_NAT_SESSIONS => match state.shared.tables.load().nat.as_ref() {
             Some(n) => {
@@ -617,6 +724,18 @@ fn reload(state: &mut ControlState) -> ReloadReply {
     } else {
         state.shared.tables.load().steering.clone()
     };
+    // Bound now, installed with the rest: a port in use rejects the reload and the running
+    // listener stays.
+    let metrics = match state.metrics.prepare(new.router.metrics_listen) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected: the running config stays in force");
+            return ReloadReply {
+                ok: false,
+                message: format!("rejected, running config kept: {e}"),
+            };
+        }
+    };
     if let Some(w) = state.wccp.as_mut() {
         if new.wccp != state.conf.wccp || new.wccp_options != state.conf.wccp_options {
             if let Err(e) = w.reconfigure(&new.wccp, &new.wccp_options) {
@@ -644,11 +763,17 @@ fn reload(state: &mut ControlState) -> ReloadReply {
             i
         })
         .collect();
-    if new.router != state.conf.router {
+    let restart_keys = |r: &conf::RouterSection| conf::RouterSection {
+        metrics_listen: None,
+        ..r.clone()
+    };
+    if restart_keys(&new.router) != restart_keys(&state.conf.router) {
         tracing::warn!(
-            "[router] changes (workers, socket, log level, id) take effect at the next restart"
+            "[router] changes (workers, socket, log level, id) take effect at the next restart; metrics-listen is reloaded"
         );
     }
+    state.metrics.apply(metrics);
+    state.conf.router.metrics_listen = new.router.metrics_listen;
     let n = new.routes.len();
     let services = new.steering.definitions.services.len();
     state.shared.tables.store(Arc::new(Tables {
