@@ -8,6 +8,7 @@ mod demo;
 mod forwarding;
 mod management;
 mod overload;
+mod sd_notify;
 mod steering;
 mod swcache_bypass;
 mod wccp_barrage;
