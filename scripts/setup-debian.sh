@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what swrouter's demo and tests use on Debian 12 (idempotent; quiet when all is there).
+# dpkg-dev, systemd and man-db are for scripts/package.sh: dpkg-shlibdeps works out the
+# package's dependencies, systemd-analyze verifies the unit, man checks the man pages.
 set -euo pipefail
-pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus)
+pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus dpkg-dev systemd man-db)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

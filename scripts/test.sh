@@ -24,6 +24,9 @@ done
 step "build release binaries"
 cargo build --release --workspace --bins
 
+step "Debian package: build it from those binaries and check it (dpkg, systemd-analyze)"
+./scripts/package.sh
+
 step "clippy (all targets: benches and examples are type-checked here too)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 

@@ -126,7 +126,7 @@ async fn run_async(conf: CacheConf) -> Result<()> {
     let config = conf.engine_config()?;
     let (tun, tun_name) = setup_tun(&conf.tun)?;
     let raw = sys::open_raw_ip_socket(libc::c_int::from(netwire::ipv4::PROTO_GRE))
-        .context("opening the raw GRE socket")?;
+        .context("opening the raw GRE socket (swcache needs root: CAP_NET_RAW)")?;
     let raw = sys::async_file(File::from(raw)).context("registering the raw GRE socket")?;
 
     let mut agent = Agent {
@@ -142,7 +142,18 @@ async fn run_async(conf: CacheConf) -> Result<()> {
         let address = config.address;
         let udp = UdpSocket::bind(SocketAddrV4::new(address, WCCP_PORT))
             .await
-            .with_context(|| format!("binding UDP {address}:{WCCP_PORT}"))?;
+            .map_err(|e| {
+                let fix = match e.kind() {
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        "; --address (address in cache.conf) must be an address of this host"
+                    }
+                    std::io::ErrorKind::AddrInUse => {
+                        "; another WCCP speaker holds the port (a Squid with wccp2_router? then run swcache --gre-only)"
+                    }
+                    _ => "",
+                };
+                anyhow::anyhow!("binding UDP {address}:{WCCP_PORT}: {e}{fix}")
+            })?;
         let engine = CacheEngine::new(Instant::now(), config)
             .map_err(|e| anyhow::anyhow!("WCCP engine: {e}"))?;
         tracing::info!(
@@ -163,7 +174,12 @@ async fn run_async(conf: CacheConf) -> Result<()> {
     if let Some(path) = &conf.socket {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding status socket {}", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "binding status socket {} (--socket, socket in cache.conf; its directory must exist and be writable)",
+                    path.display()
+                )
+            })?;
         tracing::info!(socket = %path.display(), "status socket ready");
         tokio::spawn(serve_status(listener, status_tx));
     }

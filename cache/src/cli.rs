@@ -17,7 +17,19 @@ use wccp::wire::ServiceInfo;
 
 /// swcache: a WCCPv2 cache agent that joins routers and terminates their GRE into a TUN device.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "swcache", version, about)]
+#[command(
+    name = "swcache",
+    version,
+    about = "a WCCPv2 cache agent: joins routers, terminates their GRE into a TUN device for a local transparent proxy, returns bypassed packets",
+    long_about = "a WCCPv2 cache agent: joins routers over WCCP (UDP 2048), elects the designated \
+cache and assigns the buckets, terminates the routers' GRE into a TUN device where a local \
+transparent proxy (Squid) intercepts the packets, and returns bypassed packets to the router.\n\n\
+Settings come from flags, from a cache.conf given with -c, or both (flags override the file key \
+by key). It runs until SIGINT or SIGTERM.",
+    after_help = "cache.conf keys: /usr/share/doc/swrouter/README.conf.md (conf/README.md in the \
+source); example: /usr/share/doc/swrouter/examples/cache.conf.",
+    help_template = "{name}: {about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}"
+)]
 pub struct Args {
     /// Configuration file (cache.conf); flags given as well override its keys.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -206,6 +218,17 @@ mod tests {
     #[test]
     fn the_command_is_well_formed() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_help_names_swcache_and_what_it_does() {
+        let help = Args::command().render_help().to_string();
+        assert!(help.starts_with("swcache: a WCCPv2 cache agent"), "{help}");
+        assert!(help.contains("Usage: swcache"), "{help}");
+        assert!(!help.contains("swrouter:"), "{help}");
+        let long = Args::command().render_long_help().to_string();
+        assert!(long.starts_with("swcache: a WCCPv2 cache agent"), "{long}");
+        assert!(long.contains("cache.conf"), "{long}");
     }
 
     #[test]

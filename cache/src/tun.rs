@@ -9,7 +9,16 @@ use std::fs::File;
 /// packets' sources are reached through the normal interfaces, not the TUN). Returns the device
 /// and the name the kernel gave it.
 pub fn setup_tun(name: &str) -> Result<(File, String)> {
-    let (fd, actual) = sys::open_tun(name).context("creating the TUN device")?;
+    let (fd, actual) = sys::open_tun(name).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "; swcache needs root (CAP_NET_ADMIN)",
+            std::io::ErrorKind::NotFound => {
+                "; /dev/net/tun is missing: load the tun module (modprobe tun)"
+            }
+            _ => "; choose another name with --tun (tun in cache.conf)",
+        };
+        anyhow::anyhow!("creating the TUN device {name:?} (--tun, tun in cache.conf): {e}{fix}")
+    })?;
     sys::set_link_up(&actual).with_context(|| format!("bringing {actual} up"))?;
     for (iface, key) in [
         ("all", "rp_filter"),

@@ -4,12 +4,12 @@ use std::ops::Range;
 
 use crate::raw;
 
-/// A configuration error at a position: Display is `file:line:col: msg`.
+/// A configuration error at a position: Display is `file:line:col: msg`, or `file: msg` when
+/// it has no position (the file could not be read).
 ///
 /// `line` and `col` are 1-based; `col` counts characters, as editors do. Both are 0 when the
-/// error has no position in the text (the file could not be read).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{col}: {msg}")]
+/// error has no position in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfError {
     /// The file name as given to [`crate::load_file`] or [`crate::parse_str`].
     pub file: String,
@@ -20,6 +20,19 @@ pub struct ConfError {
     /// What is wrong and what would be right, on one line.
     pub msg: String,
 }
+
+impl std::fmt::Display for ConfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `file:0:0:` would send an editor to a line that does not exist.
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.msg)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ConfError {}
 
 /// Turns byte offsets in one text into positioned [`ConfError`]s.
 pub(crate) struct Locator<'a> {

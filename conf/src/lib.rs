@@ -229,8 +229,8 @@ impl RouterConf {
 
 /// Reads, parses and validates the file at `path`.
 ///
-/// An unreadable file gives `file:0:0: cannot read: <reason>`; text that is not UTF-8 gives the
-/// position of the first bad byte.
+/// An unreadable file gives `file: cannot read: <reason>; <what to do>`; text that is not UTF-8
+/// gives the position of the first bad byte.
 pub fn load_file(path: &Path) -> Result<RouterConf, ConfError> {
     let (file, text) = read_text(path)?;
     parse_str(&file, &text)
@@ -243,7 +243,7 @@ fn read_text(path: &Path) -> Result<(String, String), ConfError> {
         file: file.clone(),
         line: 0,
         col: 0,
-        msg: format!("cannot read: {e}"),
+        msg: format!("cannot read: {e}{}", read_hint(path, &e)),
     })?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok((file, text)),
@@ -260,6 +260,22 @@ fn read_text(path: &Path) -> Result<(String, String), ConfError> {
                 msg: "file is not valid UTF-8 text".to_string(),
             })
         }
+    }
+}
+
+/// What to do about a config file that could not be read, after `; `.
+fn read_hint(path: &Path, e: &std::io::Error) -> &'static str {
+    if path.is_dir() {
+        return "; give the config file, not its directory";
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            "; check the path (commented examples are in conf/examples/, installed in /usr/share/doc/swrouter/examples/)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; run as a user that may read it (root, or give your user read access)"
+        }
+        _ => "",
     }
 }
 

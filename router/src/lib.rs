@@ -5,9 +5,10 @@
 //! holds the L2–L4 formats, [`outbox`] carries what the control plane sends, [`probe`] is the
 //! one TCP prober of the health checks (WCCP fast failover, steering health), [`natd`] carries
 //! NAT44 and its VID dispatch onto the workers and the switch processor's thread, [`worker`] and
-//! [`control`] are the threads and the control plane, and [`status`] is what `swrouter status`
-//! shows ([`metrics`]: the same snapshot for Prometheus). ARCHITECTURE.md at the repository
-//! root describes the whole structure.
+//! [`control`] are the threads and the control plane (which tells systemd through
+//! [`sd_notify`] when it is ready), and [`status`] is what `swrouter status` shows
+//! ([`metrics`]: the same snapshot for Prometheus). ARCHITECTURE.md at the repository root
+//! describes the whole structure.
 //!
 //! This crate is the router itself and nothing else. Around it, in their own crates: the
 //! `swrouter` command line (package `swrouter`: run, check, status, reload, steering, demo),
@@ -24,6 +25,7 @@ pub mod natd;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;
+pub mod sd_notify;
 pub mod status;
 pub mod status_live;
 pub mod steering_status;

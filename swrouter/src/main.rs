@@ -2,146 +2,31 @@
 //! talks to a running router over its management socket, and starts the demo lab (`demo`).
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use router::control;
 use std::path::{Path, PathBuf};
+use swrouter::cli::{Cli, Command, LogFormat, NatCommand, SteeringCommand, Target, DEFAULT_CONFIG};
 
-/// Default config file.
-const DEFAULT_CONFIG: &str = "/etc/swrouter/router.conf";
-
-/// swrouter: a userspace IPv4 router with WCCPv2 cache redirection.
-#[derive(Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
-struct Cli {
-    /// Config file to run with.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate a config file and print the effective config (defaults filled in).
-    Check {
-        /// Config file.
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Show the running router's interfaces, routes, ARP table and counters.
-    Status {
-        /// Print JSON instead of tables.
-        #[arg(long, conflicts_with = "watch")]
-        json: bool,
-        /// Live view: rates (packets/s, bits/s) per interface, WCCP service and cache, and
-        /// steering service and device, redrawn every interval until Ctrl-C.
-        #[arg(long)]
-        watch: bool,
-        /// Time between two frames of `--watch`, in milliseconds.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000), requires = "watch")]
-        interval_ms: u64,
-        /// Stop after this many frames of `--watch` (default: until Ctrl-C).
-        #[arg(long, requires = "watch")]
-        count: Option<u64>,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Ask the running router to re-read its config file (routes), like SIGHUP.
-    Reload {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Service-chain steering commands.
-    Steering {
-        #[command(subcommand)]
-        action: SteeringCommand,
-    },
-    /// NAT commands.
-    Nat {
-        #[command(subcommand)]
-        action: NatCommand,
-    },
-    /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
-    /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
-    Demo {
-        /// Length of the steady-traffic phase (fetches through both caches), in seconds.
-        #[arg(long, default_value_t = 12)]
-        seconds: u64,
-    },
-}
-
-/// `swrouter steering ...`.
-#[derive(Subcommand)]
-enum SteeringCommand {
-    /// Put a recovered device back in service (pools with `restore = "manual"`).
-    Restore {
-        /// The device name, as in `[[steering.device]]`.
-        device: String,
-        #[command(flatten)]
-        target: Target,
-    },
-}
-
-/// `swrouter nat ...`.
-#[derive(Subcommand)]
-enum NatCommand {
-    /// List the NAT sessions (like `conntrack -L`): protocol, TCP state, inside, outside and
-    /// remote endpoints, idle time, worker and VID.
-    Sessions {
-        /// Print JSON instead of lines.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Test hook: make a worker panic or stall (the router must run with SWROUTER_TEST_HOOKS=1).
-    #[command(hide = true)]
-    KillWorker {
-        /// The worker.
-        worker: u16,
-        /// Stall (stop looping) instead of panicking.
-        #[arg(long)]
-        stall: bool,
-        #[command(flatten)]
-        target: Target,
-    },
-}
-
-/// Which running router to talk to.
-#[derive(clap::Args)]
-struct Target {
-    /// Management socket of the router.
-    #[arg(short = 's', long = "socket", value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Read the management socket path from this config file.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-}
-
-impl Target {
-    fn socket(&self) -> Result<PathBuf> {
-        if let Some(s) = &self.socket {
-            return Ok(s.clone());
-        }
-        let path = self
-            .config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        if self.config.is_none() && !path.exists() {
-            return Ok(PathBuf::from("/run/swrouter/swrouter.sock"));
-        }
-        let conf = conf::load_file(&path)?;
-        Ok(conf.router.management_socket)
+/// The management socket `target` names: `--socket`, else the `management-socket` of
+/// `--config` (or of the default config file, if there is one), else the default socket.
+fn socket_of(target: &Target) -> Result<PathBuf> {
+    if let Some(s) = &target.socket {
+        return Ok(s.clone());
     }
+    let path = target
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    if target.config.is_none() && !path.exists() {
+        return Ok(PathBuf::from(conf::DEFAULT_MANAGEMENT_SOCKET));
+    }
+    let conf = conf::load_file(&path).with_context(|| {
+        format!(
+            "reading the management-socket from {} (or name the socket with -s PATH)",
+            path.display()
+        )
+    })?;
+    Ok(conf.router.management_socket)
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -167,7 +52,13 @@ fn main() {
 fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
-            let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let path = match cli.config {
+                Some(p) => p,
+                None if !Path::new(DEFAULT_CONFIG).exists() => anyhow::bail!(
+                    "no config file: {DEFAULT_CONFIG} does not exist; write one there (commented examples: /usr/share/doc/swrouter/examples/, conf/examples/ in the source) or give yours with -c FILE"
+                ),
+                None => PathBuf::from(DEFAULT_CONFIG),
+            };
             let conf = conf::load_file(&path)?;
             init_logging(&conf.router.log_level.to_string(), cli.log_format);
             control::run(&path, conf)
@@ -180,12 +71,12 @@ fn real_main(cli: Cli) -> Result<()> {
             target,
             ..
         }) => watch(
-            &target.socket()?,
+            &socket_of(&target)?,
             std::time::Duration::from_millis(interval_ms),
             count,
         ),
         Some(Command::Status { json, target, .. }) => {
-            let reply = control::request(&target.socket()?, control::REQ_STATUS)?;
+            let reply = control::request(&socket_of(&target)?, control::REQ_STATUS)?;
             if json {
                 print!("{reply}");
             } else {
@@ -196,8 +87,9 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Reload { target }) => {
-            let reply = control::request(&target.socket()?, control::REQ_RELOAD)?;
-            let r: control::ReloadReply = serde_json::from_str(&reply)?;
+            let reply = control::request(&socket_of(&target)?, control::REQ_RELOAD)?;
+            let r: control::ReloadReply =
+                serde_json::from_str(&reply).context("the router's answer is not valid JSON")?;
             println!("{}", r.message);
             if !r.ok {
                 std::process::exit(1);
@@ -208,8 +100,9 @@ fn real_main(cli: Cli) -> Result<()> {
             action: SteeringCommand::Restore { device, target },
         }) => {
             let req = format!("{}{device}", control::REQ_STEERING_RESTORE);
-            let reply = control::request(&target.socket()?, &req)?;
-            let r: control::ReloadReply = serde_json::from_str(&reply)?;
+            let reply = control::request(&socket_of(&target)?, &req)?;
+            let r: control::ReloadReply =
+                serde_json::from_str(&reply).context("the router's answer is not valid JSON")?;
             println!("{}", r.message);
             if !r.ok {
                 std::process::exit(1);
@@ -219,7 +112,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Some(Command::Nat {
             action: NatCommand::Sessions { json, target },
         }) => {
-            let reply = control::request(&target.socket()?, control::REQ_NAT_SESSIONS)?;
+            let reply = control::request(&socket_of(&target)?, control::REQ_NAT_SESSIONS)?;
             match serde_json::from_str::<Vec<router::natd::SessionRow>>(&reply) {
                 Ok(rows) if json => println!("{}", serde_json::to_string(&rows)?),
                 Ok(rows) => print!("{}", router::natd::render_sessions(&rows)),
@@ -244,7 +137,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 control::REQ_NAT_KILL,
                 if stall { "stall" } else { "panic" }
             );
-            let reply = control::request(&target.socket()?, &req)?;
+            let reply = control::request(&socket_of(&target)?, &req)?;
             let r: control::ReloadReply = serde_json::from_str(&reply)?;
             println!("{}", r.message);
             if !r.ok {

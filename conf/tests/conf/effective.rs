@@ -121,9 +121,18 @@ fn unreadable_file() {
         ("/nonexistent/swrouter/router.conf", 0, 0)
     );
     assert!(e.msg.starts_with("cannot read: "), "{}", e.msg);
-    assert!(e
-        .to_string()
-        .starts_with("/nonexistent/swrouter/router.conf:0:0: cannot read: "));
+    // No `:0:0`, and what to do about it.
+    let text = e.to_string();
+    assert!(
+        text.starts_with("/nonexistent/swrouter/router.conf: cannot read: "),
+        "{text}"
+    );
+    assert!(text.contains("; check the path"), "{text}");
+    let dir = load_file(&std::env::temp_dir()).unwrap_err().to_string();
+    assert!(
+        dir.ends_with("; give the config file, not its directory"),
+        "{dir}"
+    );
 }
 
 /// A file in the temp dir, removed on drop.

@@ -10,6 +10,7 @@ mod management;
 mod metrics;
 mod nat;
 mod overload;
+mod sd_notify;
 mod steering;
 mod swcache_bypass;
 mod wccp_barrage;

@@ -64,8 +64,12 @@ pub fn build_ifaces(conf: &RouterConf) -> Result<Vec<Iface>> {
     let kernel = pnet_datalink::interfaces();
     let mut out = Vec::new();
     for (id, ic) in conf.interfaces.iter().enumerate() {
-        let link = crate::sys::link_info(&ic.name)
-            .with_context(|| format!("interface {} (from the config) is not usable", ic.name))?;
+        let link = crate::sys::link_info(&ic.name).with_context(|| {
+            format!(
+                "interface {} named in the config is not usable (is the name right? see `ip link`)",
+                ic.name
+            )
+        })?;
         if let Some(k) = kernel.iter().find(|k| k.name == ic.name) {
             if let Some(v4) = k.ips.iter().find(|ip| ip.is_ipv4()) {
                 bail!(
@@ -172,9 +176,9 @@ fn give_back(restore: &[Restore]) {
 /// Runs the router until SIGINT/SIGTERM.
 pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     if crate::sys::euid() != 0 {
-        bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces");
+        bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces; run it as root, e.g. as the swrouter service (systemctl start swrouter)");
     }
-    let ifaces = build_ifaces(&conf)?;
+    let ifaces = build_ifaces(&conf).with_context(|| config_path.display().to_string())?;
     let routes = RouteTable::build(&ifaces, &statics(&conf))
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let group = match &conf.router.management_group {
@@ -250,6 +254,12 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         };
         let handles = worker::start(shared.clone(), outbox_rx)?;
         tracing::info!(workers = handles.len(), router_id = %conf.router.id, "swrouter running");
+        // Interfaces taken over, socket bound, workers polling: a Type=notify unit is started.
+        let notify = crate::sd_notify::Notifier::from_env();
+        notify.notify(&format!(
+            "READY=1\nSTATUS=routing on {n_ifaces} interfaces with {} workers",
+            handles.len()
+        ));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -260,8 +270,9 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             (listener, access),
             wccp_rx,
             (probe_rx, open_probe_ports),
-            metrics_listener,
+            (metrics_listener, notify.clone()),
         ));
+        notify.notify("STOPPING=1");
         shared.stop.store(true, Ordering::Relaxed);
         nat_stop.store(true, Ordering::Relaxed);
         for h in handles {
@@ -295,6 +306,8 @@ struct ControlState {
     mgmt: Arc<mgmt::Counters>,
     /// The Prometheus metrics listener (`metrics-listen`).
     metrics: MetricsServer,
+    /// systemd's readiness protocol: reloads are announced to it.
+    notify: crate::sd_notify::Notifier,
 }
 
 /// The metrics listener in force: its address and accept task, rebound by a reload.
@@ -381,7 +394,10 @@ async fn control_loop(
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
         Arc<crate::probe::OpenPorts>,
     ),
-    metrics_listener: Option<(std::net::SocketAddrV4, std::net::TcpListener)>,
+    (metrics_listener, notify): (
+        Option<(std::net::SocketAddrV4, std::net::TcpListener)>,
+        crate::sd_notify::Notifier,
+    ),
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     listener.set_nonblocking(true)?;
@@ -434,6 +450,7 @@ async fn control_loop(
         wccp,
         mgmt: mgmt_counters,
         metrics,
+        notify,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -650,9 +667,20 @@ fn restart_part(i: &conf::InterfaceConf) -> conf::InterfaceConf {
     }
 }
 
+/// Re-reads the config (see [`reload_config`]), telling systemd a reload is under way so
+/// `systemctl reload` returns once it is done.
+fn reload(state: &mut ControlState) -> ReloadReply {
+    state.notify.notify("RELOADING=1");
+    let r = reload_config(state);
+    state
+        .notify
+        .notify(&format!("READY=1\nSTATUS={}", r.message.replace('\n', " ")));
+    r
+}
+
 /// Re-reads the config and installs its routes and WCCP settings; on any error the running
 /// config stays.
-fn reload(state: &mut ControlState) -> ReloadReply {
+fn reload_config(state: &mut ControlState) -> ReloadReply {
     let new = match conf::load_file(&state.config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -828,11 +856,11 @@ pub fn request(socket: &Path, req: &str) -> Result<String> {
             "connecting to {}: {e}; the socket is for root, swrouter's own user and its management-group",
             socket.display()
         ),
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!("connecting to {} (is swrouter running?)", socket.display())
-            })
-        }
+        Err(e) => bail!(
+            "connecting to {}: {e}; is swrouter running? It listens on the management-socket of its config (default {}); name another with -s PATH or -c FILE",
+            socket.display(),
+            conf::DEFAULT_MANAGEMENT_SOCKET
+        ),
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     s.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
