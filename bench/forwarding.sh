@@ -27,6 +27,17 @@
 #              10.0.2.2); the rate is what reaches the sink;
 #   base-mmap  only with SWROUTER_BIN_BASE=/path/to/another/swrouter: plain forwarding on
 #              mmap with that binary, to compare two builds in one run.
+#   kernel-nat, nat-pnet, nat-mmap
+#              source NAT of established flows (issue 14): the generator's UDP frames come
+#              from 256 source ports (so 256 sessions, all established after the first
+#              round), translated to eth1's address; kernel-nat is Linux forwarding with an
+#              nftables masquerade rule (conntrack), the anchor of the NAT rows; the rate is
+#              what reaches the sink;
+#   kernel-nat-syn, nat-syn-mmap
+#              new sessions per second: every frame is a TCP SYN from a random source port
+#              to the sink's listening port 8080, so every frame is a set-up request (through
+#              swrouter's switch processor); the rate is the SYN-ACKs that come back through
+#              the NAT to the generator's interface.
 # 64-byte UDP frames (60 B + FCS), WINDOW-second windows, REPS repetitions, medians of the
 # packets/s counted at the receiving interface; ratios are to kernel plain forwarding of the
 # same run. Needs root, trafgen (netsniff-ng), nft, and a release build of swrouter and swcache.
@@ -40,8 +51,8 @@ REPS=${2:-3}
 BIN=${SWROUTER_BIN:-target/release/swrouter}
 CACHE_BIN=${SWCACHE_BIN:-$(dirname "$BIN")/swcache}
 BASE_BIN=${SWROUTER_BIN_BASE:-}
-ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap,steering-pnet,steering-mmap"
-[ -n "$BASE_BIN" ] && ALL_ROWS="generator,kernel,pnet,mmap,base-mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap,steering-pnet,steering-mmap"
+ALL_ROWS="generator,kernel,pnet,mmap,gre-pnet,gre-mmap,l2-pnet,l2-mmap,steering-pnet,steering-mmap,kernel-nat,nat-pnet,nat-mmap,kernel-nat-syn,nat-syn-mmap"
+[ -n "$BASE_BIN" ] && ALL_ROWS="${ALL_ROWS/mmap,gre-pnet/mmap,base-mmap,gre-pnet}"
 ROWS=${BENCH_ROWS:-$ALL_ROWS}
 want() { [[ ",$ROWS," == *",$1,"* ]]; }
 for r in ${ROWS//,/ }; do
@@ -63,7 +74,9 @@ WORK=$(mktemp -d)
 ROUTER_PID=""
 CACHE_PID=""
 stop_pid() { [ -n "$1" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
+SINK_LISTENER=""
 cleanup() {
+  stop_pid "$SINK_LISTENER"
   stop_pid "$CACHE_PID"
   stop_pid "$ROUTER_PID"
   for ns in "$GEN" "$RTR" "$SNK" "$CCH" "$FW"; do ip netns del "$ns" 2>/dev/null || true; done
@@ -124,6 +137,28 @@ CFG
 sed 's/^  10, 0, 1, 2, 10, 0, 2, 2,$/  10, 0, 1, 2, 10, 0, 9, 9,/' "$WORK/udp64.cfg" > "$WORK/udp64-svc.cfg"
 grep -q '10, 0, 9, 9' "$WORK/udp64-svc.cfg" || { echo "could not build the service frame" >&2; exit 1; }
 TRAFGEN_CFG="$WORK/udp64.cfg"
+# The NAT rows: 256 source ports (0x1000 + 0..255), established sessions.
+sed 's/^  drnd(2), c16(9), c16(26), c16(0),$/  0x10, dinc(0, 255, 1), c16(9), c16(26), c16(0),/' "$WORK/udp64.cfg" > "$WORK/udp64-flows.cfg"
+grep -q 'dinc(0, 255, 1)' "$WORK/udp64-flows.cfg" || { echo "could not build the NAT flows frame" >&2; exit 1; }
+# The NAT set-up rows: TCP SYN 10.0.1.2:random -> 10.0.2.2:8080, random ISN, TCP checksum by
+# trafgen (which sums to the end of the frame, so the frame is not padded: 54 bytes; veth
+# carries it).
+cat > "$WORK/syn64.cfg" <<CFG
+{
+  $(hexmac "$RTR_MAC"), $(hexmac "$GEN_MAC"), c16(0x0800),
+  0x45, 0x00, c16(40), drnd(2), c16(0x4000), 64, 6, csumip(14, 33),
+  10, 0, 1, 2, 10, 0, 2, 2,
+  drnd(2), c16(8080), drnd(4), c32(0), 0x50, 0x02, c16(64240), csumtcp(14, 34), c16(0)
+}
+CFG
+# The sink listens on 8080 so its kernel answers every SYN with a SYN-ACK (SYN cookies when the
+# queue is full); the generator's kernel then resets each, like a port scan's.
+ip netns exec "$SNK" python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.0.2.2", 8080)); s.listen(4096)
+while True: time.sleep(3600)' &
+SINK_LISTENER=$!
 
 # One window: run trafgen for WINDOW seconds on CPU 0, count what NS's DEV received.
 measure() {
@@ -183,6 +218,42 @@ if want kernel; then
   ip -n "$RTR" addr flush dev eth1
 fi
 
+# --- kernel NAT (nftables masquerade, conntrack) --------------------------------------------
+K_NAT=0 K_SYN=0
+kernel_nat() {
+  local row=$1 count_ns=$2
+  ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
+  ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
+  ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$RTR" nft -f - <<'NFT'
+table ip benchnat {
+  chain post {
+    type nat hook postrouting priority 100;
+    oifname "eth1" masquerade
+  }
+}
+NFT
+  ip netns exec "$GEN" ping -c 1 -W 2 10.0.2.2 >/dev/null
+  read -r SINK[$row] GENR[$row] _ < <(run_mode "$row" "$count_ns" eth0)
+  P50[$row]=- P99[$row]=- CPU[$row]=- NSPP[$row]=- SYSCALLS[$row]=-
+  ip netns exec "$RTR" nft delete table ip benchnat
+  ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
+  ip -n "$RTR" addr flush dev eth0
+  ip -n "$RTR" addr flush dev eth1
+}
+if want kernel-nat; then
+  TRAFGEN_CFG="$WORK/udp64-flows.cfg"
+  kernel_nat kernel-nat "$SNK"
+  K_NAT=${SINK[kernel-nat]}
+  TRAFGEN_CFG="$WORK/udp64.cfg"
+fi
+if want kernel-nat-syn; then
+  TRAFGEN_CFG="$WORK/syn64.cfg"
+  kernel_nat kernel-nat-syn "$GEN"
+  K_SYN=${SINK[kernel-nat-syn]}
+  TRAFGEN_CFG="$WORK/udp64.cfg"
+fi
+
 # --- swrouter rows ------------------------------------------------------------------------
 router_status() { "$1" status -s "$WORK/swrouter.sock" --json; }
 router_rx() { router_status "$1" | python3 -c 'import json,sys; print(sum(i["rx_packets"] for i in json.load(sys.stdin)["interfaces"]))'; }
@@ -221,10 +292,11 @@ sys.exit(1)
   return 1
 }
 
-# One swrouter row: ROW name, BACKEND, MODE (plain, gre or l2), BIN.
+# One swrouter row: ROW name, BACKEND, MODE (plain, gre, l2, steering, nat or nat-syn), BIN.
 router_row() {
   local row=$1 backend=$2 mode=$3 bin=$4 redirect="" count_ns="$SNK"
   if [ "$mode" = gre ] || [ "$mode" = l2 ]; then redirect="wccp-redirect-in = [90]"; count_ns="$CCH"; fi
+  [ "$mode" = nat-syn ] && count_ns="$GEN"
   {
     printf '[router]\nmanagement-socket = "%s"\nlog-level = "info"\nio-backend = "%s"\n' "$WORK/swrouter.sock" "$backend"
     printf '[[interface]]\nname = "eth0"\naddress = "10.0.1.1/24"\n%s\n' "$redirect"
@@ -241,6 +313,9 @@ router_row() {
       printf '[[steering.device]]\nname = "srv"\nmode = "nat"\ninterfaces = ["eth1"]\naddress = "10.0.2.2"\n'
       printf '[[steering.service]]\nname = "bench"\naddress = "10.0.9.9"\nprotocol = "udp"\nport = 9\ningress = ["eth0"]\nchain = [{ device = "fw" }, { device = "srv" }]\n'
     fi
+    if [ "$mode" = nat ] || [ "$mode" = nat-syn ]; then
+      printf '[nat]\n[[nat.rule]]\ninside = ["10.0.1.0/24"]\noutside = "eth1"\n'
+    fi
   } > "$WORK/router.conf"
   ip netns exec "$RTR" taskset -c 1 "$bin" -c "$WORK/router.conf" 2>"$WORK/router-$row.log" &
   ROUTER_PID=$!
@@ -252,6 +327,12 @@ router_row() {
   elif [ "$mode" = steering ]; then
     P50[$row]=- P99[$row]=-
     TRAFGEN_CFG="$WORK/udp64-svc.cfg"
+  elif [ "$mode" = nat ]; then
+    read -r P50[$row] P99[$row] < <(latency)
+    TRAFGEN_CFG="$WORK/udp64-flows.cfg"
+  elif [ "$mode" = nat-syn ]; then
+    P50[$row]=- P99[$row]=-
+    TRAFGEN_CFG="$WORK/syn64.cfg"
   else
     P50[$row]=- P99[$row]=-
     ip netns exec "$CCH" "$CACHE_BIN" --address 10.0.3.2 --router 10.0.3.1 --service 90:udp:9 \
@@ -284,6 +365,16 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 print(sum(v["forward_packets"] for v in (s.get("steering") or {}).get("services", [])))' "$WORK/status.json")"
     TRAFGEN_CFG="$WORK/udp64.cfg"
+  elif [ "$mode" = nat ] || [ "$mode" = nat-syn ]; then
+    # Proof the rate is the NAT path's: translations, set-ups, and the wrong-worker counter.
+    NOTE[$row]="; $(python3 -c '
+import json, sys
+n = json.load(open(sys.argv[1]))["nat"]
+w = n["workers"]
+print("nat out %d in %d, sessions created %d, switch set-ups %d (not-setup %d), misdelivered %d"
+      % (sum(x["out_translated"] for x in w), sum(x["in_translated"] for x in w), sum(x["created"] for x in w),
+         n["switch"]["setups"], n["switch"]["not_setup"], sum(x["misdelivered"] for x in w)))' "$WORK/status.json")"
+    TRAFGEN_CFG="$WORK/udp64.cfg"
   elif [ "$mode" != plain ]; then
     # Proof the rate is the redirect path's: packets the wccp-redirect stage took.
     NOTE[$row]="; wccp-redirect consumed $(python3 -c '
@@ -302,14 +393,16 @@ print(sum(p.get("consumed", 0) for p in s["pipeline"] if p["stage"] == "wccp-red
 ORDER=()
 declare -A SEEN
 for row in ${ROWS//,/ }; do
-  case $row in generator | kernel) continue ;; esac
+  case $row in generator | kernel | kernel-nat | kernel-nat-syn) continue ;; esac
   SEEN[$row]=$(( ${SEEN[$row]:-0} + 1 ))
   key=$row
   [ "${SEEN[$row]}" -gt 1 ] && key="$row#${SEEN[$row]}"
   case $row in
     pnet | mmap) router_row "$key" "$row" plain "$BIN" ;;
     base-mmap) router_row "$key" mmap plain "$BASE_BIN" ;;
-    gre-* | l2-* | steering-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
+    kernel-nat | kernel-nat-syn) continue ;;
+    nat-syn-*) router_row "$key" "${row#nat-syn-}" nat-syn "$BIN" ;;
+    gre-* | l2-* | steering-* | nat-*) router_row "$key" "${row#*-}" "${row%%-*}" "$BIN" ;;
   esac
   ORDER+=("$key")
 done
@@ -325,11 +418,17 @@ label() {
     gre-*) echo "swrouter wccp gre (${r#gre-})$run" ;;
     l2-*) echo "swrouter wccp l2 (${r#l2-})$run" ;;
     steering-*) echo "swrouter steering (${r#steering-})$run" ;;
+    kernel-nat) echo "linux nftables masquerade" ;;
+    kernel-nat-syn) echo "linux masquerade, new TCP" ;;
+    nat-syn-*) echo "swrouter nat new TCP (${r#nat-syn-})$run" ;;
+    nat-*) echo "swrouter nat (${r#nat-})$run" ;;
   esac
 }
 echo
 echo "generator alone (router namespace drops everything): $G_ONLY pps"
 printf '%-30s %10s %14s %8s %10s %12s %14s %10s\n' "mode" "rx pps" "generator pps" "ratio" "router CPU" "CPU ns/pkt" "rtt p50/p99 µs" "syscalls/pkt"
+want kernel-nat-syn && ORDER=(kernel-nat-syn "${ORDER[@]}")
+want kernel-nat && ORDER=(kernel-nat "${ORDER[@]}")
 want kernel && ORDER=(kernel "${ORDER[@]}")
 for row in "${ORDER[@]}"; do
   printf '%-30s %10d %14d %8s %10s %12s %14s %10s\n' "$(label "$row")" "${SINK[$row]}" "${GENR[$row]}" "$(ratio "${SINK[$row]}" "$K_SINK")" "${CPU[$row]}" "${NSPP[$row]}" "${P50[$row]}/${P99[$row]}" "${SYSCALLS[$row]}"
@@ -337,6 +436,12 @@ done
 echo "(rx pps: at the sink for plain forwarding and steering, at the cache's interface for the wccp rows; ratio to kernel plain forwarding;"
 echo " CPU ns/pkt: the router process's CPU time over all windows / packets received, robust to other load)"
 for row in "${ORDER[@]}"; do
-  [ "$row" = kernel ] && continue
+  case ${row%%#*} in
+    nat-syn-*) [ "$K_SYN" -gt 0 ] && echo "$(label "$row"): $(ratio "${SINK[$row]}" "$K_SYN") x linux masquerade (new TCP sessions/s)" ;;
+    nat-*) [ "$K_NAT" -gt 0 ] && echo "$(label "$row"): $(ratio "${SINK[$row]}" "$K_NAT") x linux masquerade (established flows)" ;;
+  esac
+done
+for row in "${ORDER[@]}"; do
+  case $row in kernel | kernel-nat | kernel-nat-syn) continue ;; esac
   echo "$(label "$row"): drops ${DROPS[$row]}; rx-ring-full ${RINGFULL[$row]}${NOTE[$row]:-}"
 done
