@@ -425,9 +425,10 @@ fn probe_mode(at: &Locator<'_>, r: &RawWccpService) -> Result<WccpProbe> {
             port: DEFAULT_PROBE_PORT,
         },
         (Some((m, _)), None) => m,
-        (Some((m, _)), Some((_, span))) => return Err(at.err(
-            &span,
-            format!(
+        (Some((m, _)), Some((_, span))) => {
+            return Err(at.err(
+                &span,
+                format!(
                 "probe-port applies only to probe = \"direct\" (this service has probe = \"{}\"{})",
                 m.as_str(),
                 if m == WccpProbe::Redirect {
@@ -436,7 +437,8 @@ fn probe_mode(at: &Locator<'_>, r: &RawWccpService) -> Result<WccpProbe> {
                     ""
                 }
             ),
-        )),
+            ))
+        }
     })
 }
 
