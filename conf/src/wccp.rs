@@ -1,5 +1,5 @@
 //! The WCCP part of router.conf: `[wccp]` (fast failover, flow affinity), `[[wccp.service]]`
-//! (methods, password, group list, pinned service definition, redirect list, probe port) and
+//! (methods, password, group list, pinned service definition, redirect list, probe) and
 //! their effective-config emitter. Interface keys (`wccp-redirect-in/out`, `wccp-exclude-in`)
 //! are parsed with the interface; their cross-checks against the services are here.
 
@@ -197,7 +197,7 @@ impl WccpServiceConf {
     }
 
     /// The router engine's configuration of this group: password, the accepted methods as
-    /// capability bits, group list and pinned definition. Redirect list and probe port are the
+    /// capability bits, group list and pinned definition. Redirect list and probe mode are the
     /// data plane's and the prober's, not the protocol's.
     pub fn engine_config(&self) -> RouterServiceConfig {
         let mut c = if self.is_standard() {

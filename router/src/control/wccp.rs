@@ -207,7 +207,7 @@ impl WccpDriver {
     /// Applies a reloaded `[wccp]`: a service whose protocol settings (password, methods, group
     /// list, definition) changed is reconfigured in place, keeping its caches and assignment
     /// (the engine restarts a group itself only when its pinned definition changes); new ones
-    /// start, removed ones stop. Redirect lists, probe ports and options apply at once.
+    /// start, removed ones stop. Redirect lists, probe settings and options apply at once.
     pub fn reconfigure(
         &mut self,
         services: &[WccpServiceConf],
