@@ -73,7 +73,7 @@ pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
 };
 pub use wccp::{
-    acl_permits, WccpAclAction, WccpAclRule, WccpOptions, WccpServiceConf,
+    acl_permits, WccpAclAction, WccpAclRule, WccpOptions, WccpProbe, WccpServiceConf,
     DEFAULT_AFFINITY_IDLE_SECS, DEFAULT_AFFINITY_MAX_FLOWS, DEFAULT_PROBE_INTERVAL_MS,
     DEFAULT_PROBE_MISSES, DEFAULT_PROBE_PORT,
 };

@@ -58,6 +58,7 @@ pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "port-type",
     "hash",
     "alternate-hash",
+    "probe",
     "probe-port",
     "redirect-list",
 ];
@@ -155,6 +156,8 @@ pub(crate) struct RawWccpService {
     pub hash: Option<Spanned<Vec<String>>>,
     /// `alternate-hash = ["src-ip"]`.
     pub alternate_hash: Option<Spanned<Vec<String>>>,
+    /// `probe = "redirect"`.
+    pub probe: Option<Spanned<String>>,
     /// `probe-port = 80`.
     pub probe_port: Option<Spanned<Int>>,
     /// `[[wccp.service.redirect-list]]` rules.

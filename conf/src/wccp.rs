@@ -1,5 +1,5 @@
 //! The WCCP part of router.conf: `[wccp]` (fast failover, flow affinity), `[[wccp.service]]`
-//! (methods, password, group list, pinned service definition, redirect list, probe port) and
+//! (methods, password, group list, pinned service definition, redirect list, probe) and
 //! their effective-config emitter. Interface keys (`wccp-redirect-in/out`, `wccp-exclude-in`)
 //! are parsed with the interface; their cross-checks against the services are here.
 
@@ -85,8 +85,36 @@ pub fn acl_permits(
         .is_some_and(|r| r.action == WccpAclAction::Permit)
 }
 
-/// Default TCP port the fast-failover probe connects to.
+/// Default TCP port of the direct fast-failover probe (`probe = "direct"` without `probe-port`).
 pub const DEFAULT_PROBE_PORT: u16 = 80;
+
+/// How fast failover probes the caches of one service (`probe`, `probe-port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WccpProbe {
+    /// A SYN sent the way redirected traffic goes (GRE with the redirect header, or L2 to the
+    /// cache's MAC) to the service's port of an origin address the router chose: proves the
+    /// tunnel, the interception and the proxy together. The default.
+    Redirect,
+    /// A SYN straight to this port of the cache's own address: proves only that something
+    /// listens there (what `probe-port` alone meant before `probe` existed).
+    Direct {
+        /// The cache's TCP port.
+        port: u16,
+    },
+    /// No probe: the service's caches are never failed over fast.
+    Off,
+}
+
+impl WccpProbe {
+    /// The `probe` value that selects this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WccpProbe::Redirect => "redirect",
+            WccpProbe::Direct { .. } => "direct",
+            WccpProbe::Off => "off",
+        }
+    }
+}
 /// Default interval between fast-failover probes of one cache, in milliseconds.
 pub const DEFAULT_PROBE_INTERVAL_MS: u32 = 250;
 /// Default number of consecutive unanswered probes that fail a cache.
@@ -146,8 +174,8 @@ pub struct WccpServiceConf {
     pub definition: Option<ServiceInfo>,
     /// Redirect list: which packets of the service are redirected.
     pub redirect_list: Vec<WccpAclRule>,
-    /// TCP port the fast-failover probe connects to on each cache.
-    pub probe_port: u16,
+    /// How fast failover probes this service's caches.
+    pub probe: WccpProbe,
 }
 
 impl WccpServiceConf {
@@ -169,7 +197,7 @@ impl WccpServiceConf {
     }
 
     /// The router engine's configuration of this group: password, the accepted methods as
-    /// capability bits, group list and pinned definition. Redirect list and probe port are the
+    /// capability bits, group list and pinned definition. Redirect list and probe mode are the
     /// data plane's and the prober's, not the protocol's.
     pub fn engine_config(&self) -> RouterServiceConfig {
         let mut c = if self.is_standard() {
@@ -339,21 +367,7 @@ pub(crate) fn services(
             .iter()
             .map(|rule| acl_rule(at, rule))
             .collect::<Result<Vec<_>>>()?;
-        let probe_port = match &r.probe_port {
-            None => DEFAULT_PROBE_PORT,
-            Some(p) => match u16::try_from(p.get_ref().0) {
-                Ok(port) if port != 0 => port,
-                _ => {
-                    return Err(at.err(
-                        &p.span(),
-                        format!(
-                            "probe-port = {} is not a TCP port (1..=65535)",
-                            p.get_ref().0
-                        ),
-                    ))
-                }
-            },
-        };
+        let probe = probe_mode(at, r)?;
         out.push((
             WccpServiceConf {
                 id,
@@ -364,12 +378,68 @@ pub(crate) fn services(
                 caches,
                 definition,
                 redirect_list,
-                probe_port,
+                probe,
             },
             line,
         ));
     }
     Ok(out.into_iter().map(|(s, _)| s).collect())
+}
+
+/// `probe` and `probe-port` of one service: `probe-port` alone means the direct probe (as it
+/// did before `probe` existed); with neither, the redirect probe.
+fn probe_mode(at: &Locator<'_>, r: &RawWccpService) -> Result<WccpProbe> {
+    let port = match &r.probe_port {
+        None => None,
+        Some(p) => match u16::try_from(p.get_ref().0) {
+            Ok(port) if port != 0 => Some((port, p.span())),
+            _ => {
+                return Err(at.err(
+                    &p.span(),
+                    format!(
+                        "probe-port = {} is not a TCP port (1..=65535)",
+                        p.get_ref().0
+                    ),
+                ))
+            }
+        },
+    };
+    let mode = match &r.probe {
+        None => None,
+        Some(m) => match m.get_ref().as_str() {
+            "redirect" => Some((WccpProbe::Redirect, m.span())),
+            "direct" => Some((WccpProbe::Direct { port: 0 }, m.span())),
+            "off" => Some((WccpProbe::Off, m.span())),
+            other => {
+                return Err(at.err(
+                    &m.span(),
+                    format!("unknown probe `{other}`; expected redirect, direct or off"),
+                ))
+            }
+        },
+    };
+    Ok(match (mode, port) {
+        (None, None) => WccpProbe::Redirect,
+        (None | Some((WccpProbe::Direct { .. }, _)), Some((port, _))) => WccpProbe::Direct { port },
+        (Some((WccpProbe::Direct { .. }, _)), None) => WccpProbe::Direct {
+            port: DEFAULT_PROBE_PORT,
+        },
+        (Some((m, _)), None) => m,
+        (Some((m, _)), Some((_, span))) => {
+            return Err(at.err(
+                &span,
+                format!(
+                "probe-port applies only to probe = \"direct\" (this service has probe = \"{}\"{})",
+                m.as_str(),
+                if m == WccpProbe::Redirect {
+                    ", which probes the service's own port through the redirection path"
+                } else {
+                    ""
+                }
+            ),
+            ))
+        }
+    })
 }
 
 /// A service `id`: 0 (the standard web-cache service) or a dynamic service 1..=255.
@@ -721,7 +791,10 @@ pub(crate) fn emit(
         if let Some(d) = &s.definition {
             emit_definition(out, d, quote);
         }
-        let _ = writeln!(out, "probe-port = {}", s.probe_port);
+        let _ = writeln!(out, "probe = {}", quote(s.probe.as_str()));
+        if let WccpProbe::Direct { port } = s.probe {
+            let _ = writeln!(out, "probe-port = {port}");
+        }
         for r in &s.redirect_list {
             out.push_str("\n[[wccp.service.redirect-list]]\n");
             let action = match r.action {

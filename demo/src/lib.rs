@@ -61,7 +61,7 @@ fn router_conf(socket: &Path) -> String {
          [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
          [[interface]]\nname = \"eth2\"\naddress = \"10.0.3.1/24\"\n\n\
          [[interface]]\nname = \"eth3\"\naddress = \"10.0.4.1/24\"\n\n\
-         [wccp]\nprobe-interval-ms = 200\n\n[[wccp.service]]\nid = 0\nprobe-port = 3128\n",
+         [wccp]\nprobe-interval-ms = 200\n\n[[wccp.service]]\nid = 0\n",
         socket.display()
     )
 }

@@ -149,6 +149,46 @@ impl CacheHost {
         self.stop(lab);
     }
 
+    /// Kills only Squid with SIGKILL (the proxy crashes, swcache keeps the cache in its group).
+    pub fn crash_proxy(&mut self, lab: &mut Lab) {
+        if let Some(squid) = self.squid.take() {
+            let _ = squid.crash(lab);
+        }
+    }
+
+    /// Starts Squid again after [`CacheHost::crash_proxy`]; returns once its intercept port
+    /// 3129 listens, with that time in ms since the epoch (polled every 10 ms).
+    pub fn restart_proxy(&mut self, lab: &mut Lab, timeout: Duration) -> Result<u64> {
+        let _ = std::fs::remove_file(self.run.join("cache.log"));
+        let conf = self.run.parent().unwrap_or(&self.run).join("squid.conf");
+        self.squid = Some(Squid::spawn(lab, &self.ns, &conf)?);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let out = self.ns.run_ok("ss", &["-Hltn", "sport = :3129"])?;
+            if !out.trim().is_empty() {
+                return Ok(unix_ms_now());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "{}: Squid's intercept port did not listen within {timeout:?}",
+            self.name
+        )
+    }
+
+    /// Removes (`false`) or restores (`true`) the interception rule: with it removed, redirected
+    /// port-80 traffic no longer reaches Squid although Squid still listens on 3128.
+    pub fn set_interception(&self, on: bool) -> Result<()> {
+        if on {
+            let file = self.run.parent().unwrap_or(&self.run).join("cache.nft");
+            self.ns.run_ok("nft", &["-f", &file.to_string_lossy()])?;
+        } else {
+            self.ns
+                .run_ok("nft", &["flush", "chain", "ip", "nat", "prerouting"])?;
+        }
+        Ok(())
+    }
+
     /// Stops swcache and Squid (the cache "dies").
     pub fn stop(&mut self, lab: &mut Lab) {
         if let Some(h) = self.swcache.take() {
@@ -335,6 +375,84 @@ pub fn tshark_clean(ns: &Ns, pcap: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits until swrouter's status shows the fast-failover probe of cache `addr` in service `id`
+/// as `want` ("down", "up") and returns when the router changed it (its
+/// `probe_changed_unix_ms`), in ms since the epoch.
+pub fn wait_probe_state(
+    socket: &Path,
+    id: u64,
+    addr: &str,
+    want: &str,
+    timeout: Duration,
+) -> Option<u64> {
+    wait_for(timeout, Duration::from_millis(20), || {
+        let s = router_status(socket)?;
+        let c = cache(&s, id, addr)?;
+        (c["probe"] == want).then(|| c["probe_changed_unix_ms"].as_u64().unwrap_or(0))
+    })
+}
+
+/// Issue 19, on one cache whose group uses the default redirect probe (every `interval_ms`,
+/// 3 misses): its Squid gets SIGKILL and the router's status shows it down within 1 s of the
+/// kill, while `fetch` (a client request to one of its buckets) succeeds directly; Squid
+/// restarts and the cache is up again within one probe interval of its port listening; then
+/// the interception rule is removed while Squid still listens on 3128 (a direct probe would
+/// still be answered) and the cache goes down within 1 s, and comes back when the rule
+/// returns. Returns the measured times for the test's output.
+pub fn check_redirect_probe_failover(
+    lab: &mut Lab,
+    host: &mut CacheHost,
+    socket: &Path,
+    service: u64,
+    interval_ms: u64,
+    fetch: impl Fn() -> (bool, String),
+) -> Result<String> {
+    let addr = host.addr.to_string();
+    let up = || wait_probe_state(socket, service, &addr, "up", Duration::from_secs(5));
+    if up().is_none() {
+        bail!("{addr}: the redirect probe never showed the cache up");
+    }
+    let killed = unix_ms_now();
+    host.crash_proxy(lab);
+    let down = wait_probe_state(socket, service, &addr, "down", Duration::from_secs(5))
+        .with_context(|| format!("{addr}: not down within 5 s of its Squid's SIGKILL"))?;
+    let kill_ms = down.saturating_sub(killed);
+    if kill_ms > 1000 {
+        bail!("{addr}: down {kill_ms} ms after its Squid's SIGKILL (bound 1000 ms)");
+    }
+    let (ok, text) = fetch();
+    if !ok {
+        bail!("{addr}: a request to its buckets failed while it was down:\n{text}");
+    }
+    let listening = host.restart_proxy(lab, Duration::from_secs(20))?;
+    let back = up().with_context(|| format!("{addr}: not up after Squid restarted"))?;
+    let back_ms = back.saturating_sub(listening);
+    if back_ms > interval_ms + 100 {
+        bail!("{addr}: up {back_ms} ms after Squid listened again (bound: one probe interval, {interval_ms} ms, + 100 ms)");
+    }
+    // Squid's own port still accepts: only a probe through the redirection path sees this.
+    host.ns
+        .run_ok("bash", &["-c", &format!("exec 3<>/dev/tcp/{addr}/3128")])
+        .context("Squid's http_port 3128 should still accept")?;
+    let broken = unix_ms_now();
+    host.set_interception(false)?;
+    let down = wait_probe_state(socket, service, &addr, "down", Duration::from_secs(5))
+        .with_context(|| format!("{addr}: broken interception not seen within 5 s"))?;
+    let broken_ms = down.saturating_sub(broken);
+    if broken_ms > 1000 {
+        bail!(
+            "{addr}: down {broken_ms} ms after its interception rule was removed (bound 1000 ms)"
+        );
+    }
+    host.set_interception(true)?;
+    let fixed = unix_ms_now();
+    let back2 = up().with_context(|| format!("{addr}: not up after interception returned"))?;
+    Ok(format!(
+        "{addr}: down {kill_ms} ms after SIGKILL, up {back_ms} ms after Squid listened, down {broken_ms} ms after the nft rule went, up {} ms after it returned",
+        back2.saturating_sub(fixed)
+    ))
 }
 
 /// Milliseconds since the Unix epoch now (the clock the router's log timestamps use).

@@ -2,14 +2,17 @@
 //! addresses go through a bounded queue to worker 0, which builds each into a frame that enters
 //! the pipeline at the route stage (routed, ARP-resolved and counted like any of the router's
 //! packets). The queue refuses when full and the caller counts it; an eventfd wakes the worker.
+//! A packet for a WCCP cache's MAC (an L2-forwarded redirect probe) skips the route lookup: it
+//! enters at the neighbour stage with its interface and next hop set.
 
 use crate::pipeline::packet::{flags, Packet, Pool};
 use crate::pipeline::StageKind;
 use crate::sys::EventFd;
+use crate::tables::IfId;
 use crate::wire::ethernet::{self, HEADER_LEN};
 use crate::wire::ipv4::{self, Ipv4Repr};
 use crate::wire::udp::{UdpPacket, UdpRepr};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -31,6 +34,16 @@ pub enum Outgoing {
     Udp(OutDatagram),
     /// An IPv4 packet, header included, sourced from one of our addresses.
     Ipv4(Vec<u8>),
+    /// An IPv4 packet sent as it is to `next_hop`'s MAC on interface `tx_if`, whatever its
+    /// destination (WCCP L2 forwarding).
+    L2 {
+        /// The interface the next hop is on.
+        tx_if: IfId,
+        /// Whose MAC the frame goes to.
+        next_hop: Ipv4Addr,
+        /// The IPv4 packet, header included.
+        packet: Vec<u8>,
+    },
 }
 
 /// The control plane's handle for sending datagrams; cheap to clone.
@@ -65,13 +78,23 @@ impl Outbox {
         match self.send_any(Outgoing::Udp(d)) {
             Ok(()) => Ok(()),
             Err(Outgoing::Udp(d)) => Err(d),
-            Err(Outgoing::Ipv4(_)) => Ok(()),
+            Err(_) => Ok(()),
         }
     }
 
     /// Queues a whole IPv4 packet; false when the queue is full.
     pub fn send_ipv4(&self, packet: Vec<u8>) -> bool {
         self.send_any(Outgoing::Ipv4(packet)).is_ok()
+    }
+
+    /// Queues a whole IPv4 packet for `next_hop`'s MAC on `tx_if`; false when the queue is full.
+    pub fn send_l2(&self, tx_if: IfId, next_hop: Ipv4Addr, packet: Vec<u8>) -> bool {
+        self.send_any(Outgoing::L2 {
+            tx_if,
+            next_hop,
+            packet,
+        })
+        .is_ok()
     }
 
     fn send_any(&self, o: Outgoing) -> Result<(), Outgoing> {
@@ -98,6 +121,17 @@ impl OutboxReceiver {
             match o {
                 Outgoing::Udp(d) => out.push(build_udp(pool, &d)),
                 Outgoing::Ipv4(ip) => out.push(build_ipv4(pool, &ip)),
+                Outgoing::L2 {
+                    tx_if,
+                    next_hop,
+                    packet,
+                } => {
+                    let mut p = build_ipv4(pool, &packet);
+                    p.meta.tx_if = tx_if;
+                    p.meta.next_hop = next_hop;
+                    p.meta.stage = StageKind::Neighbour as u8;
+                    out.push(p);
+                }
             }
         }
     }

@@ -97,13 +97,31 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Window our SYNs advertise.
 const WINDOW: u16 = 1024;
 
+/// The inner destination of WCCP's redirect probes (`probe = "redirect"`): 192.0.2.1, in
+/// TEST-NET-1 (RFC 5737, documentation only), so it is no real origin a client could talk to.
+/// Nothing of a probe's connection is routed toward it: the SYN and the closing RST go through
+/// the redirection path to the cache, and the cache's proxy answers as this address.
+pub const REDIRECT_PROBE_ORIGIN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// A probe sent through WCCP's redirection path instead of being routed to `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeVia {
+    /// The cache the packets are forwarded to (GRE or L2, as the group negotiated).
+    pub cache: Ipv4Addr,
+    /// The service group whose redirection path is probed.
+    pub service: u8,
+}
+
 /// What is probed: a TCP port of a host, from one of our addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProbeTarget {
     /// Our address (the source of the SYN).
     pub local: Ipv4Addr,
-    /// The probed host and port.
+    /// The probed host and port (for a redirect probe, the origin the cache answers as).
     pub remote: SocketAddrV4,
+    /// Set when the probe's packets go to a WCCP cache the way redirected traffic does; the
+    /// caller wraps them ([`SegmentResult::target`] says where a RST goes).
+    pub via: Option<ProbeVia>,
 }
 
 /// Who asked for a probe: its answer goes back to them.
@@ -160,6 +178,8 @@ pub struct SegmentResult {
     pub answer: Option<ProbeAnswer>,
     /// A RST to send (closes an accepted handshake, also a late one).
     pub reply: Option<Vec<u8>>,
+    /// The probe `reply` belongs to: a redirect probe's RST must take the redirection path.
+    pub target: Option<ProbeTarget>,
 }
 
 /// The prober's own counters (status).
@@ -314,6 +334,7 @@ impl Prober {
             return SegmentResult {
                 answer: None,
                 reply,
+                target: Some(o.target),
             };
         }
         self.counters.answered += 1;
@@ -329,6 +350,7 @@ impl Prober {
                 outcome,
             }),
             reply,
+            target: Some(o.target),
         }
     }
 
@@ -513,14 +535,14 @@ impl Rounds {
     }
 
     /// One round: forgets targets not in `wanted` (new ones start up), counts each target's
-    /// unanswered probe as a miss, and returns a fresh SYN for each.
+    /// unanswered probe as a miss, and returns a fresh SYN for each, with its target.
     pub fn tick(
         &mut self,
         now: Instant,
         wanted: impl IntoIterator<Item = ProbeTarget>,
         prober: &mut Prober,
         changes: &mut Vec<ProbeChange>,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<(ProbeTarget, Vec<u8>)> {
         let wanted: Vec<ProbeTarget> = wanted.into_iter().collect();
         self.targets.retain(|t, _| {
             let keep = wanted.contains(t);
@@ -549,7 +571,7 @@ impl Rounds {
             }
             st.waiting = true;
             st.health.sent += 1;
-            out.push(prober.probe(now, t, ProbeOwner::Wccp));
+            out.push((t, prober.probe(now, t, ProbeOwner::Wccp)));
         }
         out
     }
@@ -599,6 +621,7 @@ mod tests {
         ProbeTarget {
             local: [10, 0, 3, 1].into(),
             remote: SocketAddrV4::new([10, 0, 3, 2].into(), 3128),
+            via: None,
         }
     }
 
@@ -728,6 +751,51 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_probe_is_answered_by_the_origin_and_its_rst_goes_the_same_way() {
+        let t0 = Instant::now();
+        let via = |cache: [u8; 4]| ProbeTarget {
+            local: [10, 0, 3, 1].into(),
+            remote: SocketAddrV4::new(REDIRECT_PROBE_ORIGIN, 80),
+            via: Some(ProbeVia {
+                cache: cache.into(),
+                service: 0,
+            }),
+        };
+        let (a, b) = (via([10, 0, 3, 2]), via([10, 0, 3, 3]));
+        assert_ne!(
+            a, b,
+            "two caches probed as one origin are still two targets"
+        );
+        let mut p = Prober::new(11);
+        let syn = p.probe(t0, a, ProbeOwner::Wccp);
+        let t = TcpPacket::new_checked(&syn[20..]).unwrap();
+        assert_eq!(ipv4::dst(&syn), REDIRECT_PROBE_ORIGIN);
+        assert_eq!(t.dst_port(), 80);
+        let (port, seq) = (t.src_port(), t.seq_number());
+        let _ = p.probe(t0, b, ProbeOwner::Wccp);
+        // The cache's own address is not who answers a redirect probe.
+        let from_cache = TcpSegment {
+            src: SocketAddrV4::new([10, 0, 3, 2].into(), 80),
+            dst: SocketAddrV4::new(a.local, port),
+            seq: 1,
+            ack: seq.wrapping_add(1),
+            flags: flags::SYN | flags::ACK,
+        };
+        assert_eq!(p.on_segment(&from_cache, t0), SegmentResult::default());
+        let r = p.on_segment(
+            &TcpSegment {
+                src: a.remote,
+                ..from_cache
+            },
+            t0,
+        );
+        assert_eq!(r.answer.as_ref().map(|x| x.target), Some(a));
+        assert_eq!(r.target, Some(a), "the RST is wrapped for cache a, not b");
+        let rst = r.reply.unwrap();
+        assert_eq!(ipv4::dst(&rst), REDIRECT_PROBE_ORIGIN);
+    }
+
+    #[test]
     fn a_reset_acknowledging_the_syn_is_a_refusal() {
         let t0 = Instant::now();
         let mut p = Prober::new(5);
@@ -778,7 +846,8 @@ mod tests {
         let mut ch = Vec::new();
         let round = |r: &mut Rounds, p: &mut Prober, ch: &mut Vec<ProbeChange>| {
             let out = r.tick(t0, [target()], p, ch);
-            syn_of(&out[0])
+            assert_eq!(out[0].0, target());
+            syn_of(&out[0].1)
         };
         // Never answered: misses do not take it down.
         for _ in 0..5 {

@@ -207,8 +207,10 @@ pub struct WccpServiceStatus {
     pub traffic: WccpTrafficStatus,
     /// Rules in the redirect list (0 = everything the service intercepts).
     pub redirect_list_rules: usize,
-    /// TCP port fast failover probes.
-    pub probe_port: u16,
+    /// How fast failover probes this service's caches: "redirect to port 80", "direct to port
+    /// 3128", "off", or why its caches cannot be probed.
+    #[serde(default)]
+    pub probe: String,
 }
 
 /// One cache of a service group.
@@ -255,6 +257,9 @@ pub struct WccpCacheStatus {
     /// never).
     #[serde(default)]
     pub probe_changed_unix_ms: u64,
+    /// Why a cache that never answered a probe is not failed over, and what to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_note: Option<String>,
 }
 
 /// Router identity.
@@ -708,11 +713,14 @@ pub fn render(s: &Status) -> String {
                     c.redirected.packets,
                     c.returned.packets
                 );
+                if let Some(n) = &c.probe_note {
+                    let _ = writeln!(o, "    probe: {n}");
+                }
             }
             let t = &svc.traffic;
             let _ = writeln!(
                 o,
-                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  fragments: redirected {} unmatched {}  (redirect list: {} rules, probe port {})",
+                "  packets: redirected {}  returned {}  bypassed {}  unassigned {}  denied {}  affinity-kept {}  fragments: redirected {} unmatched {}  (redirect list: {} rules, probe: {})",
                 t.redirected.packets,
                 t.returned.packets,
                 t.bypassed.packets,
@@ -722,7 +730,7 @@ pub fn render(s: &Status) -> String {
                 t.fragments_redirected.packets,
                 t.fragments_unmatched.packets,
                 svc.redirect_list_rules,
-                svc.probe_port
+                svc.probe
             );
         }
         if let Some(f) = &w.fast_failover {

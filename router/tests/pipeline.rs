@@ -543,21 +543,26 @@ fn udp_to_a_bound_port_reaches_the_control_plane_and_others_get_port_unreachable
 
 /// Client 10.0.1.2:3128 → 10.0.1.1:`port`, a SYN-ACK with a valid checksum.
 fn syn_ack_to(port: u16) -> Vec<u8> {
+    syn_ack([10, 0, 1, 2], [10, 0, 1, 1], 3128, port)
+}
+
+/// A SYN-ACK `src`:`sport` → `dst`:`dport` with valid checksums, sent to the router's eth0 MAC.
+fn syn_ack(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let tcp = netwire::tcp::TcpRepr {
         flags: netwire::tcp::flags::SYN | netwire::tcp::flags::ACK,
-        ..netwire::tcp::TcpRepr::syn(3128, port, 1, 1024)
+        ..netwire::tcp::TcpRepr::syn(sport, dport, 1, 1024)
     };
     let mut l4 = vec![0u8; tcp.buffer_len()];
     tcp.emit(
         &mut netwire::tcp::TcpPacket::new_unchecked(&mut l4[..]),
-        [10, 0, 1, 2].into(),
-        [10, 0, 1, 1].into(),
+        src.into(),
+        dst.into(),
     );
     let mut f = vec![0u8; 14 + 20];
     ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
     ipv4::Ipv4Repr {
-        src: [10, 0, 1, 2].into(),
-        dst: [10, 0, 1, 1].into(),
+        src: src.into(),
+        dst: dst.into(),
         protocol: 6,
         payload_len: l4.len(),
         ttl: 64,
@@ -580,6 +585,7 @@ fn only_probe_ports_in_use_reach_the_prober() {
     let target = router::probe::ProbeTarget {
         local: [10, 0, 1, 1].into(),
         remote: "10.0.1.2:3128".parse().unwrap(),
+        via: None,
     };
     let syn = prober.probe(t0, target, router::probe::ProbeOwner::Wccp);
     let port = u16::from_be_bytes([syn[20], syn[21]]);
@@ -853,6 +859,76 @@ fn l2_forwarding_rewrites_only_the_destination_mac() {
         (MacAddr([2, 0, 0, 0, 2, 9]), R1)
     );
     assert_eq!(&tx[0][14..web.len()], &web[14..], "IP packet unchanged");
+}
+
+/// A redirect probe (issue 19) over L2: the outbox hands the pipeline the SYN to 192.0.2.1:80
+/// for the cache's MAC; it leaves unchanged to that MAC without being redirected or counted as
+/// client traffic, and the cache's answer as 192.0.2.1 (not the cache's own address) reaches
+/// the prober.
+#[test]
+fn redirect_probes_go_to_the_caches_mac_and_their_answer_from_the_origin_reaches_the_prober() {
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    b.tables.ifaces[1].redirect_in = vec![0];
+    b.tables.wccp = std::sync::Arc::new(wccp_plane(wccp::engine::ForwardingMethod::L2));
+    let t0 = Instant::now();
+    let cache_mac = MacAddr([2, 0, 0, 0, 2, 9]);
+    b.neighbours
+        .learn(1, [10, 0, 2, 9].into(), cache_mac, true, t0);
+    let open = Arc::new(router::probe::OpenPorts::default());
+    let mut prober = router::probe::Prober::with_open_ports(5, open.clone());
+    let mut rx = b.tables.local.bind_probes(4, open);
+    let target = router::probe::ProbeTarget {
+        local: [10, 0, 2, 1].into(),
+        remote: std::net::SocketAddrV4::new(router::probe::REDIRECT_PROBE_ORIGIN, 80),
+        via: Some(router::probe::ProbeVia {
+            cache: [10, 0, 2, 9].into(),
+            service: 0,
+        }),
+    };
+    let syn = prober.probe(t0, target, router::probe::ProbeOwner::Wccp);
+    let (tx, orx) = router::outbox::outbox(4).unwrap();
+    assert!(tx.send_l2(1, [10, 0, 2, 9].into(), syn.clone()));
+    let mut burst = Vec::new();
+    orx.drain_into(&mut b.pool, &mut burst);
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut burst,
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let out = b.take_tx(1);
+    assert_eq!(out.len(), 1, "the probe left on the cache's interface");
+    assert_eq!(
+        (ethernet::dst(&out[0]), ethernet::src(&out[0])),
+        (cache_mac, R1)
+    );
+    assert_eq!(
+        &out[0][14..14 + syn.len()],
+        &syn[..],
+        "the IP packet is sent as built"
+    );
+    let svc = &b.tables.wccp.services[0];
+    assert_eq!(
+        svc.counters.redirected.get().0,
+        0,
+        "a probe is not client traffic"
+    );
+    // The cache's proxy answers as the origin, to the router's address on its segment.
+    let port = u16::from_be_bytes([syn[20], syn[21]]);
+    let answer = syn_ack(
+        router::probe::REDIRECT_PROBE_ORIGIN.octets(),
+        [10, 0, 2, 1],
+        80,
+        port,
+    );
+    b.run(vec![answer], t0);
+    let seg = rx.try_recv().unwrap();
+    assert_eq!(seg.src, target.remote);
+    assert_eq!(seg.dst.port(), port);
 }
 
 const CACHE_A: [u8; 4] = [10, 0, 2, 9];

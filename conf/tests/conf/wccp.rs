@@ -1,7 +1,7 @@
 //! The WCCP keys of router.conf: interface redirect in/out/exclude, `[wccp]` options, pinned
 //! dynamic definitions and redirect lists; effective config round trip and error positions.
 
-use conf::{parse_str, WccpAclAction};
+use conf::{parse_str, WccpAclAction, WccpProbe};
 use wccp::wire::{ServiceFlags, ServiceInfo, ServiceType};
 
 const BASE: &str = r#"[[interface]]
@@ -59,7 +59,11 @@ fn full_wccp_config_parses_and_round_trips() {
     assert!(c.wccp_options.fast_failover && c.wccp_options.flow_affinity);
     assert_eq!(c.wccp_options.affinity_max_flows, 1024);
     let s0 = &c.wccp[0];
-    assert_eq!(s0.probe_port, 3128);
+    assert_eq!(
+        s0.probe,
+        WccpProbe::Direct { port: 3128 },
+        "probe-port alone means the direct probe, as before `probe` existed"
+    );
     assert_eq!(s0.redirect_list.len(), 2);
     assert_eq!(s0.redirect_list[0].action, WccpAclAction::Deny);
     assert_eq!(s0.redirect_list[1].destination_port, Some((80, 90)));
@@ -94,7 +98,7 @@ fn full_wccp_config_parses_and_round_trips() {
         ServiceInfo::standard(0).effective_flags(),
         ServiceFlags::DST_IP_HASH
     );
-    assert_eq!(c.wccp[1].probe_port, 80, "default");
+    assert_eq!(c.wccp[1].probe, WccpProbe::Redirect, "default");
     let again = parse_str("w.conf", &c.to_toml()).unwrap();
     assert_eq!(again, c, "effective config:\n{}", c.to_toml());
 }
@@ -170,6 +174,59 @@ fn wccp_errors_point_at_the_value() {
         let text = BASE.replacen(from, to, 1);
         let e = parse_str("w.conf", &text).expect_err(to);
         assert_eq!((e.line, e.col, e.msg.as_str()), (line, col, msg), "{to}");
+    }
+}
+
+#[test]
+fn probe_modes_default_to_redirect_and_keep_probe_port_compatible() {
+    let svc = |keys: &str| {
+        format!(
+            "[[interface]]\nname = \"eth0\"\naddress = \"10.0.3.1/24\"\n\n[[wccp.service]]\nid = 0\n{keys}"
+        )
+    };
+    for (keys, want) in [
+        ("", WccpProbe::Redirect),
+        ("probe = \"redirect\"\n", WccpProbe::Redirect),
+        ("probe = \"off\"\n", WccpProbe::Off),
+        ("probe = \"direct\"\n", WccpProbe::Direct { port: 80 }),
+        (
+            "probe = \"direct\"\nprobe-port = 3128\n",
+            WccpProbe::Direct { port: 3128 },
+        ),
+        ("probe-port = 8080\n", WccpProbe::Direct { port: 8080 }),
+    ] {
+        let c = parse_str("p.conf", &svc(keys)).unwrap_or_else(|e| panic!("{keys}: {e}"));
+        assert_eq!(c.wccp[0].probe, want, "{keys}");
+        // The effective config names the mode and says the same again.
+        let text = c.to_toml();
+        assert!(
+            text.contains(&format!("probe = \"{}\"", want.as_str())),
+            "{text}"
+        );
+        assert_eq!(parse_str("again.conf", &text).unwrap(), c, "{text}");
+    }
+    for (keys, line, col, msg) in [
+        (
+            "probe = \"tcp\"\n",
+            7,
+            9,
+            "unknown probe `tcp`; expected redirect, direct or off",
+        ),
+        (
+            "probe = \"redirect\"\nprobe-port = 3128\n",
+            8,
+            14,
+            "probe-port applies only to probe = \"direct\" (this service has probe = \"redirect\", which probes the service's own port through the redirection path)",
+        ),
+        (
+            "probe = \"off\"\nprobe-port = 3128\n",
+            8,
+            14,
+            "probe-port applies only to probe = \"direct\" (this service has probe = \"off\")",
+        ),
+    ] {
+        let e = parse_str("p.conf", &svc(keys)).expect_err(keys);
+        assert_eq!((e.line, e.col, e.msg.as_str()), (line, col, msg), "{keys}");
     }
 }
 

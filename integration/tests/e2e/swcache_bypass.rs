@@ -49,7 +49,7 @@ fn bypass_returns_by(tag: &str, method: &str, net: u8) {
          [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
          [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
          [[interface]]\nname = \"eth2\"\naddress = \"{rtr_addr}/24\"\n\n\
-         [[wccp.service]]\nid = 0\nreturn = [\"{method}\"]\nprobe-port = 3128\n",
+         [[wccp.service]]\nid = 0\nreturn = [\"{method}\"]\n",
         socket.display(),
         io_backend()
     );

@@ -303,7 +303,7 @@ fn group_view(s: &Value) -> (Value, Value, Value, Vec<Value>, Value, Value) {
 
 #[test]
 fn malformed_barrage_from_a_rogue_changes_nothing_and_is_counted() {
-    let wccp = "[[wccp.service]]\nid = 0\npassword = \"s3cret\"\nprobe-port = 3128\n";
+    let wccp = "[[wccp.service]]\nid = 0\npassword = \"s3cret\"\n";
     let mut l = WccpLab::new("wbar", 2, ["wccp-redirect-in = [0]", "", ""], wccp);
     let rogue = l.caches[1].clone();
     let mut good = CacheHost::new(&l.lab, &l.caches[0], "cache-good", CACHE, ROUTER).unwrap();

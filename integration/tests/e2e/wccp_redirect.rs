@@ -29,7 +29,7 @@ fn router_conf(socket: &Path) -> String {
          [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
          [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n\
          [[interface]]\nname = \"eth2\"\naddress = \"10.0.3.1/24\"\n\n\
-         [[wccp.service]]\nid = 0\nprobe-port = 3128\n",
+         [[wccp.service]]\nid = 0\n",
         socket.display(),
         io_backend()
     )
@@ -282,6 +282,20 @@ http.server.ThreadingHTTPServer(('10.0.2.2', 80), lambda *a: H(*a, directory=d))
         fail("swcache decapsulated nothing")
     );
     assert_eq!(cs["services"][0]["designated"], true, "{cs}");
+    // The default fast-failover probe (no probe-port in the config) reaches Squid through the
+    // same GRE tunnel and interception as the client and is answered (issue 19).
+    assert!(
+        integration::wccplab::wait_probe_state(
+            &socket,
+            0,
+            "10.0.3.2",
+            "up",
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{}",
+        fail("the default probe never found the cache up")
+    );
     let access = std::fs::read_to_string(run.join("access.log")).unwrap_or_default();
     assert!(
         access.contains("http://10.0.2.2/file"),

@@ -1,5 +1,7 @@
-//! Two caches behind swrouter, each swcache in front of a real Squid (GRE forwarding): flows
-//! land on the cache the bucket function predicts; stopping one cache takes it out of the data
+//! Two caches behind swrouter, each swcache in front of a real Squid (GRE forwarding), with the
+//! default fast-failover probe through the GRE path: flows land on the cache the bucket
+//! function predicts; a crashed proxy or broken interception on one cache takes it out within
+//! 1 s and back within a probe interval of its repair (issue 19); stopping one cache takes it out of the data
 //! plane within the fast-failover bound of 1 s from its death (curl keeps working) and its buckets move to the other
 //! cache when the designated cache reassigns; restarting it brings buckets back. tshark checks
 //! every WCCP and GRE packet on the cache links.
@@ -33,7 +35,7 @@ fn router_conf(socket: &Path) -> String {
          [[interface]]\nname = \"eth2\"\naddress = \"10.0.3.1/24\"\n\n\
          [[interface]]\nname = \"eth3\"\naddress = \"10.0.4.1/24\"\n\n\
          [wccp]\nprobe-interval-ms = 200\nprobe-misses = 3\n\n\
-         [[wccp.service]]\nid = 0\nprobe-port = 3128\n",
+         [[wccp.service]]\nid = 0\n",
         socket.display(),
         io_backend()
     )
@@ -274,6 +276,26 @@ fn two_caches_share_buckets_fail_over_fast_and_come_back() {
         .iter()
         .find(|d| predicted_cache(&owners, CLIENT, **d).map(name_of) == Some("cache-b"))
         .unwrap();
+    // Issue 19, with the default probe (no probe-port): B's proxy alone crashes and restarts,
+    // then B's interception breaks while Squid still listens; every time the router notices
+    // through the GRE path within the bounds, and B's flows go direct meanwhile.
+    let summary = integration::wccplab::check_redirect_probe_failover(
+        &mut lab,
+        &mut cache_b,
+        &socket,
+        0,
+        200,
+        || {
+            let (ok, text, v) = fetch(&cli, b_dst);
+            (ok && served_by(&v) == "origin", text)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}{}", all(&lab, &cache_a, &cache_b)));
+    eprintln!("{summary}");
+    assert_eq!(
+        service(&router_status(&socket).unwrap(), 0).unwrap()["probe"],
+        "redirect to port 80"
+    );
     // The clock starts when Squid (what the probes reach) gets SIGKILL: from then on its port
     // refuses. The router's own log line says when it stopped redirecting to the cache.
     let killed_ms = unix_ms_now();
@@ -286,11 +308,19 @@ fn two_caches_share_buckets_fail_over_fast_and_come_back() {
         "fast failover did not notice cache-b within 5 s{}",
         all(&lab, &cache_a, &cache_b)
     );
-    let down_ms = log_line_unix_ms(
-        &lab.logs(&router),
-        &["cache stopped answering probes", &format!("cache={B}")],
-    )
-    .unwrap_or_else(|| panic!("no failover log line{}", all(&lab, &cache_a, &cache_b)));
+    // The router's own clock says when it took the cache out (status, as the log line).
+    let down_ms = cache(down.as_ref().unwrap(), 0, B).unwrap()["probe_changed_unix_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        log_line_unix_ms(
+            &lab.logs(&router),
+            &["cache stopped answering probes", &format!("cache={B}")],
+        )
+        .is_some(),
+        "no failover log line{}",
+        all(&lab, &cache_a, &cache_b)
+    );
     let detect = down_ms.saturating_sub(killed_ms);
     // Bound: probes every 200 ms, 3 misses. A refused probe is a miss at once and a silent
     // one at the next round, so the third miss comes at most 3 × 200 = 600 ms (refused) or

@@ -1,6 +1,7 @@
 //! WCCP variants end to end, each through swrouter with swcache and Debian's Squid where a
 //! cache serves: mask assignment with L2 forwarding (and a rogue swcache on the client side
-//! that never joins); MD5 with a good and a bad password;
+//! that never joins; the default probe over L2 fails a crashed proxy or broken interception
+//! over within 1 s); MD5 with a good and a bad password;
 //! redirect-out on the server-side interface together with a redirect-list deny.
 //!
 //! ```text
@@ -152,7 +153,7 @@ impl WccpLab {
 
 #[test]
 fn mask_assignment_with_l2_forwarding_reaches_squid() {
-    let wccp = "[[wccp.service]]\nid = 0\nforwarding = [\"l2\"]\nreturn = [\"gre\"]\nassignment = [\"mask\"]\nprobe-port = 3128\n";
+    let wccp = "[wccp]\nprobe-interval-ms = 200\n\n[[wccp.service]]\nid = 0\nforwarding = [\"l2\"]\nreturn = [\"gre\"]\nassignment = [\"mask\"]\n";
     let mut l = WccpLab::new("wl2", 1, ["wccp-redirect-in = [0]", "", ""], wccp);
     let ns = l.caches[0].clone();
     // L2: the frames arrive unchanged on the cache's LAN interface.
@@ -222,12 +223,37 @@ fn mask_assignment_with_l2_forwarding_reaches_squid() {
     // L2 redirection encapsulates nothing: the swcache saw no GRE.
     let cs = host.swcache_status().unwrap();
     assert_eq!(cs["gre"]["decapsulated"].as_u64().unwrap_or(0), 0, "{cs}");
+    // Issue 19: the default probe reaches Squid over L2 like the clients' traffic does, so a
+    // crashed proxy or a removed interception rule is failed over fast, and repaired comes back.
+    assert_eq!(service(&s, 0).unwrap()["probe"], "redirect to port 80");
+    assert_eq!(c["probe"], "up", "{c}");
+    let cli = l.cli.clone();
+    let socket = l.socket.clone();
+    let summary = integration::wccplab::check_redirect_probe_failover(
+        &mut l.lab,
+        &mut host,
+        &socket,
+        0,
+        200,
+        || {
+            let (ok, text, v) = integration::wccplab::fetch(&cli, "http://10.0.2.2/file");
+            (ok && v.is_none(), text)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}{}", l.logs(&[&host])));
+    eprintln!("{summary}");
+    let cs = host.swcache_status().unwrap();
+    assert_eq!(
+        cs["gre"]["decapsulated"].as_u64().unwrap_or(0),
+        0,
+        "the probes went by L2 too: {cs}"
+    );
     host.stop(&mut l.lab);
 }
 
 #[test]
 fn md5_good_password_joins_and_bad_password_is_refused() {
-    let wccp = "[[wccp.service]]\nid = 0\npassword = \"s3cret\"\nprobe-port = 3128\n";
+    let wccp = "[[wccp.service]]\nid = 0\npassword = \"s3cret\"\n";
     let mut l = WccpLab::new("wmd5", 2, ["wccp-redirect-in = [0]", "", ""], wccp);
     let (n0, n1) = (l.caches[0].clone(), l.caches[1].clone());
     let mut good = CacheHost::new(
@@ -277,7 +303,7 @@ fn md5_good_password_joins_and_bad_password_is_refused() {
 fn redirect_out_and_redirect_list_deny() {
     // Nothing is redirected in on the client side: eth1 redirects what leaves toward the
     // server, and the redirect list keeps 10.0.2.3 away from the cache.
-    let wccp = "[[wccp.service]]\nid = 0\nprobe-port = 3128\n\n\
+    let wccp = "[[wccp.service]]\nid = 0\n\n\
                 [[wccp.service.redirect-list]]\naction = \"deny\"\ndestination = \"10.0.2.3\"\n\n\
                 [[wccp.service.redirect-list]]\naction = \"permit\"\n";
     let mut l = WccpLab::new(
@@ -326,8 +352,8 @@ fn redirect_out_and_redirect_list_deny() {
             "action = \"permit\"",
         )
         .replace(
-            "id = 0\nprobe-port = 3128\n",
-            "id = 0\nprobe-port = 3128\ncaches = [\"10.0.3.2\", \"10.0.3.9\"]\n",
+            "id = 0\n",
+            "id = 0\ncaches = [\"10.0.3.2\", \"10.0.3.9\"]\n",
         );
     std::fs::write(&l.conf, text).unwrap();
     let out = std::process::Command::new(binary("swrouter"))
@@ -363,7 +389,8 @@ fn redirect_out_and_redirect_list_deny() {
 fn source_port_hashing_spreads_one_clients_flows_over_two_caches() {
     // A dynamic service pinned by the router: TCP port 80 hashed on the source port only, so
     // flows from one client to one server spread over the caches by their source port.
-    let wccp = "[[wccp.service]]\nid = 61\nprotocol = \"tcp\"\nports = [80]\nhash = [\"src-port\"]\nprobe-port = 3128\n";
+    let wccp =
+        "[[wccp.service]]\nid = 61\nprotocol = \"tcp\"\nports = [80]\nhash = [\"src-port\"]\n";
     let mut l = WccpLab::new("wsp", 2, ["wccp-redirect-in = [61]", "", ""], wccp);
     let (n0, n1) = (l.caches[0].clone(), l.caches[1].clone());
     let mut a = CacheHost::new(

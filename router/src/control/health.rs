@@ -107,6 +107,7 @@ impl HealthDriver {
             let target = ProbeTarget {
                 local: src,
                 remote: SocketAddrV4::new(p.addr, p.port),
+                via: None,
             };
             let syn = prober.probe(now, target, ProbeOwner::Steering(p.device.0));
             if !outbox.send_ipv4(syn) {

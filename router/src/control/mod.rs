@@ -521,8 +521,16 @@ fn on_probe_segment(state: &mut ControlState, seg: &crate::probe::TcpSegment) {
     let r = state.prober.on_segment(seg, Instant::now());
     if let Some(rst) = r.reply {
         // A RST that finds the outbox full is lost; the target times the half-open
-        // connection out on its own.
-        let _ = state.shared.outbox.send_ipv4(rst);
+        // connection out on its own. A redirect probe's RST goes the way its SYN went.
+        match (r.target.filter(|t| t.via.is_some()), state.wccp.as_mut()) {
+            (Some(t), Some(w)) => {
+                let _ = w.send_probe(&t, rst);
+            }
+            (Some(_), None) => {}
+            (None, _) => {
+                let _ = state.shared.outbox.send_ipv4(rst);
+            }
+        }
     }
     match r.answer {
         Some(

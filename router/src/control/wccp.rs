@@ -9,7 +9,9 @@
 //! changes, a new [`WccpPlane`] is published into the tables snapshot.
 
 use crate::outbox::{OutDatagram, Outbox};
-use crate::probe::{ProbeAnswer, ProbeChange, ProbeTarget, Prober, Rounds};
+use crate::probe::{
+    ProbeAnswer, ProbeChange, ProbeTarget, ProbeVia, Prober, Rounds, REDIRECT_PROBE_ORIGIN,
+};
 use crate::status::{
     FastFailoverStatus, FlowAffinityStatus, WccpCacheStatus, WccpServiceStatus, WccpStatus,
     WccpTrafficStatus,
@@ -20,13 +22,110 @@ use crate::tables::wccp::{
 };
 use crate::tables::{Tables, WccpPlane};
 use crate::worker::Shared;
-use conf::{WccpOptions, WccpServiceConf};
-use std::collections::BTreeMap;
+use conf::{WccpOptions, WccpProbe, WccpServiceConf};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wccp::engine::ForwardingMethod;
 use wccp::router::{RouterEngine, RouterEvent};
+use wccp::wire::{ServiceFlags, ServiceInfo, ServiceType};
+
+/// How fast failover probes one service's caches, from its `probe` setting and the service's
+/// definition (pinned or learnt from the caches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbePlan {
+    /// A SYN to this port of [`REDIRECT_PROBE_ORIGIN`], sent the way the service's traffic is.
+    Redirect(u16),
+    /// A SYN straight to this port of the cache's own address.
+    Direct(u16),
+    /// Not probed (`probe = "off"`).
+    Off,
+    /// `probe = "redirect"` for a service whose traffic a TCP SYN to a port is not: why.
+    Impossible(&'static str),
+}
+
+impl ProbePlan {
+    fn of(probe: WccpProbe, info: &ServiceInfo) -> ProbePlan {
+        match probe {
+            WccpProbe::Off => ProbePlan::Off,
+            WccpProbe::Direct { port } => ProbePlan::Direct(port),
+            WccpProbe::Redirect if info.service_type == ServiceType::Standard => {
+                ProbePlan::Redirect(80)
+            }
+            WccpProbe::Redirect if !matches!(info.protocol, 0 | 6) => {
+                ProbePlan::Impossible("the service is not TCP")
+            }
+            WccpProbe::Redirect if info.flags.contains(ServiceFlags::PORTS_SOURCE) => {
+                ProbePlan::Impossible("the service's ports are source ports")
+            }
+            WccpProbe::Redirect => {
+                ProbePlan::Redirect(info.port_list().first().copied().unwrap_or(80))
+            }
+        }
+    }
+
+    /// The status text of a service's probe.
+    fn describe(self) -> String {
+        match self {
+            ProbePlan::Redirect(port) => format!("redirect to port {port}"),
+            ProbePlan::Direct(port) => format!("direct to port {port}"),
+            ProbePlan::Off => "off".into(),
+            ProbePlan::Impossible(why) => format!(
+                "none: {why}, so no redirect probe can reach its proxy; its caches are not failed over fast (set probe = \"direct\" with the proxy's port as probe-port)"
+            ),
+        }
+    }
+
+    /// Why a cache that never answered this probe is not failed over, and what to change.
+    fn unanswered_note(self, cache: Ipv4Addr) -> String {
+        match self {
+            ProbePlan::Redirect(port) => format!(
+                "never answered: a SYN to {REDIRECT_PROBE_ORIGIN}:{port} sent to {cache} the way redirected traffic goes got no SYN-ACK, so it is not failed over; check that the cache intercepts the service's port {port} (e.g. an nft/iptables rule handing it to Squid's `http_port ... intercept`) and can reach this router, or set probe = \"direct\" with probe-port = the proxy's port, or probe = \"off\""
+            ),
+            ProbePlan::Direct(port) => format!(
+                "never answered: nothing accepts a TCP connection on {cache}:{port}, so it is not failed over; set probe-port to where its proxy listens (e.g. Squid's http_port 3128), or drop probe-port and probe to use the default probe = \"redirect\""
+            ),
+            ProbePlan::Off | ProbePlan::Impossible(_) => String::new(),
+        }
+    }
+}
+
+/// The IPv4 packet that carries `inner` (a redirect probe's SYN or RST) to `cache` as GRE with
+/// the WCCP redirect header, from `router_id`, as the redirect stage encapsulates data packets.
+fn gre_probe(
+    inner: &[u8],
+    router_id: Ipv4Addr,
+    cache: Ipv4Addr,
+    redirect: &gre::WccpRedirectRepr,
+) -> Option<Vec<u8>> {
+    use crate::wire::ipv4::{self, Ipv4Repr};
+    let gre_at = ipv4::MIN_HEADER_LEN;
+    let inner_at = gre_at + gre::WCCP_GRE_OVERHEAD;
+    let mut p = vec![0u8; inner_at + inner.len()];
+    p.get_mut(inner_at..)?.copy_from_slice(inner);
+    gre::encapsulate_in_place(
+        p.get_mut(gre_at..)?,
+        gre::WCCP_GRE_OVERHEAD,
+        inner.len(),
+        &gre::GreRepr::WCCP,
+        Some(redirect),
+    )
+    .ok()?;
+    Ipv4Repr {
+        src: router_id,
+        dst: cache,
+        protocol: ipv4::PROTO_GRE,
+        payload_len: gre::WCCP_GRE_OVERHEAD + inner.len(),
+        ttl: 64,
+        ident: ipv4::next_ident(),
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(p.get_mut(..gre_at)?);
+    Some(p)
+}
 
 /// Warns about a group any host on a cache interface could join and take traffic with.
 fn warn_if_open(s: &WccpServiceConf) {
@@ -55,6 +154,8 @@ pub struct WccpDriver {
     counters: BTreeMap<u8, Arc<ServiceCounters>>,
     cache_counters: BTreeMap<(u8, Ipv4Addr), Arc<CacheCounters>>,
     affinity_stats: Arc<AffinityStats>,
+    /// Services whose caches cannot be probed as configured, already logged.
+    unprobeable_logged: BTreeSet<u8>,
 }
 
 impl WccpDriver {
@@ -97,6 +198,7 @@ impl WccpDriver {
             counters: BTreeMap::new(),
             cache_counters: BTreeMap::new(),
             affinity_stats: Default::default(),
+            unprobeable_logged: BTreeSet::new(),
         };
         d.publish();
         Ok(d)
@@ -105,7 +207,7 @@ impl WccpDriver {
     /// Applies a reloaded `[wccp]`: a service whose protocol settings (password, methods, group
     /// list, definition) changed is reconfigured in place, keeping its caches and assignment
     /// (the engine restarts a group itself only when its pinned definition changes); new ones
-    /// start, removed ones stop. Redirect lists, probe ports and options apply at once.
+    /// start, removed ones stop. Redirect lists, probe settings and options apply at once.
     pub fn reconfigure(
         &mut self,
         services: &[WccpServiceConf],
@@ -165,28 +267,74 @@ impl WccpDriver {
             .then(|| Duration::from_millis(self.options.probe_interval_ms.into()))
     }
 
-    /// The probe target of a cache of service `svc`.
-    fn target_of(&self, svc: u8, c: &wccp::assign::CacheTarget) -> ProbeTarget {
-        let port = self
+    /// How the caches of service `svc` are probed.
+    fn probe_plan(&self, svc: u8) -> ProbePlan {
+        let probe = self
             .services
             .iter()
             .find(|s| s.id == svc)
-            .map(|s| s.probe_port)
-            .unwrap_or(conf::DEFAULT_PROBE_PORT);
-        ProbeTarget {
-            local: c.router_id,
-            remote: SocketAddrV4::new(c.address, port),
+            .map_or(WccpProbe::Redirect, |s| s.probe);
+        match self.assignments.get(&svc) {
+            Some(a) => ProbePlan::of(probe, a.service()),
+            None if svc == 0 => ProbePlan::of(probe, &ServiceInfo::standard(0)),
+            // Not installed yet: the definition may still be learnt.
+            None => match probe {
+                WccpProbe::Direct { port } => ProbePlan::Direct(port),
+                WccpProbe::Off => ProbePlan::Off,
+                WccpProbe::Redirect => ProbePlan::Redirect(80),
+            },
+        }
+    }
+
+    /// The probe target of a cache of service `svc`, if the service's caches are probed.
+    fn target_of(&self, svc: u8, c: &wccp::assign::CacheTarget) -> Option<ProbeTarget> {
+        match self.probe_plan(svc) {
+            ProbePlan::Redirect(port) => Some(ProbeTarget {
+                local: c.router_id,
+                remote: SocketAddrV4::new(REDIRECT_PROBE_ORIGIN, port),
+                via: Some(ProbeVia {
+                    cache: c.address,
+                    service: svc,
+                }),
+            }),
+            ProbePlan::Direct(port) => Some(ProbeTarget {
+                local: c.router_id,
+                remote: SocketAddrV4::new(c.address, port),
+                via: None,
+            }),
+            ProbePlan::Off | ProbePlan::Impossible(_) => None,
         }
     }
 
     /// One probe round over every cache that holds part of an assignment.
     pub fn on_probe_tick(&mut self, prober: &mut Prober) {
+        let limit = self.options.probe_misses.max(1);
         for (t, h) in self.rounds.health() {
-            if h.answered == 0 && h.misses == self.options.probe_misses.max(1) {
-                tracing::warn!(
-                    cache = %t.remote.ip(), port = t.remote.port(),
-                    "WCCP fast failover: this cache has never answered a probe on this port; it is not failed over until it does (set `probe-port` to where its proxy listens)"
-                );
+            if h.answered == 0 && h.misses == limit {
+                let svc = t
+                    .via
+                    .map_or_else(|| self.service_of_direct(t), |v| Some(v.service));
+                let cache = t.via.map_or(*t.remote.ip(), |v| v.cache);
+                if let Some(svc) = svc {
+                    tracing::warn!(
+                        service = svc, %cache,
+                        "WCCP fast failover: cache {}",
+                        self.probe_plan(svc).unanswered_note(cache)
+                    );
+                }
+            }
+        }
+        if self.options.fast_failover {
+            for id in self.assignments.keys() {
+                if let ProbePlan::Impossible(_) = self.probe_plan(*id) {
+                    if self.unprobeable_logged.insert(*id) {
+                        tracing::warn!(
+                            service = id,
+                            "WCCP fast failover: probe {}",
+                            self.probe_plan(*id).describe()
+                        );
+                    }
+                }
             }
         }
         let wanted: Vec<ProbeTarget> = if self.options.fast_failover {
@@ -195,7 +343,7 @@ impl WccpDriver {
                 .flat_map(|(id, a)| {
                     a.caches()
                         .iter()
-                        .map(|c| self.target_of(*id, c))
+                        .filter_map(|c| self.target_of(*id, c))
                         .collect::<Vec<_>>()
                 })
                 .collect()
@@ -203,15 +351,73 @@ impl WccpDriver {
             Vec::new()
         };
         let mut changes = Vec::new();
-        for p in self
+        for (t, p) in self
             .rounds
             .tick(Instant::now(), wanted, prober, &mut changes)
         {
-            if !self.outbox.send_ipv4(p) {
+            if !self.send_probe(&t, p) {
                 self.outbox_full += 1;
             }
         }
         self.apply(changes);
+    }
+
+    /// The service a direct probe target belongs to (for its log line).
+    fn service_of_direct(&self, t: &ProbeTarget) -> Option<u8> {
+        self.assignments.iter().find_map(|(id, a)| {
+            a.caches()
+                .iter()
+                .any(|c| self.target_of(*id, c) == Some(*t))
+                .then_some(*id)
+        })
+    }
+
+    /// Sends one of a fast-failover probe's packets (its SYN, or the RST that closes it): a
+    /// direct probe is routed; a redirect probe goes to its cache the way the service's
+    /// traffic does, GRE-encapsulated with the redirect header or to the cache's MAC. It enters
+    /// the pipeline after the redirect stage, so it is never redirected or counted as a client's
+    /// traffic. False when it could not be queued (outbox full, or the cache left the group).
+    pub fn send_probe(&mut self, t: &ProbeTarget, packet: Vec<u8>) -> bool {
+        let Some(via) = t.via else {
+            return self.outbox.send_ipv4(packet);
+        };
+        let Some(a) = self.assignments.get(&via.service) else {
+            return false;
+        };
+        let Some(c) = a.caches().iter().find(|c| c.address == via.cache) else {
+            return false;
+        };
+        match c.forwarding {
+            ForwardingMethod::Gre => {
+                // A bucket the cache holds (0 under mask assignment, as for data packets).
+                let bucket = a
+                    .bucket_owners()
+                    .0
+                    .iter()
+                    .position(|o| *o == Some(c.address))
+                    .unwrap_or(0);
+                let redirect = gre::WccpRedirectRepr {
+                    dynamic: a.service().service_type == ServiceType::Dynamic,
+                    alternate_used: false,
+                    unavailable: false,
+                    service_id: via.service,
+                    alternate_bucket: 0,
+                    primary_bucket: u8::try_from(bucket).unwrap_or(0),
+                    unknown_flags: 0,
+                };
+                match gre_probe(&packet, c.router_id, c.address, &redirect) {
+                    Some(p) => self.outbox.send_ipv4(p),
+                    None => false,
+                }
+            }
+            ForwardingMethod::L2 => {
+                let tables = self.shared.tables.load();
+                match tables.ifaces.iter().find(|i| i.contains(c.address)) {
+                    Some(i) => self.outbox.send_l2(i.id, c.address, packet),
+                    None => false,
+                }
+            }
+        }
     }
 
     /// An answer the prober validated for one of the fast-failover probes.
@@ -228,11 +434,13 @@ impl WccpDriver {
         for c in &changes {
             match c {
                 ProbeChange::Down(t) => tracing::warn!(
-                    cache = %t.remote.ip(), port = t.remote.port(),
+                    cache = %t.via.map_or(*t.remote.ip(), |v| v.cache), port = t.remote.port(),
+                    probe = if t.via.is_some() { "redirect" } else { "direct" },
                     "WCCP fast failover: cache stopped answering probes; its traffic is forwarded normally"
                 ),
                 ProbeChange::Up(t) => tracing::info!(
-                    cache = %t.remote.ip(), port = t.remote.port(),
+                    cache = %t.via.map_or(*t.remote.ip(), |v| v.cache), port = t.remote.port(),
+                    probe = if t.via.is_some() { "redirect" } else { "direct" },
                     "WCCP fast failover: cache answers probes again; redirecting to it"
                 ),
             }
@@ -259,7 +467,12 @@ impl WccpDriver {
             let failed = a
                 .caches()
                 .iter()
-                .map(|c| self.options.fast_failover && !self.rounds.is_up(&self.target_of(*id, c)))
+                .map(|c| {
+                    self.options.fast_failover
+                        && self
+                            .target_of(*id, c)
+                            .is_some_and(|t| !self.rounds.is_up(&t))
+                })
                 .collect();
             planes.push(ServicePlane {
                 id: *id,
@@ -378,12 +591,11 @@ impl WccpDriver {
                     .find(|c| c.id == s.service_id)
                     .map(|c| c.redirect_list.len())
                     .unwrap_or(0),
-                probe_port: self
-                    .services
-                    .iter()
-                    .find(|c| c.id == s.service_id)
-                    .map(|c| c.probe_port)
-                    .unwrap_or(conf::DEFAULT_PROBE_PORT),
+                probe: if self.options.fast_failover {
+                    self.probe_plan(s.service_id).describe()
+                } else {
+                    "off (fast-failover = false)".into()
+                },
                 caches: s
                     .caches
                     .iter()
@@ -430,6 +642,10 @@ impl WccpDriver {
                             .probe_health(s.service_id, c.address)
                             .map(|h| h.changed_unix_ms)
                             .unwrap_or(0),
+                        probe_note: self
+                            .probe_health(s.service_id, c.address)
+                            .filter(|h| h.state() == "unanswered")
+                            .map(|_| self.probe_plan(s.service_id).unanswered_note(c.address)),
                     })
                     .collect(),
                 messages_in: s.counters.rx.here_i_am
@@ -526,7 +742,7 @@ impl WccpDriver {
     fn probe_health(&self, id: u8, cache: Ipv4Addr) -> Option<crate::probe::ProbeHealth> {
         let a = self.assignments.get(&id)?;
         let c = a.caches().iter().find(|c| c.address == cache)?;
-        self.rounds.get(&self.target_of(id, c)).copied()
+        self.rounds.get(&self.target_of(id, c)?).copied()
     }
 }
 
@@ -541,4 +757,93 @@ fn counts(m: &wccp::engine::MessageCounts) -> BTreeMap<String, u64> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_redirect_probe_uses_the_services_own_port_or_says_why_it_cannot() {
+        let std0 = ServiceInfo::standard(0);
+        assert_eq!(
+            ProbePlan::of(WccpProbe::Redirect, &std0),
+            ProbePlan::Redirect(80)
+        );
+        let dynamic = |proto: u8, flags: ServiceFlags, ports: &[u16]| {
+            ServiceInfo::dynamic(90, proto, 0, flags, ports)
+        };
+        let tcp = dynamic(6, ServiceFlags::DST_IP_HASH, &[8080, 3128]);
+        assert_eq!(
+            ProbePlan::of(WccpProbe::Redirect, &tcp),
+            ProbePlan::Redirect(8080)
+        );
+        let all_ports = dynamic(0, ServiceFlags::DST_IP_HASH, &[]);
+        assert_eq!(
+            ProbePlan::of(WccpProbe::Redirect, &all_ports),
+            ProbePlan::Redirect(80)
+        );
+        let udp = dynamic(17, ServiceFlags::DST_IP_HASH, &[53]);
+        assert!(matches!(
+            ProbePlan::of(WccpProbe::Redirect, &udp),
+            ProbePlan::Impossible(_)
+        ));
+        let source = dynamic(6, ServiceFlags::PORTS_SOURCE, &[80]);
+        assert!(matches!(
+            ProbePlan::of(WccpProbe::Redirect, &source),
+            ProbePlan::Impossible(_)
+        ));
+        // Direct and off are what the configuration says, whatever the service.
+        assert_eq!(
+            ProbePlan::of(WccpProbe::Direct { port: 3128 }, &udp),
+            ProbePlan::Direct(3128)
+        );
+        assert_eq!(ProbePlan::of(WccpProbe::Off, &std0), ProbePlan::Off);
+        // Status and the log name the fix.
+        let cache = Ipv4Addr::new(10, 0, 3, 2);
+        assert!(ProbePlan::Redirect(80)
+            .unanswered_note(cache)
+            .contains("intercept"));
+        assert!(ProbePlan::Direct(80)
+            .unanswered_note(cache)
+            .contains("10.0.3.2:80"));
+        assert!(ProbePlan::of(WccpProbe::Redirect, &udp)
+            .describe()
+            .contains("probe = \"direct\""));
+    }
+
+    #[test]
+    fn a_gre_probe_decapsulates_to_the_syn_with_the_services_redirect_header() {
+        let inner = crate::probe::Prober::new(3).probe(
+            Instant::now(),
+            ProbeTarget {
+                local: [10, 0, 3, 1].into(),
+                remote: SocketAddrV4::new(REDIRECT_PROBE_ORIGIN, 80),
+                via: None,
+            },
+            crate::probe::ProbeOwner::Wccp,
+        );
+        let redirect = gre::WccpRedirectRepr {
+            dynamic: false,
+            alternate_used: false,
+            unavailable: false,
+            service_id: 0,
+            alternate_bucket: 0,
+            primary_bucket: 7,
+            unknown_flags: 0,
+        };
+        let (rid, cache) = ([10, 0, 3, 1].into(), [10, 0, 3, 2].into());
+        let p = gre_probe(&inner, rid, cache, &redirect).unwrap();
+        assert_eq!(crate::wire::ipv4::check(&p).unwrap(), p.len());
+        assert_eq!(crate::wire::ipv4::src(&p), rid);
+        assert_eq!(crate::wire::ipv4::dst(&p), cache);
+        assert_eq!(
+            crate::wire::ipv4::protocol(&p),
+            crate::wire::ipv4::PROTO_GRE
+        );
+        let d = gre::decapsulate(&p[20..]).unwrap();
+        assert_eq!(d.redirect, Some(redirect));
+        assert_eq!(&p[20 + d.inner_offset..], &inner[..]);
+    }
 }
