@@ -306,6 +306,8 @@ pub(crate) fn validate(
         max_sessions,
         non_syn,
         mirror_queue,
+        // The router adds its own listeners' ports when it starts.
+        reserved: Default::default(),
     };
     if let Err(e) = config.validate() {
         let span = raw.port_range.as_ref().map(|s| s.span()).unwrap_or(section);

@@ -111,6 +111,39 @@ pub struct Config {
     pub non_syn: NonSynPolicy,
     /// Mirror records a worker buffers for its backup before it counts an overflow.
     pub mirror_queue: u32,
+    /// Ports never handed out: the router's own listeners on its addresses (which may be pool
+    /// addresses), so a mapping's replies are never taken for the router's own traffic.
+    pub reserved: ReservedPorts,
+}
+
+/// Up to [`ReservedPorts::MAX`] port ranges, each for one protocol, that NAT never allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReservedPorts {
+    ranges: [(u8, u16, u16); ReservedPorts::MAX],
+    len: u8,
+}
+
+impl ReservedPorts {
+    /// Ranges it holds at most.
+    pub const MAX: usize = 8;
+
+    /// Adds `lo..=hi` of `proto`; false when full.
+    pub fn add(&mut self, proto: u8, lo: u16, hi: u16) -> bool {
+        let Some(slot) = self.ranges.get_mut(usize::from(self.len)) else {
+            return false;
+        };
+        *slot = (proto, lo.min(hi), lo.max(hi));
+        self.len += 1;
+        true
+    }
+
+    /// True when `port` of `proto` is reserved.
+    #[inline]
+    pub fn contains(&self, proto: u8, port: u16) -> bool {
+        self.ranges[..usize::from(self.len)]
+            .iter()
+            .any(|&(p, lo, hi)| p == proto && (lo..=hi).contains(&port))
+    }
 }
 
 impl Default for Config {
@@ -124,6 +157,7 @@ impl Default for Config {
             max_sessions: 65536,
             non_syn: NonSynPolicy::Drop,
             mirror_queue: 4096,
+            reserved: ReservedPorts::default(),
         }
     }
 }
@@ -307,6 +341,20 @@ mod tests {
         assert_eq!(c.timeouts.udp, 300);
         assert_eq!(c.timeouts.icmp, 60);
         assert_eq!(good().validate(), Ok(()));
+    }
+
+    #[test]
+    fn reserved_ports() {
+        let mut r = ReservedPorts::default();
+        assert!(!r.contains(17, 2048));
+        assert!(r.add(17, 2048, 2048));
+        assert!(r.add(6, 61999, 60000));
+        assert!(r.contains(17, 2048) && !r.contains(6, 2048));
+        assert!(r.contains(6, 60000) && r.contains(6, 61999) && !r.contains(6, 62000));
+        for _ in 2..ReservedPorts::MAX {
+            assert!(r.add(1, 1, 1));
+        }
+        assert!(!r.add(1, 2, 2));
     }
 
     #[test]

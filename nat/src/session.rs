@@ -308,6 +308,8 @@ pub struct TableParams {
     pub geometry: Geometry,
     /// Hash and port-probe key.
     pub seed: u64,
+    /// Ports never allocated.
+    pub reserved: crate::config::ReservedPorts,
 }
 
 /// One worker's sessions.
@@ -826,7 +828,9 @@ impl SessionTable {
         for i in 0..len {
             // start + offset stays within the block, which lies within u16.
             let port = (start + (first + i) % len) as u16;
-            if !self.map_by_outside.contains_key(&key3(proto, pool, port)) {
+            if !self.p.reserved.contains(proto, port)
+                && !self.map_by_outside.contains_key(&key3(proto, pool, port))
+            {
                 return Ok(port);
             }
         }
@@ -861,6 +865,7 @@ mod tests {
             timeouts: [t.tcp_established, t.tcp_transitory, t.udp, t.icmp],
             geometry: Geometry::new(1024, 65535, 2),
             seed: 42,
+            reserved: Default::default(),
         }
     }
 
@@ -903,6 +908,26 @@ mod tests {
             Err(Miss::NoMapping)
         );
         assert_eq!((t.counters.filtered, t.counters.no_mapping), (1, 1));
+    }
+
+    #[test]
+    fn reserved_ports_are_never_allocated() {
+        // A block of 16 ports with all but two reserved for UDP: only those two are handed out.
+        let mut p = params(64);
+        p.geometry = Geometry::new(2048, 2048 + 31, 1);
+        let start = p.geometry.block_start(0);
+        p.reserved.add(PROTO_UDP, start, start + 13);
+        let mut t = SessionTable::new(p, 100);
+        t.set_home(Some(0));
+        let mut got = Vec::new();
+        for i in 0..3 {
+            match t.outbound(ep(6000 + i), R1, 0, &POOL, true, 100) {
+                Ok(b) => got.push(b.port),
+                Err(m) => assert_eq!((i, m), (2, Miss::Exhausted)),
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![start + 14, start + 15]);
     }
 
     #[test]

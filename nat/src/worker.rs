@@ -158,6 +158,7 @@ impl NatWorker {
                     timeouts: [t.tcp_established, t.tcp_transitory, t.udp, t.icmp],
                     geometry,
                     seed: seed ^ u64::from(id).wrapping_mul(0x9e37_79b9),
+                    reserved: cfg.reserved,
                 },
                 now,
             ),

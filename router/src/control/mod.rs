@@ -216,6 +216,18 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // NAT: the runtime the workers, the switch processor and status share.
     let nat_rt = match &conf.nat.config {
         Some(cfg) => {
+            // Ports the router listens on its own addresses, which may be pool addresses.
+            let mut cfg = cfg.clone();
+            cfg.reserved.add(
+                crate::wire::ipv4::PROTO_UDP,
+                ::wccp::engine::WCCP_PORT,
+                ::wccp::engine::WCCP_PORT,
+            );
+            cfg.reserved.add(
+                crate::wire::ipv4::PROTO_TCP,
+                *crate::probe::PROBE_PORTS.start(),
+                *crate::probe::PROBE_PORTS.end(),
+            );
             let rt = Arc::new(crate::natd::NatRuntime::new(cfg.clone())?);
             tables.nat = Some(Arc::new(crate::natd::NatPlane::new(
                 cfg.clone(),

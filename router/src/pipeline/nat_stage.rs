@@ -46,6 +46,11 @@ impl NatInStage {
             return Verdict::Continue;
         }
         let local = cx.tables.classify(dst) == AddrClass::Local;
+        if local && for_local_listener(&pkt.frame()[HEADER_LEN..], cx) {
+            // The router's own listeners on its address (WCCP, probe answers) come first; NAT
+            // never allocates their ports (`nat::config::ReservedPorts`).
+            return Verdict::Jump(StageKind::LocalDelivery);
+        }
         let Some(nw) = cx.nat.take() else {
             return if local {
                 Verdict::Jump(StageKind::LocalDelivery)
@@ -82,6 +87,20 @@ impl NatOutStage {
         cx.nat = Some(nw);
         finish(step, pkt, cx)
     }
+}
+
+/// True for UDP or TCP to a port the router itself listens on.
+#[inline]
+fn for_local_listener(l3: &[u8], cx: &StageCx<'_>) -> bool {
+    let proto = ipv4::protocol(l3);
+    if proto != ipv4::PROTO_UDP && proto != ipv4::PROTO_TCP {
+        return false;
+    }
+    let hl = ipv4::header_len(l3);
+    let dport = l3
+        .get(hl + 2..hl + 4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+    dport.is_some() && cx.tables.local.handler(proto, dport).is_some()
 }
 
 /// Turns a NAT step into the stage's verdict.
