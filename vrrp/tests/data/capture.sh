@@ -63,6 +63,6 @@ capture default "" 1 100
 capture fast "" 0.1 200
 # Keep it small: start-up (advert, two gratuitous ARPs), a few 10 ms adverts, the priority-0 one.
 last=$(tcpdump -r "$out/keepalived-fast.pcap" 2>/dev/null | wc -l)
-editcap -r "$out/keepalived-fast.pcap" "$tmp/fast.pcap" 1-6 "$last"
+editcap -F pcap -r "$out/keepalived-fast.pcap" "$tmp/fast.pcap" 1-6 "$last"
 cp "$tmp/fast.pcap" "$out/keepalived-fast.pcap"
 keepalived --version 2>&1 | head -1
