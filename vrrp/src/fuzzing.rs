@@ -87,7 +87,11 @@ pub fn fuzz_machine(data: &[u8]) {
         let actions = match op % 8 {
             0 | 1 => {
                 let from = Ipv4Addr::new(192, 0, 2, if op & 0x10 != 0 { 5 } else { 20 });
-                let addrs = if op & 0x20 != 0 { vec![vip] } else { vec![from] };
+                let addrs = if op & 0x20 != 0 {
+                    vec![vip]
+                } else {
+                    vec![from]
+                };
                 let interval = u16::from(next().unwrap_or(1)).max(1);
                 match Advert::new(if op & 0x40 != 0 { 8 } else { 7 }, arg, interval, addrs) {
                     Ok(advert) => vr.on_advert(&advert, from, now),

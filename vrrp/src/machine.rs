@@ -211,7 +211,8 @@ impl VirtualRouter {
     /// Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256 (§6.1), kept to the
     /// microsecond rather than truncated to centiseconds.
     pub fn skew_time(&self) -> Duration {
-        let cs = u64::from(256 - u16::from(self.cfg.priority)) * u64::from(self.master_adver_interval);
+        let cs =
+            u64::from(256 - u16::from(self.cfg.priority)) * u64::from(self.master_adver_interval);
         Duration::from_micros(cs * 10_000 / 256)
     }
 

@@ -187,7 +187,10 @@ impl RxErrors {
 
     /// (name, count) for every reason, zeros included.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        ParseError::NAMES.iter().copied().zip(self.0.iter().copied())
+        ParseError::NAMES
+            .iter()
+            .copied()
+            .zip(self.0.iter().copied())
     }
 
     /// All drops.

@@ -4,9 +4,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use vrrp::wire::{self, ChecksumMode, ParseError, MULTICAST_ADDR, TTL};
-use vrrp::{
-    Action, Advert, BackupCause, Config, ConfigError, MasterCause, State, VirtualRouter,
-};
+use vrrp::{Action, Advert, BackupCause, Config, ConfigError, MasterCause, State, VirtualRouter};
 
 const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const LOWER_PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
@@ -66,7 +64,10 @@ fn s6_1_skew_time_and_master_down_interval() {
     let mut fast = cfg(200);
     fast.adver_interval = 1;
     let vr = started(fast, t0);
-    assert_eq!(vr.master_down_interval(), ms(30) + Duration::from_micros(2_187));
+    assert_eq!(
+        vr.master_down_interval(),
+        ms(30) + Duration::from_micros(2_187)
+    );
 }
 
 #[test]
@@ -82,7 +83,10 @@ fn s6_1_parameter_ranges_are_enforced() {
     bad(|c| c.adver_interval = 0, ConfigError::Interval(0));
     bad(|c| c.adver_interval = 4096, ConfigError::Interval(4096));
     bad(|c| c.virtual_addrs.clear(), ConfigError::AddressCount(0));
-    bad(|c| c.primary_addr = MULTICAST_ADDR, ConfigError::PrimaryAddr(MULTICAST_ADDR));
+    bad(
+        |c| c.primary_addr = MULTICAST_ADDR,
+        ConfigError::PrimaryAddr(MULTICAST_ADDR),
+    );
     bad(|c| c.garp_count = 0, ConfigError::GarpCount);
 }
 
@@ -119,7 +123,10 @@ fn s6_4_1_owner_starts_as_master_and_announces() {
     }
     assert_eq!(actions[3], Action::BecameMaster(MasterCause::AddressOwner));
     assert_eq!(vr.next_deadline(), Some(t0 + ms(1000)));
-    assert!(vr.accepts_virtual_traffic(), "the owner accepts its own addresses");
+    assert!(
+        vr.accepts_virtual_traffic(),
+        "the owner accepts its own addresses"
+    );
 }
 
 // ---- §6.4.2 Backup ----
@@ -132,10 +139,15 @@ fn s6_4_2_backup_takes_over_when_master_down_timer_fires() {
     let actions = vr.on_timer(due);
     assert_eq!(vr.state(), State::Master);
     assert_eq!(sent_priorities(&actions), vec![100]);
-    assert_eq!(actions.last(), Some(&Action::BecameMaster(MasterCause::MasterDown)));
+    assert_eq!(
+        actions.last(),
+        Some(&Action::BecameMaster(MasterCause::MasterDown))
+    );
     assert_eq!(vr.counters().became_master, 1);
     // The advert leaves from the virtual MAC to the VRRP group.
-    let Action::SendAdvert { frame, .. } = &actions[1] else { panic!() };
+    let Action::SendAdvert { frame, .. } = &actions[1] else {
+        panic!()
+    };
     assert_eq!(&frame[0..6], &wire::MULTICAST_MAC.0);
     assert_eq!(&frame[6..12], &wire::virtual_mac(7).0);
 }
@@ -163,7 +175,10 @@ fn s6_4_2_priority_zero_makes_backup_take_over_after_skew_time() {
     assert_eq!(vr.next_deadline(), Some(now + vr.skew_time()));
     assert_eq!(vr.counters().priority_zero_received, 1);
     let actions = vr.on_timer(now + vr.skew_time());
-    assert_eq!(actions.last(), Some(&Action::BecameMaster(MasterCause::MasterResigned)));
+    assert_eq!(
+        actions.last(),
+        Some(&Action::BecameMaster(MasterCause::MasterResigned))
+    );
 }
 
 #[test]
@@ -177,7 +192,10 @@ fn s6_4_2_preempting_backup_ignores_lower_priority_master() {
         now += ms(1000);
         let actions = vr.on_timer(now);
         if !actions.is_empty() {
-            assert_eq!(actions.last(), Some(&Action::BecameMaster(MasterCause::Preempted)));
+            assert_eq!(
+                actions.last(),
+                Some(&Action::BecameMaster(MasterCause::Preempted))
+            );
         }
     }
     assert!(vr.counters().drops.lower_priority >= 3);
@@ -294,7 +312,10 @@ fn s6_4_3_master_shutdown_sends_priority_zero() {
     // Stopped routers ignore adverts and timers; start-up runs again.
     assert!(vr.on_advert(&advert(200, 100), HIGHER_PEER, t1).is_empty());
     assert_eq!(vr.counters().drops.not_running, 1);
-    assert_eq!(vr.startup(t1), vec![Action::BecameBackup(BackupCause::Startup)]);
+    assert_eq!(
+        vr.startup(t1),
+        vec![Action::BecameBackup(BackupCause::Startup)]
+    );
 }
 
 #[test]
@@ -337,7 +358,11 @@ fn s7_1_address_list_mismatch_dropped_unless_from_owner() {
     let before = vr.next_deadline();
     vr.on_advert(&other, HIGHER_PEER, t0 + ms(10));
     assert_eq!(vr.counters().drops.address_mismatch, 1);
-    assert_eq!(vr.next_deadline(), before, "a dropped advert does not reset the timer");
+    assert_eq!(
+        vr.next_deadline(),
+        before,
+        "a dropped advert does not reset the timer"
+    );
     let owner = Advert::new(7, 255, 100, vec![Ipv4Addr::new(192, 0, 2, 99)]).unwrap();
     vr.on_advert(&owner, HIGHER_PEER, t0 + ms(10));
     assert_eq!(vr.counters().owner_address_mismatch, 1);
@@ -428,7 +453,8 @@ fn s7_1_checksum_must_verify_either_way() {
     let mut bad = good();
     bad[7] ^= 1;
     assert_eq!(parse(&bad, TTL), Err(ParseError::BadChecksum));
-    let compat = advert(100, 100).to_bytes(HIGHER_PEER, MULTICAST_ADDR, ChecksumMode::NoPseudoHeader);
+    let compat =
+        advert(100, 100).to_bytes(HIGHER_PEER, MULTICAST_ADDR, ChecksumMode::NoPseudoHeader);
     assert_ne!(compat, good());
     assert_eq!(parse(&compat, TTL).unwrap().1, ChecksumMode::NoPseudoHeader);
     assert_eq!(parse(&good(), TTL).unwrap().1, ChecksumMode::PseudoHeader);
@@ -479,8 +505,17 @@ fn s5_1_ip_header_checks() {
     let mut ttl = packet.clone();
     ttl[8] = 1;
     assert_eq!(wire::parse_ipv4(&fix(ttl)), Err(ParseError::BadTtl(1)));
-    assert!(matches!(wire::parse_ipv4(&packet[..10]), Err(ParseError::BadIpv4Header(_))));
-    let mut frame = wire::build_frame(&a, wire::virtual_mac(7), HIGHER_PEER, 1, ChecksumMode::PseudoHeader);
+    assert!(matches!(
+        wire::parse_ipv4(&packet[..10]),
+        Err(ParseError::BadIpv4Header(_))
+    ));
+    let mut frame = wire::build_frame(
+        &a,
+        wire::virtual_mac(7),
+        HIGHER_PEER,
+        1,
+        ChecksumMode::PseudoHeader,
+    );
     frame[12] = 0x86;
     frame[13] = 0xdd;
     assert_eq!(wire::parse_frame(&frame), Err(ParseError::NotIpv4(0x86dd)));
@@ -503,7 +538,11 @@ fn s5_1_packet_and_frame_layout() {
     assert_eq!(&arp[0..6], &[0xff; 6]);
     assert_eq!(&arp[12..14], &[0x08, 0x06]);
     assert_eq!(&arp[20..22], &[0x00, 0x01], "an ARP request");
-    assert_eq!(&arp[22..28], &wire::virtual_mac(7).0, "sender MAC is the virtual MAC");
+    assert_eq!(
+        &arp[22..28],
+        &wire::virtual_mac(7).0,
+        "sender MAC is the virtual MAC"
+    );
     assert_eq!(&arp[28..32], &VIP.octets());
     assert_eq!(&arp[38..42], &VIP.octets());
 }
@@ -517,7 +556,10 @@ fn switchover_hands_mastership_to_the_peer_and_does_not_preempt_back() {
     let t1 = to_master(&mut vr);
     let actions = vr.switchover(t1);
     assert_eq!(sent_priorities(&actions), vec![0]);
-    assert_eq!(actions.last(), Some(&Action::BecameBackup(BackupCause::Switchover)));
+    assert_eq!(
+        actions.last(),
+        Some(&Action::BecameBackup(BackupCause::Switchover))
+    );
     assert_eq!(vr.state(), State::Backup);
     // The lower-priority peer takes over and advertises; we keep it.
     let mut now = t1;
@@ -529,7 +571,10 @@ fn switchover_hands_mastership_to_the_peer_and_does_not_preempt_back() {
     assert_eq!(vr.state(), State::Backup);
     // If the peer dies we take over again, and preempt as before.
     let due = vr.next_deadline().unwrap();
-    assert_eq!(vr.on_timer(due).last(), Some(&Action::BecameMaster(MasterCause::MasterDown)));
+    assert_eq!(
+        vr.on_timer(due).last(),
+        Some(&Action::BecameMaster(MasterCause::MasterDown))
+    );
     // A backup has nothing to hand over.
     let mut backup = started(cfg(100), t0);
     assert!(backup.switchover(t0).is_empty());
@@ -565,6 +610,11 @@ fn compat_checksum_is_used_on_send_when_configured() {
     c.checksum = ChecksumMode::NoPseudoHeader;
     let mut vr = VirtualRouter::new(c, t0).unwrap();
     let actions = vr.startup(t0);
-    let Action::SendAdvert { frame, .. } = &actions[1] else { panic!() };
-    assert_eq!(wire::parse_frame(frame).unwrap().checksum, ChecksumMode::NoPseudoHeader);
+    let Action::SendAdvert { frame, .. } = &actions[1] else {
+        panic!()
+    };
+    assert_eq!(
+        wire::parse_frame(frame).unwrap().checksum,
+        ChecksumMode::NoPseudoHeader
+    );
 }

@@ -15,8 +15,16 @@ use vrrp::{Action, Config, VirtualRouter};
 /// The frames of a classic little-endian pcap file (what tcpdump -w writes).
 fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap");
-    assert_eq!(u32::from_le_bytes(data[20..24].try_into().unwrap()), 1, "Ethernet");
+    assert_eq!(
+        &data[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "little-endian microsecond pcap"
+    );
+    assert_eq!(
+        u32::from_le_bytes(data[20..24].try_into().unwrap()),
+        1,
+        "Ethernet"
+    );
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
@@ -45,7 +53,9 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
 }
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 const KEEPALIVED_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]);
