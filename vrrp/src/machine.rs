@@ -309,8 +309,11 @@ impl VirtualRouter {
     /// A parsed advertisement with its IP header facts: counts the checksum variant, then
     /// [`VirtualRouter::on_advert`].
     pub fn on_received(&mut self, received: &Received, now: Instant) -> Vec<Action> {
+        let accepted = self.counters.adverts_received;
         let actions = self.on_advert(&received.advert, received.src, now);
-        if received.checksum == ChecksumMode::NoPseudoHeader {
+        if received.checksum == ChecksumMode::NoPseudoHeader
+            && self.counters.adverts_received > accepted
+        {
             self.counters.no_pseudo_header_checksum += 1;
         }
         actions

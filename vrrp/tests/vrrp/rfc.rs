@@ -469,6 +469,13 @@ fn s7_1_checksum_must_verify_either_way() {
     };
     vr.on_received(&rx, t0);
     assert_eq!(vr.counters().no_pseudo_header_checksum, 1);
+    // Only adverts acted on count: a dropped one (another VRID) does not.
+    let other = wire::Received {
+        advert: Advert::new(8, 200, 100, vec![VIP]).unwrap(),
+        ..rx
+    };
+    vr.on_received(&other, t0);
+    assert_eq!(vr.counters().no_pseudo_header_checksum, 1);
 }
 
 #[test]
