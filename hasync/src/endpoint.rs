@@ -55,6 +55,9 @@ pub struct Config {
     pub ack_delay: Duration,
     /// Repeat a NACK for gaps still open after this long.
     pub nack_retry: Duration,
+    /// Ignore a NACK for a message resent less than this long ago (the resend is on its way;
+    /// must stay below `nack_retry`).
+    pub resend_holdoff: Duration,
     /// Heartbeat when nothing else was sent for this long and nothing is unacknowledged.
     pub heartbeat_interval: Duration,
     /// Heartbeat this soon while messages are unacknowledged (detects a lost tail).
@@ -99,6 +102,7 @@ impl Config {
             ack_every: 16,
             ack_delay: Duration::from_millis(10),
             nack_retry: Duration::from_millis(50),
+            resend_holdoff: Duration::from_millis(10),
             heartbeat_interval: Duration::from_millis(250),
             tail_probe: Duration::from_millis(50),
             peer_timeout: Duration::from_secs(3),
@@ -382,6 +386,7 @@ struct Slot {
     kind: Kind,
     body: Vec<u8>,
     first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
     resend_queued: bool,
 }
 
@@ -645,6 +650,7 @@ impl Endpoint {
             kind,
             body,
             first_sent: None,
+            last_sent: None,
             resend_queued: false,
         });
         seq
@@ -794,14 +800,16 @@ impl Endpoint {
             Body::Nack(ranges) => {
                 self.stats.nacks_received += 1;
                 for (from, to) in ranges.iter() {
-                    self.on_nack(from, to);
+                    self.on_nack(from, to, now);
                 }
             }
             Body::ResyncRequest { from_seq } => self.on_resync_request(from_seq),
             Body::Data { seq, .. }
             | Body::ResyncBegin { seq, .. }
             | Body::ResyncChunk { seq, .. }
-            | Body::ResyncEnd { seq, .. } => self.on_sequenced(seq, h.kind, body, frame.payload, now),
+            | Body::ResyncEnd { seq, .. } => {
+                self.on_sequenced(seq, h.kind, body, frame.payload, now)
+            }
         }
         Ok(())
     }
@@ -856,7 +864,7 @@ impl Endpoint {
         }
     }
 
-    fn on_nack(&mut self, from: u64, to: u64) {
+    fn on_nack(&mut self, from: u64, to: u64, now: Instant) {
         if from < self.tx.base {
             // Asks for what we no longer have: our floor (sent at once) tells the peer.
             self.heartbeat_now = true;
@@ -865,7 +873,10 @@ impl Endpoint {
         let hi = to.min(self.tx.next_unsent);
         for seq in lo..hi {
             let slot = &mut self.tx.queue[(seq - self.tx.base) as usize];
-            if !slot.resend_queued {
+            let recent = slot
+                .last_sent
+                .is_some_and(|t| now < t + self.cfg.resend_holdoff);
+            if !slot.resend_queued && !recent {
                 slot.resend_queued = true;
                 self.tx.resend.push_back(seq);
             }
@@ -915,10 +926,13 @@ impl Endpoint {
         if seq > rx.expected {
             if seq - rx.expected >= self.cfg.reorder_window {
                 self.stats.beyond_window += 1;
-            } else if rx.reorder.contains_key(&seq) {
-                self.stats.duplicates += 1;
             } else {
-                rx.reorder.insert(seq, (kind, payload.to_vec()));
+                match rx.reorder.entry(seq) {
+                    std::collections::btree_map::Entry::Occupied(_) => self.stats.duplicates += 1,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert((kind, payload.to_vec()));
+                    }
+                }
             }
             return;
         }
@@ -1127,8 +1141,7 @@ impl Endpoint {
             self.send_control(Kind::Hello, out);
             return true;
         }
-        if due(self.nack_at()) {
-            self.send_nack(now, out);
+        if due(self.nack_at()) && self.send_nack(now, out) {
             return true;
         }
         let request_due = due(self.request_at());
@@ -1173,16 +1186,27 @@ impl Endpoint {
         false
     }
 
-    fn send_nack(&mut self, now: Instant, out: &mut Vec<u8>) {
+    /// Sends a NACK of the gaps; false (nothing sent) when there is no gap to report.
+    fn send_nack(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         let max_ranges = (self.cfg.max_payload() / NACK_RANGE_LEN).max(1);
-        let Some(rx) = self.rx.as_mut() else { return };
+        let nack_retry = self.cfg.nack_retry;
+        let Some(rx) = self.rx.as_mut() else {
+            return false;
+        };
         let limit = rx
             .peer_next
             .min(rx.expected.saturating_add(self.cfg.reorder_window));
+        // Prompted by news (a higher sequence) within the retry interval: only the new gaps,
+        // the older ones were NACKed moments ago. Otherwise all of them.
+        let news_only = rx.last_nack.is_some_and(|t| now < t + nack_retry);
+        let mut cursor = if news_only {
+            rx.nacked_upto.max(rx.expected)
+        } else {
+            rx.expected
+        };
         self.body.clear();
         let mut ranges = 0;
-        let mut cursor = rx.expected;
-        for &k in rx.reorder.keys() {
+        for &k in rx.reorder.range(cursor..).map(|(k, _)| k) {
             if ranges == max_ranges || cursor >= limit {
                 break;
             }
@@ -1196,14 +1220,15 @@ impl Endpoint {
             push_nack_range(cursor, limit, &mut self.body);
         }
         rx.nacked_upto = rx.peer_next;
-        rx.last_nack = Some(now);
-        self.stats.nacks_sent += 1;
-        if self.body.is_empty() {
-            // Nothing below the limit is missing after all; an ack says where we are.
-            self.send_control(Kind::Ack, out);
-        } else {
-            self.send_body(Kind::Nack, out);
+        if !news_only {
+            rx.last_nack = Some(now);
         }
+        if self.body.is_empty() {
+            return false;
+        }
+        self.stats.nacks_sent += 1;
+        self.send_body(Kind::Nack, out);
+        true
     }
 
     fn header(&mut self, kind: Kind) -> Header {
@@ -1226,7 +1251,9 @@ impl Endpoint {
             epoch: self.cfg.epoch,
             packet,
             floor: self.tx.base,
-            next_seq: self.tx.next_seq(),
+            // What was actually sent: counting queued-but-unsent messages would make the peer
+            // NACK messages still on their way.
+            next_seq: self.tx.next_unsent,
             peer_epoch,
             ack,
         }
@@ -1254,6 +1281,7 @@ impl Endpoint {
         let h = self.header(self.tx.queue[i].kind);
         let slot = &mut self.tx.queue[i];
         slot.first_sent.get_or_insert(now);
+        slot.last_sent = Some(now);
         self.auth.seal(&h, &slot.body, out);
         self.sent(out);
     }
@@ -1267,7 +1295,9 @@ impl Endpoint {
             peer_id: self.cfg.peer_id,
             peer_epoch: rx.map(|rx| rx.epoch),
             peer_alive: self.peer_alive,
-            peer_last_heard: self.peer_last_rx.map(|t| self.now.saturating_duration_since(t)),
+            peer_last_heard: self
+                .peer_last_rx
+                .map(|t| self.now.saturating_duration_since(t)),
             in_sync: self.in_sync(),
             unacked: self.tx.queue.len() as u64,
             oldest_unacked: self
@@ -1285,11 +1315,13 @@ impl Endpoint {
                 done: r.sent,
                 total: r.total,
             }),
-            resync_receiving: rx.and_then(|rx| rx.resync.as_ref()).map(|r| ResyncProgress {
-                id: r.id,
-                done: r.received,
-                total: r.total,
-            }),
+            resync_receiving: rx
+                .and_then(|rx| rx.resync.as_ref())
+                .map(|r| ResyncProgress {
+                    id: r.id,
+                    done: r.received,
+                    total: r.total,
+                }),
             resync_wanted: rx.is_some_and(|rx| rx.want_resync),
             replica_entries: self.replica.total(),
             counters: self.stats,
@@ -1300,10 +1332,19 @@ impl Endpoint {
 
 /// Applies snapshot records, skipping keys updated live since the Begin (their snapshot value is
 /// older than what the replica holds).
-fn apply_chunk(replica: &mut Replica, rs: &mut ResyncRx, records: Records<'_>, stats: &mut Counters) {
+fn apply_chunk(
+    replica: &mut Replica,
+    rs: &mut ResyncRx,
+    records: Records<'_>,
+    stats: &mut Counters,
+) {
     for r in records.iter() {
         rs.received += 1;
-        if rs.live.get(&r.table).is_some_and(|keys| keys.contains(r.key)) {
+        if rs
+            .live
+            .get(&r.table)
+            .is_some_and(|keys| keys.contains(r.key))
+        {
             stats.resync_superseded += 1;
             continue;
         }
@@ -1391,9 +1432,12 @@ mod tests {
         pump(&mut a, &mut b, now, &state);
         assert!(b.in_sync());
         assert_eq!(b.replica().digests(), digests(&state));
-        assert!(a.status().counters.resyncs_sent == 1 && b.status().counters.resyncs_completed == 1);
+        assert!(
+            a.status().counters.resyncs_sent == 1 && b.status().counters.resyncs_completed == 1
+        );
         assert_eq!(a.status().unacked, 0);
-        a.publish(RecordRef::delete(T, &7u32.to_be_bytes())).unwrap();
+        a.publish(RecordRef::delete(T, &7u32.to_be_bytes()))
+            .unwrap();
         a.publish(RecordRef::upsert(T, b"new", b"v")).unwrap();
         pump(&mut a, &mut b, now, &[]);
         assert_eq!(b.replica().get(T, b"new"), Some(&b"v"[..]));
@@ -1423,7 +1467,13 @@ mod tests {
         let kinds: Vec<u8> = msgs.iter().map(|m| m[5]).collect();
         assert_eq!(
             kinds,
-            [Kind::ResyncBegin, Kind::Data, Kind::ResyncChunk, Kind::ResyncEnd].map(|k| k as u8)
+            [
+                Kind::ResyncBegin,
+                Kind::Data,
+                Kind::ResyncChunk,
+                Kind::ResyncEnd
+            ]
+            .map(|k| k as u8)
         );
         for m in &msgs {
             b.handle(m, now).unwrap();
@@ -1457,10 +1507,17 @@ mod tests {
         assert_eq!(b.status().missing, 1);
         let back = drain(&mut b, now);
         assert_eq!(back[0][5], Kind::Nack as u8);
+        // A NACK within the holdoff of the first send is ignored (that copy may be on its way).
+        a.handle(&back[0], now).unwrap();
+        assert!(drain(&mut a, now).is_empty());
+        let later = now + Duration::from_millis(60);
+        a.handle(&back[0], later).unwrap_err(); // and the same NACK again is a replay
+        let back = drain(&mut b, later);
+        assert_eq!(back[0][5], Kind::Nack as u8, "re-NACKed after nack_retry");
         for m in &back {
-            a.handle(m, now).unwrap();
+            a.handle(m, later).unwrap();
         }
-        let resent = drain(&mut a, now);
+        let resent = drain(&mut a, later);
         assert_eq!(a.status().counters.resends, 1);
         for m in &resent {
             b.handle(m, now).unwrap();
@@ -1591,6 +1648,9 @@ mod tests {
         let mut c = ok.clone();
         c.max_message = 100;
         assert!(c.validate().is_err());
-        assert!(!format!("{ok:?}").contains("0123"), "Debug must not print the key");
+        assert!(
+            !format!("{ok:?}").contains("0123"),
+            "Debug must not print the key"
+        );
     }
 }

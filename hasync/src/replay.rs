@@ -99,7 +99,9 @@ mod tests {
         let mut top = 0u64;
         let mut x = 12345u64;
         for _ in 0..20000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let n = (top + 40).saturating_sub((x >> 33) % 200).max(1);
             let expect = if n + 128 <= top {
                 Err(ReplayError::TooOld)

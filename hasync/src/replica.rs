@@ -135,11 +135,7 @@ impl Replica {
     /// Marks the key's entry (if any) as confirmed under `mark`.
     #[cfg(test)]
     pub(crate) fn mark(&mut self, table: TableId, key: &[u8], mark: u32) {
-        if let Some(e) = self
-            .tables
-            .get_mut(&table)
-            .and_then(|t| t.map.get_mut(key))
-        {
+        if let Some(e) = self.tables.get_mut(&table).and_then(|t| t.map.get_mut(key)) {
             e.mark = mark;
         }
     }
