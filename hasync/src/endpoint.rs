@@ -1414,6 +1414,16 @@ mod tests {
         panic!("no quiescence");
     }
 
+    /// `pump` at steps of 20 ms for `ms` milliseconds, with timers: lets retries happen.
+    fn pump_for(a: &mut Endpoint, b: &mut Endpoint, now: Instant, ms: u64, state: &[Record]) {
+        for step in 0..=ms / 20 {
+            let t = now + Duration::from_millis(step * 20);
+            a.on_tick(t);
+            b.on_tick(t);
+            pump(a, b, t, state);
+        }
+    }
+
     fn digests(state: &[Record]) -> Digests {
         Digests::of(
             state
@@ -1600,6 +1610,22 @@ mod tests {
         assert_eq!(b.replica().digests(), digests(&new_state));
         assert_eq!(b.handle(&old_msg, now), Err(Reject::StaleEpoch));
         assert_eq!(b.status().peer_epoch, Some(101));
+    }
+
+    /// The standby restarts (new epoch, empty replica): the active answers its resync request
+    /// although it already served the previous run's.
+    #[test]
+    fn standby_restart_gets_a_fresh_resync() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair(now);
+        let state: Vec<Record> = (0..50u8).map(|i| Record::upsert(T, [i], [i])).collect();
+        pump(&mut a, &mut b, now, &state);
+        assert!(b.in_sync());
+        let mut b2 = Endpoint::new(Config::new(2, 1, 201, KEY), now).unwrap();
+        pump_for(&mut a, &mut b2, now, 200, &state);
+        assert!(b2.in_sync(), "{:#?}\n{:#?}", a.status(), b2.status());
+        assert_eq!(b2.replica().digests(), digests(&state));
+        assert_eq!(a.status().counters.resyncs_sent, 2);
     }
 
     #[test]

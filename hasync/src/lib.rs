@@ -41,8 +41,11 @@
 //!
 //! - Sequenced messages stay in a bounded resend queue until cumulatively acked. The receiver
 //!   acks every [`Config::ack_every`] messages or after [`Config::ack_delay`], and answers every
-//!   heartbeat; it NACKs gaps (ranges) as soon as it sees them and again every
-//!   [`Config::nack_retry`]; NACKed messages are resent (under a fresh packet number).
+//!   heartbeat; it NACKs new gaps (ranges) as soon as it sees them and all open gaps again
+//!   every [`Config::nack_retry`]; NACKed messages are resent under a fresh packet number,
+//!   except those (re)sent less than [`Config::resend_holdoff`] ago (that copy is on its way).
+//! - A header's `next sequence` counts only messages actually sent, so the peer never NACKs
+//!   what is still queued here.
 //! - Heartbeats come every [`Config::heartbeat_interval`] when idle and every
 //!   [`Config::tail_probe`] while anything is unacked, so a lost tail is NACKed.
 //! - The receiver applies sequenced messages strictly in order (buffering up to
