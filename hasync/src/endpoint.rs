@@ -132,6 +132,22 @@ impl Config {
         if self.resend_queue == 0 || self.reorder_window == 0 || self.resync_window == 0 {
             return Err(ConfigError::ZeroWindow);
         }
+        // Bounded so deadline arithmetic on `Instant` cannot overflow.
+        let limit = Duration::from_secs(86_400);
+        for (name, d) in [
+            ("max-lag", self.max_lag),
+            ("ack-delay", self.ack_delay),
+            ("nack-retry", self.nack_retry),
+            ("resend-holdoff", self.resend_holdoff),
+            ("heartbeat-interval", self.heartbeat_interval),
+            ("tail-probe", self.tail_probe),
+            ("peer-timeout", self.peer_timeout),
+            ("resync-retry", self.resync_retry),
+        ] {
+            if (d.is_zero() && name != "resend-holdoff") || d > limit {
+                return Err(ConfigError::Duration(name));
+            }
+        }
         Ok(())
     }
 
@@ -166,6 +182,9 @@ pub enum ConfigError {
     /// A queue or window of size 0.
     #[error("sync resend queue, reorder window and resync window must be nonzero")]
     ZeroWindow,
+    /// A timer of zero or more than a day.
+    #[error("sync {0} must be between 1 ns and 24 h (resend-holdoff may be 0)")]
+    Duration(&'static str),
 }
 
 /// Why a received message was refused (each is counted in [`RejectCounters`]).
@@ -1674,6 +1693,9 @@ mod tests {
         let mut c = ok.clone();
         c.max_message = 100;
         assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.peer_timeout = Duration::MAX;
+        assert_eq!(c.validate(), Err(ConfigError::Duration("peer-timeout")));
         assert!(
             !format!("{ok:?}").contains("0123"),
             "Debug must not print the key"

@@ -89,6 +89,12 @@
 //!   [`Endpoint::publish`] and must be split by the router.
 //! - The epoch must grow across restarts (e.g. UNIX time in microseconds at start); a sender whose
 //!   clock went back is refused as stale until its epoch passes the old one.
+//! - A receiver that restarted accepts the first authentic epoch it hears: a replayed message of
+//!   an older run can be accepted until the live peer is heard; then the older run is refused as
+//!   stale, the receive stream restarts and the resync repairs the replica (`in_sync` stays
+//!   false until then).
+//! - During a resync the receiver remembers every key updated live (memory grows with the live
+//!   update rate times the resync's duration).
 //! - Live records published while no peer is alive are queued until `max_lag` or the queue
 //!   bound, then dropped: the peer resyncs when it comes back.
 #![forbid(unsafe_code)]
