@@ -9,9 +9,8 @@
 # When cargo-fuzz cannot be installed or cannot build here the step fails: a fuzz step that
 # did not fuzz must not pass (issue 13). The seed corpora are still replayed through the same
 # entry points as ordinary tests (`wccp/tests/wccp/fuzz_corpus.rs`, `gre`'s corpus test, and the
-# `conf_parse`, `steering_compile`, `router_pipeline` and `vrrp_*` replays in conf, steering,
-# router and vrrp)
-# first, so a crash among them is reported too.
+# `conf_parse`, `steering_compile`, `router_pipeline`, `vrrp_*` and `hasync_handle` replays in
+# conf, steering, router, vrrp and hasync) first, so a crash among them is reported too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-5}"
@@ -24,6 +23,7 @@ fallback() {
   cargo test -p steering --test chains replay_steering_compile_corpus || true
   cargo test -p router --test pipeline replay_router_pipeline_corpus || true
   cargo test -p vrrp --test vrrp fuzz_corpus:: || true
+  cargo test -p hasync --test hasync replay_hasync_handle_corpus || true
   exit 1
 }
 
