@@ -9,7 +9,10 @@
 //! packets arriving on an exclude-in interface, and packets sourced from any cache of any group.
 //! Services are tried by priority; a service's redirect list may deny a packet (the next service
 //! is tried). A flow whose bucket (or mask value) is unassigned, or whose cache fast failover
-//! has taken out, is routed normally. With flow affinity, a TCP flow keeps the cache (or the
+//! has taken out, is routed normally, dropped or dropped with a RST / ICMP prohibited, as the
+//! service's `fail-policy` says. With GRE forwarding, SYNs and the SYN-ACKs answering them get
+//! their MSS clamped to fit the cache link, and a packet with DF too big for it once
+//! encapsulated is answered with fragmentation needed. With flow affinity, a TCP flow keeps the cache (or the
 //! normal path) it started on when its bucket moves. Later IP fragments of a datagram follow
 //! its first fragment (module `fragments`).
 //!
