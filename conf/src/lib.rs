@@ -73,9 +73,9 @@ pub use types::{
     IoBackend, LogLevel, MacAddr, ParseIoBackendError, ParseLogLevelError, ParseMacError,
 };
 pub use wccp::{
-    acl_permits, WccpAclAction, WccpAclRule, WccpOptions, WccpProbe, WccpServiceConf,
-    DEFAULT_AFFINITY_IDLE_SECS, DEFAULT_AFFINITY_MAX_FLOWS, DEFAULT_PROBE_INTERVAL_MS,
-    DEFAULT_PROBE_MISSES, DEFAULT_PROBE_PORT,
+    acl_permits, GreMssClamp, WccpAclAction, WccpAclRule, WccpFailPolicy, WccpOptions, WccpProbe,
+    WccpServiceConf, DEFAULT_AFFINITY_IDLE_SECS, DEFAULT_AFFINITY_MAX_FLOWS,
+    DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_MISSES, DEFAULT_PROBE_PORT,
 };
 
 /// Default path of the management socket that `swrouter status`/`reload` talk to.

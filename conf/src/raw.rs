@@ -60,6 +60,8 @@ pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "alternate-hash",
     "probe",
     "probe-port",
+    "fail-policy",
+    "gre-mss-clamp",
     "redirect-list",
 ];
 /// Keys of `[[wccp.service.redirect-list]]`, in documentation order.
@@ -160,6 +162,10 @@ pub(crate) struct RawWccpService {
     pub probe: Option<Spanned<String>>,
     /// `probe-port = 80`.
     pub probe_port: Option<Spanned<Int>>,
+    /// `fail-policy = "open"`.
+    pub fail_policy: Option<Spanned<String>>,
+    /// `gre-mss-clamp = "auto"` or a number.
+    pub gre_mss_clamp: Option<Spanned<toml::Value>>,
     /// `[[wccp.service.redirect-list]]` rules.
     #[serde(default)]
     pub redirect_list: Vec<Spanned<RawWccpAclRule>>,

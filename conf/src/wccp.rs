@@ -124,6 +124,88 @@ pub const DEFAULT_AFFINITY_MAX_FLOWS: u32 = 65536;
 /// Default idle time after which an affinity entry is forgotten, in seconds.
 pub const DEFAULT_AFFINITY_IDLE_SECS: u32 = 120;
 
+/// What the router does with a service's packet when no cache holds its bucket (or mask value):
+/// the bucket is unassigned, the group has no cache at all, or fast failover took the assigned
+/// cache out (`fail-policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WccpFailPolicy {
+    /// Forward it normally, as if there were no WCCP (IOS's default `mode open`).
+    #[default]
+    Open,
+    /// Drop it silently (IOS `mode closed`): the service must never bypass its caches.
+    ClosedDrop,
+    /// Drop it and tell the client at once: a TCP RST from the destination's address, ICMP
+    /// destination unreachable (administratively prohibited) for other protocols.
+    ClosedReject,
+}
+
+impl WccpFailPolicy {
+    /// Every policy, in documentation order.
+    pub const ALL: [WccpFailPolicy; 3] = [
+        WccpFailPolicy::Open,
+        WccpFailPolicy::ClosedDrop,
+        WccpFailPolicy::ClosedReject,
+    ];
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WccpFailPolicy::Open => "open",
+            WccpFailPolicy::ClosedDrop => "closed-drop",
+            WccpFailPolicy::ClosedReject => "closed-reject",
+        }
+    }
+}
+
+/// Smallest MSS `gre-mss-clamp` accepts: RFC 879's default, which every host must take.
+pub const MIN_GRE_MSS_CLAMP: u16 = 536;
+/// Largest MSS `gre-mss-clamp` accepts (a 9000-byte jumbo path minus GRE and headers).
+pub const MAX_GRE_MSS_CLAMP: u16 = 8932;
+
+/// How TCP SYNs of GRE-redirected flows have their MSS option clamped (`gre-mss-clamp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GreMssClamp {
+    /// The egress MTU toward the cache − 20 (IP) − 20 (TCP) − 28 (outer IP, GRE, redirect
+    /// header).
+    #[default]
+    Auto,
+    /// This MSS at most.
+    Fixed(u16),
+    /// No clamping.
+    Off,
+}
+
+impl GreMssClamp {
+    /// The MSS to clamp to when the egress MTU toward the cache is `mtu`; `None` when off.
+    pub fn for_mtu(self, mtu: u16) -> Option<u16> {
+        match self {
+            GreMssClamp::Auto => Some(mtu.saturating_sub(40 + 28).max(MIN_GRE_MSS_CLAMP)),
+            GreMssClamp::Fixed(n) => Some(n),
+            GreMssClamp::Off => None,
+        }
+    }
+}
+
+impl std::fmt::Display for GreMssClamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GreMssClamp::Auto => f.write_str("auto"),
+            GreMssClamp::Fixed(n) => write!(f, "{n}"),
+            GreMssClamp::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for GreMssClamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            GreMssClamp::Fixed(n) => s.serialize_u16(*n),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
 /// The `[wccp]` keys that apply to every service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WccpOptions {
@@ -176,6 +258,10 @@ pub struct WccpServiceConf {
     pub redirect_list: Vec<WccpAclRule>,
     /// How fast failover probes this service's caches.
     pub probe: WccpProbe,
+    /// What happens to packets no cache can take (`fail-policy`).
+    pub fail_policy: WccpFailPolicy,
+    /// MSS clamping of GRE-redirected TCP SYNs (`gre-mss-clamp`).
+    pub gre_mss_clamp: GreMssClamp,
 }
 
 impl WccpServiceConf {
@@ -368,6 +454,8 @@ pub(crate) fn services(
             .map(|rule| acl_rule(at, rule))
             .collect::<Result<Vec<_>>>()?;
         let probe = probe_mode(at, r)?;
+        let fail_policy = fail_policy(at, r.fail_policy.as_ref(), id, definition.is_some())?;
+        let gre_mss_clamp = gre_mss_clamp(at, r.gre_mss_clamp.as_ref())?;
         out.push((
             WccpServiceConf {
                 id,
@@ -379,6 +467,8 @@ pub(crate) fn services(
                 definition,
                 redirect_list,
                 probe,
+                fail_policy,
+                gre_mss_clamp,
             },
             line,
         ));
@@ -440,6 +530,62 @@ fn probe_mode(at: &Locator<'_>, r: &RawWccpService) -> Result<WccpProbe> {
             ))
         }
     })
+}
+
+/// A service's `fail-policy`. A closed policy needs to know which packets are the service's
+/// while no cache is there to announce it: service 0 knows, a dynamic service must be pinned
+/// (a learnt definition is forgotten when the last cache leaves).
+fn fail_policy(
+    at: &Locator<'_>,
+    v: Option<&Spanned<String>>,
+    id: u8,
+    pinned: bool,
+) -> Result<WccpFailPolicy> {
+    let Some(v) = v else {
+        return Ok(WccpFailPolicy::default());
+    };
+    let Some(p) = WccpFailPolicy::ALL
+        .into_iter()
+        .find(|p| p.as_str() == v.get_ref())
+    else {
+        return Err(at.err(
+            &v.span(),
+            format!(
+                "unknown fail-policy `{}`; expected open, closed-drop or closed-reject",
+                v.get_ref()
+            ),
+        ));
+    };
+    if p != WccpFailPolicy::Open && id != 0 && !pinned {
+        return Err(at.err(
+            &v.span(),
+            format!("fail-policy = \"{}\" needs the definition of service {id} pinned (`protocol`, `ports`, ...): with no cache in the group the router would not know which packets are the service's", p.as_str()),
+        ));
+    }
+    Ok(p)
+}
+
+/// A service's `gre-mss-clamp`: "auto", "off" or an MSS.
+fn gre_mss_clamp(at: &Locator<'_>, v: Option<&Spanned<toml::Value>>) -> Result<GreMssClamp> {
+    let Some(v) = v else {
+        return Ok(GreMssClamp::default());
+    };
+    let bad = || {
+        at.err(
+            &v.span(),
+            format!("`gre-mss-clamp` must be \"auto\", \"off\" or an MSS {MIN_GRE_MSS_CLAMP}..={MAX_GRE_MSS_CLAMP}"),
+        )
+    };
+    match v.get_ref() {
+        toml::Value::String(s) if s == "auto" => Ok(GreMssClamp::Auto),
+        toml::Value::String(s) if s == "off" => Ok(GreMssClamp::Off),
+        toml::Value::Integer(n) => u16::try_from(*n)
+            .ok()
+            .filter(|n| (MIN_GRE_MSS_CLAMP..=MAX_GRE_MSS_CLAMP).contains(n))
+            .map(GreMssClamp::Fixed)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
 }
 
 /// A service `id`: 0 (the standard web-cache service) or a dynamic service 1..=255.
@@ -794,6 +940,15 @@ pub(crate) fn emit(
         let _ = writeln!(out, "probe = {}", quote(s.probe.as_str()));
         if let WccpProbe::Direct { port } = s.probe {
             let _ = writeln!(out, "probe-port = {port}");
+        }
+        let _ = writeln!(out, "fail-policy = {}", quote(s.fail_policy.as_str()));
+        match s.gre_mss_clamp {
+            GreMssClamp::Fixed(n) => {
+                let _ = writeln!(out, "gre-mss-clamp = {n}");
+            }
+            c => {
+                let _ = writeln!(out, "gre-mss-clamp = {}", quote(&c.to_string()));
+            }
         }
         for r in &s.redirect_list {
             out.push_str("\n[[wccp.service.redirect-list]]\n");

@@ -665,6 +665,40 @@ fn wccp(f: &mut Families, w: &crate::status::WccpStatus) {
             l,
             &t.fragments_unmatched,
         );
+        for (names, what, v) in [
+            (
+                ("swrouter_wccp_fail_open_forwarded_packets_total", "swrouter_wccp_fail_open_forwarded_bytes_total"),
+                "no cache could take (unassigned or bypassed): forwarded normally (fail-policy open)",
+                &t.fail_open_forwarded,
+            ),
+            (
+                ("swrouter_wccp_fail_closed_dropped_packets_total", "swrouter_wccp_fail_closed_dropped_bytes_total"),
+                "no cache could take: dropped (fail-policy closed-drop, later fragments of closed-reject)",
+                &t.fail_closed_dropped,
+            ),
+            (
+                ("swrouter_wccp_fail_closed_rejected_packets_total", "swrouter_wccp_fail_closed_rejected_bytes_total"),
+                "no cache could take: dropped and answered with a TCP RST or ICMP prohibited (fail-policy closed-reject)",
+                &t.fail_closed_rejected,
+            ),
+            (
+                ("swrouter_wccp_mss_clamped_packets_total", "swrouter_wccp_mss_clamped_bytes_total"),
+                "GRE-redirected SYNs and their SYN-ACKs whose MSS option was lowered (gre-mss-clamp)",
+                &t.mss_clamped,
+            ),
+            (
+                ("swrouter_wccp_gre_fragmented_packets_total", "swrouter_wccp_gre_fragmented_bytes_total"),
+                "GRE-redirected without DF and too big once encapsulated: sent in IP fragments",
+                &t.gre_fragmented,
+            ),
+            (
+                ("swrouter_wccp_gre_too_big_packets_total", "swrouter_wccp_gre_too_big_bytes_total"),
+                "GRE-redirected with DF and too big once encapsulated: dropped, fragmentation needed sent",
+                &t.gre_too_big,
+            ),
+        ] {
+            f.traffic(names, what, l, v);
+        }
         for c in &svc.caches {
             let l: &[(&str, &str)] = &[("service", &id), ("cache", &c.address)];
             f.gauge(

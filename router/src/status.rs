@@ -172,6 +172,25 @@ pub struct WccpTrafficStatus {
     /// Non-first IP fragments whose first fragment was not seen (forwarded normally).
     #[serde(default)]
     pub fragments_unmatched: TrafficCount,
+    /// No cache could take them (unassigned or bypassed); forwarded normally (`open`).
+    #[serde(default)]
+    pub fail_open_forwarded: TrafficCount,
+    /// No cache could take them; dropped (`closed-drop`, and later fragments of `closed-*`).
+    #[serde(default)]
+    pub fail_closed_dropped: TrafficCount,
+    /// No cache could take them; dropped and answered (`closed-reject`).
+    #[serde(default)]
+    pub fail_closed_rejected: TrafficCount,
+    /// GRE-redirected SYNs and their SYN-ACKs whose MSS option was lowered.
+    #[serde(default)]
+    pub mss_clamped: TrafficCount,
+    /// GRE-redirected packets without DF sent in IP fragments (too big once encapsulated).
+    #[serde(default)]
+    pub gre_fragmented: TrafficCount,
+    /// GRE-redirected packets with DF too big once encapsulated: dropped, fragmentation needed
+    /// sent to the client.
+    #[serde(default)]
+    pub gre_too_big: TrafficCount,
 }
 
 /// One service group.
@@ -211,6 +230,12 @@ pub struct WccpServiceStatus {
     /// 3128", "off", or why its caches cannot be probed.
     #[serde(default)]
     pub probe: String,
+    /// What happens when no cache can take a packet: open, closed-drop or closed-reject.
+    #[serde(default)]
+    pub fail_policy: String,
+    /// MSS clamping of GRE-redirected SYNs: auto, off or the MSS.
+    #[serde(default)]
+    pub gre_mss_clamp: String,
 }
 
 /// One cache of a service group.
@@ -731,6 +756,18 @@ pub fn render(s: &Status) -> String {
                 t.fragments_unmatched.packets,
                 svc.redirect_list_rules,
                 svc.probe
+            );
+            let _ = writeln!(
+                o,
+                "  no cache: fail-policy {}  forwarded {}  dropped {}  rejected {}  GRE: mss-clamp {} clamped {}  fragmented {}  too-big {}",
+                svc.fail_policy,
+                t.fail_open_forwarded.packets,
+                t.fail_closed_dropped.packets,
+                t.fail_closed_rejected.packets,
+                svc.gre_mss_clamp,
+                t.mss_clamped.packets,
+                t.gre_fragmented.packets,
+                t.gre_too_big.packets
             );
         }
         if let Some(f) = &w.fast_failover {

@@ -946,6 +946,8 @@ struct PlaneSpec {
     a_l2_return: bool,
     counters: Arc<router::tables::wccp::ServiceCounters>,
     stats: Arc<router::tables::wccp::AffinityStats>,
+    fail_policy: conf::WccpFailPolicy,
+    gre_mss_clamp: conf::GreMssClamp,
 }
 
 impl PlaneSpec {
@@ -957,6 +959,8 @@ impl PlaneSpec {
             a_l2_return: false,
             counters: Default::default(),
             stats: Default::default(),
+            fail_policy: Default::default(),
+            gre_mss_clamp: Default::default(),
         }
     }
 
@@ -991,6 +995,8 @@ impl PlaneSpec {
             redirect_list: Arc::from(self.acl.clone()),
             failed: self.failed.to_vec(),
             counters: self.counters.clone(),
+            fail_policy: self.fail_policy,
+            gre_mss_clamp: self.gre_mss_clamp,
         };
         let affinity = AffinityConf {
             enabled: true,
@@ -1566,6 +1572,8 @@ fn flows_stay_on_a_draining_cache_and_new_ones_go_elsewhere() {
         redirect_list: Arc::from(Vec::new()),
         failed: vec![false],
         counters: spec.counters.clone(),
+        fail_policy: Default::default(),
+        gre_mss_clamp: Default::default(),
     };
     let affinity = AffinityConf {
         enabled: true,
@@ -1595,4 +1603,261 @@ fn flows_stay_on_a_draining_cache_and_new_ones_go_elsewhere() {
         b.tables.wccp.is_member(CACHE_A.into()),
         "A's own traffic stays unredirected"
     );
+}
+
+/// `tcp_syn(80)` carrying an MSS option of `mss` (checksum filled).
+fn tcp_syn_mss(mss: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 44];
+    ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+    ipv4::Ipv4Repr {
+        src: [10, 0, 1, 2].into(),
+        dst: [10, 0, 2, 80].into(),
+        protocol: 6,
+        payload_len: 24,
+        ttl: 64,
+        ident: 9,
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut f[14..34]);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 0x60; // data offset 6
+    f[47] = 0x02; // SYN
+    f[48..50].copy_from_slice(&65535u16.to_be_bytes());
+    f[54..58].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+    fill_tcp_checksum(&mut f);
+    f
+}
+
+/// Fills the TCP checksum of an Ethernet + IPv4 (20) + TCP frame.
+fn fill_tcp_checksum(f: &mut [u8]) {
+    let (src, dst) = (ipv4::src(&f[14..]), ipv4::dst(&f[14..]));
+    let total = ipv4::total_len(&f[14..]);
+    router::wire::tcp::TcpPacket::new_unchecked(&mut f[34..14 + total]).fill_checksum(src, dst);
+}
+
+/// The TCP segment of a frame (IPv4 header of 20) and whether its checksum verifies.
+fn tcp_of(f: &[u8]) -> (router::wire::tcp::TcpRepr, bool) {
+    let l3 = &f[14..];
+    let t = router::wire::tcp::TcpPacket::new_checked(&l3[20..ipv4::total_len(l3)]).unwrap();
+    (
+        router::wire::tcp::TcpRepr::parse(&t).unwrap(),
+        t.verify_checksum(ipv4::src(l3), ipv4::dst(l3)),
+    )
+}
+
+#[test]
+fn fail_policy_decides_what_happens_when_no_cache_holds_the_bucket() {
+    use conf::WccpFailPolicy as P;
+    use router::wire::tcp::flags as tf;
+    for policy in [P::Open, P::ClosedDrop, P::ClosedReject] {
+        let mut spec = PlaneSpec::new();
+        spec.failed = [true, false]; // fast failover took the bucket's cache out
+        spec.fail_policy = policy;
+        let (mut b, t0) = wccp_bench(&spec);
+        b.neighbours
+            .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+        let syn = tcp_syn_mss(1460);
+        b.run(vec![syn.clone()], t0);
+        let (to_server, to_client) = (destinations(&mut b), b.take_tx(0));
+        let c = &spec.counters;
+        assert_eq!(c.bypassed.get().0, 1, "{policy:?}: the cause is counted");
+        let dropped = b.drops(StageKind::WccpRedirect, DropReason::WccpFailClosed);
+        match policy {
+            P::Open => {
+                assert_eq!(to_server, vec![SERVER]);
+                assert!(to_client.is_empty());
+                assert_eq!(c.fail_open_forwarded.get().0, 1);
+                assert_eq!(dropped, 0);
+            }
+            P::ClosedDrop => {
+                assert!(to_server.is_empty() && to_client.is_empty());
+                assert_eq!(c.fail_closed_dropped.get().0, 1);
+                assert_eq!(dropped, 1);
+            }
+            P::ClosedReject => {
+                assert!(to_server.is_empty());
+                assert_eq!(c.fail_closed_rejected.get().0, 1);
+                assert_eq!(dropped, 1);
+                // RFC 9293 reset generation for a SYN: seq 0, ACK = ISN + 1, RST|ACK, from the
+                // address and port the client called.
+                assert_eq!(to_client.len(), 1);
+                let f = &to_client[0];
+                assert_eq!(ethernet::dst(f), CLIENT);
+                let l3 = &f[14..];
+                assert_eq!(ipv4::check(l3).map(|_| ()), Ok(()));
+                assert_eq!(
+                    (ipv4::src(l3), ipv4::dst(l3), ipv4::protocol(l3)),
+                    ([10, 0, 2, 80].into(), [10, 0, 1, 2].into(), 6)
+                );
+                let (rst, csum_ok) = tcp_of(f);
+                assert!(csum_ok);
+                assert_eq!((rst.src_port, rst.dst_port), (80, 40000));
+                assert_eq!((rst.seq, rst.ack, rst.flags), (0, 1001, tf::RST | tf::ACK));
+                // A mid-flow segment with ACK gets a RST whose sequence is that ACK.
+                let mut ack = tcp_syn_mss(1460);
+                ack[47] = tf::ACK;
+                ack[42..46].copy_from_slice(&777u32.to_be_bytes());
+                fill_tcp_checksum(&mut ack);
+                b.run(vec![ack], t0 + Duration::from_secs(2));
+                let out = b.take_tx(0);
+                assert_eq!(out.len(), 1);
+                let (rst, _) = tcp_of(&out[0]);
+                assert_eq!((rst.seq, rst.flags), (777, tf::RST));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_closed_service_drops_even_with_no_cache_in_the_group() {
+    use router::tables::wccp::{AffinityConf, ServicePlane};
+    let counters: Arc<router::tables::wccp::ServiceCounters> = Default::default();
+    let plane = |policy| {
+        let svc = ServicePlane {
+            id: 0,
+            assignment: Arc::new(wccp::assign::Assignment::empty(
+                wccp::wire::ServiceInfo::standard(0),
+            )),
+            redirect_list: Arc::from(Vec::new()),
+            failed: Vec::new(),
+            counters: counters.clone(),
+            cache_counters: Vec::new(),
+            fail_policy: policy,
+            gre_mss_clamp: Default::default(),
+        };
+        Arc::new(router::tables::WccpPlane::new(
+            [svc],
+            AffinityConf::default(),
+            Default::default(),
+        ))
+    };
+    let mut b = Bench::new();
+    b.tables.ifaces[0].redirect_in = vec![0];
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(1, [10, 0, 2, 80].into(), SERVER, true, t0);
+    b.tables.wccp = plane(conf::WccpFailPolicy::Open);
+    assert!(b.tables.wccp.services.is_empty(), "open: left out");
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER]);
+    b.tables.wccp = plane(conf::WccpFailPolicy::ClosedDrop);
+    b.run(vec![tcp_syn(80), tcp_syn(443)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER], "only port 443 passes");
+    assert_eq!(counters.unassigned.get().0, 1);
+    assert_eq!(counters.fail_closed_dropped.get().0, 1);
+}
+
+#[test]
+fn syns_and_syn_acks_of_gre_redirected_flows_have_their_mss_clamped() {
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.tables.ifaces[1].mtu = 1400;
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.run(vec![tcp_syn_mss(1460)], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(ethernet::dst(&tx[0]), MAC_A);
+    let inner = &tx[0][28..]; // the inner packet, behind a 14-byte Ethernet header we fake
+    let mut inner_frame = tx[0][..14].to_vec();
+    inner_frame.extend_from_slice(&inner[14..]);
+    let (syn, ok) = tcp_of(&inner_frame);
+    assert_eq!(syn.mss, Some(1400 - 20 - 20 - 28));
+    assert!(ok, "checksum patched");
+    // The cache's SYN-ACK (from the server's address, on the cache side) to the client.
+    let mut syn_ack = tcp_syn_mss(1360);
+    syn_ack[..14].copy_from_slice(&{
+        let mut h = [0u8; 14];
+        ethernet::write_header(&mut h, R1, MAC_A, ethernet::ETHERTYPE_IPV4);
+        h
+    });
+    syn_ack[26..30].copy_from_slice(&[10, 0, 2, 80]);
+    syn_ack[30..34].copy_from_slice(&[10, 0, 1, 2]);
+    syn_ack[34..36].copy_from_slice(&80u16.to_be_bytes());
+    syn_ack[36..38].copy_from_slice(&40000u16.to_be_bytes());
+    syn_ack[47] = 0x12;
+    ipv4::fill_checksum(&mut syn_ack[14..], 20);
+    fill_tcp_checksum(&mut syn_ack);
+    let mut p = Packet::from_frame(&syn_ack);
+    p.meta.rx_if = 1;
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    let out = b.take_tx(0);
+    assert_eq!(out.len(), 1);
+    let (sa, ok) = tcp_of(&out[0]);
+    assert_eq!(sa.mss, Some(1332));
+    assert!(ok);
+    assert_eq!(spec.counters.mss_clamped.get().0, 2);
+    // Off: nothing is touched.
+    let mut spec = PlaneSpec::new();
+    spec.gre_mss_clamp = conf::GreMssClamp::Off;
+    let (mut b, t0) = wccp_bench(&spec);
+    b.tables.ifaces[1].mtu = 1400;
+    b.run(vec![tcp_syn_mss(1460)], t0);
+    let tx = b.take_tx(1);
+    let mut inner_frame = tx[0][..14].to_vec();
+    inner_frame.extend_from_slice(&tx[0][42..]);
+    assert_eq!(tcp_of(&inner_frame).0.mss, Some(1460));
+    assert_eq!(spec.counters.mss_clamped.get().0, 0);
+}
+
+#[test]
+fn too_big_for_gre_gets_fragmentation_needed_with_df_and_fragments_without() {
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.tables.ifaces[1].mtu = 1400;
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    // A 1400-byte segment: fits the link bare, not with the 28 octets of GRE.
+    let big = |df: bool| {
+        let mut f = vec![0u8; 14 + 1400];
+        ethernet::write_header(&mut f, R0, CLIENT, ethernet::ETHERTYPE_IPV4);
+        ipv4::Ipv4Repr {
+            src: [10, 0, 1, 2].into(),
+            dst: [10, 0, 2, 80].into(),
+            protocol: 6,
+            payload_len: 1380,
+            ttl: 64,
+            ident: 9,
+            tos: 0,
+            dont_fragment: df,
+        }
+        .emit(&mut f[14..34]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = 0x10;
+        fill_tcp_checksum(&mut f);
+        f
+    };
+    b.run(vec![big(true)], t0);
+    assert!(b.take_tx(1).is_empty(), "not sent to the cache");
+    let icmp = b.take_tx(0);
+    assert_eq!(icmp.len(), 1);
+    let l3 = &icmp[0][14..];
+    assert_eq!(ipv4::protocol(l3), 1);
+    assert_eq!((l3[20], l3[21]), (3, 4), "fragmentation needed");
+    assert_eq!(
+        u16::from_be_bytes([l3[26], l3[27]]),
+        1400 - 28,
+        "next-hop MTU"
+    );
+    assert_eq!(spec.counters.gre_too_big.get().0, 1);
+    assert_eq!(spec.counters.redirected.get().0, 0);
+    b.run(vec![big(false)], t0);
+    let frags = b.take_tx(1);
+    assert_eq!(frags.len(), 2, "the outer packet in two fragments");
+    assert!(frags.iter().all(|f| f.len() - 14 <= 1400));
+    assert_eq!(spec.counters.gre_fragmented.get().0, 1);
+    assert_eq!(spec.counters.redirected.get().0, 1);
 }

@@ -121,3 +121,16 @@ fn readme_example_validates() {
     let c = parse_str("README.md", &readme[start..start + len]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.router.workers, 2);
 }
+
+#[test]
+fn readme_wccp_example_parses() {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").expect("example is closed")])
+        .find(|b| b.contains("gre-mss-clamp"))
+        .expect("README has the WCCP example");
+    let c = parse_str("README.md", block).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.wccp[0].fail_policy, conf::WccpFailPolicy::ClosedReject);
+}

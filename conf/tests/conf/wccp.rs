@@ -335,3 +335,85 @@ fn service_ids_1_to_50_are_dynamic_services() {
         "WCCP service id 256 is not supported; use 0 (the standard web-cache service) or a dynamic service 1..=255"
     );
 }
+
+#[test]
+fn fail_policy_and_gre_mss_clamp_parse_default_and_round_trip() {
+    use conf::{GreMssClamp, WccpFailPolicy};
+    let c = parse_str("w.conf", BASE).unwrap();
+    assert_eq!(c.wccp[0].fail_policy, WccpFailPolicy::Open, "default");
+    assert_eq!(c.wccp[0].gre_mss_clamp, GreMssClamp::Auto, "default");
+    assert_eq!(GreMssClamp::Auto.for_mtu(1400), Some(1332));
+    assert_eq!(GreMssClamp::Auto.for_mtu(1500), Some(1432));
+    assert_eq!(GreMssClamp::Off.for_mtu(1400), None);
+    for (policy, clamp, want_p, want_c) in [
+        (
+            "closed-drop",
+            "\"off\"",
+            WccpFailPolicy::ClosedDrop,
+            GreMssClamp::Off,
+        ),
+        (
+            "closed-reject",
+            "1300",
+            WccpFailPolicy::ClosedReject,
+            GreMssClamp::Fixed(1300),
+        ),
+        ("open", "\"auto\"", WccpFailPolicy::Open, GreMssClamp::Auto),
+    ] {
+        // Service 61 is pinned, so a closed policy is allowed there too.
+        let text = BASE.replacen(
+            "probe-port = 3128",
+            &format!("probe-port = 3128\nfail-policy = \"{policy}\"\ngre-mss-clamp = {clamp}"),
+            1,
+        );
+        let text = text.replacen(
+            "alternate-hash = [\"dst-ip\"]",
+            &format!("alternate-hash = [\"dst-ip\"]\nfail-policy = \"{policy}\""),
+            1,
+        );
+        let c = parse_str("w.conf", &text).unwrap();
+        assert_eq!(
+            (c.wccp[0].fail_policy, c.wccp[0].gre_mss_clamp),
+            (want_p, want_c)
+        );
+        assert_eq!(c.wccp[1].fail_policy, want_p);
+        let again = parse_str("w.conf", &c.to_toml()).unwrap();
+        assert_eq!(again, c, "effective config:\n{}", c.to_toml());
+    }
+    for (to, line, col, msg) in [
+        (
+            "fail-policy = \"closed\"",
+            19,
+            15,
+            "unknown fail-policy `closed`; expected open, closed-drop or closed-reject",
+        ),
+        (
+            "gre-mss-clamp = 100",
+            19,
+            17,
+            "`gre-mss-clamp` must be \"auto\", \"off\" or an MSS 536..=8932",
+        ),
+    ] {
+        let text = BASE.replacen("probe-port = 3128", &format!("probe-port = 3128\n{to}"), 1);
+        let e = parse_str("w.conf", &text).expect_err(to);
+        assert_eq!((e.line, e.col, e.msg.as_str()), (line, col, msg), "{to}");
+    }
+    // A learnt dynamic service cannot be closed: with no cache its definition is unknown.
+    let text = BASE
+        .replacen("protocol = \"udp\"\n", "", 1)
+        .replacen("priority = 10\n", "", 1)
+        .replacen("ports = [53, 5353]\n", "", 1)
+        .replacen("port-type = \"source\"\n", "", 1)
+        .replacen("hash = [\"src-ip\", \"src-port\"]\n", "", 1)
+        .replacen(
+            "alternate-hash = [\"dst-ip\"]",
+            "fail-policy = \"closed-drop\"",
+            1,
+        );
+    let e = parse_str("w.conf", &text).unwrap_err();
+    assert!(
+        e.msg.contains("needs the definition of service 61 pinned"),
+        "{}",
+        e.msg
+    );
+}

@@ -14,6 +14,7 @@ mod sd_notify;
 mod steering;
 mod swcache_bypass;
 mod wccp_barrage;
+mod wccp_fail_mtu;
 mod wccp_redirect;
 mod wccp_squid;
 mod wccp_two_caches;

@@ -26,9 +26,9 @@ pub(crate) struct WccpLab {
     pub(crate) cli: Ns,
     pub(crate) caches: Vec<Ns>,
     pub(crate) socket: PathBuf,
-    conf: PathBuf,
+    pub(crate) conf: PathBuf,
     pub(crate) router: ProcHandle,
-    web: ProcHandle,
+    pub(crate) web: ProcHandle,
 }
 
 impl WccpLab {

@@ -481,6 +481,29 @@ impl WccpDriver {
                 failed,
                 counters,
                 cache_counters,
+                fail_policy: conf.map(|c| c.fail_policy).unwrap_or_default(),
+                gre_mss_clamp: conf.map(|c| c.gre_mss_clamp).unwrap_or_default(),
+            });
+        }
+        // A closed service drops its packets from the start, before any cache has joined:
+        // its definition is known (service 0, or pinned; the configuration insists).
+        for c in &self.services {
+            if c.fail_policy == conf::WccpFailPolicy::Open || self.assignments.contains_key(&c.id) {
+                continue;
+            }
+            let service = match &c.definition {
+                Some(d) if !c.is_standard() => d.clone(),
+                _ => ::wccp::wire::ServiceInfo::standard(c.id),
+            };
+            planes.push(ServicePlane {
+                id: c.id,
+                assignment: Arc::new(::wccp::assign::Assignment::empty(service)),
+                redirect_list: Arc::from(c.redirect_list.clone()),
+                failed: Vec::new(),
+                counters: self.counters.entry(c.id).or_default().clone(),
+                cache_counters: Vec::new(),
+                fail_policy: c.fail_policy,
+                gre_mss_clamp: c.gre_mss_clamp,
             });
         }
         let affinity = AffinityConf {
@@ -596,6 +619,21 @@ impl WccpDriver {
                 } else {
                     "off (fast-failover = false)".into()
                 },
+                fail_policy: self
+                    .services
+                    .iter()
+                    .find(|c| c.id == s.service_id)
+                    .map(|c| c.fail_policy)
+                    .unwrap_or_default()
+                    .as_str()
+                    .into(),
+                gre_mss_clamp: self
+                    .services
+                    .iter()
+                    .find(|c| c.id == s.service_id)
+                    .map(|c| c.gre_mss_clamp)
+                    .unwrap_or_default()
+                    .to_string(),
                 caches: s
                     .caches
                     .iter()
@@ -695,6 +733,12 @@ impl WccpDriver {
             affinity_kept: c.affinity_kept.get().into(),
             fragments_redirected: c.fragments_redirected.get().into(),
             fragments_unmatched: c.fragments_unmatched.get().into(),
+            fail_open_forwarded: c.fail_open_forwarded.get().into(),
+            fail_closed_dropped: c.fail_closed_dropped.get().into(),
+            fail_closed_rejected: c.fail_closed_rejected.get().into(),
+            mss_clamped: c.mss_clamped.get().into(),
+            gre_fragmented: c.gre_fragmented.get().into(),
+            gre_too_big: c.gre_too_big.get().into(),
         }
     }
 

@@ -80,6 +80,9 @@ pub enum DropReason {
     WccpReturnNotGre,
     /// GRE return arriving on another interface than the one the router reaches the cache by.
     WccpReturnWrongInterface,
+    /// No cache could take a WCCP service's packet and the service's `fail-policy` is closed
+    /// (dropped, and with `closed-reject` answered).
+    WccpFailClosed,
     /// GRE to the router that is not a readable WCCP return (bad header, inner not IPv4).
     GreMalformed,
     /// TTL reached zero (time exceeded sent).
@@ -138,7 +141,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 64] = [
+    pub const ALL: [DropReason; 65] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -176,6 +179,7 @@ impl DropReason {
         DropReason::WccpReturnWrongService,
         DropReason::WccpReturnNotGre,
         DropReason::WccpReturnWrongInterface,
+        DropReason::WccpFailClosed,
         DropReason::GreMalformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -247,6 +251,7 @@ impl DropReason {
             DropReason::WccpReturnWrongService => "wccp-return-wrong-service",
             DropReason::WccpReturnNotGre => "wccp-return-not-gre",
             DropReason::WccpReturnWrongInterface => "wccp-return-wrong-interface",
+            DropReason::WccpFailClosed => "wccp-fail-closed",
             DropReason::GreMalformed => "gre-malformed",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoRoute => "no-route",

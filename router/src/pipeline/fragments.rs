@@ -75,6 +75,11 @@ pub enum FragDecision {
     },
     /// Forwarded normally.
     Normal,
+    /// Dropped by a closed `fail-policy` (its later fragments are dropped too).
+    Dropped {
+        /// Service id.
+        service: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]

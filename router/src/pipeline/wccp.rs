@@ -9,7 +9,10 @@
 //! packets arriving on an exclude-in interface, and packets sourced from any cache of any group.
 //! Services are tried by priority; a service's redirect list may deny a packet (the next service
 //! is tried). A flow whose bucket (or mask value) is unassigned, or whose cache fast failover
-//! has taken out, is routed normally. With flow affinity, a TCP flow keeps the cache (or the
+//! has taken out, is routed normally, dropped or dropped with a RST / ICMP prohibited, as the
+//! service's `fail-policy` says. With GRE forwarding, SYNs and the SYN-ACKs answering them get
+//! their MSS clamped to fit the cache link, and a packet with DF too big for it once
+//! encapsulated is answered with fragmentation needed. With flow affinity, a TCP flow keeps the cache (or the
 //! normal path) it started on when its bucket moves. Later IP fragments of a datagram follow
 //! its first fragment (module `fragments`).
 //!
@@ -22,14 +25,18 @@
 //! transmit. Other GSO kinds (UDP) are not redirected and pass on.
 
 use super::affinity::{AffinityTable, FlowId, FlowTarget};
+use super::drop::DropReason;
 use super::fragments::{FragDecision, FragKey, FragTable};
+use super::icmp::send_error;
 use super::packet::{flags, Packet};
 use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::wccp::{ServicePlane, WccpPlane};
 use crate::tables::{IfId, Iface};
 use crate::wire::ethernet::{self, HEADER_LEN};
+use crate::wire::icmp as icmpw;
 use crate::wire::ipv4::{self, Ipv4Repr};
-use crate::wire::tcp::flags as tcp_flags;
+use crate::wire::tcp::{self, flags as tcp_flags};
+use conf::{GreMssClamp, WccpFailPolicy};
 use gre::{GreRepr, WccpRedirectRepr};
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -66,7 +73,16 @@ impl WccpRedirectStage {
     /// Redirects one packet or passes it on.
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let plane = &*cx.tables.wccp;
-        if pkt.meta.flags & (flags::LOCAL | flags::RETURNED) != 0 || plane.services.is_empty() {
+        if pkt.meta.flags & flags::LOCAL != 0 || plane.services.is_empty() {
+            return Verdict::Continue;
+        }
+        // A cache's SYN-ACK to a redirected client comes back by the normal path (or a GRE or
+        // L2 return): it carries the MSS the client will send to the cache with, through GRE.
+        if is_syn_ack(pkt) {
+            clamp_syn_ack(pkt, cx);
+        }
+        let plane = &*cx.tables.wccp;
+        if pkt.meta.flags & flags::RETURNED != 0 {
             return Verdict::Continue;
         }
         // L2 returns come back on whatever interface the cache sits on, redirecting or not.
@@ -145,8 +161,7 @@ impl WccpRedirectStage {
             let chosen = self.with_affinity(svc, plane, bucket, &f, cx.now);
             let Some(r) = chosen else {
                 svc.counters.unassigned.add(f.len);
-                self.remember(frag, FragDecision::Normal, cx.now);
-                return Verdict::Continue; // unassigned: routed normally
+                return self.no_cache(svc, pkt, frag, f.len, cx);
             };
             let ci = usize::from(r.cache_index);
             if svc.is_failed(ci) {
@@ -154,8 +169,7 @@ impl WccpRedirectStage {
                 if let Some(c) = svc.cache_counters.get(ci) {
                     c.bypassed.add(f.len);
                 }
-                self.remember(frag, FragDecision::Normal, cx.now);
-                return Verdict::Continue;
+                return self.no_cache(svc, pkt, frag, f.len, cx);
             }
             let dynamic = svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
             let count = |len: usize| {
@@ -171,8 +185,13 @@ impl WccpRedirectStage {
                 if !super::gso::segment_tcpv4(pkt, cx.pool, |s| segs.push(s)) {
                     return Verdict::Continue; // not TCPv4 GSO: forwarded normally
                 }
+                let mtu = cache_mtu(cx, r.target.address);
                 for mut seg in self.segments.drain(..) {
                     let len = seg.len() - HEADER_LEN;
+                    if !fits_gre(&seg, svc, mtu, cx) {
+                        cx.pool.put(seg);
+                        continue;
+                    }
                     if let Verdict::Jump(to) = encapsulate(&mut seg, svc.id, dynamic, &r) {
                         count(len);
                         cx.emit(seg, to);
@@ -181,6 +200,15 @@ impl WccpRedirectStage {
                     }
                 }
                 return Verdict::Consumed;
+            }
+            if r.target.forwarding == ForwardingMethod::Gre {
+                let mtu = cache_mtu(cx, r.target.address);
+                if f.proto == ipv4::PROTO_TCP && f.tcp_flags & tcp_flags::SYN != 0 {
+                    clamp_mss(pkt, svc, mtu);
+                }
+                if !fits_gre(pkt, svc, mtu, cx) {
+                    return Verdict::Drop(DropReason::MtuExceeded);
+                }
             }
             count(f.len);
             let redirect = FragDecision::Redirect {
@@ -196,6 +224,39 @@ impl WccpRedirectStage {
         }
         self.remember(frag, FragDecision::Normal, cx.now);
         Verdict::Continue
+    }
+
+    /// A packet of `svc` that no cache can take (its bucket is unassigned, the group has no
+    /// cache, or fast failover took the bucket's cache out), as the service's `fail-policy`
+    /// says: forwarded normally (open), dropped (closed-drop), or dropped and answered with a
+    /// TCP RST or an ICMP administratively prohibited (closed-reject).
+    fn no_cache(
+        &mut self,
+        svc: &ServicePlane,
+        pkt: &Packet,
+        frag: Option<FragKey>,
+        len: usize,
+        cx: &mut StageCx<'_>,
+    ) -> Verdict {
+        let c = &svc.counters;
+        match svc.fail_policy {
+            WccpFailPolicy::Open => {
+                c.fail_open_forwarded.add(len);
+                self.remember(frag, FragDecision::Normal, cx.now);
+                Verdict::Continue
+            }
+            WccpFailPolicy::ClosedDrop => {
+                c.fail_closed_dropped.add(len);
+                self.remember(frag, FragDecision::Dropped { service: svc.id }, cx.now);
+                Verdict::Drop(DropReason::WccpFailClosed)
+            }
+            WccpFailPolicy::ClosedReject => {
+                c.fail_closed_rejected.add(len);
+                self.remember(frag, FragDecision::Dropped { service: svc.id }, cx.now);
+                reject(pkt, cx);
+                Verdict::Drop(DropReason::WccpFailClosed)
+            }
+        }
     }
 
     /// Remembers what became of a first fragment (`frag` is `None` for whole datagrams).
@@ -224,6 +285,12 @@ impl WccpRedirectStage {
         let (service, r) = match known {
             Some(FragDecision::Redirect { service, redirect }) => (service, redirect),
             Some(FragDecision::Normal) => return Verdict::Continue,
+            Some(FragDecision::Dropped { service }) => {
+                if let Some(svc) = plane.services.iter().find(|s| s.id == service) {
+                    svc.counters.fail_closed_dropped.add(f.len);
+                }
+                return Verdict::Drop(DropReason::WccpFailClosed);
+            }
             None => {
                 let redirects_here = |id: u8| {
                     iface.redirect_in.contains(&id)
@@ -252,7 +319,19 @@ impl WccpRedirectStage {
             if let Some(c) = svc.cache_counters.get(ci) {
                 c.bypassed.add(f.len);
             }
-            return Verdict::Continue;
+            // A later fragment gets no answer of its own (RFC 1812 §4.3.2.7): closed drops it.
+            if svc.fail_policy == WccpFailPolicy::Open {
+                svc.counters.fail_open_forwarded.add(f.len);
+                return Verdict::Continue;
+            }
+            svc.counters.fail_closed_dropped.add(f.len);
+            return Verdict::Drop(DropReason::WccpFailClosed);
+        }
+        if r.target.forwarding == ForwardingMethod::Gre {
+            let mtu = cache_mtu(cx, r.target.address);
+            if !fits_gre(pkt, svc, mtu, cx) {
+                return Verdict::Drop(DropReason::MtuExceeded);
+            }
         }
         svc.counters.redirected.add(f.len);
         svc.counters.fragments_redirected.add(f.len);
@@ -390,6 +469,197 @@ fn resolve(
         },
         None => bucket,
     }
+}
+
+/// True for a TCP segment with SYN and ACK (a first fragment or a whole datagram).
+fn is_syn_ack(pkt: &Packet) -> bool {
+    let l3 = &pkt.frame()[HEADER_LEN..];
+    if ipv4::protocol(l3) != ipv4::PROTO_TCP || ipv4::is_later_fragment(l3) {
+        return false;
+    }
+    let want = tcp_flags::SYN | tcp_flags::ACK;
+    l3.get(ipv4::header_len(l3) + 13)
+        .is_some_and(|&fl| fl & (want | tcp_flags::RST) == want)
+}
+
+/// Clamps the MSS of a SYN-ACK whose reverse flow (client to server) a service redirects by
+/// GRE here: the SYN-ACK announces what the client may send, and the client's segments reach
+/// the cache inside GRE. The reverse flow is looked up as the redirect stage would see it:
+/// arriving on the interface the SYN-ACK leaves by (redirect-in) or leaving by the one it came
+/// in on (redirect-out), intercepted, permitted by the redirect list, its bucket held by a GRE
+/// cache.
+#[cold]
+fn clamp_syn_ack(pkt: &mut Packet, cx: &StageCx<'_>) {
+    let plane = &*cx.tables.wccp;
+    let l3 = &pkt.frame()[HEADER_LEN..];
+    let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
+    let Some((sport, dport)) = ipv4::ports(&l3[ipv4::header_len(l3)..]) else {
+        return;
+    };
+    let rx = cx.tables.ifaces.get(pkt.meta.rx_if as usize);
+    let toward_client = cx
+        .tables
+        .routes
+        .lookup(dst)
+        .and_then(|r| cx.tables.ifaces.get(r.out_if as usize));
+    for svc in &plane.services {
+        let here = toward_client.is_some_and(|i| i.redirect_in.contains(&svc.id))
+            || rx.is_some_and(|i| i.redirect_out.contains(&svc.id));
+        if !here
+            || svc.gre_mss_clamp == GreMssClamp::Off
+            || !svc.assignment.intercepts(ipv4::PROTO_TCP, dport, sport)
+            || !conf::acl_permits(&svc.redirect_list, ipv4::PROTO_TCP, dst, src, dport, sport)
+        {
+            continue;
+        }
+        let Some(r) = svc
+            .assignment
+            .redirect(&FlowKey::new(dst, src, dport, sport))
+        else {
+            return;
+        };
+        if r.target.forwarding == ForwardingMethod::Gre {
+            let mtu = cache_mtu(cx, r.target.address);
+            clamp_mss(pkt, svc, mtu);
+        }
+        return;
+    }
+}
+
+/// The MTU of the interface the router reaches `cache` through (1500 without a route: the
+/// route stage drops the packet then anyway).
+fn cache_mtu(cx: &StageCx<'_>, cache: Ipv4Addr) -> u16 {
+    cx.tables
+        .routes
+        .lookup(cache)
+        .and_then(|r| cx.tables.ifaces.get(r.out_if as usize))
+        .map_or(1500, |i| i.mtu)
+}
+
+/// Lowers the MSS option of a SYN (or SYN-ACK) so that full segments still fit the cache link
+/// once encapsulated (`gre-mss-clamp`), with an incremental checksum update (RFC 1624).
+fn clamp_mss(pkt: &mut Packet, svc: &ServicePlane, mtu: u16) {
+    let Some(max) = svc.gre_mss_clamp.for_mtu(mtu) else {
+        return;
+    };
+    // A partial (offload) checksum would be patched as if it were whole: complete it first.
+    pkt.complete_checksum();
+    let l3 = &mut pkt.frame_mut()[HEADER_LEN..];
+    let hlen = ipv4::header_len(l3);
+    let total = ipv4::total_len(l3).min(l3.len());
+    let len = l3.len();
+    let Some(seg) = l3.get_mut(hlen..total) else {
+        return;
+    };
+    let Ok(mut t) = tcp::TcpPacket::new_checked(seg) else {
+        return;
+    };
+    if t.clamp_mss(max) {
+        svc.counters.mss_clamped.add(len);
+    }
+}
+
+/// Whether `pkt` still fits the cache link (`mtu`) once GRE adds its 28 octets. A packet with
+/// DF that does not is answered with ICMP fragmentation needed carrying the MTU the client can
+/// use (RFC 1191) and counted as `gre-too-big`: false, the caller drops it. One without DF is
+/// counted as `gre-fragmented` (the route stage fragments the outer packet): true.
+fn fits_gre(pkt: &Packet, svc: &ServicePlane, mtu: u16, cx: &mut StageCx<'_>) -> bool {
+    let l3 = &pkt.frame()[HEADER_LEN..];
+    let len = l3.len();
+    if len + GRE_OVERHEAD <= usize::from(mtu) {
+        return true;
+    }
+    if ipv4::flags_frag(l3) & ipv4::FLAG_DF == 0 {
+        svc.counters.gre_fragmented.add(len);
+        return true;
+    }
+    svc.counters.gre_too_big.add(len);
+    let room = u32::from(mtu).saturating_sub(GRE_OVERHEAD as u32);
+    send_error(
+        pkt,
+        icmpw::DEST_UNREACHABLE,
+        icmpw::CODE_FRAG_NEEDED,
+        room,
+        cx,
+    );
+    false
+}
+
+/// ICMP destination unreachable code 13, communication administratively prohibited (RFC 1812
+/// §5.2.7.1): the router refuses by policy. Port or host unreachable would claim something
+/// about the destination that is not true; the client fails fast either way.
+const CODE_ADMIN_PROHIBITED: u8 = 13;
+
+/// Answers a packet a closed-reject service drops: TCP gets a RST from the destination's
+/// address and port (RFC 9293 reset generation: for a SYN sequence 0 and ACK of its sequence +
+/// 1), so the client's connect fails at once; anything else ICMP administratively prohibited.
+/// Both are rate limited per client, like every error the router sends.
+#[cold]
+#[inline(never)]
+fn reject(pkt: &Packet, cx: &mut StageCx<'_>) {
+    let l3 = &pkt.frame()[HEADER_LEN..];
+    if ipv4::protocol(l3) != ipv4::PROTO_TCP || ipv4::is_later_fragment(l3) {
+        send_error(pkt, icmpw::DEST_UNREACHABLE, CODE_ADMIN_PROHIBITED, 0, cx);
+        return;
+    }
+    let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
+    let hlen = ipv4::header_len(l3);
+    let total = ipv4::total_len(l3).min(l3.len());
+    let Some(seg) = l3
+        .get(hlen..total)
+        .and_then(|t| tcp::TcpPacket::new_checked(t).ok())
+        .and_then(|t| tcp::TcpRepr::parse(&t).ok())
+    else {
+        return;
+    };
+    // A segment that does not checksum may not be the client's: no answer to it.
+    if !pkt.meta.offload.needs_csum()
+        && !l3
+            .get(hlen..total)
+            .map(tcp::TcpPacket::new_unchecked)
+            .is_some_and(|t| t.verify_checksum(src, dst))
+    {
+        return;
+    }
+    let Some(rst) = tcp::TcpRepr::rst_for(&seg) else {
+        return;
+    };
+    if ipv4::is_martian_source(src)
+        || cx.tables.classify(src) == crate::tables::AddrClass::Broadcast
+    {
+        return;
+    }
+    if !cx.icmp_limits.errors.allow(src, cx.now) {
+        cx.counters.icmp_rate_limited.inc();
+        return;
+    }
+    let mut out = cx.pool.get();
+    let f = out.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
+    ethernet::write_header(
+        f,
+        ethernet::MacAddr::ZERO,
+        ethernet::MacAddr::ZERO,
+        ethernet::ETHERTYPE_IPV4,
+    );
+    Ipv4Repr {
+        src: dst,
+        dst: src,
+        protocol: ipv4::PROTO_TCP,
+        payload_len: rst.buffer_len(),
+        ttl: 64,
+        ident: ipv4::next_ident(),
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut f[HEADER_LEN..HEADER_LEN + ipv4::MIN_HEADER_LEN]);
+    rst.emit(
+        &mut tcp::TcpPacket::new_unchecked(&mut f[HEADER_LEN + ipv4::MIN_HEADER_LEN..]),
+        dst,
+        src,
+    );
+    out.meta.rx_if = pkt.meta.rx_if;
+    out.meta.flags = flags::LOCAL;
+    cx.emit(out, StageKind::Route);
 }
 
 /// GRE forwarding (§8): outer IPv4 from the router address the cache talks to, GRE 0x883E, and

@@ -55,6 +55,24 @@ pub struct ServiceCounters {
     /// Non-first IP fragments of a protocol this service intercepts whose first fragment this
     /// worker had not seen (reordered, expired or evicted): forwarded normally.
     pub fragments_unmatched: Traffic,
+    /// No cache could take them (unassigned or bypassed) and `fail-policy = "open"` forwarded
+    /// them normally.
+    pub fail_open_forwarded: Traffic,
+    /// No cache could take them and `fail-policy = "closed-drop"` (or a closed policy's later
+    /// fragment) dropped them.
+    pub fail_closed_dropped: Traffic,
+    /// No cache could take them and `fail-policy = "closed-reject"` dropped them and answered
+    /// the client (TCP RST or ICMP administratively prohibited; the answer is rate limited).
+    pub fail_closed_rejected: Traffic,
+    /// GRE-redirected TCP SYNs (client to cache) and their SYN-ACKs (cache to client) whose
+    /// MSS option was lowered (`gre-mss-clamp`).
+    pub mss_clamped: Traffic,
+    /// GRE-redirected packets without DF too big for the cache link once encapsulated: the
+    /// outer packet leaves in IP fragments.
+    pub gre_fragmented: Traffic,
+    /// GRE-redirected packets with DF too big for the cache link once encapsulated: dropped,
+    /// and the client told the MTU it can use (ICMP fragmentation needed, rate limited).
+    pub gre_too_big: Traffic,
 }
 
 /// Counters of one cache in one service group.
@@ -113,6 +131,10 @@ pub struct ServicePlane {
     pub counters: Arc<ServiceCounters>,
     /// Per cache (index of [`Assignment::caches`]).
     pub cache_counters: Vec<Arc<CacheCounters>>,
+    /// What happens to packets no cache can take.
+    pub fail_policy: conf::WccpFailPolicy,
+    /// MSS clamping of GRE-redirected SYNs.
+    pub gre_mss_clamp: conf::GreMssClamp,
 }
 
 impl ServicePlane {
@@ -135,7 +157,8 @@ impl ServicePlane {
 /// stage tries them in).
 #[derive(Debug, Clone, Default)]
 pub struct WccpPlane {
-    /// Service groups with a non-empty assignment.
+    /// Service groups with a non-empty assignment, and those with a closed `fail-policy`
+    /// whatever their assignment (their packets are dropped while no cache is there).
     pub services: Vec<ServicePlane>,
     /// Cache addresses of every group with an assignment, sorted (their own traffic is never
     /// redirected).
@@ -151,7 +174,7 @@ pub struct WccpPlane {
 }
 
 impl WccpPlane {
-    /// A plane from per-service data; empty assignments are left out.
+    /// A plane from per-service data; empty assignments of open services are left out.
     pub fn new(
         services: impl IntoIterator<Item = ServicePlane>,
         affinity: AffinityConf,
@@ -166,7 +189,7 @@ impl WccpPlane {
         peers.dedup();
         let mut services: Vec<_> = all
             .into_iter()
-            .filter(|s| !s.assignment.is_empty())
+            .filter(|s| !s.assignment.is_empty() || s.fail_policy != conf::WccpFailPolicy::Open)
             .collect();
         // Reference §3.2: higher priority first; the standard service ranks as 240.
         let prio = |a: &Assignment| {
@@ -215,6 +238,8 @@ impl WccpPlane {
             assignment: a,
             redirect_list: Arc::from(Vec::new()),
             counters: Default::default(),
+            fail_policy: Default::default(),
+            gre_mss_clamp: Default::default(),
         });
         WccpPlane::new(services, AffinityConf::default(), Default::default())
     }
