@@ -529,3 +529,71 @@ fn status_watch_shows_rates_per_interface() {
         "{rx_rates:?}\n{text}"
     );
 }
+
+#[test]
+fn status_watch_on_a_terminal_redraws_in_place_and_exits_cleanly_on_ctrl_c() {
+    // A pseudo-terminal (util-linux `script`): the view clears the screen before each frame,
+    // fits 80 columns, and SIGINT (what Ctrl-C sends) ends it with status 0.
+    let l = started("watchtty", "", "");
+    let sock = l.socket.to_string_lossy().to_string();
+    let cmd = format!(
+        "stty cols 80 rows 40; exec {} status --watch --interval-ms 200 --socket {sock}",
+        integration::binary("swrouter").display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    std::thread::sleep(Duration::from_millis(1500));
+    // The watcher is the process running with our socket in its arguments under `script`.
+    let pgrep = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("status --watch --interval-ms 200 --socket {sock}"),
+        ])
+        .output()
+        .unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&pgrep.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p| p != child.id() as i32)
+        .collect();
+    assert!(!pids.is_empty(), "the watcher is not running");
+    for p in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &p.to_string()])
+            .status();
+    }
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "Ctrl-C did not stop the view"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {text}");
+    let clears = text.matches("\x1b[H\x1b[2J").count();
+    assert!(clears >= 3, "{clears} redraws in 1.5 s at 200 ms: {text:?}");
+    assert!(text.matches("INTERFACE").count() >= 3, "{text:?}");
+    for line in text.split("\x1b[H\x1b[2J").flat_map(|f| f.lines()) {
+        let line = line.trim_end_matches('\r');
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+}
