@@ -7,6 +7,47 @@ use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ipv4::{self, Ipv4Repr};
 
+/// Emits the TCP reset `rst` from `from` to `to` into the route stage, as the router's own
+/// packet caused by a packet that arrived on `rx_if` (steering's dead-pool resets, WCCP's
+/// closed-reject answers).
+pub fn send_rst(
+    rx_if: crate::tables::IfId,
+    from: std::net::Ipv4Addr,
+    to: std::net::Ipv4Addr,
+    rst: &crate::wire::tcp::TcpRepr,
+    cx: &mut StageCx<'_>,
+) {
+    use crate::wire::tcp;
+    let mut out = cx.pool.get();
+    let f = out.reset(ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
+    ethernet::write_header(
+        f,
+        ethernet::MacAddr::ZERO,
+        ethernet::MacAddr::ZERO,
+        ethernet::ETHERTYPE_IPV4,
+    );
+    let l3 = &mut f[ethernet::HEADER_LEN..];
+    Ipv4Repr {
+        src: from,
+        dst: to,
+        protocol: ipv4::PROTO_TCP,
+        payload_len: rst.buffer_len(),
+        ttl: 64,
+        ident: ipv4::next_ident(),
+        tos: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut l3[..ipv4::MIN_HEADER_LEN]);
+    rst.emit(
+        &mut tcp::TcpPacket::new_unchecked(&mut l3[ipv4::MIN_HEADER_LEN..]),
+        from,
+        to,
+    );
+    out.meta.rx_if = rx_if;
+    out.meta.flags = flags::LOCAL;
+    cx.emit(out, StageKind::Route);
+}
+
 /// Largest ICMP error datagram (RFC 1812 §4.3.2.3: no more than 576 bytes).
 const MAX_ICMP_DATAGRAM: usize = 576;
 

@@ -28,7 +28,7 @@ use super::stage::{StageCx, StageKind, Verdict};
 use crate::tables::steer::{PassiveEvent, ServiceDrop, SteeringPlane};
 use crate::tables::Iface;
 use crate::wire::checksum;
-use crate::wire::ethernet::{self, MacAddr, HEADER_LEN};
+use crate::wire::ethernet::{self, HEADER_LEN};
 use crate::wire::ipv4;
 use crate::wire::tcp;
 use steering::{tcp_flags, Decision, Direction, DrainedFlows, Egress, NextHop, PacketKey, Rewrite};
@@ -354,28 +354,7 @@ fn send_reset(pkt: &Packet, key: &PacketKey, cx: &mut StageCx<'_>) {
     if cx.pool.available() == 0 {
         return;
     }
-    let mut out = cx.pool.get();
-    let f = out.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
-    ethernet::write_header(f, MacAddr::ZERO, MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
-    ipv4::Ipv4Repr {
-        src: key.dst,
-        dst: key.src,
-        protocol: ipv4::PROTO_TCP,
-        payload_len: rst.buffer_len(),
-        ttl: 64,
-        ident: ipv4::next_ident(),
-        tos: 0,
-        dont_fragment: true,
-    }
-    .emit(&mut f[HEADER_LEN..HEADER_LEN + ipv4::MIN_HEADER_LEN]);
-    rst.emit(
-        &mut tcp::TcpPacket::new_unchecked(&mut f[HEADER_LEN + ipv4::MIN_HEADER_LEN..]),
-        key.dst,
-        key.src,
-    );
-    out.meta.rx_if = pkt.meta.rx_if;
-    out.meta.flags = flags::LOCAL;
-    cx.emit(out, StageKind::Route);
+    super::icmp::send_rst(pkt.meta.rx_if, key.dst, key.src, &rst, cx);
 }
 
 #[cfg(test)]

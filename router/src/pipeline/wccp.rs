@@ -633,33 +633,7 @@ fn reject(pkt: &Packet, cx: &mut StageCx<'_>) {
         cx.counters.icmp_rate_limited.inc();
         return;
     }
-    let mut out = cx.pool.get();
-    let f = out.reset(HEADER_LEN + ipv4::MIN_HEADER_LEN + rst.buffer_len());
-    ethernet::write_header(
-        f,
-        ethernet::MacAddr::ZERO,
-        ethernet::MacAddr::ZERO,
-        ethernet::ETHERTYPE_IPV4,
-    );
-    Ipv4Repr {
-        src: dst,
-        dst: src,
-        protocol: ipv4::PROTO_TCP,
-        payload_len: rst.buffer_len(),
-        ttl: 64,
-        ident: ipv4::next_ident(),
-        tos: 0,
-        dont_fragment: true,
-    }
-    .emit(&mut f[HEADER_LEN..HEADER_LEN + ipv4::MIN_HEADER_LEN]);
-    rst.emit(
-        &mut tcp::TcpPacket::new_unchecked(&mut f[HEADER_LEN + ipv4::MIN_HEADER_LEN..]),
-        dst,
-        src,
-    );
-    out.meta.rx_if = pkt.meta.rx_if;
-    out.meta.flags = flags::LOCAL;
-    cx.emit(out, StageKind::Route);
+    super::icmp::send_rst(pkt.meta.rx_if, dst, src, &rst, cx);
 }
 
 /// GRE forwarding (§8): outer IPv4 from the router address the cache talks to, GRE 0x883E, and
