@@ -90,11 +90,6 @@ impl WorkerNat {
         self.id
     }
 
-    /// The shared runtime.
-    pub fn runtime(&self) -> &Arc<NatRuntime> {
-        &self.rt
-    }
-
     fn csum(pkt: &Packet) -> L4Csum {
         if pkt.meta.offload.needs_csum() {
             L4Csum::Partial
@@ -119,10 +114,8 @@ impl WorkerNat {
             &self.flows,
         );
         match d {
-            Dispatch::ToWorker { worker, vid } if worker == self.id => {
-                let _ = vid;
-                self.translate_in(pkt, csum)
-            }
+            // The worker checks the VID itself (it counts a misdelivery).
+            Dispatch::ToWorker { worker, .. } if worker == self.id => self.translate_in(pkt, csum),
             Dispatch::ToWorker { worker, vid } => self.hand_off(pkt, worker, vid, StageKind::NatIn),
             Dispatch::NotNat if local => Step::Local,
             Dispatch::NotNat => Step::Continue,
