@@ -440,7 +440,7 @@ fn nat_translates_tcp_udp_ping_and_traceroute_and_reload_keeps_sessions() {
 #[test]
 fn port_exhaustion_is_counted_and_answered_with_admin_prohibited() {
     // One worker, 32 ports: two VIDs of 16; the worker's home block holds 16 mappings.
-    let mut l = NatLab::new("natx", 1, "port-range = \"40000-40031\"");
+    let mut l = NatLab::new("natx", 1, "port-range = \"40000-40031\"\nudp-timeout = 2");
     l.start();
     udp_echo(&mut l);
     std::thread::sleep(Duration::from_millis(500));
@@ -460,6 +460,15 @@ fn port_exhaustion_is_counted_and_answered_with_admin_prohibited() {
             .unwrap(),
         4
     );
+    // A quiet period with no traffic at all: the idle sessions expire (2 s UDP timeout) and
+    // their ports come back, so 16 new flows are answered again.
+    assert_eq!(l.sessions().len(), 16);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(l.sessions().is_empty(), "{:?}", l.sessions());
+    settle();
+    assert_eq!(sum_workers(&l.status(), "expired"), 16);
+    let again = udp_requests(&l, 42000..42016);
+    assert!(again.iter().all(|a| a.is_ok()), "{again:?}");
 }
 
 #[test]
