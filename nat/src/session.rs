@@ -316,7 +316,12 @@ pub struct TableParams {
 #[derive(Debug)]
 pub struct SessionTable {
     p: TableParams,
-    home: Option<Vid>,
+    /// The VIDs new mappings allocate from, in order: the home first, then extra VIDs.
+    alloc: Vec<Vid>,
+    /// Per (protocol, pool address): one bit per port of the range, set when the port is
+    /// mapped or reserved, so finding a free port (or knowing there is none) costs a scan of
+    /// words, not a hash lookup per port.
+    used_ports: HashMap<u64, Box<[u64]>, MixState>,
     sessions: Vec<Session>,
     free_sessions: Vec<u32>,
     mappings: Vec<Mapping>,
@@ -340,7 +345,8 @@ impl SessionTable {
         let cap = p.capacity as usize;
         let map = |n: usize| HashMap::with_capacity_and_hasher(n, MixState::new(p.seed));
         SessionTable {
-            home: None,
+            alloc: Vec::new(),
+            used_ports: HashMap::with_hasher(MixState::new(p.seed)),
             sessions: Vec::with_capacity(cap),
             free_sessions: Vec::with_capacity(cap),
             mappings: Vec::with_capacity(cap),
@@ -359,9 +365,29 @@ impl SessionTable {
         }
     }
 
-    /// Sets the VID new mappings allocate from.
+    /// Sets the VID new mappings allocate from first (its home); extra VIDs are dropped.
     pub fn set_home(&mut self, vid: Option<Vid>) {
-        self.home = vid;
+        self.alloc.clear();
+        self.alloc.extend(vid);
+    }
+
+    /// Adds an extra VID new mappings allocate from once the earlier ones are full.
+    pub fn add_alloc(&mut self, vid: Vid) {
+        if !self.alloc.contains(&vid) {
+            self.alloc.push(vid);
+        }
+    }
+
+    /// Stops allocating from `vid` (an extra VID released once drained); the home stays.
+    pub fn remove_alloc(&mut self, vid: Vid) {
+        if self.alloc.first() != Some(&vid) {
+            self.alloc.retain(|&v| v != vid);
+        }
+    }
+
+    /// The VIDs new mappings allocate from, home first.
+    pub fn allocating(&self) -> &[Vid] {
+        &self.alloc
     }
 
     /// Live sessions.
@@ -717,7 +743,32 @@ impl SessionTable {
         self.map_by_endpoint.insert(ep.key(), i);
         self.map_by_outside
             .insert(key3(ep.proto, pool_addr, port), i);
+        self.mark_port(ep.proto, pool_addr, port, true);
         i
+    }
+
+    /// Sets or clears `port`'s bit in the (proto, pool) bitmap, creating the bitmap (with the
+    /// reserved ports set) on first use. Ports outside the range have no bit.
+    fn mark_port(&mut self, proto: u8, pool: u32, port: u16, used: bool) {
+        let g = self.p.geometry;
+        let Some(bit) = port
+            .checked_sub(g.port_min)
+            .filter(|_| port <= g.port_max)
+            .map(u32::from)
+        else {
+            return;
+        };
+        let reserved = self.p.reserved;
+        let bits = self
+            .used_ports
+            .entry(key3(proto, pool, 0))
+            .or_insert_with(|| new_port_bitmap(&g, proto, &reserved));
+        let (w, b) = ((bit / 64) as usize, bit % 64);
+        if used {
+            bits[w] |= 1 << b;
+        } else {
+            bits[w] &= !(1 << b);
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // the session's fields, written once
@@ -805,9 +856,11 @@ impl SessionTable {
         if mapping_gone {
             let ep = key3(mm.proto, mm.inside_addr, mm.inside_port);
             let out = key3(mm.proto, mm.pool_addr, mm.outside_port);
+            let (proto, pool, port) = (mm.proto, mm.pool_addr, mm.outside_port);
             self.map_by_endpoint.remove(&ep);
             self.map_by_outside.remove(&out);
             self.free_mappings.push(m);
+            self.mark_port(proto, pool, port, false);
         }
         Expired {
             info,
@@ -816,27 +869,64 @@ impl SessionTable {
         }
     }
 
-    /// A free outside port for `proto` on `pool` in the home block: random start, then linear.
+    /// A free outside port for `proto` on `pool` in the allocating VIDs, home first: in each
+    /// block, the first free port at or after a random start, wrapping around.
     fn alloc_port(&mut self, proto: u8, pool: u32) -> Result<u16, Miss> {
-        let Some(vid) = self.home else {
+        if self.alloc.is_empty() {
             return Err(Miss::NoVid);
-        };
+        }
         let g = self.p.geometry;
-        let len = g.block_len();
-        let start = u32::from(g.block_start(vid));
-        let first = self.rng.below(u64::from(len)) as u32;
-        for i in 0..len {
-            // start + offset stays within the block, which lies within u16.
-            let port = (start + (first + i) % len) as u16;
-            if !self.p.reserved.contains(proto, port)
-                && !self.map_by_outside.contains_key(&key3(proto, pool, port))
-            {
-                return Ok(port);
+        let reserved = self.p.reserved;
+        let bits = self
+            .used_ports
+            .entry(key3(proto, pool, 0))
+            .or_insert_with(|| new_port_bitmap(&g, proto, &reserved));
+        for &vid in &self.alloc {
+            let len = g.len_of(vid);
+            if len == 0 {
+                continue;
+            }
+            let lo = u32::from(g.block_start(vid) - g.port_min);
+            let hi = lo + len;
+            let start = lo + self.rng.below(u64::from(len)) as u32;
+            if let Some(bit) = first_zero(bits, start, hi).or_else(|| first_zero(bits, lo, start)) {
+                // bit < port_max - port_min + 1, so the port fits a u16.
+                return Ok((u32::from(g.port_min) + bit) as u16);
             }
         }
         self.counters.exhausted += 1;
         Err(Miss::Exhausted)
     }
+}
+
+/// A bitmap of the geometry's ports with the reserved ones set.
+fn new_port_bitmap(g: &Geometry, proto: u8, reserved: &crate::config::ReservedPorts) -> Box<[u64]> {
+    let n = u32::from(g.port_max) - u32::from(g.port_min) + 1;
+    let mut bits = vec![0u64; n.div_ceil(64) as usize].into_boxed_slice();
+    for bit in 0..n {
+        // port_min + bit <= port_max
+        if reserved.contains(proto, (u32::from(g.port_min) + bit) as u16) {
+            bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    bits
+}
+
+/// The first clear bit in `from..to`.
+#[inline]
+fn first_zero(bits: &[u64], from: u32, to: u32) -> Option<u32> {
+    let mut i = from;
+    while i < to {
+        let w = (i / 64) as usize;
+        // Bits below `i` in this word count as used.
+        let word = bits[w] | ((1u64 << (i % 64)) - 1);
+        if word != u64::MAX {
+            let bit = w as u32 * 64 + word.trailing_ones();
+            return (bit < to).then_some(bit);
+        }
+        i = (w as u32 + 1) * 64;
+    }
+    None
 }
 
 /// The pool address of an inside host: the same for all its mappings (paired pooling).

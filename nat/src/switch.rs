@@ -83,6 +83,12 @@ impl SwitchProcessor {
         self.vids.request_vid(w)
     }
 
+    /// A worker's allocating blocks are full: one more VID for it, if one can be spared (see
+    /// [`VidManager::grant_extra`]). The caller publishes the table before telling the worker.
+    pub fn grant_extra(&mut self, w: WorkerId) -> Option<(Vid, Option<WorkerId>)> {
+        self.vids.grant_extra(w)
+    }
+
     /// A set-up request from the line interface: pick the least-loaded worker and its backup
     /// (claims 1, 7), install the endpoint in the flow table (claim 5), and say where it goes.
     pub fn handle_setup(&mut self, pkt: &[u8], cfg: &Config) -> SetupOutcome {
@@ -153,6 +159,8 @@ impl SwitchProcessor {
             WorkerEvent::VidDrained(vid) => {
                 self.vids.release_vid(from, vid);
             }
+            // The driver answers it with [`SwitchProcessor::grant_extra`].
+            WorkerEvent::NeedVid => {}
         }
     }
 

@@ -6,11 +6,11 @@
 //! ICMP identifier) and the line interface finds the worker with a shift (claims 2, 12).
 //!
 //! **Geometry.** The port range `min..=max` is cut into blocks of `2^shift` ports, the largest
-//! power of two that still gives at least [`SPARE_FACTOR`] × workers VIDs. Ports past the last
-//! whole block are never handed out (less than one block is lost; with the default range and 2
-//! workers, 64512 ports make 7 blocks of 8192 and 7168 ports stay unused; with 16 workers, 63
-//! blocks of 1024 and 0 unused). A power
-//! of two makes [`Geometry::vid_of_port`] a subtraction and a shift.
+//! power of two that still gives at least [`SPARE_FACTOR`] × workers whole VIDs. The ports past
+//! the last whole block form one more, shorter VID, so no port of the range is lost (with the
+//! default range and 2 workers, 64512 ports make 7 blocks of 8192 and an eighth of 7168; with
+//! 16 workers, 63 blocks of 1024). A power of two makes [`Geometry::vid_of_port`] a
+//! subtraction and a shift.
 //!
 //! **Spares.** Half the VIDs (or more) start free. A worker that dies leaves its VIDs with their
 //! backups, which keep serving the existing sessions but allocate new ports only from their own
@@ -43,8 +43,10 @@ pub struct Geometry {
     pub port_min: u16,
     /// Block size is `1 << shift`.
     pub shift: u8,
-    /// Number of whole blocks.
+    /// Number of blocks (the last may be shorter than `1 << shift`).
     pub vids: u16,
+    /// Last port of the range (the end of the last block).
+    pub port_max: u16,
 }
 
 impl Geometry {
@@ -60,18 +62,29 @@ impl Geometry {
         // Largest power of two `b` with ports / b >= want.
         let per = (ports / want).max(1);
         let shift = 31 - per.leading_zeros();
-        let vids = (ports >> shift).min(u32::from(u16::MAX));
+        let vids = ports.div_ceil(1 << shift).min(u32::from(u16::MAX));
         Geometry {
             port_min,
             shift: shift as u8,
             vids: vids as u16,
+            port_max: (u32::from(port_min) + ports - 1).min(65535) as u16,
         }
     }
 
-    /// Ports per block.
+    /// Ports per whole block.
     #[inline]
     pub fn block_len(&self) -> u32 {
         1 << self.shift
+    }
+
+    /// Ports in `vid`'s block: [`Geometry::block_len`], less for the last block when the range
+    /// does not divide evenly.
+    #[inline]
+    pub fn len_of(&self, vid: Vid) -> u32 {
+        let start = u32::from(self.block_start(vid));
+        (u32::from(self.port_max) + 1)
+            .saturating_sub(start)
+            .min(self.block_len())
     }
 
     /// First port of `vid`'s block.
@@ -85,6 +98,9 @@ impl Geometry {
     /// O(1): the line interface runs this on every outside packet.
     #[inline]
     pub fn vid_of_port(&self, port: u16) -> Option<Vid> {
+        if port > self.port_max {
+            return None;
+        }
         let off = port.checked_sub(self.port_min)?;
         let vid = off >> self.shift;
         (vid < self.vids).then_some(vid)
@@ -421,6 +437,29 @@ impl VidManager {
         true
     }
 
+    /// `w`'s allocating blocks are full: it gets one more free VID to allocate from (it owns
+    /// it as it owns an adopted VID, so the VID goes back to the free queue when its last
+    /// session has gone), with a backup. With more than one worker one VID always stays free,
+    /// so a restarting worker gets a fresh block without a hand-back. `None` when `w` is not
+    /// operational or no VID can be spared.
+    pub fn grant_extra(&mut self, w: WorkerId) -> Option<(Vid, Option<WorkerId>)> {
+        let state = self.workers.get(usize::from(w))?;
+        if !state.operational || state.home.is_none() {
+            return None;
+        }
+        let reserve = usize::from(self.workers.len() > 1);
+        if self.free.len() <= reserve {
+            return None;
+        }
+        let vid = self.free.pop_front()?;
+        let backup = self.pick_backup(w);
+        self.entries[usize::from(vid)] = VidEntry {
+            owner: Some(w),
+            backup,
+        };
+        Some((vid, backup))
+    }
+
     /// The operational worker other than `not` with the least load, for a backup.
     fn pick_backup(&self, not: WorkerId) -> Option<WorkerId> {
         self.workers
@@ -439,18 +478,24 @@ mod tests {
     #[test]
     fn geometry_sizes_blocks_for_spares() {
         let g = Geometry::new(1024, 65535, 2);
-        assert_eq!((g.shift, g.vids), (13, 7));
+        assert_eq!((g.shift, g.vids), (13, 8));
         assert_eq!(g.vid_of_port(1024), Some(0));
         assert_eq!(g.vid_of_port(1024 + 8191), Some(0));
         assert_eq!(g.vid_of_port(1024 + 8192), Some(1));
         assert_eq!(g.vid_of_port(1023), None);
-        assert_eq!(g.vid_of_port(1024 + 7 * 8192), None);
+        // The ports past the last whole block are a shorter eighth VID: none is lost.
+        assert_eq!(g.vid_of_port(1024 + 7 * 8192), Some(7));
+        assert_eq!(g.vid_of_port(65535), Some(7));
+        assert_eq!((g.len_of(6), g.len_of(7)), (8192, 7168));
         assert_eq!(g.block_start(3), 1024 + 3 * 8192);
         let g = Geometry::new(1024, 65535, 3);
-        assert_eq!((g.block_len(), g.vids), (8192, 7));
+        assert_eq!((g.block_len(), g.vids), (8192, 8));
         let g = Geometry::new(1024, 65535, 16);
-        assert_eq!((g.block_len(), g.vids), (1024, 63));
+        assert_eq!((g.block_len(), g.vids, g.len_of(62)), (1024, 63, 1024));
+        assert_eq!(g.vid_of_port(65535), Some(62));
         assert!(u32::from(g.vids) >= SPARE_FACTOR * 16);
+        let g = Geometry::new(1024, 65535, 1);
+        assert_eq!((g.block_len(), g.vids, g.len_of(3)), (16384, 4, 15360));
     }
 
     #[test]
@@ -535,6 +580,32 @@ mod tests {
         t.operational[1] = false;
         assert_eq!(t.worker_for(0), None);
         assert_eq!(t.worker_for(200), None);
+    }
+
+    #[test]
+    fn extra_vids_leave_one_free_for_a_restart() {
+        let mut m = VidManager::new(Geometry::new(1024, 65535, 2), 2);
+        assert_eq!(m.grant_extra(0), None, "not operational yet");
+        m.request_vid(0).unwrap();
+        m.request_vid(1).unwrap();
+        let mut got = Vec::new();
+        while let Some((vid, backup)) = m.grant_extra(0) {
+            assert_eq!(backup, Some(1));
+            assert_eq!(m.entry(vid).unwrap().owner, Some(0));
+            got.push(vid);
+        }
+        assert_eq!(got, vec![2, 3, 4, 5, 6]);
+        assert_eq!(m.free_vids(), 1);
+        // An extra VID is released like an adopted one once drained; the home never is.
+        assert!(m.release_vid(0, 4));
+        assert!(!m.release_vid(0, 0));
+        // A lone worker may take every VID: no other worker could restart into one.
+        let mut m = VidManager::new(Geometry::new(1024, 65535, 1), 1);
+        m.request_vid(0).unwrap();
+        assert_eq!(m.grant_extra(0), Some((1, None)));
+        assert_eq!(m.grant_extra(0), Some((2, None)));
+        assert_eq!(m.grant_extra(0), Some((3, None)));
+        assert_eq!(m.grant_extra(0), None);
     }
 
     #[test]

@@ -92,8 +92,11 @@ pub enum WorkerEvent {
     /// The endpoint got a new mapping outside a set-up request (its old one expired while a
     /// packet was on its way): point the flow table at `vid`.
     FlowMoved(Endpoint, Vid),
-    /// The last session of an adopted VID is gone: release the VID.
+    /// The last session of an adopted (or extra) VID is gone: release the VID.
     VidDrained(Vid),
+    /// Every block this worker allocates from is full for some new mapping: it asks for one
+    /// more VID ([`NatWorker::handle_extra`] answers). Raised at most once a second.
+    NeedVid,
 }
 
 /// A worker's counters (the router adds them to `swrouter status`).
@@ -140,6 +143,10 @@ pub struct NatWorker {
     expired: Vec<Expired>,
     events: Vec<WorkerEvent>,
     scratch: Vec<SessionInfo>,
+    /// A set-up found every allocating block full since the last [`WorkerEvent::NeedVid`].
+    need_vid: bool,
+    /// When the last [`WorkerEvent::NeedVid`] was raised (seconds).
+    asked_vid_at: Option<u32>,
     /// Counters.
     pub counters: WorkerCounters,
 }
@@ -171,6 +178,8 @@ impl NatWorker {
             expired: Vec::with_capacity(1024),
             events: Vec::with_capacity(1024),
             scratch: Vec::new(),
+            need_vid: false,
+            asked_vid_at: None,
             counters: WorkerCounters::default(),
         }
     }
@@ -187,6 +196,21 @@ impl NatWorker {
         if let Some(o) = self.owned.get_mut(usize::from(vid)) {
             *o = true;
         }
+    }
+
+    /// The switch processor granted an extra VID after [`WorkerEvent::NeedVid`]: new mappings
+    /// allocate from it once the earlier blocks are full. It is released like an adopted VID
+    /// when its last session has gone.
+    pub fn handle_extra(&mut self, vid: Vid) {
+        if let Some(o) = self.owned.get_mut(usize::from(vid)) {
+            *o = true;
+        }
+        self.table.add_alloc(vid);
+    }
+
+    /// The VIDs new mappings allocate from, home first.
+    pub fn allocating(&self) -> &[Vid] {
+        self.table.allocating()
     }
 
     /// The home VID the switch processor granted, if any.
@@ -253,7 +277,7 @@ impl NatWorker {
                     Err(m) => return self.miss(m, f.proto),
                 };
                 translate::rewrite(pkt, &f, Side::Src, b.addr, b.port, csum);
-                self.after(&b, ep, setup);
+                self.after(&b, ep, vid, setup);
                 self.counters.out_translated += 1;
                 if self.cfg.is_pool_addr(f.dst) {
                     self.counters.hairpin += 1;
@@ -361,16 +385,19 @@ impl NatWorker {
         }
     }
 
-    /// Mirrors what a packet did and reports a mapping made outside a set-up.
-    fn after(&mut self, b: &Binding, ep: Endpoint, setup: bool) {
+    /// Mirrors what a packet did and reports a new mapping whose VID is not the one the flow
+    /// table holds for the endpoint (`handed`): made outside a set-up, or in an extra VID.
+    fn after(&mut self, b: &Binding, ep: Endpoint, handed: Vid, setup: bool) {
         match b.change {
             Change::None => {}
             Change::Created => self.mirror_session(RecordKind::Created, b.session),
             Change::State => self.mirror_session(RecordKind::State, b.session),
         }
-        if b.new_mapping && !setup {
-            if let Some(home) = self.home {
-                self.events.push(WorkerEvent::FlowMoved(ep, home));
+        if b.new_mapping {
+            if let Some(v) = self.geometry.vid_of_port(b.port) {
+                if !setup || v != handed {
+                    self.events.push(WorkerEvent::FlowMoved(ep, v));
+                }
             }
         }
     }
@@ -384,6 +411,7 @@ impl NatWorker {
         match m {
             Miss::Exhausted | Miss::NoVid => {
                 self.counters.exhausted += 1;
+                self.need_vid = true;
                 Verdict::Prohibited
             }
             Miss::TableFull => self.counters.drop(NatDrop::TableFull),
@@ -408,17 +436,25 @@ impl NatWorker {
             });
             if e.mapping_gone {
                 out.push(WorkerEvent::FlowGone(e.info.endpoint()));
+                // A port came free: an older "blocks full" is stale.
+                self.need_vid = false;
             }
             if e.vid_empty {
                 if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
                     if Some(v) != self.home && self.owns(v) {
                         self.owned[usize::from(v)] = false;
+                        self.table.remove_alloc(v);
                         out.push(WorkerEvent::VidDrained(v));
                     }
                 }
             }
         }
         self.expired = expired;
+        if self.need_vid && self.asked_vid_at.map_or(true, |t| now >= t.saturating_add(1)) {
+            self.need_vid = false;
+            self.asked_vid_at = Some(now);
+            out.push(WorkerEvent::NeedVid);
+        }
         out.append(&mut self.events);
         work
     }
@@ -469,6 +505,7 @@ impl NatWorker {
         if let Some(o) = self.owned.get_mut(usize::from(vid)) {
             *o = false;
         }
+        self.table.remove_alloc(vid);
         let mut gone = Vec::new();
         self.table.drop_vid(vid, &mut gone);
         for e in gone {
@@ -593,5 +630,76 @@ mod tests {
             Verdict::Drop(NatDrop::Misdelivered)
         );
         assert_eq!((c.drops[7], c.misdelivered), (1, 1));
+    }
+}
+#[cfg(test)]
+mod extra_vid_tests {
+    use super::*;
+    use crate::config::{Prefix, Rule};
+    use crate::translate::build;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_full_block_asks_for_an_extra_vid_and_allocates_from_it() {
+        let cfg = Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers: 1,
+            max_sessions: 64,
+            port_min: 1024,
+            port_max: 1024 + 7,
+            ..Config::default()
+        };
+        let mut w = NatWorker::new(0, &cfg, 1, 0);
+        let g = Geometry::new(cfg.port_min, cfg.port_max, 1);
+        assert_eq!((g.vids, g.block_len()), (2, 4));
+        w.handle_grant(0);
+        let remote = (Ipv4Addr::new(198, 51, 100, 1), 53);
+        let send = |w: &mut NatWorker, port: u16| {
+            let mut p = build::udp((Ipv4Addr::new(10, 0, 0, 1), port), remote, 4, false);
+            let v = w.outbound(&mut p, L4Csum::Full, 1, 0, true, 0);
+            (v, translate::parse(&p).unwrap().sport)
+        };
+        for port in 0..4 {
+            let (v, out) = send(&mut w, 5000 + port);
+            assert_eq!(v, Verdict::Forward);
+            assert!((1024..1028).contains(&out));
+        }
+        // The home block is full: refused, and the worker asks for more (once).
+        assert_eq!(send(&mut w, 6000).0, Verdict::Prohibited);
+        assert_eq!(send(&mut w, 6001).0, Verdict::Prohibited);
+        let mut ev = Vec::new();
+        w.poll_expired(0, 100, &mut ev);
+        assert_eq!(ev, vec![WorkerEvent::NeedVid]);
+        ev.clear();
+        w.poll_expired(0, 100, &mut ev);
+        assert!(ev.is_empty());
+        // With the extra VID the next set-up gets a port there, and the flow table hears of it.
+        w.handle_extra(1);
+        let (v, out) = send(&mut w, 6002);
+        assert_eq!(v, Verdict::Forward);
+        assert!((1028..1032).contains(&out));
+        w.poll_expired(0, 100, &mut ev);
+        assert_eq!(
+            ev,
+            vec![WorkerEvent::FlowMoved(
+                Endpoint {
+                    proto: netwire::ipv4::PROTO_UDP,
+                    addr: Ipv4Addr::new(10, 0, 0, 1),
+                    port: 6002
+                },
+                1
+            )]
+        );
+        assert_eq!(w.allocating(), &[0, 1]);
+        // Once its last session has gone the extra VID is released and no longer allocated.
+        ev.clear();
+        w.poll_expired(1000, 10_000, &mut ev);
+        assert!(ev.contains(&WorkerEvent::VidDrained(1)));
+        assert!(!ev.contains(&WorkerEvent::VidDrained(0)));
+        assert_eq!(w.allocating(), &[0]);
     }
 }

@@ -246,6 +246,16 @@ fn nat(f: &mut Families, n: &crate::natd::NatStatus) {
             s.restarts,
         ),
         (
+            "swrouter_nat_switch_extra_vids_total",
+            "Extra VIDs granted to workers whose port blocks were full.",
+            s.extra_vids,
+        ),
+        (
+            "swrouter_nat_switch_extra_vids_refused_total",
+            "Requests for an extra VID refused (no VID could be spared).",
+            s.extra_refused,
+        ),
+        (
             "swrouter_nat_switch_lost_vids_total",
             "VIDs lost with their sessions.",
             s.lost_vids,

@@ -439,34 +439,62 @@ fn nat_translates_tcp_udp_ping_and_traceroute_and_reload_keeps_sessions() {
 
 #[test]
 fn port_exhaustion_is_counted_and_answered_with_admin_prohibited() {
-    // One worker, 32 ports: two VIDs of 16; the worker's home block holds 16 mappings.
+    // One worker, 32 ports: two VIDs of 16. The home block holds 16 mappings; the set-up that
+    // finds it full is refused, the worker asks for the free VID and allocates from it, and
+    // once both blocks are full every further flow is refused.
     let mut l = NatLab::new("natx", 1, "port-range = \"40000-40031\"\nudp-timeout = 2");
     l.start();
     udp_echo(&mut l);
     std::thread::sleep(Duration::from_millis(500));
-    let answers = udp_requests(&l, 41000..41020);
+    let answers = udp_requests(&l, 41000..41040);
     let ok = answers.iter().filter(|a| a.is_ok()).count();
-    assert_eq!(ok, 16, "{answers:?}\n{}", tail(&l.log(), 20));
+    assert_eq!(ok, 32, "{answers:?}\n{}", tail(&l.log(), 20));
+    assert!(answers[..16].iter().all(|a| a.is_ok()), "{answers:?}");
+    // The refusal that asked for the second block (one, or a few if the grant is slow), the
+    // second block's 16, then refusals only: 32 answered and 8 refused whatever the timing.
+    assert!(answers[16].is_err() && answers[39].is_err(), "{answers:?}");
     // The others got ICMP administratively prohibited: EHOSTUNREACH (113) on Linux.
     for a in answers.iter().filter(|a| a.is_err()) {
         assert_eq!(a.as_ref().unwrap_err(), "ERR 113", "{answers:?}");
     }
     settle();
     let s = l.status();
-    assert_eq!(sum_workers(&s, "port_exhausted"), 4, "{}", nat_status(&s));
+    assert_eq!(sum_workers(&s, "port_exhausted"), 8, "{}", nat_status(&s));
     assert_eq!(
         stage_of(&s, "nat-out").unwrap()["drops"]["nat-port-exhausted"]
             .as_u64()
             .unwrap(),
-        4
+        8
     );
-    // A quiet period with no traffic at all: the idle sessions expire (2 s UDP timeout) and
-    // their ports come back, so 16 new flows are answered again.
-    assert_eq!(l.sessions().len(), 16);
+    assert_eq!(sum_workers(&s, "extra_vids"), 1, "{}", nat_status(&s));
+    assert_eq!(nat_status(&s)["switch"]["extra_vids"], 1);
+    let outside: Vec<u64> = l
+        .sessions()
+        .iter()
+        .map(|x| {
+            x["outside"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(outside.len(), 32);
+    assert!(
+        outside.iter().all(|p| (40000..40032).contains(p)),
+        "{outside:?}"
+    );
+    // A quiet period with no traffic at all: the idle sessions expire (2 s UDP timeout), their
+    // ports come back and the extra VID is released; 16 new flows are answered again.
     std::thread::sleep(Duration::from_secs(4));
     assert!(l.sessions().is_empty(), "{:?}", l.sessions());
     settle();
-    assert_eq!(sum_workers(&l.status(), "expired"), 16);
+    let s = l.status();
+    assert_eq!(sum_workers(&s, "expired"), 32);
+    assert_eq!(sum_workers(&s, "extra_vids"), 0, "{}", nat_status(&s));
     let again = udp_requests(&l, 42000..42016);
     assert!(again.iter().all(|a| a.is_ok()), "{again:?}");
 }

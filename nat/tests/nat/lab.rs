@@ -52,6 +52,8 @@ pub struct Lab {
     pub lost_vids: usize,
     /// VIDs handed back to a restarted worker for want of a free one.
     pub handbacks: usize,
+    /// Extra VIDs granted to workers whose blocks were full.
+    pub extra_vids: usize,
     events: Vec<WorkerEvent>,
 }
 
@@ -66,6 +68,7 @@ impl Lab {
             now: 1000,
             lost_vids: 0,
             handbacks: 0,
+            extra_vids: 0,
             events: Vec::new(),
         };
         for w in 0..n {
@@ -271,10 +274,21 @@ impl Lab {
             }
             for ev in std::mem::take(&mut self.events) {
                 self.sp.handle_event(w as WorkerId, ev);
-                if let WorkerEvent::VidDrained(v) = ev {
-                    for x in self.workers.iter_mut().flatten() {
-                        x.forget_shadow(v);
+                match ev {
+                    WorkerEvent::VidDrained(v) => {
+                        for x in self.workers.iter_mut().flatten() {
+                            x.forget_shadow(v);
+                        }
                     }
+                    WorkerEvent::NeedVid => {
+                        if let Some((vid, _)) = self.sp.grant_extra(w as WorkerId) {
+                            self.extra_vids += 1;
+                            if let Some(x) = self.workers[w].as_mut() {
+                                x.handle_extra(vid);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

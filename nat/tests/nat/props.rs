@@ -84,7 +84,8 @@ proptest! {
         for v in 0..g.vids {
             let start = u32::from(g.block_start(v));
             prop_assert_eq!(start, last_end);
-            last_end = start + g.block_len();
+            last_end = start + g.len_of(v);
+            prop_assert!(g.len_of(v) >= 1 && g.len_of(v) <= g.block_len());
             prop_assert!(last_end - 1 <= u32::from(max));
             prop_assert_eq!(g.vid_of_port(start as u16), Some(v));
             prop_assert_eq!(g.vid_of_port((last_end - 1) as u16), Some(v));
@@ -92,7 +93,7 @@ proptest! {
         match g.vid_of_port(probe) {
             Some(v) => {
                 let s = u32::from(g.block_start(v));
-                prop_assert!((s..s + g.block_len()).contains(&u32::from(probe)));
+                prop_assert!((s..s + g.len_of(v)).contains(&u32::from(probe)));
             }
             None => prop_assert!(u32::from(probe) < u32::from(min) || u32::from(probe) >= last_end),
         }

@@ -20,8 +20,19 @@ struct Flow {
 }
 
 fn run(seed: u64, workers: u16, steps: usize) -> (usize, usize, usize) {
+    run_with(seed, config(workers), steps, 1).0
+}
+
+/// Runs the simulation on `cfg`; returns (kills, restarts, handbacks) and the extra VIDs Only one in `kill_one_in` kill draws kills a worker.
+fn run_with(
+    seed: u64,
+    cfg: nat::config::Config,
+    steps: usize,
+    kill_one_in: u64,
+) -> ((usize, usize, usize), usize) {
+    let workers = cfg.workers;
     let mut rng = SplitMix64::new(seed);
-    let mut lab = Lab::new(config(workers));
+    let mut lab = Lab::new(cfg);
     let mut flows: Vec<Flow> = Vec::new();
     let (mut kills, mut restarts, mut packets, mut expired) = (0, 0, 0u64, 0);
     for step in 0..steps {
@@ -73,7 +84,7 @@ fn run(seed: u64, workers: u16, steps: usize) -> (usize, usize, usize) {
                 let live: Vec<u16> = (0..workers)
                     .filter(|&w| lab.workers[usize::from(w)].is_some())
                     .collect();
-                if live.len() >= 2 {
+                if live.len() >= 2 && rng.below(kill_one_in) == 0 {
                     let w = live[rng.below(live.len() as u64) as usize];
                     lab.kill(w);
                     kills += 1;
@@ -150,7 +161,7 @@ fn run(seed: u64, workers: u16, steps: usize) -> (usize, usize, usize) {
     assert_eq!(lab.sp.counters.not_setup, 0);
     // Something actually happened.
     assert!(
-        kills > 0 && restarts > 0 && packets > 100,
+        (kill_one_in > 1 || kills > 0 && restarts > 0) && packets > 100,
         "seed {seed}: {kills} kills, {restarts} restarts"
     );
     let overflow: u64 = lab
@@ -166,14 +177,40 @@ fn run(seed: u64, workers: u16, steps: usize) -> (usize, usize, usize) {
         .flatten()
         .map(|w| w.table().counters.adopted)
         .sum();
+    let exhausted: u64 = lab
+        .workers
+        .iter()
+        .flatten()
+        .map(|w| w.counters.exhausted)
+        .sum();
     let gone: u64 = lab
         .workers
         .iter()
         .flatten()
         .map(|w| w.table().counters.expired)
         .sum();
-    eprintln!("seed {seed}: {workers} workers, {} flows live, {expired} idled out ({gone} sessions expired on live workers), {packets} packets, {kills} kills, {restarts} restarts, {} handbacks, {adopted} sessions adopted by live workers", flows.len(), lab.handbacks);
-    (kills, restarts, lab.handbacks)
+    eprintln!("seed {seed}: {workers} workers, {} flows live, {expired} idled out ({gone} sessions expired on live workers), {packets} packets, {kills} kills, {restarts} restarts, {} handbacks, {} extra VIDs ({exhausted} set-ups found no port), {adopted} sessions adopted by live workers", flows.len(), lab.handbacks, lab.extra_vids);
+    ((kills, restarts, lab.handbacks), lab.extra_vids)
+}
+
+#[test]
+fn full_blocks_get_extra_vids_without_losing_sessions() {
+    // Small blocks (16 ports per VID on each of 2 pool addresses): workers fill their
+    // home blocks and ask for extra VIDs; in half the runs they also die (rarely) and restart
+    // while they hold them. Every session keeps reaching one worker and nothing is lost.
+    let (mut extra, mut kills) = (0, 0);
+    for seed in 0..8 {
+        let workers = 2 + (seed % 2) as u16;
+        let mut cfg = config(workers);
+        cfg.port_min = 1024;
+        cfg.port_max = 1024 + 32 * workers - 1;
+        let kill_one_in = if seed < 4 { u64::MAX } else { 25 };
+        let ((k, _, _), e) = run_with(100 + seed, cfg, 1500, kill_one_in);
+        extra += e;
+        kills += k;
+    }
+    assert!(extra > 0, "no worker ever asked for an extra VID");
+    assert!(kills > 0, "no worker died while holding extra VIDs");
 }
 
 #[test]

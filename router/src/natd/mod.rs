@@ -124,6 +124,8 @@ pub enum FlowUpdate {
 pub enum Control {
     /// Your home VID (at start and after a restart).
     Grant(Vid),
+    /// Allocate from `vid` too: your blocks were full.
+    ExtraVid(Vid),
     /// You own `vid` now (its owner failed): turn your shadow of it live, then acknowledge.
     TakeOver(Vid, std::sync::mpsc::Sender<usize>),
     /// Send your sessions of `vid` to its new backup `to`.
@@ -196,6 +198,9 @@ pub struct WorkerInbox {
 pub struct WorkerStats {
     /// Its home VID.
     pub home_vid: Option<Vid>,
+    /// Extra VIDs it allocates from besides its home (granted when its blocks filled).
+    #[serde(default)]
+    pub extra_vids: u16,
     /// Sessions in its table.
     pub sessions: u64,
     /// Mappings in its table.
@@ -459,9 +464,11 @@ pub fn render(o: &mut String, n: &NatStatus) {
             o,
             "{:<6} {:>4} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>7} {:>6} {:>9}{}",
             i,
-            w.home_vid
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
+            match (w.home_vid, w.extra_vids) {
+                (None, _) => "-".to_string(),
+                (Some(v), 0) => v.to_string(),
+                (Some(v), n) => format!("{v}+{n}"),
+            },
             w.sessions,
             w.created,
             w.expired,
@@ -478,8 +485,8 @@ pub fn render(o: &mut String, n: &NatStatus) {
     let s = &n.switch;
     let _ = writeln!(
         o,
-        "switch processor: setups {}  not-setup {}  retransmitted {}  no-worker {}  queue-full {}  flows {}  failovers {}  restarts {}  lost-vids {}",
-        s.setups, s.not_setup, s.already_installed, s.no_worker, s.queue_full, s.flow_entries, s.failovers, s.restarts, s.lost_vids
+        "switch processor: setups {}  not-setup {}  retransmitted {}  no-worker {}  queue-full {}  flows {}  failovers {}  restarts {}  lost-vids {}  extra-vids {}  extra-refused {}",
+        s.setups, s.not_setup, s.already_installed, s.no_worker, s.queue_full, s.flow_entries, s.failovers, s.restarts, s.lost_vids, s.extra_vids, s.extra_refused
     );
     for v in &s.vids {
         let who = |w: Option<WorkerId>| w.map(|w| w.to_string()).unwrap_or_else(|| "-".into());

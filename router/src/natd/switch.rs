@@ -55,6 +55,12 @@ pub struct SwitchStats {
     pub restarts: u64,
     /// VIDs lost with their sessions (owner and backup failed together).
     pub lost_vids: u64,
+    /// Extra VIDs granted to workers whose blocks were full.
+    #[serde(default)]
+    pub extra_vids: u64,
+    /// Requests for an extra VID refused (none could be spared).
+    #[serde(default)]
+    pub extra_refused: u64,
     /// Per worker: operational.
     pub operational: Vec<bool>,
     /// Owned VIDs.
@@ -136,6 +142,7 @@ impl Switch {
                         }
                         self.publish();
                     }
+                    WorkerEvent::NeedVid => self.grant_extra(w),
                 }
             }
             SwitchMsg::Load(w, load) => self.sp.set_load(w, load),
@@ -204,6 +211,31 @@ impl Switch {
                     break;
                 }
                 std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// `w`'s blocks are full: one more VID to allocate from, published before the worker
+    /// hears of it so replies to its first port there already find it.
+    fn grant_extra(&mut self, w: WorkerId) {
+        match self.sp.grant_extra(w) {
+            Some((vid, backup)) => {
+                self.stats.extra_vids += 1;
+                self.publish();
+                if let Some(b) = backup {
+                    // A VID freed earlier may have left a shadow behind.
+                    self.rt.control(b, Control::ForgetShadow(vid));
+                }
+                self.rt.control(w, Control::ExtraVid(vid));
+                tracing::info!(worker = w, vid, backup = ?backup, "NAT: worker's port blocks are full; extra VID granted");
+            }
+            None => {
+                self.stats.extra_refused += 1;
+                tracing::warn!(
+                    worker = w,
+                    free = self.sp.vids().free_vids(),
+                    "NAT: worker's port blocks are full and no VID can be spared; new flows get ICMP prohibited"
+                );
             }
         }
     }
@@ -350,7 +382,7 @@ impl Switch {
             .filter(|(_, e)| e.owner.is_some())
             .map(|(v, e)| {
                 let start = t.geometry.block_start(v as Vid);
-                let end = u32::from(start) + t.geometry.block_len() - 1;
+                let end = u32::from(start) + t.geometry.len_of(v as Vid) - 1;
                 VidRow {
                     vid: v as Vid,
                     ports: format!("{start}-{end}"),

@@ -337,6 +337,7 @@ impl WorkerNat {
                 self.nw.handle_grant(vid);
                 tracing::info!(worker = self.id, vid, "NAT: VID granted");
             }
+            Control::ExtraVid(vid) => self.nw.handle_extra(vid),
             Control::TakeOver(vid, ack) => {
                 let n = self.nw.take_over(vid, now);
                 tracing::warn!(
@@ -475,6 +476,7 @@ impl WorkerNat {
         let c = &self.nw.counters;
         let s = &mut self.stats;
         s.home_vid = self.nw.home();
+        s.extra_vids = self.nw.allocating().len().saturating_sub(1) as u16;
         s.sessions = t.len() as u64;
         s.mappings = t.mappings() as u64;
         s.shadow = self.nw.shadow().len() as u64;
