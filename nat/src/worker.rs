@@ -450,7 +450,11 @@ impl NatWorker {
             }
         }
         self.expired = expired;
-        if self.need_vid && self.asked_vid_at.map_or(true, |t| now >= t.saturating_add(1)) {
+        if self.need_vid
+            && self
+                .asked_vid_at
+                .map_or(true, |t| now >= t.saturating_add(1))
+        {
             self.need_vid = false;
             self.asked_vid_at = Some(now);
             out.push(WorkerEvent::NeedVid);

@@ -501,7 +501,19 @@ fn port_exhaustion_is_counted_and_answered_with_admin_prohibited() {
 
 #[test]
 fn killing_a_worker_mid_transfer_loses_no_session() {
-    let mut l = NatLab::new("natk", 2, "");
+    worker_dies_mid_transfer("natk", false);
+}
+
+#[test]
+fn a_stalled_worker_is_failed_over_by_the_watchdog_without_losing_a_session() {
+    // The worker stops looping (no heartbeat); only the switch processor's watchdog notices.
+    worker_dies_mid_transfer("nats", true);
+}
+
+/// 16 NAT downloads; one worker panics (or stalls) mid-transfer; none breaks, its VID moves to
+/// the survivor, and it comes back with a VID of its own.
+fn worker_dies_mid_transfer(prefix: &str, stall: bool) {
+    let mut l = NatLab::new(prefix, 2, "");
     l.start();
     let data = blob(6 << 20, 3);
     l.web(&[("big", &data)]);
@@ -516,8 +528,13 @@ fn killing_a_worker_mid_transfer_loses_no_session() {
         let sock = l.socket.to_string_lossy().to_string();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1000));
+            let mut args = vec!["nat".to_string(), "kill-worker".into(), victim.to_string()];
+            if stall {
+                args.push("--stall".into());
+            }
+            args.extend(["-s".to_string(), sock]);
             let out = std::process::Command::new(binary("swrouter"))
-                .args(["nat", "kill-worker", &victim.to_string(), "-s", &sock])
+                .args(&args)
                 .output()
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).to_string()
@@ -525,7 +542,16 @@ fn killing_a_worker_mid_transfer_loses_no_session() {
     };
     let got = l.parallel_downloads("big", 16, &["--limit-rate", "2M"]);
     let said = killer.join().unwrap();
-    assert!(said.contains("panic requested"), "{said}");
+    let want = if stall {
+        "stall requested"
+    } else {
+        "panic requested"
+    };
+    assert!(said.contains(want), "{said}");
+    if stall {
+        // The watchdog's heartbeat check failed it over, not the worker itself.
+        assert!(l.log().contains("stalled"), "{}", tail(&l.log(), 40));
+    }
     let bad = got.iter().filter(|g| **g != data).count();
     assert_eq!(
         bad,

@@ -385,10 +385,15 @@ impl WorkerNat {
                 if panic {
                     panic!("NAT test hook: worker {} killed", self.id);
                 }
+                // A real stall: no loop, no heartbeat, until the watchdog notices (after
+                // STALL_TIMEOUT) and fences this worker; then the loop sees the fence and exits.
                 tracing::warn!(worker = self.id, "NAT test hook: worker stalls");
-                self.rt.inboxes[usize::from(self.id)]
-                    .fenced
-                    .store(true, Ordering::Release);
+                let ib = &self.rt.inboxes[usize::from(self.id)];
+                let give_up = std::time::Instant::now() + 20 * super::STALL_TIMEOUT;
+                while !ib.fenced.load(Ordering::Acquire) && std::time::Instant::now() < give_up {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                ib.fenced.store(true, Ordering::Release);
             }
         }
     }
