@@ -7,6 +7,7 @@
 //! device or, for a bypassed destination, back to its router.
 
 use crate::bypass::Bypass;
+use crate::copy::CopySink;
 use crate::decap::{parse_redirected, GreCounters, Redirected};
 use crate::status::{serve_status, status_json, StatusRequest};
 use crate::sys;
@@ -107,6 +108,8 @@ impl Agent {
             dropped = ?self.gre.dropped,
             bypassed_gre = b.gre,
             bypassed_l2 = b.l2,
+            returns_rewritten = b.rewritten,
+            returns_copied = b.copied,
             bypass_errors = ?b.errors,
             "{msg}"
         );
@@ -134,7 +137,9 @@ async fn run_async(conf: CacheConf) -> Result<()> {
         udp: None,
         buf: Vec::with_capacity(2048),
         gre: GreCounters::default(),
-        bypass: Bypass::new(conf.bypass.clone(), config.is_some())?,
+        bypass: Bypass::new(conf.bypass.clone(), config.is_some())?
+            .with_rewrites(conf.return_rewrite.clone())?
+            .with_copy(conf.return_copy.as_ref().map(CopySink::open).transpose()?),
         tun_name: tun_name.clone(),
         address: conf.address,
     };

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
-use conf::cache::{CacheConf, CacheServiceConf};
+use conf::cache::{CacheConf, CacheServiceConf, ReturnCopy, ReturnRewrite};
 use conf::{Ipv4Network, LogLevel};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -85,6 +85,14 @@ pub struct Args {
     /// to the router that redirected them, by the return method negotiated with it (repeatable).
     #[arg(long = "bypass", value_name = "PREFIX", value_parser = parse_prefix)]
     pub bypass: Vec<Ipv4Network>,
+    /// Return redirected packets for PREFIX to the router with their destination rewritten to
+    /// ADDRESS, e.g. an alternate origin: `10.0.2.3/32=10.0.2.9` (repeatable; first match wins).
+    #[arg(long = "return-rewrite", value_name = "PREFIX=ADDRESS", value_parser = |s: &str| s.parse::<ReturnRewrite>())]
+    pub return_rewrite: Vec<ReturnRewrite>,
+    /// Copy every returned packet to a pcap file (`pcap:/abs/file.pcap`, raw IPv4) or a TAP
+    /// device (`tap:NAME`, created) for an analyser.
+    #[arg(long = "return-copy", value_name = "pcap:FILE|tap:NAME", value_parser = |s: &str| s.parse::<ReturnCopy>())]
+    pub return_copy: Option<ReturnCopy>,
 }
 
 /// What swcache runs with: the file (or the defaults) with the flags applied.
@@ -153,6 +161,12 @@ impl Args {
         }
         if !self.bypass.is_empty() {
             conf.bypass.clone_from(&self.bypass);
+        }
+        if !self.return_rewrite.is_empty() {
+            conf.return_rewrite.clone_from(&self.return_rewrite);
+        }
+        if let Some(c) = &self.return_copy {
+            conf.return_copy = Some(c.clone());
         }
         // A plain level also becomes the effective config's; directives only reach the filter.
         let log_filter = match &self.log_level {

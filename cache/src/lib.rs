@@ -17,7 +17,9 @@
 //! One module per job:
 //! - [`cli`]: the command-line flags and how they override `cache.conf` (read by `conf::cache`);
 //! - [`decap`]: taking a redirected datagram apart (outer IPv4, GRE, redirect header);
-//! - [`bypass`]: returning bypassed packets to their router by GRE or at layer 2;
+//! - [`bypass`]: returning bypassed packets to their router by GRE or at layer 2, rewritten
+//!   to another destination where `--return-rewrite` says so;
+//! - [`copy`]: copies of the returned packets for an analyser (pcap file or TAP device);
 //! - [`routes`]: the kernel's main routing table, read for the L2 return's next-hop check;
 //! - [`status`]: the status socket and the JSON it answers;
 //! - [`tun`]: the TUN device the inner packets are written to;
@@ -27,6 +29,7 @@
 pub mod agent;
 pub mod bypass;
 pub mod cli;
+pub mod copy;
 pub mod decap;
 pub mod routes;
 pub mod status;

@@ -75,9 +75,13 @@ pub fn status_json(
         },
         "bypass": {
             "prefixes": bypass.prefixes().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "rewrite": bypass.rewrites().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "copy": bypass.copy_name(),
             "bypassed": {
                 "gre": bypass.counters.gre,
                 "l2": bypass.counters.l2,
+                "rewritten": bypass.counters.rewritten,
+                "copied": bypass.counters.copied,
             },
             "errors": bypass.counters.errors,
         },

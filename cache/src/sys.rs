@@ -30,6 +30,16 @@ fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
 /// Opens (creating if needed) the TUN device `name` (IFF_TUN | IFF_NO_PI: every read and write
 /// is one bare IP packet), non-blocking; returns its descriptor and the name the kernel gave it.
 pub fn open_tun(name: &str) -> io::Result<(OwnedFd, String)> {
+    open_tun_device(name, libc::IFF_TUN)
+}
+
+/// Opens (creating if needed) the TAP device `name` (IFF_TAP | IFF_NO_PI: every write is one
+/// Ethernet frame), non-blocking; returns its descriptor and the name the kernel gave it.
+pub fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+    open_tun_device(name, libc::IFF_TAP)
+}
+
+fn open_tun_device(name: &str, kind: libc::c_int) -> io::Result<(OwnedFd, String)> {
     let path = CString::new("/dev/net/tun")
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
     // SAFETY: path is a live NUL-terminated string; a non-negative return is a descriptor we own.
@@ -46,7 +56,7 @@ pub fn open_tun(name: &str) -> io::Result<(OwnedFd, String)> {
     // SAFETY: fd was just returned by open(2) and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut req = ifreq(name)?;
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    req.ifr_ifru.ifru_flags = (kind | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which is live for the duration of the call.
     let rc = unsafe {
         libc::ioctl(

@@ -667,6 +667,27 @@ pub(crate) enum CidrError {
     Invalid,
 }
 
+/// A prefix (`10.0.2.0/24`) or an address (a /32) without a position, host bits zero; the
+/// error says what is wrong.
+pub(crate) fn parse_prefix_or_address(s: &str) -> std::result::Result<Ipv4Network, String> {
+    let n = if s.contains('/') {
+        parse_cidr(s).map_err(|_| format!("`{s}` is not an IPv4 prefix such as 10.0.2.0/24"))?
+    } else {
+        let a: Ipv4Addr = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IPv4 address or prefix"))?;
+        Ipv4Network::new(a, 32).map_err(|_| "bad prefix".to_string())?
+    };
+    if n.ip() != n.network() {
+        return Err(format!(
+            "`{s}` has host bits set; did you mean {}/{}?",
+            n.network(),
+            n.prefix()
+        ));
+    }
+    Ok(n)
+}
+
 /// An element of list `key` that is an IPv4 prefix (`example` shows the form in errors) or an
 /// address (a /32), with its host bits zero.
 pub(crate) fn prefix_or_address(

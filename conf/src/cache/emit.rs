@@ -27,6 +27,14 @@ pub(crate) fn to_toml(c: &CacheConf) -> String {
         "bypass = [{}]",
         list(c.bypass.iter().map(|p| p.to_string()).collect())
     );
+    let _ = writeln!(
+        out,
+        "return-rewrite = [{}]",
+        list(c.return_rewrite.iter().map(|r| r.to_string()).collect())
+    );
+    if let Some(copy) = &c.return_copy {
+        let _ = writeln!(out, "return-copy = {}", quote(&copy.to_string()));
+    }
     out.push_str("\n[wccp]\n");
     let _ = writeln!(
         out,

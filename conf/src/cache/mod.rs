@@ -54,6 +54,11 @@ pub struct CacheConf {
     pub log_level: LogLevel,
     /// Destination prefixes whose redirected packets are returned to the router (`bypass`).
     pub bypass: Vec<Ipv4Network>,
+    /// Destinations whose redirected packets are returned with a new destination address
+    /// (`return-rewrite`), first match first; they are returned like `bypass` ones.
+    pub return_rewrite: Vec<ReturnRewrite>,
+    /// Where a copy of every returned packet goes (`return-copy`); none by default.
+    pub return_copy: Option<ReturnCopy>,
     /// Routers to join (`[wccp] routers`); at least one unless `gre_only`.
     pub routers: Vec<Ipv4Addr>,
     /// Assignment weight (`weight`).
@@ -66,6 +71,90 @@ pub struct CacheConf {
     pub assignment: Vec<AssignmentMethod>,
     /// Service groups to join (`[[wccp.service]]`); service 0 when the file names none.
     pub services: Vec<CacheServiceConf>,
+}
+
+/// A destination rewrite on return (seed 001, claims 37-38): a redirected packet whose
+/// destination lies in `prefix` is handed back to its router addressed to `to` (for example an
+/// alternate origin), its checksums updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnRewrite {
+    /// Destinations rewritten.
+    pub prefix: Ipv4Network,
+    /// The new destination address.
+    pub to: Ipv4Addr,
+}
+
+impl std::fmt::Display for ReturnRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.prefix, self.to)
+    }
+}
+
+impl std::str::FromStr for ReturnRewrite {
+    type Err = String;
+
+    /// `PREFIX=ADDRESS`, e.g. `10.0.2.3/32=10.0.2.9` (a bare address is a /32).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (p, a) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not PREFIX=ADDRESS, such as 10.0.2.3/32=10.0.2.9"))?;
+        let prefix = crate::validate::parse_prefix_or_address(p.trim())
+            .map_err(|e| format!("`{s}`: {e}"))?;
+        let to: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{}` is not an IPv4 address", a.trim()))?;
+        if to.is_unspecified() || to.is_multicast() || to.is_broadcast() || to.is_loopback() {
+            return Err(format!(
+                "`{s}`: {to} is not a unicast address the router can forward to"
+            ));
+        }
+        Ok(ReturnRewrite { prefix, to })
+    }
+}
+
+/// Where swcache copies the packets it returns (seed 001, claim 39), for an analyser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnCopy {
+    /// Append them to a pcap file (raw IPv4 link type), created or truncated at start.
+    Pcap(PathBuf),
+    /// Write them as Ethernet frames to a TAP device of this name, created and brought up.
+    Tap(String),
+}
+
+impl std::fmt::Display for ReturnCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReturnCopy::Pcap(p) => write!(f, "pcap:{}", p.display()),
+            ReturnCopy::Tap(n) => write!(f, "tap:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ReturnCopy {
+    type Err = String;
+
+    /// `pcap:/absolute/file.pcap` or `tap:NAME`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("pcap", p)) => {
+                let path = PathBuf::from(p);
+                if !path.is_absolute() || path.file_name().is_none() {
+                    return Err(format!(
+                        "`{s}`: the pcap file must be an absolute path, such as pcap:/var/tmp/returns.pcap"
+                    ));
+                }
+                Ok(ReturnCopy::Pcap(path))
+            }
+            Some(("tap", n)) => match crate::validate::bad_ifname(n) {
+                Some(e) => Err(format!("`{s}`: {e}")),
+                None => Ok(ReturnCopy::Tap(n.to_string())),
+            },
+            _ => Err(format!(
+                "`{s}` is not pcap:FILE or tap:NAME, such as pcap:/var/tmp/returns.pcap or tap:wccpcopy"
+            )),
+        }
+    }
 }
 
 /// One service group the cache joins.
@@ -98,6 +187,8 @@ impl Default for CacheConf {
             socket: None,
             log_level: LogLevel::default(),
             bypass: Vec::new(),
+            return_rewrite: Vec::new(),
+            return_copy: None,
             routers: Vec::new(),
             weight: DEFAULT_WEIGHT,
             forwarding: vec![ForwardingMethod::Gre],

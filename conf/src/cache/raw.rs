@@ -16,6 +16,8 @@ pub(crate) const CACHE_KEYS: &[&str] = &[
     "socket",
     "log-level",
     "bypass",
+    "return-rewrite",
+    "return-copy",
 ];
 /// Keys of `[wccp]`, in documentation order.
 pub(crate) const WCCP_KEYS: &[&str] = &[
@@ -70,6 +72,10 @@ pub(crate) struct RawCache {
     pub log_level: Option<Spanned<String>>,
     /// `bypass = ["10.0.2.0/24"]`; each element keeps its own span.
     pub bypass: Option<Vec<Spanned<String>>>,
+    /// `return-rewrite = ["10.0.2.3/32=10.0.2.9"]`; each element keeps its own span.
+    pub return_rewrite: Option<Vec<Spanned<String>>>,
+    /// `return-copy = "pcap:/var/tmp/returns.pcap"`.
+    pub return_copy: Option<Spanned<String>>,
 }
 
 /// `[wccp]`: the routers to join and what this cache offers them.
@@ -170,8 +176,8 @@ mod tests {
     #[test]
     fn serde_messages_name_the_section() {
         assert_eq!(
-            explain("unknown field `tunn`, expected one of `address`, `gre-only`, `tun`, `socket`, `log-level`, `bypass`").as_deref(),
-            Some("unknown key `tunn` in [cache]; expected one of: address, gre-only, tun, socket, log-level, bypass; did you mean `tun`?")
+            explain("unknown field `tunn`, expected one of `address`, `gre-only`, `tun`, `socket`, `log-level`, `bypass`, `return-rewrite`, `return-copy`").as_deref(),
+            Some("unknown key `tunn` in [cache]; expected one of: address, gre-only, tun, socket, log-level, bypass, return-rewrite, return-copy; did you mean `tun`?")
         );
         assert_eq!(
             explain("unknown field `cahce`, expected `cache` or `wccp`").as_deref(),

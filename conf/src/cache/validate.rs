@@ -59,6 +59,32 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
             .map_err(|e| at.err(&s.span(), format!("{e}")))?,
     };
     let bypass = bypass(at, &c)?;
+    let mut return_rewrite: Vec<super::ReturnRewrite> = Vec::new();
+    for v in c.return_rewrite.iter().flatten() {
+        let r: super::ReturnRewrite = v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| at.err(&v.span(), format!("return-rewrite: {e}")))?;
+        if return_rewrite.iter().any(|x| x.prefix == r.prefix) {
+            return Err(at.err(
+                &v.span(),
+                format!(
+                    "return-rewrite: {} is rewritten twice; keep one entry per prefix",
+                    r.prefix
+                ),
+            ));
+        }
+        return_rewrite.push(r);
+    }
+    let return_copy = c
+        .return_copy
+        .as_ref()
+        .map(|v| {
+            v.get_ref()
+                .parse::<super::ReturnCopy>()
+                .map_err(|e| at.err(&v.span(), format!("return-copy: {e}")))
+        })
+        .transpose()?;
     let routers = routers(at, &w)?;
     let weight = match &w.weight {
         None => DEFAULT_WEIGHT,
@@ -88,6 +114,8 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         socket,
         log_level,
         bypass,
+        return_rewrite,
+        return_copy,
         routers,
         weight,
         forwarding,

@@ -17,6 +17,8 @@ tun = "wccp1"
 socket = "/run/swcache/a.sock"
 log-level = "debug"
 bypass = ["10.0.2.3", "192.0.2.0/24"]
+return-rewrite = ["10.0.2.4=10.0.2.9", "198.51.100.0/24=10.0.2.8"]
+return-copy = "pcap:/var/tmp/returns.pcap"
 
 [wccp]
 routers = ["10.0.3.1", "10.0.4.1"]
@@ -107,6 +109,19 @@ fn full_file_parses() {
 #[test]
 fn full_file_round_trips_through_the_effective_config() {
     let c = parse_str("cache.conf", FULL).unwrap();
+    assert_eq!(
+        c.return_rewrite
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        ["10.0.2.4/32=10.0.2.9", "198.51.100.0/24=10.0.2.8"]
+    );
+    assert_eq!(
+        c.return_copy,
+        Some(conf::cache::ReturnCopy::Pcap(
+            "/var/tmp/returns.pcap".into()
+        ))
+    );
     let text = c.to_toml();
     assert!(
         text.starts_with("# swcache effective configuration"),
@@ -218,7 +233,7 @@ fn every_error_points_at_its_value() {
             "[cache]\ntunn = \"x\"\n",
             2,
             1,
-            "unknown key `tunn` in [cache]; expected one of: address, gre-only, tun, socket, log-level, bypass; did you mean `tun`?",
+            "unknown key `tunn` in [cache]; expected one of: address, gre-only, tun, socket, log-level, bypass, return-rewrite, return-copy; did you mean `tun`?",
         ),
         (
             "[cahce]\n",
@@ -335,6 +350,36 @@ fn every_error_points_at_its_value() {
             "missing key `id` in [[wccp.service]]",
         ),
         ("[cache\n", 1, 7, "invalid table header"),
+        (
+            "[cache]\nreturn-rewrite = [\"10.0.2.3/32\"]\n",
+            2,
+            19,
+            "return-rewrite: `10.0.2.3/32` is not PREFIX=ADDRESS",
+        ),
+        (
+            "[cache]\nreturn-rewrite = [\"10.0.2.3/24=10.0.2.9\"]\n",
+            2,
+            19,
+            "return-rewrite: `10.0.2.3/24=10.0.2.9`: `10.0.2.3/24` has host bits set",
+        ),
+        (
+            "[cache]\nreturn-rewrite = [\"10.0.2.3=10.0.2.9\", \"10.0.2.3/32=10.0.2.8\"]\n",
+            2,
+            40,
+            "return-rewrite: 10.0.2.3/32 is rewritten twice",
+        ),
+        (
+            "[cache]\nreturn-copy = \"file:/x\"\n",
+            2,
+            15,
+            "return-copy: `file:/x` is not pcap:FILE or tap:NAME",
+        ),
+        (
+            "[cache]\nreturn-copy = \"pcap:relative.pcap\"\n",
+            2,
+            15,
+            "return-copy: `pcap:relative.pcap`: the pcap file must be an absolute path",
+        ),
     ] {
         let e = parse_str("cache.conf", text).unwrap_err();
         assert_eq!(e.file, "cache.conf", "{text}");
