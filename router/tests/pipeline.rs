@@ -1890,7 +1890,13 @@ fn stages(rec: &serde_json::Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| format!("{} {}", s["stage"].as_str().unwrap(), s["verdict"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["stage"].as_str().unwrap(),
+                s["verdict"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -1916,7 +1922,10 @@ fn a_traced_redirect_names_its_service_cache_method_and_bucket() {
     let rec = only_record(&t);
     assert_eq!(rec["packet"], 1);
     assert_eq!(rec["interface"], "eth0");
-    assert_eq!(rec["summary"], "TCP 10.0.1.2:40000 > 10.0.2.80:80 [S] len 40");
+    assert_eq!(
+        rec["summary"],
+        "TCP 10.0.1.2:40000 > 10.0.2.80:80 [S] len 40"
+    );
     assert_eq!(
         stages(&rec),
         [
@@ -1976,7 +1985,11 @@ fn traced_packets_name_why_they_were_not_redirected() {
     let t = trace(&mut b, 1, "");
     b.run(vec![tcp_syn(80)], t0);
     let w = wccp_step(&only_record(&t));
-    assert_eq!((&w["redirected"], &w["reason"]), (&false.into(), &"denied".into()), "{w:#}");
+    assert_eq!(
+        (&w["redirected"], &w["reason"]),
+        (&false.into(), &"denied".into()),
+        "{w:#}"
+    );
     assert_eq!(w["tried"][0]["outcome"], "denied");
     assert_eq!(w["tried"][0]["rule"], 2);
     // Unassigned: no cache holds the bucket; forwarded normally (fail-policy open).
@@ -1989,7 +2002,10 @@ fn traced_packets_name_why_they_were_not_redirected() {
     let w = wccp_step(&only_record(&t));
     assert_eq!(w["reason"], "unassigned", "{w:#}");
     assert_eq!(w["fail_policy"], "open");
-    assert!(w["bucket"].as_u64().is_some(), "the bucket nobody holds: {w:#}");
+    assert!(
+        w["bucket"].as_u64().is_some(),
+        "the bucket nobody holds: {w:#}"
+    );
     // Cache probed down: fast failover took cache A out.
     let mut spec = PlaneSpec::new();
     spec.failed = [true, false];
@@ -2008,7 +2024,11 @@ fn traced_packets_name_why_they_were_not_redirected() {
     let rec = only_record(&t);
     let w = wccp_step(&rec);
     assert_eq!(w["reason"], "excluded-interface", "{w:#}");
-    assert_eq!(stages(&rec).last().unwrap(), "tx transmit", "routed normally");
+    assert_eq!(
+        stages(&rec).last().unwrap(),
+        "tx transmit",
+        "routed normally"
+    );
     // Not intercepted: port 443 is no part of service 0.
     let (mut b, t0) = wccp_bench(&spec);
     let t = trace(&mut b, 1, "");
