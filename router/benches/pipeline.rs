@@ -182,5 +182,60 @@ fn per_stage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, whole_pipeline, per_stage);
+/// The packet trace's cost on packets it does not record (issue 17 item 5): the pipeline-only
+/// forward burst with no tracer at all (the path tests and benches take), with the workers'
+/// tracer disarmed (production when nobody traces: one relaxed load per burst), and armed with
+/// a filter these UDP frames never match (the filter runs on every received packet).
+fn trace_cost(c: &mut Criterion) {
+    use router::pipeline::trace::{TraceFilter, Tracer};
+    let (tables, neighbours, frame) = lab();
+    let neigh = neighbours.load();
+    let mut g = c.benchmark_group("trace");
+    g.throughput(Throughput::Elements(BURST as u64));
+    // (name, filter armed, tracer given to the pipeline)
+    let cases = [
+        ("no-tracer", None, false),
+        ("disarmed", None, true),
+        ("armed-not-matching", Some("tcp and port 80"), true),
+    ];
+    for (name, armed, with_tracer) in cases {
+        let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
+        let mut pipeline = Pipeline::new(0, 2, counters.clone());
+        let tracer = Arc::new(Tracer::new(1));
+        if with_tracer {
+            pipeline.set_tracer(tracer.clone());
+        }
+        if let Some(f) = armed {
+            tracer.arm(1000, TraceFilter::parse(f, |_| None).unwrap(), f);
+        }
+        let mut pool = Pool::new(256);
+        let mut burst = Vec::with_capacity(BURST);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..BURST {
+                        let mut p = pool.get_with(&frame);
+                        p.meta.rx_if = 0;
+                        burst.push(p);
+                    }
+                    let start = Instant::now();
+                    pipeline.run(&mut burst, &tables, &neigh, &neighbours, &mut pool, start);
+                    timed += start.elapsed();
+                    for q in pipeline.tx_out.iter_mut() {
+                        for p in q.drain(..) {
+                            pool.put(p);
+                        }
+                    }
+                }
+                timed
+            })
+        });
+        assert_eq!(tracer.status().captured, 0, "{name}: nothing matches");
+        assert_eq!(tracer.is_armed(), armed.is_some(), "{name}");
+    }
+    g.finish();
+}
+
+criterion_group!(benches, whole_pipeline, per_stage, trace_cost);
 criterion_main!(benches);

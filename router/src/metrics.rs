@@ -956,6 +956,20 @@ fn steering(f: &mut Families, st: &crate::steering_status::SteeringStatus) {
 }
 
 fn control(f: &mut Families, s: &Status) {
+    if let Some(t) = &s.trace {
+        f.gauge(
+            "swrouter_trace_armed",
+            "1 while the packet trace still marks packets (swrouter trace add).",
+            &[],
+            if t.armed { 1.0 } else { 0.0 },
+        );
+        f.gauge(
+            "swrouter_trace_records",
+            "Packet-trace records held (all workers).",
+            &[],
+            t.captured as f64,
+        );
+    }
     if let Some(p) = &s.probes {
         for (name, help, v) in [
             (
@@ -1115,6 +1129,8 @@ pub(crate) mod tests {
             "probes": {"sent": 6, "answered": 6, "ignored": 0, "steering_outbox_full": 0},
             "metrics": {"listen": "127.0.0.1:9469", "served": 2, "refused_busy": 0,
                         "bad_requests": 0, "not_found": 1, "timed_out": 0},
+            "trace": {"armed": true, "filter": "tcp", "count": 5, "remaining": 2,
+                      "captured": 3, "discarded": 0, "per_worker_limit": 1000},
             "nat": serde_json::to_value(crate::natd::NatStatus {
                 pool: vec![std::net::Ipv4Addr::new(192, 0, 2, 1)],
                 ports: "1024-65535".into(),
@@ -1235,6 +1251,8 @@ pub(crate) mod tests {
                 1.7e9,
             ),
             ("swrouter_probes_sent_total", 6.0),
+            ("swrouter_trace_armed", 1.0),
+            ("swrouter_trace_records", 3.0),
             ("swrouter_metrics_scrapes_total", 2.0),
             ("swrouter_metrics_unserved_total{reason=\"not-found\"}", 1.0),
         ] {

@@ -44,6 +44,9 @@ pub struct Status {
     /// The Prometheus metrics listener, when `metrics-listen` is set.
     #[serde(default)]
     pub metrics: Option<MetricsStatus>,
+    /// The packet trace: armed or not, packets left to mark, records captured.
+    #[serde(default)]
+    pub trace: Option<crate::pipeline::trace::TraceStatus>,
 }
 
 /// The metrics listener's address and counters since start.
@@ -576,6 +579,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         probes: cx.probes.clone(),
         nat: tables.nat.as_ref().map(|n| n.rt.status()),
         metrics: cx.metrics.clone(),
+        trace: Some(shared.trace.status()),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -811,6 +815,9 @@ pub fn render(s: &Status) -> String {
             "\nprobes sent: {}  answered: {}  ignored: {}  steering-outbox-full: {}",
             p.sent, p.answered, p.ignored, p.steering_outbox_full
         );
+    }
+    if let Some(t) = &s.trace {
+        let _ = writeln!(o, "\n{}", crate::pipeline::trace::status_line(t));
     }
     if let Some(m) = &s.management {
         let _ = writeln!(

@@ -38,6 +38,9 @@ pub struct Shared {
     pub counters: Vec<Arc<WorkerCounters>>,
     /// Where the control plane sends its own datagrams (worker 0 transmits them).
     pub outbox: Outbox,
+    /// The packet trace (`swrouter trace`): armed by the control plane, marked and recorded
+    /// by the workers.
+    pub trace: Arc<crate::pipeline::trace::Tracer>,
 }
 
 /// Opens every worker's sockets (so errors surface before anything runs), then starts the threads.
@@ -196,6 +199,7 @@ fn run(
     let n_ifaces = ports.len();
     let mut pool = Pool::new(POOL_BUFFERS);
     let mut pipeline = Pipeline::new(id, n_ifaces, counters.clone());
+    pipeline.set_tracer(shared.trace.clone());
     let mut burst = Vec::with_capacity(BURST * n_ifaces);
     let mut injected = Vec::new();
     let mut fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();

@@ -1861,3 +1861,206 @@ fn too_big_for_gre_gets_fragmentation_needed_with_df_and_fragments_without() {
     assert_eq!(spec.counters.gre_fragmented.get().0, 1);
     assert_eq!(spec.counters.redirected.get().0, 1);
 }
+
+/// A tracer armed for `count` packets matching `filter`, given to the bench's pipeline.
+fn trace(b: &mut Bench, count: u32, filter: &str) -> Arc<router::pipeline::trace::Tracer> {
+    use router::pipeline::trace::{TraceFilter, Tracer};
+    let t = Arc::new(Tracer::new(1));
+    let names: Vec<String> = b.tables.ifaces.iter().map(|i| i.name.clone()).collect();
+    let f = TraceFilter::parse(filter, |n| {
+        names.iter().position(|x| x == n).map(|i| i as u16)
+    })
+    .unwrap();
+    t.arm(count, f, filter);
+    b.pipeline.set_tracer(t.clone());
+    t
+}
+
+/// The one record of a trace, as JSON (what `swrouter trace show --json` prints).
+fn only_record(t: &router::pipeline::trace::Tracer) -> serde_json::Value {
+    let show = serde_json::to_value(t.show()).unwrap();
+    let records = show["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{show:#}");
+    records[0].clone()
+}
+
+/// The verdicts of a record's stages, as "stage verdict" strings.
+fn stages(rec: &serde_json::Value) -> Vec<String> {
+    rec["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["stage"].as_str().unwrap(),
+                s["verdict"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The wccp-redirect step's decision.
+fn wccp_step(rec: &serde_json::Value) -> serde_json::Value {
+    rec["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "wccp-redirect")
+        .unwrap_or_else(|| panic!("no wccp-redirect step: {rec:#}"))["wccp"]
+        .clone()
+}
+
+#[test]
+fn a_traced_redirect_names_its_service_cache_method_and_bucket() {
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    let t = trace(&mut b, 5, "tcp and port 80");
+    // The UDP packet does not match the filter: it is not traced.
+    b.run(vec![udp([10, 0, 2, 80], 64), tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER, MAC_A]);
+    let rec = only_record(&t);
+    assert_eq!(rec["packet"], 1);
+    assert_eq!(rec["interface"], "eth0");
+    assert_eq!(
+        rec["summary"],
+        "TCP 10.0.1.2:40000 > 10.0.2.80:80 [S] len 40"
+    );
+    assert_eq!(
+        stages(&rec),
+        [
+            "rx pass",
+            "ethernet pass",
+            "ipv4-input pass",
+            "wccp-redirect jump",
+            "route pass",
+            "neighbour pass",
+            "tx transmit"
+        ]
+    );
+    let w = wccp_step(&rec);
+    assert_eq!(w["redirected"], true, "{w:#}");
+    assert_eq!(w["service"], 0);
+    assert_eq!(w["cache"], "10.0.2.9");
+    assert_eq!(w["method"], "gre");
+    assert_eq!(w["affinity"], "miss", "a new flow");
+    assert!(w["bucket"].as_u64().is_some(), "{w:#}");
+    assert_eq!(w["tried"][0]["outcome"], "redirected");
+    // The step that encapsulated shows the GRE packet; tx names the cache as next hop.
+    let step = &rec["stages"][3];
+    assert_eq!(step["detail"], "to route");
+    let now = step["rewrote"].as_str().unwrap();
+    assert!(
+        now.starts_with("GRE 10.0.2.1 > 10.0.2.9 WCCP service 0 bucket "),
+        "{now}"
+    );
+    assert_eq!(rec["stages"][6]["detail"], "on eth1 via 10.0.2.9");
+    // The text rendering says the same.
+    let text = router::pipeline::trace::render(&t.show());
+    assert!(
+        text.contains("redirected: service 0 to cache 10.0.2.9 by gre, bucket "),
+        "{text}"
+    );
+}
+
+#[test]
+fn traced_packets_name_why_they_were_not_redirected() {
+    let deny = conf::WccpAclRule {
+        action: conf::WccpAclAction::Deny,
+        protocol: Some(6),
+        source: None,
+        destination: Some("10.0.2.80/32".parse().unwrap()),
+        source_port: None,
+        destination_port: None,
+    };
+    let permit_other = conf::WccpAclRule {
+        action: conf::WccpAclAction::Permit,
+        protocol: Some(17),
+        ..deny.clone()
+    };
+    // Denied by the redirect list's rule 2.
+    let mut spec = PlaneSpec::new();
+    spec.acl = vec![permit_other, deny];
+    let (mut b, t0) = wccp_bench(&spec);
+    let t = trace(&mut b, 1, "");
+    b.run(vec![tcp_syn(80)], t0);
+    let w = wccp_step(&only_record(&t));
+    assert_eq!(
+        (&w["redirected"], &w["reason"]),
+        (&false.into(), &"denied".into()),
+        "{w:#}"
+    );
+    assert_eq!(w["tried"][0]["outcome"], "denied");
+    assert_eq!(w["tried"][0]["rule"], 2);
+    // Unassigned: no cache holds the bucket; forwarded normally (fail-policy open).
+    let mut spec = PlaneSpec::new();
+    spec.owner = 0xff;
+    let (mut b, t0) = wccp_bench(&spec);
+    let t = trace(&mut b, 1, "");
+    b.run(vec![tcp_syn(80)], t0);
+    assert_eq!(destinations(&mut b), vec![SERVER]);
+    let w = wccp_step(&only_record(&t));
+    assert_eq!(w["reason"], "unassigned", "{w:#}");
+    assert_eq!(w["fail_policy"], "open");
+    assert!(
+        w["bucket"].as_u64().is_some(),
+        "the bucket nobody holds: {w:#}"
+    );
+    // Cache probed down: fast failover took cache A out.
+    let mut spec = PlaneSpec::new();
+    spec.failed = [true, false];
+    let (mut b, t0) = wccp_bench(&spec);
+    let t = trace(&mut b, 1, "");
+    b.run(vec![tcp_syn(80)], t0);
+    let w = wccp_step(&only_record(&t));
+    assert_eq!(w["reason"], "cache-probed-down", "{w:#}");
+    assert_eq!(w["cache"], "10.0.2.9");
+    // Excluded interface.
+    let spec = PlaneSpec::new();
+    let (mut b, t0) = wccp_bench(&spec);
+    b.tables.ifaces[0].exclude_in = true;
+    let t = trace(&mut b, 1, "interface eth0");
+    b.run(vec![tcp_syn(80)], t0);
+    let rec = only_record(&t);
+    let w = wccp_step(&rec);
+    assert_eq!(w["reason"], "excluded-interface", "{w:#}");
+    assert_eq!(
+        stages(&rec).last().unwrap(),
+        "tx transmit",
+        "routed normally"
+    );
+    // Not intercepted: port 443 is no part of service 0.
+    let (mut b, t0) = wccp_bench(&spec);
+    let t = trace(&mut b, 1, "");
+    b.run(vec![tcp_syn(443)], t0);
+    let w = wccp_step(&only_record(&t));
+    assert_eq!(w["reason"], "not-intercepted", "{w:#}");
+    assert_eq!(w["tried"][0]["outcome"], "not-intercepted");
+}
+
+#[test]
+fn a_trace_marks_only_its_count_and_a_queued_packet_is_recorded_again_on_release() {
+    let mut b = Bench::new();
+    let t = trace(&mut b, 1, "udp and dst 10.0.2.2");
+    let t0 = Instant::now();
+    // Two matching packets: only the first is marked. The next hop is unknown: queued.
+    b.run(vec![udp([10, 0, 2, 2], 64), udp([10, 0, 2, 2], 64)], t0);
+    assert!(!t.status().armed, "the count is used up");
+    let rec = only_record(&t);
+    assert_eq!(stages(&rec).last().unwrap(), "neighbour queue");
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    b.poll(t0);
+    assert_eq!(b.take_tx(1).len(), 3, "the ARP request and both packets");
+    let show = t.show();
+    assert_eq!(show.records.len(), 2, "{show:#?}");
+    let again = &show.records[1];
+    assert_eq!((again.packet, again.part), (1, 2));
+    assert_eq!(again.stages.last().unwrap().verdict, "transmit");
+    assert_eq!(show.status.captured, 2);
+    // Disarmed: nothing more is recorded.
+    b.run(vec![udp([10, 0, 2, 2], 64)], t0);
+    assert_eq!(t.show().records.len(), 2);
+    t.clear();
+    assert_eq!(t.status().captured, 0);
+}

@@ -94,6 +94,13 @@ pub enum Command {
         #[command(subcommand)]
         action: NatCommand,
     },
+    /// Packet trace: record what the pipeline did with the next received packets (like VPP's
+    /// `trace add`).
+    Trace {
+        /// The trace command.
+        #[command(subcommand)]
+        action: TraceCommand,
+    },
     /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
     /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
     Demo {
@@ -110,6 +117,52 @@ pub enum SteeringCommand {
     Restore {
         /// The device name, as in `[[steering.device]]`.
         device: String,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `swrouter trace ...`.
+#[derive(Subcommand, Debug)]
+pub enum TraceCommand {
+    /// Mark the next N received packets that match FILTER; each is recorded through every
+    /// stage it crosses.
+    #[command(
+        after_help = "FILTER is a small tcpdump subset, terms joined with `and`, each optionally preceded by `not`:
+  [src|dst] [host] ADDRESS    [src|dst] net ADDRESS/LEN    [src|dst] port N
+  tcp | udp | icmp | gre | proto N    interface NAME (receiving interface)
+
+Examples:
+  swrouter trace add 10
+  swrouter trace add 10 tcp and port 80
+  swrouter trace add 5 src 10.0.1.2 and dst net 10.0.2.0/24 and interface eth0
+
+A new `trace add` replaces an armed one; records stay until `trace clear`. Each worker keeps its newest 1000 records."
+    )]
+    Add {
+        /// How many packets to mark (1 to 1000).
+        count: u32,
+        /// Which packets: a filter expression (default: every received packet).
+        #[arg(trailing_var_arg = true, value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the traced packets, oldest first: per packet the stages it crossed and each
+    /// stage's verdict, and the WCCP redirect decision (services tried, redirect-list rule,
+    /// bucket or mask value, cache, method, affinity, or why it was not redirected).
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Disarm the trace and forget its records.
+    Clear {
         /// Which router to ask.
         #[command(flatten)]
         target: Target,

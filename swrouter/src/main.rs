@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use router::control;
 use std::path::{Path, PathBuf};
-use swrouter::cli::{Cli, Command, LogFormat, NatCommand, SteeringCommand, Target, DEFAULT_CONFIG};
+use swrouter::cli::{
+    Cli, Command, LogFormat, NatCommand, SteeringCommand, Target, TraceCommand, DEFAULT_CONFIG,
+};
 
 /// The management socket `target` names: `--socket`, else the `management-socket` of
 /// `--config` (or of the default config file, if there is one), else the default socket.
@@ -145,6 +147,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Trace { action }) => trace(action),
         Some(Command::Demo { seconds }) => {
             init_logging("warn", cli.log_format);
             demo::run(seconds)
@@ -194,6 +197,48 @@ fn watch(socket: &Path, interval: std::time::Duration, count: Option<u64>) -> Re
         }
         Ok(())
     })
+}
+
+/// `swrouter trace add|show|clear`.
+fn trace(action: TraceCommand) -> Result<()> {
+    let simple = |target: &Target, req: &str| -> Result<()> {
+        let reply = control::request(&socket_of(target)?, req)?;
+        let r: control::ReloadReply =
+            serde_json::from_str(&reply).context("the router's answer is not valid JSON")?;
+        if !r.ok {
+            anyhow::bail!("{}", r.message);
+        }
+        println!("{}", r.message);
+        Ok(())
+    };
+    match action {
+        TraceCommand::Add {
+            count,
+            filter,
+            target,
+        } => {
+            let req = format!("{} {count} {}", control::REQ_TRACE_ADD, filter.join(" "));
+            simple(&target, req.trim_end())
+        }
+        TraceCommand::Clear { target } => simple(&target, control::REQ_TRACE_CLEAR),
+        TraceCommand::Show { json, target } => {
+            let reply = control::request(&socket_of(&target)?, control::REQ_TRACE_SHOW)?;
+            let show: router::pipeline::trace::TraceShow = match serde_json::from_str(&reply) {
+                Ok(s) => s,
+                Err(_) => {
+                    let r: control::ReloadReply = serde_json::from_str(&reply)
+                        .context("the router's answer is not valid JSON")?;
+                    anyhow::bail!("{}", r.message);
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string(&show)?);
+            } else {
+                print!("{}", router::pipeline::trace::render(&show));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn check(path: &Path) -> Result<()> {

@@ -13,6 +13,7 @@ mod overload;
 mod sd_notify;
 mod steering;
 mod swcache_bypass;
+mod trace;
 mod wccp_barrage;
 mod wccp_fail_mtu;
 mod wccp_redirect;

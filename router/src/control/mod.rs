@@ -39,6 +39,12 @@ pub const REQ_NAT_SESSIONS: &str = "nat sessions";
 /// Management request prefix (test hook, only with SWROUTER_TEST_HOOKS=1 in the router's
 /// environment): `nat kill-worker N panic|stall`.
 pub const REQ_NAT_KILL: &str = "nat kill-worker ";
+/// Management request prefix: `trace add N [FILTER]` (answered with a [`ReloadReply`]).
+pub const REQ_TRACE_ADD: &str = "trace add";
+/// Management request: the trace records (a `pipeline::trace::TraceShow`).
+pub const REQ_TRACE_SHOW: &str = "trace show";
+/// Management request: disarm the trace and forget its records.
+pub const REQ_TRACE_CLEAR: &str = "trace clear";
 /// Sessions `nat sessions` lists at most.
 const MAX_LISTED_SESSIONS: usize = 200_000;
 
@@ -256,6 +262,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             .map(|_| Arc::new(WorkerCounters::new(Pipeline::stage_count(), n_ifaces)))
             .collect(),
         outbox,
+        trace: Arc::new(crate::pipeline::trace::Tracer::new(conf.router.workers)),
     });
     let nat_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let result = (|| -> Result<()> {
@@ -624,6 +631,19 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
                 message: "NAT is not configured (no [nat] section)".into(),
             }),
         },
+        REQ_TRACE_SHOW => serde_json::to_string(&state.shared.trace.show()),
+        REQ_TRACE_CLEAR => {
+            state.shared.trace.clear();
+            tracing::info!("packet trace cleared");
+            serde_json::to_string(&ReloadReply {
+                ok: true,
+                message: "trace cleared: disarmed, records forgotten".into(),
+            })
+        }
+        l if l.starts_with(REQ_TRACE_ADD) => {
+            let (ok, message) = trace_add(state, &l[REQ_TRACE_ADD.len()..]);
+            serde_json::to_string(&ReloadReply { ok, message })
+        }
         l if l.starts_with(REQ_NAT_KILL) => {
             let (ok, message) = nat_kill(state, l.trim_start_matches(REQ_NAT_KILL));
             serde_json::to_string(&ReloadReply { ok, message })
@@ -645,6 +665,54 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
     reply.unwrap_or_else(|e| {
         serde_json::json!({ "error": format!("could not encode the answer: {e}") }).to_string()
     })
+}
+
+/// `trace add N [FILTER]`: arms the packet trace.
+fn trace_add(state: &ControlState, args: &str) -> (bool, String) {
+    use crate::pipeline::trace::{TraceFilter, MAX_TRACE_COUNT};
+    let args = args.trim_start();
+    let (count, filter) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+    let filter = filter.trim();
+    let count = match count.parse::<u32>() {
+        Ok(n) if (1..=MAX_TRACE_COUNT).contains(&n) => n,
+        _ => {
+            return (
+                false,
+                format!(
+                    "usage: trace add N [FILTER], N from 1 to {MAX_TRACE_COUNT}; got {count:?}"
+                ),
+            )
+        }
+    };
+    let tables = state.shared.tables.load();
+    let parsed = TraceFilter::parse(filter, |name| {
+        tables.ifaces.iter().find(|i| i.name == name).map(|i| i.id)
+    });
+    match parsed {
+        Ok(f) => {
+            state.shared.trace.arm(count, f, filter);
+            tracing::info!(count, filter, "packet trace armed");
+            let what = if filter.is_empty() {
+                "every packet".to_string()
+            } else {
+                format!("`{filter}`")
+            };
+            (
+                true,
+                format!("tracing the next {count} received packets matching {what}; see `swrouter trace show`"),
+            )
+        }
+        Err(e) => (
+            false,
+            format!(
+                "{e}
+  {filter}
+  {:>w$}",
+                "^",
+                w = e.column
+            ),
+        ),
+    }
 }
 
 /// The test hook `nat kill-worker N panic|stall`.

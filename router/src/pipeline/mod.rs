@@ -29,6 +29,7 @@ pub mod packet;
 mod route;
 mod stage;
 mod steering;
+pub mod trace;
 mod wccp;
 
 use crate::tables::neighbours::{NeighSnapshot, Neighbours};
@@ -40,7 +41,7 @@ pub use limit::{
     IcmpLimiter, IcmpLimits, LimitConf, TokenBucket, ECHO_LIMITS, ERROR_LIMITS, ICMP_BURST,
     ICMP_RATE_PER_SEC,
 };
-use packet::{Packet, Pool};
+use packet::{flags, Packet, Pool};
 pub use stage::{StageCx, StageKind, Verdict};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -87,6 +88,16 @@ macro_rules! gated {
     };
 }
 
+/// Whether a stage behind the runner flag ran (`always`: it did).
+macro_rules! gate_on {
+    ($runner:ident, always) => {
+        true
+    };
+    ($runner:ident, $flag:ident) => {
+        $runner.$flag
+    };
+}
+
 /// Defines the per-worker stage table and the runner's run-to-completion loop from the stage
 /// list (`stage::for_each_stage`).
 macro_rules! define_runner {
@@ -115,13 +126,19 @@ macro_rules! define_runner {
             /// written only on a jump), rather than a loop over a stage table: an indirect call
             /// per stage costs more than some stages do. A stage that passes the packet on costs
             /// no bookkeeping.
-            fn run(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
+            ///
+            /// `TRACE` is the recording path of a traced packet (module `trace`): each stage's
+            /// verdict is noted. The untraced instance has no trace code in it at all.
+            fn run_stages<const TRACE: bool>(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
                 loop {
                     let at = pkt.meta.stage;
                     $(
                         if at <= StageKind::$kind as u8 {
                             let verdict =
                                 gated!(self, $gate, self.stages.$field.process(&mut pkt, cx));
+                            if TRACE && gate_on!(self, $gate) {
+                                self.note(StageKind::$kind, &verdict, &pkt, cx);
+                            }
                             if !matches!(verdict, Verdict::Continue) {
                                 let si = StageKind::$kind as usize;
                                 match self.end_segment(at, si, verdict, &mut pkt, cx) {
@@ -147,6 +164,14 @@ macro_rules! define_runner {
                     // Past the last stage without an end: cannot happen (tx ends every trip that
                     // passes it, local-delivery every trip that jumps to it).
                     let last = StageKind::ALL.len() - 1;
+                    if TRACE {
+                        self.note(
+                            StageKind::ALL[last],
+                            &Verdict::Drop(DropReason::PipelineLoop),
+                            &pkt,
+                            cx,
+                        );
+                    }
                     self.end_segment(
                         at,
                         last,
@@ -205,6 +230,10 @@ struct Runner<'p> {
     steering_on: bool,
     /// The snapshot translates (else the NAT stages pass everything on).
     nat_on: bool,
+    /// The trace shared with the control plane (None in tests and benches that set none).
+    tracer: Option<&'p trace::Tracer>,
+    /// The record of the traced packet being run.
+    recorder: &'p mut trace::Recorder,
 }
 
 /// How the runner goes on after a stage that did not pass the packet on.
@@ -216,6 +245,70 @@ enum Step {
 }
 
 impl Runner<'_> {
+    /// Runs one packet from its `meta.stage`; a traced one on the recording path.
+    #[inline(always)]
+    fn run(&mut self, pkt: Packet, cx: &mut StageCx<'_>) {
+        if pkt.meta.flags & flags::TRACED != 0 {
+            self.run_traced(pkt, cx);
+        } else {
+            self.run_stages::<false>(pkt, cx);
+        }
+    }
+
+    /// Runs a traced packet, recording its trip, and keeps the record.
+    #[cold]
+    #[inline(never)]
+    fn run_traced(&mut self, mut pkt: Packet, cx: &mut StageCx<'_>) {
+        pkt.meta.trace_part = pkt.meta.trace_part.saturating_add(1);
+        let rec = trace::TraceRecord::start(
+            u64::from(pkt.meta.trace_id),
+            u32::from(pkt.meta.trace_part),
+            self.worker,
+            &pkt,
+            cx.tables,
+        );
+        self.recorder.before = rec.summary.clone();
+        self.recorder.current = Some(rec);
+        *cx.trace = trace::StageNotes::default();
+        self.run_stages::<true>(pkt, cx);
+        if let (Some(rec), Some(t)) = (self.recorder.current.take(), self.tracer) {
+            t.deposit(self.worker, rec);
+        }
+    }
+
+    /// Notes stage `kind`'s verdict (and what it wrote in `cx.trace`) in the record.
+    #[cold]
+    #[inline(never)]
+    fn note(&mut self, kind: StageKind, verdict: &Verdict, pkt: &Packet, cx: &mut StageCx<'_>) {
+        let mut step = trace::step(kind, verdict, pkt, cx.tables, cx.trace);
+        let now = trace::summarize(pkt.frame());
+        if now != self.recorder.before {
+            step.rewrote = Some(now.clone());
+            self.recorder.before = now;
+        }
+        if let Some(rec) = self.recorder.current.as_mut() {
+            rec.stages.push(step);
+        }
+    }
+
+    /// Marks `pkt` for the trace when it is a received packet the filter wants and marks
+    /// remain (the caller checked that a trace is armed).
+    #[cold]
+    fn mark(&mut self, pkt: &mut Packet, filter: &trace::TraceFilter) {
+        let m = &pkt.meta;
+        if m.stage != StageKind::Rx as u8
+            || m.flags & (flags::LOCAL | flags::TRACED) != 0
+            || !filter.matches(pkt.frame(), m.rx_if)
+        {
+            return;
+        }
+        if let Some(n) = self.tracer.and_then(|t| t.claim()) {
+            pkt.meta.flags |= flags::TRACED;
+            pkt.meta.trace_id = u32::try_from(n).unwrap_or(u32::MAX);
+            pkt.meta.trace_part = 0;
+        }
+    }
+
     /// Runs `pkt` and everything it (transitively) emits.
     fn run_with_followers(&mut self, pkt: Packet, cx: &mut StageCx<'_>) {
         self.run(pkt, cx);
@@ -358,6 +451,12 @@ pub struct Pipeline {
     worker: usize,
     /// This worker's NAT state (when NAT is configured).
     nat: Option<crate::natd::WorkerNat>,
+    /// The packet trace (set by the worker; tests may leave it out).
+    tracer: Option<Arc<trace::Tracer>>,
+    /// The record of the traced packet being run.
+    recorder: trace::Recorder,
+    /// What stages noted about the traced packet being run.
+    notes: trace::StageNotes,
 }
 
 impl Pipeline {
@@ -373,7 +472,15 @@ impl Pipeline {
             icmp_limits: IcmpLimits::default(),
             worker,
             nat: None,
+            tracer: None,
+            recorder: trace::Recorder::default(),
+            notes: trace::StageNotes::default(),
         }
+    }
+
+    /// Gives this worker the packet trace it marks and records into.
+    pub fn set_tracer(&mut self, tracer: Arc<trace::Tracer>) {
+        self.tracer = Some(tracer);
     }
 
     /// Gives this worker its NAT state.
@@ -406,6 +513,8 @@ impl Pipeline {
             wccp_on: !tables.wccp.services.is_empty(),
             steering_on: tables.steering.tables.is_some(),
             nat_on: tables.nat.is_some() && self.nat.is_some(),
+            tracer: self.tracer.as_deref(),
+            recorder: &mut self.recorder,
         };
         let cx = StageCx {
             now,
@@ -417,6 +526,7 @@ impl Pipeline {
             icmp_limits: &mut self.icmp_limits,
             counters,
             nat: self.nat.as_mut(),
+            trace: &mut self.notes,
         };
         (runner, cx)
     }
@@ -440,8 +550,20 @@ impl Pipeline {
     ) {
         let counters = self.counters.clone();
         let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
-        for pkt in burst.drain(..) {
-            runner.run_with_followers(pkt, &mut cx);
+        // The trace's one check per burst; marking (filter, claim) only while armed.
+        match runner.tracer.filter(|t| t.is_armed()) {
+            None => {
+                for pkt in burst.drain(..) {
+                    runner.run_with_followers(pkt, &mut cx);
+                }
+            }
+            Some(t) => {
+                let filter = t.filter();
+                for mut pkt in burst.drain(..) {
+                    runner.mark(&mut pkt, &filter);
+                    runner.run_with_followers(pkt, &mut cx);
+                }
+            }
         }
         runner.publish(&counters);
     }

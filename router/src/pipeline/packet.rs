@@ -52,6 +52,10 @@ pub struct PacketMeta {
     pub offload: VnetHdr,
     /// NAT: the VID a handed-over packet belongs to (with `flags::NAT_HANDED`).
     pub nat_vid: u16,
+    /// Trace: the packet's number (with `flags::TRACED`).
+    pub trace_id: u32,
+    /// Trace: trips recorded so far (a queued or handed-off packet runs again later).
+    pub trace_part: u8,
 }
 
 impl Default for PacketMeta {
@@ -65,6 +69,8 @@ impl Default for PacketMeta {
             passes: 0,
             offload: VnetHdr::default(),
             nat_vid: 0,
+            trace_id: 0,
+            trace_part: 0,
         }
     }
 }

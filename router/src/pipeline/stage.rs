@@ -114,6 +114,8 @@ pub struct StageCx<'a> {
     pub counters: &'a WorkerCounters,
     /// This worker's NAT state, when NAT is configured.
     pub nat: Option<&'a mut crate::natd::WorkerNat>,
+    /// Where a stage writes what it decided about a `TRACED` packet (module `trace`).
+    pub trace: &'a mut super::trace::StageNotes,
 }
 
 impl StageCx<'_> {

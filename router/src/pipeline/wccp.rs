@@ -30,6 +30,7 @@ use super::fragments::{FragDecision, FragKey, FragTable};
 use super::icmp::send_error;
 use super::packet::{flags, Packet};
 use super::stage::{StageCx, StageKind, Verdict};
+use super::trace::{Affinity, WccpReason, WccpTrace};
 use crate::tables::wccp::{ServicePlane, WccpPlane};
 use crate::tables::{IfId, Iface};
 use crate::wire::ethernet::{self, HEADER_LEN};
@@ -69,11 +70,45 @@ struct Fields {
     len: usize,
 }
 
+/// The WCCP decision of the traced packet being run, started on first use.
+#[cold]
+fn why<'c>(cx: &'c mut StageCx<'_>) -> &'c mut WccpTrace {
+    cx.trace.wccp.get_or_insert_with(WccpTrace::default)
+}
+
+/// Notes why a traced packet was not redirected.
+macro_rules! not_redirected {
+    ($trace:ident, $cx:ident, $reason:expr) => {
+        if $trace {
+            why($cx).not_redirected($reason);
+        }
+    };
+}
+
 impl WccpRedirectStage {
-    /// Redirects one packet or passes it on.
+    /// Redirects one packet or passes it on; a `TRACED` packet's decision is noted for the
+    /// packet trace (a separate instance, so untraced packets run no trace code).
+    #[inline(always)]
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        if pkt.meta.flags & flags::TRACED != 0 {
+            self.process_traced(pkt, cx)
+        } else {
+            self.decide::<false>(pkt, cx)
+        }
+    }
+
+    /// [`Self::process`] for a traced packet.
+    #[cold]
+    #[inline(never)]
+    fn process_traced(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        self.decide::<true>(pkt, cx)
+    }
+
+    /// The redirect decision; with `TRACE`, each step of it is noted in `cx.trace`.
+    fn decide<const TRACE: bool>(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let plane = &*cx.tables.wccp;
         if pkt.meta.flags & flags::LOCAL != 0 || plane.services.is_empty() {
+            not_redirected!(TRACE, cx, WccpReason::RouterOriginated);
             return Verdict::Continue;
         }
         // A cache's SYN-ACK to a redirected client comes back by the normal path (or a GRE or
@@ -83,21 +118,26 @@ impl WccpRedirectStage {
         }
         let plane = &*cx.tables.wccp;
         if pkt.meta.flags & flags::RETURNED != 0 {
+            not_redirected!(TRACE, cx, WccpReason::ReturnedByCache);
             return Verdict::Continue;
         }
         // L2 returns come back on whatever interface the cache sits on, redirecting or not.
         if l2_returned(pkt, plane, cx) {
             pkt.meta.flags |= flags::RETURNED;
+            not_redirected!(TRACE, cx, WccpReason::ReturnedByCache);
             return Verdict::Continue;
         }
         let Some(iface) = cx.tables.ifaces.get(pkt.meta.rx_if as usize) else {
+            not_redirected!(TRACE, cx, WccpReason::NotRedirectedHere);
             return Verdict::Continue;
         };
         if iface.exclude_in {
+            not_redirected!(TRACE, cx, WccpReason::ExcludedInterface);
             return Verdict::Continue;
         }
         let any_out = cx.tables.ifaces.iter().any(|i| !i.redirect_out.is_empty());
         if iface.redirect_in.is_empty() && !any_out {
+            not_redirected!(TRACE, cx, WccpReason::NotRedirectedHere);
             return Verdict::Continue;
         }
         let frame = pkt.frame();
@@ -129,6 +169,7 @@ impl WccpRedirectStage {
             ipv4::is_fragment(l3).then(|| FragKey::new(f.src, f.dst, proto, ipv4::ident(l3)));
         // A cache's own traffic (its fetches toward origin servers) is never redirected.
         if plane.is_member(f.src) {
+            not_redirected!(TRACE, cx, WccpReason::FromCache);
             return Verdict::Continue;
         }
         // Redirect-out applies to the interface the packet would be routed out of.
@@ -138,7 +179,22 @@ impl WccpRedirectStage {
             None
         };
         if let (true, Some(key)) = (later, frag) {
-            return self.later_fragment(key, pkt, &f, iface, out_if, cx);
+            let seen = TRACE
+                && self
+                    .fragments
+                    .as_ref()
+                    .and_then(|t| t.lookup(&key, cx.now))
+                    .is_some();
+            let v = self.later_fragment(key, pkt, &f, iface, out_if, cx);
+            if TRACE {
+                let w = why(cx);
+                match v {
+                    Verdict::Jump(_) => w.redirected = true,
+                    _ if seen => w.not_redirected(WccpReason::FragmentFollowsFirst),
+                    _ => w.not_redirected(WccpReason::FragmentUnmatched),
+                }
+            }
+            return v;
         }
         let out_redirects = |id: u8| {
             out_if
@@ -149,18 +205,42 @@ impl WccpRedirectStage {
             if !(iface.redirect_in.contains(&svc.id) || out_redirects(svc.id))
                 || !svc.assignment.intercepts(f.proto, f.sport, f.dport)
             {
+                if TRACE {
+                    let here = iface.redirect_in.contains(&svc.id) || out_redirects(svc.id);
+                    let outcome = if here {
+                        WccpReason::NotIntercepted
+                    } else {
+                        WccpReason::NotRedirectedHere
+                    };
+                    why(cx).tried(svc.id, outcome.as_str(), None);
+                }
                 continue;
             }
             if !conf::acl_permits(&svc.redirect_list, f.proto, f.src, f.dst, f.sport, f.dport) {
                 svc.counters.denied.add(f.len);
+                if TRACE {
+                    let rule = acl_rule(svc, &f);
+                    why(cx).tried(svc.id, WccpReason::Denied.as_str(), rule);
+                }
                 continue;
             }
-            let bucket = svc
-                .assignment
-                .redirect(&FlowKey::new(f.src, f.dst, f.sport, f.dport));
+            let key = FlowKey::new(f.src, f.dst, f.sport, f.dport);
+            let bucket = svc.assignment.redirect(&key);
+            let known = if TRACE {
+                self.known_flow(svc, plane, &f, cx.now)
+            } else {
+                Affinity::Off
+            };
             let chosen = self.with_affinity(svc, plane, bucket, &f, cx.now);
             let Some(r) = chosen else {
                 svc.counters.unassigned.add(f.len);
+                if TRACE {
+                    let w = why(cx);
+                    w.tried(svc.id, WccpReason::Unassigned.as_str(), acl_rule(svc, &f));
+                    w.not_redirected(WccpReason::Unassigned);
+                    trace_position(w, svc, &key, None);
+                    w.fail_policy = Some(svc.fail_policy.as_str().to_string());
+                }
                 return self.no_cache(svc, pkt, frag, f.len, cx);
             };
             let ci = usize::from(r.cache_index);
@@ -169,7 +249,42 @@ impl WccpRedirectStage {
                 if let Some(c) = svc.cache_counters.get(ci) {
                     c.bypassed.add(f.len);
                 }
+                if TRACE {
+                    let w = why(cx);
+                    w.tried(
+                        svc.id,
+                        WccpReason::CacheProbedDown.as_str(),
+                        acl_rule(svc, &f),
+                    );
+                    w.not_redirected(WccpReason::CacheProbedDown);
+                    trace_position(w, svc, &key, Some(&r));
+                    w.cache = Some(r.target.address);
+                    w.fail_policy = Some(svc.fail_policy.as_str().to_string());
+                }
                 return self.no_cache(svc, pkt, frag, f.len, cx);
+            }
+            if TRACE {
+                let w = why(cx);
+                w.tried(svc.id, "redirected", acl_rule(svc, &f));
+                w.redirected = true;
+                w.service = Some(svc.id);
+                w.cache = Some(r.target.address);
+                w.method = Some(
+                    match r.target.forwarding {
+                        ForwardingMethod::Gre => "gre",
+                        ForwardingMethod::L2 => "l2",
+                    }
+                    .to_string(),
+                );
+                trace_position(w, svc, &key, Some(&r));
+                w.affinity = Some(match known {
+                    Affinity::Hit
+                        if chosen.map(|c| c.target.address) != bucket.map(|b| b.target.address) =>
+                    {
+                        Affinity::HitKept
+                    }
+                    other => other,
+                });
             }
             let dynamic = svc.assignment.service().service_type == wccp::wire::ServiceType::Dynamic;
             let count = |len: usize| {
@@ -183,6 +298,7 @@ impl WccpRedirectStage {
                 // segment gets its whole checksum), then encapsulate every segment.
                 let segs = &mut self.segments;
                 if !super::gso::segment_tcpv4(pkt, cx.pool, |s| segs.push(s)) {
+                    not_redirected!(TRACE, cx, WccpReason::GsoNotTcp);
                     return Verdict::Continue; // not TCPv4 GSO: forwarded normally
                 }
                 let mtu = cache_mtu(cx, r.target.address);
@@ -207,6 +323,7 @@ impl WccpRedirectStage {
                     clamp_mss(pkt, svc, mtu);
                 }
                 if !fits_gre(pkt, svc, mtu, cx) {
+                    not_redirected!(TRACE, cx, WccpReason::MtuExceeded);
                     return Verdict::Drop(DropReason::MtuExceeded);
                 }
             }
@@ -223,7 +340,39 @@ impl WccpRedirectStage {
             };
         }
         self.remember(frag, FragDecision::Normal, cx.now);
+        if TRACE {
+            let w = why(cx);
+            let any = |o: WccpReason| w.tried.iter().any(|t| t.outcome == o.as_str());
+            let reason = if any(WccpReason::Denied) {
+                WccpReason::Denied
+            } else if any(WccpReason::NotIntercepted) {
+                WccpReason::NotIntercepted
+            } else {
+                WccpReason::NotRedirectedHere
+            };
+            w.not_redirected(reason);
+        }
         Verdict::Continue
+    }
+
+    /// Whether flow affinity knows this flow (for the trace; looked up before the decision
+    /// changes the table).
+    #[cold]
+    fn known_flow(
+        &mut self,
+        svc: &ServicePlane,
+        plane: &WccpPlane,
+        f: &Fields,
+        now: Instant,
+    ) -> Affinity {
+        if !plane.affinity.enabled || f.proto != ipv4::PROTO_TCP {
+            return Affinity::Off;
+        }
+        let flow = FlowId::new(svc.id, f.src, f.dst, f.sport, f.dport);
+        match self.affinity.as_mut().and_then(|t| t.lookup(&flow, now)) {
+            Some(_) => Affinity::Hit,
+            None => Affinity::Miss,
+        }
     }
 
     /// A packet of `svc` that no cache can take (its bucket is unassigned, the group has no
@@ -787,4 +936,51 @@ pub fn decapsulate_return(pkt: &mut Packet, hlen: usize, cx: &StageCx<'_>) -> Re
     pkt.meta.offload = Default::default();
     pkt.meta.flags |= flags::RETURNED;
     ReturnOutcome::Returned
+}
+
+/// The redirect-list rule (1-based) that decides for the packet, for the trace; None when the
+/// list is empty or no rule matches.
+#[cold]
+fn acl_rule(svc: &ServicePlane, f: &Fields) -> Option<usize> {
+    svc.redirect_list
+        .iter()
+        .position(|r| r.matches(f.proto, f.src, f.dst, f.sport, f.dport))
+        .map(|i| i + 1)
+}
+
+/// Where the flow falls in `svc`'s assignment, for the trace: its primary (and alternate)
+/// hash bucket, or its masked value in the mask/value set that matched (the first set when
+/// none did).
+#[cold]
+fn trace_position(w: &mut WccpTrace, svc: &ServicePlane, key: &FlowKey, r: Option<&Redirect>) {
+    let a = &svc.assignment;
+    if a.is_mask() {
+        let sets = a.mask_value_sets();
+        let masked = sets
+            .iter()
+            .map(|s| wccp::mask::apply(&s.mask, key))
+            .zip(&sets)
+            .find(|(m, s)| s.values.iter().any(|v| wccp::mask::value_matches(v, m)))
+            .map(|(m, _)| m)
+            .or_else(|| sets.first().map(|s| wccp::mask::apply(&s.mask, key)));
+        w.mask_value = masked.map(|m| {
+            format!(
+                "src-ip 0x{:08x} dst-ip 0x{:08x} src-port 0x{:04x} dst-port 0x{:04x}",
+                m.src_ip, m.dst_ip, m.src_port, m.dst_port
+            )
+        });
+        return;
+    }
+    match (r, a.bucket_table()) {
+        (Some(r), _) => {
+            w.bucket = Some(r.primary_bucket);
+            w.alternate_bucket = r.alternate_bucket;
+        }
+        (None, Some(table)) => {
+            let l = wccp::hash::lookup(table, a.service().effective_flags(), key);
+            w.bucket = Some(l.primary_bucket);
+            w.alternate_bucket = l.alternate_bucket;
+        }
+        (None, None) => {}
+    }
 }
