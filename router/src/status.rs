@@ -44,6 +44,9 @@ pub struct Status {
     /// The Prometheus metrics listener, when `metrics-listen` is set.
     #[serde(default)]
     pub metrics: Option<MetricsStatus>,
+    /// High availability (VRRP), when `[ha]` is configured.
+    #[serde(default)]
+    pub ha: Option<crate::ha_status::HaStatus>,
 }
 
 /// The metrics listener's address and counters since start.
@@ -432,6 +435,8 @@ pub struct StatusContext<'a> {
     pub probes: Option<ProbeStatus>,
     /// The metrics listener's counters.
     pub metrics: Option<MetricsStatus>,
+    /// The VRRP virtual routers, when configured.
+    pub ha: Option<crate::ha_status::HaStatus>,
 }
 
 /// Collects a status snapshot.
@@ -576,6 +581,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         probes: cx.probes.clone(),
         nat: tables.nat.as_ref().map(|n| n.rt.status()),
         metrics: cx.metrics.clone(),
+        ha: cx.ha.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -804,6 +810,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(n) = &s.nat {
         crate::natd::render(&mut o, n);
+    }
+    if let Some(h) = &s.ha {
+        crate::ha_status::render(&mut o, h);
     }
     if let Some(p) = &s.probes {
         let _ = writeln!(
