@@ -388,6 +388,24 @@ fn switchover_and_a_clean_stop_move_mastership_at_once() {
     let mut l = pair_lab("vrswo");
     let (dump, pcap) = l.capture("swo");
     let r1_sock = l.nodes[0].socket.to_string_lossy().to_string();
+    // A reload that changes [ha] is refused with its reason; the running config stays.
+    let good = std::fs::read_to_string(&l.nodes[0].conf).unwrap();
+    std::fs::write(
+        &l.nodes[0].conf,
+        good.replace("priority = 200", "priority = 50"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(["reload", "-s", &r1_sock])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[ha] changes need a restart"),
+        "{out:?}"
+    );
+    std::fs::write(&l.nodes[0].conf, good).unwrap();
+    assert_eq!(vr(&ha(&l.nodes[0]).unwrap(), 51)["priority"], 200);
     let out = std::process::Command::new(binary("swrouter"))
         .args(["ha", "switchover", "-s", &r1_sock])
         .output()
