@@ -3,7 +3,7 @@
 # dpkg-dev, systemd and man-db are for scripts/package.sh: dpkg-shlibdeps works out the
 # package's dependencies, systemd-analyze verifies the unit, man checks the man pages.
 set -euo pipefail
-pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus dpkg-dev systemd man-db)
+pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus dpkg-dev systemd man-db keepalived)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,10 @@ fi
 # Debian starts squid as a service on install; the tests run their own instances.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet squid 2>/dev/null; then
   systemctl stop squid || true
+fi
+# Nor keepalived: the HA interop tests run it as a peer in a namespace of their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet keepalived 2>/dev/null; then
+  systemctl stop keepalived || true
 fi
 # Nor does Debian's prometheus need to run: the metrics test starts its own in a namespace.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then

@@ -65,6 +65,21 @@ impl<'a> Locator<'a> {
         }
     }
 
+    /// Where the table header `header` (e.g. `[ha]`) is first written, for errors about a
+    /// section as a whole whose keys carry no position (0..0 when not written).
+    pub(crate) fn header_span(&self, header: &str) -> Range<usize> {
+        let mut at = 0;
+        for line in self.text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with(header) {
+                let start = at + (line.len() - trimmed.len());
+                return start..start + header.len();
+            }
+            at += line.len();
+        }
+        0..0
+    }
+
     /// The 1-based line of byte offset `offset`.
     pub(crate) fn line_of(&self, offset: usize) -> usize {
         self.newlines.partition_point(|&n| n < offset) + 1

@@ -53,6 +53,7 @@ mod emit;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod ha;
 mod nat;
 mod raw;
 mod steering;
@@ -66,6 +67,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::ConfError;
+pub use ha::{HaConf, VrrpConf, DEFAULT_GARP_COUNT};
 pub use ipnetwork::Ipv4Network;
 pub use nat::NatConf;
 pub use steering::SteeringConf;
@@ -114,6 +116,9 @@ pub struct RouterConf {
     /// The `[nat]` section (rules, ports, timeouts); empty means nothing is translated.
     #[serde(skip)]
     pub nat: NatConf,
+    /// The `[ha]` section (VRRP virtual routers); empty means no high availability.
+    #[serde(skip)]
+    pub ha: HaConf,
 }
 
 /// The `[router]` section: identity and process-wide settings.

@@ -11,7 +11,15 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Top-level tables, as they appear in serde's "expected one of" lists.
-const TOP_KEYS: &[&str] = &["router", "interface", "route", "wccp", "steering", "nat"];
+const TOP_KEYS: &[&str] = &[
+    "router",
+    "interface",
+    "route",
+    "wccp",
+    "steering",
+    "nat",
+    "ha",
+];
 /// Keys of `[router]`, in documentation order.
 pub(crate) const ROUTER_KEYS: &[&str] = &[
     "id",
@@ -98,6 +106,9 @@ pub(crate) struct RawFile {
     /// `[nat]`, optional (see `crate::nat`).
     #[serde(default)]
     pub nat: Option<crate::nat::RawNat>,
+    /// `[ha]`, optional (see `crate::ha`).
+    #[serde(default)]
+    pub ha: Option<crate::ha::RawHa>,
 }
 
 /// `[wccp]`.
@@ -328,7 +339,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
             .map(|s| format!("; did you mean {}?", header(s)))
             .unwrap_or_default();
         return Some(format!(
-            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]], [wccp], [steering]{hint}"
+            "unknown section `{key}`; expected one of: [router], [[interface]], [[route]], [wccp], [steering], [nat], [ha]{hint}"
         ));
     }
     let (section, keys) = [
@@ -342,6 +353,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
     .into_iter()
     .chain(crate::steering::sections())
     .chain(crate::nat::sections())
+    .chain(crate::ha::sections())
     .find(|(_, keys)| same(keys))?;
     let hint = suggest(key, keys)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -359,6 +371,8 @@ fn header(key: &str) -> &'static str {
         "interface" => "[[interface]]",
         "wccp" => "[wccp]",
         "steering" => "[steering]",
+        "nat" => "[nat]",
+        "ha" => "[ha]",
         _ => "[[route]]",
     }
 }

@@ -92,6 +92,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let interfaces: Vec<InterfaceConf> = interfaces.into_iter().map(|i| i.conf).collect();
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     let nat = crate::nat::validate(at, raw.nat.as_ref(), &interfaces, workers)?;
+    let ha = crate::ha::validate(at, raw.ha.as_ref(), &interfaces)?;
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -108,6 +109,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         wccp_options,
         steering,
         nat,
+        ha,
     })
 }
 

@@ -19,6 +19,7 @@
 pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod ha_status;
 pub mod io;
 pub mod metrics;
 pub mod natd;

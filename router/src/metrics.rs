@@ -132,8 +132,110 @@ pub fn families(s: &Status) -> Vec<MetricFamily> {
     if let Some(n) = &s.nat {
         nat(&mut f, n);
     }
+    if let Some(h) = &s.ha {
+        ha(&mut f, h);
+    }
     control(&mut f, s);
     f.list
+}
+
+/// HA: per VRRP virtual router (state, priority, intervals, counters) and per interface.
+fn ha(f: &mut Families, h: &crate::ha_status::HaStatus) {
+    for v in &h.vrrp {
+        let vrid = v.vrid.to_string();
+        let l: &[(&str, &str)] = &[("interface", &v.interface), ("vrid", &vrid)];
+        f.state(
+            "swrouter_vrrp_state",
+            "VRRP state of the virtual router (1 on the current one).",
+            l,
+            &["initialize", "backup", "master"],
+            &v.state,
+        );
+        f.gauge(
+            "swrouter_vrrp_priority",
+            "VRRP priority of this router.",
+            l,
+            f64::from(v.priority),
+        );
+        f.gauge(
+            "swrouter_vrrp_advert_interval_seconds",
+            "VRRP Advertisement_Interval of this router.",
+            l,
+            f64::from(v.advert_interval_ms) / 1000.0,
+        );
+        f.gauge(
+            "swrouter_vrrp_master_down_interval_seconds",
+            "VRRP Master_Down_Interval (from the master's advertised interval).",
+            l,
+            f64::from(v.master_down_interval_ms) / 1000.0,
+        );
+        f.counter(
+            "swrouter_vrrp_adverts_sent_total",
+            "VRRP advertisements sent, priority 0 included.",
+            l,
+            v.adverts_sent,
+        );
+        f.counter(
+            "swrouter_vrrp_adverts_received_total",
+            "VRRP advertisements received and acted on.",
+            l,
+            v.adverts_received,
+        );
+        f.counter(
+            "swrouter_vrrp_priority_zero_sent_total",
+            "VRRP priority-0 advertisements sent (clean stop, switchover).",
+            l,
+            v.priority_zero_sent,
+        );
+        f.counter(
+            "swrouter_vrrp_priority_zero_received_total",
+            "VRRP priority-0 advertisements received (a master leaving).",
+            l,
+            v.priority_zero_received,
+        );
+        for (to, n) in [("master", v.became_master), ("backup", v.became_backup)] {
+            let mut lt = l.to_vec();
+            lt.push(("to", to));
+            f.counter(
+                "swrouter_vrrp_transitions_total",
+                "VRRP transitions, by the state entered.",
+                &lt,
+                n,
+            );
+        }
+        for (reason, n) in &v.drops {
+            let mut lr = l.to_vec();
+            lr.push(("reason", reason));
+            f.counter(
+                "swrouter_vrrp_adverts_dropped_total",
+                "VRRP advertisements the state machine did not act on, by reason.",
+                &lr,
+                *n,
+            );
+        }
+    }
+    for i in &h.interfaces {
+        for (reason, n) in &i.rx_errors {
+            f.counter(
+                "swrouter_vrrp_rx_errors_total",
+                "VRRP advertisements failing a check of RFC 5798 section 7.1, by reason.",
+                &[("interface", &i.interface), ("reason", reason)],
+                *n,
+            );
+        }
+        f.counter(
+            "swrouter_vrrp_unknown_vrid_total",
+            "VRRP advertisements for a VRID not configured on the interface.",
+            &[("interface", &i.interface)],
+            i.unknown_vrid,
+        );
+    }
+    f.counter(
+        "swrouter_vrrp_outbox_full_total",
+        "VRRP frames lost because the control plane's outbox was full.",
+        &[],
+        h.outbox_full,
+    );
 }
 
 /// NAT: per worker (sessions, translations, handoffs) and the switch processor.
@@ -1263,6 +1365,45 @@ pub(crate) mod tests {
         assert!(text.contains("swrouter_info{router_id=\"10.0.2.1\",backend=\"mmap\",version=\""));
         // Parts the snapshot lacks (no flow affinity) give no families.
         assert!(!text.contains("swrouter_wccp_affinity_flows"));
+    }
+
+    #[test]
+    fn vrrp_virtual_routers_become_labelled_series() {
+        let mut s = sample();
+        s.ha = Some(crate::ha_status::HaStatus {
+            vrrp: vec![crate::ha_status::VrrpStatus {
+                interface: "eth0".into(),
+                vrid: 51,
+                state: "master".into(),
+                priority: 200,
+                advert_interval_ms: 20,
+                adverts_sent: 9,
+                became_master: 1,
+                drops: [("lower-priority".to_string(), 2)].into(),
+                ..Default::default()
+            }],
+            interfaces: vec![crate::ha_status::VrrpIfaceStatus {
+                interface: "eth0".into(),
+                rx_errors: [("bad-ttl".to_string(), 3)].into(),
+                unknown_vrid: 1,
+            }],
+            outbox_full: 0,
+        });
+        let text = render(&s);
+        let l = r#"interface="eth0",vrid="51""#;
+        for series in [
+            format!("swrouter_vrrp_state{{{l},state=\"master\"}} 1"),
+            format!("swrouter_vrrp_state{{{l},state=\"backup\"}} 0"),
+            format!("swrouter_vrrp_priority{{{l}}} 200"),
+            format!("swrouter_vrrp_advert_interval_seconds{{{l}}} 0.02"),
+            format!("swrouter_vrrp_adverts_sent_total{{{l}}} 9"),
+            format!("swrouter_vrrp_transitions_total{{{l},to=\"master\"}} 1"),
+            format!("swrouter_vrrp_adverts_dropped_total{{{l},reason=\"lower-priority\"}} 2"),
+            r#"swrouter_vrrp_rx_errors_total{interface="eth0",reason="bad-ttl"} 3"#.to_string(),
+            r#"swrouter_vrrp_unknown_vrid_total{interface="eth0"} 1"#.to_string(),
+        ] {
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! the pipeline at the route stage (routed, ARP-resolved and counted like any of the router's
 //! packets). The queue refuses when full and the caller counts it; an eventfd wakes the worker.
 //! A packet for a WCCP cache's MAC (an L2-forwarded redirect probe) skips the route lookup: it
-//! enters at the neighbour stage with its interface and next hop set.
+//! enters at the neighbour stage with its interface and next hop set. A whole Ethernet frame
+//! (VRRP's advertisements and gratuitous ARPs, whose source is the virtual MAC) enters at the
+//! tx stage.
 
 use crate::pipeline::packet::{flags, Packet, Pool};
 use crate::pipeline::StageKind;
@@ -43,6 +45,14 @@ pub enum Outgoing {
         next_hop: Ipv4Addr,
         /// The IPv4 packet, header included.
         packet: Vec<u8>,
+    },
+    /// A whole Ethernet frame sent as it is on `tx_if` (VRRP advertisements and gratuitous
+    /// ARPs, from the virtual MAC).
+    Frame {
+        /// The interface to send it on.
+        tx_if: IfId,
+        /// The frame, Ethernet header included.
+        frame: Vec<u8>,
     },
 }
 
@@ -97,6 +107,11 @@ impl Outbox {
         .is_ok()
     }
 
+    /// Queues a whole Ethernet frame for `tx_if`; false when the queue is full.
+    pub fn send_frame(&self, tx_if: IfId, frame: Vec<u8>) -> bool {
+        self.send_any(Outgoing::Frame { tx_if, frame }).is_ok()
+    }
+
     fn send_any(&self, o: Outgoing) -> Result<(), Outgoing> {
         match self.tx.try_send(o) {
             Ok(()) => {
@@ -130,6 +145,15 @@ impl OutboxReceiver {
                     p.meta.tx_if = tx_if;
                     p.meta.next_hop = next_hop;
                     p.meta.stage = StageKind::Neighbour as u8;
+                    out.push(p);
+                }
+                Outgoing::Frame { tx_if, frame } => {
+                    let mut p = pool.get();
+                    p.reset(frame.len()).copy_from_slice(&frame);
+                    p.meta.flags = flags::LOCAL;
+                    p.meta.tx_if = tx_if;
+                    p.meta.rx_if = tx_if;
+                    p.meta.stage = StageKind::Tx as u8;
                     out.push(p);
                 }
             }

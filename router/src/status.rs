@@ -47,6 +47,9 @@ pub struct Status {
     /// The packet trace: armed or not, packets left to mark, records captured.
     #[serde(default)]
     pub trace: Option<crate::pipeline::trace::TraceStatus>,
+    /// High availability (VRRP), when `[ha]` is configured.
+    #[serde(default)]
+    pub ha: Option<crate::ha_status::HaStatus>,
 }
 
 /// The metrics listener's address and counters since start.
@@ -435,6 +438,8 @@ pub struct StatusContext<'a> {
     pub probes: Option<ProbeStatus>,
     /// The metrics listener's counters.
     pub metrics: Option<MetricsStatus>,
+    /// The VRRP virtual routers, when configured.
+    pub ha: Option<crate::ha_status::HaStatus>,
 }
 
 /// Collects a status snapshot.
@@ -580,6 +585,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         nat: tables.nat.as_ref().map(|n| n.rt.status()),
         metrics: cx.metrics.clone(),
         trace: Some(shared.trace.status()),
+        ha: cx.ha.clone(),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -808,6 +814,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(n) = &s.nat {
         crate::natd::render(&mut o, n);
+    }
+    if let Some(h) = &s.ha {
+        crate::ha_status::render(&mut o, h);
     }
     if let Some(p) = &s.probes {
         let _ = writeln!(

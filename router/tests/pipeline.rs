@@ -2064,3 +2064,112 @@ fn a_trace_marks_only_its_count_and_a_queued_packet_is_recorded_again_on_release
     t.clear();
     assert_eq!(t.status().captured, 0);
 }
+
+/// An ARP request from the client for `target` on eth0.
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    ethernet::write_header(&mut f, MacAddr::BROADCAST, CLIENT, ethernet::ETHERTYPE_ARP);
+    arp::ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: CLIENT,
+        sender_ip: [10, 0, 1, 2].into(),
+        target_mac: MacAddr::ZERO,
+        target_ip: target.into(),
+    }
+    .emit(&mut f[14..]);
+    f
+}
+
+/// A VRRP advertisement frame from a peer 10.0.1.3 on eth0 (VRID 51, priority 100).
+fn vrrp_advert(ttl: u8) -> Vec<u8> {
+    let advert = vrrp::Advert::new(51, 100, 100, vec![[10, 0, 1, 254].into()]).unwrap();
+    let mut f = vrrp::wire::build_frame(
+        &advert,
+        vrrp::wire::virtual_mac(51),
+        [10, 0, 1, 3].into(),
+        1,
+        vrrp::ChecksumMode::PseudoHeader,
+    );
+    f[14 + 8] = ttl;
+    ipv4::fill_checksum(&mut f[14..], 20);
+    f
+}
+
+#[test]
+fn vrrp_master_owns_the_virtual_mac_and_addresses_and_a_backup_does_not() {
+    let mut b = Bench::new();
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    let vmac = vrrp::wire::virtual_mac(51);
+    let plane = Arc::new(router::tables::vrrp::VrrpPlane::new([(
+        0,
+        51,
+        vec![[10, 0, 1, 254].into()],
+    )]));
+    b.tables.vrrp = Some(plane.clone());
+    let mut adverts = b.tables.local.bind_vrrp(8);
+    // To the server through the virtual MAC; echo to the virtual address.
+    let mut via_vmac = udp([10, 0, 2, 2], 64);
+    via_vmac[..6].copy_from_slice(&vmac.0);
+    let mut echo_vip = echo_request(7);
+    echo_vip[..6].copy_from_slice(&vmac.0);
+    echo_vip[30..34].copy_from_slice(&[10, 0, 1, 254]);
+    ipv4::fill_checksum(&mut echo_vip[14..], 20);
+    let frames = || {
+        vec![
+            arp_request([10, 0, 1, 254]),
+            via_vmac.clone(),
+            echo_vip.clone(),
+            vrrp_advert(255),
+            vrrp_advert(64),
+        ]
+    };
+
+    // Backup: nothing answered for the VIP, nothing taken for the vMAC; adverts still arrive.
+    b.run(frames(), t0);
+    assert!(b.take_tx(0).is_empty(), "no ARP answer, no echo reply");
+    assert!(b.take_tx(1).is_empty(), "frames to the vMAC are not routed");
+    assert_eq!(b.drops(StageKind::Ethernet, DropReason::L2OtherHost), 2);
+    let d = adverts.try_recv().unwrap();
+    assert_eq!(d.rx_if, 0);
+    assert_eq!(vrrp::wire::parse_ipv4(&d.packet).unwrap().advert.vrid(), 51);
+    // The TTL check is the VRRP driver's (one counter per reason there).
+    assert_eq!(
+        vrrp::wire::parse_ipv4(&adverts.try_recv().unwrap().packet),
+        Err(vrrp::ParseError::BadTtl(64))
+    );
+
+    // Master without Accept_Mode: ARP answered with the vMAC, frames to it routed, the VIP
+    // itself not accepted (RFC 5798 §6.4.3).
+    plane.set_role(0, true, false);
+    b.run(frames(), t0);
+    let to_client = b.take_tx(0);
+    assert_eq!(to_client.len(), 1, "only the ARP reply");
+    let reply = arp::ArpRepr::parse(&to_client[0][14..]).unwrap();
+    assert_eq!(
+        (reply.operation, reply.sender_mac, reply.sender_ip),
+        (arp::OP_REPLY, vmac, [10, 0, 1, 254].into())
+    );
+    assert_eq!(ethernet::src(&to_client[0]), vmac);
+    let routed = b.take_tx(1);
+    assert_eq!(routed.len(), 1, "routed like a frame to our own MAC");
+    assert_eq!(ethernet::dst(&routed[0]), SERVER);
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::VrrpNotAccepted),
+        1
+    );
+
+    // Accept_Mode: the VIP answers pings.
+    plane.set_role(0, true, true);
+    b.run(vec![echo_vip.clone()], t0 + Duration::from_secs(1));
+    let back = b.take_tx(0);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0][34], 0, "echo reply");
+    assert_eq!(
+        ipv4::src(&back[0][14..]),
+        std::net::Ipv4Addr::new(10, 0, 1, 254)
+    );
+}

@@ -101,6 +101,12 @@ pub enum Command {
         #[command(subcommand)]
         action: TraceCommand,
     },
+    /// High availability (VRRPv3): the virtual routers' state, and planned switchover.
+    Ha {
+        /// The HA command.
+        #[command(subcommand)]
+        action: HaCommand,
+    },
     /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
     /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
     Demo {
@@ -117,6 +123,31 @@ pub enum SteeringCommand {
     Restore {
         /// The device name, as in `[[steering.device]]`.
         device: String,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `swrouter ha ...`.
+#[derive(Subcommand, Debug)]
+pub enum HaCommand {
+    /// Show each VRRP virtual router: state, current master, priority, advertisement
+    /// interval, counters, and the last transition with its cause.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Planned switchover: every virtual router this router is master of (or only those on
+    /// INTERFACE) sends priority 0 and becomes backup, so a backup takes over at once; this
+    /// router does not preempt back until it is master again or restarts.
+    Switchover {
+        /// Only the virtual routers on this interface.
+        interface: Option<String>,
         /// Which router to ask.
         #[command(flatten)]
         target: Target,

@@ -6,7 +6,8 @@ use clap::Parser;
 use router::control;
 use std::path::{Path, PathBuf};
 use swrouter::cli::{
-    Cli, Command, LogFormat, NatCommand, SteeringCommand, Target, TraceCommand, DEFAULT_CONFIG,
+    Cli, Command, HaCommand, LogFormat, NatCommand, SteeringCommand, Target, TraceCommand,
+    DEFAULT_CONFIG,
 };
 
 /// The management socket `target` names: `--socket`, else the `management-socket` of
@@ -148,6 +149,41 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Trace { action }) => trace(action),
+        Some(Command::Ha {
+            action: HaCommand::Status { json, target },
+        }) => {
+            let reply = control::request(&socket_of(&target)?, control::REQ_HA_STATUS)?;
+            match serde_json::from_str::<router::ha_status::HaStatus>(&reply) {
+                Ok(h) if json => println!("{}", serde_json::to_string(&h)?),
+                Ok(h) => {
+                    let mut o = String::new();
+                    router::ha_status::render(&mut o, &h);
+                    print!("{}", o.trim_start());
+                }
+                Err(_) => {
+                    let r: control::ReloadReply = serde_json::from_str(&reply)
+                        .context("the router's answer is not valid JSON")?;
+                    anyhow::bail!("{}", r.message);
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Ha {
+            action: HaCommand::Switchover { interface, target },
+        }) => {
+            let req = match interface {
+                Some(i) => format!("{} {i}", control::REQ_HA_SWITCHOVER),
+                None => control::REQ_HA_SWITCHOVER.to_string(),
+            };
+            let reply = control::request(&socket_of(&target)?, &req)?;
+            let r: control::ReloadReply =
+                serde_json::from_str(&reply).context("the router's answer is not valid JSON")?;
+            if !r.ok {
+                anyhow::bail!("{}", r.message);
+            }
+            println!("{}", r.message);
+            Ok(())
+        }
         Some(Command::Demo { seconds }) => {
             init_logging("warn", cli.log_format);
             demo::run(seconds)

@@ -134,3 +134,14 @@ fn readme_wccp_example_parses() {
     let c = parse_str("README.md", block).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.wccp[0].fail_policy, conf::WccpFailPolicy::ClosedReject);
 }
+
+#[test]
+fn ha_example_shares_a_gateway_address_on_each_link() {
+    let c = example("ha.conf");
+    assert_eq!(c.ha.vrrp.len(), 2);
+    let office = &c.ha.vrrp[0].config;
+    assert_eq!(office.virtual_addrs, vec![Ipv4Addr::new(10, 0, 1, 254)]);
+    assert_eq!(office.adver_interval, 10, "100 ms");
+    assert!(office.accept_mode && office.preempt);
+    assert_eq!(c.ha.vrrp[1].interface, "uplink0");
+}

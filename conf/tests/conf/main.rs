@@ -7,6 +7,7 @@ mod cache;
 mod effective;
 mod examples;
 mod fuzz_corpus;
+mod ha;
 mod nat;
 mod props;
 mod steering;

@@ -229,13 +229,13 @@ fn unknown_keys_name_the_section() {
         "[[interfaces]]\nname = \"eth0\"\n",
         1,
         3,
-        "unknown section `interfaces`; expected one of: [router], [[interface]], [[route]], [wccp], [steering]; did you mean [[interface]]?",
+        "unknown section `interfaces`; expected one of: [router], [[interface]], [[route]], [wccp], [steering], [nat], [ha]; did you mean [[interface]]?",
     );
     rejects(
         "workers = 2\n",
         1,
         1,
-        "unknown section `workers`; expected one of: [router], [[interface]], [[route]], [wccp], [steering]",
+        "unknown section `workers`; expected one of: [router], [[interface]], [[route]], [wccp], [steering], [nat], [ha]",
     );
 }
 

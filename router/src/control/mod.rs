@@ -8,6 +8,7 @@
 pub mod health;
 pub mod mgmt;
 pub mod scrape;
+pub mod vrrp;
 pub mod wccp;
 
 use crate::pipeline::counters::WorkerCounters;
@@ -36,6 +37,10 @@ pub const REQ_RELOAD: &str = "reload";
 pub const REQ_STEERING_RESTORE: &str = "steering restore ";
 /// Management request: the NAT session list (a JSON array of `natd::SessionRow`).
 pub const REQ_NAT_SESSIONS: &str = "nat sessions";
+/// Management request: the HA status (a JSON `ha_status::HaStatus`).
+pub const REQ_HA_STATUS: &str = "ha status";
+/// Management request: `ha switchover [INTERFACE]` (answered like a reload).
+pub const REQ_HA_SWITCHOVER: &str = "ha switchover";
 /// Management request prefix (test hook, only with SWROUTER_TEST_HOOKS=1 in the router's
 /// environment): `nat kill-worker N panic|stall`.
 pub const REQ_NAT_KILL: &str = "nat kill-worker ";
@@ -252,6 +257,17 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // the prober has in use.
     let open_probe_ports = Arc::new(crate::probe::OpenPorts::default());
     let probe_rx = Some(tables.local.bind_probes(1024, open_probe_ports.clone()));
+    // VRRP: the data plane's view of the virtual routers and the advertisements' queue.
+    let vrrp = if conf.ha.is_empty() {
+        None
+    } else {
+        let plane = Arc::new(
+            vrrp::VrrpDriver::plane(&conf.ha, &tables.ifaces)
+                .with_context(|| config_path.display().to_string())?,
+        );
+        tables.vrrp = Some(plane.clone());
+        Some((plane, tables.local.bind_vrrp(256)))
+    };
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::outbox::outbox(1024)?;
     let shared = Arc::new(Shared {
@@ -287,7 +303,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             conf,
             shared.clone(),
             (listener, access),
-            wccp_rx,
+            (wccp_rx, vrrp),
             (probe_rx, open_probe_ports),
             (metrics_listener, notify.clone()),
         ));
@@ -327,6 +343,8 @@ struct ControlState {
     metrics: MetricsServer,
     /// systemd's readiness protocol: reloads are announced to it.
     notify: crate::sd_notify::Notifier,
+    /// The VRRP virtual routers (`[ha]`).
+    vrrp: Option<vrrp::VrrpDriver>,
 }
 
 /// The metrics listener in force: its address and accept task, rebound by a reload.
@@ -403,12 +421,23 @@ impl MetricsServer {
     }
 }
 
+/// What the control loop needs to run VRRP: the data plane's view and the advertisements'
+/// queue.
+type VrrpStart = (
+    Arc<crate::tables::vrrp::VrrpPlane>,
+    tokio::sync::mpsc::Receiver<crate::tables::local::VrrpDatagram>,
+);
+
 async fn control_loop(
     config_path: PathBuf,
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
-    mut wccp_rx: Option<crate::tables::local::ControlReceiver>,
+    // The protocols' queues from local delivery: WCCP (UDP 2048) and VRRP (with its plane).
+    (mut wccp_rx, vrrp): (
+        Option<crate::tables::local::ControlReceiver>,
+        Option<VrrpStart>,
+    ),
     (mut probe_rx, open_probe_ports): (
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
         Arc<crate::probe::OpenPorts>,
@@ -444,6 +473,20 @@ async fn control_loop(
         None => None,
     };
     let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    let (vrrp, mut vrrp_rx) = match vrrp {
+        Some((plane, rx)) => {
+            let mut d = vrrp::VrrpDriver::new(
+                &conf.ha,
+                &shared.tables.load().ifaces,
+                plane,
+                shared.outbox.clone(),
+                Instant::now(),
+            )?;
+            d.start(Instant::now());
+            (Some(d), Some(rx))
+        }
+        None => (None, None),
+    };
     // One snapshot request per scrape client at most is ever waiting here.
     let (snapshots, mut snapshot_rx) = tokio::sync::mpsc::channel(scrape::MAX_CLIENTS);
     let mut metrics = MetricsServer {
@@ -470,6 +513,7 @@ async fn control_loop(
         mgmt: mgmt_counters,
         metrics,
         notify,
+        vrrp,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -488,7 +532,23 @@ async fn control_loop(
             .and_then(|w| w.deadline())
             .map(tokio::time::Instant::from_std)
             .unwrap_or(far);
+        let vrrp_deadline = state
+            .vrrp
+            .as_ref()
+            .and_then(|v| v.deadline())
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(far);
         tokio::select! {
+            d = recv_vrrp(&mut vrrp_rx) => {
+                if let (Some(d), Some(v)) = (d, state.vrrp.as_mut()) {
+                    v.on_datagram(&d, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(vrrp_deadline) => {
+                if let Some(v) = state.vrrp.as_mut() {
+                    v.on_timer(Instant::now());
+                }
+            }
             d = recv_wccp(&mut wccp_rx) => {
                 if let (Some(d), Some(w)) = (d, state.wccp.as_mut()) {
                     let tables = state.shared.tables.load();
@@ -531,7 +591,26 @@ async fn control_loop(
             }
         }
     }
+    // A clean stop: masters send priority 0 (RFC 5798 §6.4.3) and the workers get a moment
+    // to put it on the wire before they stop.
+    if let Some(v) = state.vrrp.as_mut() {
+        let was_master = v.any_master();
+        v.shutdown(Instant::now());
+        if was_master {
+            tokio::time::sleep(vrrp::STOP_GRACE).await;
+        }
+    }
     Ok(())
+}
+
+/// The next VRRP advertisement, or never when VRRP is off.
+async fn recv_vrrp(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::VrrpDatagram>>,
+) -> Option<crate::tables::local::VrrpDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A segment to a probe port: the prober validates it, closes an accepted handshake, and the
@@ -610,6 +689,10 @@ fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
             .metrics
             .listen
             .map(|a| state.metrics.counters.status(a)),
+        ha: state
+            .vrrp
+            .as_ref()
+            .map(|v| v.status(&state.shared.tables.load().ifaces)),
     };
     status::collect(&cx)
 }
@@ -620,6 +703,26 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
     let reply = match line {
         REQ_STATUS => serde_json::to_string(&snapshot(state, limits)),
         REQ_RELOAD => serde_json::to_string(&reload(state)),
+        REQ_HA_STATUS => match state.vrrp.as_ref() {
+            Some(v) => serde_json::to_string(&v.status(&state.shared.tables.load().ifaces)),
+            None => serde_json::to_string(&ha_not_configured(state)),
+        },
+        l if l == REQ_HA_SWITCHOVER || l.starts_with("ha switchover ") => {
+            let iface = l[REQ_HA_SWITCHOVER.len()..].trim();
+            let reply = match state.vrrp.as_mut() {
+                None => ha_not_configured(state),
+                Some(v) => {
+                    let r = v.switchover((!iface.is_empty()).then_some(iface), Instant::now());
+                    let (ok, message) = match r {
+                        Ok(m) => (true, m),
+                        Err(m) => (false, m),
+                    };
+                    tracing::info!(ok, message = %message, "HA switchover requested");
+                    ReloadReply { ok, message }
+                }
+            };
+            serde_json::to_string(&reply)
+        }
         REQ_NAT_SESSIONS => match state.shared.tables.load().nat.as_ref() {
             Some(n) => {
                 let mut rows = n.rt.list_sessions(std::time::Duration::from_millis(1000));
@@ -711,6 +814,17 @@ fn trace_add(state: &ControlState, args: &str) -> (bool, String) {
                 "^",
                 w = e.column
             ),
+        ),
+    }
+}
+
+/// The answer to an HA request when `[ha]` is absent.
+fn ha_not_configured(state: &ControlState) -> ReloadReply {
+    ReloadReply {
+        ok: false,
+        message: format!(
+            "HA is not configured: {} has no [[ha.vrrp]] (see conf/README.md, [ha])",
+            state.config_path.display()
         ),
     }
 }
@@ -809,6 +923,14 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
     };
     if nat_part(&new) != nat_part(&state.conf) {
         let msg = "rejected, running config kept: [nat] changes need a restart (sessions live on the running rules); routes, WCCP and steering are reloaded".to_string();
+        tracing::error!("{msg}");
+        return ReloadReply {
+            ok: false,
+            message: msg,
+        };
+    }
+    if new.ha != state.conf.ha {
+        let msg = "rejected, running config kept: [ha] changes need a restart (the virtual routers run on the configuration they started with; restart the backup first, then the master, or use `swrouter ha switchover`); routes, WCCP and steering are reloaded".to_string();
         tracing::error!("{msg}");
         return ReloadReply {
             ok: false,

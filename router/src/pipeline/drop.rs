@@ -137,11 +137,16 @@ pub enum DropReason {
     NatSwitchFull,
     /// NAT: the session's worker and its backup are both down, or no worker is operational.
     NatWorkerDown,
+    /// VRRP: the control plane's advertisement queue is full.
+    VrrpQueueFull,
+    /// VRRP: to a virtual address this master does not accept traffic for (Accept_Mode off,
+    /// RFC 5798 §6.4.3).
+    VrrpNotAccepted,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 65] = [
+    pub const ALL: [DropReason; 67] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -207,6 +212,8 @@ impl DropReason {
         DropReason::NatHandoffFull,
         DropReason::NatSwitchFull,
         DropReason::NatWorkerDown,
+        DropReason::VrrpQueueFull,
+        DropReason::VrrpNotAccepted,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -279,6 +286,8 @@ impl DropReason {
             DropReason::NatHandoffFull => "nat-handoff-full",
             DropReason::NatSwitchFull => "nat-switch-full",
             DropReason::NatWorkerDown => "nat-worker-down",
+            DropReason::VrrpQueueFull => "vrrp-queue-full",
+            DropReason::VrrpNotAccepted => "vrrp-not-accepted",
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The ethernet/arp stage: keeps frames addressed to us (or broadcast), answers ARP for our
-//! addresses, learns neighbours from ARP, and passes IPv4 on.
+//! addresses, learns neighbours from ARP, and passes IPv4 on. With VRRP, "us" includes the
+//! virtual MAC and addresses of the virtual routers this router is master for, and the
+//! advertisements' group MAC on interfaces that speak VRRP (`tables::vrrp`).
 //!
 //! Counters: `frame-truncated`, `l2-other-host` (unicast for another MAC, which promiscuous mode
 //! shows us), `l2-multicast`, `ethertype-unsupported`, `arp-truncated`, `arp-unsupported`,
@@ -29,7 +31,7 @@ impl EthernetStage {
             return Verdict::Drop(DropReason::L2OtherHost);
         };
         let dst = ethernet::dst(frame);
-        if dst != iface.mac && dst != MacAddr::BROADCAST {
+        if dst != iface.mac && dst != MacAddr::BROADCAST && !vrrp_takes(cx, iface.id, dst) {
             return Verdict::Drop(if dst.is_multicast() {
                 DropReason::L2Multicast
             } else {
@@ -44,6 +46,17 @@ impl EthernetStage {
     }
 }
 
+/// VRRP (issue 15): the receive filter of the virtual MACs this router is master for (frames
+/// to them are routed like frames to the interface's own MAC) and of the advertisements'
+/// group address on interfaces that speak VRRP.
+#[cold]
+#[inline(never)]
+fn vrrp_takes(cx: &StageCx<'_>, iface: IfId, dst: MacAddr) -> bool {
+    cx.tables.vrrp.as_deref().is_some_and(|v| {
+        (dst == ::vrrp::wire::MULTICAST_MAC && v.speaks_on(iface)) || v.takes_mac(iface, dst)
+    })
+}
+
 #[cold]
 #[inline(never)]
 fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict {
@@ -52,13 +65,25 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
         Err(ArpError::Truncated) => return Verdict::Drop(DropReason::ArpTruncated),
         Err(ArpError::Unsupported) => return Verdict::Drop(DropReason::ArpUnsupported),
     };
+    // A virtual address this router is master for: answered with the virtual MAC (RFC 5798
+    // §6.4.3); a neighbour claiming one is not believed, as one claiming our own address.
+    let vmac = |ip| {
+        cx.tables
+            .vrrp
+            .as_deref()
+            .and_then(|v| v.arp_mac(iface.id, ip))
+    };
+    let answer_mac = vmac(arp.target_ip);
     // Only neighbours on the connected prefix, with a unicast MAC, are believed.
     let sender_ok = arp.sender_mac != MacAddr::ZERO
         && !arp.sender_mac.is_multicast()
         && iface.contains(arp.sender_ip)
-        && arp.sender_ip != iface.addr;
-    // Our address, or a NAT pool address on this (outside) interface.
+        && arp.sender_ip != iface.addr
+        && (cx.tables.vrrp.is_none() || vmac(arp.sender_ip).is_none());
+    // Our address, a master's virtual address, or a NAT pool address on this (outside)
+    // interface.
     let for_us = arp.target_ip == iface.addr
+        || answer_mac.is_some()
         || cx
             .tables
             .nat
@@ -81,15 +106,16 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
     }
     if arp.operation == arp::OP_REQUEST {
         // Answer in place: the request's buffer becomes the reply.
+        let mac = answer_mac.unwrap_or(iface.mac);
         let reply = ArpRepr {
             operation: arp::OP_REPLY,
-            sender_mac: iface.mac,
+            sender_mac: mac,
             sender_ip: arp.target_ip,
             target_mac: arp.sender_mac,
             target_ip: arp.sender_ip,
         };
         let rx_if = pkt.meta.rx_if;
-        fill_arp(pkt, arp.sender_mac, iface.mac, &reply);
+        fill_arp(pkt, arp.sender_mac, mac, &reply);
         pkt.meta.tx_if = rx_if;
         return Verdict::Jump(StageKind::Tx);
     }

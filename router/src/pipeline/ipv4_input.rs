@@ -4,14 +4,32 @@
 //!
 //! Counters: `ipv4-truncated`, `ipv4-bad-version`, `ipv4-bad-header-length`,
 //! `ipv4-bad-total-length`, `ipv4-bad-checksum`, `martian-source`, `martian-destination`,
-//! `broadcast-not-forwarded`, `multicast-not-forwarded`.
+//! `broadcast-not-forwarded`, `multicast-not-forwarded`, `vrrp-not-accepted`.
 
 use super::drop::DropReason;
 use super::packet::Packet;
 use super::stage::{StageCx, StageKind, Verdict};
+use crate::tables::vrrp::{VipRole, VrrpPlane};
 use crate::tables::AddrClass;
 use crate::wire::ethernet::HEADER_LEN;
 use crate::wire::ipv4::{self, Ipv4Error};
+
+/// VRRP (issue 15): advertisements on an interface that speaks VRRP go to local delivery (and
+/// on to the VRRP driver); a master's virtual addresses are its own with Accept_Mode and
+/// dropped without it (RFC 5798 §6.4.3).
+#[cold]
+#[inline(never)]
+fn vrrp_input(v: &VrrpPlane, pkt: &Packet, dst: std::net::Ipv4Addr) -> Option<Verdict> {
+    if dst == ::vrrp::wire::MULTICAST_ADDR {
+        let l3 = &pkt.frame()[HEADER_LEN..];
+        return (ipv4::protocol(l3) == ::vrrp::wire::PROTOCOL && v.speaks_on(pkt.meta.rx_if))
+            .then_some(Verdict::Jump(StageKind::LocalDelivery));
+    }
+    match v.vip_role(dst)? {
+        VipRole::Accepted => Some(Verdict::Jump(StageKind::LocalDelivery)),
+        VipRole::NotAccepted => Some(Verdict::Drop(DropReason::VrrpNotAccepted)),
+    }
+}
 
 /// The stage (stateless).
 #[derive(Default)]
@@ -52,6 +70,11 @@ impl Ipv4InputStage {
             AddrClass::Local => return Verdict::Jump(StageKind::LocalDelivery),
             AddrClass::Broadcast => return Verdict::Drop(DropReason::BroadcastNotForwarded),
             AddrClass::Other => {}
+        }
+        if let Some(v) = cx.tables.vrrp.as_deref() {
+            if let Some(verdict) = vrrp_input(v, pkt, dst) {
+                return verdict;
+            }
         }
         if dst.is_multicast() {
             return Verdict::Drop(DropReason::MulticastNotForwarded);

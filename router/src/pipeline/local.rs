@@ -2,7 +2,7 @@
 //! by ipv4-input's jump. The port table (`tables::local`) names the handler: ICMP echo is
 //! answered in place, UDP to a control-plane port (WCCP's 2048) and TCP to a probe port
 //! (health-check answers) go to their bounded control-plane queues, GRE goes to WCCP's return
-//! path; anything else gets the ICMP error a host would send.
+//! path, VRRP advertisements (protocol 112, let in by ipv4-input) to the VRRP driver's queue; anything else gets the ICMP error a host would send.
 //!
 //! Counters: `local-fragment`, `icmp-malformed`, `local-icmp-ignored`,
 //! `icmp-echo-rate-limited` (echo replies are limited per source and per worker, see
@@ -11,7 +11,7 @@
 //! `probe-port-closed`, `probe-queue-full`, `wccp-not-cache-interface`, `wccp-reverse-path`,
 //! `control-queue-full-known`, `control-queue-full-others`, `wccp-return-not-member`,
 //! `wccp-return-wrong-service`, `wccp-return-not-gre`, `wccp-return-wrong-interface`,
-//! `gre-malformed`; echo requests answered and datagrams delivered count as consumed.
+//! `gre-malformed`, `vrrp-queue-full`; echo requests answered and datagrams delivered count as consumed.
 
 use super::drop::DropReason;
 use super::icmp::send_error;
@@ -122,6 +122,16 @@ impl LocalDeliveryStage {
                 }
                 super::wccp::ReturnOutcome::Malformed => Verdict::Drop(DropReason::GreMalformed),
             },
+            Some(Handler::Vrrp(tx)) => {
+                let d = crate::tables::local::VrrpDatagram {
+                    rx_if: pkt.meta.rx_if,
+                    packet: l3.to_vec(),
+                };
+                match tx.try_send(d) {
+                    Ok(()) => Verdict::Consumed,
+                    Err(_) => Verdict::Drop(DropReason::VrrpQueueFull),
+                }
+            }
             // UDP and TCP to a port nobody listens on: port unreachable, as a host answers
             // (the router's only TCP is its prober's).
             None if matches!(protocol, ipv4::PROTO_UDP) => {

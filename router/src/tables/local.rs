@@ -1,7 +1,8 @@
 //! The local port table: what the router itself listens to. Maps (protocol, destination port)
 //! of a datagram addressed to one of our addresses to the handler the local-delivery stage
 //! hands it to: ICMP echo (answered in place), UDP to a control-plane port (WCCP's 2048), TCP to
-//! the prober's ports (health-check answers), GRE (returns from WCCP caches).
+//! the prober's ports (health-check answers), GRE (returns from WCCP caches), VRRP (protocol
+//! 112, to the VRRP driver).
 //!
 //! Bound once at start, before the workers run; the queues behind the handlers are bounded
 //! (a flood fills them and is then dropped and counted). A control port has two queues, one
@@ -31,6 +32,16 @@ pub struct LocalDatagram {
     pub payload: Vec<u8>,
 }
 
+/// A VRRP advertisement (IP protocol 112 to 224.0.0.18) for the control plane's VRRP driver:
+/// the whole IPv4 datagram, parsed and checked there (`vrrp::wire::parse_ipv4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpDatagram {
+    /// Interface it arrived on.
+    pub rx_if: IfId,
+    /// The IPv4 datagram, header included.
+    pub packet: Vec<u8>,
+}
+
 /// Who handles a datagram addressed to the router.
 #[derive(Debug, Clone, Copy)]
 pub enum Handler<'a> {
@@ -42,6 +53,8 @@ pub enum Handler<'a> {
     ProbeAnswer(&'a Sender<TcpSegment>, &'a OpenPorts),
     /// GRE: a WCCP cache returning a redirected packet.
     WccpReturn,
+    /// VRRP (protocol 112): the VRRP driver's queue.
+    Vrrp(&'a Sender<VrrpDatagram>),
 }
 
 /// The sending side of a control port's two queues.
@@ -85,6 +98,7 @@ impl ControlReceiver {
 pub struct LocalPorts {
     udp: Vec<(u16, ControlQueue)>,
     probes: Option<(Sender<TcpSegment>, Arc<OpenPorts>)>,
+    vrrp: Option<Sender<VrrpDatagram>>,
 }
 
 impl LocalPorts {
@@ -109,6 +123,13 @@ impl LocalPorts {
         rx
     }
 
+    /// Sends VRRP advertisements to the returned receiver, at most `capacity` waiting.
+    pub fn bind_vrrp(&mut self, capacity: usize) -> Receiver<VrrpDatagram> {
+        let (tx, rx) = channel(capacity.max(1));
+        self.vrrp = Some(tx);
+        rx
+    }
+
     /// The handler of a datagram of `protocol` to our port `dport` (None for protocols
     /// without ports or a header too short to carry one), if anything listens.
     #[inline]
@@ -130,6 +151,7 @@ impl LocalPorts {
                     .filter(|_| PROBE_PORTS.contains(&port))
                     .map(|(tx, open)| Handler::ProbeAnswer(tx, open))
             }
+            ::vrrp::wire::PROTOCOL => self.vrrp.as_ref().map(Handler::Vrrp),
             _ => None,
         }
     }
@@ -167,6 +189,9 @@ mod tests {
             Some(Handler::WccpReturn)
         ));
         assert!(t.handler(132, None).is_none());
+        assert!(t.handler(112, None).is_none(), "no VRRP configured");
+        let _vrrp = t.bind_vrrp(4);
+        assert!(matches!(t.handler(112, None), Some(Handler::Vrrp(_))));
     }
 
     fn datagram(payload: &[u8]) -> LocalDatagram {

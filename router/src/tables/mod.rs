@@ -7,6 +7,7 @@ pub mod local;
 pub mod neighbours;
 pub mod routes;
 pub mod steer;
+pub mod vrrp;
 pub mod wccp;
 
 pub use self::wccp::WccpPlane;
@@ -89,6 +90,8 @@ pub struct Tables {
     pub steering: Arc<steer::SteeringPlane>,
     /// NAT: outside interfaces, pool addresses and the runtime (none when NAT is off).
     pub nat: Option<Arc<crate::natd::NatPlane>>,
+    /// VRRP: the virtual routers and their roles (none when `[ha]` is absent).
+    pub vrrp: Option<Arc<vrrp::VrrpPlane>>,
 }
 
 /// What an address is to us.
@@ -112,6 +115,7 @@ impl Tables {
             wccp: Default::default(),
             steering: Default::default(),
             nat: None,
+            vrrp: None,
         }
     }
 

@@ -1,0 +1,193 @@
+//! `[ha]`: VRRP virtual routers parsed into the vrrp crate's config, defaults, round trip, and
+//! errors with their positions.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use conf::parse_str;
+use vrrp::ChecksumMode;
+
+/// Two interfaces; 6 lines, so text appended starts on line 7.
+const BASE: &str = r#"[[interface]]
+name = "in0"
+address = "10.0.1.2/24"
+[[interface]]
+name = "out0"
+address = "192.0.2.2/24"
+"#;
+
+fn with(tail: &str) -> String {
+    format!("{BASE}{tail}")
+}
+
+#[track_caller]
+fn rejects(text: &str, line: usize, col: usize, msg_part: &str) {
+    let e = parse_str("h.conf", text).expect_err("config should be rejected");
+    assert!(
+        e.msg.contains(msg_part),
+        "message {:?} lacks {msg_part:?}",
+        e.msg
+    );
+    assert_eq!((e.line, e.col), (line, col), "{e}");
+}
+
+const ONE: &str =
+    "[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 51\nvirtual-addresses = [\"10.0.1.254\"]\n";
+
+#[test]
+fn a_virtual_router_gets_the_rfc_defaults_and_the_interface_address() {
+    let c = parse_str("h.conf", &with(ONE)).unwrap();
+    assert_eq!(c.ha.vrrp.len(), 1);
+    let v = &c.ha.vrrp[0];
+    assert_eq!(v.interface, "in0");
+    let k = &v.config;
+    assert_eq!(k.vrid, 51);
+    assert_eq!(k.priority, 100);
+    assert_eq!(k.primary_addr, Ipv4Addr::new(10, 0, 1, 2));
+    assert_eq!(k.virtual_addrs, vec![Ipv4Addr::new(10, 0, 1, 254)]);
+    assert_eq!(k.adver_interval, 100, "1 s");
+    assert!(k.preempt);
+    assert!(!k.accept_mode, "RFC 5798 default");
+    assert_eq!(k.checksum, ChecksumMode::PseudoHeader);
+    assert_eq!(k.garp_count, conf::DEFAULT_GARP_COUNT);
+    assert!(parse_str("h.conf", BASE).unwrap().ha.is_empty());
+}
+
+#[test]
+fn every_key_is_read_and_round_trips() {
+    let text = with(
+        "[[ha.vrrp]]\ninterface = \"out0\"\nvrid = 7\npriority = 254\nvirtual-addresses = [\"192.0.2.10\", \"192.0.2.11\"]\nadvert-interval-ms = 10\npreempt = false\npreempt-delay-ms = 1500\naccept-mode = true\nchecksum = \"no-pseudo-header\"\ngarp-count = 5\n\n[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 7\nvirtual-addresses = [\"10.0.1.9\"]\nadvert-interval-cs = 4095\n",
+    );
+    let c = parse_str("h.conf", &text).unwrap();
+    let k = &c.ha.vrrp[0].config;
+    assert_eq!(
+        (
+            k.priority,
+            k.adver_interval,
+            k.preempt,
+            k.accept_mode,
+            k.garp_count
+        ),
+        (254, 1, false, true, 5)
+    );
+    assert_eq!(k.preempt_delay, Duration::from_millis(1500));
+    assert_eq!(k.checksum, ChecksumMode::NoPseudoHeader);
+    assert_eq!(c.ha.vrrp[1].config.adver_interval, 4095);
+    let again = parse_str("effective", &c.to_toml()).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn errors_point_at_the_value() {
+    rejects(
+        &with(
+            "[[ha.vrrp]]\ninterface = \"eth9\"\nvrid = 1\nvirtual-addresses = [\"10.0.1.254\"]\n",
+        ),
+        8,
+        13,
+        "unknown interface `eth9`; configured interfaces: in0, out0",
+    );
+    rejects(
+        &with(&format!(
+            "{ONE}[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 51\nvirtual-addresses = [\"10.0.1.253\"]\n"
+        )),
+        13,
+        8,
+        "vrid 51 is already used on interface `in0` (line 9)",
+    );
+    rejects(
+        &with("[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 1\nvirtual-addresses = [\"192.0.2.9\"]\n"),
+        10,
+        22,
+        "outside interface `in0`'s network 10.0.1.0/24",
+    );
+    rejects(
+        &with("[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 1\nvirtual-addresses = [\"10.0.1.2\"]\n"),
+        10,
+        22,
+        "own address",
+    );
+    rejects(
+        &with("[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 1\nvirtual-addresses = [\"10.0.1.255\"]\n"),
+        10,
+        22,
+        "broadcast",
+    );
+    rejects(
+        &with("[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 1\nvirtual-addresses = []\n"),
+        10,
+        21,
+        "0 virtual addresses",
+    );
+    rejects(
+        &with(&format!("{ONE}advert-interval-ms = 15\n")),
+        11,
+        22,
+        "not a whole number of centiseconds",
+    );
+    rejects(
+        &with(&format!("{ONE}advert-interval-ms = 5\n")),
+        11,
+        22,
+        "expected 10..=40950",
+    );
+    rejects(
+        &with(&format!("{ONE}advert-interval-cs = 4096\n")),
+        11,
+        22,
+        "expected 1..=4095",
+    );
+    rejects(
+        &with(&format!(
+            "{ONE}advert-interval-ms = 100\nadvert-interval-cs = 10\n"
+        )),
+        12,
+        22,
+        "give the advertisement interval once",
+    );
+    rejects(
+        &with(&format!("{ONE}priority = 255\n")),
+        11,
+        12,
+        "address owner",
+    );
+    rejects(
+        &with(&format!("{ONE}priority = 0\n")),
+        11,
+        12,
+        "expected 1..=254",
+    );
+    rejects(
+        &with(&format!("{ONE}checksum = \"compat\"\n")),
+        11,
+        12,
+        "expected one of: pseudo-header, no-pseudo-header",
+    );
+    rejects(
+        &with(&format!("{ONE}vird = 3\n")),
+        11,
+        1,
+        "unknown key `vird` in [[ha.vrrp]]",
+    );
+    rejects(
+        &with(&format!(
+            "{ONE}[[ha.vrrp]]\ninterface = \"in0\"\nvrid = 52\nvirtual-addresses = [\"10.0.1.254\"]\n"
+        )),
+        14,
+        22,
+        "already one of vrid 51's",
+    );
+    rejects(&with("[ha]\n"), 7, 1, "[ha] has no [[ha.vrrp]]");
+}
+
+#[test]
+fn the_same_vrid_may_serve_two_links() {
+    let c = parse_str(
+        "h.conf",
+        &with(&format!(
+            "{ONE}[[ha.vrrp]]\ninterface = \"out0\"\nvrid = 51\nvirtual-addresses = [\"192.0.2.254\"]\n"
+        )),
+    )
+    .unwrap();
+    assert_eq!(c.ha.vrrp.len(), 2);
+}
