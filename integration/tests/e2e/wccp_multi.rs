@@ -1,0 +1,247 @@
+//! Issue 17 items 3 and 7: WCCP timers negotiated end to end, and groups of several caches and
+//! routers, with swcache instances and no proxy (what reaches a cache is counted by swcache's GRE
+//! termination; the redirect probe is off, as nothing answers it).
+//!
+//! 1. Fast timers: swcache asks for TRANSMIT_T 500 ms; swrouter's status shows the negotiated
+//!    timers; after `kill -9` of swcache the router removes it within the scaled 1.5 s (well
+//!    under 3 s; the default is 30 s). tshark decodes every WCCP packet, capabilities included.
+//! 2. Three caches with weights 1:1:2 (hash): 64/64/128 buckets (±1) from the designated cache,
+//!    and one SYN to each of 256 destinations (one per bucket) lands on the caches in that
+//!    proportion; then the same with mask assignment (values spread by weight).
+//! 3. Two routers and three caches on one segment, one cache configured for the first router
+//!    only: both routers install the same assignment over the two caches both see; the third is
+//!    usable at its router but holds no bucket.
+//!
+//! ```text
+//! one router:  client 10.0.1.2 ── eth0 10.0.1.1 [swrouter] eth1 10.0.2.1 ── server 10.0.2.2
+//!                                   eth2..eth4 10.0.{3,4,5}.1 ── swcache 10.0.{3,4,5}.2
+//! two routers: swrouter A 10.0.3.1, swrouter B 10.0.3.11, swcache 10.0.3.{2,3,4} on a bridge
+//! ```
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use integration::wccplab::{bucket_owners, cache, router_status, service, tshark_clean, wait_for};
+use integration::{binary, io_backend, require_root};
+use netlab::{Lab, Ns, ProcHandle};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A swcache instance: namespace, address, status socket, process.
+struct Swcache {
+    ns: Ns,
+    addr: String,
+    socket: PathBuf,
+    proc: ProcHandle,
+}
+
+impl Swcache {
+    fn start(lab: &mut Lab, ns: &Ns, addr: &str, routers: &[&str], extra: &[&str]) -> Swcache {
+        let socket = lab.dir().join(format!("swcache-{addr}.sock"));
+        let sock = socket.to_string_lossy().to_string();
+        let mut args = vec![
+            "--address",
+            addr,
+            "--service",
+            "0",
+            "--tun",
+            "wccp0",
+            "--socket",
+            &sock,
+            "--log-level",
+            "debug",
+        ];
+        for r in routers {
+            args.extend(["--router", r]);
+        }
+        args.extend(extra);
+        let proc = lab
+            .spawn(ns, &binary("swcache").to_string_lossy(), &args)
+            .unwrap();
+        Swcache {
+            ns: ns.clone(),
+            addr: addr.to_string(),
+            socket,
+            proc,
+        }
+    }
+
+    fn status(&self) -> Option<Value> {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"status\n").ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    }
+
+    /// GRE packets it decapsulated so far.
+    fn decapsulated(&self) -> u64 {
+        self.status().map_or(0, |s| s["gre"]["decapsulated"].as_u64().unwrap_or(0))
+    }
+}
+
+/// tcpdump of WCCP and GRE on `ns`'s eth0 into the lab directory.
+fn capture(lab: &mut Lab, ns: &Ns, name: &str) -> (ProcHandle, PathBuf) {
+    let pcap = lab.dir().join(format!("{name}.pcap"));
+    let h = lab
+        .spawn(
+            ns,
+            "tcpdump",
+            &[
+                "-i",
+                "eth0",
+                "-s",
+                "512",
+                "-U",
+                "-w",
+                &pcap.to_string_lossy(),
+                "udp port 2048 or proto gre",
+            ],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    (h, pcap)
+}
+
+/// Stops tcpdump and checks with tshark that it captured WCCP and that every frame decodes.
+fn check_capture(lab: &mut Lab, ns: &Ns, (h, pcap): (ProcHandle, PathBuf), want_gre: bool) {
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = lab.stop(&h, Duration::from_secs(5));
+    tshark_clean(ns, &pcap).unwrap();
+    let count = |filter: &str| {
+        let out = ns
+            .run("tshark", &["-r", &pcap.to_string_lossy(), "-Y", filter])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert!(count("wccp") > 0, "no WCCP captured");
+    if want_gre {
+        assert!(count("gre && wccp") > 0, "no redirected GRE captured");
+    }
+}
+
+/// One router with `n` caches on their own links; returns (lab, client, router socket,
+/// router process, cache namespaces).
+fn one_router_lab(tag: &str, n: usize) -> (Lab, Ns, PathBuf, ProcHandle, Vec<Ns>) {
+    require_root();
+    let mut lab = Lab::new(tag).unwrap();
+    let cli = lab.add_ns("cli").unwrap();
+    let rtr = lab.add_ns("rtr").unwrap();
+    let srv = lab.add_ns("srv").unwrap();
+    lab.link(&cli, "eth0", &rtr, "eth0").unwrap();
+    lab.link(&rtr, "eth1", &srv, "eth0").unwrap();
+    cli.add_addr("eth0", "10.0.1.2/24").unwrap();
+    cli.add_route("default", "10.0.1.1").unwrap();
+    srv.add_addr("eth0", "10.0.2.2/24").unwrap();
+    srv.add_route("default", "10.0.2.1").unwrap();
+    let mut caches = Vec::new();
+    let mut ifaces = String::new();
+    for i in 0..n {
+        let ns = lab.add_ns(&format!("c{i}")).unwrap();
+        let net = 3 + i;
+        lab.link(&rtr, &format!("eth{}", 2 + i), &ns, "eth0").unwrap();
+        ns.add_addr("eth0", &format!("10.0.{net}.2/24")).unwrap();
+        ns.add_route("default", &format!("10.0.{net}.1")).unwrap();
+        ifaces.push_str(&format!(
+            "[[interface]]\nname = \"eth{}\"\naddress = \"10.0.{net}.1/24\"\n\n",
+            2 + i
+        ));
+        caches.push(ns);
+    }
+    let socket = lab.dir().join("swrouter.sock");
+    let conf = format!(
+        "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n\n\
+         [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\nwccp-redirect-in = [0]\n\n\
+         [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\n{ifaces}\
+         [[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"10.0.2.2\"\n\n\
+         [[wccp.service]]\nid = 0\nprobe = \"off\"\n",
+        socket.display(),
+        io_backend()
+    );
+    let conf_path = lab.dir().join("router.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let router = lab
+        .spawn(
+            &rtr,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &conf_path.to_string_lossy()],
+        )
+        .unwrap();
+    (lab, cli, socket, router, caches)
+}
+
+fn logs(lab: &Lab, procs: &[&ProcHandle], socket: &Path) -> String {
+    let mut s = String::new();
+    for p in procs {
+        s.push_str(&format!("\n===== =====\n{}", lab.logs(p)));
+    }
+    s.push_str(&format!(
+        "\nstatus: {}",
+        router_status(socket).map(|s| s["wccp"].to_string()).unwrap_or_default()
+    ));
+    s
+}
+
+#[test]
+fn fast_timers_are_negotiated_and_a_killed_cache_goes_in_1_5_s() {
+    let (mut lab, _cli, socket, router, caches) = one_router_lab("wft", 1);
+    let cap = capture(&mut lab, &caches[0], "fast");
+    let sw = Swcache::start(
+        &mut lab,
+        &caches[0],
+        "10.0.3.2",
+        &["10.0.3.1"],
+        &["--transmit-timer-ms", "500"],
+    );
+    let usable = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        let s = router_status(&socket)?;
+        let c = cache(&s, 0, "10.0.3.2")?;
+        (c["usable"] == true && c["buckets"] == 256).then(|| s.clone())
+    });
+    let Some(s) = usable else {
+        panic!("not assigned:{}", logs(&lab, &[&router, &sw.proc], &socket));
+    };
+    let svc = service(&s, 0).unwrap();
+    let c = cache(&s, 0, "10.0.3.2").unwrap();
+    for t in [&svc["timers"], &c["timers"]] {
+        assert_eq!(t["transmit_ms"], 500, "{t}");
+        assert_eq!(t["timeout_scale"], 1);
+        assert_eq!(t["query_after_ms"], 1250);
+        assert_eq!(t["remove_after_ms"], 1500);
+    }
+    assert_eq!(svc["timers_fixed"], true);
+    assert_eq!(svc["fast_timers"], true);
+    let text = std::process::Command::new(binary("swrouter"))
+        .args(["status", "-s", &socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("timers: transmit 500 ms, timeout scale 1, ra scale 1 (query after 1250 ms, removed after 1500 ms)  [fixed by the first cache]"),
+        "{text}"
+    );
+    let cs = sw.status().unwrap();
+    assert_eq!(cs["services"][0]["routers"][0]["timers"]["transmit_ms"], 500);
+    assert_eq!(cs["services"][0]["timers"]["transmit_ms"], 500);
+
+    // kill -9: the router hears nothing more and removes the cache after 1.5 s of silence.
+    std::thread::sleep(Duration::from_millis(700));
+    lab.kill(&sw.proc).unwrap();
+    let killed = Instant::now();
+    let gone = wait_for(Duration::from_secs(10), Duration::from_millis(25), || {
+        let s = router_status(&socket)?;
+        cache(&s, 0, "10.0.3.2").is_none().then_some(())
+    });
+    let took = killed.elapsed();
+    assert!(gone.is_some(), "not removed:{}", logs(&lab, &[&router], &socket));
+    assert!(
+        took < Duration::from_secs(3),
+        "removed after {took:?}, want about 1.5 s (default timers: 30 s)"
+    );
+    let s = router_status(&socket).unwrap();
+    let svc = service(&s, 0).unwrap();
+    assert_eq!(svc["timers_fixed"], false, "group empty: timers free again");
+    assert!(svc["drops"]["wccp-cache-expired"].as_u64().unwrap_or(0) >= 1, "{svc}");
+    check_capture(&mut lab, &caches[0], cap, false);
+}
