@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 /// A swcache instance: namespace, address, status socket, process.
 struct Swcache {
-    ns: Ns,
     addr: String,
     socket: PathBuf,
     proc: ProcHandle,
@@ -58,7 +57,6 @@ impl Swcache {
             .spawn(ns, &binary("swcache").to_string_lossy(), &args)
             .unwrap();
         Swcache {
-            ns: ns.clone(),
             addr: addr.to_string(),
             socket,
             proc,
@@ -117,7 +115,7 @@ fn check_capture(lab: &mut Lab, ns: &Ns, (h, pcap): (ProcHandle, PathBuf), want_
     };
     assert!(count("wccp") > 0, "no WCCP captured");
     if want_gre {
-        assert!(count("gre && wccp") > 0, "no redirected GRE captured");
+        assert!(count("gre && tcp.flags.syn == 1") > 0, "no redirected GRE captured");
     }
 }
 
@@ -244,4 +242,106 @@ fn fast_timers_are_negotiated_and_a_killed_cache_goes_in_1_5_s() {
     assert_eq!(svc["timers_fixed"], false, "group empty: timers free again");
     assert!(svc["drops"]["wccp-cache-expired"].as_u64().unwrap_or(0) >= 1, "{svc}");
     check_capture(&mut lab, &caches[0], cap, false);
+}
+
+/// One TCP SYN from the client to port 80 of each of 198.51.100.0..=255: with service 0
+/// hashing the destination, that is exactly one flow per bucket. Sockets close before the
+/// first retransmission.
+fn one_syn_per_bucket(cli: &Ns) {
+    let script = r#"
+import socket, time
+ss = []
+for i in range(256):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex(("198.51.100.%d" % i, 80))
+    ss.append(s)
+time.sleep(0.5)
+for s in ss:
+    s.close()
+"#;
+    cli.run_ok("python3", &["-c", script]).unwrap();
+}
+
+/// Caches and their expected shares of `total` by weight (`weights` sum to 4).
+fn shares(total: u64, weights: &[u64]) -> Vec<u64> {
+    weights.iter().map(|w| total * w / 4).collect()
+}
+
+fn three_weighted_caches(assignment: &str, tag: &str) {
+    let (mut lab, cli, socket, router, ns) = one_router_lab(tag, 3);
+    let cap = capture(&mut lab, &ns[2], tag);
+    let weights = [1u64, 1, 2];
+    let caches: Vec<Swcache> = (0..3)
+        .map(|i| {
+            let addr = format!("10.0.{}.2", 3 + i);
+            let router = format!("10.0.{}.1", 3 + i);
+            let w = (weights[i] * 100).to_string();
+            Swcache::start(
+                &mut lab,
+                &ns[i],
+                &addr,
+                &[&router],
+                &["--weight", &w, "--assignment", assignment, "--transmit-timer-ms", "500"],
+            )
+        })
+        .collect();
+    let field = if assignment == "hash" { "buckets" } else { "mask_values" };
+    // Settled: all three usable, every bucket or value assigned.
+    let settled = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let s = router_status(&socket)?;
+        let n: Vec<u64> = caches
+            .iter()
+            .map(|c| cache(&s, 0, &c.addr).filter(|c| c["usable"] == true)?[field].as_u64())
+            .collect::<Option<_>>()?;
+        let total = if assignment == "hash" { 256 } else { 64 };
+        (n.iter().sum::<u64>() == total).then_some((s.clone(), n, total))
+    });
+    let Some((s, counts, total)) = settled else {
+        let procs: Vec<&ProcHandle> = std::iter::once(&router).chain(caches.iter().map(|c| &c.proc)).collect();
+        panic!("not assigned:{}", logs(&lab, &procs, &socket));
+    };
+    let want = shares(total, &weights);
+    for (n, w) in counts.iter().zip(&want) {
+        assert!(n.abs_diff(*w) <= 1, "{field} {counts:?}, want {want:?} ±1");
+    }
+    let svc = service(&s, 0).unwrap();
+    assert_eq!(svc["assignment_method"], assignment);
+    assert_eq!(svc["designated_cache"], "10.0.3.2", "the lowest address assigns");
+    if assignment == "hash" {
+        // The data plane holds the same split, and traffic follows it: one SYN per bucket.
+        let owners = bucket_owners(&s, 0);
+        let before: Vec<u64> = caches.iter().map(Swcache::decapsulated).collect();
+        one_syn_per_bucket(&cli);
+        std::thread::sleep(Duration::from_millis(300));
+        let got: Vec<u64> = caches
+            .iter()
+            .zip(&before)
+            .map(|(c, b)| c.decapsulated() - b)
+            .collect();
+        for (i, c) in caches.iter().enumerate() {
+            let held = owners
+                .iter()
+                .filter(|o| o.map(|a| a.to_string()) == Some(c.addr.clone()))
+                .count() as u64;
+            assert_eq!(held, counts[i], "bucket_ranges agree with buckets");
+            // Each of the 256 flows is one SYN to its bucket's cache (a lost SYN or a
+            // retransmission may move a count by a little).
+            assert!(
+                got[i].abs_diff(held) <= 3,
+                "flows per cache {got:?}, buckets {counts:?}"
+            );
+        }
+    }
+    check_capture(&mut lab, &ns[2], cap, assignment == "hash");
+}
+
+#[test]
+fn three_caches_weighted_1_1_2_get_64_64_128_buckets_and_the_traffic() {
+    three_weighted_caches("hash", "wmh");
+}
+
+#[test]
+fn three_caches_share_mask_values_by_weight() {
+    three_weighted_caches("mask", "wmm");
 }
