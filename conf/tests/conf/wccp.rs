@@ -423,7 +423,10 @@ fn fast_timers_default_on_parse_and_reach_the_engine() {
     let c = parse_str("w.conf", BASE).unwrap();
     assert!(c.wccp[0].fast_timers, "default");
     assert!(c.wccp[0].engine_config().fast_timers);
-    let text = BASE.replace("probe-port = 3128", "probe-port = 3128\nfast-timers = false");
+    let text = BASE.replace(
+        "probe-port = 3128",
+        "probe-port = 3128\nfast-timers = false",
+    );
     let c = parse_str("w.conf", &text).unwrap();
     assert!(!c.wccp[0].fast_timers);
     assert!(!c.wccp[0].engine_config().fast_timers);

@@ -75,7 +75,8 @@ impl Swcache {
 
     /// GRE packets it decapsulated so far.
     fn decapsulated(&self) -> u64 {
-        self.status().map_or(0, |s| s["gre"]["decapsulated"].as_u64().unwrap_or(0))
+        self.status()
+            .map_or(0, |s| s["gre"]["decapsulated"].as_u64().unwrap_or(0))
     }
 }
 
@@ -115,7 +116,10 @@ fn check_capture(lab: &mut Lab, ns: &Ns, (h, pcap): (ProcHandle, PathBuf), want_
     };
     assert!(count("wccp") > 0, "no WCCP captured");
     if want_gre {
-        assert!(count("gre && tcp.flags.syn == 1") > 0, "no redirected GRE captured");
+        assert!(
+            count("gre && tcp.flags.syn == 1") > 0,
+            "no redirected GRE captured"
+        );
     }
 }
 
@@ -138,7 +142,8 @@ fn one_router_lab(tag: &str, n: usize) -> (Lab, Ns, PathBuf, ProcHandle, Vec<Ns>
     for i in 0..n {
         let ns = lab.add_ns(&format!("c{i}")).unwrap();
         let net = 3 + i;
-        lab.link(&rtr, &format!("eth{}", 2 + i), &ns, "eth0").unwrap();
+        lab.link(&rtr, &format!("eth{}", 2 + i), &ns, "eth0")
+            .unwrap();
         ns.add_addr("eth0", &format!("10.0.{net}.2/24")).unwrap();
         ns.add_route("default", &format!("10.0.{net}.1")).unwrap();
         ifaces.push_str(&format!(
@@ -176,7 +181,9 @@ fn logs(lab: &Lab, procs: &[&ProcHandle], socket: &Path) -> String {
     }
     s.push_str(&format!(
         "\nstatus: {}",
-        router_status(socket).map(|s| s["wccp"].to_string()).unwrap_or_default()
+        router_status(socket)
+            .map(|s| s["wccp"].to_string())
+            .unwrap_or_default()
     ));
     s
 }
@@ -220,7 +227,10 @@ fn fast_timers_are_negotiated_and_a_killed_cache_goes_in_1_5_s() {
         "{text}"
     );
     let cs = sw.status().unwrap();
-    assert_eq!(cs["services"][0]["routers"][0]["timers"]["transmit_ms"], 500);
+    assert_eq!(
+        cs["services"][0]["routers"][0]["timers"]["transmit_ms"],
+        500
+    );
     assert_eq!(cs["services"][0]["timers"]["transmit_ms"], 500);
 
     // kill -9: the router hears nothing more and removes the cache after 1.5 s of silence.
@@ -232,7 +242,11 @@ fn fast_timers_are_negotiated_and_a_killed_cache_goes_in_1_5_s() {
         cache(&s, 0, "10.0.3.2").is_none().then_some(())
     });
     let took = killed.elapsed();
-    assert!(gone.is_some(), "not removed:{}", logs(&lab, &[&router], &socket));
+    assert!(
+        gone.is_some(),
+        "not removed:{}",
+        logs(&lab, &[&router], &socket)
+    );
     assert!(
         took < Duration::from_secs(3),
         "removed after {took:?}, want about 1.5 s (default timers: 30 s)"
@@ -240,7 +254,10 @@ fn fast_timers_are_negotiated_and_a_killed_cache_goes_in_1_5_s() {
     let s = router_status(&socket).unwrap();
     let svc = service(&s, 0).unwrap();
     assert_eq!(svc["timers_fixed"], false, "group empty: timers free again");
-    assert!(svc["drops"]["wccp-cache-expired"].as_u64().unwrap_or(0) >= 1, "{svc}");
+    assert!(
+        svc["drops"]["wccp-cache-expired"].as_u64().unwrap_or(0) >= 1,
+        "{svc}"
+    );
     check_capture(&mut lab, &caches[0], cap, false);
 }
 
@@ -282,11 +299,22 @@ fn three_weighted_caches(assignment: &str, tag: &str) {
                 &ns[i],
                 &addr,
                 &[&router],
-                &["--weight", &w, "--assignment", assignment, "--transmit-timer-ms", "500"],
+                &[
+                    "--weight",
+                    &w,
+                    "--assignment",
+                    assignment,
+                    "--transmit-timer-ms",
+                    "500",
+                ],
             )
         })
         .collect();
-    let field = if assignment == "hash" { "buckets" } else { "mask_values" };
+    let field = if assignment == "hash" {
+        "buckets"
+    } else {
+        "mask_values"
+    };
     // Settled: all three usable, every bucket or value assigned.
     let settled = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         let s = router_status(&socket)?;
@@ -298,7 +326,9 @@ fn three_weighted_caches(assignment: &str, tag: &str) {
         (n.iter().sum::<u64>() == total).then_some((s.clone(), n, total))
     });
     let Some((s, counts, total)) = settled else {
-        let procs: Vec<&ProcHandle> = std::iter::once(&router).chain(caches.iter().map(|c| &c.proc)).collect();
+        let procs: Vec<&ProcHandle> = std::iter::once(&router)
+            .chain(caches.iter().map(|c| &c.proc))
+            .collect();
         panic!("not assigned:{}", logs(&lab, &procs, &socket));
     };
     let want = shares(total, &weights);
@@ -307,7 +337,10 @@ fn three_weighted_caches(assignment: &str, tag: &str) {
     }
     let svc = service(&s, 0).unwrap();
     assert_eq!(svc["assignment_method"], assignment);
-    assert_eq!(svc["designated_cache"], "10.0.3.2", "the lowest address assigns");
+    assert_eq!(
+        svc["designated_cache"], "10.0.3.2",
+        "the lowest address assigns"
+    );
     if assignment == "hash" {
         // The data plane holds the same split, and traffic follows it: one SYN per bucket.
         let owners = bucket_owners(&s, 0);
@@ -344,4 +377,115 @@ fn three_caches_weighted_1_1_2_get_64_64_128_buckets_and_the_traffic() {
 #[test]
 fn three_caches_share_mask_values_by_weight() {
     three_weighted_caches("mask", "wmm");
+}
+
+/// A router on the shared cache segment: only its eth0 there, service 0 without probes.
+fn segment_router(lab: &mut Lab, ns: &Ns, addr: &str, name: &str) -> (PathBuf, ProcHandle) {
+    let socket = lab.dir().join(format!("{name}.sock"));
+    let conf = format!(
+        "[router]\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n\n\
+         [[interface]]\nname = \"eth0\"\naddress = \"{addr}/24\"\n\n\
+         [[wccp.service]]\nid = 0\nprobe = \"off\"\n",
+        socket.display(),
+        io_backend()
+    );
+    let path = lab.dir().join(format!("{name}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let h = lab
+        .spawn(
+            ns,
+            &binary("swrouter").to_string_lossy(),
+            &["-c", &path.to_string_lossy()],
+        )
+        .unwrap();
+    (socket, h)
+}
+
+#[test]
+fn two_routers_install_the_same_assignment_over_the_caches_both_see() {
+    require_root();
+    let mut lab = Lab::new("w2r").unwrap();
+    let sw = lab.add_ns("sw").unwrap();
+    sw.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    sw.ip(&["link", "set", "br0", "up"]).unwrap();
+    let names = ["ra", "rb", "c0", "c1", "c2"];
+    let mut hosts = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let ns = lab.add_ns(n).unwrap();
+        let port = format!("p{i}");
+        lab.link(&sw, &port, &ns, "eth0").unwrap();
+        sw.ip(&["link", "set", &port, "master", "br0"]).unwrap();
+        sw.ip(&["link", "set", &port, "up"]).unwrap();
+        hosts.push(ns);
+    }
+    let (a, b) = ("10.0.3.1", "10.0.3.11");
+    let (sock_a, ra) = segment_router(&mut lab, &hosts[0], a, "ra");
+    let (sock_b, rb) = segment_router(&mut lab, &hosts[1], b, "rb");
+    let addrs = ["10.0.3.2", "10.0.3.3", "10.0.3.4"];
+    for (i, addr) in addrs.iter().enumerate() {
+        hosts[2 + i]
+            .add_addr("eth0", &format!("{addr}/24"))
+            .unwrap();
+    }
+    let cap = capture(&mut lab, &hosts[2], "two-routers");
+    let fast = ["--transmit-timer-ms", "500"];
+    // c0 and c1 join both routers; c2 only router A.
+    let caches = [
+        Swcache::start(&mut lab, &hosts[2], addrs[0], &[a, b], &fast),
+        Swcache::start(&mut lab, &hosts[3], addrs[1], &[a, b], &fast),
+        Swcache::start(&mut lab, &hosts[4], addrs[2], &[a], &fast),
+    ];
+    let both = [addrs[0], addrs[1]];
+    let settled = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let sa = router_status(&sock_a)?;
+        let sb = router_status(&sock_b)?;
+        let held = |s: &Value, c: &str| {
+            cache(s, 0, c).filter(|c| c["usable"] == true)?["buckets"].as_u64()
+        };
+        let a_ok = both.iter().map(|c| held(&sa, c)).sum::<Option<u64>>()? == 256
+            && held(&sa, addrs[2]).is_some();
+        let b_ok = both.iter().map(|c| held(&sb, c)).sum::<Option<u64>>()? == 256;
+        (a_ok && b_ok && service(&sa, 0)?["key"] == service(&sb, 0)?["key"]).then_some((sa, sb))
+    });
+    let Some((sa, sb)) = settled else {
+        let procs: Vec<&ProcHandle> = [&ra, &rb]
+            .into_iter()
+            .chain(caches.iter().map(|c| &c.proc))
+            .collect();
+        let mut l = logs(&lab, &procs, &sock_a);
+        l.push_str(&format!(
+            "\nstatus B: {}",
+            router_status(&sock_b)
+                .map(|s| s["wccp"].to_string())
+                .unwrap_or_default()
+        ));
+        panic!("routers did not converge:{l}");
+    };
+    // The same assignment in both data planes: key, designated cache, every bucket's owner.
+    let (svc_a, svc_b) = (service(&sa, 0).unwrap(), service(&sb, 0).unwrap());
+    assert_eq!(svc_a["key"], svc_b["key"]);
+    assert_eq!(svc_a["designated_cache"], addrs[0]);
+    assert_eq!(svc_b["designated_cache"], addrs[0]);
+    assert_eq!(bucket_owners(&sa, 0), bucket_owners(&sb, 0));
+    for c in both {
+        let n = cache(&sa, 0, c).unwrap()["buckets"].as_u64().unwrap();
+        assert!(n.abs_diff(128) <= 1, "{c} holds {n}");
+    }
+    // c2 is usable at A (it completed the handshake there) but B never saw it, so the
+    // designated cache leaves it out: no bucket.
+    let c2 = cache(&sa, 0, addrs[2]).unwrap();
+    assert_eq!(
+        (c2["usable"].clone(), c2["buckets"].clone()),
+        (Value::Bool(true), 0.into())
+    );
+    assert!(cache(&sb, 0, addrs[2]).is_none());
+    let mut ids: Vec<String> = svc_a["router_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [a]);
+    check_capture(&mut lab, &hosts[2], cap, false);
 }
