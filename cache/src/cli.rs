@@ -278,6 +278,41 @@ mod tests {
     }
 
     #[test]
+    fn timer_flags_reach_the_engine_and_are_range_checked() {
+        let base = ["--address", "10.0.3.2", "--router", "10.0.3.1"];
+        let with = |extra: &[&str]| {
+            let flags: Vec<&str> = std::iter::once("swcache")
+                .chain(base.iter().copied())
+                .chain(extra.iter().copied())
+                .collect();
+            Args::try_parse_from(flags)
+        };
+        let a = with(&[
+            "--transmit-timer-ms",
+            "500",
+            "--timeout-scale",
+            "2",
+            "--ra-timer-scale",
+            "3",
+        ])
+        .unwrap();
+        let e = a.settings().unwrap().conf.engine_config().unwrap().unwrap();
+        assert_eq!(e.timers.transmit_t, std::time::Duration::from_millis(500));
+        assert_eq!((e.timers.timeout_scale, e.timers.ra_timer_scale), (2, 3));
+        let d = with(&[]).unwrap().settings().unwrap().conf;
+        let e = d.engine_config().unwrap().unwrap();
+        assert!(e.timers.is_default());
+        for bad in [
+            ["--transmit-timer-ms", "499"],
+            ["--transmit-timer-ms", "60001"],
+            ["--timeout-scale", "0"],
+            ["--ra-timer-scale", "6"],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn address_and_router_are_required_without_a_file_or_gre_only() {
         let parse = |flags: &[&str]| {
             Args::try_parse_from(std::iter::once("swcache").chain(flags.iter().copied()))
