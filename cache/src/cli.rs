@@ -69,6 +69,19 @@ pub struct Args {
     /// hash).
     #[arg(long = "assignment", value_name = "METHOD", value_parser = assignment_method())]
     pub assignment: Vec<AssignmentMethod>,
+    /// TRANSMIT_T asked of the routers in ms (500..=60000; default 10000, not negotiated):
+    /// HERE_I_AMs this often, and routers remove a silent cache after 3 × this × the
+    /// timeout scale. A router that does not take it offers the default, which is then used.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u16).range(500..=60000))]
+    pub transmit_timer_ms: Option<u16>,
+    /// TIMEOUT_SCALE asked of the routers (1..=5; default 1): removal after 3 × scale ×
+    /// TRANSMIT_T of silence.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub timeout_scale: Option<u8>,
+    /// RA_TIMER_SCALE asked of the routers (1..=5; default 1): the designated cache assigns
+    /// 1.5 × scale × TRANSMIT_T after a membership change.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub ra_timer_scale: Option<u8>,
     /// TUN device the decapsulated packets are written to (default wccp0).
     #[arg(long)]
     pub tun: Option<String>,
@@ -151,6 +164,15 @@ impl Args {
         }
         if !self.assignment.is_empty() {
             conf.assignment.clone_from(&self.assignment);
+        }
+        if let Some(t) = self.transmit_timer_ms {
+            conf.transmit_timer_ms = t;
+        }
+        if let Some(s) = self.timeout_scale {
+            conf.timeout_scale = s;
+        }
+        if let Some(s) = self.ra_timer_scale {
+            conf.ra_timer_scale = s;
         }
         if let Some(t) = &self.tun {
             conf.tun.clone_from(t);
@@ -267,6 +289,41 @@ mod tests {
         assert_eq!(e.services.len(), 1);
         assert_eq!(e.services[0].service, ServiceInfo::standard(0));
         assert_eq!(s.conf.tun, "wccp0");
+    }
+
+    #[test]
+    fn timer_flags_reach_the_engine_and_are_range_checked() {
+        let base = ["--address", "10.0.3.2", "--router", "10.0.3.1"];
+        let with = |extra: &[&str]| {
+            let flags: Vec<&str> = std::iter::once("swcache")
+                .chain(base.iter().copied())
+                .chain(extra.iter().copied())
+                .collect();
+            Args::try_parse_from(flags)
+        };
+        let a = with(&[
+            "--transmit-timer-ms",
+            "500",
+            "--timeout-scale",
+            "2",
+            "--ra-timer-scale",
+            "3",
+        ])
+        .unwrap();
+        let e = a.settings().unwrap().conf.engine_config().unwrap().unwrap();
+        assert_eq!(e.timers.transmit_t, std::time::Duration::from_millis(500));
+        assert_eq!((e.timers.timeout_scale, e.timers.ra_timer_scale), (2, 3));
+        let d = with(&[]).unwrap().settings().unwrap().conf;
+        let e = d.engine_config().unwrap().unwrap();
+        assert!(e.timers.is_default());
+        for bad in [
+            ["--transmit-timer-ms", "499"],
+            ["--transmit-timer-ms", "60001"],
+            ["--timeout-scale", "0"],
+            ["--ra-timer-scale", "6"],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

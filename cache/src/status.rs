@@ -21,6 +21,15 @@ const MAX_REQUEST: u64 = 1024;
 /// A `status` request from a socket client, answered through the oneshot.
 pub type StatusRequest = oneshot::Sender<String>;
 
+/// TRANSMIT_T and the scales as status shows them (swrouter's status uses the same keys).
+fn timers_json(t: wccp::timer::TimerConfig) -> serde_json::Value {
+    serde_json::json!({
+        "transmit_ms": u64::try_from(t.transmit_t.as_millis()).unwrap_or(u64::MAX),
+        "timeout_scale": t.timeout_scale,
+        "ra_timer_scale": t.ra_timer_scale,
+    })
+}
+
 /// The agent's status as JSON: the engine's view of every service (`None` in `--gre-only`
 /// mode), the GRE termination counters and the bypass.
 pub fn status_json(
@@ -56,8 +65,10 @@ pub fn status_json(
                     "methods": r.methods.map(|m| format!("{:?}/{:?}/{:?}",
                         m.forwarding, m.packet_return, m.assignment).to_lowercase()),
                     "view_caches": r.view_caches.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                    "timers": r.timers.map(timers_json),
                     "last_heard_secs": r.last_heard.map(|t| now.saturating_duration_since(t).as_secs()),
                 })).collect::<Vec<_>>(),
+                "timers": timers_json(s.timers),
                 "drops": s.counters.drops.iter()
                     .map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
             })

@@ -70,6 +70,7 @@ pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "probe-port",
     "fail-policy",
     "gre-mss-clamp",
+    "fast-timers",
     "redirect-list",
 ];
 /// Keys of `[[wccp.service.redirect-list]]`, in documentation order.
@@ -177,6 +178,8 @@ pub(crate) struct RawWccpService {
     pub fail_policy: Option<Spanned<String>>,
     /// `gre-mss-clamp = "auto"` or a number.
     pub gre_mss_clamp: Option<Spanned<toml::Value>>,
+    /// `fast-timers = true`.
+    pub fast_timers: Option<Spanned<bool>>,
     /// `[[wccp.service.redirect-list]]` rules.
     #[serde(default)]
     pub redirect_list: Vec<Spanned<RawWccpAclRule>>,

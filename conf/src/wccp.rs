@@ -262,6 +262,8 @@ pub struct WccpServiceConf {
     pub fail_policy: WccpFailPolicy,
     /// MSS clamping of GRE-redirected TCP SYNs (`gre-mss-clamp`).
     pub gre_mss_clamp: GreMssClamp,
+    /// Whether caches may negotiate non-default TRANSMIT_T and timer scales (`fast-timers`).
+    pub fast_timers: bool,
 }
 
 impl WccpServiceConf {
@@ -314,6 +316,7 @@ impl WccpServiceConf {
         if !self.is_standard() {
             c.definition = self.definition.clone();
         }
+        c.fast_timers = self.fast_timers;
         c
     }
 }
@@ -456,6 +459,7 @@ pub(crate) fn services(
         let probe = probe_mode(at, r)?;
         let fail_policy = fail_policy(at, r.fail_policy.as_ref(), id, definition.is_some())?;
         let gre_mss_clamp = gre_mss_clamp(at, r.gre_mss_clamp.as_ref())?;
+        let fast_timers = r.fast_timers.as_ref().map_or(true, |b| *b.get_ref());
         out.push((
             WccpServiceConf {
                 id,
@@ -469,6 +473,7 @@ pub(crate) fn services(
                 probe,
                 fail_policy,
                 gre_mss_clamp,
+                fast_timers,
             },
             line,
         ));
@@ -942,6 +947,7 @@ pub(crate) fn emit(
             let _ = writeln!(out, "probe-port = {port}");
         }
         let _ = writeln!(out, "fail-policy = {}", quote(s.fail_policy.as_str()));
+        let _ = writeln!(out, "fast-timers = {}", s.fast_timers);
         match s.gre_mss_clamp {
             GreMssClamp::Fixed(n) => {
                 let _ = writeln!(out, "gre-mss-clamp = {n}");

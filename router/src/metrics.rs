@@ -685,6 +685,18 @@ fn wccp(f: &mut Families, w: &crate::status::WccpStatus) {
             svc.caches.iter().filter(|c| c.usable).count() as f64,
         );
         f.gauge(
+            "swrouter_wccp_service_transmit_seconds",
+            "The service group's TRANSMIT_T (HERE_I_AM period): fixed by its first usable cache, else the default.",
+            l,
+            svc.timers.transmit_ms as f64 / 1000.0,
+        );
+        f.gauge(
+            "swrouter_wccp_service_removal_seconds",
+            "Silence after which the service group removes a cache on the group's timers.",
+            l,
+            svc.timers.remove_after_ms as f64 / 1000.0,
+        );
+        f.gauge(
             "swrouter_wccp_service_change_number",
             "The service group's Member Change Number.",
             l,

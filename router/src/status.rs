@@ -242,6 +242,58 @@ pub struct WccpServiceStatus {
     /// MSS clamping of GRE-redirected SYNs: auto, off or the MSS.
     #[serde(default)]
     pub gre_mss_clamp: String,
+    /// Whether caches may negotiate non-default timers (`fast-timers`).
+    #[serde(default)]
+    pub fast_timers: bool,
+    /// The group's timers: fixed by its first usable cache, else the defaults.
+    #[serde(default)]
+    pub timers: WccpTimers,
+    /// Whether the first usable cache fixed `timers` (\[R1\]: until the group empties).
+    #[serde(default)]
+    pub timers_fixed: bool,
+}
+
+/// WCCP protocol timers (\[R1\] TRANSMIT_T and the two scales) and the removal times that
+/// follow from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WccpTimers {
+    /// TRANSMIT_T: the cache's HERE_I_AM period, ms.
+    pub transmit_ms: u64,
+    /// TIMEOUT_SCALE.
+    pub timeout_scale: u32,
+    /// RA_TIMER_SCALE.
+    pub ra_timer_scale: u32,
+    /// Silence after which the router sends a REMOVAL_QUERY, ms.
+    pub query_after_ms: u64,
+    /// Silence after which the router removes the cache, ms.
+    pub remove_after_ms: u64,
+}
+
+impl From<wccp::timer::TimerConfig> for WccpTimers {
+    fn from(t: wccp::timer::TimerConfig) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        WccpTimers {
+            transmit_ms: ms(t.transmit_t),
+            timeout_scale: t.timeout_scale,
+            ra_timer_scale: t.ra_timer_scale,
+            query_after_ms: ms(t.removal_query()),
+            remove_after_ms: ms(t.member_dead()),
+        }
+    }
+}
+
+impl WccpTimers {
+    /// One line for the text status.
+    fn describe(&self) -> String {
+        format!(
+            "transmit {} ms, timeout scale {}, ra scale {} (query after {} ms, removed after {} ms)",
+            self.transmit_ms,
+            self.timeout_scale,
+            self.ra_timer_scale,
+            self.query_after_ms,
+            self.remove_after_ms
+        )
+    }
 }
 
 /// One cache of a service group.
@@ -291,6 +343,9 @@ pub struct WccpCacheStatus {
     /// Why a cache that never answered a probe is not failed over, and what to change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_note: Option<String>,
+    /// Timers negotiated with it (its removal query and removal follow them).
+    #[serde(default)]
+    pub timers: WccpTimers,
 }
 
 /// Router identity.
@@ -751,7 +806,20 @@ pub fn render(s: &Status) -> String {
                 if let Some(n) = &c.probe_note {
                     let _ = writeln!(o, "    probe: {n}");
                 }
+                if c.timers != svc.timers {
+                    let _ = writeln!(o, "    timers: {}", c.timers.describe());
+                }
             }
+            let _ = writeln!(
+                o,
+                "  timers: {}{}",
+                svc.timers.describe(),
+                match (svc.timers_fixed, svc.fast_timers) {
+                    (true, _) => "  [fixed by the first cache]",
+                    (false, true) => "  [caches may negotiate others]",
+                    (false, false) => "  [fast-timers off]",
+                }
+            );
             let t = &svc.traffic;
             let _ = writeln!(
                 o,

@@ -376,6 +376,10 @@ pub enum DropReason {
     /// A malformed optional component (or capability element) was left out and the rest of
     /// the message processed (peer misbehaviour, not a drop; see `wire::skippable`).
     SkippedComponent,
+    /// A cache chose TRANSMIT_T or timer scales the router does not accept: out of range,
+    /// not single values, non-default ones with `fast_timers` off, or other than the group's
+    /// (\[R1\]: the first cache fixes them until the group empties).
+    TimersUnsupported,
 }
 
 impl DropReason {
@@ -406,6 +410,7 @@ impl DropReason {
             Self::TrailingOctets => "wccp-trailing-octets",
             Self::AssignCompeting => "wccp-assign-competing",
             Self::SkippedComponent => "wccp-skipped-component",
+            Self::TimersUnsupported => "wccp-timers-unsupported",
         }
     }
 }

@@ -6,6 +6,8 @@
 use core::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use crate::wire::{CapabilitiesInfo, Capability};
+
 /// TRANSMIT_T and the timer scales (\[R1\]); every protocol timer derives from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerConfig {
@@ -95,6 +97,131 @@ impl TimerConfig {
 
     /// Number of HERE_I_AMs answering a REMOVAL_QUERY (3).
     pub const QUERY_REPLIES: u8 = 3;
+}
+
+/// TRANSMIT_T a router accepts from a cache that asks for non-default timers, in ms: the range
+/// \[R1\] suggests.
+pub const ACCEPTED_TRANSMIT_MS: (u16, u16) = (500, 60_000);
+
+/// TIMEOUT_SCALE and RA_TIMER_SCALE a router accepts: the range \[R1\] suggests (0 is never
+/// allowed).
+pub const ACCEPTED_SCALES: (u8, u8) = (1, 5);
+
+/// The default TRANSMIT_T in ms (absent element, reference §3.10).
+const DEFAULT_TRANSMIT_MS: u16 = 10_000;
+
+impl TimerConfig {
+    /// True for the reference values (10 s, 1, 1): what an absent element means.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// TRANSMIT_T in whole ms (saturating at the u16 the wire carries).
+    pub fn transmit_ms(&self) -> u16 {
+        u16::try_from(self.transmit_t.as_millis()).unwrap_or(u16::MAX)
+    }
+
+    /// True when a router accepts these values from a cache: the defaults, or (when the
+    /// router takes non-default timers) TRANSMIT_T and both scales within the ranges \[R1\]
+    /// suggests.
+    pub fn acceptable(&self, non_default: bool) -> bool {
+        if self.is_default() {
+            return true;
+        }
+        let (lo, hi) = ACCEPTED_TRANSMIT_MS;
+        let (slo, shi) = (u32::from(ACCEPTED_SCALES.0), u32::from(ACCEPTED_SCALES.1));
+        non_default
+            && self.transmit_t.subsec_nanos() % 1_000_000 == 0
+            && (Duration::from_millis(lo.into())..=Duration::from_millis(hi.into()))
+                .contains(&self.transmit_t)
+            && (slo..=shi).contains(&self.timeout_scale)
+            && (slo..=shi).contains(&self.ra_timer_scale)
+    }
+
+    /// A cache's choice as carried in its HERE_I_AM (reference §3.10): single values only;
+    /// an absent element is the default. `None` for a range, a zero or an unusable value.
+    pub fn from_choice(caps: Option<&CapabilitiesInfo>) -> Option<Self> {
+        let d = Self::default();
+        let transmit_t = match caps.and_then(CapabilitiesInfo::transmit_t) {
+            None => d.transmit_t,
+            Some((0, ms)) if ms > 0 => Duration::from_millis(ms.into()),
+            Some(_) => return None,
+        };
+        let (timeout_scale, ra_timer_scale) = match caps.and_then(CapabilitiesInfo::timer_scale) {
+            None => (1, 1),
+            Some([0, to, 0, ra]) if to > 0 && ra > 0 => (u32::from(to), u32::from(ra)),
+            Some(_) => return None,
+        };
+        let t = Self {
+            transmit_t,
+            timeout_scale,
+            ra_timer_scale,
+        };
+        t.validate().is_ok().then_some(t)
+    }
+
+    /// What a cache picks from a router's offer (reference §3.10: a single value or an
+    /// `(upper, lower)` range each; absent = the defaults): `self`, each value clamped into
+    /// what is offered. `None` when the offer holds a zero (never allowed) or the result is
+    /// unusable.
+    pub fn choose_from(&self, caps: Option<&CapabilitiesInfo>) -> Option<Self> {
+        let (upper, lower) = caps
+            .and_then(CapabilitiesInfo::transmit_t)
+            .unwrap_or((0, DEFAULT_TRANSMIT_MS));
+        let [to_upper, to_lower, ra_upper, ra_lower] = caps
+            .and_then(CapabilitiesInfo::timer_scale)
+            .unwrap_or([0, 1, 0, 1]);
+        let span = |upper: u32, lower: u32| match upper {
+            0 => (lower, lower),
+            u => (lower.min(u), lower.max(u)),
+        };
+        let (t_lo, t_hi) = span(upper.into(), lower.into());
+        let (to_lo, to_hi) = span(to_upper.into(), to_lower.into());
+        let (ra_lo, ra_hi) = span(ra_upper.into(), ra_lower.into());
+        if t_lo == 0 || to_lo == 0 || ra_lo == 0 {
+            return None;
+        }
+        let want_ms = u32::try_from(self.transmit_t.as_millis()).unwrap_or(u32::MAX);
+        let t = Self {
+            transmit_t: Duration::from_millis(want_ms.clamp(t_lo, t_hi).into()),
+            timeout_scale: self.timeout_scale.clamp(to_lo, to_hi),
+            ra_timer_scale: self.ra_timer_scale.clamp(ra_lo, ra_hi),
+        };
+        t.validate().is_ok().then_some(t)
+    }
+
+    /// The two capability elements carrying these values as a single choice or offer.
+    pub fn capabilities(&self) -> [Capability; 2] {
+        let scale = |s: u32| u8::try_from(s).unwrap_or(u8::MAX);
+        [
+            Capability::TransmitT {
+                upper: 0,
+                lower: self.transmit_ms(),
+            },
+            Capability::TimerScale {
+                timeout_upper: 0,
+                timeout_lower: scale(self.timeout_scale),
+                ra_upper: 0,
+                ra_lower: scale(self.ra_timer_scale),
+            },
+        ]
+    }
+
+    /// The two elements a router offers when it takes non-default timers: the accepted ranges.
+    pub fn accepted_ranges() -> [Capability; 2] {
+        [
+            Capability::TransmitT {
+                upper: ACCEPTED_TRANSMIT_MS.1,
+                lower: ACCEPTED_TRANSMIT_MS.0,
+            },
+            Capability::TimerScale {
+                timeout_upper: ACCEPTED_SCALES.1,
+                timeout_lower: ACCEPTED_SCALES.0,
+                ra_upper: ACCEPTED_SCALES.1,
+                ra_lower: ACCEPTED_SCALES.0,
+            },
+        ]
+    }
 }
 
 /// An enum whose variants index a [`TimerTable`].
@@ -236,5 +363,84 @@ mod tests {
         table.stop(T::A);
         assert_eq!(table.get(T::A), None);
         assert_eq!(earliest(Some(base), None), Some(base));
+    }
+}
+
+#[cfg(test)]
+mod negotiation_tests {
+    use super::*;
+
+    fn offer(t: Option<(u16, u16)>, s: Option<[u8; 4]>) -> CapabilitiesInfo {
+        let mut c = CapabilitiesInfo::default();
+        if let Some((upper, lower)) = t {
+            c.elements.push(Capability::TransmitT { upper, lower });
+        }
+        if let Some([a, b, c2, d]) = s {
+            c.elements.push(Capability::TimerScale {
+                timeout_upper: a,
+                timeout_lower: b,
+                ra_upper: c2,
+                ra_lower: d,
+            });
+        }
+        c
+    }
+
+    fn t(ms: u64, to: u32, ra: u32) -> TimerConfig {
+        TimerConfig {
+            transmit_t: Duration::from_millis(ms),
+            timeout_scale: to,
+            ra_timer_scale: ra,
+        }
+    }
+
+    #[test]
+    fn a_cache_clamps_its_wish_into_the_offer() {
+        let want = t(500, 2, 1);
+        // Absent: the defaults.
+        assert_eq!(want.choose_from(None), Some(TimerConfig::default()));
+        assert_eq!(
+            want.choose_from(Some(&offer(None, None))),
+            Some(TimerConfig::default())
+        );
+        // A range holds the wish.
+        let ranges = offer(Some((60_000, 500)), Some([5, 1, 5, 1]));
+        assert_eq!(want.choose_from(Some(&ranges)), Some(want));
+        // A range given lower first is read the same; a wish outside is clamped.
+        let narrow = offer(Some((1000, 2000)), Some([3, 4, 0, 1]));
+        assert_eq!(want.choose_from(Some(&narrow)), Some(t(1000, 3, 1)));
+        // A single value is taken.
+        let single = offer(Some((0, 750)), Some([0, 1, 0, 2]));
+        assert_eq!(want.choose_from(Some(&single)), Some(t(750, 1, 2)));
+        // A zero is never allowed.
+        assert_eq!(want.choose_from(Some(&offer(Some((0, 0)), None))), None);
+        assert_eq!(
+            want.choose_from(Some(&offer(None, Some([0, 0, 0, 1])))),
+            None
+        );
+    }
+
+    #[test]
+    fn choices_round_trip_and_ranges_are_not_choices() {
+        let c = t(500, 3, 2);
+        let caps = CapabilitiesInfo {
+            elements: c.capabilities().to_vec(),
+        };
+        assert_eq!(TimerConfig::from_choice(Some(&caps)), Some(c));
+        assert_eq!(TimerConfig::from_choice(None), Some(TimerConfig::default()));
+        let ranges = CapabilitiesInfo {
+            elements: TimerConfig::accepted_ranges().to_vec(),
+        };
+        assert_eq!(TimerConfig::from_choice(Some(&ranges)), None);
+        assert!(c.acceptable(true));
+        assert!(!c.acceptable(false));
+        assert!(TimerConfig::default().acceptable(false));
+        assert!(!t(400, 1, 1).acceptable(true));
+        assert!(!t(500, 6, 1).acceptable(true));
+        assert!(!TimerConfig {
+            transmit_t: Duration::from_micros(500_500),
+            ..c
+        }
+        .acceptable(true));
     }
 }

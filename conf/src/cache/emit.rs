@@ -45,6 +45,9 @@ pub(crate) fn to_toml(c: &CacheConf) -> String {
     let _ = writeln!(out, "forwarding = [{}]", method_list(&c.forwarding, quote));
     let _ = writeln!(out, "return = [{}]", method_list(&c.packet_return, quote));
     let _ = writeln!(out, "assignment = [{}]", method_list(&c.assignment, quote));
+    let _ = writeln!(out, "transmit-timer-ms = {}", c.transmit_timer_ms);
+    let _ = writeln!(out, "timeout-scale = {}", c.timeout_scale);
+    let _ = writeln!(out, "ra-timer-scale = {}", c.ra_timer_scale);
     for s in &c.services {
         out.push_str("\n[[wccp.service]]\n");
         let _ = writeln!(out, "id = {}", s.service.service_id);

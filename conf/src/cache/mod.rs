@@ -38,6 +38,8 @@ use crate::{ConfError, Ipv4Network, LogLevel};
 pub const DEFAULT_TUN: &str = "wccp0";
 /// Default assignment weight (Squid's `wccp2_weight` default).
 pub const DEFAULT_WEIGHT: u16 = 10000;
+/// Default TRANSMIT_T in ms (reference §1): HERE_I_AM every 10 s.
+pub const DEFAULT_TRANSMIT_MS: u16 = 10_000;
 
 /// The whole validated cache.conf, or the defaults swcache starts from without one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,13 @@ pub struct CacheConf {
     pub packet_return: Vec<ReturnMethod>,
     /// Assignment methods offered, most preferred first (`assignment`).
     pub assignment: Vec<AssignmentMethod>,
+    /// TRANSMIT_T asked of the routers, in ms (`transmit-timer-ms`; 10000 = the default, not
+    /// negotiated).
+    pub transmit_timer_ms: u16,
+    /// TIMEOUT_SCALE asked of the routers (`timeout-scale`).
+    pub timeout_scale: u8,
+    /// RA_TIMER_SCALE asked of the routers (`ra-timer-scale`).
+    pub ra_timer_scale: u8,
     /// Service groups to join (`[[wccp.service]]`); service 0 when the file names none.
     pub services: Vec<CacheServiceConf>,
 }
@@ -194,6 +203,9 @@ impl Default for CacheConf {
             forwarding: vec![ForwardingMethod::Gre],
             packet_return: vec![ReturnMethod::Gre],
             assignment: vec![AssignmentMethod::Hash],
+            transmit_timer_ms: DEFAULT_TRANSMIT_MS,
+            timeout_scale: 1,
+            ra_timer_scale: 1,
             services: vec![CacheServiceConf::standard()],
         }
     }
@@ -235,6 +247,11 @@ impl CacheConf {
         c.forwarding = self.forwarding.clone();
         c.packet_return = self.packet_return.clone();
         c.assignment = self.assignment.clone();
+        c.timers = wccp::timer::TimerConfig {
+            transmit_t: std::time::Duration::from_millis(self.transmit_timer_ms.into()),
+            timeout_scale: self.timeout_scale.into(),
+            ra_timer_scale: self.ra_timer_scale.into(),
+        };
         for s in &self.services {
             let mut sc = CacheServiceConfig::new(s.service.clone());
             if let Some(p) = &s.password {

@@ -26,6 +26,9 @@ pub(crate) const WCCP_KEYS: &[&str] = &[
     "forwarding",
     "return",
     "assignment",
+    "transmit-timer-ms",
+    "timeout-scale",
+    "ra-timer-scale",
     "service",
 ];
 /// Keys of `[[wccp.service]]`, in documentation order.
@@ -97,6 +100,12 @@ pub(crate) struct RawCacheWccp {
     pub return_methods: Option<Spanned<Vec<String>>>,
     /// `assignment = ["hash"]`.
     pub assignment: Option<Spanned<Vec<String>>>,
+    /// `transmit-timer-ms = 10000`.
+    pub transmit_timer_ms: Option<Spanned<Int>>,
+    /// `timeout-scale = 1`.
+    pub timeout_scale: Option<Spanned<Int>>,
+    /// `ra-timer-scale = 1`.
+    pub ra_timer_scale: Option<Spanned<Int>>,
     /// `[[wccp.service]]` tables.
     #[serde(default)]
     pub service: Vec<Spanned<RawCacheService>>,

@@ -106,6 +106,29 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         "assignment",
         vec![AssignmentMethod::Hash],
     )?;
+    let (t_lo, t_hi) = wccp::timer::ACCEPTED_TRANSMIT_MS;
+    let (s_lo, s_hi) = wccp::timer::ACCEPTED_SCALES;
+    let transmit_timer_ms = ranged(
+        at,
+        &w.transmit_timer_ms,
+        "transmit-timer-ms",
+        (t_lo.into(), t_hi.into()),
+        d.transmit_timer_ms.into(),
+    )?;
+    let timeout_scale = ranged(
+        at,
+        &w.timeout_scale,
+        "timeout-scale",
+        (s_lo.into(), s_hi.into()),
+        d.timeout_scale.into(),
+    )?;
+    let ra_timer_scale = ranged(
+        at,
+        &w.ra_timer_scale,
+        "ra-timer-scale",
+        (s_lo.into(), s_hi.into()),
+        d.ra_timer_scale.into(),
+    )?;
     let services = services(at, &w.service)?;
     Ok(CacheConf {
         address,
@@ -121,12 +144,37 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         forwarding,
         packet_return,
         assignment,
+        // The ranges checked above fit the narrower types.
+        transmit_timer_ms: u16::try_from(transmit_timer_ms).unwrap_or(d.transmit_timer_ms),
+        timeout_scale: u8::try_from(timeout_scale).unwrap_or(d.timeout_scale),
+        ra_timer_scale: u8::try_from(ra_timer_scale).unwrap_or(d.ra_timer_scale),
         services: if services.is_empty() {
             d.services
         } else {
             services
         },
     })
+}
+
+/// An integer `key` within `lo..=hi` (the ranges routers accept, \[R1\]), else `default`.
+fn ranged(
+    at: &Locator<'_>,
+    v: &Option<Spanned<crate::raw::Int>>,
+    key: &str,
+    (lo, hi): (i64, i64),
+    default: i64,
+) -> Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(n) if (lo..=hi).contains(&n.get_ref().0) => Ok(n.get_ref().0),
+        Some(n) => Err(at.err(
+            &n.span(),
+            format!(
+                "{key} = {} is out of range; expected {lo}..={hi} (default {default}; routers accept no other values)",
+                n.get_ref().0
+            ),
+        )),
+    }
 }
 
 /// A unicast IPv4 address given as `key` (a cache's identity, a router to join).

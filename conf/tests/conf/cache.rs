@@ -26,6 +26,9 @@ weight = 500
 forwarding = ["l2", "gre"]
 return = ["l2"]
 assignment = ["mask", "hash"]
+transmit-timer-ms = 500
+timeout-scale = 2
+ra-timer-scale = 3
 
 [[wccp.service]]
 id = 0
@@ -103,6 +106,14 @@ fn full_file_parses() {
     assert_eq!(e.forwarding, c.forwarding);
     assert_eq!(e.packet_return, c.packet_return);
     assert_eq!(e.assignment, c.assignment);
+    assert_eq!(
+        e.timers,
+        wccp::timer::TimerConfig {
+            transmit_t: std::time::Duration::from_millis(500),
+            timeout_scale: 2,
+            ra_timer_scale: 3,
+        }
+    );
     assert_eq!(e.services[1].service, *d);
 }
 
@@ -275,7 +286,7 @@ fn every_error_points_at_its_value() {
             "[wccp]\nrouter = [\"10.0.3.1\"]\n",
             2,
             1,
-            "unknown key `router` in [wccp]; expected one of: routers, weight, forwarding, return, assignment, service; did you mean `routers`?",
+            "unknown key `router` in [wccp]; expected one of: routers, weight, forwarding, return, assignment, transmit-timer-ms, timeout-scale, ra-timer-scale, service; did you mean `routers`?",
         ),
         (
             "[[wccp.service]]\nid = 256\n",
@@ -348,6 +359,24 @@ fn every_error_points_at_its_value() {
             1,
             1,
             "missing key `id` in [[wccp.service]]",
+        ),
+        (
+            "[wccp]\ntransmit-timer-ms = 100\n",
+            2,
+            21,
+            "transmit-timer-ms = 100 is out of range; expected 500..=60000 (default 10000",
+        ),
+        (
+            "[wccp]\ntimeout-scale = 0\n",
+            2,
+            17,
+            "timeout-scale = 0 is out of range; expected 1..=5",
+        ),
+        (
+            "[wccp]\nra-timer-scale = 6\n",
+            2,
+            18,
+            "ra-timer-scale = 6 is out of range; expected 1..=5",
         ),
         ("[cache\n", 1, 7, "invalid table header"),
         (

@@ -417,3 +417,22 @@ fn fail_policy_and_gre_mss_clamp_parse_default_and_round_trip() {
         e.msg
     );
 }
+
+#[test]
+fn fast_timers_default_on_parse_and_reach_the_engine() {
+    let c = parse_str("w.conf", BASE).unwrap();
+    assert!(c.wccp[0].fast_timers, "default");
+    assert!(c.wccp[0].engine_config().fast_timers);
+    let text = BASE.replace(
+        "probe-port = 3128",
+        "probe-port = 3128\nfast-timers = false",
+    );
+    let c = parse_str("w.conf", &text).unwrap();
+    assert!(!c.wccp[0].fast_timers);
+    assert!(!c.wccp[0].engine_config().fast_timers);
+    assert!(c.to_toml().contains("fast-timers = false"));
+    assert_eq!(parse_str("w.conf", &c.to_toml()).unwrap(), c);
+    let bad = BASE.replace("probe-port = 3128", "probe-port = 3128\nfast-timers = 1");
+    let e = parse_str("w.conf", &bad).unwrap_err();
+    assert_eq!((e.line, e.col), (19, 15), "{e}");
+}

@@ -17,6 +17,7 @@ mod swcache_bypass;
 mod trace;
 mod wccp_barrage;
 mod wccp_fail_mtu;
+mod wccp_multi;
 mod wccp_redirect;
 mod wccp_squid;
 mod wccp_two_caches;

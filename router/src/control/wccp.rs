@@ -634,6 +634,13 @@ impl WccpDriver {
                     .map(|c| c.gre_mss_clamp)
                     .unwrap_or_default()
                     .to_string(),
+                fast_timers: self
+                    .services
+                    .iter()
+                    .find(|c| c.id == s.service_id)
+                    .is_some_and(|c| c.fast_timers),
+                timers: s.timers.into(),
+                timers_fixed: s.timers_fixed,
                 caches: s
                     .caches
                     .iter()
@@ -684,6 +691,7 @@ impl WccpDriver {
                             .probe_health(s.service_id, c.address)
                             .filter(|h| h.state() == "unanswered")
                             .map(|_| self.probe_plan(s.service_id).unanswered_note(c.address)),
+                        timers: c.timers.into(),
                     })
                     .collect(),
                 messages_in: s.counters.rx.here_i_am

@@ -85,6 +85,9 @@ pub(crate) struct PeerView {
     pub(crate) assignment_map: Option<Vec<MaskValueSet>>,
     /// Our choice among what it offered; `None` = no supported option (§5: abort joining).
     pub(crate) choice: Option<Methods>,
+    /// TRANSMIT_T and scales chosen from its offer (the configured ones clamped into it;
+    /// absent = the defaults).
+    pub(crate) timers: TimerConfig,
 }
 
 impl PeerView {
@@ -287,7 +290,10 @@ impl Service {
         let Some(router) = self.peer_address(src, isy.identity.sent_to) else {
             return self.counters.reject(DropReason::UnknownRouter);
         };
-        let choice = Self::choose(isy.capabilities.as_ref(), io.config);
+        let timers = io.config.timers.choose_from(isy.capabilities.as_ref());
+        let choice =
+            Self::choose(isy.capabilities.as_ref(), io.config).filter(|_| timers.is_some());
+        let timers = timers.unwrap_or_default();
         let view = PeerView {
             router_id: isy.identity.router.router_ip,
             receive_id: isy.identity.router.receive_id,
@@ -297,16 +303,17 @@ impl Service {
             caches: isy.view.caches,
             assignment_map: isy.assignment_map.map(|m| m.sets),
             choice,
+            timers,
         };
         let Some(peer) = self.peers.get_mut(&router) else {
             return;
         };
         let old = peer.view().cloned();
-        let first = old.is_none() || old.as_ref().map(|v| v.choice) != Some(choice);
+        let first =
+            old.is_none() || old.as_ref().map(|v| (v.choice, v.timers)) != Some((choice, timers));
         let was_usable = old.as_ref().is_some_and(|v| v.lists(me));
         let usable = view.lists(me);
-        peer.timers
-            .set(PeerTimer::Dead, now + io.config.timers.member_dead());
+        peer.timers.set(PeerTimer::Dead, now + timers.member_dead());
         peer.timers.stop(PeerTimer::Retry);
         peer.retries = 0;
         peer.phase = PeerPhase::Seen(Box::new(view));
@@ -358,10 +365,11 @@ impl Service {
         self.send_here_i_am(router, io);
         if let Some(peer) = self.peers.get_mut(&router) {
             peer.query_replies_left = TimerConfig::QUERY_REPLIES - 1;
-            peer.timers.set(
-                PeerTimer::QueryReply,
-                now + io.config.timers.query_reply_spacing(),
-            );
+            let spacing = peer
+                .view()
+                .map_or(io.config.timers, |v| v.timers)
+                .query_reply_spacing();
+            peer.timers.set(PeerTimer::QueryReply, now + spacing);
         }
     }
 
@@ -372,9 +380,22 @@ impl Service {
             .find(|a| self.peers.contains_key(a))
     }
 
+    /// The timers the service runs on: those negotiated with the router that chose the
+    /// shortest TRANSMIT_T (sending HERE_I_AMs more often than another router asked for is
+    /// harmless; less often would get the cache removed), else the configured ones.
+    pub(crate) fn timers(&self, config: &CacheConfig) -> TimerConfig {
+        self.peers
+            .values()
+            .filter_map(Peer::view)
+            .filter(|v| v.choice.is_some())
+            .map(|v| v.timers)
+            .min_by_key(|t| t.transmit_t)
+            .unwrap_or(config.timers)
+    }
+
     /// Timers: periodic HERE_I_AMs, query replies, dead routers, assignment and resend.
     pub(crate) fn handle_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
-        let timers = io.config.timers;
+        let timers = self.timers(io.config);
         let mut dead = Vec::new();
         let mut replies = Vec::new();
         for (addr, peer) in &mut self.peers {
@@ -502,8 +523,8 @@ impl Service {
         } else if self.timers.get(ServiceTimer::Fallback).is_none() {
             // Half a HERE_I_AM period off the 10 s rhythm, so that the assignment never leaves
             // just after a HERE_I_AM whose I_SEE_YOU (and new Receive ID) is still on its way.
-            let wait =
-                io.config.timers.assignment_wait() * 2 + io.config.timers.here_i_am_interval() / 2;
+            let timers = self.timers(io.config);
+            let wait = timers.assignment_wait() * 2 + timers.here_i_am_interval() / 2;
             self.timers.set(ServiceTimer::Fallback, now + wait);
         }
         // A cache whose fallback assignment every router installed keeps assigning as the
@@ -515,10 +536,8 @@ impl Service {
         } else if changed
             || (self.timers.get(ServiceTimer::Assign).is_none() && self.sent.is_none())
         {
-            self.timers.set(
-                ServiceTimer::Assign,
-                now + io.config.timers.assignment_wait(),
-            );
+            let wait = self.timers(io.config).assignment_wait();
+            self.timers.set(ServiceTimer::Assign, now + wait);
         }
         self.snapshot = snapshot;
         // The Web-Cache View's change number follows its content (§5).
@@ -574,6 +593,11 @@ impl Service {
                 .unwrap_or(AssignmentMethod::Hash),
         };
         let methods = peer.view().and_then(|v| v.choice).unwrap_or(preferred);
+        // Our timers as chosen for this router, or (before its first answer) as configured.
+        let timers = peer
+            .view()
+            .filter(|v| v.choice.is_some())
+            .map_or(config.timers, |v| v.timers);
         let data = match methods.assignment {
             AssignmentMethod::Hash => AssignmentData::Hash(HashAssignmentData {
                 buckets: BucketBitmap::EMPTY,
@@ -601,11 +625,17 @@ impl Service {
             WebCacheIdentityElement::new(config.address, data),
             view,
         );
-        hia.capabilities = Some(CapabilitiesInfo::methods(
+        let mut caps = CapabilitiesInfo::methods(
             methods.forwarding.bits(),
             methods.assignment.bits(),
             methods.packet_return.bits(),
-        ));
+        );
+        // Only non-default timers are sent (\[R1\]: absent = the defaults), so a cache with
+        // the defaults sends what Squid sends.
+        if !timers.is_default() {
+            caps.elements.extend(timers.capabilities());
+        }
+        hia.capabilities = Some(caps);
         self.send(&hia.into_message(), router, io);
     }
 
@@ -712,10 +742,8 @@ impl Service {
             service: self.id(),
             key,
         });
-        self.timers.set(
-            ServiceTimer::Resend,
-            now + io.config.timers.assignment_resend(),
-        );
+        let resend = self.timers(io.config).assignment_resend();
+        self.timers.set(ServiceTimer::Resend, now + resend);
     }
 
     /// Every 10 s while some live router echoes no key or an older one of ours: send the same
@@ -750,10 +778,8 @@ impl Service {
         }
         self.counters.count("wccp-assignment-resent");
         self.send_redirect_assign(&stale, io);
-        self.timers.set(
-            ServiceTimer::Resend,
-            now + io.config.timers.assignment_resend(),
-        );
+        let resend = self.timers(io.config).assignment_resend();
+        self.timers.set(ServiceTimer::Resend, now + resend);
     }
 
     /// REDIRECT_ASSIGN with the last assignment to `to`, listing every live router with the

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::config::CacheConfig;
 use super::service::{Peer, SentBody, Service, ServiceTimer};
 use crate::engine::{Counters, Methods};
+use crate::timer::TimerConfig;
 use crate::wire::{AssignmentKey, SecurityOption, ServiceInfo};
 
 /// One service group.
@@ -35,6 +36,8 @@ pub struct CacheServiceStatus {
     pub routers: Vec<RouterStatus>,
     /// Messages in/out and rejects of this group.
     pub counters: Counters,
+    /// The timers the service runs on (the shortest negotiated TRANSMIT_T, else configured).
+    pub timers: TimerConfig,
 }
 
 /// One configured router, as this cache sees it.
@@ -58,6 +61,8 @@ pub struct RouterStatus {
     pub methods: Option<Methods>,
     /// It offers nothing acceptable for some capability.
     pub incompatible: bool,
+    /// TRANSMIT_T and scales chosen for it (`None` while unheard or when incompatible).
+    pub timers: Option<TimerConfig>,
     /// Caches in its Router View.
     pub view_caches: Vec<Ipv4Addr>,
     /// Last I_SEE_YOU.
@@ -105,6 +110,7 @@ impl Service {
             resend_at: self.timers.get(ServiceTimer::Resend),
             routers,
             counters: self.counters.clone(),
+            timers: self.timers(config),
         }
     }
 }
@@ -122,6 +128,7 @@ fn router_status(address: Ipv4Addr, p: &Peer, me: Ipv4Addr) -> RouterStatus {
             usable_here: false,
             methods: None,
             incompatible: false,
+            timers: None,
             view_caches: Vec::new(),
             last_heard: None,
         },
@@ -135,6 +142,7 @@ fn router_status(address: Ipv4Addr, p: &Peer, me: Ipv4Addr) -> RouterStatus {
             usable_here: v.caches.iter().any(|c| c.cache_ip == me),
             methods: v.choice,
             incompatible: v.choice.is_none(),
+            timers: v.choice.map(|_| v.timers),
             view_caches: v.caches.iter().map(|c| c.cache_ip).collect(),
             last_heard: Some(v.heard),
         },

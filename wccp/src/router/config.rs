@@ -84,13 +84,17 @@ pub struct RouterServiceConfig {
     pub group_list: Option<Vec<CachePrefix>>,
     /// Bit order of the bucket bitmaps reported in I_SEE_YOU (reference §6.3).
     pub bit_order: BitOrder,
-    /// Protocol timers (reference §1).
+    /// Protocol timers (reference §1) while no cache has negotiated others.
     pub timers: TimerConfig,
+    /// Whether caches may negotiate non-default TRANSMIT_T and timer scales (\[R1\]
+    /// capabilities 4 and 5) within the ranges \[R1\] suggests; off, only the defaults.
+    pub fast_timers: bool,
 }
 
 impl RouterServiceConfig {
     /// A standard service with the defaults: no password, GRE or L2 forwarding and return,
-    /// hash or mask assignment, any cache, MSB-first bitmaps, reference timers.
+    /// hash or mask assignment, any cache, MSB-first bitmaps, reference timers (caches may
+    /// negotiate faster ones).
     pub fn standard(service_id: u8) -> Self {
         Self {
             service_id,
@@ -103,6 +107,7 @@ impl RouterServiceConfig {
             group_list: None,
             bit_order: BitOrder::default(),
             timers: TimerConfig::default(),
+            fast_timers: true,
         }
     }
 

@@ -16,10 +16,10 @@ use crate::engine::{
     next_nonzero, AssignmentMethod, Counters, DropReason, ForwardingMethod, Methods, Outbox,
     ReturnMethod,
 };
-use crate::timer::{earliest, TimerKind, TimerTable};
+use crate::timer::{earliest, TimerConfig, TimerKind, TimerTable};
 use crate::wire::{
     AltMaskValueSet, AssignmentBody, AssignmentData, AssignmentKey, AssignmentMap,
-    AssignmentMethods, CapabilitiesInfo, Command, CommandExtension, ForwardingMethods,
+    AssignmentMethods, CapabilitiesInfo, Capability, Command, CommandExtension, ForwardingMethods,
     HashAssignmentData, HereIAm, ISeeYou, IdentityFlags, MaskAssignmentData, MaskValueSet, Message,
     RedirectAssign, RedirectAssignment, RemovalQuery, ReturnMethods, RouterAssignmentElement,
     RouterIdElement, RouterIdentityInfo, RouterQueryInfo, RouterViewInfo, ServiceInfo, ServiceType,
@@ -119,6 +119,12 @@ pub(crate) struct CacheEntry {
     pub(crate) queries_sent: u32,
     /// Its timers.
     pub(crate) timers: TimerTable<CacheTimer, 2>,
+    /// TRANSMIT_T and scales negotiated with it (the defaults until it asks for others):
+    /// its removal query and expiry follow them.
+    pub(crate) timer_config: TimerConfig,
+    /// Whether its last HERE_I_AM carried timer capabilities (then I_SEE_YOUs offer what
+    /// the router accepts; Squid-like caches that never ask get the same bytes as before).
+    pub(crate) asked_timers: bool,
 }
 
 impl CacheEntry {
@@ -141,6 +147,8 @@ impl CacheEntry {
             reported_routers: BTreeSet::new(),
             queries_sent: 0,
             timers: TimerTable::default(),
+            timer_config: TimerConfig::default(),
+            asked_timers: false,
         }
     }
 }
@@ -206,6 +214,8 @@ pub(crate) struct Group {
     pub(crate) changed_at: Option<Instant>,
     /// Assignment method fixed by the first usable cache (\[R1\]).
     pub(crate) method: Option<AssignmentMethod>,
+    /// TRANSMIT_T and scales fixed by the first usable cache (\[R1\]), until the group empties.
+    pub(crate) fixed_timers: Option<TimerConfig>,
     /// Every cache heard from, by address.
     pub(crate) caches: BTreeMap<Ipv4Addr, CacheEntry>,
     /// Usable caches as of the last change-number update.
@@ -240,6 +250,7 @@ impl Group {
             change_number: 0,
             changed_at: None,
             method: None,
+            fixed_timers: None,
             caches: BTreeMap::new(),
             members: BTreeSet::new(),
             draining: BTreeMap::new(),
@@ -320,6 +331,38 @@ impl Group {
             Some(m) => self.config.assignment.intersection(m.bits()),
             None => self.config.assignment.intersection(known),
         }
+    }
+
+    /// The group's timers: the ones the first usable cache fixed, else the configured ones.
+    pub(crate) fn group_timers(&self) -> TimerConfig {
+        self.fixed_timers.unwrap_or(self.config.timers)
+    }
+
+    /// True when a cache may use `t` (\[R1\]): the group's once fixed, else the defaults or,
+    /// with `fast_timers`, values within the accepted ranges.
+    fn timers_supported(&self, t: &TimerConfig) -> bool {
+        t.acceptable(self.config.fast_timers) && self.fixed_timers.map_or(true, |f| f == *t)
+    }
+
+    /// The timer elements of an I_SEE_YOU (\[R1\]): the group's values once fixed to
+    /// non-default ones (for every cache), else — to a cache that asked — the accepted ranges
+    /// (with `fast_timers`) or the defaults as single values. Nothing otherwise, so that the
+    /// bytes Squid-like caches see do not change.
+    fn offered_timers(&self, asked: bool) -> Option<[Capability; 2]> {
+        match self.fixed_timers {
+            Some(f) if !f.is_default() => Some(f.capabilities()),
+            _ if !asked => None,
+            Some(f) => Some(f.capabilities()),
+            None if self.config.fast_timers => Some(TimerConfig::accepted_ranges()),
+            None => Some(TimerConfig::default().capabilities()),
+        }
+    }
+
+    /// A cache's timer choice (absent = the defaults): single values the router supports.
+    fn negotiate_timers(&self, caps: Option<&CapabilitiesInfo>) -> Result<TimerConfig, DropReason> {
+        TimerConfig::from_choice(caps)
+            .filter(|t| self.timers_supported(t))
+            .ok_or(DropReason::TimersUnsupported)
     }
 
     /// A cache's choices (absent = GRE/hash/GRE, §3.10): exactly one offered option each.
@@ -421,8 +464,13 @@ impl Group {
             .definition
             .clone()
             .unwrap_or_else(|| hia.service.clone());
-        let verdict =
-            echo_ok.then(|| self.negotiate(hia.capabilities.as_ref(), io.adjacent.contains(&src)));
+        let caps = hia.capabilities.as_ref();
+        let verdict = echo_ok.then(|| {
+            let methods = self.negotiate(caps, io.adjacent.contains(&src))?;
+            Ok((methods, self.negotiate_timers(caps)?))
+        });
+        let asked_timers =
+            caps.is_some_and(|c| c.transmit_t().is_some() || c.timer_scale().is_some());
         // SHUTDOWN (\[R1\] §6.12) counts only with a valid echo, like the rest of the message:
         // otherwise anyone who can spoof a cache's address could take it out.
         let shutdown = echo_ok
@@ -450,14 +498,21 @@ impl Group {
             .filter(|(a, e)| **a != src && e.phase.is_usable())
             .count();
 
-        let timers = self.config.timers;
+        let default_timers = self.config.timers;
         let entry = self.caches.entry(src).or_insert_with(|| {
             let mut e = CacheEntry::new(now, local);
             // A cache that never echoes is forgotten like a silent one (no query: it is
             // not a member).
-            e.timers.set(CacheTimer::Expire, now + timers.member_dead());
+            e.timers
+                .set(CacheTimer::Expire, now + default_timers.member_dead());
             e
         });
+        entry.asked_timers = asked_timers;
+        if let Some(Ok((_, t))) = &verdict {
+            // Its own timers from now on: it sends HERE_I_AMs every TRANSMIT_T it chose.
+            entry.timer_config = *t;
+        }
+        let timers = entry.timer_config;
         if echo_ok {
             // Only a valid echo is a keepalive ([R1]: ignore the message otherwise), so that
             // a stale or spoofed HERE_I_AM cannot keep a dead cache in the view.
@@ -484,7 +539,7 @@ impl Group {
                     Ok(_) if usable_others >= MAX_CACHES => {
                         CachePhase::Unusable(DropReason::TooManyCaches)
                     }
-                    Ok(m) => CachePhase::Usable(m),
+                    Ok((m, _)) => CachePhase::Usable(m),
                     Err(reason) => CachePhase::Unusable(reason),
                 };
                 if let CachePhase::Unusable(reason) = entry.phase {
@@ -586,7 +641,7 @@ impl Group {
                 // alone rather than restarting its wait.
                 let waited = self
                     .changed_at
-                    .map_or(true, |t| now >= t + self.config.timers.assignment_wait());
+                    .map_or(true, |t| now >= t + self.group_timers().assignment_wait());
                 if self.accepted.is_none()
                     && reason != DropReason::AssignStaleChangeNumber
                     && waited
@@ -701,7 +756,7 @@ impl Group {
         self.changed_at = Some(now);
         self.timers.set_if_idle(
             GroupTimer::Flush,
-            now + self.config.timers.assignment_flush(),
+            now + self.group_timers().assignment_flush(),
         );
     }
 
@@ -753,17 +808,23 @@ impl Group {
         for a in admitted {
             self.caches.remove(&a);
         }
-        let broken: Vec<Ipv4Addr> = self
+        let broken: Vec<(Ipv4Addr, DropReason)> = self
             .caches
             .iter()
             .filter_map(|(a, e)| {
                 let m = e.phase.methods()?;
-                (!self.still_supported(&m, io.adjacent.contains(a))).then_some(*a)
+                if !self.still_supported(&m, io.adjacent.contains(a)) {
+                    Some((*a, DropReason::CapabilityUnsupported))
+                } else if !self.timers_supported(&e.timer_config) {
+                    Some((*a, DropReason::TimersUnsupported))
+                } else {
+                    None
+                }
             })
             .collect();
-        for a in broken {
+        for (a, reason) in broken {
             if let Some(e) = self.caches.get_mut(&a) {
-                e.phase = CachePhase::Unusable(DropReason::CapabilityUnsupported);
+                e.phase = CachePhase::Unusable(reason);
             }
         }
         self.refresh(now, io);
@@ -830,16 +891,24 @@ impl Group {
         // A cache that is usable again is no longer draining.
         self.draining.retain(|a, _| !self.members.contains(a));
         if self.members.is_empty() && self.draining.is_empty() {
-            // The group is empty: the method is free again and nothing is assigned.
+            // The group is empty: the method and timers are free again and nothing is
+            // assigned.
             self.method = None;
+            self.fixed_timers = None;
             self.accepted = None;
             self.timers.stop(GroupTimer::Flush);
-        } else if self.method.is_none() {
-            self.method = self
+        } else {
+            let first = self
                 .members
                 .iter()
-                .find_map(|a| self.caches.get(a)?.phase.methods())
-                .map(|m| m.assignment);
+                .filter_map(|a| self.caches.get(a))
+                .find(|e| e.phase.is_usable());
+            if self.method.is_none() {
+                self.method = first.and_then(|e| e.phase.methods()).map(|m| m.assignment);
+            }
+            if self.fixed_timers.is_none() {
+                self.fixed_timers = first.map(|e| e.timer_config);
+            }
         }
         if self.caches.is_empty() {
             // [R1] §3.2: a learnt definition is forgotten when the last cache leaves.
@@ -978,11 +1047,16 @@ impl Group {
         };
         let mut isy = ISeeYou::new(service, identity, self.router_view());
         isy.command = command;
-        isy.capabilities = Some(CapabilitiesInfo::methods(
+        let mut caps = CapabilitiesInfo::methods(
             self.offered_forwarding(adjacent),
             self.offered_assignment(),
             self.offered_return(adjacent),
-        ));
+        );
+        let asked = self.caches.get(&cache).is_some_and(|e| e.asked_timers);
+        if let Some(timers) = self.offered_timers(asked) {
+            caps.elements.extend(timers);
+        }
+        isy.capabilities = Some(caps);
         if self.installed.is_mask() && !self.installed.is_empty() {
             isy.assignment_map = Some(AssignmentMap {
                 sets: self.installed.mask_value_sets(),

@@ -472,3 +472,5 @@ impl RouterEngine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timer_tests;

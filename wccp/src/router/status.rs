@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::group::{CachePhase, CacheTimer, Group, GroupTimer};
 use crate::assign::Assignment;
 use crate::engine::{AssignmentMethod, Counters, Methods};
+use crate::timer::TimerConfig;
 use crate::wire::{AssignmentKey, SecurityOption, ServiceInfo, ServiceType};
 
 /// One service group.
@@ -34,6 +35,11 @@ pub struct ServiceStatus {
     pub designated_cache: Option<Ipv4Addr>,
     /// Assignment method fixed by the first usable cache.
     pub assignment_method: Option<AssignmentMethod>,
+    /// TRANSMIT_T and scales in force for the group (\[R1\]: fixed by the first usable cache
+    /// until the group empties; the configured defaults before).
+    pub timers: TimerConfig,
+    /// Whether the first usable cache fixed them (`false`: none yet, `timers` is the default).
+    pub timers_fixed: bool,
     /// Routers reported by the usable caches (Router View).
     pub routers_in_view: Vec<Ipv4Addr>,
     /// Every cache heard from, usable or not, by address.
@@ -101,6 +107,8 @@ pub struct CacheStatus {
     pub expires_at: Option<Instant>,
     /// The driver marks it L2-adjacent.
     pub l2_adjacent: bool,
+    /// TRANSMIT_T and scales negotiated with it (its removal query and expiry follow them).
+    pub timers: TimerConfig,
 }
 
 impl Group {
@@ -138,6 +146,7 @@ impl Group {
             query_at: e.timers.get(CacheTimer::RemovalQuery),
             expires_at: e.timers.get(CacheTimer::Expire),
             l2_adjacent: adjacent.contains(&address),
+            timers: e.timer_config,
         })
     }
 
@@ -168,6 +177,8 @@ impl Group {
             key,
             designated_cache: self.accepted.as_ref().map(|a| a.key.cache_ip),
             assignment_method: self.method,
+            timers: self.group_timers(),
+            timers_fixed: self.fixed_timers.is_some(),
             routers_in_view: self.view_routers.iter().copied().collect(),
             caches,
             assignment: Arc::clone(&self.installed),
