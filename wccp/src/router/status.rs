@@ -42,6 +42,10 @@ pub struct ServiceStatus {
     pub assignment: Arc<Assignment>,
     /// When the assignment will be flushed unless a valid REDIRECT_ASSIGN arrives.
     pub flush_deadline: Option<Instant>,
+    /// The service group's multicast address, if configured.
+    pub multicast_group: Option<Ipv4Addr>,
+    /// When the next scheduled I_SEE_YOU goes to the group (while caches talk to it).
+    pub next_multicast_i_see_you: Option<Instant>,
     /// Messages in/out and rejects of this group.
     pub counters: Counters,
 }
@@ -101,6 +105,8 @@ pub struct CacheStatus {
     pub expires_at: Option<Instant>,
     /// The driver marks it L2-adjacent.
     pub l2_adjacent: bool,
+    /// The multicast group it talks to (`None`: unicast): how the router learnt it.
+    pub multicast: Option<Ipv4Addr>,
 }
 
 impl Group {
@@ -138,6 +144,7 @@ impl Group {
             query_at: e.timers.get(CacheTimer::RemovalQuery),
             expires_at: e.timers.get(CacheTimer::Expire),
             l2_adjacent: adjacent.contains(&address),
+            multicast: e.multicast,
         })
     }
 
@@ -172,6 +179,8 @@ impl Group {
             caches,
             assignment: Arc::clone(&self.installed),
             flush_deadline: self.timers.get(GroupTimer::Flush),
+            multicast_group: self.config.multicast_group,
+            next_multicast_i_see_you: self.timers.get(GroupTimer::MulticastISeeYou),
             counters: self.counters.clone(),
         }
     }
