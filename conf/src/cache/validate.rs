@@ -60,6 +60,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
     };
     let bypass = bypass(at, &c)?;
     let routers = routers(at, &w)?;
+    let multicast_group = crate::wccp::multicast_group(at, w.multicast_group.as_ref())?;
     let weight = match &w.weight {
         None => DEFAULT_WEIGHT,
         Some(n) => u16::try_from(n.get_ref().0).map_err(|_| {
@@ -89,6 +90,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         log_level,
         bypass,
         routers,
+        multicast_group,
         weight,
         forwarding,
         packet_return,
