@@ -15,6 +15,7 @@ mod steering;
 mod swcache_bypass;
 mod wccp_barrage;
 mod wccp_fail_mtu;
+mod wccp_multicast;
 mod wccp_redirect;
 mod wccp_squid;
 mod wccp_two_caches;

@@ -6,6 +6,7 @@
 //! the control loop; the loop answers between its other events and never waits on a client.
 
 pub mod health;
+pub mod igmp;
 pub mod mgmt;
 pub mod scrape;
 pub mod wccp;
@@ -242,6 +243,14 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // queue apart (issue 13 item 13).
     let wccp_rx =
         (!conf.wccp.is_empty()).then(|| tables.local.bind(::wccp::engine::WCCP_PORT, 512));
+    // IGMP queries about the WCCP multicast service groups the router joins (as a host).
+    // Bound with WCCP, so that a group added by a reload is answered too; IGMP reaches it
+    // only while a group is joined (`WccpPlane::takes_multicast`).
+    let igmp_rx = (!conf.wccp.is_empty()).then(|| {
+        tables
+            .local
+            .bind_protocol(crate::wire::ipv4::PROTO_IGMP, 64)
+    });
     // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports
     // the prober has in use.
     let open_probe_ports = Arc::new(crate::probe::OpenPorts::default());
@@ -280,7 +289,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             conf,
             shared.clone(),
             (listener, access),
-            wccp_rx,
+            (wccp_rx, igmp_rx),
             (probe_rx, open_probe_ports),
             (metrics_listener, notify.clone()),
         ));
@@ -401,7 +410,10 @@ async fn control_loop(
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
-    mut wccp_rx: Option<crate::tables::local::ControlReceiver>,
+    (mut wccp_rx, mut igmp_rx): (
+        Option<crate::tables::local::ControlReceiver>,
+        Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
+    ),
     (mut probe_rx, open_probe_ports): (
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
         Arc<crate::probe::OpenPorts>,
@@ -488,6 +500,11 @@ async fn control_loop(
                     w.handle(d, &tables);
                 }
             }
+            Some(d) = recv_igmp(&mut igmp_rx) => {
+                if let Some(w) = state.wccp.as_mut() {
+                    w.on_igmp(d);
+                }
+            }
             _ = tokio::time::sleep_until(wccp_deadline) => {
                 if let Some(w) = state.wccp.as_mut() {
                     w.on_timeout();
@@ -524,7 +541,22 @@ async fn control_loop(
             }
         }
     }
+    if let Some(w) = state.wccp.as_mut() {
+        // Leave the multicast groups while worker 0 still drains the outbox.
+        w.leave_groups();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
+}
+
+/// The next IGMP message, or never when no multicast group is configured.
+async fn recv_igmp(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
+) -> Option<crate::tables::local::LocalDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A segment to a probe port: the prober validates it, closes an accepted handshake, and the

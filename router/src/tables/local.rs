@@ -27,8 +27,10 @@ pub struct LocalDatagram {
     pub src: SocketAddrV4,
     /// Our address and port it was sent to.
     pub dst: SocketAddrV4,
-    /// UDP payload.
+    /// UDP payload (for a bound protocol: the IPv4 payload; ports are 0).
     pub payload: Vec<u8>,
+    /// TTL it arrived with (WCCP multicast must not exceed 15, reference §1).
+    pub ttl: u8,
 }
 
 /// Who handles a datagram addressed to the router.
@@ -42,6 +44,8 @@ pub enum Handler<'a> {
     ProbeAnswer(&'a Sender<TcpSegment>, &'a OpenPorts),
     /// GRE: a WCCP cache returning a redirected packet.
     WccpReturn,
+    /// A whole protocol bound by the control plane (IGMP): its queue.
+    Protocol(&'a Sender<LocalDatagram>),
 }
 
 /// The sending side of a control port's two queues.
@@ -85,6 +89,7 @@ impl ControlReceiver {
 pub struct LocalPorts {
     udp: Vec<(u16, ControlQueue)>,
     probes: Option<(Sender<TcpSegment>, Arc<OpenPorts>)>,
+    protocols: Vec<(u8, Sender<LocalDatagram>)>,
 }
 
 impl LocalPorts {
@@ -99,6 +104,15 @@ impl LocalPorts {
             known: known_rx,
             others: others_rx,
         }
+    }
+
+    /// Sends every datagram of IP `protocol` (one without ports, such as IGMP) addressed to
+    /// the router to the returned receiver, at most `capacity` waiting.
+    pub fn bind_protocol(&mut self, protocol: u8, capacity: usize) -> Receiver<LocalDatagram> {
+        let (tx, rx) = channel(capacity.max(1));
+        self.protocols.retain(|(p, _)| *p != protocol);
+        self.protocols.push((protocol, tx));
+        rx
     }
 
     /// Sends TCP segments to the [`PROBE_PORTS`] that `open` marks in use to the returned
@@ -130,7 +144,11 @@ impl LocalPorts {
                     .filter(|_| PROBE_PORTS.contains(&port))
                     .map(|(tx, open)| Handler::ProbeAnswer(tx, open))
             }
-            _ => None,
+            _ => self
+                .protocols
+                .iter()
+                .find(|(p, _)| *p == protocol)
+                .map(|(_, tx)| Handler::Protocol(tx)),
         }
     }
 }
@@ -167,6 +185,12 @@ mod tests {
             Some(Handler::WccpReturn)
         ));
         assert!(t.handler(132, None).is_none());
+        assert!(t.handler(ipv4::PROTO_IGMP, None).is_none());
+        let _igmp = t.bind_protocol(ipv4::PROTO_IGMP, 4);
+        assert!(matches!(
+            t.handler(ipv4::PROTO_IGMP, None),
+            Some(Handler::Protocol(_))
+        ));
     }
 
     fn datagram(payload: &[u8]) -> LocalDatagram {
@@ -175,6 +199,7 @@ mod tests {
             src: "10.0.3.2:2048".parse().unwrap(),
             dst: "10.0.3.1:2048".parse().unwrap(),
             payload: payload.to_vec(),
+            ttl: 64,
         }
     }
 

@@ -238,6 +238,8 @@ pub(crate) struct Group {
     pub(crate) router_id: Option<Ipv4Addr>,
     /// State of the jitter of the multicast I_SEE_YOU schedule (splitmix64).
     pub(crate) jitter: u64,
+    /// Scheduled rounds of I_SEE_YOUs sent to the multicast group.
+    pub(crate) multicast_sent: u64,
 }
 
 impl Group {
@@ -262,6 +264,7 @@ impl Group {
             limiter: ReplyLimiter::default(),
             router_id: None,
             jitter: 0,
+            multicast_sent: 0,
         };
         g.installed = Arc::new(Assignment::empty(g.service_info()));
         g
@@ -810,7 +813,7 @@ impl Group {
                 self.send_group_i_see_you(group, local, chunk, service.clone(), io);
             }
         }
-        self.counters.count("wccp-multicast-i-see-you");
+        self.multicast_sent = self.multicast_sent.saturating_add(1);
         let at = now + self.multicast_interval();
         self.timers.set(GroupTimer::MulticastISeeYou, at);
     }

@@ -46,6 +46,8 @@ pub struct ServiceStatus {
     pub multicast_group: Option<Ipv4Addr>,
     /// When the next scheduled I_SEE_YOU goes to the group (while caches talk to it).
     pub next_multicast_i_see_you: Option<Instant>,
+    /// Scheduled rounds of I_SEE_YOUs sent to the group.
+    pub multicast_i_see_you_rounds: u64,
     /// Messages in/out and rejects of this group.
     pub counters: Counters,
 }
@@ -181,6 +183,7 @@ impl Group {
             flush_deadline: self.timers.get(GroupTimer::Flush),
             multicast_group: self.config.multicast_group,
             next_multicast_i_see_you: self.timers.get(GroupTimer::MulticastISeeYou),
+            multicast_i_see_you_rounds: self.multicast_sent,
             counters: self.counters.clone(),
         }
     }
