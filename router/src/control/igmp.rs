@@ -147,7 +147,7 @@ impl IgmpHost {
         let links = &self.links;
         let groups = &self.groups;
         self.pending
-            .retain(|(i, g), _| links.contains_key(i) && g.map_or(true, |g| groups.contains(&g)));
+            .retain(|(i, g), _| links.contains_key(i) && g.is_none_or(|g| groups.contains(&g)));
     }
 
     /// Leaves every group on every interface (the router stops).
