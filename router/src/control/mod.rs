@@ -544,7 +544,7 @@ async fn control_loop(
     if let Some(w) = state.wccp.as_mut() {
         // Leave the multicast groups while worker 0 still drains the outbox.
         w.leave_groups();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(())
 }

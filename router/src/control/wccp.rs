@@ -345,6 +345,12 @@ impl WccpDriver {
     pub fn leave_groups(&mut self) {
         let mut out = Vec::new();
         self.igmp.leave_all(Instant::now(), &mut out);
+        if !out.is_empty() {
+            tracing::info!(
+                leaves = out.len(),
+                "IGMP: leaving the WCCP multicast groups"
+            );
+        }
         self.send_igmp(out);
     }
 
