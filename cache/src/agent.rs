@@ -27,10 +27,33 @@ use wccp::engine::WCCP_PORT;
 /// How often the GRE counters are logged when they changed.
 const COUNTER_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Multicast mode: what the cache sends to the group leaves through the interface of its
+/// own address (the kernel picks it from the bound source) with TTL 15 (reference §1: WCCP
+/// multicast TTL ≤ 15) and does not loop back; the returned socket, bound to the group and
+/// joined on that interface, receives the routers' I_SEE_YOUs to the group.
+async fn join_group(udp: &UdpSocket, group: Ipv4Addr, address: Ipv4Addr) -> Result<UdpSocket> {
+    udp.set_multicast_ttl_v4(MULTICAST_TTL)
+        .context("setting the multicast TTL")?;
+    udp.set_multicast_loop_v4(false)
+        .context("turning multicast loopback off")?;
+    let m = UdpSocket::bind(SocketAddrV4::new(group, WCCP_PORT))
+        .await
+        .with_context(|| format!("binding UDP {group}:{WCCP_PORT} (--multicast-group)"))?;
+    m.join_multicast_v4(group, address).with_context(|| {
+        format!("joining {group} on the interface of {address} (--multicast-group)")
+    })?;
+    Ok(m)
+}
+
+/// TTL of what swcache sends to the multicast group (reference §1: at most 15).
+pub const MULTICAST_TTL: u32 = 15;
+
 /// The running agent's state: the engine (if any), GRE termination and the bypass.
 struct Agent {
     engine: Option<CacheEngine>,
     udp: Option<UdpSocket>,
+    /// Multicast mode: the socket bound to the group (the unicast one does not receive it).
+    mcast: Option<UdpSocket>,
     buf: Vec<u8>,
     gre: GreCounters,
     bypass: Bypass,
@@ -135,6 +158,7 @@ async fn run_async(conf: CacheConf) -> Result<()> {
     let mut agent = Agent {
         engine: None,
         udp: None,
+        mcast: None,
         buf: Vec::with_capacity(2048),
         gre: GreCounters::default(),
         bypass: Bypass::new(conf.bypass.clone(), config.is_some())?
@@ -159,11 +183,16 @@ async fn run_async(conf: CacheConf) -> Result<()> {
                 };
                 anyhow::anyhow!("binding UDP {address}:{WCCP_PORT}: {e}{fix}")
             })?;
+        let group = config.multicast_group;
+        if let Some(group) = group {
+            agent.mcast = Some(join_group(&udp, group, address).await?);
+        }
         let engine = CacheEngine::new(Instant::now(), config)
             .map_err(|e| anyhow::anyhow!("WCCP engine: {e}"))?;
         tracing::info!(
             %address,
             routers = ?conf.routers,
+            multicast_group = ?group,
             services = ?conf.services.iter().map(|s| s.service.service_id).collect::<Vec<_>>(),
             md5 = conf.services.iter().any(|s| s.password.is_some()),
             "WCCP cache engine started"
@@ -192,6 +221,7 @@ async fn run_async(conf: CacheConf) -> Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut udp_buf = vec![0u8; 65536];
+    let mut mcast_buf = vec![0u8; 65536];
     let mut gre_buf = vec![0u8; 65536];
     let mut tun_w = &tun;
     let mut logged = (0u64, 0u64, 0u64, 0u64);
@@ -206,16 +236,21 @@ async fn run_async(conf: CacheConf) -> Result<()> {
             }
         };
         let recv = async {
-            match agent.udp.as_ref() {
-                Some(u) => u.recv_from(&mut udp_buf).await,
-                None => std::future::pending().await,
+            match (agent.udp.as_ref(), agent.mcast.as_ref()) {
+                (Some(u), Some(m)) => tokio::select! {
+                    r = u.recv_from(&mut udp_buf) => r.map(|(n, a)| (n, a, false)),
+                    r = m.recv_from(&mut mcast_buf) => r.map(|(n, a)| (n, a, true)),
+                },
+                (Some(u), None) => u.recv_from(&mut udp_buf).await.map(|(n, a)| (n, a, false)),
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
             r = recv => match r {
-                Ok((n, std::net::SocketAddr::V4(src))) => {
+                Ok((n, std::net::SocketAddr::V4(src), to_group)) => {
                     let now = Instant::now();
-                    if let (Some(engine), Some(data)) = (agent.engine.as_mut(), udp_buf.get(..n)) {
+                    let data = if to_group { mcast_buf.get(..n) } else { udp_buf.get(..n) };
+                    if let (Some(engine), Some(data)) = (agent.engine.as_mut(), data) {
                         engine.handle_message(now, *src.ip(), data);
                     }
                     agent.drain(now).await;

@@ -44,9 +44,13 @@ pub struct Args {
     #[arg(
         long = "router",
         value_name = "IPV4",
-        required_unless_present_any = ["gre_only", "config"]
+        required_unless_present_any = ["gre_only", "config", "multicast_group"]
     )]
     pub routers: Vec<Ipv4Addr>,
+    /// Multicast mode: send HERE_I_AM and REDIRECT_ASSIGN to this service-group address
+    /// (TTL 15) instead of to each router, and learn the routers from their I_SEE_YOUs to it.
+    #[arg(long = "multicast-group", value_name = "IPV4")]
+    pub multicast_group: Option<Ipv4Addr>,
     /// A service group: `0` (standard web-cache) or `ID:tcp|udp:PORT[,PORT…][:FIELD+…]`
     /// (dynamic, destination ports, hashed on the FIELDs — src-ip, dst-ip, src-port, dst-port —
     /// by default on the destination address). Repeatable; default 0.
@@ -137,6 +141,9 @@ impl Args {
         }
         if !self.routers.is_empty() {
             conf.routers.clone_from(&self.routers);
+        }
+        if let Some(g) = self.multicast_group {
+            conf.multicast_group = Some(g);
         }
         if !self.services.is_empty() {
             conf.services = self

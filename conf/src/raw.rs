@@ -56,6 +56,7 @@ pub(crate) const WCCP_KEYS: &[&str] = &[
 pub(crate) const WCCP_SERVICE_KEYS: &[&str] = &[
     "id",
     "password",
+    "multicast-group",
     "forwarding",
     "return",
     "assignment",
@@ -149,6 +150,8 @@ pub(crate) struct RawWccpService {
     pub id: Spanned<Int>,
     /// `password = "secret"`.
     pub password: Option<Spanned<String>>,
+    /// `multicast-group = "239.1.2.3"`.
+    pub multicast_group: Option<Spanned<String>>,
     /// `forwarding = ["gre", "l2"]`.
     pub forwarding: Option<Spanned<Vec<String>>>,
     /// `return = ["gre"]`.

@@ -243,6 +243,9 @@ pub struct WccpServiceConf {
     pub id: u8,
     /// MD5 password (1..=8 bytes), or none.
     pub password: Option<String>,
+    /// The service group's multicast address (caches send to it; the router joins it on
+    /// every interface with `wccp-caches`), or none.
+    pub multicast_group: Option<Ipv4Addr>,
     /// Forwarding methods the router accepts.
     pub forwarding: Vec<ForwardingMethod>,
     /// Packet return methods the router accepts.
@@ -296,6 +299,7 @@ impl WccpServiceConf {
         if let Some(p) = &self.password {
             c = c.with_password(p.as_bytes());
         }
+        c.multicast_group = self.multicast_group;
         c.forwarding = self
             .forwarding
             .iter()
@@ -424,6 +428,7 @@ pub(crate) fn services(
             ));
         }
         let password = password(at, r.password.as_ref())?;
+        let multicast_group = multicast_group(at, r.multicast_group.as_ref())?;
         let forwarding = methods(
             at,
             &r.forwarding,
@@ -464,6 +469,7 @@ pub(crate) fn services(
             WccpServiceConf {
                 id,
                 password,
+                multicast_group,
                 forwarding,
                 packet_return,
                 assignment,
@@ -605,6 +611,25 @@ pub(crate) fn service_id(at: &Locator<'_>, id: &Spanned<Int>) -> Result<u8> {
             format!("WCCP service id {n} is not supported; use 0 (the standard web-cache service) or a dynamic service 1..=255"),
         )
     })
+}
+
+/// A service's `multicast-group`: an IPv4 multicast address outside 224.0.0.0/24.
+pub(crate) fn multicast_group(
+    at: &Locator<'_>,
+    g: Option<&Spanned<String>>,
+) -> Result<Option<Ipv4Addr>> {
+    let Some(g) = g else { return Ok(None) };
+    match g.get_ref().parse::<Ipv4Addr>() {
+        Ok(a) if wccp::router::valid_multicast_group(a) => Ok(Some(a)),
+        Ok(a) => Err(at.err(
+            &g.span(),
+            format!("multicast-group {a} must be a multicast address (224.0.0.0/4) outside 224.0.0.0/24, the link-local control block; e.g. \"239.255.0.1\""),
+        )),
+        Err(_) => Err(at.err(
+            &g.span(),
+            format!("multicast-group {:?} is not an IPv4 address; e.g. \"239.255.0.1\"", g.get_ref()),
+        )),
+    }
 }
 
 /// A service's MD5 `password`: 1..=8 bytes.
@@ -921,6 +946,9 @@ pub(crate) fn emit(
         let _ = writeln!(out, "id = {}", s.id);
         if let Some(p) = &s.password {
             let _ = writeln!(out, "password = {}", quote(p));
+        }
+        if let Some(g) = s.multicast_group {
+            let _ = writeln!(out, "multicast-group = {}", quote(&g.to_string()));
         }
         let _ = writeln!(out, "forwarding = [{}]", method_list(&s.forwarding, quote));
         let _ = writeln!(out, "return = [{}]", method_list(&s.packet_return, quote));

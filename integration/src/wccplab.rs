@@ -19,7 +19,8 @@ pub struct CacheHost {
     pub name: String,
     /// The cache's address.
     pub addr: Ipv4Addr,
-    /// The router address it joins.
+    /// The router address it joins (unspecified: none given, as in multicast mode where
+    /// swcache learns the routers).
     pub router: Ipv4Addr,
     /// Squid's run directory (logs, pid).
     pub run: PathBuf,
@@ -102,11 +103,11 @@ impl CacheHost {
         self.squid = Some(Squid::spawn(lab, &self.ns, &conf)?);
         let (addr, router) = (self.addr.to_string(), self.router.to_string());
         let sock = self.socket.to_string_lossy().to_string();
-        let mut args = vec![
-            "--address",
-            &addr,
-            "--router",
-            &router,
+        let mut args = vec!["--address", &addr];
+        if !self.router.is_unspecified() {
+            args.extend(["--router", router.as_str()]);
+        }
+        args.extend([
             "--service",
             &self.service,
             "--tun",
@@ -115,7 +116,7 @@ impl CacheHost {
             &sock,
             "--log-level",
             "debug",
-        ];
+        ]);
         args.extend(self.swcache_args.iter().map(String::as_str));
         self.swcache = Some(lab.spawn(&self.ns, &binary("swcache").to_string_lossy(), &args)?);
         Ok(())

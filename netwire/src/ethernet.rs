@@ -19,6 +19,13 @@ impl MacAddr {
     /// 00:00:00:00:00:00.
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
+    /// The Ethernet address of an IPv4 multicast group (RFC 1112 §6.4): 01:00:5e and the
+    /// group's low 23 bits.
+    pub fn ipv4_multicast(group: core::net::Ipv4Addr) -> MacAddr {
+        let o = group.octets();
+        MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+    }
+
     /// The address in the six octets at `at` of `b`, if they are there.
     #[inline]
     pub fn from_slice(b: &[u8], at: usize) -> Option<MacAddr> {
@@ -128,6 +135,10 @@ mod tests {
     fn classes_and_slices() {
         assert!(MacAddr::BROADCAST.is_multicast() && MacAddr::BROADCAST.is_broadcast());
         assert!(MacAddr([1, 0, 0x5e, 0, 0, 1]).is_multicast());
+        assert_eq!(
+            MacAddr::ipv4_multicast(core::net::Ipv4Addr::new(239, 129, 2, 3)),
+            MacAddr([1, 0, 0x5e, 1, 2, 3])
+        );
         assert!(MacAddr::ZERO.is_zero() && !MacAddr::ZERO.is_unicast());
         assert!(MacAddr([2, 0, 0, 0, 0, 1]).is_unicast());
         assert_eq!(MacAddr([0, 0, 0, 0, 1, 2]).to_u64(), 0x0102);

@@ -1,5 +1,5 @@
 //! Zero-copy wire views of the IPv4, ICMP, UDP and TCP headers that swrouter parses and builds,
-//! and the Internet checksum they share.
+//! the IGMP a host member speaks, and the Internet checksum they share.
 //!
 //! The router, the GRE crate and the steering crate all build and take apart these headers; this
 //! crate is the one place their layout, their checksums and their corner cases live.
@@ -20,7 +20,10 @@
 
 pub mod checksum;
 pub mod ethernet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod icmp;
+pub mod igmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;

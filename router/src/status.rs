@@ -118,6 +118,28 @@ pub struct WccpStatus {
     pub fast_failover: Option<FastFailoverStatus>,
     /// Flow affinity table, when on.
     pub flow_affinity: Option<FlowAffinityStatus>,
+    /// IGMP membership of the multicast service groups, when any is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub igmp: Option<IgmpStatus>,
+}
+
+/// The router as an IGMP host member of the WCCP multicast service groups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IgmpStatus {
+    /// Groups joined.
+    pub groups: Vec<String>,
+    /// Interfaces they are joined on, each with the report version in force ("v2", "v3").
+    pub interfaces: Vec<String>,
+    /// Queries received, by version ("v1", "v2", "v3").
+    pub queries: BTreeMap<String, u64>,
+    /// Reports sent (unsolicited and answers).
+    pub reports_sent: u64,
+    /// Leaves sent.
+    pub leaves_sent: u64,
+    /// IGMP messages that did not decode or failed their checksum.
+    pub malformed: u64,
+    /// Other IGMP (other members' reports, queries about other groups).
+    pub ignored: u64,
 }
 
 /// Fast-failover settings.
@@ -242,6 +264,15 @@ pub struct WccpServiceStatus {
     /// MSS clamping of GRE-redirected SYNs: auto, off or the MSS.
     #[serde(default)]
     pub gre_mss_clamp: String,
+    /// The service group's multicast address, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_group: Option<String>,
+    /// Interfaces the group is joined on (those with `wccp-caches`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multicast_interfaces: Vec<String>,
+    /// Rounds of scheduled I_SEE_YOUs sent to the group.
+    #[serde(default)]
+    pub multicast_i_see_you: u64,
     /// Whether caches may negotiate non-default timers (`fast-timers`).
     #[serde(default)]
     pub fast_timers: bool,
@@ -323,6 +354,10 @@ pub struct WccpCacheStatus {
     pub last_seen_secs: u64,
     /// On a connected network (L2 forwarding possible).
     pub l2_adjacent: bool,
+    /// How the router learnt it: "unicast" (HERE_I_AMs to our address) or "multicast"
+    /// (to the service group's address).
+    #[serde(default)]
+    pub learnt: String,
     /// Sent to this cache.
     pub redirected: TrafficCount,
     /// Returned by this cache.
@@ -766,11 +801,24 @@ pub fn render(s: &Status) -> String {
                 svc.designated_cache.as_deref().unwrap_or("-"),
                 svc.assignment_method.as_deref().unwrap_or("-")
             );
+            if let Some(g) = &svc.multicast_group {
+                let _ = writeln!(
+                    o,
+                    "  multicast group {g}  joined on {}  I_SEE_YOUs to the group {}",
+                    if svc.multicast_interfaces.is_empty() {
+                        "-".to_string()
+                    } else {
+                        svc.multicast_interfaces.join(",")
+                    },
+                    svc.multicast_i_see_you
+                );
+            }
             let _ = writeln!(
                 o,
-                "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>9} {:<6} {:>12} {:>12}",
+                "  {:<16} {:<24} {:<6} {:<9} {:<8} {:<22} {:>6} {:>7} {:>5} {:>9} {:<6} {:>12} {:>12}",
                 "CACHE",
                 "STATE",
+                "LEARNT",
                 "ECHO",
                 "WEIGHT",
                 "METHODS",
@@ -785,7 +833,7 @@ pub fn render(s: &Status) -> String {
             for c in &svc.caches {
                 let _ = writeln!(
                     o,
-                    "  {:<16} {:<24} {:<6} {:<8} {:<22} {:>6} {:>7} {:>5} {:>8}s {:<6} {:>12} {:>12}",
+                    "  {:<16} {:<24} {:<6} {:<9} {:<8} {:<22} {:>6} {:>7} {:>5} {:>8}s {:<6} {:>12} {:>12}",
                     c.address,
                     if c.designated {
                         format!("{} (designated)", c.phase)
@@ -793,6 +841,7 @@ pub fn render(s: &Status) -> String {
                         c.phase.clone()
                     },
                     if c.receive_id_echoed { "yes" } else { "no" },
+                    c.learnt,
                     c.weight,
                     c.methods.as_deref().unwrap_or("-"),
                     c.buckets,
@@ -853,6 +902,21 @@ pub fn render(s: &Status) -> String {
                 o,
                 "WCCP fast failover: probe every {} ms, down after {} misses",
                 f.probe_interval_ms, f.probe_misses
+            );
+        }
+        if let Some(g) = &w.igmp {
+            let _ = writeln!(
+                o,
+                "WCCP IGMP: groups {}  on {}  queries v1 {} v2 {} v3 {}  reports sent {}  leaves sent {}  malformed {}  ignored {}",
+                g.groups.join(","),
+                g.interfaces.join(","),
+                g.queries.get("v1").copied().unwrap_or(0),
+                g.queries.get("v2").copied().unwrap_or(0),
+                g.queries.get("v3").copied().unwrap_or(0),
+                g.reports_sent,
+                g.leaves_sent,
+                g.malformed,
+                g.ignored
             );
         }
         if let Some(a) = &w.flow_affinity {

@@ -337,7 +337,8 @@ pub enum DropReason {
     NotInGroupList,
     /// The Web-Cache Identity address differs from the datagram's source.
     IdentityMismatch,
-    /// A HERE_I_AM sent to a multicast address (multicast service groups are not supported).
+    /// A datagram sent to a multicast or broadcast address that is not the service group's
+    /// configured multicast address.
     MulticastUnsupported,
     /// The cache did not echo the Receive ID last sent to it (§5: answered, otherwise ignored).
     ReceiveIdMismatch,

@@ -41,6 +41,9 @@ pub(crate) fn to_toml(c: &CacheConf) -> String {
         "routers = [{}]",
         list(c.routers.iter().map(|r| r.to_string()).collect())
     );
+    if let Some(g) = c.multicast_group {
+        let _ = writeln!(out, "multicast-group = {}", quote(&g.to_string()));
+    }
     let _ = writeln!(out, "weight = {}", c.weight);
     let _ = writeln!(out, "forwarding = [{}]", method_list(&c.forwarding, quote));
     let _ = writeln!(out, "return = [{}]", method_list(&c.packet_return, quote));

@@ -63,6 +63,9 @@ pub struct CacheConf {
     pub return_copy: Option<ReturnCopy>,
     /// Routers to join (`[wccp] routers`); at least one unless `gre_only`.
     pub routers: Vec<Ipv4Addr>,
+    /// Multicast mode (`multicast-group`): HERE_I_AMs and assignments go to this group and
+    /// routers are learnt from its I_SEE_YOUs; `routers` may then be empty.
+    pub multicast_group: Option<Ipv4Addr>,
     /// Assignment weight (`weight`).
     pub weight: u16,
     /// Forwarding methods offered, most preferred first (`forwarding`).
@@ -199,6 +202,7 @@ impl Default for CacheConf {
             return_rewrite: Vec::new(),
             return_copy: None,
             routers: Vec::new(),
+            multicast_group: None,
             weight: DEFAULT_WEIGHT,
             forwarding: vec![ForwardingMethod::Gre],
             packet_return: vec![ReturnMethod::Gre],
@@ -219,7 +223,7 @@ pub enum CacheEngineError {
     #[error("no cache address: set `address` in [cache] or give --address")]
     NoAddress,
     /// Neither the file nor the command line named a router.
-    #[error("no router to join: list them in `routers` in [wccp] or give --router")]
+    #[error("no router to join: list them in `routers` in [wccp] or give --router (or use multicast: `multicast-group` / --multicast-group)")]
     NoRouters,
     /// The engine rejected the combination.
     #[error("invalid configuration: {0}")]
@@ -239,10 +243,11 @@ impl CacheConf {
             return Ok(None);
         }
         let address = self.address.ok_or(CacheEngineError::NoAddress)?;
-        if self.routers.is_empty() {
+        if self.routers.is_empty() && self.multicast_group.is_none() {
             return Err(CacheEngineError::NoRouters);
         }
         let mut c = CacheConfig::new(address, self.routers.clone());
+        c.multicast_group = self.multicast_group;
         c.weight = self.weight;
         c.forwarding = self.forwarding.clone();
         c.packet_return = self.packet_return.clone();

@@ -22,6 +22,7 @@ pub(crate) const CACHE_KEYS: &[&str] = &[
 /// Keys of `[wccp]`, in documentation order.
 pub(crate) const WCCP_KEYS: &[&str] = &[
     "routers",
+    "multicast-group",
     "weight",
     "forwarding",
     "return",
@@ -91,6 +92,8 @@ pub(crate) struct RawCache {
 pub(crate) struct RawCacheWccp {
     /// `routers = ["10.0.3.1"]`; each element keeps its own span.
     pub routers: Option<Vec<Spanned<String>>>,
+    /// `multicast-group = "239.255.0.1"`.
+    pub multicast_group: Option<Spanned<String>>,
     /// `weight = 10000`.
     pub weight: Option<Spanned<Int>>,
     /// `forwarding = ["gre"]`.

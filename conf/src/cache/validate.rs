@@ -86,6 +86,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         })
         .transpose()?;
     let routers = routers(at, &w)?;
+    let multicast_group = crate::wccp::multicast_group(at, w.multicast_group.as_ref())?;
     let weight = match &w.weight {
         None => DEFAULT_WEIGHT,
         Some(n) => u16::try_from(n.get_ref().0).map_err(|_| {
@@ -140,6 +141,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawCacheFile) -> Result<CacheConf>
         return_rewrite,
         return_copy,
         routers,
+        multicast_group,
         weight,
         forwarding,
         packet_return,

@@ -286,7 +286,7 @@ fn every_error_points_at_its_value() {
             "[wccp]\nrouter = [\"10.0.3.1\"]\n",
             2,
             1,
-            "unknown key `router` in [wccp]; expected one of: routers, weight, forwarding, return, assignment, transmit-timer-ms, timeout-scale, ra-timer-scale, service; did you mean `routers`?",
+            "unknown key `router` in [wccp]; expected one of: routers, multicast-group, weight, forwarding, return, assignment, transmit-timer-ms, timeout-scale, ra-timer-scale, service; did you mean `routers`?",
         ),
         (
             "[[wccp.service]]\nid = 256\n",

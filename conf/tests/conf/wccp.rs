@@ -436,3 +436,30 @@ fn fast_timers_default_on_parse_and_reach_the_engine() {
     let e = parse_str("w.conf", &bad).unwrap_err();
     assert_eq!((e.line, e.col), (19, 15), "{e}");
 }
+
+#[test]
+fn multicast_group_is_validated_reaches_the_engine_and_round_trips() {
+    let text = BASE.replace(
+        "id = 0\nprobe-port = 3128",
+        "id = 0\nprobe-port = 3128\nmulticast-group = \"239.255.0.1\"",
+    );
+    let c = parse_str("w.conf", &text).unwrap();
+    let g: std::net::Ipv4Addr = "239.255.0.1".parse().unwrap();
+    assert_eq!(c.wccp[0].multicast_group, Some(g));
+    assert_eq!(c.wccp[0].engine_config().multicast_group, Some(g));
+    assert_eq!(c.wccp[1].multicast_group, None);
+    assert!(c.to_toml().contains("multicast-group = \"239.255.0.1\""));
+    assert_eq!(parse_str("w.conf", &c.to_toml()).unwrap(), c);
+    for (bad, says) in [
+        ("224.0.0.9", "outside 224.0.0.0/24, the link-local"),
+        ("10.0.3.9", "must be a multicast address (224.0.0.0/4)"),
+        ("239.1", "is not an IPv4 address"),
+    ] {
+        let text = BASE.replace(
+            "id = 0\nprobe-port = 3128",
+            &format!("id = 0\nprobe-port = 3128\nmulticast-group = \"{bad}\""),
+        );
+        let e = parse_str("w.conf", &text).unwrap_err().to_string();
+        assert!(e.contains(says) && e.contains("w.conf:19:19:"), "{e}");
+    }
+}

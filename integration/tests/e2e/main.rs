@@ -18,6 +18,7 @@ mod trace;
 mod wccp_barrage;
 mod wccp_fail_mtu;
 mod wccp_multi;
+mod wccp_multicast;
 mod wccp_redirect;
 mod wccp_squid;
 mod wccp_two_caches;

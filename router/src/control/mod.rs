@@ -6,6 +6,7 @@
 //! the control loop; the loop answers between its other events and never waits on a client.
 
 pub mod health;
+pub mod igmp;
 pub mod mgmt;
 pub mod scrape;
 pub mod vrrp;
@@ -253,6 +254,14 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // queue apart (issue 13 item 13).
     let wccp_rx =
         (!conf.wccp.is_empty()).then(|| tables.local.bind(::wccp::engine::WCCP_PORT, 512));
+    // IGMP queries about the WCCP multicast service groups the router joins (as a host).
+    // Bound with WCCP, so that a group added by a reload is answered too; IGMP reaches it
+    // only while a group is joined (`WccpPlane::takes_multicast`).
+    let igmp_rx = (!conf.wccp.is_empty()).then(|| {
+        tables
+            .local
+            .bind_protocol(crate::wire::ipv4::PROTO_IGMP, 64)
+    });
     // Answers to the health probes (WCCP fast failover, steering): TCP to the probe ports
     // the prober has in use.
     let open_probe_ports = Arc::new(crate::probe::OpenPorts::default());
@@ -303,7 +312,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             conf,
             shared.clone(),
             (listener, access),
-            (wccp_rx, vrrp),
+            (wccp_rx, igmp_rx, vrrp),
             (probe_rx, open_probe_ports),
             (metrics_listener, notify.clone()),
         ));
@@ -433,9 +442,11 @@ async fn control_loop(
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
-    // The protocols' queues from local delivery: WCCP (UDP 2048) and VRRP (with its plane).
-    (mut wccp_rx, vrrp): (
+    // The protocols' queues from local delivery: WCCP (UDP 2048), IGMP, and VRRP (with its
+    // plane).
+    (mut wccp_rx, mut igmp_rx, vrrp): (
         Option<crate::tables::local::ControlReceiver>,
+        Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
         Option<VrrpStart>,
     ),
     (mut probe_rx, open_probe_ports): (
@@ -555,6 +566,11 @@ async fn control_loop(
                     w.handle(d, &tables);
                 }
             }
+            Some(d) = recv_igmp(&mut igmp_rx) => {
+                if let Some(w) = state.wccp.as_mut() {
+                    w.on_igmp(d);
+                }
+            }
             _ = tokio::time::sleep_until(wccp_deadline) => {
                 if let Some(w) = state.wccp.as_mut() {
                     w.on_timeout();
@@ -600,6 +616,11 @@ async fn control_loop(
             tokio::time::sleep(vrrp::STOP_GRACE).await;
         }
     }
+    if let Some(w) = state.wccp.as_mut() {
+        // Leave the multicast groups while worker 0 still drains the outbox.
+        w.leave_groups();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -607,6 +628,16 @@ async fn control_loop(
 async fn recv_vrrp(
     rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::VrrpDatagram>>,
 ) -> Option<crate::tables::local::VrrpDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next IGMP message, or never when no multicast group is configured.
+async fn recv_igmp(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
+) -> Option<crate::tables::local::LocalDatagram> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

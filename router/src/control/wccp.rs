@@ -7,14 +7,22 @@
 //! quiet: datagrams go to the outbox (and through the pipeline), events are logged and their
 //! assignments kept. Whenever an assignment, a cache's probe state or the configuration
 //! changes, a new [`WccpPlane`] is published into the tables snapshot.
+//!
+//! Multicast service groups (issue 17 item 2): the router is an IGMP host member of every
+//! configured group on every interface with `wccp-caches` ([`super::igmp`]); datagrams to a
+//! group arrive here with their TTL (more than [`MAX_MULTICAST_TTL`] is dropped and counted as
+//! `wccp-multicast-ttl-exceeded`), and the engine's datagrams to a group leave through the
+//! outbox's L2 entry (the group's MAC) on the interface of their source address, with TTL
+//! [`MAX_MULTICAST_TTL`].
 
+use super::igmp::{IgmpHost, IgmpOut};
 use crate::outbox::{OutDatagram, Outbox};
 use crate::probe::{
     ProbeAnswer, ProbeChange, ProbeTarget, ProbeVia, Prober, Rounds, REDIRECT_PROBE_ORIGIN,
 };
 use crate::status::{
-    FastFailoverStatus, FlowAffinityStatus, WccpCacheStatus, WccpServiceStatus, WccpStatus,
-    WccpTrafficStatus,
+    FastFailoverStatus, FlowAffinityStatus, IgmpStatus, WccpCacheStatus, WccpServiceStatus,
+    WccpStatus, WccpTrafficStatus,
 };
 use crate::tables::local::LocalDatagram;
 use crate::tables::wccp::{
@@ -31,6 +39,37 @@ use std::time::{Duration, Instant};
 use wccp::engine::ForwardingMethod;
 use wccp::router::{RouterEngine, RouterEvent};
 use wccp::wire::{ServiceFlags, ServiceInfo, ServiceType};
+
+/// WCCP multicast TTL limit (reference §1, Cisco: ≤ 15): the TTL of what the router sends to
+/// a group, and the most a datagram to a group may arrive with.
+pub const MAX_MULTICAST_TTL: u8 = 15;
+
+/// An IPv4 + UDP packet from `src`:2048 to `dst`:2048 with `ttl`.
+fn wccp_udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8], ttl: u8) -> Vec<u8> {
+    use crate::wire::ipv4::{self, Ipv4Repr};
+    use crate::wire::udp::{UdpPacket, UdpRepr};
+    let udp = UdpRepr {
+        src_port: ::wccp::engine::WCCP_PORT,
+        dst_port: ::wccp::engine::WCCP_PORT,
+        payload_len: payload.len(),
+    };
+    let at = ipv4::MIN_HEADER_LEN;
+    let mut p = vec![0u8; at + udp.buffer_len()];
+    p[at + udp.header_len()..].copy_from_slice(payload);
+    udp.emit(&mut UdpPacket::new_unchecked(&mut p[at..]), src, dst);
+    Ipv4Repr {
+        src,
+        dst,
+        protocol: ipv4::PROTO_UDP,
+        payload_len: udp.buffer_len(),
+        ttl,
+        ident: ipv4::next_ident(),
+        tos: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut p[..at]);
+    p
+}
 
 /// How fast failover probes one service's caches, from its `probe` setting and the service's
 /// definition (pinned or learnt from the caches).
@@ -156,6 +195,10 @@ pub struct WccpDriver {
     affinity_stats: Arc<AffinityStats>,
     /// Services whose caches cannot be probed as configured, already logged.
     unprobeable_logged: BTreeSet<u8>,
+    /// IGMP membership of the multicast service groups.
+    igmp: IgmpHost,
+    /// Datagrams to a group that arrived with a TTL above 15.
+    ttl_exceeded: u64,
 }
 
 impl WccpDriver {
@@ -199,7 +242,10 @@ impl WccpDriver {
             cache_counters: BTreeMap::new(),
             affinity_stats: Default::default(),
             unprobeable_logged: BTreeSet::new(),
+            igmp: IgmpHost::new(crate::probe::random_seed()),
+            ttl_exceeded: 0,
         };
+        d.sync_membership(Instant::now());
         d.publish();
         Ok(d)
     }
@@ -256,8 +302,56 @@ impl WccpDriver {
         self.services = services.to_vec();
         self.options = options.clone();
         self.drain(now);
+        self.sync_membership(now);
         self.publish();
         Ok(())
+    }
+
+    /// Joins the configured groups on the interfaces with `wccp-caches` (and leaves what is
+    /// no longer configured).
+    fn sync_membership(&mut self, now: Instant) {
+        let groups: BTreeSet<Ipv4Addr> = self.engine.multicast_groups().map(|(_, g)| g).collect();
+        let tables = self.shared.tables.load();
+        let links: Vec<(crate::tables::IfId, Ipv4Addr)> = tables
+            .ifaces
+            .iter()
+            .filter(|i| i.wccp_caches)
+            .map(|i| (i.id, i.addr))
+            .collect();
+        let mut out = Vec::new();
+        self.igmp.set(now, &links, &groups, &mut out);
+        for (i, a) in self.igmp.interfaces() {
+            if out.iter().any(|o| o.tx_if == i) {
+                tracing::info!(interface = i, address = %a, groups = ?groups, "IGMP: joined the WCCP multicast groups");
+            }
+        }
+        self.send_igmp(out);
+    }
+
+    fn send_igmp(&mut self, out: Vec<IgmpOut>) {
+        for o in out {
+            if !self.outbox.send_l2(o.tx_if, o.dst, o.packet) {
+                self.outbox_full += 1;
+            }
+        }
+    }
+
+    /// An IGMP message for the router (a query on a cache interface).
+    pub fn on_igmp(&mut self, d: LocalDatagram) {
+        self.igmp.on_message(Instant::now(), d.rx_if, &d.payload);
+    }
+
+    /// Leaves every multicast group (the router stops).
+    pub fn leave_groups(&mut self) {
+        let mut out = Vec::new();
+        self.igmp.leave_all(Instant::now(), &mut out);
+        if !out.is_empty() {
+            tracing::info!(
+                leaves = out.len(),
+                "IGMP: leaving the WCCP multicast groups"
+            );
+        }
+        self.send_igmp(out);
     }
 
     /// How often caches are probed; `None` when fast failover is off.
@@ -511,7 +605,10 @@ impl WccpDriver {
             flows_per_worker: (self.options.affinity_max_flows / self.workers as u32).max(64),
             idle_secs: self.options.affinity_idle_secs,
         };
-        let plane = WccpPlane::new(planes, affinity, self.affinity_stats.clone());
+        let mut plane = WccpPlane::new(planes, affinity, self.affinity_stats.clone());
+        if self.igmp.interfaces().next().is_some() {
+            plane.groups = self.igmp.groups().iter().copied().collect();
+        }
         let old = self.shared.tables.load_full();
         self.shared.tables.store(Arc::new(Tables {
             wccp: Arc::new(plane),
@@ -530,25 +627,63 @@ impl WccpDriver {
             .ifaces
             .get(d.rx_if as usize)
             .is_some_and(|i| i.contains(src));
-        self.engine
-            .handle_message_on_link(now, src, *d.dst.ip(), on_link, &d.payload);
+        let dst = *d.dst.ip();
+        if dst.is_multicast() {
+            // Reference §1: WCCP multicast goes no further than TTL 15.
+            if d.ttl > MAX_MULTICAST_TTL {
+                self.ttl_exceeded += 1;
+                return;
+            }
+            // Our address on the arrival link answers (and is the GRE source toward it).
+            if let Some(i) = tables.ifaces.get(d.rx_if as usize) {
+                self.engine
+                    .handle_multicast(now, src, dst, i.addr, on_link, &d.payload);
+            }
+        } else {
+            self.engine
+                .handle_message_on_link(now, src, dst, on_link, &d.payload);
+        }
         self.drain(now);
     }
 
-    /// The engine's next deadline.
+    /// The next deadline of the engine or of IGMP.
     pub fn deadline(&self) -> Option<Instant> {
-        self.engine.poll_timeout()
+        match (self.engine.poll_timeout(), self.igmp.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the engine's timers.
+    /// Runs the engine's and IGMP's timers.
     pub fn on_timeout(&mut self) {
         let now = Instant::now();
         self.engine.handle_timeout(now);
         self.drain(now);
+        let mut out = Vec::new();
+        self.igmp.on_timeout(now, &mut out);
+        self.send_igmp(out);
     }
 
     fn drain(&mut self, now: Instant) {
         while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
+            if t.dst.is_multicast() {
+                // To the group, out of the interface whose address is the source.
+                let payload = self.buf.get(..t.size).unwrap_or_default();
+                let tables = self.shared.tables.load();
+                let sent = tables
+                    .ifaces
+                    .iter()
+                    .find(|i| i.addr == t.src && i.wccp_caches)
+                    .is_some_and(|i| {
+                        let p = wccp_udp_packet(t.src, t.dst, payload, MAX_MULTICAST_TTL);
+                        self.outbox.send_l2(i.id, t.dst, p)
+                    });
+                if !sent {
+                    self.outbox_full += 1;
+                    tracing::warn!(group = %t.dst, "a WCCP datagram to the multicast group was not sent");
+                }
+                continue;
+            }
             let payload = self.buf.get(..t.size).unwrap_or_default().to_vec();
             let d = OutDatagram {
                 src: SocketAddrV4::new(t.src, ::wccp::engine::WCCP_PORT),
@@ -667,6 +802,11 @@ impl WccpDriver {
                         mask_values: c.mask_values,
                         last_seen_secs: now.saturating_duration_since(c.last_seen).as_secs(),
                         l2_adjacent: c.l2_adjacent,
+                        learnt: if c.multicast.is_some() {
+                            "multicast".into()
+                        } else {
+                            "unicast".into()
+                        },
                         redirected: self.cache_traffic(s.service_id, c.address, |t| &t.redirected),
                         returned: self.cache_traffic(s.service_id, c.address, |t| &t.returned),
                         bypassed: self.cache_traffic(s.service_id, c.address, |t| &t.bypassed),
@@ -694,6 +834,13 @@ impl WccpDriver {
                         timers: c.timers.into(),
                     })
                     .collect(),
+                multicast_group: s.multicast_group.map(|g| g.to_string()),
+                multicast_interfaces: if s.multicast_group.is_some() {
+                    self.joined_interfaces()
+                } else {
+                    Vec::new()
+                },
+                multicast_i_see_you: s.multicast_i_see_you_rounds,
                 messages_in: s.counters.rx.here_i_am
                     + s.counters.rx.redirect_assign
                     + s.counters.rx.other,
@@ -706,11 +853,36 @@ impl WccpDriver {
             })
             .collect();
         let c = self.engine.counters();
+        let mut drops: BTreeMap<String, u64> =
+            c.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        if self.ttl_exceeded > 0 {
+            drops.insert("wccp-multicast-ttl-exceeded".into(), self.ttl_exceeded);
+        }
+        let igmp = self.engine.multicast_groups().next().map(|_| {
+            let k = &self.igmp.counters;
+            IgmpStatus {
+                groups: self.igmp.groups().iter().map(|g| g.to_string()).collect(),
+                interfaces: self.joined_interfaces(),
+                queries: [
+                    ("v1", k.queries_v1),
+                    ("v2", k.queries_v2),
+                    ("v3", k.queries_v3),
+                ]
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+                reports_sent: k.reports_sent,
+                leaves_sent: k.leaves_sent,
+                malformed: k.malformed,
+                ignored: k.ignored,
+            }
+        });
         WccpStatus {
             services,
+            igmp,
             received: counts(&c.rx),
             sent: counts(&c.tx),
-            drops: c.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            drops,
             outbox_full: self.outbox_full,
             fast_failover: self.options.fast_failover.then_some(FastFailoverStatus {
                 probe_interval_ms: self.options.probe_interval_ms,
@@ -726,6 +898,27 @@ impl WccpDriver {
                 }
             }),
         }
+    }
+
+    /// The interfaces the groups are joined on, by name, with the IGMP version in force.
+    fn joined_interfaces(&self) -> Vec<String> {
+        let tables = self.shared.tables.load();
+        let now = Instant::now();
+        self.igmp
+            .interfaces()
+            .map(|(i, _)| {
+                let name = tables
+                    .ifaces
+                    .get(i as usize)
+                    .map_or_else(|| i.to_string(), |f| f.name.clone());
+                let v = match self.igmp.version(i, now) {
+                    crate::wire::igmp::IgmpVersion::V1 => "v1",
+                    crate::wire::igmp::IgmpVersion::V2 => "v2",
+                    crate::wire::igmp::IgmpVersion::V3 => "v3",
+                };
+                format!("{name} (IGMP{v})")
+            })
+            .collect()
     }
 
     fn traffic(&self, id: u8) -> WccpTrafficStatus {

@@ -31,7 +31,12 @@ impl EthernetStage {
             return Verdict::Drop(DropReason::L2OtherHost);
         };
         let dst = ethernet::dst(frame);
-        if dst != iface.mac && dst != MacAddr::BROADCAST && !vrrp_takes(cx, iface.id, dst) {
+        if dst != iface.mac
+            && dst != MacAddr::BROADCAST
+            && !vrrp_takes(cx, iface.id, dst)
+            // A joined WCCP group's (or all systems', for IGMP queries) on a cache interface.
+            && !(iface.wccp_caches && cx.tables.wccp.takes_mac(dst))
+        {
             return Verdict::Drop(if dst.is_multicast() {
                 DropReason::L2Multicast
             } else {

@@ -53,6 +53,7 @@ impl Ipv4InputStage {
             }
         };
         let (src, dst) = (ipv4::src(l3), ipv4::dst(l3));
+        let protocol = ipv4::protocol(l3);
         // Ethernet pads short frames; the padding is not part of the datagram.
         pkt.truncate(HEADER_LEN + total);
         let (src_class, dst_class) = cx.tables.classify_pair(src, dst);
@@ -77,6 +78,16 @@ impl Ipv4InputStage {
             }
         }
         if dst.is_multicast() {
+            // A WCCP service group's address (and IGMP about it) on a cache interface is
+            // ours to receive; nothing multicast is ever forwarded.
+            let on_cache_if = cx
+                .tables
+                .ifaces
+                .get(usize::from(pkt.meta.rx_if))
+                .is_some_and(|i| i.wccp_caches);
+            if on_cache_if && cx.tables.wccp.takes_multicast(dst, protocol) {
+                return Verdict::Jump(StageKind::LocalDelivery);
+            }
             return Verdict::Drop(DropReason::MulticastNotForwarded);
         }
         if ipv4::is_martian_destination(dst) {

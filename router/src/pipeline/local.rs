@@ -132,6 +132,22 @@ impl LocalDeliveryStage {
                     Err(_) => Verdict::Drop(DropReason::VrrpQueueFull),
                 }
             }
+            Some(Handler::Protocol(tx)) => {
+                let end = ipv4::total_len(l3).min(l3.len());
+                let d = LocalDatagram {
+                    rx_if: pkt.meta.rx_if,
+                    src: SocketAddrV4::new(ipv4::src(l3), 0),
+                    dst: SocketAddrV4::new(ipv4::dst(l3), 0),
+                    payload: l3.get(hlen..end).unwrap_or_default().to_vec(),
+                    ttl: ipv4::ttl(l3),
+                };
+                match tx.try_send(d) {
+                    Ok(()) => Verdict::Consumed,
+                    Err(_) => Verdict::Drop(DropReason::ControlQueueFullOthers),
+                }
+            }
+            // Never an ICMP error about a multicast datagram (RFC 1122 §3.2.2).
+            None if ipv4::dst(l3).is_multicast() => Verdict::Drop(DropReason::LocalPortUnreachable),
             // UDP and TCP to a port nobody listens on: port unreachable, as a host answers
             // (the router's only TCP is its prober's).
             None if matches!(protocol, ipv4::PROTO_UDP) => {
@@ -194,6 +210,7 @@ fn deliver_udp(
         src: SocketAddrV4::new(src, udp.src_port()),
         dst: SocketAddrV4::new(dst, udp.dst_port()),
         payload: udp.payload().to_vec(),
+        ttl: ipv4::ttl(l3),
     };
     tx.try_send(d).map_err(|_| DeliverError::QueueFull)
 }

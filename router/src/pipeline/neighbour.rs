@@ -53,6 +53,12 @@ impl NeighbourStage {
             write_macs(pkt, mac, iface.mac);
             return Verdict::Continue;
         }
+        if hop.is_multicast() {
+            // The control plane's own multicast (WCCP's I_SEE_YOU to a group, IGMP): the
+            // group's MAC, no resolution.
+            write_macs(pkt, MacAddr::ipv4_multicast(hop), iface.mac);
+            return Verdict::Continue;
+        }
         self.unresolved(out, hop, iface, cx)
     }
 

@@ -28,8 +28,10 @@ pub struct LocalDatagram {
     pub src: SocketAddrV4,
     /// Our address and port it was sent to.
     pub dst: SocketAddrV4,
-    /// UDP payload.
+    /// UDP payload (for a bound protocol: the IPv4 payload; ports are 0).
     pub payload: Vec<u8>,
+    /// TTL it arrived with (WCCP multicast must not exceed 15, reference §1).
+    pub ttl: u8,
 }
 
 /// A VRRP advertisement (IP protocol 112 to 224.0.0.18) for the control plane's VRRP driver:
@@ -55,6 +57,8 @@ pub enum Handler<'a> {
     WccpReturn,
     /// VRRP (protocol 112): the VRRP driver's queue.
     Vrrp(&'a Sender<VrrpDatagram>),
+    /// A whole protocol bound by the control plane (IGMP): its queue.
+    Protocol(&'a Sender<LocalDatagram>),
 }
 
 /// The sending side of a control port's two queues.
@@ -99,6 +103,7 @@ pub struct LocalPorts {
     udp: Vec<(u16, ControlQueue)>,
     probes: Option<(Sender<TcpSegment>, Arc<OpenPorts>)>,
     vrrp: Option<Sender<VrrpDatagram>>,
+    protocols: Vec<(u8, Sender<LocalDatagram>)>,
 }
 
 impl LocalPorts {
@@ -113,6 +118,15 @@ impl LocalPorts {
             known: known_rx,
             others: others_rx,
         }
+    }
+
+    /// Sends every datagram of IP `protocol` (one without ports, such as IGMP) addressed to
+    /// the router to the returned receiver, at most `capacity` waiting.
+    pub fn bind_protocol(&mut self, protocol: u8, capacity: usize) -> Receiver<LocalDatagram> {
+        let (tx, rx) = channel(capacity.max(1));
+        self.protocols.retain(|(p, _)| *p != protocol);
+        self.protocols.push((protocol, tx));
+        rx
     }
 
     /// Sends TCP segments to the [`PROBE_PORTS`] that `open` marks in use to the returned
@@ -152,7 +166,11 @@ impl LocalPorts {
                     .map(|(tx, open)| Handler::ProbeAnswer(tx, open))
             }
             ::vrrp::wire::PROTOCOL => self.vrrp.as_ref().map(Handler::Vrrp),
-            _ => None,
+            _ => self
+                .protocols
+                .iter()
+                .find(|(p, _)| *p == protocol)
+                .map(|(_, tx)| Handler::Protocol(tx)),
         }
     }
 }
@@ -192,6 +210,12 @@ mod tests {
         assert!(t.handler(112, None).is_none(), "no VRRP configured");
         let _vrrp = t.bind_vrrp(4);
         assert!(matches!(t.handler(112, None), Some(Handler::Vrrp(_))));
+        assert!(t.handler(ipv4::PROTO_IGMP, None).is_none());
+        let _igmp = t.bind_protocol(ipv4::PROTO_IGMP, 4);
+        assert!(matches!(
+            t.handler(ipv4::PROTO_IGMP, None),
+            Some(Handler::Protocol(_))
+        ));
     }
 
     fn datagram(payload: &[u8]) -> LocalDatagram {
@@ -200,6 +224,7 @@ mod tests {
             src: "10.0.3.2:2048".parse().unwrap(),
             dst: "10.0.3.1:2048".parse().unwrap(),
             payload: payload.to_vec(),
+            ttl: 64,
         }
     }
 

@@ -171,9 +171,38 @@ pub struct WccpPlane {
     pub affinity: AffinityConf,
     /// Flow-affinity statistics.
     pub affinity_stats: Arc<AffinityStats>,
+    /// Multicast service-group addresses the router has joined on its `wccp-caches`
+    /// interfaces: datagrams to them (and IGMP) are the router's own there.
+    pub groups: Vec<Ipv4Addr>,
 }
 
 impl WccpPlane {
+    /// True when frames to the multicast MAC `mac` are for the router on a `wccp-caches`
+    /// interface: a joined group's, or all systems' (IGMP queries) while any is joined.
+    #[inline]
+    pub fn takes_mac(&self, mac: crate::wire::ethernet::MacAddr) -> bool {
+        use crate::wire::ethernet::MacAddr;
+        !self.groups.is_empty()
+            && (mac == MacAddr::ipv4_multicast(crate::wire::igmp::ALL_SYSTEMS)
+                || self
+                    .groups
+                    .iter()
+                    .any(|g| MacAddr::ipv4_multicast(*g) == mac))
+    }
+
+    /// True when a datagram of `protocol` to the multicast address `dst`, arriving on an
+    /// interface with `wccp-caches`, is for the router: UDP to a joined group, IGMP to a
+    /// joined group or to all systems (queries).
+    #[inline]
+    pub fn takes_multicast(&self, dst: Ipv4Addr, protocol: u8) -> bool {
+        use crate::wire::ipv4::{PROTO_IGMP, PROTO_UDP};
+        !self.groups.is_empty()
+            && match protocol {
+                PROTO_UDP => self.groups.contains(&dst),
+                PROTO_IGMP => dst == crate::wire::igmp::ALL_SYSTEMS || self.groups.contains(&dst),
+                _ => false,
+            }
+    }
     /// A plane from per-service data; empty assignments of open services are left out.
     pub fn new(
         services: impl IntoIterator<Item = ServicePlane>,
@@ -225,6 +254,7 @@ impl WccpPlane {
             l2_returners,
             affinity,
             affinity_stats,
+            groups: Vec::new(),
         }
     }
 

@@ -38,6 +38,8 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 /// Protocol number of GRE.
 pub const PROTO_GRE: u8 = 47;
+/// Protocol number of IGMP.
+pub const PROTO_IGMP: u8 = netwire::igmp::PROTO_IGMP;
 /// The Don't Fragment flag in the flags/offset word.
 pub const FLAG_DF: u16 = 0x4000;
 /// The More Fragments flag in the flags/offset word.

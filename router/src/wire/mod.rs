@@ -10,7 +10,7 @@ pub mod ethernet;
 pub mod ipv4;
 pub mod vnet;
 
-pub use netwire::{checksum, icmp, tcp, udp};
+pub use netwire::{checksum, icmp, igmp, tcp, udp};
 
 /// Reads a big-endian u16 at `at`; the caller has checked the length.
 #[inline]

@@ -31,6 +31,10 @@ pub struct CacheConfig {
     pub bit_order: BitOrder,
     /// Protocol timers (reference §1).
     pub timers: TimerConfig,
+    /// Multicast mode (reference §1): HERE_I_AMs and REDIRECT_ASSIGNs of every service go to
+    /// this group address instead of to each router, and routers are learnt from the
+    /// I_SEE_YOUs sent to it (besides the configured ones). `None`: unicast.
+    pub multicast_group: Option<Ipv4Addr>,
 }
 
 impl CacheConfig {
@@ -47,6 +51,7 @@ impl CacheConfig {
             assignment: vec![AssignmentMethod::Hash],
             bit_order: BitOrder::default(),
             timers: TimerConfig::default(),
+            multicast_group: None,
         }
     }
 
@@ -67,6 +72,14 @@ impl CacheConfig {
         self.timers.validate()?;
         if self.address.is_unspecified() || self.address.is_multicast() {
             return Err(ConfigError::Invalid("the cache address must be unicast"));
+        }
+        if self
+            .multicast_group
+            .is_some_and(|g| !crate::router::valid_multicast_group(g))
+        {
+            return Err(ConfigError::Invalid(
+                "the multicast group must be in 224.0.0.0/4, outside 224.0.0.0/24",
+            ));
         }
         for (i, s) in self.services.iter().enumerate() {
             s.validate()?;

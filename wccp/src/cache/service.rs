@@ -26,6 +26,10 @@ use crate::wire::{
 /// \[R1\] §3.15: at most this many fast retries without an I_SEE_YOU in between.
 const MAX_RETRIES: u8 = 6;
 
+/// Routers a service learns from multicast I_SEE_YOUs at most (reference §1: ≤ 32 routers
+/// per service group); further ones are counted (`wccp-too-many-routers`) and ignored.
+pub(crate) const MAX_ROUTERS: usize = 32;
+
 /// Per-service timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServiceTimer {
@@ -287,8 +291,19 @@ impl Service {
         if !isy.identity.received_from.contains(&me) {
             return self.counters.reject(DropReason::NotForUs);
         }
-        let Some(router) = self.peer_address(src, isy.identity.sent_to) else {
-            return self.counters.reject(DropReason::UnknownRouter);
+        let group = io.config.multicast_group;
+        let router = match self.peer_address(src, isy.identity.sent_to) {
+            Some(r) => r,
+            // Multicast mode: a router answering the group is learnt (draft §4.1).
+            None if group.is_some() && group == Some(isy.identity.sent_to) => {
+                if self.peers.len() >= MAX_ROUTERS {
+                    return self.counters.count("wccp-too-many-routers");
+                }
+                self.peers.insert(src, Peer::new());
+                self.counters.count("wccp-router-learnt");
+                src
+            }
+            None => return self.counters.reject(DropReason::UnknownRouter),
         };
         let timers = io.config.timers.choose_from(isy.capabilities.as_ref());
         let choice =
@@ -429,6 +444,10 @@ impl Service {
                 peer.phase = PeerPhase::Unseen;
             }
             self.counters.count("wccp-router-lost");
+            if io.config.multicast_group.is_some() && !io.config.routers.contains(&router) {
+                // A learnt router is forgotten, so the learnt set stays bounded.
+                self.peers.remove(&router);
+            }
             if was_usable {
                 io.events.push_back(CacheEvent::RouterDown {
                     service: self.id(),
@@ -441,6 +460,14 @@ impl Service {
         }
         while let Some(t) = self.timers.pop_expired(now) {
             match t {
+                ServiceTimer::HereIAm if io.config.multicast_group.is_some() => {
+                    // One HERE_I_AM to the group for all routers; no fast retry: routers
+                    // answer a multicast HERE_I_AM on their own schedule (draft §4.1).
+                    let any = self.peers.keys().next().copied();
+                    self.send_here_i_am(any.unwrap_or(Ipv4Addr::UNSPECIFIED), io);
+                    self.timers
+                        .set(ServiceTimer::HereIAm, now + timers.here_i_am_interval());
+                }
                 ServiceTimer::HereIAm => {
                     let routers: Vec<Ipv4Addr> = self.peers.keys().copied().collect();
                     for r in routers {
@@ -570,11 +597,26 @@ impl Service {
 
     /// HERE_I_AM to one router (§4): identity, Web-Cache View with Receive IDs of the routers
     /// heard (\[R1\]: routers not yet heard are not listed), and our choices for that router.
+    /// In multicast mode it goes to the group instead, with the choices made for any router
+    /// heard (one message serves them all).
     fn send_here_i_am(&mut self, router: Ipv4Addr, io: &mut Io<'_>) {
         let config = io.config;
-        let Some(peer) = self.peers.get(&router) else {
-            return;
+        // The choices (methods, timers) a router answered with: in multicast mode any
+        // router heard, else this one.
+        let answered = match config.multicast_group {
+            Some(_) => self
+                .peers
+                .values()
+                .filter_map(Peer::view)
+                .find(|v| v.choice.is_some()),
+            None => match self.peers.get(&router) {
+                Some(peer) => peer.view().filter(|v| v.choice.is_some()),
+                None => return,
+            },
         };
+        let (peer_choice, peer_timers) =
+            (answered.and_then(|v| v.choice), answered.map(|v| v.timers));
+        let dst = config.multicast_group.unwrap_or(router);
         let preferred = Methods {
             forwarding: config
                 .forwarding
@@ -592,12 +634,10 @@ impl Service {
                 .copied()
                 .unwrap_or(AssignmentMethod::Hash),
         };
-        let methods = peer.view().and_then(|v| v.choice).unwrap_or(preferred);
-        // Our timers as chosen for this router, or (before its first answer) as configured.
-        let timers = peer
-            .view()
-            .filter(|v| v.choice.is_some())
-            .map_or(config.timers, |v| v.timers);
+        let methods = peer_choice.unwrap_or(preferred);
+        // Our timers as chosen for this router (or the group's routers), or (before a first
+        // answer) as configured.
+        let timers = peer_timers.unwrap_or(config.timers);
         let data = match methods.assignment {
             AssignmentMethod::Hash => AssignmentData::Hash(HashAssignmentData {
                 buckets: BucketBitmap::EMPTY,
@@ -636,7 +676,7 @@ impl Service {
             caps.elements.extend(timers.capabilities());
         }
         hia.capabilities = Some(caps);
-        self.send(&hia.into_message(), router, io);
+        self.send(&hia.into_message(), dst, io);
     }
 
     /// The owners to start from: our last assignment if the routers still echo it, else
@@ -810,6 +850,13 @@ impl Service {
             }),
         };
         let msg = RedirectAssign::new(self.config.service.clone(), assignment).into_message();
+        if let Some(group) = io.config.multicast_group {
+            // Draft §4.8.1: to the same addresses as the HERE_I_AMs.
+            if !to.is_empty() {
+                self.send(&msg, group, io);
+            }
+            return;
+        }
         for router in to {
             self.send(&msg, *router, io);
         }

@@ -423,3 +423,71 @@ fn commands_and_reconfiguration() {
     bad.assignment.clear();
     assert!(e.reconfigure(base, bad).is_err());
 }
+
+/// Multicast mode end to end against the router engine: the cache knows no router, sends
+/// to the group, learns the router from its scheduled I_SEE_YOU, becomes usable and, as
+/// designated cache, assigns through the group.
+#[test]
+fn multicast_mode_learns_the_router_and_assigns_through_the_group() {
+    let base = t0();
+    let group = Ipv4Addr::new(239, 1, 2, 3);
+    let mut cfg = cache(C2, &[]);
+    cfg.multicast_group = Some(group);
+    let mut c = CacheEngine::new(base, cfg).unwrap();
+    let mut r = RouterEngine::new();
+    r.add_service(RouterServiceConfig {
+        multicast_group: Some(group),
+        ..RouterServiceConfig::standard(0)
+    })
+    .unwrap();
+    let mut now = base;
+    let mut buf = vec![];
+    let mut seen_group_assign = false;
+    let mut router_up = false;
+    while now < base + Duration::from_secs(80) && r.assignment(0).unwrap().is_empty() {
+        c.handle_timeout(now);
+        r.handle_timeout(now);
+        for _ in 0..4 {
+            while let Some(t) = c.poll_transmit(now, &mut buf) {
+                assert_eq!(t.dst, group, "everything the cache sends goes to the group");
+                let kind = Header::peek_type(&buf[..t.size]).unwrap();
+                seen_group_assign |= kind == MessageType::RedirectAssign;
+                r.handle_multicast(now, C2, group, R1, true, &buf[..t.size]);
+            }
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                c.handle_message(now, t.src, &buf[..t.size]);
+            }
+        }
+        router_up |= events(&mut c)
+            .iter()
+            .any(|e| matches!(e, CacheEvent::RouterUp { router, .. } if *router == R1));
+        now += Duration::from_millis(100);
+    }
+    assert!(router_up, "the router was learnt and lists the cache");
+    assert!(seen_group_assign);
+    let s = r.service(0).unwrap();
+    assert_eq!(s.cache(C2).unwrap().buckets, 256);
+    assert_eq!(s.cache(C2).unwrap().multicast, Some(group));
+    assert_eq!(
+        c.service(0)
+            .unwrap()
+            .counters
+            .drops_for("wccp-router-learnt"),
+        1
+    );
+    // Well within 2 HERE_I_AM periods + the schedule + the 15 s assignment wait.
+    assert!(now < base + Duration::from_secs(45), "{:?}", now - base);
+}
+
+#[test]
+fn a_multicast_group_must_be_a_usable_group_address() {
+    for (g, ok) in [
+        ([239, 1, 1, 1], true),
+        ([224, 0, 0, 1], false),
+        ([10, 0, 0, 9], false),
+    ] {
+        let mut cfg = cache(C2, &[]);
+        cfg.multicast_group = Some(g.into());
+        assert_eq!(cfg.validate().is_ok(), ok, "{g:?}");
+    }
+}

@@ -89,6 +89,17 @@ pub struct RouterServiceConfig {
     /// Whether caches may negotiate non-default TRANSMIT_T and timer scales (\[R1\]
     /// capabilities 4 and 5) within the ranges \[R1\] suggests; off, only the defaults.
     pub fast_timers: bool,
+    /// The service group's multicast address (reference §1): caches may send their
+    /// HERE_I_AMs and REDIRECT_ASSIGNs to it, and are answered by a scheduled I_SEE_YOU to it
+    /// (every 0.9 × TRANSMIT_T ± 10 %). `None`: unicast only.
+    pub multicast_group: Option<Ipv4Addr>,
+}
+
+/// True when `group` may be a service group's multicast address: in 224.0.0.0/4 but not in
+/// 224.0.0.0/24, the link-local control block (IGMP, routing protocols) that hosts never
+/// join with IGMP reports.
+pub fn valid_multicast_group(group: Ipv4Addr) -> bool {
+    group.is_multicast() && group.octets()[..3] != [224, 0, 0]
 }
 
 impl RouterServiceConfig {
@@ -108,6 +119,7 @@ impl RouterServiceConfig {
             bit_order: BitOrder::default(),
             timers: TimerConfig::default(),
             fast_timers: true,
+            multicast_group: None,
         }
     }
 
@@ -140,6 +152,14 @@ impl RouterServiceConfig {
             ));
         }
         self.timers.validate()?;
+        if self
+            .multicast_group
+            .is_some_and(|g| !valid_multicast_group(g))
+        {
+            return Err(ConfigError::Invalid(
+                "the multicast group must be in 224.0.0.0/4, outside 224.0.0.0/24",
+            ));
+        }
         let known_fwd = ForwardingMethods::GRE | ForwardingMethods::L2;
         let known_ret = ReturnMethods::GRE | ReturnMethods::L2;
         let known_asg = AssignmentMethods::HASH | AssignmentMethods::MASK;
@@ -200,6 +220,20 @@ mod tests {
         };
         assert!(!listed.admits(Ipv4Addr::new(10, 0, 0, 2)));
         assert!(listed.admits(Ipv4Addr::new(10, 0, 0, 3)));
+        for (group, ok) in [
+            ([224, 1, 1, 1], true),
+            ([239, 255, 0, 1], true),
+            ([224, 0, 1, 0], true),
+            ([224, 0, 0, 5], false),
+            ([10, 0, 0, 1], false),
+            ([240, 0, 0, 1], false),
+        ] {
+            let c = RouterServiceConfig {
+                multicast_group: Some(group.into()),
+                ..RouterServiceConfig::standard(0)
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{group:?}");
+        }
     }
 
     #[test]

@@ -54,10 +54,13 @@ pub(crate) enum GroupTimer {
     /// 50 s after a change without a valid REDIRECT_ASSIGN: discard it (§1) and, with usable
     /// caches, move the change number again.
     Flush,
+    /// The scheduled I_SEE_YOU to the multicast group (§1: every 0.9 × TRANSMIT_T ± 10 %),
+    /// running while caches talk to the group.
+    MulticastISeeYou,
 }
 
 impl TimerKind for GroupTimer {
-    const ALL: &'static [Self] = &[Self::Flush];
+    const ALL: &'static [Self] = &[Self::Flush, Self::MulticastISeeYou];
     fn index(self) -> usize {
         self as usize
     }
@@ -125,6 +128,9 @@ pub(crate) struct CacheEntry {
     /// Whether its last HERE_I_AM carried timer capabilities (then I_SEE_YOUs offer what
     /// the router accepts; Squid-like caches that never ask get the same bytes as before).
     pub(crate) asked_timers: bool,
+    /// The multicast group it sends its HERE_I_AMs to (`None`: unicast to `router_id`):
+    /// how it is answered, and the "Sent To" of what is sent to it.
+    pub(crate) multicast: Option<Ipv4Addr>,
 }
 
 impl CacheEntry {
@@ -149,6 +155,7 @@ impl CacheEntry {
             timers: TimerTable::default(),
             timer_config: TimerConfig::default(),
             asked_timers: false,
+            multicast: None,
         }
     }
 }
@@ -192,6 +199,8 @@ pub(crate) struct Io<'a> {
     /// Whether the datagram being handled arrived on a link holding its source (`None`:
     /// the driver does not say; adjacency is left alone).
     pub(crate) on_link: Option<bool>,
+    /// The multicast group the datagram was sent to (`None`: one of our addresses).
+    pub(crate) via_group: Option<Ipv4Addr>,
     /// Set when that took a cache's adjacency away (the engine revalidates every group).
     pub(crate) adjacency_lost: bool,
     /// Engine-wide counters.
@@ -230,13 +239,17 @@ pub(crate) struct Group {
     /// The compiled assignment the data plane has.
     pub(crate) installed: Arc<Assignment>,
     /// Group timers.
-    pub(crate) timers: TimerTable<GroupTimer, 1>,
+    pub(crate) timers: TimerTable<GroupTimer, 2>,
     /// Group counters.
     pub(crate) counters: Counters,
     /// Budget of I_SEE_YOUs to sources that have not echoed.
     pub(crate) limiter: ReplyLimiter,
     /// The configured Router ID (`None`: the local address each cache talks to).
     pub(crate) router_id: Option<Ipv4Addr>,
+    /// State of the jitter of the multicast I_SEE_YOU schedule (splitmix64).
+    pub(crate) jitter: u64,
+    /// Scheduled rounds of I_SEE_YOUs sent to the multicast group.
+    pub(crate) multicast_sent: u64,
 }
 
 impl Group {
@@ -261,6 +274,8 @@ impl Group {
             counters: Counters::default(),
             limiter: ReplyLimiter::default(),
             router_id: None,
+            jitter: 0,
+            multicast_sent: 0,
         };
         g.installed = Arc::new(Assignment::empty(g.service_info()));
         g
@@ -513,6 +528,11 @@ impl Group {
             entry.timer_config = *t;
         }
         let timers = entry.timer_config;
+        if echo_ok || !entry.echoed {
+            // How it talks now decides how it is answered (a cache that has not proven
+            // anything yet may still change its mind without waiting to expire).
+            entry.multicast = io.via_group;
+        }
         if echo_ok {
             // Only a valid echo is a keepalive ([R1]: ignore the message otherwise), so that
             // a stale or spoofed HERE_I_AM cannot keep a dead cache in the view.
@@ -549,6 +569,11 @@ impl Group {
         }
         // Update the membership first so that the reply already shows the cache as usable.
         self.refresh(now, io);
+        if io.via_group.is_some() {
+            // Draft §4.1: a multicast HERE_I_AM is answered by the scheduled I_SEE_YOU.
+            let at = now + self.multicast_interval();
+            return self.timers.set_if_idle(GroupTimer::MulticastISeeYou, at);
+        }
         // A source that never echoed has not shown it receives what we send: answer it
         // within the budget only, so that spoofed HERE_I_AMs cannot make us a reflector.
         let proven = self.caches.get(&src).is_some_and(|e| e.echoed);
@@ -763,7 +788,12 @@ impl Group {
     /// Timers: flush the assignment, query silent caches, drop dead ones.
     pub(crate) fn handle_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
         self.draining.retain(|_, (_, until)| *until > now);
-        while let Some(GroupTimer::Flush) = self.timers.pop_expired(now) {
+        let mut multicast_due = false;
+        while let Some(t) = self.timers.pop_expired(now) {
+            if t == GroupTimer::MulticastISeeYou {
+                multicast_due = true;
+                continue;
+            }
             // §1: no valid REDIRECT_ASSIGN within 50 s of a membership change.
             self.counters.count("wccp-assignment-flushed");
             self.accepted = None;
@@ -794,6 +824,96 @@ impl Group {
             }
         }
         self.refresh(now, io);
+        if multicast_due {
+            self.send_multicast_i_see_you(now, io);
+        }
+    }
+
+    /// The next gap of the multicast I_SEE_YOU schedule: 0.9 × TRANSMIT_T ± 10 % (draft
+    /// §4.1: 9 s with 10 % jitter), uniformly spread so that routers sharing a group drift
+    /// apart instead of answering in lock-step.
+    fn multicast_interval(&mut self) -> std::time::Duration {
+        // splitmix64: deterministic per seed (tests), unpredictable enough for spreading.
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let base = self.config.timers.here_i_am_interval().saturating_mul(9) / 10;
+        // 0.9..=1.1 of the base, in thousandths.
+        let permille = 900 + (z % 201) as u32;
+        base.saturating_mul(permille) / 1000
+    }
+
+    /// The scheduled I_SEE_YOU to the multicast group (§1, §3.3): for each of our addresses
+    /// that multicast caches reach, one message (per 32 caches) whose Received-From lists
+    /// them and whose Sent-To is the group; each listed cache is to echo its Receive ID. The
+    /// schedule goes on while any cache talks to the group.
+    fn send_multicast_i_see_you(&mut self, now: Instant, io: &mut Io<'_>) {
+        let Some(group) = self.config.multicast_group else {
+            return;
+        };
+        let mut by_local: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = BTreeMap::new();
+        for (a, e) in &self.caches {
+            if e.multicast == Some(group) {
+                by_local.entry(e.router_id).or_default().push(*a);
+            }
+        }
+        if by_local.is_empty() {
+            return;
+        }
+        let service = self.service_info();
+        for (local, caches) in by_local {
+            for chunk in caches.chunks(MAX_CACHES) {
+                self.send_group_i_see_you(group, local, chunk, service.clone(), io);
+            }
+        }
+        self.multicast_sent = self.multicast_sent.saturating_add(1);
+        let at = now + self.multicast_interval();
+        self.timers.set(GroupTimer::MulticastISeeYou, at);
+    }
+
+    /// One I_SEE_YOU from our address `local` to `group` for `caches` (all talking to it).
+    fn send_group_i_see_you(
+        &mut self,
+        group: Ipv4Addr,
+        local: Ipv4Addr,
+        caches: &[Ipv4Addr],
+        service: ServiceInfo,
+        io: &mut Io<'_>,
+    ) {
+        let Some(first) = caches.first() else {
+            return;
+        };
+        let receive_id = self.receive_ids.next(*first);
+        for c in caches {
+            if let Some(e) = self.caches.get_mut(c) {
+                e.sent_ids.insert(local, receive_id);
+                e.answered = true;
+            }
+        }
+        // One message for all: L2 is offered only if every cache it names may use it.
+        let adjacent = caches.iter().all(|c| io.adjacent.contains(c));
+        let identity = RouterIdentityInfo {
+            router: RouterIdElement {
+                router_ip: self.announced(local),
+                receive_id,
+            },
+            sent_to: group,
+            received_from: caches.to_vec(),
+        };
+        let mut isy = ISeeYou::new(service, identity, self.router_view());
+        isy.capabilities = Some(CapabilitiesInfo::methods(
+            self.offered_forwarding(adjacent),
+            self.offered_assignment(),
+            self.offered_return(adjacent),
+        ));
+        if self.installed.is_mask() && !self.installed.is_empty() {
+            isy.assignment_map = Some(AssignmentMap {
+                sets: self.installed.mask_value_sets(),
+            });
+        }
+        self.send(&isy.into_message(), group, local, io);
     }
 
     /// Re-checks usable caches against what is offered now (after a reconfiguration or an
@@ -1072,13 +1192,14 @@ impl Group {
         };
         e.queries_sent = e.queries_sent.saturating_add(1);
         let router_id = e.router_id;
+        let sent_to = e.multicast.unwrap_or(router_id);
         let receive_id = e.last_sent_id().unwrap_or(self.receive_ids.last());
         let query = RouterQueryInfo {
             router: RouterIdElement {
                 router_ip: self.announced(router_id),
                 receive_id,
             },
-            sent_to: router_id,
+            sent_to,
             target: cache,
         };
         let msg = RemovalQuery::new(self.service_info(), query).into_message();

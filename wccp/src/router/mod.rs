@@ -14,8 +14,15 @@
 //! source /24 and per group (see `admission`), so that a flood of spoofed HERE_I_AMs neither
 //! locks real caches out nor is reflected at full rate.
 //!
-//! Not supported: multicast service groups (HERE_I_AMs to a multicast address are dropped and
-//! counted), version 2.01 features (Address Table; replies are always v2.00), negotiation of
+//! Multicast service groups (reference §1, draft §4.1): a group configured with a
+//! [`RouterServiceConfig::multicast_group`] also takes HERE_I_AMs and REDIRECT_ASSIGNs sent to
+//! that address ([`RouterEngine::handle_multicast`]); such caches are not answered one by one
+//! but listed in a scheduled I_SEE_YOU to the group every 0.9 × TRANSMIT_T ± 10 % (9 s ± 0.9 s
+//! by default), whose Sent-To is the group. Unicast and multicast caches may share a group;
+//! each is answered the way it last talked. REMOVAL_QUERY stays unicast. Datagrams to any
+//! other multicast or broadcast address are dropped and counted.
+//!
+//! Not supported: version 2.01 features (Address Table; replies are always v2.00), negotiation of
 //! TRANSMIT_T / TIMER_SCALE (never advertised; the cache's elements are ignored, so both sides
 //! keep the defaults or the configured [`crate::timer::TimerConfig`]).
 
@@ -39,7 +46,7 @@ pub use admission::{
     source_net, JOINING_PER_NET, MAX_JOINING, NET_BURST, NET_EVERY, SOURCE_NET_BITS,
     UNECHOED_BURST, UNECHOED_EVERY,
 };
-pub use config::{CachePrefix, RouterServiceConfig};
+pub use config::{valid_multicast_group, CachePrefix, RouterServiceConfig};
 pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
 
@@ -154,8 +161,10 @@ impl RouterEngine {
             return Err(ConfigError::DuplicateService(config.service_id));
         }
         let ids = ReceiveIds::new(self.seed, config.service_id);
+        let jitter_seed = self.seed.map_or(0, |s| s.0) ^ u64::from(config.service_id);
         let mut group = Group::new(config, ids);
         group.router_id = self.router_id;
+        group.jitter = jitter_seed;
         self.groups.insert(group.id(), group);
         Ok(())
     }
@@ -181,6 +190,7 @@ impl RouterEngine {
             events: &mut self.events,
             adjacent: &mut self.adjacent,
             on_link: None,
+            via_group: None,
             adjacency_lost: false,
             counters: &mut self.counters,
         };
@@ -230,6 +240,7 @@ impl RouterEngine {
             events: &mut self.events,
             adjacent: &mut self.adjacent,
             on_link: None,
+            via_group: None,
             adjacency_lost: false,
             counters: &mut self.counters,
         };
@@ -261,17 +272,47 @@ impl RouterEngine {
         if self.adjacent.len() >= MAX_ADJACENT {
             self.prune_adjacent();
         }
-        if self.handle(now, src, local, data, Some(on_link)) {
+        if self.handle(now, src, local, None, data, Some(on_link)) {
             // A cache that moved off link: its L2 methods in other groups are void too.
             self.revalidate_all(now);
         }
+    }
+
+    /// A UDP datagram from `src` to the multicast address `group` (port 2048), received on
+    /// the link where this router's address is `local` (the source of what is sent back, the
+    /// Router ID unless one is set, and the GRE source toward the cache). Taken only by a
+    /// service group configured with that `group`; a HERE_I_AM is answered by the group's
+    /// next scheduled multicast I_SEE_YOU, not at once. The driver checks the TTL rule
+    /// (reference §1: ≤ 15) before calling.
+    pub fn handle_multicast(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        group: Ipv4Addr,
+        local: Ipv4Addr,
+        on_link: bool,
+        data: &[u8],
+    ) {
+        if self.adjacent.len() >= MAX_ADJACENT {
+            self.prune_adjacent();
+        }
+        if self.handle(now, src, local, Some(group), data, Some(on_link)) {
+            self.revalidate_all(now);
+        }
+    }
+
+    /// The multicast addresses of the configured service groups, by service ID.
+    pub fn multicast_groups(&self) -> impl Iterator<Item = (u8, Ipv4Addr)> + '_ {
+        self.groups
+            .iter()
+            .filter_map(|(id, g)| Some((*id, g.config.multicast_group?)))
     }
 
     /// A UDP datagram from `src` to the local address `local` (port 2048). HERE_I_AM and
     /// REDIRECT_ASSIGN are processed; everything else is counted and dropped.
     /// L2 adjacency is left as [`Self::set_l2_adjacent`] set it.
     pub fn handle_message(&mut self, now: Instant, src: Ipv4Addr, local: Ipv4Addr, data: &[u8]) {
-        self.handle(now, src, local, data, None);
+        self.handle(now, src, local, None, data, None);
     }
 
     /// Processes one datagram; true when it took a cache's L2 adjacency away.
@@ -280,6 +321,7 @@ impl RouterEngine {
         now: Instant,
         src: Ipv4Addr,
         local: Ipv4Addr,
+        via_group: Option<Ipv4Addr>,
         data: &[u8],
         on_link: Option<bool>,
     ) -> bool {
@@ -298,7 +340,15 @@ impl RouterEngine {
             self.counters.reject(DropReason::UnexpectedType);
             return false;
         }
-        if local.is_multicast() || local.is_broadcast() {
+        if local.is_multicast()
+            || local.is_broadcast()
+            || via_group.is_some_and(|g| {
+                !self
+                    .groups
+                    .values()
+                    .any(|s| s.config.multicast_group == Some(g))
+            })
+        {
             self.counters.reject(DropReason::MulticastUnsupported);
             return false;
         }
@@ -326,6 +376,11 @@ impl RouterEngine {
             group.counters.reject(DropReason::ServiceTypeMismatch);
             return false;
         }
+        if via_group.is_some() && via_group != group.config.multicast_group {
+            // Another service's group address: not this group's multicast channel.
+            group.counters.reject(DropReason::MulticastUnsupported);
+            return false;
+        }
         // §3.1: the configured option must match and the MD5 digest must verify.
         if let Err(e) = group.config.security.verify(data) {
             group.counters.count(e.as_str());
@@ -341,6 +396,7 @@ impl RouterEngine {
             events: &mut self.events,
             adjacent: &mut self.adjacent,
             on_link,
+            via_group,
             adjacency_lost: false,
             counters: &mut self.counters,
         };
@@ -358,6 +414,7 @@ impl RouterEngine {
             events: &mut self.events,
             adjacent: &mut self.adjacent,
             on_link: None,
+            via_group: None,
             adjacency_lost: false,
             counters: &mut self.counters,
         };

@@ -48,6 +48,12 @@ pub struct ServiceStatus {
     pub assignment: Arc<Assignment>,
     /// When the assignment will be flushed unless a valid REDIRECT_ASSIGN arrives.
     pub flush_deadline: Option<Instant>,
+    /// The service group's multicast address, if configured.
+    pub multicast_group: Option<Ipv4Addr>,
+    /// When the next scheduled I_SEE_YOU goes to the group (while caches talk to it).
+    pub next_multicast_i_see_you: Option<Instant>,
+    /// Scheduled rounds of I_SEE_YOUs sent to the group.
+    pub multicast_i_see_you_rounds: u64,
     /// Messages in/out and rejects of this group.
     pub counters: Counters,
 }
@@ -109,6 +115,8 @@ pub struct CacheStatus {
     pub l2_adjacent: bool,
     /// TRANSMIT_T and scales negotiated with it (its removal query and expiry follow them).
     pub timers: TimerConfig,
+    /// The multicast group it talks to (`None`: unicast): how the router learnt it.
+    pub multicast: Option<Ipv4Addr>,
 }
 
 impl Group {
@@ -147,6 +155,7 @@ impl Group {
             expires_at: e.timers.get(CacheTimer::Expire),
             l2_adjacent: adjacent.contains(&address),
             timers: e.timer_config,
+            multicast: e.multicast,
         })
     }
 
@@ -183,6 +192,9 @@ impl Group {
             caches,
             assignment: Arc::clone(&self.installed),
             flush_deadline: self.timers.get(GroupTimer::Flush),
+            multicast_group: self.config.multicast_group,
+            next_multicast_i_see_you: self.timers.get(GroupTimer::MulticastISeeYou),
+            multicast_i_see_you_rounds: self.multicast_sent,
             counters: self.counters.clone(),
         }
     }

@@ -1707,3 +1707,191 @@ fn the_last_cache_drains_and_a_rejoin_ends_the_drain() {
     assert_eq!(a.bucket_owners().unassigned(), 0);
     e.check_invariants().unwrap();
 }
+
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
+
+fn multicast_engine() -> RouterEngine {
+    engine(RouterServiceConfig {
+        multicast_group: Some(GROUP),
+        ..RouterServiceConfig::standard(0)
+    })
+}
+
+#[test]
+fn a_multicast_here_i_am_is_answered_by_the_scheduled_i_see_you_to_the_group() {
+    let base = t0();
+    let mut e = multicast_engine();
+    let sec = Security::None;
+    let first = hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false);
+    e.handle_multicast(base, C2, GROUP, R, true, &bytes(&sec, first.into_message()));
+    // Draft §4.1: no immediate answer, the next scheduled one 9 s ± 10 % later.
+    assert!(drain(&mut e, base).is_empty());
+    let due = e.poll_timeout().unwrap();
+    let gap = due - base;
+    assert!(
+        (Duration::from_millis(8100)..=Duration::from_millis(9900)).contains(&gap),
+        "{gap:?}"
+    );
+    e.handle_timeout(due);
+    let out = drain(&mut e, due);
+    assert_eq!(out.len(), 1);
+    let (t, b) = &out[0];
+    assert_eq!((t.dst, t.src), (GROUP, R));
+    let i = isy(b);
+    assert_eq!(i.identity.sent_to, GROUP);
+    assert_eq!(i.identity.received_from, vec![C2]);
+    assert_eq!(i.identity.router.router_ip, R);
+    // The cache echoes it (to the group): usable, and shown as learnt by multicast.
+    let id = i.identity.router.receive_id;
+    let second = hia(
+        ServiceInfo::standard(0),
+        C2,
+        Some(id),
+        Some(gre_hash()),
+        false,
+    );
+    e.handle_multicast(due, C2, GROUP, R, true, &bytes(&sec, second.into_message()));
+    assert!(drain(&mut e, due).is_empty(), "still no unicast answer");
+    let s = e.service(0).unwrap();
+    assert_eq!(s.multicast_group, Some(GROUP));
+    let c = s.cache(C2).unwrap();
+    assert!(c.usable);
+    assert_eq!(c.multicast, Some(GROUP));
+    // The schedule goes on, jittered, and the next one lists the cache in the Router View.
+    let next = e.poll_timeout().unwrap();
+    let gap2 = next - due;
+    assert!((Duration::from_millis(8100)..=Duration::from_millis(9900)).contains(&gap2));
+    e.handle_timeout(next);
+    let out = drain(&mut e, next);
+    assert_eq!(out.len(), 1);
+    let i = isy(&out[0].1);
+    assert_eq!(i.view.caches.len(), 1);
+    assert_ne!(i.identity.router.receive_id, id);
+    // A REMOVAL_QUERY stays unicast, with the group as Sent To.
+    let quiet = due + Duration::from_secs(26);
+    e.handle_timeout(quiet);
+    let q: Vec<_> = drain(&mut e, quiet)
+        .into_iter()
+        .filter(|(t, _)| t.dst == C2)
+        .collect();
+    assert_eq!(q.len(), 1);
+    let rq = RemovalQuery::try_from(&crate::wire::Message::decode(&q[0].1).unwrap()).unwrap();
+    assert_eq!(rq.query.sent_to, GROUP);
+}
+
+#[test]
+fn unicast_and_multicast_caches_share_a_group_each_answered_its_way() {
+    let base = t0();
+    let mut e = multicast_engine();
+    let sec = Security::None;
+    let uni = hia(ServiceInfo::standard(0), C3, None, Some(gre_hash()), false);
+    e.handle_message(base, C3, R, &bytes(&sec, uni.into_message()));
+    let out = drain(&mut e, base);
+    assert_eq!(out.len(), 1, "unicast: answered at once");
+    assert_eq!(out[0].0.dst, C3);
+    let multi = hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false);
+    e.handle_multicast(base, C2, GROUP, R, true, &bytes(&sec, multi.into_message()));
+    assert!(drain(&mut e, base).is_empty());
+    let due = e.poll_timeout().unwrap();
+    e.handle_timeout(due);
+    let out = drain(&mut e, due);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        isy(&out[0].1).identity.received_from,
+        vec![C2],
+        "only the group's"
+    );
+    assert_eq!(e.service(0).unwrap().cache(C3).unwrap().multicast, None);
+}
+
+#[test]
+fn datagrams_to_another_group_or_a_group_not_configured_are_dropped() {
+    let base = t0();
+    let sec = Security::None;
+    let m = || {
+        bytes(
+            &sec,
+            hia(ServiceInfo::standard(0), C2, None, None, false).into_message(),
+        )
+    };
+    // No group configured at all.
+    let mut plain = engine(RouterServiceConfig::standard(0));
+    plain.handle_multicast(base, C2, GROUP, R, true, &m());
+    assert_eq!(
+        plain.counters().rejects(DropReason::MulticastUnsupported),
+        1
+    );
+    assert!(plain.service(0).unwrap().caches.is_empty());
+    assert_eq!(plain.poll_timeout(), None);
+    // Service 0 has GROUP, service 90 another group: service 0's HERE_I_AM to 90's group.
+    let mut e = multicast_engine();
+    let other = Ipv4Addr::new(239, 9, 9, 9);
+    e.add_service(RouterServiceConfig {
+        multicast_group: Some(other),
+        ..RouterServiceConfig::dynamic(90)
+    })
+    .unwrap();
+    assert_eq!(
+        e.multicast_groups().collect::<Vec<_>>(),
+        vec![(0, GROUP), (90, other)]
+    );
+    e.handle_multicast(base, C2, other, R, true, &m());
+    assert_eq!(
+        e.service(0)
+            .unwrap()
+            .counters
+            .rejects(DropReason::MulticastUnsupported),
+        1
+    );
+    assert!(e.service(0).unwrap().caches.is_empty());
+}
+
+#[test]
+fn a_redirect_assign_sent_to_the_group_is_accepted() {
+    let base = t0();
+    let mut e = multicast_engine();
+    let sec = Security::None;
+    let first = hia(ServiceInfo::standard(0), C2, None, Some(gre_hash()), false);
+    e.handle_multicast(base, C2, GROUP, R, true, &bytes(&sec, first.into_message()));
+    let due = e.poll_timeout().unwrap();
+    e.handle_timeout(due);
+    let i = isy(&drain(&mut e, due)[0].1);
+    let id = i.identity.router.receive_id;
+    let second = hia(
+        ServiceInfo::standard(0),
+        C2,
+        Some(id),
+        Some(gre_hash()),
+        false,
+    );
+    e.handle_multicast(due, C2, GROUP, R, true, &bytes(&sec, second.into_message()));
+    let change = e.service(0).unwrap().member_change_number;
+    let buckets = assign_hash(
+        &[WeightedCache {
+            address: C2,
+            weight: 1,
+        }],
+        &BucketOwners::NONE,
+    )
+    .unwrap();
+    let ra = RedirectAssign::new(
+        ServiceInfo::standard(0),
+        RedirectAssignment::Hash(AssignmentInfo {
+            key: AssignmentKey {
+                cache_ip: C2,
+                change_number: 1,
+            },
+            routers: vec![RouterAssignmentElement {
+                router_ip: R,
+                receive_id: id,
+                change_number: change,
+            }],
+            buckets,
+        }),
+    );
+    let at = due + Duration::from_secs(15);
+    e.handle_multicast(at, C2, GROUP, R, true, &bytes(&sec, ra.into_message()));
+    let a = e.assignment(0).unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(e.service(0).unwrap().cache(C2).unwrap().buckets, 256);
+}
