@@ -220,11 +220,13 @@ G_ONLY=n/a
 if want generator; then read -r _ G_ONLY _ < <(run_mode generator "$SNK" eth0); fi
 
 # --- kernel forwarding -------------------------------------------------------------------
-# The kernel rows' forwarding runs in softirq on the CPU that sends (CPU 0, beside trafgen),
-# while swrouter has CPU 1 to itself: the kernel rows measure how fast the generator and the
-# kernel path share one CPU. Moving the kernel's receive processing to CPU 1 with RPS was
-# tried: on veth, trafgen's transmit ring then stalls (a few hundred packets/s), so it is not
-# a usable comparison. Read the ratios with this in mind.
+# Not a fair anchor, read the ratios with this in mind: on veth the receiver's work runs in
+# softirq on the sender's CPU. In the kernel rows trafgen sends on CPU 0, so the router
+# namespace's forwarding (or NAT), the sink's answers and the generator's own replies all run on
+# CPU 0 beside trafgen, and CPU 1 idles: the kernel gets one CPU. In the swrouter rows trafgen
+# only fills swrouter's ring, swrouter runs on CPU 1, and the sink's and generator's kernel work
+# runs on CPU 1 when swrouter transmits: two CPUs in all. Moving the kernel's receive work to
+# CPU 1 with RPS was tried: trafgen's transmit ring on veth then stalls (a few hundred packets/s).
 K_SINK=0
 if want kernel; then
   ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
