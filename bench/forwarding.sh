@@ -220,15 +220,33 @@ G_ONLY=n/a
 if want generator; then read -r _ G_ONLY _ < <(run_mode generator "$SNK" eth0); fi
 
 # --- kernel forwarding -------------------------------------------------------------------
-# Not a fair anchor, read the ratios with this in mind: on veth the receiver's work runs in
-# softirq on the sender's CPU. In the kernel rows trafgen sends on CPU 0, so the router
-# namespace's forwarding (or NAT), the sink's answers and the generator's own replies all run on
-# CPU 0 beside trafgen, and CPU 1 idles: the kernel gets one CPU. In the swrouter rows trafgen
-# only fills swrouter's ring, swrouter runs on CPU 1, and the sink's and generator's kernel work
-# runs on CPU 1 when swrouter transmits: two CPUs in all. Moving the kernel's receive work to
-# CPU 1 with RPS was tried: trafgen's transmit ring on veth then stalls (a few hundred packets/s).
+# The kernel rows give the kernel a CPU of its own, as swrouter has CPU 1: on veth the
+# receiver's work runs on the sender's CPU, so without this the router namespace's forwarding
+# (or NAT), the sink's answers and the generator's replies would all run in softirq on CPU 0
+# beside trafgen while CPU 1 idles. With GRO on, a veth receives through NAPI; threaded NAPI
+# runs it in a kernel thread, pinned here to CPU 1. The packets it forwards are then received
+# (sink, generator) on CPU 1 too, as they are when swrouter transmits from CPU 1. (RPS to CPU 1
+# was tried first: trafgen's transmit ring on veth then stalls.)
+kernel_cpu() {
+  local on=$1 dev pid
+  for dev in eth0 eth1; do
+    if [ "$on" = 1 ]; then
+      ip netns exec "$RTR" ethtool -K "$dev" gro on >/dev/null
+      ip netns exec "$RTR" sh -c "echo 1 > /sys/class/net/$dev/threaded"
+    else
+      ip netns exec "$RTR" sh -c "echo 0 > /sys/class/net/$dev/threaded"
+      ip netns exec "$RTR" ethtool -K "$dev" gro off >/dev/null
+    fi
+  done
+  if [ "$on" = 1 ]; then
+    sleep 0.2
+    for pid in $(pgrep '^napi/eth[01]-'); do taskset -pc 1 "$pid" >/dev/null; done
+  fi
+}
+command -v ethtool >/dev/null || { echo "bench/forwarding.sh needs ethtool (apt-get install ethtool)" >&2; exit 1; }
 K_SINK=0
 if want kernel; then
+  kernel_cpu 1
   ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
   ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
@@ -239,12 +257,14 @@ if want kernel; then
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
   ip -n "$RTR" addr flush dev eth0
   ip -n "$RTR" addr flush dev eth1
+  kernel_cpu 0
 fi
 
 # --- kernel NAT (nftables masquerade, conntrack) --------------------------------------------
 K_NAT=0 K_SYN=0
 kernel_nat() {
   local row=$1 count_ns=$2
+  kernel_cpu 1
   ip -n "$RTR" addr add 10.0.1.1/24 dev eth0
   ip -n "$RTR" addr add 10.0.2.1/24 dev eth1
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=1
@@ -263,6 +283,7 @@ NFT
   ip netns exec "$RTR" sysctl -qw net.ipv4.ip_forward=0
   ip -n "$RTR" addr flush dev eth0
   ip -n "$RTR" addr flush dev eth1
+  kernel_cpu 0
 }
 if want kernel-nat; then
   TRAFGEN_CFG="$WORK/udp64-flows.cfg"

@@ -3,7 +3,7 @@
 # dpkg-dev, systemd and man-db are for scripts/package.sh: dpkg-shlibdeps works out the
 # package's dependencies, systemd-analyze verifies the unit, man checks the man pages.
 set -euo pipefail
-pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus dpkg-dev systemd man-db keepalived)
+pkgs=(iproute2 iputils-ping curl python3 tshark tcpdump squid nftables netsniff-ng iperf3 procps build-essential pkg-config traceroute prometheus dpkg-dev systemd man-db keepalived ethtool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
