@@ -70,6 +70,9 @@ pub struct Config {
     pub resync_retry: Duration,
     /// Ask the peer for a bulk resync on join, on its restart and after lost messages.
     pub request_resync: bool,
+    /// Log every change to the replica for [`Endpoint::poll_change`] (a router that applies
+    /// the peer's state as it arrives); off, the replica is only read on demand.
+    pub report_changes: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -109,6 +112,7 @@ impl Config {
             resync_window: 64,
             resync_retry: Duration::from_millis(500),
             request_resync: true,
+            report_changes: false,
         }
     }
 
@@ -529,6 +533,8 @@ impl Endpoint {
     /// A new endpoint; its first message is a Hello.
     pub fn new(cfg: Config, now: Instant) -> Result<Endpoint, ConfigError> {
         cfg.validate()?;
+        let mut replica = Replica::new();
+        replica.log_changes(cfg.report_changes);
         Ok(Endpoint {
             auth: Auth::new(&cfg.key, cfg.tag_len),
             cfg,
@@ -548,7 +554,7 @@ impl Endpoint {
                 free: Vec::new(),
             },
             rx: None,
-            replica: Replica::new(),
+            replica,
             events: VecDeque::new(),
             stats: Counters::default(),
             rejects: RejectCounters::default(),
@@ -579,6 +585,13 @@ impl Endpoint {
     /// The next event for the router.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The oldest change to the replica not yet taken, with [`Config::report_changes`]: what
+    /// the router applies to its standby copy of the peer's state (a resync's sweep comes out
+    /// as deletes). Take them after every [`Self::handle`].
+    pub fn poll_change(&mut self) -> Option<Record> {
+        self.replica.take_change()
     }
 
     // ---- sending records ----
@@ -1472,6 +1485,31 @@ mod tests {
         assert_eq!(b.replica().get(T, b"new"), Some(&b"v"[..]));
         assert_eq!(b.replica().get(T, &7u32.to_be_bytes()), None);
         assert_eq!(b.replica().len(T), 500);
+    }
+
+    #[test]
+    fn changes_are_reported_in_order_when_asked() {
+        let now = Instant::now();
+        let a_cfg = Config::new(1, 2, 100, KEY);
+        let mut b_cfg = Config::new(2, 1, 200, KEY);
+        b_cfg.report_changes = true;
+        let mut a = Endpoint::new(a_cfg, now).unwrap();
+        let mut b = Endpoint::new(b_cfg, now).unwrap();
+        let state = vec![Record::upsert(T, *b"s", *b"1")];
+        pump(&mut a, &mut b, now, &state);
+        a.publish(RecordRef::upsert(T, b"k", b"2")).unwrap();
+        a.publish(RecordRef::delete(T, b"s")).unwrap();
+        pump(&mut a, &mut b, now, &[]);
+        let got: Vec<Record> = std::iter::from_fn(|| b.poll_change()).collect();
+        assert_eq!(
+            got,
+            [
+                Record::upsert(T, *b"s", *b"1"),
+                Record::upsert(T, *b"k", *b"2"),
+                Record::delete(T, *b"s"),
+            ]
+        );
+        assert_eq!(a.poll_change(), None, "a did not ask");
     }
 
     /// The ordering rule: live updates sequenced after ResyncBegin win over the (older) snapshot

@@ -1,9 +1,9 @@
 //! The receiver's mirror of the sender's tables, and order-independent digests to compare two
 //! replicas (or a replica with the sender's own state).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::record::{Op, RecordRef, TableId};
+use crate::record::{Op, Record, RecordRef, TableId};
 
 /// One entry: the value and the resync mark it was last confirmed under (0: none).
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ struct Table {
 pub struct Replica {
     tables: BTreeMap<TableId, Table>,
     last_mark: u32,
+    /// With [`Replica::log_changes`]: every change to the contents, in order, until taken.
+    changes: Option<VecDeque<Record>>,
 }
 
 /// One table's summary: entry count and an order-independent 64-bit digest of its contents.
@@ -92,6 +94,18 @@ impl Replica {
         Replica::default()
     }
 
+    /// Starts (or stops) logging changes for [`Replica::take_change`]: an upsert that adds
+    /// an entry or changes its value, a delete of an existing entry, an entry a resync swept
+    /// (as a delete). Re-confirming an unchanged value is not a change.
+    pub fn log_changes(&mut self, on: bool) {
+        self.changes = on.then(VecDeque::new);
+    }
+
+    /// The oldest change not yet taken (with [`Replica::log_changes`] on).
+    pub fn take_change(&mut self) -> Option<Record> {
+        self.changes.as_mut()?.pop_front()
+    }
+
     /// Applies one record.
     pub fn apply(&mut self, rec: RecordRef<'_>) {
         self.apply_marked(rec, 0);
@@ -104,6 +118,11 @@ impl Replica {
             Op::Upsert => {
                 let h = entry_hash(rec.table, rec.key, rec.value);
                 if let Some(e) = table.map.get_mut(rec.key) {
+                    if e.value != rec.value {
+                        if let Some(log) = self.changes.as_mut() {
+                            log.push_back(rec.to_owned());
+                        }
+                    }
                     table.digest = table
                         .digest
                         .wrapping_sub(entry_hash(rec.table, rec.key, &e.value))
@@ -112,6 +131,9 @@ impl Replica {
                     e.value.extend_from_slice(rec.value);
                     e.mark = mark;
                 } else {
+                    if let Some(log) = self.changes.as_mut() {
+                        log.push_back(rec.to_owned());
+                    }
                     table.digest = table.digest.wrapping_add(h);
                     table.map.insert(
                         rec.key.to_vec(),
@@ -127,6 +149,9 @@ impl Replica {
                     table.digest = table
                         .digest
                         .wrapping_sub(entry_hash(rec.table, rec.key, &e.value));
+                    if let Some(log) = self.changes.as_mut() {
+                        log.push_back(rec.to_owned());
+                    }
                 }
             }
         }
@@ -152,10 +177,14 @@ impl Replica {
         for (&id, table) in self.tables.iter_mut() {
             let before = table.map.len();
             let mut digest = table.digest;
+            let log = &mut self.changes;
             table.map.retain(|k, e| {
                 let keep = e.mark == mark;
                 if !keep {
                     digest = digest.wrapping_sub(entry_hash(id, k, &e.value));
+                    if let Some(log) = log.as_mut() {
+                        log.push_back(Record::delete(id, k.clone()));
+                    }
                 }
                 keep
             });
@@ -257,6 +286,32 @@ mod tests {
         a.apply(RecordRef::delete(t, b"1"));
         a.apply(RecordRef::delete(t, b"2"));
         assert_eq!(a.digests(), Digests::default());
+    }
+
+    #[test]
+    fn change_log_reports_real_changes_only() {
+        let t = TableId::NAT_SESSION;
+        let mut r = Replica::new();
+        r.apply(RecordRef::upsert(t, b"0", b"x"));
+        assert_eq!(r.take_change(), None, "off by default");
+        r.log_changes(true);
+        r.apply(RecordRef::upsert(t, b"1", b"x"));
+        r.apply(RecordRef::upsert(t, b"1", b"x"));
+        r.apply(RecordRef::upsert(t, b"1", b"y"));
+        r.apply(RecordRef::delete(t, b"2"));
+        r.apply(RecordRef::delete(t, b"1"));
+        let m = r.next_mark();
+        assert_eq!(r.sweep(m), 1);
+        let got: Vec<Record> = std::iter::from_fn(|| r.take_change()).collect();
+        assert_eq!(
+            got,
+            [
+                Record::upsert(t, &b"1"[..], &b"x"[..]),
+                Record::upsert(t, &b"1"[..], &b"y"[..]),
+                Record::delete(t, &b"1"[..]),
+                Record::delete(t, &b"0"[..]),
+            ]
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod probe;
 pub mod sd_notify;
+pub mod statesync;
 pub mod status;
 pub mod status_live;
 pub mod steering_status;
