@@ -41,6 +41,8 @@ pub struct Shared {
     /// The packet trace (`swrouter trace`): armed by the control plane, marked and recorded
     /// by the workers.
     pub trace: Arc<crate::pipeline::trace::Tracer>,
+    /// Where state owners publish records for the HA peer (`[ha.sync]`; disabled without it).
+    pub sync: crate::statesync::SyncFeed,
 }
 
 /// Opens every worker's sockets (so errors surface before anything runs), then starts the threads.

@@ -225,6 +225,8 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
         crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
             .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
     );
+    // HA state sync: state owners publish into this feed; the sync driver drains it.
+    let sync_feed = crate::statesync::SyncFeed::disabled();
     // NAT: the runtime the workers, the switch processor and status share.
     let nat_rt = match &conf.nat.config {
         Some(cfg) => {
@@ -288,6 +290,7 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             .collect(),
         outbox,
         trace: Arc::new(crate::pipeline::trace::Tracer::new(conf.router.workers)),
+        sync: sync_feed.clone(),
     });
     let nat_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let result = (|| -> Result<()> {
