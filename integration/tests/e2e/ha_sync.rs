@@ -46,6 +46,11 @@ pub(crate) struct SyncLab {
 /// Builds the sync pair; `extra(node)` is appended to node 1's or 2's config. r1 (priority
 /// 200) is started first and is master; r2 is backup.
 pub(crate) fn sync_lab(tag: &str, extra: impl Fn(u32) -> String) -> SyncLab {
+    sync_lab_at(tag, PAIR_INTERVAL, extra)
+}
+
+/// [`sync_lab`] with VRRP advertisements every `interval`.
+pub(crate) fn sync_lab_at(tag: &str, interval: Duration, extra: impl Fn(u32) -> String) -> SyncLab {
     require_root();
     let mut lab = Lab::new(tag).unwrap();
     let br = lab.add_ns("br").unwrap();
@@ -84,7 +89,7 @@ pub(crate) fn sync_lab(tag: &str, extra: impl Fn(u32) -> String) -> SyncLab {
             .unwrap();
         let lan = format!("10.0.1.{}/24", me + 1);
         let wan = format!("10.0.2.{}/24", me + 1);
-        let mut tail = pair_vrrp(prio, PAIR_INTERVAL.as_millis() as u32);
+        let mut tail = pair_vrrp(prio, interval.as_millis() as u32);
         tail.push_str(&sync_section(me, &key));
         tail.push_str(&extra(me));
         let (conf, socket) = write_conf(&lab, &name, &[("eth0", &lan), ("eth1", &wan)], &tail);
@@ -280,6 +285,179 @@ fn the_standby_holds_the_active_state_and_refuses_what_is_not_the_peer() {
         text.contains("role: standby") && text.contains("in sync") && text.contains("forged=1"),
         "{text}"
     );
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
+
+/// NAT on both nodes: the client's network leaves through eth1 as the server side's virtual
+/// address.
+fn nat_section(_: u32) -> String {
+    "\n[nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"10.0.2.254\"]\n"
+        .to_string()
+}
+
+/// 5 % random loss of the sync link's datagrams, both ways (each node drops 5 % of what it
+/// receives on the sync port).
+fn lossy_sync_link(l: &SyncLab) {
+    for n in &l.nodes {
+        let rules = format!(
+            "table inet hsloss {{ chain input {{ type filter hook input priority 0; udp dport {SYNC_PORT} numgen random mod 100 < 5 counter drop; }} }}"
+        );
+        n.ns.run_ok("nft", &[&rules]).unwrap();
+    }
+}
+
+#[test]
+fn ten_thousand_sessions_converge_under_five_percent_loss() {
+    let mut l = sync_lab("hsloss", nat_section);
+    lossy_sync_link(&l);
+    // 10,000 UDP flows from distinct source ports: 10,000 NAT sessions on the active.
+    let script = "import socket\nfor p in range(20000, 30000):\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    s.bind(('10.0.1.10',p))\n    s.sendto(b'x',('10.0.2.10',9))\n    s.close()\n";
+    l.cli.run_ok("python3", &["-c", script]).unwrap();
+    let converged = wait_converged(
+        &l.nodes[0],
+        &l.nodes[1],
+        "nat-session",
+        10_000,
+        Duration::from_secs(30),
+    );
+    let (a, s) = converged.unwrap_or_else(|| {
+        panic!(
+            "the standby never held the active's 10,000 sessions: r1 {} r2 {}",
+            sync_of(&l.nodes[0]),
+            sync_of(&l.nodes[1])
+        )
+    });
+    eprintln!(
+        "r1: {} sessions published, resends {}, nacks received {}; r2: {} held, nacks sent {}",
+        a["tables"]["nat-session"]["published"],
+        a["resends"],
+        a["nacks_received"],
+        s["tables"]["nat-session"]["peer"],
+        s["nacks_sent"]
+    );
+    assert_eq!(
+        a["tables"]["nat-session"]["published"].as_u64(),
+        Some(10_000),
+        "{a}"
+    );
+    // The loss was real and repaired: something was NACKed and resent.
+    assert!(
+        a["resends"].as_u64().unwrap() > 0 && s["nacks_sent"].as_u64().unwrap() > 0,
+        "no loss repaired? r1 {a} r2 {s}"
+    );
+    // The standby applied them to its own NAT (not only held them).
+    assert!(
+        s["tables"]["nat-session"]["applied"].as_u64().unwrap() >= 10_000,
+        "{s}"
+    );
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
+
+/// A 1,000 packets/s UDP stream from the client to the server through the virtual gateways
+/// for `secs` seconds while `during` runs (1 s in); returns (sent, received).
+fn stream_through(l: &mut SyncLab, secs: u32, during: impl FnOnce(&mut SyncLab)) -> (u64, u64) {
+    let srv = l
+        .lab
+        .namespaces()
+        .iter()
+        .find(|n| n.name.ends_with("srv"))
+        .unwrap()
+        .clone();
+    let total = secs * 1000;
+    let rx = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.0.2.10',5001))\ns.settimeout(0.5)\nseen=set()\nend=time.time()+{}\nwhile time.time()<end:\n    try:\n        d,_=s.recvfrom(64)\n        seen.add(int(d))\n    except socket.timeout:\n        pass\nprint('received', len(seen), flush=True)\n",
+        secs + 3
+    );
+    let receiver = l.lab.spawn(&srv, "python3", &["-c", &rx]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let tx = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nt0=time.time()\nfor i in range({total}):\n    d=t0+i/1000.0-time.time()\n    if d>0: time.sleep(d)\n    s.sendto(str(i).encode(),('10.0.2.10',5001))\nprint('sent', {total}, flush=True)\n"
+    );
+    let cli = l.cli.clone();
+    let sender = l.lab.spawn(&cli, "python3", &["-c", &tx]).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    during(l);
+    for h in [&sender, &receiver] {
+        let done = wait_for(
+            Duration::from_secs(u64::from(secs) + 8),
+            Duration::from_millis(50),
+            || l.lab.try_wait(h).unwrap(),
+        );
+        assert!(done.is_some(), "stream did not finish: {}", l.lab.logs(h));
+    }
+    let count = |log: &str, word: &str| {
+        log.lines()
+            .find_map(|x| x.strip_prefix(word))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no `{word}` in {log}"))
+    };
+    (
+        count(&l.lab.logs(&sender), "sent "),
+        count(&l.lab.logs(&receiver), "received "),
+    )
+}
+
+/// Advertisement interval of the switchover-loss tests: Master_Down_Interval 36 ms at
+/// priority 100.
+const FAST_INTERVAL: Duration = Duration::from_millis(10);
+
+#[test]
+fn a_killed_active_loses_under_50_ms_of_a_1000_pps_stream() {
+    let mut l = sync_lab_at("hskill", FAST_INTERVAL, |_| String::new());
+    let (sent, got) = stream_through(&mut l, 3, |l| {
+        let r1 = l.nodes[0].proc.take().unwrap();
+        l.lab.kill(&r1).unwrap();
+    });
+    let lost = sent - got;
+    eprintln!("kill -9 of the active: {lost} of {sent} packets lost (1 packet = 1 ms)");
+    assert!(
+        lost <= 50,
+        "{lost} packets lost: more than 50 ms of the stream"
+    );
+    let h2 = ha(&l.nodes[1]).unwrap();
+    assert_eq!(h2["role"], "active", "{h2}");
+    assert!(
+        h2["sync"]["last_switchover"]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("master-down")),
+        "{h2}"
+    );
+    if let Some(p) = l.nodes[1].proc.take() {
+        l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+    }
+}
+
+#[test]
+fn a_planned_switchover_loses_nothing() {
+    let mut l = sync_lab_at("hsplan", FAST_INTERVAL, |_| String::new());
+    let (sent, got) = stream_through(&mut l, 3, |l| {
+        let out = l.nodes[0]
+            .ns
+            .run_ok(
+                &integration::binary("swrouter").to_string_lossy(),
+                &[
+                    "ha",
+                    "switchover",
+                    "-s",
+                    &l.nodes[0].socket.to_string_lossy(),
+                ],
+            )
+            .unwrap();
+        eprintln!("switchover: {out}");
+    });
+    let lost = sent - got;
+    eprintln!("planned switchover: {lost} of {sent} packets lost");
+    let h2 = ha(&l.nodes[1]).unwrap();
+    assert_eq!(h2["role"], "active", "{h2}");
+    assert_eq!(lost, 0, "a planned switchover lost {lost} packets");
     for node in &mut l.nodes {
         if let Some(p) = node.proc.take() {
             l.lab.stop(&p, Duration::from_secs(3)).unwrap();

@@ -43,6 +43,9 @@ struct Instance {
     /// The current master's primary address, as far as this router knows.
     master: Option<Ipv4Addr>,
     last: Option<Transition>,
+    /// After a planned switchover: the data plane keeps routing frames to the virtual MAC
+    /// until then.
+    linger_until: Option<Instant>,
 }
 
 /// Receive-side drops of one interface.
@@ -97,6 +100,7 @@ impl VrrpDriver {
                 vr,
                 master: None,
                 last: None,
+                linger_until: None,
             });
         }
         Ok(VrrpDriver {
@@ -120,13 +124,18 @@ impl VrrpDriver {
     pub fn deadline(&self) -> Option<Instant> {
         self.instances
             .iter()
-            .filter_map(|i| i.vr.next_deadline())
+            .flat_map(|i| [i.vr.next_deadline(), i.linger_until])
+            .flatten()
             .min()
     }
 
     /// Runs every timer that is due.
     pub fn on_timer(&mut self, now: Instant) {
         for i in 0..self.instances.len() {
+            if self.instances[i].linger_until.is_some_and(|t| t <= now) {
+                self.instances[i].linger_until = None;
+                self.plane.set_linger(i, false);
+            }
             if self.instances[i]
                 .vr
                 .next_deadline()
@@ -199,6 +208,12 @@ impl VrrpDriver {
             ));
             let a = self.instances[i].vr.switchover(now);
             self.carry_out(i, a, now);
+            // Make before break: frames the switches still send here (until the new
+            // master's first frames teach them its port) are routed, not dropped.
+            if self.instances[i].vr.state() != State::Master {
+                self.plane.set_linger(i, true);
+                self.instances[i].linger_until = Some(now + SWITCHOVER_LINGER);
+            }
         }
         if moved.is_empty() {
             return Err("this router is master of no virtual router (nothing to hand over); see `swrouter ha status`".into());
@@ -391,6 +406,9 @@ impl VrrpDriver {
         }
     }
 }
+
+/// How long a router that handed mastership over keeps routing frames to the virtual MAC.
+pub const SWITCHOVER_LINGER: Duration = Duration::from_millis(500);
 
 /// How long a clean stop waits for worker 0 to send the priority-0 advertisements.
 pub const STOP_GRACE: Duration = Duration::from_millis(50);

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 const MASTER: u8 = 1;
 /// Master and Accept_Mode: the virtual addresses are the router's own.
 const ACCEPTS: u8 = 2;
+/// Just handed mastership over (planned switchover): frames still sent to the virtual MAC are
+/// routed until the switches have learnt the new master's port (make before break).
+const LINGER: u8 = 4;
 
 /// One virtual router as the workers see it.
 #[derive(Debug)]
@@ -84,6 +87,18 @@ impl VrrpPlane {
         }
     }
 
+    /// After a planned switchover: keep routing frames to the virtual MAC (`on`) without
+    /// owning the addresses (no ARP answers, no local delivery), or stop.
+    pub fn set_linger(&self, index: usize, on: bool) {
+        if let Some(g) = self.groups.get(index) {
+            if on {
+                g.role.fetch_or(LINGER, Ordering::AcqRel);
+            } else {
+                g.role.fetch_and(!LINGER, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// True when a virtual router runs on `iface` (its advertisements are taken in there).
     #[inline]
     pub fn speaks_on(&self, iface: IfId) -> bool {
@@ -101,9 +116,13 @@ impl VrrpPlane {
     }
 
     /// True when `mac` is the virtual MAC of a virtual router that is master on `iface`.
+    /// Also while lingering after a planned switchover.
     pub fn takes_mac(&self, iface: IfId, mac: MacAddr) -> bool {
-        self.masters()
-            .any(|(g, _)| g.iface == iface && g.mac == mac)
+        self.groups.iter().any(|g| {
+            g.iface == iface
+                && g.mac == mac
+                && g.role.load(Ordering::Acquire) & (MASTER | LINGER) != 0
+        })
     }
 
     /// The virtual MAC to answer ARP for `addr` on `iface` with: a master's virtual address.
@@ -131,6 +150,26 @@ impl VrrpPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lingering_backup_routes_the_virtual_mac_but_owns_nothing() {
+        let vip = Ipv4Addr::new(10, 0, 1, 254);
+        let p = VrrpPlane::new([(1, 51, vec![vip])]);
+        let mac = ::vrrp::wire::virtual_mac(51);
+        p.set_role(0, true, true);
+        p.set_role(0, false, false);
+        p.set_linger(0, true);
+        assert!(p.takes_mac(1, mac));
+        assert_eq!(p.arp_mac(1, vip), None);
+        assert_eq!(p.vip_role(vip), None);
+        p.set_linger(0, false);
+        assert!(!p.takes_mac(1, mac));
+        // Becoming master again ends a linger.
+        p.set_linger(0, true);
+        p.set_role(0, true, false);
+        p.set_role(0, false, false);
+        assert!(!p.takes_mac(1, mac));
+    }
 
     #[test]
     fn only_a_master_owns_the_virtual_mac_and_addresses() {
