@@ -51,6 +51,19 @@ pub(crate) fn sync_lab(tag: &str, extra: impl Fn(u32) -> String) -> SyncLab {
 
 /// [`sync_lab`] with VRRP advertisements every `interval`.
 pub(crate) fn sync_lab_at(tag: &str, interval: Duration, extra: impl Fn(u32) -> String) -> SyncLab {
+    sync_lab_full(tag, interval, &[KEY, KEY], extra)
+}
+
+/// The shared key of the pair.
+const KEY: &str = "5f0e4c1d9a8b7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
+
+/// [`sync_lab_at`] with each node's own key file contents.
+fn sync_lab_full(
+    tag: &str,
+    interval: Duration,
+    keys: &[&str; 2],
+    extra: impl Fn(u32) -> String,
+) -> SyncLab {
     require_root();
     let mut lab = Lab::new(tag).unwrap();
     let br = lab.add_ns("br").unwrap();
@@ -68,11 +81,10 @@ pub(crate) fn sync_lab_at(tag: &str, interval: Duration, extra: impl Fn(u32) -> 
     cli.add_route("default", "10.0.1.254").unwrap();
     srv.add_addr("eth0", "10.0.2.10/24").unwrap();
     srv.add_route("default", "10.0.2.254").unwrap();
-    let key = key_file(
-        &lab,
-        "ha.key",
-        "5f0e4c1d9a8b7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d",
-    );
+    let key_files = [
+        key_file(&lab, "r1.key", keys[0]),
+        key_file(&lab, "r2.key", keys[1]),
+    ];
     let r1 = lab.add_ns("r1").unwrap();
     let r2 = lab.add_ns("r2").unwrap();
     lab.link(&r1, "eth2", &r2, "eth2").unwrap();
@@ -90,7 +102,7 @@ pub(crate) fn sync_lab_at(tag: &str, interval: Duration, extra: impl Fn(u32) -> 
         let lan = format!("10.0.1.{}/24", me + 1);
         let wan = format!("10.0.2.{}/24", me + 1);
         let mut tail = pair_vrrp(prio, interval.as_millis() as u32);
-        tail.push_str(&sync_section(me, &key));
+        tail.push_str(&sync_section(me, &key_files[me as usize - 1]));
         tail.push_str(&extra(me));
         let (conf, socket) = write_conf(&lab, &name, &[("eth0", &lan), ("eth1", &wan)], &tail);
         nodes.push(Node {
@@ -373,7 +385,7 @@ fn stream_through(l: &mut SyncLab, secs: u32, during: impl FnOnce(&mut SyncLab))
         .clone();
     let total = secs * 1000;
     let rx = format!(
-        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.0.2.10',5001))\ns.settimeout(0.5)\nseen=set()\nend=time.time()+{}\nwhile time.time()<end:\n    try:\n        d,_=s.recvfrom(64)\n        seen.add(int(d))\n    except socket.timeout:\n        pass\nprint('received', len(seen), flush=True)\n",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.0.2.10',5001))\ns.settimeout(0.5)\nseen=set()\nend=time.time()+{}\nwhile time.time()<end:\n    try:\n        d,_=s.recvfrom(64)\n        seen.add(int(d))\n    except socket.timeout:\n        pass\nprint('received', len(seen), flush=True)\nprint('missing', sorted(set(range(max(seen)+1))-seen)[:20] if seen else [], flush=True)\n",
         secs + 3
     );
     let receiver = l.lab.spawn(&srv, "python3", &["-c", &rx]).unwrap();
@@ -399,6 +411,9 @@ fn stream_through(l: &mut SyncLab, secs: u32, during: impl FnOnce(&mut SyncLab))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no `{word}` in {log}"))
     };
+    if let Some(m) = l.lab.logs(&receiver).lines().find(|x| x.starts_with("missing")) {
+        eprintln!("stream: {m}");
+    }
     (
         count(&l.lab.logs(&sender), "sent "),
         count(&l.lab.logs(&receiver), "received "),
@@ -455,9 +470,122 @@ fn a_planned_switchover_loses_nothing() {
     });
     let lost = sent - got;
     eprintln!("planned switchover: {lost} of {sent} packets lost");
+    if lost > 0 {
+        eprintln!("{}", l.lab.logs(l.nodes[1].proc.as_ref().unwrap()));
+    }
     let h2 = ha(&l.nodes[1]).unwrap();
     assert_eq!(h2["role"], "active", "{h2}");
     assert_eq!(lost, 0, "a planned switchover lost {lost} packets");
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_node_with_the_wrong_key_never_joins_and_a_cut_sync_link_leaves_one_master() {
+    let wrong = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let mut l = sync_lab_full("hskey", PAIR_INTERVAL, &[KEY, wrong], |_| String::new());
+    // Every message of r2 fails r1's HMAC check and the other way round: neither hears a peer.
+    let n = |v: &serde_json::Value| v["rejected"]["forged"].as_u64().unwrap_or(0);
+    let counted = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let (a, b) = (sync_of(&l.nodes[0]), sync_of(&l.nodes[1]));
+        (n(&a) > 0 && n(&b) > 0).then_some((a, b))
+    });
+    let (a, b) = counted.unwrap_or_else(|| {
+        panic!(
+            "forged messages not counted: r1 {} r2 {}",
+            sync_of(&l.nodes[0]),
+            sync_of(&l.nodes[1])
+        )
+    });
+    for s in [&a, &b] {
+        assert_eq!(s["peer_alive"], false, "{s}");
+        assert_eq!(s["messages_received"], 0, "{s}");
+        assert!(s["peer_epoch"].is_null(), "{s}");
+    }
+    // VRRP does not depend on the sync link: with it cut, one master stays.
+    for n in &l.nodes {
+        n.ns.ip(&["link", "set", "eth2", "down"]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (h1, h2) = (ha(&l.nodes[0]).unwrap(), ha(&l.nodes[1]).unwrap());
+    assert_eq!(
+        (h1["role"].as_str(), h2["role"].as_str()),
+        (Some("active"), Some("standby")),
+        "{h1}\n{h2}"
+    );
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cut_sync_link_is_noticed_and_a_restored_one_resyncs() {
+    let mut l = sync_lab("hscut", |_| String::new());
+    l.cli
+        .run_ok("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.0.2.10"])
+        .unwrap();
+    assert!(
+        wait_converged(
+            &l.nodes[0],
+            &l.nodes[1],
+            "neighbour",
+            2,
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "never converged: {}",
+        sync_of(&l.nodes[1])
+    );
+    // Cut: both still see each other's VRRP, so there is one master; the channel reports the
+    // peer lost after its 3 s timeout.
+    l.nodes[1].ns.ip(&["link", "set", "eth2", "down"]).unwrap();
+    let lost = wait_for(Duration::from_secs(6), Duration::from_millis(100), || {
+        (sync_of(&l.nodes[0])["peer_alive"] == false).then_some(())
+    });
+    assert!(lost.is_some(), "r1 never noticed: {}", sync_of(&l.nodes[0]));
+    let (h1, h2) = (ha(&l.nodes[0]).unwrap(), ha(&l.nodes[1]).unwrap());
+    assert_eq!(
+        (h1["role"].as_str(), h2["role"].as_str()),
+        (Some("active"), Some("standby")),
+        "one master while the sync link is cut: {h1}\n{h2}"
+    );
+    // While cut, the active learns more (a new neighbour); restored, the standby catches up.
+    l.cli.add_addr("eth0", "10.0.1.11/24").unwrap();
+    l.cli
+        .run_ok(
+            "ping",
+            &[
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                "10.0.1.11",
+                "10.0.2.10",
+            ],
+        )
+        .unwrap_or_default();
+    l.nodes[1].ns.ip(&["link", "set", "eth2", "up"]).unwrap();
+    let back = wait_converged(
+        &l.nodes[0],
+        &l.nodes[1],
+        "neighbour",
+        3,
+        Duration::from_secs(8),
+    );
+    assert!(
+        back.is_some(),
+        "no catch-up after the link came back: r1 {} r2 {}",
+        sync_of(&l.nodes[0]),
+        sync_of(&l.nodes[1])
+    );
     for node in &mut l.nodes {
         if let Some(p) = node.proc.take() {
             l.lab.stop(&p, Duration::from_secs(3)).unwrap();
