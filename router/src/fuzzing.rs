@@ -96,8 +96,20 @@ fn tables() -> Tables {
         }
     }
     t.wccp = Arc::new(wccp_plane());
+    // VRID 51 on eth0 is master (Accept_Mode); VRID 52 on eth1 has just handed over and
+    // lingers.
+    let vrrp = crate::tables::vrrp::VrrpPlane::new([
+        (0, 51, vec![VIP.into()]),
+        (1, 52, vec![[10, 0, 2, 253].into()]),
+    ]);
+    vrrp.set_role(0, true, true);
+    vrrp.set_linger(1, true);
+    t.vrrp = Some(Arc::new(vrrp));
     t
 }
+
+/// VRID 51's virtual address.
+const VIP: [u8; 4] = [10, 0, 1, 254];
 
 /// Service 0: even buckets on a GRE cache, odd ones on an L2 cache, bucket 7 unassigned.
 fn wccp_plane() -> WccpPlane {
@@ -162,7 +174,7 @@ fn l4(sport: u16, dport: u16, tcp: bool) -> Vec<u8> {
 /// The well-formed frame a template names.
 fn template(kind: u8, iface: u16) -> Vec<u8> {
     let client = [10, 0, 1, 2];
-    match kind % 8 {
+    match kind % 10 {
         // TCP SYN to a server: WCCP service 0 redirects it (GRE or L2 by bucket).
         1 => ip_frame(iface, client, [10, 0, 2, 80], 6, &l4(40000, 80, true)),
         // UDP to the steering service.
@@ -196,13 +208,30 @@ fn template(kind: u8, iface: u16) -> Vec<u8> {
         ),
         // UDP over the static route, and to an unresolved neighbour on eth1.
         7 => ip_frame(iface, client, [192, 0, 2, 9], 17, &l4(1, 53, false)),
+        // A VRRPv3 advertisement for VRID 51 (to the VRRP group, TTL 255).
+        8 => {
+            let advert = [0x31, 51, 100, 1, 0, 2, 0, 0, 10, 0, 1, 254];
+            let mut f = ip_frame(iface, [10, 0, 1, 3], [224, 0, 0, 18], 112, &advert);
+            f[0..6].copy_from_slice(&::vrrp::wire::MULTICAST_MAC.0);
+            f[22] = 255;
+            ipv4::fill_checksum(&mut f[14..], 20);
+            f
+        }
+        // An echo request to VRID 51's virtual address, sent to its virtual MAC.
+        9 => {
+            let mut f = ip_frame(iface, client, VIP, 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+            f[0..6].copy_from_slice(&::vrrp::wire::virtual_mac(51).0);
+            f
+        }
         _ => Vec::new(),
     }
 }
 
 /// Feeds the records of `data` to a fresh pipeline and checks the accounting.
 pub fn fuzz_pipeline(data: &[u8], t0: Instant) {
-    let tables = tables();
+    let mut tables = tables();
+    // Advertisements queue here (bounded; a full queue is a counted drop), as for the driver.
+    let _vrrp_rx = tables.local.bind_vrrp(16);
     let neighbours = Neighbours::default();
     for (ifid, ip, mac) in [
         (1, [10, 0, 2, 2], [2, 0, 0, 0, 2, 2]),
