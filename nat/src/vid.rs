@@ -460,6 +460,36 @@ impl VidManager {
         Some((vid, backup))
     }
 
+    /// The worker to give a session the HA peer synced in `vid` (the standby places its
+    /// peer's sessions by its own VID table, whatever the peer's worker count): the owner
+    /// (or its backup) when operational; for a free VID, the least-loaded operational worker
+    /// claims it as it would adopt one (released once its last session has gone), with a
+    /// backup. Returns the worker and, when the VID was claimed here, its backup.
+    pub fn place_synced(&mut self, vid: Vid) -> Option<(WorkerId, Option<Option<WorkerId>>)> {
+        let e = self.entry(vid)?;
+        let up = |w: Option<WorkerId>| w.filter(|&w| self.is_operational(w));
+        if let Some(w) = up(e.owner).or(up(e.backup)) {
+            return Some((w, None));
+        }
+        if e.owner.is_some() {
+            return None;
+        }
+        let (w, _) = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.operational)
+            .min_by_key(|&(i, s)| (s.load, i))?;
+        let w = w as WorkerId;
+        self.free.retain(|&v| v != vid);
+        let backup = self.pick_backup(w);
+        self.entries[usize::from(vid)] = VidEntry {
+            owner: Some(w),
+            backup,
+        };
+        Some((w, Some(backup)))
+    }
+
     /// The operational worker other than `not` with the least load, for a backup.
     fn pick_backup(&self, not: WorkerId) -> Option<WorkerId> {
         self.workers

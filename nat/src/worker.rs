@@ -9,6 +9,7 @@ use crate::mirror::{MirrorOut, Record, RecordKind, Shadow, Wire};
 use crate::session::{
     key5, Binding, Change, Endpoint, Expired, Miss, SessionInfo, SessionTable, TableParams,
 };
+use crate::sync::SyncEvent;
 use crate::translate::{self, Kind, L4Csum, Side, Skip};
 use crate::vid::{Geometry, Vid, WorkerId};
 use netwire::ipv4::PROTO_TCP;
@@ -52,11 +53,14 @@ pub enum NatDrop {
     Misdelivered,
     /// The session table is full.
     TableFull,
+    /// The node is the HA standby: it translates the sessions its peer synced but creates
+    /// none (both nodes share the pool; the active one allocates).
+    Standby,
 }
 
 impl NatDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NatDrop; 9] = [
+    pub const ALL: [NatDrop; 10] = [
         NatDrop::Malformed,
         NatDrop::Fragment,
         NatDrop::Unsupported,
@@ -66,6 +70,7 @@ impl NatDrop {
         NatDrop::NoSession,
         NatDrop::Misdelivered,
         NatDrop::TableFull,
+        NatDrop::Standby,
     ];
 
     /// The stable counter name.
@@ -80,6 +85,7 @@ impl NatDrop {
             NatDrop::NoSession => "nat-no-session",
             NatDrop::Misdelivered => "nat-misdelivered",
             NatDrop::TableFull => "nat-table-full",
+            NatDrop::Standby => "nat-standby",
         }
     }
 }
@@ -147,6 +153,11 @@ pub struct NatWorker {
     need_vid: bool,
     /// When the last [`WorkerEvent::NeedVid`] was raised (seconds).
     asked_vid_at: Option<u32>,
+    /// The node is HA active (or has no HA): it creates sessions and expires them.
+    active: bool,
+    /// Session changes are recorded for the HA peer ([`NatWorker::poll_sync`]).
+    sync_on: bool,
+    sync: Vec<SyncEvent>,
     /// Counters.
     pub counters: WorkerCounters,
 }
@@ -180,6 +191,9 @@ impl NatWorker {
             scratch: Vec::new(),
             need_vid: false,
             asked_vid_at: None,
+            active: true,
+            sync_on: false,
+            sync: Vec::new(),
             counters: WorkerCounters::default(),
         }
     }
@@ -269,11 +283,19 @@ impl NatWorker {
                 };
                 let create = setup || is_setup(f.proto, f.tcp_flags, self.cfg.non_syn);
                 let pool = &self.cfg.rules[rule].pool;
-                let r = self
-                    .table
-                    .outbound(ep, (f.dst, f.dport), f.tcp_flags, pool, create, now);
+                let r = self.table.outbound(
+                    ep,
+                    (f.dst, f.dport),
+                    f.tcp_flags,
+                    pool,
+                    create && self.active,
+                    now,
+                );
                 let b = match r {
                     Ok(b) => b,
+                    Err(Miss::NoSession) if create && !self.active => {
+                        return self.counters.drop(NatDrop::Standby)
+                    }
                     Err(m) => return self.miss(m, f.proto),
                 };
                 translate::rewrite(pkt, &f, Side::Src, b.addr, b.port, csum);
@@ -405,6 +427,9 @@ impl NatWorker {
     fn mirror_session(&mut self, kind: RecordKind, s: u32) {
         let info = self.table.info(s);
         self.mirror.push(Record { kind, info });
+        if self.sync_on {
+            self.sync.push(SyncEvent::Upsert(info));
+        }
     }
 
     fn miss(&mut self, m: Miss, proto: u8) -> Verdict {
@@ -428,26 +453,14 @@ impl NatWorker {
     pub fn poll_expired(&mut self, now: u32, budget: usize, out: &mut Vec<WorkerEvent>) -> usize {
         // Taken out and put back so the loop can use `self`; the buffer keeps its capacity.
         let mut expired = std::mem::take(&mut self.expired);
+        // A standby keeps its peer's sessions until the peer deletes them.
+        let budget = if self.active { budget } else { 0 };
         let work = self.table.expire(now, budget, &mut expired);
         for e in expired.drain(..) {
-            self.mirror.push(Record {
-                kind: RecordKind::Removed,
-                info: e.info,
-            });
-            if e.mapping_gone {
-                out.push(WorkerEvent::FlowGone(e.info.endpoint()));
-                // A port came free: an older "blocks full" is stale.
-                self.need_vid = false;
+            if self.sync_on {
+                self.sync.push(SyncEvent::Delete(e.info));
             }
-            if e.vid_empty {
-                if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
-                    if Some(v) != self.home && self.owns(v) {
-                        self.owned[usize::from(v)] = false;
-                        self.table.remove_alloc(v);
-                        out.push(WorkerEvent::VidDrained(v));
-                    }
-                }
-            }
+            self.removed(&e, out);
         }
         self.expired = expired;
         if self.need_vid
@@ -461,6 +474,112 @@ impl NatWorker {
         }
         out.append(&mut self.events);
         work
+    }
+
+    /// Mirrors a removed session and reports what the switch processor must hear.
+    fn removed(&mut self, e: &Expired, out: &mut Vec<WorkerEvent>) {
+        self.mirror.push(Record {
+            kind: RecordKind::Removed,
+            info: e.info,
+        });
+        if e.mapping_gone {
+            out.push(WorkerEvent::FlowGone(e.info.endpoint()));
+            // A port came free: an older "blocks full" is stale.
+            self.need_vid = false;
+        }
+        if e.vid_empty {
+            if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
+                if Some(v) != self.home && self.owns(v) {
+                    self.owned[usize::from(v)] = false;
+                    self.table.remove_alloc(v);
+                    out.push(WorkerEvent::VidDrained(v));
+                }
+            }
+        }
+    }
+
+    /// Sets the node's HA role. A standby creates no session (a packet that would need one
+    /// is dropped as [`NatDrop::Standby`]) and expires none (its peer's deletes remove them);
+    /// becoming active restarts every session's timer from `now`: they are its own now.
+    pub fn set_active(&mut self, active: bool, now: u32) {
+        if active && !self.active {
+            self.table.restart_timers(now);
+        }
+        self.active = active;
+    }
+
+    /// True when the node is HA active (or without HA).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Records session creations, TCP state changes and removals for the HA peer (off by
+    /// default; the router turns it on while the node is active and syncs).
+    pub fn set_sync(&mut self, on: bool) {
+        self.sync_on = on;
+        if !on {
+            self.sync.clear();
+        }
+    }
+
+    /// Moves the recorded HA sync events into `out`, oldest first.
+    pub fn poll_sync(&mut self, out: &mut Vec<SyncEvent>) {
+        out.append(&mut self.sync);
+    }
+
+    /// Every live session as an upsert (a full re-export for the HA peer).
+    pub fn export(&self, out: &mut Vec<SyncEvent>) {
+        let mut all = Vec::new();
+        self.table.list(&mut all);
+        out.extend(all.into_iter().map(|(s, _)| SyncEvent::Upsert(s)));
+    }
+
+    /// Applies a session the HA peer synced: an upsert installs or updates it with its
+    /// outside port (this worker owns that port's VID from now on, as it owns an adopted VID:
+    /// released once its last session has gone); a delete removes it as expiry would (the
+    /// switch processor hears of a mapping or VID that went). False when refused: the port is
+    /// outside the range, the table is full, or the endpoint or port is mapped otherwise here.
+    pub fn apply_synced(&mut self, ev: &SyncEvent, now: u32) -> bool {
+        match ev {
+            SyncEvent::Upsert(info) => {
+                let Some(v) = self.geometry.vid_of_port(info.outside_port) else {
+                    return false;
+                };
+                let mappings = self.table.mappings();
+                if !self.table.upsert_synced(info, now) {
+                    return false;
+                }
+                if let Some(o) = self.owned.get_mut(usize::from(v)) {
+                    *o = true;
+                }
+                self.mirror.push(Record {
+                    kind: RecordKind::Created,
+                    info: *info,
+                });
+                if self.table.mappings() > mappings {
+                    // After any FlowGone of an earlier mapping of the endpoint this worker
+                    // reported: the flow table ends pointing here.
+                    self.events.push(WorkerEvent::FlowMoved(info.endpoint(), v));
+                }
+                true
+            }
+            SyncEvent::Delete(info) => {
+                let k = key5(
+                    info.proto,
+                    u32::from(info.inside_addr),
+                    info.inside_port,
+                    u32::from(info.remote_addr),
+                    info.remote_port,
+                );
+                let Some(e) = self.table.remove_inside(k) else {
+                    return false;
+                };
+                let mut events = std::mem::take(&mut self.events);
+                self.removed(&e, &mut events);
+                self.events = events;
+                true
+            }
+        }
     }
 
     /// Moves up to `max` mirror records into `out`; the router sends each to the backup of

@@ -242,7 +242,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
                 *crate::probe::PROBE_PORTS.start(),
                 *crate::probe::PROBE_PORTS.end(),
             );
-            let rt = Arc::new(crate::natd::NatRuntime::new(cfg.clone())?);
+            let rt = Arc::new(crate::natd::NatRuntime::new(
+                cfg.clone(),
+                sync_feed.clone(),
+            )?);
             tables.nat = Some(Arc::new(crate::natd::NatPlane::new(
                 cfg.clone(),
                 tables.ifaces.len(),
