@@ -650,3 +650,28 @@ mod tests {
         assert_eq!(m.request_vid(9), Err(VidError::NoSuchWorker(9)));
     }
 }
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn synced_sessions_go_to_the_owner_or_claim_a_free_vid() {
+        let g = Geometry::new(1024, 65535, 2);
+        let mut m = VidManager::new(g, 2);
+        let h0 = m.request_vid(0).unwrap().vid;
+        let h1 = m.request_vid(1).unwrap().vid;
+        m.set_load(0, 5);
+        assert_eq!(m.place_synced(h0), Some((0, None)));
+        assert_eq!(m.place_synced(h1), Some((1, None)));
+        // A free VID goes to the least-loaded worker, which owns it like an adopted one.
+        let free = (0..g.vids).find(|&v| v != h0 && v != h1).unwrap();
+        let before = m.free_vids();
+        assert_eq!(m.place_synced(free), Some((1, Some(Some(0)))));
+        assert_eq!(m.free_vids(), before - 1);
+        assert_eq!(m.entry(free).unwrap().owner, Some(1));
+        assert_eq!(m.place_synced(free), Some((1, None)), "claimed once");
+        assert!(m.release_vid(1, free));
+        assert_eq!(m.place_synced(g.vids), None, "no such VID");
+    }
+}

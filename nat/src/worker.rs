@@ -826,3 +826,115 @@ mod extra_vid_tests {
         assert_eq!(w.allocating(), &[0]);
     }
 }
+
+#[cfg(test)]
+mod ha_sync_tests {
+    use super::*;
+    use crate::config::{Prefix, Rule};
+    use crate::translate::build;
+    use netwire::tcp::flags;
+    use std::net::Ipv4Addr;
+
+    fn cfg(workers: u16) -> Config {
+        Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers,
+            max_sessions: 64,
+            ..Config::default()
+        }
+    }
+
+    const IN: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 0, 0, 1), 40000);
+    const REMOTE: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 1), 80);
+
+    #[test]
+    fn the_active_records_changes_and_the_standby_translates_them() {
+        let mut a = NatWorker::new(0, &cfg(2), 1, 0);
+        a.handle_grant(0);
+        a.set_sync(true);
+        let mut syn = build::tcp(IN, REMOTE, flags::SYN, 4);
+        assert_eq!(
+            a.outbound(&mut syn, L4Csum::Full, 1, 0, true, 10),
+            Verdict::Forward
+        );
+        let out = translate::parse(&syn).unwrap();
+        let mut evs = Vec::new();
+        a.poll_sync(&mut evs);
+        assert_eq!(evs.len(), 1);
+        let SyncEvent::Upsert(info) = evs[0] else {
+            panic!("an upsert")
+        };
+        assert_eq!((info.pool_addr, info.outside_port), (out.src, out.sport));
+        // An established packet records nothing.
+        let mut again = build::tcp(IN, REMOTE, flags::ACK, 4);
+        a.outbound(&mut again, L4Csum::Full, 1, 0, false, 11);
+        a.poll_sync(&mut evs);
+        assert_eq!(evs.len(), 1);
+
+        // The standby (one worker, another geometry) holds it and translates the reply.
+        let mut b = NatWorker::new(0, &cfg(1), 2, 0);
+        b.handle_grant(0);
+        b.set_active(false, 0);
+        for ev in &evs {
+            assert!(b.apply_synced(ev, 100));
+        }
+        let mut reply = build::tcp(REMOTE, (out.src, out.sport), flags::SYN | flags::ACK, 4);
+        assert_eq!(b.inbound(&mut reply, L4Csum::Full, 101), Verdict::Forward);
+        assert_eq!(translate::parse(&reply).unwrap().dst, IN.0);
+        // It creates nothing: a new flow is dropped as standby.
+        let mut other = build::tcp((IN.0, 40001), REMOTE, flags::SYN, 4);
+        assert_eq!(
+            b.outbound(&mut other, L4Csum::Full, 1, 0, true, 101),
+            Verdict::Drop(NatDrop::Standby)
+        );
+        assert_eq!(b.counters.drops[NatDrop::Standby as usize], 1);
+        // Nor does it expire the peer's session while standby.
+        let mut ev = Vec::new();
+        b.poll_expired(100_000, 10_000, &mut ev);
+        assert_eq!(b.table().len(), 1);
+        // Active, the session is its own with a fresh timer (established by the SYN-ACK the
+        // standby translated: 7440 s from now).
+        b.set_active(true, 100_000);
+        b.poll_expired(100_000 + 7439, 100_000, &mut ev);
+        assert_eq!(b.table().len(), 1);
+        b.poll_expired(100_000 + 7440, 100_000, &mut ev);
+        assert_eq!(b.table().len(), 0);
+    }
+
+    #[test]
+    fn expiry_records_a_delete_the_standby_applies() {
+        let mut a = NatWorker::new(0, &cfg(2), 1, 0);
+        a.handle_grant(0);
+        a.set_sync(true);
+        let mut p = build::udp(IN, REMOTE, 4, false);
+        a.outbound(&mut p, L4Csum::Full, 1, 0, true, 0);
+        let mut ev = Vec::new();
+        a.poll_expired(300, 10_000, &mut ev);
+        let mut evs = Vec::new();
+        a.poll_sync(&mut evs);
+        assert!(matches!(evs[..], [SyncEvent::Upsert(_), SyncEvent::Delete(_)]));
+        let mut b = NatWorker::new(0, &cfg(2), 2, 0);
+        b.handle_grant(1);
+        b.set_active(false, 0);
+        assert!(b.apply_synced(&evs[0], 1));
+        assert_eq!(b.table().len(), 1);
+        // The delete goes through the key alone, as decoded from a delete record.
+        let (k, _) = crate::sync::encode(match &evs[1] {
+            SyncEvent::Delete(s) => s,
+            _ => unreachable!(),
+        });
+        let del = crate::sync::decode_delete(&k).unwrap();
+        assert!(b.apply_synced(&del, 2));
+        assert_eq!(b.table().len(), 0);
+        let mut out = Vec::new();
+        b.poll_expired(2, 0, &mut out);
+        // The mapping went, and the VID it held (not b's home) was released.
+        assert!(out.iter().any(|e| matches!(e, WorkerEvent::FlowGone(_))));
+        assert!(out.iter().any(|e| matches!(e, WorkerEvent::VidDrained(0))));
+        assert!(!b.apply_synced(&del, 3), "an unknown session");
+    }
+}
