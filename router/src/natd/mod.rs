@@ -32,6 +32,9 @@
 mod switch;
 mod worker;
 
+#[cfg(test)]
+mod ha_tests;
+
 pub use switch::SwitchStats;
 pub use worker::{Step, WorkerNat, HANDOFF_BATCH};
 
