@@ -376,8 +376,8 @@ impl NatRuntime {
     /// Applies one record of the HA peer (table `NAT_SESSION`; the sync driver calls this on
     /// the standby for every change to its replica). Decoded here; the switch processor places
     /// the session by this node's VID table and the owning worker installs or removes it.
-    /// Never blocks; undecodable records are counted and dropped.
-    pub fn apply_synced(&self, rec: &hasync::Record) {
+    /// Never blocks; undecodable records are counted and dropped (false).
+    pub fn apply_synced(&self, rec: &hasync::Record) -> bool {
         self.ha.synced_in.fetch_add(1, Ordering::Relaxed);
         let ev = if rec.table != hasync::TableId::NAT_SESSION {
             None
@@ -393,6 +393,7 @@ impl NatRuntime {
             Some(ev) => {
                 self.synced.push(ev);
                 self.wake_switch();
+                true
             }
             None => {
                 let n = self.ha.undecodable.fetch_add(1, Ordering::Relaxed);
@@ -404,6 +405,7 @@ impl NatRuntime {
                         "NAT: HA peer's session record does not decode; dropped"
                     );
                 }
+                false
             }
         }
     }
