@@ -916,7 +916,10 @@ mod ha_sync_tests {
         a.poll_expired(300, 10_000, &mut ev);
         let mut evs = Vec::new();
         a.poll_sync(&mut evs);
-        assert!(matches!(evs[..], [SyncEvent::Upsert(_), SyncEvent::Delete(_)]));
+        assert!(matches!(
+            evs[..],
+            [SyncEvent::Upsert(_), SyncEvent::Delete(_)]
+        ));
         let mut b = NatWorker::new(0, &cfg(2), 2, 0);
         b.handle_grant(1);
         b.set_active(false, 0);

@@ -698,7 +698,13 @@ fn ha_sync_after(state: &mut ControlState) {
         .and_then(|v| v.last_cause())
         .unwrap_or_else(|| "start".to_string());
     let mut reexport = false;
-    let nat = state.shared.tables.load().nat.as_ref().map(|p| p.rt.clone());
+    let nat = state
+        .shared
+        .tables
+        .load()
+        .nat
+        .as_ref()
+        .map(|p| p.rt.clone());
     if sync.set_role(role, &cause, now) {
         // HELPER: tell the state owners (NAT: set_active; WCCP: set_ha_active).
         if let Some(nat) = &nat {
@@ -744,10 +750,9 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
             // The node record is shown in status.
             ::hasync::TableId::CONFIG => true,
             // HELPER: NAT_SESSION → NatRuntime::apply_synced; WCCP_GROUP → WccpDriver::apply_synced.
-            ::hasync::TableId::NAT_SESSION => tables
-                .nat
-                .as_ref()
-                .is_some_and(|p| p.rt.apply_synced(&rec)),
+            ::hasync::TableId::NAT_SESSION => {
+                tables.nat.as_ref().is_some_and(|p| p.rt.apply_synced(&rec))
+            }
             _ => false,
         };
         sync.count_change(rec.table, applied);

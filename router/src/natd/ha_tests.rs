@@ -156,7 +156,12 @@ fn dst(l3: &[u8]) -> (Ipv4Addr, u16) {
 /// Inside endpoints of the test's flows: TCP and UDP from a few hosts.
 fn flows() -> Vec<(bool, (Ipv4Addr, u16))> {
     (0..12u8)
-        .map(|i| (i % 2 == 0, (Ipv4Addr::new(10, 0, 0, 1 + i % 3), 40000 + u16::from(i))))
+        .map(|i| {
+            (
+                i % 2 == 0,
+                (Ipv4Addr::new(10, 0, 0, 1 + i % 3), 40000 + u16::from(i)),
+            )
+        })
         .collect()
 }
 
@@ -241,7 +246,10 @@ fn takeover_with(workers_b: u16) {
     b.pump();
     apply(&mut b, &recs);
     let h = b.rt.ha_status();
-    assert_eq!((h.applied, h.refused, h.undecodable), (recs.len() as u64, 0, 0));
+    assert_eq!(
+        (h.applied, h.refused, h.undecodable),
+        (recs.len() as u64, 0, 0)
+    );
     assert!(drain(&feed_b).is_empty(), "a standby publishes nothing");
 
     // The standby translates the synced flows both ways with the active's mappings.
@@ -273,7 +281,11 @@ fn takeover_with(workers_b: u16) {
     assert_eq!(exported.len(), n);
     assert_eq!(b.rt.ha_status().exported, n as u64);
     let sent = b.out(&fresh).expect("active: a new flow");
-    assert_ne!(outs.iter().find(|&&o| o == src(&sent)), Some(&src(&sent)), "no collision");
+    assert_ne!(
+        outs.iter().find(|&&o| o == src(&sent)),
+        Some(&src(&sent)),
+        "no collision"
+    );
     assert_eq!(drain(&feed_b).len(), 1, "the new session is published");
 
     // A delete of the peer removes the session.
@@ -297,7 +309,11 @@ fn takeover_with(workers_b: u16) {
     // And garbage is counted, not applied.
     apply(
         &mut b,
-        &[hasync::Record::upsert(hasync::TableId::NAT_SESSION, vec![9; 14], vec![1; 8])],
+        &[hasync::Record::upsert(
+            hasync::TableId::NAT_SESSION,
+            vec![9; 14],
+            vec![1; 8],
+        )],
     );
     assert_eq!(b.rt.ha_status().undecodable, 1);
     let mut table = String::new();
@@ -322,8 +338,11 @@ fn without_ha_nothing_is_published_and_sessions_are_made() {
     let mut a = Node::new(2, SyncFeed::disabled());
     assert!(a.rt.is_active());
     open_flows(&mut a);
-    assert_eq!(a.rt.ha_status(), NatHaStatus {
-        active: true,
-        ..Default::default()
-    });
+    assert_eq!(
+        a.rt.ha_status(),
+        NatHaStatus {
+            active: true,
+            ..Default::default()
+        }
+    );
 }
