@@ -61,6 +61,7 @@ pub mod hash;
 pub mod mirror;
 pub mod session;
 pub mod switch;
+pub mod sync;
 pub mod translate;
 pub mod vid;
 pub mod worker;

@@ -574,11 +574,57 @@ impl SessionTable {
     /// timer restarted at `now`. False when the slab is full or the endpoint already maps to a
     /// different outside address (which a correct mirror never produces).
     pub fn adopt(&mut self, info: &SessionInfo, now: u32) -> bool {
+        let ok = self.install(info, now);
+        if ok {
+            self.counters.adopted += 1;
+        }
+        ok
+    }
+
+    /// Installs or updates a session the HA peer synced (the standby's copy): same mapping,
+    /// same outside port, its TCP state; the timer starts at `now` for a new one. False when
+    /// the slab is full, or the endpoint or the outside port is already mapped otherwise here.
+    pub fn upsert_synced(&mut self, info: &SessionInfo, now: u32) -> bool {
+        self.install(info, now)
+    }
+
+    /// Removes the session with inside key `k` (the HA peer deleted it), as expiry would.
+    pub fn remove_inside(&mut self, k: u128) -> Option<Expired> {
+        let s = *self.by_inside.get(&k)?;
+        Some(self.remove(s))
+    }
+
+    /// Restarts every session's idle timer from `now` (the node became active: synced
+    /// sessions become its own and time out by its own clock from here).
+    pub fn restart_timers(&mut self, now: u32) {
+        self.wheel.iter_mut().for_each(|h| *h = NIL);
+        self.cursor = now;
+        for i in 0..self.sessions.len() {
+            let x = &mut self.sessions[i];
+            (x.prev, x.next, x.linked) = (NIL, NIL, false);
+            if x.live {
+                x.last_seen = now;
+                self.schedule(i as u32);
+            }
+        }
+    }
+
+    fn install(&mut self, info: &SessionInfo, now: u32) -> bool {
         let ep = info.endpoint();
         let (ia, ra) = (u32::from(info.inside_addr), u32::from(info.remote_addr));
         let k = key5(info.proto, ia, info.inside_port, ra, info.remote_port);
         if let Some(&s) = self.by_inside.get(&k) {
-            self.sessions[s as usize].tcp = info.tcp;
+            let mm = &self.mappings[self.sessions[s as usize].mapping as usize];
+            if (mm.pool_addr, mm.outside_port) != (u32::from(info.pool_addr), info.outside_port) {
+                return false;
+            }
+            let x = &mut self.sessions[s as usize];
+            let old = x.tcp;
+            x.tcp = info.tcp;
+            if x.linked && TimeoutClass::of(x.proto, old) != TimeoutClass::of(x.proto, info.tcp) {
+                self.unlink(s);
+                self.schedule(s);
+            }
             return true;
         }
         if self.live >= self.p.capacity {
@@ -594,7 +640,14 @@ impl SessionTable {
                 }
                 m
             }
-            None => self.new_mapping(ep, u32::from(info.pool_addr), info.outside_port),
+            None => {
+                let out = key3(info.proto, u32::from(info.pool_addr), info.outside_port);
+                if self.map_by_outside.contains_key(&out) {
+                    // Another endpoint holds this outside port here.
+                    return false;
+                }
+                self.new_mapping(ep, u32::from(info.pool_addr), info.outside_port)
+            }
         };
         self.new_session(
             m,
@@ -606,7 +659,6 @@ impl SessionTable {
             info.tcp,
             now,
         );
-        self.counters.adopted += 1;
         true
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::dispatch::{is_setup, FlowTable};
-use crate::session::Endpoint;
+use crate::session::{Endpoint, SessionInfo};
 use crate::translate::{self, Kind};
 use crate::vid::{
     Geometry, Grant, Selection, Vid, VidChange, VidError, VidManager, VidTable, WorkerId,
@@ -41,6 +41,20 @@ pub enum SetupOutcome {
     },
     /// Drop it (not a set-up, or no worker).
     Drop,
+}
+
+/// Where a synced session goes ([`SwitchProcessor::place_synced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPlacement {
+    /// The worker that holds it.
+    pub worker: WorkerId,
+    /// Its VID on this node.
+    pub vid: Vid,
+    /// `Some(backup)` when the VID was free and `worker` claimed it just now (the table must
+    /// be published, and the backup drop any stale shadow of it).
+    pub claimed: Option<Option<WorkerId>>,
+    /// The endpoint's flow-table entry changed: every worker's replica needs it.
+    pub flow_installed: bool,
 }
 
 /// The switch processor.
@@ -162,6 +176,32 @@ impl SwitchProcessor {
             // The driver answers it with [`SwitchProcessor::grant_extra`].
             WorkerEvent::NeedVid => {}
         }
+    }
+
+    /// Where a session the HA peer synced goes on this node: its outside port's VID in this
+    /// node's geometry, that VID's worker (claiming a free VID for one, see
+    /// [`VidManager::place_synced`]), and the endpoint installed in the flow table so its
+    /// outbound packets reach that worker. `None` when the port is outside this node's range
+    /// or no worker is operational.
+    pub fn place_synced(&mut self, info: &SessionInfo) -> Option<SyncPlacement> {
+        let vid = self.vids.geometry().vid_of_port(info.outside_port)?;
+        let (worker, claimed) = self.vids.place_synced(vid)?;
+        let ep = info.endpoint();
+        let flow_installed = self.flows.get(ep) != Some(vid);
+        if flow_installed {
+            self.flows.install(ep, vid);
+        }
+        Some(SyncPlacement {
+            worker,
+            vid,
+            claimed,
+            flow_installed,
+        })
+    }
+
+    /// The worker holding the session of endpoint `ep` (a synced delete goes there).
+    pub fn worker_of(&self, ep: Endpoint) -> Option<WorkerId> {
+        self.table_worker(self.flows.get(ep)?)
     }
 
     /// A worker's load report (its mapping count).

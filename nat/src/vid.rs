@@ -460,6 +460,36 @@ impl VidManager {
         Some((vid, backup))
     }
 
+    /// The worker to give a session the HA peer synced in `vid` (the standby places its
+    /// peer's sessions by its own VID table, whatever the peer's worker count): the owner
+    /// (or its backup) when operational; for a free VID, the least-loaded operational worker
+    /// claims it as it would adopt one (released once its last session has gone), with a
+    /// backup. Returns the worker and, when the VID was claimed here, its backup.
+    pub fn place_synced(&mut self, vid: Vid) -> Option<(WorkerId, Option<Option<WorkerId>>)> {
+        let e = self.entry(vid)?;
+        let up = |w: Option<WorkerId>| w.filter(|&w| self.is_operational(w));
+        if let Some(w) = up(e.owner).or(up(e.backup)) {
+            return Some((w, None));
+        }
+        if e.owner.is_some() {
+            return None;
+        }
+        let (w, _) = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.operational)
+            .min_by_key(|&(i, s)| (s.load, i))?;
+        let w = w as WorkerId;
+        self.free.retain(|&v| v != vid);
+        let backup = self.pick_backup(w);
+        self.entries[usize::from(vid)] = VidEntry {
+            owner: Some(w),
+            backup,
+        };
+        Some((w, Some(backup)))
+    }
+
     /// The operational worker other than `not` with the least load, for a backup.
     fn pick_backup(&self, not: WorkerId) -> Option<WorkerId> {
         self.workers
@@ -618,5 +648,30 @@ mod tests {
         );
         assert_eq!(m.free_vids(), usize::from(m.geometry().vids));
         assert_eq!(m.request_vid(9), Err(VidError::NoSuchWorker(9)));
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn synced_sessions_go_to_the_owner_or_claim_a_free_vid() {
+        let g = Geometry::new(1024, 65535, 2);
+        let mut m = VidManager::new(g, 2);
+        let h0 = m.request_vid(0).unwrap().vid;
+        let h1 = m.request_vid(1).unwrap().vid;
+        m.set_load(0, 5);
+        assert_eq!(m.place_synced(h0), Some((0, None)));
+        assert_eq!(m.place_synced(h1), Some((1, None)));
+        // A free VID goes to the least-loaded worker, which owns it like an adopted one.
+        let free = (0..g.vids).find(|&v| v != h0 && v != h1).unwrap();
+        let before = m.free_vids();
+        assert_eq!(m.place_synced(free), Some((1, Some(Some(0)))));
+        assert_eq!(m.free_vids(), before - 1);
+        assert_eq!(m.entry(free).unwrap().owner, Some(1));
+        assert_eq!(m.place_synced(free), Some((1, None)), "claimed once");
+        assert!(m.release_vid(1, free));
+        assert_eq!(m.place_synced(g.vids), None, "no such VID");
     }
 }

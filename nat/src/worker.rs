@@ -9,6 +9,7 @@ use crate::mirror::{MirrorOut, Record, RecordKind, Shadow, Wire};
 use crate::session::{
     key5, Binding, Change, Endpoint, Expired, Miss, SessionInfo, SessionTable, TableParams,
 };
+use crate::sync::SyncEvent;
 use crate::translate::{self, Kind, L4Csum, Side, Skip};
 use crate::vid::{Geometry, Vid, WorkerId};
 use netwire::ipv4::PROTO_TCP;
@@ -52,11 +53,14 @@ pub enum NatDrop {
     Misdelivered,
     /// The session table is full.
     TableFull,
+    /// The node is the HA standby: it translates the sessions its peer synced but creates
+    /// none (both nodes share the pool; the active one allocates).
+    Standby,
 }
 
 impl NatDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NatDrop; 9] = [
+    pub const ALL: [NatDrop; 10] = [
         NatDrop::Malformed,
         NatDrop::Fragment,
         NatDrop::Unsupported,
@@ -66,6 +70,7 @@ impl NatDrop {
         NatDrop::NoSession,
         NatDrop::Misdelivered,
         NatDrop::TableFull,
+        NatDrop::Standby,
     ];
 
     /// The stable counter name.
@@ -80,6 +85,7 @@ impl NatDrop {
             NatDrop::NoSession => "nat-no-session",
             NatDrop::Misdelivered => "nat-misdelivered",
             NatDrop::TableFull => "nat-table-full",
+            NatDrop::Standby => "nat-standby",
         }
     }
 }
@@ -147,6 +153,11 @@ pub struct NatWorker {
     need_vid: bool,
     /// When the last [`WorkerEvent::NeedVid`] was raised (seconds).
     asked_vid_at: Option<u32>,
+    /// The node is HA active (or has no HA): it creates sessions and expires them.
+    active: bool,
+    /// Session changes are recorded for the HA peer ([`NatWorker::poll_sync`]).
+    sync_on: bool,
+    sync: Vec<SyncEvent>,
     /// Counters.
     pub counters: WorkerCounters,
 }
@@ -180,6 +191,9 @@ impl NatWorker {
             scratch: Vec::new(),
             need_vid: false,
             asked_vid_at: None,
+            active: true,
+            sync_on: false,
+            sync: Vec::new(),
             counters: WorkerCounters::default(),
         }
     }
@@ -269,11 +283,19 @@ impl NatWorker {
                 };
                 let create = setup || is_setup(f.proto, f.tcp_flags, self.cfg.non_syn);
                 let pool = &self.cfg.rules[rule].pool;
-                let r = self
-                    .table
-                    .outbound(ep, (f.dst, f.dport), f.tcp_flags, pool, create, now);
+                let r = self.table.outbound(
+                    ep,
+                    (f.dst, f.dport),
+                    f.tcp_flags,
+                    pool,
+                    create && self.active,
+                    now,
+                );
                 let b = match r {
                     Ok(b) => b,
+                    Err(Miss::NoSession) if create && !self.active => {
+                        return self.counters.drop(NatDrop::Standby)
+                    }
                     Err(m) => return self.miss(m, f.proto),
                 };
                 translate::rewrite(pkt, &f, Side::Src, b.addr, b.port, csum);
@@ -405,6 +427,9 @@ impl NatWorker {
     fn mirror_session(&mut self, kind: RecordKind, s: u32) {
         let info = self.table.info(s);
         self.mirror.push(Record { kind, info });
+        if self.sync_on {
+            self.sync.push(SyncEvent::Upsert(info));
+        }
     }
 
     fn miss(&mut self, m: Miss, proto: u8) -> Verdict {
@@ -428,26 +453,14 @@ impl NatWorker {
     pub fn poll_expired(&mut self, now: u32, budget: usize, out: &mut Vec<WorkerEvent>) -> usize {
         // Taken out and put back so the loop can use `self`; the buffer keeps its capacity.
         let mut expired = std::mem::take(&mut self.expired);
+        // A standby keeps its peer's sessions until the peer deletes them.
+        let budget = if self.active { budget } else { 0 };
         let work = self.table.expire(now, budget, &mut expired);
         for e in expired.drain(..) {
-            self.mirror.push(Record {
-                kind: RecordKind::Removed,
-                info: e.info,
-            });
-            if e.mapping_gone {
-                out.push(WorkerEvent::FlowGone(e.info.endpoint()));
-                // A port came free: an older "blocks full" is stale.
-                self.need_vid = false;
+            if self.sync_on {
+                self.sync.push(SyncEvent::Delete(e.info));
             }
-            if e.vid_empty {
-                if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
-                    if Some(v) != self.home && self.owns(v) {
-                        self.owned[usize::from(v)] = false;
-                        self.table.remove_alloc(v);
-                        out.push(WorkerEvent::VidDrained(v));
-                    }
-                }
-            }
+            self.removed(&e, out);
         }
         self.expired = expired;
         if self.need_vid
@@ -461,6 +474,112 @@ impl NatWorker {
         }
         out.append(&mut self.events);
         work
+    }
+
+    /// Mirrors a removed session and reports what the switch processor must hear.
+    fn removed(&mut self, e: &Expired, out: &mut Vec<WorkerEvent>) {
+        self.mirror.push(Record {
+            kind: RecordKind::Removed,
+            info: e.info,
+        });
+        if e.mapping_gone {
+            out.push(WorkerEvent::FlowGone(e.info.endpoint()));
+            // A port came free: an older "blocks full" is stale.
+            self.need_vid = false;
+        }
+        if e.vid_empty {
+            if let Some(v) = self.geometry.vid_of_port(e.info.outside_port) {
+                if Some(v) != self.home && self.owns(v) {
+                    self.owned[usize::from(v)] = false;
+                    self.table.remove_alloc(v);
+                    out.push(WorkerEvent::VidDrained(v));
+                }
+            }
+        }
+    }
+
+    /// Sets the node's HA role. A standby creates no session (a packet that would need one
+    /// is dropped as [`NatDrop::Standby`]) and expires none (its peer's deletes remove them);
+    /// becoming active restarts every session's timer from `now`: they are its own now.
+    pub fn set_active(&mut self, active: bool, now: u32) {
+        if active && !self.active {
+            self.table.restart_timers(now);
+        }
+        self.active = active;
+    }
+
+    /// True when the node is HA active (or without HA).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Records session creations, TCP state changes and removals for the HA peer (off by
+    /// default; the router turns it on while the node is active and syncs).
+    pub fn set_sync(&mut self, on: bool) {
+        self.sync_on = on;
+        if !on {
+            self.sync.clear();
+        }
+    }
+
+    /// Moves the recorded HA sync events into `out`, oldest first.
+    pub fn poll_sync(&mut self, out: &mut Vec<SyncEvent>) {
+        out.append(&mut self.sync);
+    }
+
+    /// Every live session as an upsert (a full re-export for the HA peer).
+    pub fn export(&self, out: &mut Vec<SyncEvent>) {
+        let mut all = Vec::new();
+        self.table.list(&mut all);
+        out.extend(all.into_iter().map(|(s, _)| SyncEvent::Upsert(s)));
+    }
+
+    /// Applies a session the HA peer synced: an upsert installs or updates it with its
+    /// outside port (this worker owns that port's VID from now on, as it owns an adopted VID:
+    /// released once its last session has gone); a delete removes it as expiry would (the
+    /// switch processor hears of a mapping or VID that went). False when refused: the port is
+    /// outside the range, the table is full, or the endpoint or port is mapped otherwise here.
+    pub fn apply_synced(&mut self, ev: &SyncEvent, now: u32) -> bool {
+        match ev {
+            SyncEvent::Upsert(info) => {
+                let Some(v) = self.geometry.vid_of_port(info.outside_port) else {
+                    return false;
+                };
+                let mappings = self.table.mappings();
+                if !self.table.upsert_synced(info, now) {
+                    return false;
+                }
+                if let Some(o) = self.owned.get_mut(usize::from(v)) {
+                    *o = true;
+                }
+                self.mirror.push(Record {
+                    kind: RecordKind::Created,
+                    info: *info,
+                });
+                if self.table.mappings() > mappings {
+                    // After any FlowGone of an earlier mapping of the endpoint this worker
+                    // reported: the flow table ends pointing here.
+                    self.events.push(WorkerEvent::FlowMoved(info.endpoint(), v));
+                }
+                true
+            }
+            SyncEvent::Delete(info) => {
+                let k = key5(
+                    info.proto,
+                    u32::from(info.inside_addr),
+                    info.inside_port,
+                    u32::from(info.remote_addr),
+                    info.remote_port,
+                );
+                let Some(e) = self.table.remove_inside(k) else {
+                    return false;
+                };
+                let mut events = std::mem::take(&mut self.events);
+                self.removed(&e, &mut events);
+                self.events = events;
+                true
+            }
+        }
     }
 
     /// Moves up to `max` mirror records into `out`; the router sends each to the backup of
@@ -705,5 +824,120 @@ mod extra_vid_tests {
         assert!(ev.contains(&WorkerEvent::VidDrained(1)));
         assert!(!ev.contains(&WorkerEvent::VidDrained(0)));
         assert_eq!(w.allocating(), &[0]);
+    }
+}
+
+#[cfg(test)]
+mod ha_sync_tests {
+    use super::*;
+    use crate::config::{Prefix, Rule};
+    use crate::translate::build;
+    use netwire::tcp::flags;
+    use std::net::Ipv4Addr;
+
+    fn cfg(workers: u16) -> Config {
+        Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers,
+            max_sessions: 64,
+            ..Config::default()
+        }
+    }
+
+    const IN: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 0, 0, 1), 40000);
+    const REMOTE: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 1), 80);
+
+    #[test]
+    fn the_active_records_changes_and_the_standby_translates_them() {
+        let mut a = NatWorker::new(0, &cfg(2), 1, 0);
+        a.handle_grant(0);
+        a.set_sync(true);
+        let mut syn = build::tcp(IN, REMOTE, flags::SYN, 4);
+        assert_eq!(
+            a.outbound(&mut syn, L4Csum::Full, 1, 0, true, 10),
+            Verdict::Forward
+        );
+        let out = translate::parse(&syn).unwrap();
+        let mut evs = Vec::new();
+        a.poll_sync(&mut evs);
+        assert_eq!(evs.len(), 1);
+        let SyncEvent::Upsert(info) = evs[0] else {
+            panic!("an upsert")
+        };
+        assert_eq!((info.pool_addr, info.outside_port), (out.src, out.sport));
+        // An established packet records nothing.
+        let mut again = build::tcp(IN, REMOTE, flags::ACK, 4);
+        a.outbound(&mut again, L4Csum::Full, 1, 0, false, 11);
+        a.poll_sync(&mut evs);
+        assert_eq!(evs.len(), 1);
+
+        // The standby (one worker, another geometry) holds it and translates the reply.
+        let mut b = NatWorker::new(0, &cfg(1), 2, 0);
+        b.handle_grant(0);
+        b.set_active(false, 0);
+        for ev in &evs {
+            assert!(b.apply_synced(ev, 100));
+        }
+        let mut reply = build::tcp(REMOTE, (out.src, out.sport), flags::SYN | flags::ACK, 4);
+        assert_eq!(b.inbound(&mut reply, L4Csum::Full, 101), Verdict::Forward);
+        assert_eq!(translate::parse(&reply).unwrap().dst, IN.0);
+        // It creates nothing: a new flow is dropped as standby.
+        let mut other = build::tcp((IN.0, 40001), REMOTE, flags::SYN, 4);
+        assert_eq!(
+            b.outbound(&mut other, L4Csum::Full, 1, 0, true, 101),
+            Verdict::Drop(NatDrop::Standby)
+        );
+        assert_eq!(b.counters.drops[NatDrop::Standby as usize], 1);
+        // Nor does it expire the peer's session while standby.
+        let mut ev = Vec::new();
+        b.poll_expired(100_000, 10_000, &mut ev);
+        assert_eq!(b.table().len(), 1);
+        // Active, the session is its own with a fresh timer (established by the SYN-ACK the
+        // standby translated: 7440 s from now).
+        b.set_active(true, 100_000);
+        b.poll_expired(100_000 + 7439, 100_000, &mut ev);
+        assert_eq!(b.table().len(), 1);
+        b.poll_expired(100_000 + 7440, 100_000, &mut ev);
+        assert_eq!(b.table().len(), 0);
+    }
+
+    #[test]
+    fn expiry_records_a_delete_the_standby_applies() {
+        let mut a = NatWorker::new(0, &cfg(2), 1, 0);
+        a.handle_grant(0);
+        a.set_sync(true);
+        let mut p = build::udp(IN, REMOTE, 4, false);
+        a.outbound(&mut p, L4Csum::Full, 1, 0, true, 0);
+        let mut ev = Vec::new();
+        a.poll_expired(300, 10_000, &mut ev);
+        let mut evs = Vec::new();
+        a.poll_sync(&mut evs);
+        assert!(matches!(
+            evs[..],
+            [SyncEvent::Upsert(_), SyncEvent::Delete(_)]
+        ));
+        let mut b = NatWorker::new(0, &cfg(2), 2, 0);
+        b.handle_grant(1);
+        b.set_active(false, 0);
+        assert!(b.apply_synced(&evs[0], 1));
+        assert_eq!(b.table().len(), 1);
+        // The delete goes through the key alone, as decoded from a delete record.
+        let (k, _) = crate::sync::encode(match &evs[1] {
+            SyncEvent::Delete(s) => s,
+            _ => unreachable!(),
+        });
+        let del = crate::sync::decode_delete(&k).unwrap();
+        assert!(b.apply_synced(&del, 2));
+        assert_eq!(b.table().len(), 0);
+        let mut out = Vec::new();
+        b.poll_expired(2, 0, &mut out);
+        // The mapping went, and the VID it held (not b's home) was released.
+        assert!(out.iter().any(|e| matches!(e, WorkerEvent::FlowGone(_))));
+        assert!(out.iter().any(|e| matches!(e, WorkerEvent::VidDrained(0))));
+        assert!(!b.apply_synced(&del, 3), "an unknown session");
     }
 }

@@ -476,6 +476,52 @@ fn nat(f: &mut Families, n: &crate::natd::NatStatus) {
     ] {
         f.counter(name, help, &[], v);
     }
+    let h = &n.ha;
+    for (name, help, v) in [
+        (
+            "swrouter_nat_ha_published_total",
+            "NAT session records published for the HA peer on a change.",
+            h.published,
+        ),
+        (
+            "swrouter_nat_ha_exported_total",
+            "NAT session records published for the HA peer by full re-exports.",
+            h.exported,
+        ),
+        (
+            "swrouter_nat_ha_synced_in_total",
+            "NAT session records of the HA peer received.",
+            h.synced_in,
+        ),
+        (
+            "swrouter_nat_ha_applied_total",
+            "NAT session records of the HA peer applied.",
+            h.applied,
+        ),
+        (
+            "swrouter_nat_ha_refused_total",
+            "NAT session records of the HA peer refused (port out of range, table full, conflict, unknown session).",
+            h.refused,
+        ),
+        (
+            "swrouter_nat_ha_undecodable_total",
+            "NAT session records of the HA peer that did not decode.",
+            h.undecodable,
+        ),
+        (
+            "swrouter_nat_ha_standby_drops_total",
+            "Packets dropped because they needed a new NAT session on the HA standby.",
+            h.standby_drops,
+        ),
+    ] {
+        f.counter(name, help, &[], v);
+    }
+    f.gauge(
+        "swrouter_nat_ha_active",
+        "1 when the node's NAT is HA active (creates sessions); 0 on the standby.",
+        &[],
+        flag(h.active),
+    );
     for (i, up) in s.operational.iter().enumerate() {
         let id = i.to_string();
         f.gauge(
@@ -1371,6 +1417,13 @@ pub(crate) mod tests {
                     operational: vec![true],
                     ..Default::default()
                 },
+                ha: crate::natd::NatHaStatus {
+                    active: false,
+                    sync: true,
+                    applied: 12,
+                    standby_drops: 3,
+                    ..Default::default()
+                },
             })
             .unwrap()
         }))
@@ -1458,6 +1511,9 @@ pub(crate) mod tests {
             ("swrouter_nat_translated_out_packets_total{worker=\"0\"}", 17.0),
             ("swrouter_nat_switch_setups_total", 9.0),
             ("swrouter_nat_worker_operational{worker=\"0\"}", 1.0),
+            ("swrouter_nat_ha_applied_total", 12.0),
+            ("swrouter_nat_ha_standby_drops_total", 3.0),
+            ("swrouter_nat_ha_active", 0.0),
             (
                 "swrouter_steering_dropped_packets_total{service=\"web\",reason=\"steering-acl-deny\"}",
                 0.0,

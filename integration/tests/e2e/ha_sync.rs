@@ -307,7 +307,7 @@ fn the_standby_holds_the_active_state_and_refuses_what_is_not_the_peer() {
 /// NAT on both nodes: the client's network leaves through eth1 as the server side's virtual
 /// address.
 fn nat_section(_: u32) -> String {
-    "\n[nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"10.0.2.254\"]\n"
+    "\n[nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"192.0.2.1\"]\n"
         .to_string()
 }
 

@@ -7,3 +7,4 @@ mod lab;
 mod props;
 mod rfc;
 mod sim;
+mod sync;

@@ -246,7 +246,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
                 *crate::probe::PROBE_PORTS.start(),
                 *crate::probe::PROBE_PORTS.end(),
             );
-            let rt = Arc::new(crate::natd::NatRuntime::new(cfg.clone())?);
+            let rt = Arc::new(crate::natd::NatRuntime::new(
+                cfg.clone(),
+                sync_feed.clone(),
+            )?);
             tables.nat = Some(Arc::new(crate::natd::NatPlane::new(
                 cfg.clone(),
                 tables.ifaces.len(),
@@ -695,14 +698,27 @@ fn ha_sync_after(state: &mut ControlState) {
         .and_then(|v| v.last_cause())
         .unwrap_or_else(|| "start".to_string());
     let mut reexport = false;
+    let nat = state
+        .shared
+        .tables
+        .load()
+        .nat
+        .as_ref()
+        .map(|p| p.rt.clone());
     if sync.set_role(role, &cause, now) {
         // HELPER: tell the state owners (NAT: set_active; WCCP: set_ha_active).
+        if let Some(nat) = &nat {
+            nat.set_active(role == statesync::Role::Active);
+        }
         // Becoming active, the synced state is now this node's own: owners re-publish it.
         reexport |= role == statesync::Role::Active;
     }
     reexport |= sync.pump_feed(now);
     if reexport {
         // HELPER: owners re-export everything they hold (NAT: export_all; WCCP: export_all).
+        if let Some(nat) = &nat {
+            nat.export_all();
+        }
         sync.republish_all_neighbours();
     }
     sync.on_tick(now);
@@ -734,6 +750,9 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
             // The node record is shown in status.
             ::hasync::TableId::CONFIG => true,
             // HELPER: NAT_SESSION → NatRuntime::apply_synced; WCCP_GROUP → WccpDriver::apply_synced.
+            ::hasync::TableId::NAT_SESSION => {
+                tables.nat.as_ref().is_some_and(|p| p.rt.apply_synced(&rec))
+            }
             _ => false,
         };
         sync.count_change(rec.table, applied);

@@ -17,22 +17,36 @@
 //! - **Backups** get every session creation, state change and removal as mirror records through
 //!   [`WorkerInbox::mirror`], batched per burst.
 //!
+//! - **HA state sync** (issue 15): while the node is active and `[ha.sync]` is on, workers
+//!   publish every session creation, TCP state change and removal into the [`SyncFeed`] (the
+//!   established fast path publishes nothing). On the standby, [`NatRuntime::apply_synced`]
+//!   queues the peer's records for the switch processor, which places each session by this
+//!   node's own VID table (claiming a free VID for a worker when needed), installs its endpoint
+//!   in the flow table, and orders the owning worker to install it ([`Control::Synced`]). A
+//!   standby creates no sessions and expires none; [`NatRuntime::set_active`] makes them its
+//!   own, timers restarted.
+//!
 //! The NAT configuration cannot change while the router runs (a reload that changes `[nat]` is
 //! refused); everything here lives as long as the process.
 
 mod switch;
 mod worker;
 
+#[cfg(test)]
+mod ha_tests;
+
 pub use switch::SwitchStats;
 pub use worker::{Step, WorkerNat, HANDOFF_BATCH};
 
 use crate::pipeline::packet::Packet;
+use crate::statesync::SyncFeed;
 use crate::sys::EventFd;
 use arc_swap::ArcSwap;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use nat::config::{Config, IfaceId};
 use nat::mirror::Wire;
 use nat::session::Endpoint;
+use nat::sync::SyncEvent;
 use nat::vid::{Vid, VidTable, WorkerId};
 use nat::worker::WorkerEvent;
 use serde::{Deserialize, Serialize};
@@ -138,6 +152,9 @@ pub enum Control {
     Adopt(Vid, Vec<Wire>),
     /// Your flow-table replica starts from this (a restarted worker).
     Flows(Vec<(Endpoint, Vid)>),
+    /// Install or remove these sessions the HA peer synced (placed here by the switch
+    /// processor).
+    Synced(Vec<SyncEvent>),
     /// List your sessions.
     List(std::sync::mpsc::Sender<Vec<SessionRow>>),
     /// Test hook: stop looping as if stalled or crashed (`panic` chooses).
@@ -257,11 +274,66 @@ pub struct NatRuntime {
     pub switch_full: AtomicU64,
     /// Accept test hooks (`nat kill-worker`): only when started with SWROUTER_TEST_HOOKS=1.
     pub test_hooks: bool,
+    /// Where workers publish session changes for the HA peer.
+    pub feed: SyncFeed,
+    /// The node's HA role: active (the default, and always without `[ha]`) or standby.
+    active: AtomicBool,
+    /// Bumped by [`NatRuntime::export_all`]; each worker re-exports when it sees it move.
+    export_gen: AtomicU64,
+    /// The peer's decoded records, for the switch processor to place.
+    synced: SegQueue<SyncEvent>,
+    /// HA sync counters.
+    pub ha: HaCounters,
+}
+
+/// HA state-sync counters of the NAT (atomics: workers, the switch processor and the sync
+/// driver all count).
+#[derive(Debug, Default)]
+pub struct HaCounters {
+    /// Session records published on a change (creation, TCP state, removal).
+    pub published: AtomicU64,
+    /// Session records published by a full re-export.
+    pub exported: AtomicU64,
+    /// Records of the peer received.
+    pub synced_in: AtomicU64,
+    /// Records of the peer that did not decode (version, length, fields).
+    pub undecodable: AtomicU64,
+    /// Records of the peer installed, updated or removed in a worker.
+    pub applied: AtomicU64,
+    /// Records of the peer refused: port outside this node's range, no worker, table full,
+    /// endpoint or port mapped otherwise here, or a delete of an unknown session.
+    pub refused: AtomicU64,
+    /// Packets dropped because they needed a new session on the standby (`nat-standby`).
+    pub standby_drops: AtomicU64,
+}
+
+/// HA state sync of the NAT in `swrouter status`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NatHaStatus {
+    /// The node's NAT role: active (creates sessions) or standby.
+    pub active: bool,
+    /// HA sync is configured (the feed is live).
+    pub sync: bool,
+    /// Session records published on a change.
+    pub published: u64,
+    /// Session records published by full re-exports.
+    pub exported: u64,
+    /// Records of the peer received.
+    pub synced_in: u64,
+    /// Records of the peer that did not decode.
+    pub undecodable: u64,
+    /// Records of the peer applied.
+    pub applied: u64,
+    /// Records of the peer refused.
+    pub refused: u64,
+    /// New sessions refused while standby.
+    pub standby_drops: u64,
 }
 
 impl NatRuntime {
-    /// The runtime for a validated `cfg` (its `workers` = the router's).
-    pub fn new(cfg: Config) -> std::io::Result<NatRuntime> {
+    /// The runtime for a validated `cfg` (its `workers` = the router's); workers publish
+    /// session changes into `feed` when it is live.
+    pub fn new(cfg: Config, feed: SyncFeed) -> std::io::Result<NatRuntime> {
         let n = usize::from(cfg.workers);
         let geometry = nat::vid::Geometry::new(cfg.port_min, cfg.port_max, cfg.workers);
         let empty = VidTable {
@@ -293,7 +365,108 @@ impl NatRuntime {
             switch: Mutex::new(SwitchStats::default()),
             switch_full: AtomicU64::new(0),
             test_hooks: std::env::var("SWROUTER_TEST_HOOKS").as_deref() == Ok("1"),
+            feed,
+            active: AtomicBool::new(true),
+            export_gen: AtomicU64::new(0),
+            synced: SegQueue::new(),
+            ha: HaCounters::default(),
         })
+    }
+
+    /// Applies one record of the HA peer (table `NAT_SESSION`; the sync driver calls this on
+    /// the standby for every change to its replica). Decoded here; the switch processor places
+    /// the session by this node's VID table and the owning worker installs or removes it.
+    /// Never blocks; undecodable records are counted and dropped (false).
+    pub fn apply_synced(&self, rec: &hasync::Record) -> bool {
+        self.ha.synced_in.fetch_add(1, Ordering::Relaxed);
+        let ev = if rec.table != hasync::TableId::NAT_SESSION {
+            None
+        } else {
+            match rec.op {
+                hasync::Op::Upsert => nat::sync::decode(&rec.key, &rec.value)
+                    .map(SyncEvent::Upsert)
+                    .ok(),
+                hasync::Op::Delete => nat::sync::decode_delete(&rec.key).ok(),
+            }
+        };
+        match ev {
+            Some(ev) => {
+                self.synced.push(ev);
+                self.wake_switch();
+                true
+            }
+            None => {
+                let n = self.ha.undecodable.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(
+                        table = rec.table.name(),
+                        key_len = rec.key.len(),
+                        undecodable = n + 1,
+                        "NAT: HA peer's session record does not decode; dropped"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Sets the node's HA role (the sync driver calls it on every VRRP transition). A standby
+    /// creates no NAT session (`nat-standby` drops) and keeps its peer's synced sessions
+    /// without expiring them; on becoming active they become its own, timers restarted from
+    /// now, and its changes are published.
+    pub fn set_active(&self, active: bool) {
+        let was = self.active.swap(active, Ordering::AcqRel);
+        if was != active {
+            tracing::info!(
+                role = if active { "active" } else { "standby" },
+                "NAT: HA role"
+            );
+            for ib in &self.inboxes {
+                ib.wake.notify();
+            }
+        }
+    }
+
+    /// True when the node is HA active (or has no HA).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Asks every worker to publish all its sessions into the feed (after a feed overflow, or
+    /// on becoming active, so the snapshot a returning peer resyncs from is whole). Returns at
+    /// once; the workers do it on their next loop.
+    pub fn export_all(&self) {
+        self.export_gen.fetch_add(1, Ordering::AcqRel);
+        for ib in &self.inboxes {
+            ib.wake.notify();
+        }
+    }
+
+    /// The export generation workers compare with the one they last served.
+    pub(crate) fn export_gen(&self) -> u64 {
+        self.export_gen.load(Ordering::Acquire)
+    }
+
+    /// Takes the next decoded record of the peer (the switch processor's side).
+    pub(crate) fn next_synced(&self) -> Option<SyncEvent> {
+        self.synced.pop()
+    }
+
+    /// The HA sync counters.
+    pub fn ha_status(&self) -> NatHaStatus {
+        let c = &self.ha;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NatHaStatus {
+            active: self.is_active(),
+            sync: self.feed.enabled(),
+            published: l(&c.published),
+            exported: l(&c.exported),
+            synced_in: l(&c.synced_in),
+            undecodable: l(&c.undecodable),
+            applied: l(&c.applied),
+            refused: l(&c.refused),
+            standby_drops: l(&c.standby_drops),
+        }
     }
 
     /// Seconds on the NAT clock at `now`.
@@ -410,6 +583,9 @@ pub struct NatStatus {
     pub workers: Vec<WorkerStats>,
     /// The switch processor.
     pub switch: SwitchStats,
+    /// HA state sync.
+    #[serde(default)]
+    pub ha: NatHaStatus,
 }
 
 impl NatRuntime {
@@ -427,6 +603,7 @@ impl NatRuntime {
             block_len: g.block_len(),
             workers: self.worker_stats(),
             switch: self.switch_stats(),
+            ha: self.ha_status(),
         }
     }
 }
@@ -487,6 +664,20 @@ pub fn render(o: &mut String, n: &NatStatus) {
         o,
         "switch processor: setups {}  not-setup {}  retransmitted {}  no-worker {}  queue-full {}  flows {}  failovers {}  restarts {}  lost-vids {}  extra-vids {}  extra-refused {}",
         s.setups, s.not_setup, s.already_installed, s.no_worker, s.queue_full, s.flow_entries, s.failovers, s.restarts, s.lost_vids, s.extra_vids, s.extra_refused
+    );
+    let h = &n.ha;
+    let _ = writeln!(
+        o,
+        "HA: role {}  sync {}  published {}  exported {}  synced-in {}  applied {}  refused {}  undecodable {}  standby-drops {}",
+        if h.active { "active" } else { "standby" },
+        if h.sync { "on" } else { "off" },
+        h.published,
+        h.exported,
+        h.synced_in,
+        h.applied,
+        h.refused,
+        h.undecodable,
+        h.standby_drops
     );
     for v in &s.vids {
         let who = |w: Option<WorkerId>| w.map(|w| w.to_string()).unwrap_or_else(|| "-".into());

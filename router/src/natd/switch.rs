@@ -8,6 +8,7 @@ use crate::pipeline::StageKind;
 use crate::wire::ethernet::HEADER_LEN;
 use nat::session::Endpoint;
 use nat::switch::{SetupOutcome, SwitchProcessor};
+use nat::sync::SyncEvent;
 use nat::translate;
 use nat::vid::{Vid, VidChange, WorkerId};
 use nat::worker::WorkerEvent;
@@ -112,6 +113,7 @@ impl Switch {
                     return;
                 }
             }
+            did += self.place_synced();
             let now = Instant::now();
             if now >= next_watch {
                 next_watch = now + TICK;
@@ -196,6 +198,77 @@ impl Switch {
             }
             SetupOutcome::Drop => {}
         }
+    }
+
+    /// Places the HA peer's sessions (queued by `NatRuntime::apply_synced`) by this node's VID
+    /// table: each goes to the worker of its outside port's VID (a free VID is claimed for the
+    /// least-loaded worker), its endpoint into every flow-table replica, then in one batch per
+    /// worker to the workers. Returns how many it handled (at most a few thousand per call).
+    fn place_synced(&mut self) -> usize {
+        let n = self.rt.inboxes.len();
+        let mut per: Vec<Vec<SyncEvent>> = vec![Vec::new(); n];
+        let mut claimed = false;
+        let mut did = 0;
+        let mut refused = 0;
+        while did < 4096 {
+            let Some(ev) = self.rt.next_synced() else {
+                break;
+            };
+            did += 1;
+            let to = match ev {
+                SyncEvent::Upsert(info) => self.sp.place_synced(&info).map(|p| {
+                    if let Some(backup) = p.claimed {
+                        claimed = true;
+                        if let Some(b) = backup {
+                            // A VID freed earlier may have left a shadow behind.
+                            self.rt.control(b, Control::ForgetShadow(p.vid));
+                        }
+                    }
+                    if p.flow_installed {
+                        self.broadcast(FlowUpdate::Install(info.endpoint(), p.vid));
+                    }
+                    p.worker
+                }),
+                SyncEvent::Delete(info) => self.sp.worker_of(info.endpoint()),
+            };
+            match to.and_then(|w| per.get_mut(usize::from(w))) {
+                Some(q) => q.push(ev),
+                None => refused += 1,
+            }
+        }
+        if refused > 0 {
+            self.rt.ha.refused.fetch_add(refused, Ordering::Relaxed);
+        }
+        for (w, evs) in per.into_iter().enumerate() {
+            if evs.is_empty() {
+                continue;
+            }
+            let mut c = Control::Synced(evs);
+            let mut tries = 0;
+            let ib = &self.rt.inboxes[w];
+            while let Err(back) = ib.control.push(c) {
+                c = back;
+                ib.wake.notify();
+                tries += 1;
+                if tries > 2000 || ib.fenced.load(Ordering::Relaxed) {
+                    if let Control::Synced(evs) = c {
+                        self.rt
+                            .ha
+                            .refused
+                            .fetch_add(evs.len() as u64, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            ib.wake.notify();
+        }
+        // After the orders: a worker may own a claimed VID before the line interfaces send it
+        // packets, never the other way round.
+        if claimed {
+            self.publish();
+        }
+        did
     }
 
     /// Sends `u` to every worker's replica, waiting (briefly, repeatedly) for room: a lost

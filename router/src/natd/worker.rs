@@ -8,6 +8,7 @@ use crate::wire::ethernet::HEADER_LEN;
 use nat::dispatch::{dispatch, Direction, Dispatch, FlowTable};
 use nat::mirror::Wire;
 use nat::session::{tcp_state, Endpoint};
+use nat::sync::SyncEvent;
 use nat::translate::{self, L4Csum};
 use nat::vid::{Vid, VidTable, WorkerId};
 use nat::worker::{vid_of_record, NatWorker, Verdict as NatVerdict, WorkerEvent};
@@ -60,6 +61,12 @@ pub struct WorkerNat {
     stats: WorkerStats,
     next_stats: Instant,
     loops: u64,
+    /// The node's HA role as this worker last saw it.
+    active: bool,
+    /// The export generation this worker last served.
+    export_seen: u64,
+    /// Session changes for the HA peer, between the nat worker and the feed.
+    sync: Vec<SyncEvent>,
 }
 
 impl WorkerNat {
@@ -82,6 +89,9 @@ impl WorkerNat {
             stats: WorkerStats::default(),
             next_stats: Instant::now(),
             loops: 0,
+            active: true,
+            export_seen: 0,
+            sync: Vec::new(),
         }
     }
 
@@ -158,6 +168,11 @@ impl WorkerNat {
             Dispatch::ToWorker { worker, vid } => {
                 self.hand_off(pkt, worker, vid, StageKind::NatOut)
             }
+            // Both HA nodes allocate from the same pool: only the active one creates sessions.
+            Dispatch::SetupRequest if !self.active => {
+                self.rt.ha.standby_drops.fetch_add(1, Ordering::Relaxed);
+                Step::Drop(crate::pipeline::drop::DropReason::NatStandby)
+            }
             Dispatch::SetupRequest => Step::HandedOff,
             Dispatch::NotNat => Step::Continue,
             Dispatch::Drop(d) => Step::Drop(d.into()),
@@ -191,6 +206,9 @@ impl WorkerNat {
                 };
                 let _ = self.rt.to_switch(SwitchMsg::SetupFailed(ep));
             }
+        }
+        if v == NatVerdict::Drop(nat::worker::NatDrop::Standby) {
+            self.rt.ha.standby_drops.fetch_add(1, Ordering::Relaxed);
         }
         match v {
             NatVerdict::Forward => Step::Continue,
@@ -280,6 +298,7 @@ impl WorkerNat {
         ib.heartbeat.store(self.loops, Ordering::Release);
         ib.wake.drain();
         self.now_s = self.rt.secs(now);
+        self.follow_ha();
         while let Some(c) = ib.control.pop() {
             self.handle_control(c);
         }
@@ -307,6 +326,54 @@ impl WorkerNat {
         // publishes the table that sends this worker the VID's packets.
         self.vids = self.rt.vids.load_full();
         true
+    }
+
+    /// Follows the node's HA role and export requests (once per loop: two atomic loads).
+    fn follow_ha(&mut self) {
+        let active = self.rt.is_active();
+        if active != self.active {
+            self.active = active;
+            self.nw.set_active(active, self.now_s);
+            self.nw.set_sync(active && self.rt.feed.enabled());
+        } else if self.loops == 1 {
+            self.nw.set_sync(active && self.rt.feed.enabled());
+        }
+        let gen = self.rt.export_gen();
+        if gen != self.export_seen {
+            self.export_seen = gen;
+            if self.rt.feed.enabled() {
+                // What was recorded before goes first; the export repeats it anyway.
+                self.flush_sync();
+                let mut all = Vec::new();
+                self.nw.export(&mut all);
+                let n = all.len() as u64;
+                for ev in &all {
+                    publish(&self.rt.feed, ev);
+                }
+                self.rt.ha.exported.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(
+                    worker = self.id,
+                    sessions = n,
+                    "NAT: sessions exported for the HA peer"
+                );
+            }
+        }
+    }
+
+    /// Publishes the session changes recorded since the last call.
+    fn flush_sync(&mut self) {
+        self.nw.poll_sync(&mut self.sync);
+        if self.sync.is_empty() {
+            return;
+        }
+        for ev in &self.sync {
+            publish(&self.rt.feed, ev);
+        }
+        self.rt
+            .ha
+            .published
+            .fetch_add(self.sync.len() as u64, Ordering::Relaxed);
+        self.sync.clear();
     }
 
     /// Handed-over packets waiting for this worker (at most `max`), to run through the
@@ -373,6 +440,21 @@ impl WorkerNat {
             Control::Flows(entries) => {
                 for (ep, vid) in entries {
                     self.flows.install(ep, vid);
+                }
+            }
+            Control::Synced(evs) => {
+                let (mut ok, mut refused) = (0u64, 0u64);
+                for ev in &evs {
+                    if self.nw.apply_synced(ev, now) {
+                        ok += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                self.rt.ha.applied.fetch_add(ok, Ordering::Relaxed);
+                if refused > 0 {
+                    self.rt.ha.refused.fetch_add(refused, Ordering::Relaxed);
+                    tracing::debug!(worker = self.id, refused, "NAT: HA peer's sessions refused");
                 }
             }
             Control::List(reply) => {
@@ -452,6 +534,7 @@ impl WorkerNat {
         if self.events.is_empty() {
             self.events = events;
         }
+        self.flush_sync();
         self.mirror.clear();
         self.nw.poll_mirror(&mut self.mirror, MIRROR_BATCH);
         if !self.mirror.is_empty() {
@@ -504,6 +587,21 @@ impl WorkerNat {
             .rt
             .to_switch(SwitchMsg::Load(self.id, t.mappings() as u32));
     }
+}
+
+/// Publishes one session change as a `NAT_SESSION` record.
+fn publish(feed: &crate::statesync::SyncFeed, ev: &SyncEvent) {
+    let rec = match ev {
+        SyncEvent::Upsert(s) => {
+            let (k, v) = nat::sync::encode(s);
+            hasync::Record::upsert(hasync::TableId::NAT_SESSION, k.to_vec(), v.to_vec())
+        }
+        SyncEvent::Delete(s) => hasync::Record::delete(
+            hasync::TableId::NAT_SESSION,
+            nat::sync::SessionKey::of(s).encode().to_vec(),
+        ),
+    };
+    feed.publish(rec);
 }
 
 fn tcp_name(bits: u8) -> &'static str {

@@ -142,11 +142,14 @@ pub enum DropReason {
     /// VRRP: to a virtual address this master does not accept traffic for (Accept_Mode off,
     /// RFC 5798 §6.4.3).
     VrrpNotAccepted,
+    /// NAT: the node is the HA standby, which translates its peer's synced sessions but
+    /// creates none (both nodes share the pool).
+    NatStandby,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 67] = [
+    pub const ALL: [DropReason; 68] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -214,6 +217,7 @@ impl DropReason {
         DropReason::NatWorkerDown,
         DropReason::VrrpQueueFull,
         DropReason::VrrpNotAccepted,
+        DropReason::NatStandby,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -288,6 +292,7 @@ impl DropReason {
             DropReason::NatWorkerDown => "nat-worker-down",
             DropReason::VrrpQueueFull => "vrrp-queue-full",
             DropReason::VrrpNotAccepted => "vrrp-not-accepted",
+            DropReason::NatStandby => "nat-standby",
         }
     }
 }
@@ -305,6 +310,7 @@ impl From<nat::worker::NatDrop> for DropReason {
             N::NoSession => DropReason::NatNoSession,
             N::Misdelivered => DropReason::NatMisdelivered,
             N::TableFull => DropReason::NatTableFull,
+            N::Standby => DropReason::NatStandby,
         }
     }
 }
