@@ -304,8 +304,8 @@ fn the_standby_holds_the_active_state_and_refuses_what_is_not_the_peer() {
     }
 }
 
-/// NAT on both nodes: the client's network leaves through eth1 as the server side's virtual
-/// address.
+/// NAT on both nodes: the client's network leaves through eth1 as 192.0.2.1 (a pool the
+/// server side routes to the virtual gateway).
 fn nat_section(_: u32) -> String {
     "\n[nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"192.0.2.1\"]\n"
         .to_string()
@@ -315,10 +315,22 @@ fn nat_section(_: u32) -> String {
 /// receives on the sync port).
 fn lossy_sync_link(l: &SyncLab) {
     for n in &l.nodes {
-        let rules = format!(
-            "table inet hsloss {{ chain input {{ type filter hook input priority 0; udp dport {SYNC_PORT} numgen random mod 100 < 5 counter drop; }} }}"
-        );
-        n.ns.run_ok("nft", &[&rules]).unwrap();
+        let port = SYNC_PORT.to_string();
+        n.ns.run_ok("nft", &["add", "table", "inet", "hsloss"])
+            .unwrap();
+        n.ns.run_ok(
+            "nft",
+            &["add chain inet hsloss input { type filter hook input priority 0; }"],
+        )
+        .unwrap();
+        n.ns.run_ok(
+            "nft",
+            &[
+                "add", "rule", "inet", "hsloss", "input", "udp", "dport", &port, "numgen",
+                "random", "mod", "100", "<", "5", "counter", "drop",
+            ],
+        )
+        .unwrap();
     }
 }
 
@@ -411,7 +423,12 @@ fn stream_through(l: &mut SyncLab, secs: u32, during: impl FnOnce(&mut SyncLab))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no `{word}` in {log}"))
     };
-    if let Some(m) = l.lab.logs(&receiver).lines().find(|x| x.starts_with("missing")) {
+    if let Some(m) = l
+        .lab
+        .logs(&receiver)
+        .lines()
+        .find(|x| x.starts_with("missing"))
+    {
         eprintln!("stream: {m}");
     }
     (
