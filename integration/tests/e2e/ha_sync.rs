@@ -609,3 +609,114 @@ fn a_cut_sync_link_is_noticed_and_a_restored_one_resyncs() {
         }
     }
 }
+
+/// CPU seconds (user + system) per thread name of process `pid`.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may hold spaces; the fields after it are fixed.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let cpu =
+            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick;
+        *out.entry(comm).or_default() += cpu;
+    }
+    out
+}
+
+/// The sync figures of issue 15: how fast a burst of new NAT sessions reaches the standby,
+/// the lag on the way, and what the sync costs in CPU on both nodes. Not a pass/fail test:
+/// `cargo test --release -p integration --test e2e ha_sync::bench -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run by hand with --ignored --nocapture"]
+fn bench_sync_of_a_burst_of_100k_sessions() {
+    let pools: Vec<String> = (1..=32).map(|i| format!("\"192.0.2.{i}\"")).collect();
+    let nat = format!(
+        "\n[nat]\nmax-sessions = 262144\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [{}]\n",
+        pools.join(", ")
+    );
+    let mut l = sync_lab("hsbench", |_| nat.clone());
+    for i in 0..16 {
+        l.cli
+            .add_addr("eth0", &format!("10.0.1.{}/24", 100 + i))
+            .unwrap();
+    }
+    let pids: Vec<u32> = l
+        .nodes
+        .iter()
+        .map(|n| n.proc.as_ref().unwrap().pid)
+        .collect();
+    let cpu0: Vec<_> = pids.iter().map(|p| thread_cpu(*p)).collect();
+    // 16 hosts × 6,250 source ports: 100,000 UDP flows, as fast as python sends them.
+    let script = "import socket\nfor h in range(16):\n    for p in range(20000, 26250):\n        s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n        s.bind(('10.0.1.%d' % (100+h),p))\n        s.sendto(b'x',('10.0.2.10',9))\n        s.close()\n";
+    let t0 = std::time::Instant::now();
+    let sender = l
+        .lab
+        .spawn(&l.cli.clone(), "python3", &["-c", script])
+        .unwrap();
+    let mut max_lag = (0u64, 0f64);
+    let mut sent_at = None;
+    let mut converged_at = None;
+    let mut published = 0;
+    while t0.elapsed() < Duration::from_secs(60) {
+        let a = sync_of(&l.nodes[0]);
+        let s = sync_of(&l.nodes[1]);
+        max_lag.0 = max_lag.0.max(a["lag_messages"].as_u64().unwrap_or(0));
+        max_lag.1 = max_lag.1.max(a["lag_secs"].as_f64().unwrap_or(0.0));
+        if sent_at.is_none() && l.lab.try_wait(&sender).unwrap().is_some() {
+            sent_at = Some(t0.elapsed());
+        }
+        let ours = &a["tables"]["nat-session"];
+        let theirs = &s["tables"]["nat-session"];
+        published = ours["published"].as_u64().unwrap_or(0);
+        if sent_at.is_some()
+            && published > 0
+            && ours["published"] == theirs["peer"]
+            && ours["published_digest"] == theirs["peer_digest"]
+        {
+            converged_at = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu1: Vec<_> = pids.iter().map(|p| thread_cpu(*p)).collect();
+    let a = sync_of(&l.nodes[0]);
+    let delta = |i: usize| -> String {
+        cpu1[i]
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2} s", v - cpu0[i].get(k).copied().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "sessions synced: {published}; sender done after {:?}, standby converged after {:?} ({:.0} sessions/s end to end)",
+        sent_at,
+        converged_at,
+        published as f64 / converged_at.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    eprintln!(
+        "max lag seen: {} messages, {:.3} s; sync traffic r1→r2: {} messages, {} bytes ({:.1} bytes/session)",
+        max_lag.0,
+        max_lag.1,
+        a["messages_sent"],
+        a["bytes_sent"],
+        a["bytes_sent"].as_f64().unwrap_or(0.0) / published.max(1) as f64
+    );
+    eprintln!("CPU during the burst: r1 (active): {}", delta(0));
+    eprintln!("CPU during the burst: r2 (standby): {}", delta(1));
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
