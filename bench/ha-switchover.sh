@@ -29,6 +29,9 @@
 #   ka-down-10ms, ka-down-1s    keepalived, node failure: the master's links are taken down;
 #   ka-term-10ms, ka-term-1s    keepalived, planned: SIGTERM of the master's keepalived (it sends
 #                               priority 0 and removes its addresses).
+# At 1 s adverts an unplanned takeover comes Master_Down_Interval (3.61 s at priority 100)
+# after the master's last advert, which was 0-1 s before the event: those rows spread over
+# 2.6-3.6 s with the phase of the event, not with the implementation.
 # Needs root, python3, keepalived (apt-get install -y keepalived) and a release build of
 # swrouter (SWROUTER_BIN; the I/O backend is BENCH_IO_BACKEND, default mmap).
 #
