@@ -597,3 +597,33 @@ fn status_watch_on_a_terminal_redraws_in_place_and_exits_cleanly_on_ctrl_c() {
         );
     }
 }
+
+/// kill -9 leaves the interfaces taken over (kernel ARP off); the next run finds the state the
+/// first one saved and gives that back on its clean stop, not the taken-over state it found.
+#[test]
+fn a_killed_router_s_interfaces_are_given_back_by_the_next_clean_stop() {
+    let mut l = integration::RouterLab::new("fwcrash", "", "").unwrap();
+    let noarp = |l: &integration::RouterLab| {
+        l.rtr
+            .ip(&["link", "show", "eth0"])
+            .unwrap()
+            .contains("NOARP")
+    };
+    assert!(!noarp(&l), "the kernel answers ARP before swrouter runs");
+    l.start().unwrap();
+    assert!(noarp(&l), "swrouter turns kernel ARP off on its interfaces");
+    let h = l.router.take().unwrap();
+    l.lab.kill(&h).unwrap();
+    assert!(
+        noarp(&l),
+        "a killed swrouter cannot give the interfaces back"
+    );
+    l.start().unwrap();
+    let h = l.router.take().unwrap();
+    let log = l.lab.logs(&h);
+    l.lab.stop(&h, std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        !noarp(&l),
+        "the clean stop gave back the original state (kernel ARP on):\n{log}"
+    );
+}

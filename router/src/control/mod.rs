@@ -70,6 +70,8 @@ struct Restore {
     flags: u32,
     disable_ipv6: Option<String>,
     forwarding: Option<String>,
+    /// The file that holds this state until a clean stop (see `saved_state_path`).
+    saved: Option<PathBuf>,
 }
 
 /// Builds the interface table from the config and the kernel's view of each device.
@@ -152,12 +154,38 @@ fn take_over(ifaces: &[Iface]) -> Result<Vec<Restore>> {
             .with_context(|| format!("bringing {} up", i.name))?;
         let v6 = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", i.name);
         let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", i.name);
-        let r = Restore {
+        let mut r = Restore {
             name: i.name.clone(),
             flags: link.flags,
             disable_ipv6: read_sysctl(&v6),
             forwarding: read_sysctl(&fwd),
+            saved: None,
         };
+        // A run that did not stop cleanly (kill -9, a crash) left its changes in place and
+        // the original state in a file: that state, not the one found now, is given back.
+        let saved = saved_state_path(i);
+        match saved
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            Some(text) => match Restore::parse(&i.name, &text) {
+                Some(orig) => {
+                    tracing::warn!(interface = %i.name, "interface left taken over by a run that did not stop cleanly; its original state will be given back on stop");
+                    r = orig;
+                }
+                None => {
+                    tracing::warn!(interface = %i.name, "unreadable saved interface state ignored")
+                }
+            },
+            None => {
+                if let Some(p) = &saved {
+                    if let Err(e) = std::fs::write(p, r.to_text()) {
+                        tracing::debug!(path = %p.display(), error = %e, "could not save the interface's original state");
+                    }
+                }
+            }
+        }
+        r.saved = saved;
         write_sysctl(&v6, "1");
         write_sysctl(&fwd, "0");
         tracing::info!(interface = %i.name, address = %i.addr, prefix = i.prefix_len, mac = %i.mac, mtu = i.mtu, "interface taken over");
@@ -166,8 +194,66 @@ fn take_over(ifaces: &[Iface]) -> Result<Vec<Restore>> {
     Ok(restore)
 }
 
+/// Where the original state of `i` is kept while swrouter holds it: /run/swrouter, keyed by
+/// the network namespace (its inode) and the interface index, so that routers in different
+/// namespaces with the same interface names do not mix their files.
+fn saved_state_path(i: &Iface) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let netns = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+    let dir = Path::new(SAVED_STATE_DIR);
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .ok()?;
+    }
+    Some(dir.join(format!("iface-{netns}-{}-{}", i.ifindex, i.name)))
+}
+
+/// The directory of the saved interface states.
+const SAVED_STATE_DIR: &str = "/run/swrouter";
+
+impl Restore {
+    /// The state as the saved file holds it.
+    fn to_text(&self) -> String {
+        format!(
+            "flags={}\ndisable_ipv6={}\nforwarding={}\n",
+            self.flags,
+            self.disable_ipv6.as_deref().unwrap_or("-"),
+            self.forwarding.as_deref().unwrap_or("-")
+        )
+    }
+
+    /// Reads [`Restore::to_text`]'s form back.
+    fn parse(name: &str, text: &str) -> Option<Restore> {
+        let mut flags = None;
+        let (mut v6, mut fwd) = (None, None);
+        for line in text.lines() {
+            let (k, v) = line.split_once('=')?;
+            let v = (v != "-").then(|| v.to_string());
+            match k {
+                "flags" => flags = v?.parse().ok(),
+                "disable_ipv6" => v6 = v,
+                "forwarding" => fwd = v,
+                _ => return None,
+            }
+        }
+        Some(Restore {
+            name: name.to_string(),
+            flags: flags?,
+            disable_ipv6: v6,
+            forwarding: fwd,
+            saved: None,
+        })
+    }
+}
+
 fn give_back(restore: &[Restore]) {
     for r in restore {
+        if let Some(p) = &r.saved {
+            let _ = std::fs::remove_file(p);
+        }
         // Keep the link up (traffic may still flow through it later) but hand ARP back.
         if let Ok(link) = crate::sys::link_info(&r.name) {
             let flags =
@@ -1278,4 +1364,27 @@ pub fn request(socket: &Path, req: &str) -> Result<String> {
         bail!("swrouter refused the request: {}", e.error);
     }
     Ok(line)
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::Restore;
+
+    #[test]
+    fn saved_interface_state_round_trips() {
+        let r = Restore {
+            name: "eth0".into(),
+            flags: 0x1043,
+            disable_ipv6: Some("0".into()),
+            forwarding: None,
+            saved: None,
+        };
+        let back = Restore::parse("eth0", &r.to_text()).unwrap();
+        assert_eq!(
+            (back.flags, back.disable_ipv6, back.forwarding),
+            (0x1043, Some("0".into()), None)
+        );
+        assert!(Restore::parse("eth0", "flags=x\n").is_none());
+        assert!(Restore::parse("eth0", "bogus").is_none());
+    }
 }

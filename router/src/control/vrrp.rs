@@ -212,7 +212,7 @@ impl VrrpDriver {
             // master's first frames teach them its port) are routed, not dropped.
             if self.instances[i].vr.state() != State::Master {
                 self.plane.set_linger(i, true);
-                self.instances[i].linger_until = Some(now + SWITCHOVER_LINGER);
+                self.instances[i].linger_until = Some(now + linger(&self.instances[i].vr));
             }
         }
         if moved.is_empty() {
@@ -407,8 +407,16 @@ impl VrrpDriver {
     }
 }
 
-/// How long a router that handed mastership over keeps routing frames to the virtual MAC.
+/// How long a router that handed mastership over keeps routing frames to the virtual MAC,
+/// beyond the longest a backup waits before it takes over after a priority-0 advertisement
+/// (Skew_Time, under one advertisement interval).
 pub const SWITCHOVER_LINGER: Duration = Duration::from_millis(500);
+
+/// The linger of a virtual router after its switchover: the backups' longest Skew_Time (one
+/// advertisement interval) plus [`SWITCHOVER_LINGER`] for the switches to learn the new port.
+fn linger(vr: &VirtualRouter) -> Duration {
+    Duration::from_millis(u64::from(vr.config().adver_interval) * 10) + SWITCHOVER_LINGER
+}
 
 /// How long a clean stop waits for worker 0 to send the priority-0 advertisements.
 pub const STOP_GRACE: Duration = Duration::from_millis(50);
