@@ -271,7 +271,8 @@ fn a_long_group_record_is_split_and_reassembled() {
 fn engine_with_squid() -> RouterEngine {
     let base = t0();
     let mut e = RouterEngine::new();
-    e.add_service(RouterServiceConfig::standard(0)).expect("valid config");
+    e.add_service(RouterServiceConfig::standard(0))
+        .expect("valid config");
     for (now, p) in &timed("s76-squid64-hash-gre-std0", base) {
         feed(&mut e, *now, p);
     }
