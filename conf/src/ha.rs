@@ -4,8 +4,9 @@
 //! Kept in its own module (raw structs, validation and emission together), like `nat`.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,7 +20,9 @@ use crate::InterfaceConf;
 type Result<T> = std::result::Result<T, ConfError>;
 
 /// Keys of `[ha]`, in documentation order.
-pub(crate) const HA_KEYS: &[&str] = &["vrrp"];
+pub(crate) const HA_KEYS: &[&str] = &["vrrp", "sync"];
+/// Keys of `[ha.sync]`, in documentation order.
+pub(crate) const SYNC_KEYS: &[&str] = &["local", "peer", "key-file", "node-id", "peer-node-id"];
 /// Keys of `[[ha.vrrp]]`, in documentation order.
 pub(crate) const VRRP_KEYS: &[&str] = &[
     "interface",
@@ -39,8 +42,12 @@ pub(crate) const VRRP_KEYS: &[&str] = &[
 pub const DEFAULT_GARP_COUNT: u8 = 3;
 
 /// The section and key list of an HA struct (for `raw::explain`'s unknown-key wording).
-pub(crate) fn sections() -> [(&'static str, &'static [&'static str]); 2] {
-    [("[ha]", HA_KEYS), ("[[ha.vrrp]]", VRRP_KEYS)]
+pub(crate) fn sections() -> [(&'static str, &'static [&'static str]); 3] {
+    [
+        ("[ha]", HA_KEYS),
+        ("[[ha.vrrp]]", VRRP_KEYS),
+        ("[ha.sync]", SYNC_KEYS),
+    ]
 }
 
 /// The validated `[ha]` section: empty when the file has none (no VRRP).
@@ -48,6 +55,25 @@ pub(crate) fn sections() -> [(&'static str, &'static [&'static str]); 2] {
 pub struct HaConf {
     /// The virtual routers, in file order.
     pub vrrp: Vec<VrrpConf>,
+    /// The state-sync channel to the peer node (`[ha.sync]`), if configured.
+    pub sync: Option<SyncConf>,
+}
+
+/// `[ha.sync]`: the state-sync channel to the other node, a kernel UDP socket on a link
+/// swrouter does not own (a dedicated back-to-back link, like conntrackd's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConf {
+    /// Where this node listens (and sends from).
+    pub local: SocketAddrV4,
+    /// The peer node's `local`.
+    pub peer: SocketAddrV4,
+    /// The shared HMAC-SHA256 key's file, as written (relative paths are relative to the
+    /// configuration file's directory).
+    pub key_file: PathBuf,
+    /// This node's id in the channel.
+    pub node_id: u32,
+    /// The peer's id: the only sender accepted.
+    pub peer_node_id: u32,
 }
 
 impl HaConf {
@@ -76,6 +102,22 @@ pub struct VrrpConf {
 pub(crate) struct RawHa {
     #[serde(default)]
     vrrp: Vec<Spanned<RawVrrp>>,
+    sync: Option<Spanned<RawSync>>,
+}
+
+/// `[ha.sync]`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "an [ha.sync] table"
+)]
+struct RawSync {
+    local: Spanned<String>,
+    peer: Spanned<String>,
+    key_file: Spanned<String>,
+    node_id: Spanned<Int>,
+    peer_node_id: Spanned<Int>,
 }
 
 /// `[[ha.vrrp]]`.
@@ -251,7 +293,77 @@ pub(crate) fn validate(
             config,
         });
     }
-    Ok(HaConf { vrrp: out })
+    let sync = match &raw.sync {
+        None => None,
+        Some(s) => Some(validate_sync(at, s, interfaces)?),
+    };
+    Ok(HaConf { vrrp: out, sync })
+}
+
+fn validate_sync(
+    at: &Locator<'_>,
+    raw: &Spanned<RawSync>,
+    interfaces: &[InterfaceConf],
+) -> Result<SyncConf> {
+    let r = raw.get_ref();
+    let sock = |s: &Spanned<String>, key: &str| -> Result<SocketAddrV4> {
+        let a: SocketAddrV4 = s.get_ref().parse().map_err(|_| {
+            at.err(
+                &s.span(),
+                format!(
+                    "{key} = `{}` is not an IPv4 address with a port, e.g. 10.9.0.1:7420",
+                    s.get_ref()
+                ),
+            )
+        })?;
+        if a.port() == 0
+            || a.ip().is_unspecified()
+            || a.ip().is_multicast()
+            || a.ip().is_broadcast()
+        {
+            return Err(at.err(
+                &s.span(),
+                format!("{key} = {a}: give a unicast address and a port other than 0"),
+            ));
+        }
+        Ok(a)
+    };
+    let local = sock(&r.local, "local")?;
+    let peer = sock(&r.peer, "peer")?;
+    if local == peer {
+        return Err(at.err(
+            &r.peer.span(),
+            "peer is the same as local: give the other node's sync address",
+        ));
+    }
+    if let Some(i) = interfaces.iter().find(|i| i.address == *local.ip()) {
+        return Err(at.err(
+            &r.local.span(),
+            format!(
+                "local {} is interface `{}`'s address, which swrouter owns; the sync channel runs over a link the kernel keeps (a dedicated back-to-back link or a management network)",
+                local.ip(),
+                i.name
+            ),
+        ));
+    }
+    if r.key_file.get_ref().trim().is_empty() {
+        return Err(at.err(&r.key_file.span(), "key-file is empty: give the path of the shared key (at least 16 bytes, e.g. from `openssl rand -hex 32`)"));
+    }
+    let node_id = int(at, &r.node_id, "node-id", 1, u32::MAX as i64)? as u32;
+    let peer_node_id = int(at, &r.peer_node_id, "peer-node-id", 1, u32::MAX as i64)? as u32;
+    if node_id == peer_node_id {
+        return Err(at.err(
+            &r.peer_node_id.span(),
+            format!("peer-node-id = {peer_node_id} is this node's own node-id: the two nodes need different ids"),
+        ));
+    }
+    Ok(SyncConf {
+        local,
+        peer,
+        key_file: PathBuf::from(r.key_file.get_ref()),
+        node_id,
+        peer_node_id,
+    })
 }
 
 fn int(at: &Locator<'_>, s: &Spanned<Int>, key: &str, lo: i64, hi: i64) -> Result<i64> {
@@ -338,5 +450,17 @@ pub(crate) fn emit(out: &mut String, ha: &HaConf, quote: fn(&str) -> String) {
         let _ = writeln!(out, "accept-mode = {}", c.accept_mode);
         let _ = writeln!(out, "checksum = {}", quote(c.checksum.as_str()));
         let _ = writeln!(out, "garp-count = {}", c.garp_count);
+    }
+    if let Some(s) = &ha.sync {
+        out.push_str("\n[ha.sync]\n");
+        let _ = writeln!(out, "local = {}", quote(&s.local.to_string()));
+        let _ = writeln!(out, "peer = {}", quote(&s.peer.to_string()));
+        let _ = writeln!(
+            out,
+            "key-file = {}",
+            quote(&s.key_file.display().to_string())
+        );
+        let _ = writeln!(out, "node-id = {}", s.node_id);
+        let _ = writeln!(out, "peer-node-id = {}", s.peer_node_id);
     }
 }

@@ -236,6 +236,117 @@ fn ha(f: &mut Families, h: &crate::ha_status::HaStatus) {
         &[],
         h.outbox_full,
     );
+    if !h.role.is_empty() {
+        f.state(
+            "swrouter_ha_role",
+            "This node's role in the HA pair (1 on the current one).",
+            &[],
+            &["active", "standby"],
+            &h.role,
+        );
+    }
+    if let Some(s) = &h.sync {
+        ha_sync(f, s);
+    }
+}
+
+/// The HA state-sync channel.
+fn ha_sync(f: &mut Families, s: &crate::ha_status::SyncStatus) {
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    f.gauge(
+        "swrouter_ha_sync_peer_alive",
+        "1 while a valid sync message arrived within the peer timeout.",
+        &[],
+        b(s.peer_alive),
+    );
+    f.gauge(
+        "swrouter_ha_sync_in_sync",
+        "1 while our copy of the peer's state is exact.",
+        &[],
+        b(s.in_sync),
+    );
+    f.gauge(
+        "swrouter_ha_sync_lag_messages",
+        "Sync messages sent to the peer and not yet acknowledged.",
+        &[],
+        s.lag_messages as f64,
+    );
+    f.gauge(
+        "swrouter_ha_sync_lag_seconds",
+        "Age of the oldest unacknowledged sync message.",
+        &[],
+        s.lag_secs,
+    );
+    for (dir, msgs, bytes) in [
+        ("sent", s.messages_sent, s.bytes_sent),
+        ("received", s.messages_received, s.bytes_received),
+    ] {
+        f.counter(
+            "swrouter_ha_sync_messages_total",
+            "Sync messages, by direction (received: accepted only).",
+            &[("direction", dir)],
+            msgs,
+        );
+        f.counter(
+            "swrouter_ha_sync_bytes_total",
+            "Sync bytes, by direction (received: accepted only).",
+            &[("direction", dir)],
+            bytes,
+        );
+    }
+    for (what, n) in [
+        ("published", s.records_published),
+        ("applied", s.records_applied),
+    ] {
+        f.counter(
+            "swrouter_ha_sync_records_total",
+            "Sync records published to the peer and received from it (live).",
+            &[("what", what)],
+            n,
+        );
+    }
+    f.counter(
+        "swrouter_ha_sync_resends_total",
+        "Sync messages sent again after a NACK.",
+        &[],
+        s.resends,
+    );
+    f.counter(
+        "swrouter_ha_sync_resyncs_total",
+        "Bulk resyncs, by direction, completed.",
+        &[("direction", "sent")],
+        s.resyncs_sent,
+    );
+    f.counter(
+        "swrouter_ha_sync_resyncs_total",
+        "Bulk resyncs, by direction, completed.",
+        &[("direction", "received")],
+        s.resyncs_completed,
+    );
+    for (reason, n) in &s.rejected {
+        f.counter(
+            "swrouter_ha_sync_rejected_total",
+            "Sync messages refused, by reason (forged, replayed, too-old, stale-epoch, wrong-sender, malformed, wrong-source).",
+            &[("reason", reason)],
+            *n,
+        );
+    }
+    f.counter(
+        "swrouter_ha_sync_feed_dropped_total",
+        "Sync records lost to a full feed (each overflow re-exports all state).",
+        &[],
+        s.feed_dropped,
+    );
+    for (table, t) in &s.tables {
+        for (side, n) in [("ours", t.published), ("peer", t.peer)] {
+            f.gauge(
+                "swrouter_ha_sync_entries",
+                "Sync table entries: ours (published) and the peer's (held).",
+                &[("table", table), ("side", side)],
+                n as f64,
+            );
+        }
+    }
 }
 
 /// NAT: per worker (sessions, translations, handoffs) and the switch processor.
@@ -1448,6 +1559,7 @@ pub(crate) mod tests {
                 unknown_vrid: 1,
             }],
             outbox_full: 0,
+            ..Default::default()
         });
         let text = render(&s);
         let l = r#"interface="eth0",vrid="51""#;
@@ -1463,6 +1575,42 @@ pub(crate) mod tests {
             r#"swrouter_vrrp_unknown_vrid_total{interface="eth0"} 1"#.to_string(),
         ] {
             assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_sync_channel_becomes_series() {
+        let mut s = sample();
+        s.ha = Some(crate::ha_status::HaStatus {
+            role: "standby".into(),
+            sync: Some(crate::ha_status::SyncStatus {
+                peer_alive: true,
+                lag_messages: 3,
+                messages_sent: 10,
+                rejected: [("forged".to_string(), 2)].into(),
+                tables: [(
+                    "nat-session".to_string(),
+                    crate::ha_status::SyncTableStatus {
+                        peer: 7,
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let text = render(&s);
+        for series in [
+            r#"swrouter_ha_role{state="standby"} 1"#,
+            "swrouter_ha_sync_peer_alive 1",
+            "swrouter_ha_sync_in_sync 0",
+            "swrouter_ha_sync_lag_messages 3",
+            r#"swrouter_ha_sync_messages_total{direction="sent"} 10"#,
+            r#"swrouter_ha_sync_rejected_total{reason="forged"} 2"#,
+            r#"swrouter_ha_sync_entries{table="nat-session",side="peer"} 7"#,
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
         }
     }
 

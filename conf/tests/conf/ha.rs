@@ -228,3 +228,77 @@ fn the_router_id_is_the_caches_side_virtual_address() {
         "the highest interface address"
     );
 }
+
+/// `[ha.sync]` after ONE: its keys start on line 12.
+const SYNC: &str = "[ha.sync]\nlocal = \"10.9.0.1:7420\"\npeer = \"10.9.0.2:7420\"\nkey-file = \"/etc/swrouter/ha.key\"\nnode-id = 1\npeer-node-id = 2\n";
+
+#[test]
+fn the_sync_channel_is_read_and_round_trips() {
+    let c = parse_str("h.conf", &with(&format!("{ONE}{SYNC}"))).unwrap();
+    let s = c.ha.sync.as_ref().expect("sync");
+    assert_eq!(s.local, "10.9.0.1:7420".parse().unwrap());
+    assert_eq!(s.peer, "10.9.0.2:7420".parse().unwrap());
+    assert_eq!(s.key_file, std::path::Path::new("/etc/swrouter/ha.key"));
+    assert_eq!((s.node_id, s.peer_node_id), (1, 2));
+    let again = parse_str("e.conf", &c.to_toml()).unwrap();
+    assert_eq!(again.ha, c.ha);
+    assert!(parse_str("h.conf", &with(ONE)).unwrap().ha.sync.is_none());
+}
+
+#[test]
+fn sync_errors_point_at_the_value() {
+    let sync = |local: &str, peer: &str, ids: (&str, &str)| {
+        with(&format!(
+            "{ONE}[ha.sync]\nlocal = \"{local}\"\npeer = \"{peer}\"\nkey-file = \"k\"\nnode-id = {}\npeer-node-id = {}\n",
+            ids.0, ids.1
+        ))
+    };
+    rejects(
+        &sync("10.9.0.1", "10.9.0.2:7420", ("1", "2")),
+        12,
+        9,
+        "not an IPv4 address with a port",
+    );
+    rejects(
+        &sync("10.9.0.1:0", "10.9.0.2:7420", ("1", "2")),
+        12,
+        9,
+        "port other than 0",
+    );
+    rejects(
+        &sync("10.9.0.1:7420", "10.9.0.1:7420", ("1", "2")),
+        13,
+        8,
+        "same as local",
+    );
+    rejects(
+        &sync("10.0.1.2:7420", "10.9.0.2:7420", ("1", "2")),
+        12,
+        9,
+        "which swrouter owns",
+    );
+    rejects(
+        &sync("10.9.0.1:7420", "10.9.0.2:7420", ("1", "1")),
+        16,
+        16,
+        "this node's own node-id",
+    );
+    rejects(
+        &sync("10.9.0.1:7420", "10.9.0.2:7420", ("0", "2")),
+        15,
+        11,
+        "node-id = 0 is out of range",
+    );
+    rejects(
+        &with(&format!("{ONE}{SYNC}peer-id = 3\n")),
+        17,
+        1,
+        "unknown key `peer-id` in [ha.sync]",
+    );
+    rejects(
+        &with(&format!("{ONE}[ha.sync]\nlocal = \"10.9.0.1:7420\"\n")),
+        11,
+        1,
+        "peer",
+    );
+}

@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// One swrouter node of a lab.
-struct Node {
-    ns: Ns,
-    conf: PathBuf,
-    socket: PathBuf,
-    proc: Option<ProcHandle>,
+pub(crate) struct Node {
+    pub(crate) ns: Ns,
+    pub(crate) conf: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) proc: Option<ProcHandle>,
 }
 
 /// `ha status --json` of a node.
-fn ha(n: &Node) -> Option<serde_json::Value> {
+pub(crate) fn ha(n: &Node) -> Option<serde_json::Value> {
     let out = std::process::Command::new(binary("swrouter"))
         .args(["ha", "status", "--json", "-s", &n.socket.to_string_lossy()])
         .output()
@@ -39,7 +39,7 @@ fn ha(n: &Node) -> Option<serde_json::Value> {
 }
 
 /// The virtual router `vrid` of a node's HA status.
-fn vr(h: &serde_json::Value, vrid: u64) -> serde_json::Value {
+pub(crate) fn vr(h: &serde_json::Value, vrid: u64) -> serde_json::Value {
     h["vrrp"]
         .as_array()
         .and_then(|a| a.iter().find(|v| v["vrid"] == vrid))
@@ -48,7 +48,7 @@ fn vr(h: &serde_json::Value, vrid: u64) -> serde_json::Value {
 }
 
 /// Waits until every VRID of `vrids` of node `n` is in `state`; returns the status then.
-fn wait_state(
+pub(crate) fn wait_state(
     n: &Node,
     vrids: &[u64],
     state: &str,
@@ -71,7 +71,7 @@ fn transition_at(h: &serde_json::Value, vrid: u64, asked: Instant) -> Instant {
     asked - Duration::from_secs_f64(ago)
 }
 
-fn start(lab: &mut Lab, n: &mut Node) {
+pub(crate) fn start(lab: &mut Lab, n: &mut Node) {
     let h = lab
         .spawn(
             &n.ns,
@@ -85,7 +85,12 @@ fn start(lab: &mut Lab, n: &mut Node) {
 }
 
 /// A node's config: `ifaces` are (name, address/len); `vrrp` is appended as is.
-fn write_conf(lab: &Lab, name: &str, ifaces: &[(&str, &str)], vrrp: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn write_conf(
+    lab: &Lab,
+    name: &str,
+    ifaces: &[(&str, &str)],
+    vrrp: &str,
+) -> (PathBuf, PathBuf) {
     let socket = lab.dir().join(format!("{name}.sock"));
     let conf = lab.dir().join(format!("{name}.conf"));
     let mut text = format!(
@@ -104,7 +109,7 @@ fn write_conf(lab: &Lab, name: &str, ifaces: &[(&str, &str)], vrrp: &str) -> (Pa
 }
 
 /// `[[ha.vrrp]]` for VRID 51 on eth0 (10.0.1.254) and 52 on eth1 (10.0.2.254).
-fn pair_vrrp(priority: u8, interval_ms: u32) -> String {
+pub(crate) fn pair_vrrp(priority: u8, interval_ms: u32) -> String {
     [(51, "eth0", "10.0.1.254"), (52, "eth1", "10.0.2.254")]
         .iter()
         .map(|(vrid, i, vip)| {
@@ -116,7 +121,7 @@ fn pair_vrrp(priority: u8, interval_ms: u32) -> String {
 }
 
 /// Advertisement interval of the swrouter pair.
-const PAIR_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const PAIR_INTERVAL: Duration = Duration::from_millis(20);
 
 /// client — [lan bridge] — r1, r2 — [wan bridge] — server; r1 priority 200, r2 100.
 struct PairLab {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod igmp;
 pub mod mgmt;
 pub mod scrape;
+pub mod statesync;
 pub mod vrrp;
 pub mod wccp;
 
@@ -226,7 +227,10 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
     );
     // HA state sync: state owners publish into this feed; the sync driver drains it.
-    let sync_feed = crate::statesync::SyncFeed::disabled();
+    let sync_feed = match conf.ha.sync {
+        Some(_) => crate::statesync::SyncFeed::new(crate::statesync::FEED_CAPACITY),
+        None => crate::statesync::SyncFeed::disabled(),
+    };
     // NAT: the runtime the workers, the switch processor and status share.
     let nat_rt = match &conf.nat.config {
         Some(cfg) => {
@@ -357,6 +361,8 @@ struct ControlState {
     notify: crate::sd_notify::Notifier,
     /// The VRRP virtual routers (`[ha]`).
     vrrp: Option<vrrp::VrrpDriver>,
+    /// The state-sync channel to the peer node (`[ha.sync]`).
+    sync: Option<statesync::SyncDriver>,
 }
 
 /// The metrics listener in force: its address and accept task, rebound by a reload.
@@ -501,6 +507,24 @@ async fn control_loop(
         }
         None => (None, None),
     };
+    let sync = match &conf.ha.sync {
+        Some(sc) => {
+            let dir = config_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            Some(statesync::SyncDriver::new(
+                sc,
+                &dir,
+                shared.sync.clone(),
+                Instant::now(),
+            )?)
+        }
+        None => None,
+    };
+    let sync_socket = sync.as_ref().map(|s| s.socket());
+    let sync_feed = shared.sync.clone();
+    let mut sync_buf = vec![0u8; statesync::MAX_DATAGRAM];
     // One snapshot request per scrape client at most is ever waiting here.
     let (snapshots, mut snapshot_rx) = tokio::sync::mpsc::channel(scrape::MAX_CLIENTS);
     let mut metrics = MetricsServer {
@@ -528,7 +552,12 @@ async fn control_loop(
         metrics,
         notify,
         vrrp,
+        sync,
     };
+    if let Some(s) = state.sync.as_mut() {
+        s.publish_node(0);
+    }
+    ha_sync_after(&mut state);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -536,6 +565,8 @@ async fn control_loop(
     let mut probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
     let mut next_probe = tokio::time::Instant::now();
     let mut health_tick = tokio::time::interval(health::TICK);
+    // The neighbour table is compared with what was published this often.
+    let mut sync_neighbour_tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         let far_probe = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         // The WCCP engine's next deadline; far away when it has none (or WCCP is off).
@@ -552,7 +583,26 @@ async fn control_loop(
             .and_then(|v| v.deadline())
             .map(tokio::time::Instant::from_std)
             .unwrap_or(far);
+        let sync_deadline = state
+            .sync
+            .as_ref()
+            .and_then(|s| s.deadline())
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(far);
         tokio::select! {
+            r = recv_sync(sync_socket.as_deref(), &mut sync_buf) => {
+                if let (Ok((n, from)), Some(s)) = (r, state.sync.as_mut()) {
+                    let changes = s.on_datagram(&sync_buf[..n], from, Instant::now());
+                    apply_peer_changes(&mut state, changes);
+                }
+            }
+            _ = sync_feed.ready() => {}
+            _ = tokio::time::sleep_until(sync_deadline) => {}
+            _ = sync_neighbour_tick.tick(), if state.sync.is_some() => {
+                if let Some(s) = state.sync.as_mut() {
+                    s.publish_neighbours(&state.shared.neighbours, &state.shared.tables.load().ifaces);
+                }
+            }
             d = recv_vrrp(&mut vrrp_rx) => {
                 if let (Some(d), Some(v)) = (d, state.vrrp.as_mut()) {
                     v.on_datagram(&d, Instant::now());
@@ -609,6 +659,7 @@ async fn control_loop(
                 probe_period = state.wccp.as_ref().and_then(|w| w.probe_interval());
             }
         }
+        ha_sync_after(&mut state);
     }
     // A clean stop: masters send priority 0 (RFC 5798 §6.4.3) and the workers get a moment
     // to put it on the wire before they stop.
@@ -625,6 +676,103 @@ async fn control_loop(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// After every event of the control loop: the node's role follows VRRP (the owners hear of a
+/// change), the feed is drained into the sync channel, and the channel sends what is due.
+fn ha_sync_after(state: &mut ControlState) {
+    let Some(sync) = state.sync.as_mut() else {
+        return;
+    };
+    let now = Instant::now();
+    let role = match state.vrrp.as_ref() {
+        Some(v) if !v.any_master() => statesync::Role::Standby,
+        _ => statesync::Role::Active,
+    };
+    let cause = state
+        .vrrp
+        .as_ref()
+        .and_then(|v| v.last_cause())
+        .unwrap_or_else(|| "start".to_string());
+    let mut reexport = false;
+    if sync.set_role(role, &cause, now) {
+        // HELPER: tell the state owners (NAT: set_active; WCCP: set_ha_active).
+        if let Some(w) = state.wccp.as_mut() {
+            w.set_ha_active(role == statesync::Role::Active, now);
+        }
+        // Becoming active, the synced state is now this node's own: owners re-publish it.
+        reexport |= role == statesync::Role::Active;
+    }
+    reexport |= sync.pump_feed(now);
+    if reexport {
+        // HELPER: owners re-export everything they hold (NAT: export_all; WCCP: export_all).
+        sync.republish_all_neighbours();
+        if let Some(w) = state.wccp.as_mut() {
+            // Into the feed: the wake it raises brings the records through pump_feed next.
+            w.export_all();
+        }
+    }
+    sync.on_tick(now);
+}
+
+/// Hands the peer's state changes to their owners.
+fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) {
+    let Some(sync) = state.sync.as_mut() else {
+        return;
+    };
+    let now = Instant::now();
+    let tables = state.shared.tables.load();
+    let own = |a: std::net::Ipv4Addr| {
+        tables.ifaces.iter().any(|i| i.addr == a)
+            || tables
+                .vrrp
+                .as_ref()
+                .is_some_and(|v| v.vip_role(a).is_some())
+    };
+    for rec in changes {
+        let applied = match rec.table {
+            ::hasync::TableId::NEIGHBOUR => statesync::apply_neighbour(
+                rec.as_ref(),
+                &state.shared.neighbours,
+                &tables.ifaces,
+                own,
+                now,
+            ),
+            // The node record is shown in status.
+            ::hasync::TableId::CONFIG => true,
+            // HELPER: NAT_SESSION → NatRuntime::apply_synced; WCCP_GROUP → WccpDriver::apply_synced.
+            ::hasync::TableId::WCCP_GROUP => state
+                .wccp
+                .as_mut()
+                .is_some_and(|w| w.apply_synced(&rec, now)),
+            _ => false,
+        };
+        sync.count_change(rec.table, applied);
+    }
+}
+
+/// The next sync datagram, or never when `[ha.sync]` is off.
+async fn recv_sync(
+    socket: Option<&tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The HA status: VRRP, the node's role and the sync channel.
+fn ha_status(state: &ControlState) -> Option<crate::ha_status::HaStatus> {
+    let mut h = state
+        .vrrp
+        .as_ref()
+        .map(|v| v.status(&state.shared.tables.load().ifaces))?;
+    if let Some(s) = state.sync.as_ref() {
+        h.role = s.role().as_str().to_string();
+        h.sync = Some(s.status(Instant::now()));
+    }
+    Some(h)
 }
 
 /// The next VRRP advertisement, or never when VRRP is off.
@@ -723,10 +871,7 @@ fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
             .metrics
             .listen
             .map(|a| state.metrics.counters.status(a)),
-        ha: state
-            .vrrp
-            .as_ref()
-            .map(|v| v.status(&state.shared.tables.load().ifaces)),
+        ha: ha_status(state),
     };
     status::collect(&cx)
 }
@@ -737,8 +882,8 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
     let reply = match line {
         REQ_STATUS => serde_json::to_string(&snapshot(state, limits)),
         REQ_RELOAD => serde_json::to_string(&reload(state)),
-        REQ_HA_STATUS => match state.vrrp.as_ref() {
-            Some(v) => serde_json::to_string(&v.status(&state.shared.tables.load().ifaces)),
+        REQ_HA_STATUS => match ha_status(state) {
+            Some(h) => serde_json::to_string(&h),
             None => serde_json::to_string(&ha_not_configured(state)),
         },
         l if l == REQ_HA_SWITCHOVER || l.starts_with("ha switchover ") => {
@@ -1070,6 +1215,9 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
             .forget(|o| matches!(o, crate::probe::ProbeOwner::Steering(_)));
     }
     state.reloads += 1;
+    if let Some(s) = state.sync.as_mut() {
+        s.publish_node(state.reloads);
+    }
     tracing::info!(
         static_routes = n,
         wccp_services,

@@ -223,6 +223,24 @@ impl VrrpDriver {
         self.instances.iter().any(|i| i.vr.state() == State::Master)
     }
 
+    /// The most recent transition of any virtual router, as "interface vrid from→to (cause)".
+    pub fn last_cause(&self) -> Option<String> {
+        self.instances
+            .iter()
+            .filter_map(|i| i.last.as_ref().map(|t| (i, t)))
+            .max_by_key(|(_, t)| t.at)
+            .map(|(i, t)| {
+                format!(
+                    "{} vrid {} {}→{} ({})",
+                    i.iface_name,
+                    i.vr.config().vrid,
+                    t.from.as_str(),
+                    t.to.as_str(),
+                    t.cause
+                )
+            })
+    }
+
     fn carry_out(&mut self, i: usize, actions: Vec<Action>, now: Instant) {
         let inst = &mut self.instances[i];
         // The data plane's role first: what is sent below announces it.
@@ -363,6 +381,13 @@ impl VrrpDriver {
             vrrp,
             interfaces,
             outbox_full: self.outbox_full,
+            role: if self.any_master() {
+                "active"
+            } else {
+                "standby"
+            }
+            .to_string(),
+            sync: None,
         }
     }
 }

@@ -822,32 +822,33 @@ impl WccpDriver {
     /// One of the peer's records (table `WCCP_GROUP`), applied while standby: the standby's
     /// engine holds the active's groups, and its data plane the synced assignments, ready
     /// for a takeover. An active node ignores the peer's records (its own state is live).
-    pub fn apply_synced(&mut self, rec: &hasync::Record, now: Instant) {
-        if rec.table != hasync::TableId::WCCP_GROUP {
-            *self
-                .sync_counters
-                .refused
-                .entry("wccp-sync-wrong-table")
-                .or_default() += 1;
-            return;
-        }
-        if self.ha_active {
-            *self
-                .sync_counters
-                .refused
-                .entry("wccp-sync-while-active")
-                .or_default() += 1;
-            return;
+    /// True when the record was applied.
+    pub fn apply_synced(&mut self, rec: &hasync::Record, now: Instant) -> bool {
+        let refused = if rec.table != hasync::TableId::WCCP_GROUP {
+            Some("wccp-sync-wrong-table")
+        } else if self.ha_active {
+            Some("wccp-sync-while-active")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            *self.sync_counters.refused.entry(reason).or_default() += 1;
+            return false;
         }
         let value = (rec.op == hasync::Op::Upsert).then_some(&rec.value[..]);
-        match self.engine.import_sync(now, &rec.key, value) {
-            Ok(()) => self.sync_counters.applied += 1,
+        let applied = match self.engine.import_sync(now, &rec.key, value) {
+            Ok(()) => {
+                self.sync_counters.applied += 1;
+                true
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "WCCP sync record refused");
                 *self.sync_counters.refused.entry(e.as_str()).or_default() += 1;
+                false
             }
-        }
+        };
         self.drain(now);
+        applied
     }
 
     /// The node's HA role changed. Becoming active: the imported groups are live, every
@@ -1382,7 +1383,7 @@ id = 0
             let recs = drain(&fa);
             assert!(!recs.is_empty());
             for r in &recs {
-                b.apply_synced(r, now);
+                assert!(b.apply_synced(r, now));
             }
             assert!(drain(&fb).is_empty(), "a standby publishes nothing");
             let b_status = b.status();
@@ -1470,7 +1471,7 @@ id = 0
             let (mut a, _rx) = node(feed);
             let rec =
                 hasync::Record::upsert(hasync::TableId::WCCP_GROUP, vec![b'G', 0, 0], vec![1]);
-            a.apply_synced(&rec, Instant::now());
+            assert!(!a.apply_synced(&rec, Instant::now()));
             let other = hasync::Record::upsert(hasync::TableId::NAT_SESSION, vec![1], vec![1]);
             a.set_ha_active(false, Instant::now());
             a.apply_synced(&other, Instant::now());
