@@ -92,7 +92,27 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     let nat = crate::nat::validate(at, raw.nat.as_ref(), &interfaces, workers)?;
     let ha = crate::ha::validate(at, raw.ha.as_ref(), &interfaces)?;
-    let id = router_id(at, router.id.as_ref(), &interfaces, &ha, !wccp.is_empty())?;
+    // Interfaces marked `wccp-caches = true` in the file (not by default): the caches' side.
+    let marked: Vec<&str> = raw
+        .interface
+        .iter()
+        .zip(&interfaces)
+        .filter(|(r, _)| {
+            r.get_ref()
+                .wccp_caches
+                .as_ref()
+                .is_some_and(|b| *b.get_ref())
+        })
+        .map(|(_, i)| i.name.as_str())
+        .collect();
+    let id = router_id(
+        at,
+        router.id.as_ref(),
+        &interfaces,
+        &ha,
+        !wccp.is_empty(),
+        &marked,
+    )?;
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -637,6 +657,7 @@ fn router_id(
     ifaces: &[InterfaceConf],
     ha: &crate::HaConf,
     wccp: bool,
+    marked: &[&str],
 ) -> Result<Ipv4Addr> {
     let ours = ifaces.iter().map(|i| i.address);
     let vips = ha
@@ -654,7 +675,12 @@ fn router_id(
         })
         .collect();
     let Some(raw) = raw else {
-        if let Some(v) = caches_side.first() {
+        // An interface marked for caches in the file before one that takes them by default.
+        let first = caches_side
+            .iter()
+            .find(|v| marked.contains(&v.interface.as_str()))
+            .or(caches_side.first());
+        if let Some(v) = first {
             if let Some(vip) = v.config.virtual_addrs.first() {
                 return Ok(*vip);
             }

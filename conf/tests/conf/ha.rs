@@ -206,6 +206,13 @@ fn wccp_on_vrrp(id: &str) -> String {
 fn the_router_id_is_the_caches_side_virtual_address() {
     let derived = parse_str("h.conf", &wccp_on_vrrp("")).unwrap();
     assert_eq!(derived.router.id, Ipv4Addr::new(10, 0, 3, 254));
+    // client0 takes caches too when not marked (it redirects nothing), and its virtual router
+    // comes first: the interface marked for caches still decides.
+    let by_default = wccp_on_vrrp("").replace("wccp-caches = false\n", "");
+    assert_eq!(
+        parse_str("h.conf", &by_default).unwrap().router.id,
+        Ipv4Addr::new(10, 0, 3, 254)
+    );
     let explicit = parse_str("h.conf", &wccp_on_vrrp("id = \"10.0.3.254\"")).unwrap();
     assert_eq!(explicit.router.id, Ipv4Addr::new(10, 0, 3, 254));
     for wrong in ["10.0.3.2", "10.0.1.254"] {

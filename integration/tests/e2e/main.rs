@@ -8,6 +8,7 @@ mod demo;
 mod forwarding;
 mod ha_sync;
 mod ha_vrrp;
+mod ha_wccp;
 mod management;
 mod metrics;
 mod nat;
