@@ -117,7 +117,7 @@ fn a_takeover_keeps_the_caches_registration_and_the_download_through_it() {
             br.ip(&["link", "set", &port, "master", bridge]).unwrap();
         }
     }
-    let mut nodes = vec![
+    let mut nodes = [
         node_conf(&lab, &r1, 1, 200, &key),
         node_conf(&lab, &r2, 2, 100, &key),
     ];
