@@ -54,7 +54,6 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let metrics_listen = metrics_listen(at, router.metrics_listen.as_ref())?;
     let interfaces = interfaces(at, &raw.interface, io_backend)?;
     let routes = routes(at, &raw.route, &interfaces)?;
-    let id = router_id(at, router.id.as_ref(), &interfaces)?;
     let (wccp, wccp_options) = match &raw.wccp {
         Some(w) => (
             crate::wccp::services(at, &w.service)?,
@@ -93,6 +92,27 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     let nat = crate::nat::validate(at, raw.nat.as_ref(), &interfaces, workers)?;
     let ha = crate::ha::validate(at, raw.ha.as_ref(), &interfaces)?;
+    // Interfaces marked `wccp-caches = true` in the file (not by default): the caches' side.
+    let marked: Vec<&str> = raw
+        .interface
+        .iter()
+        .zip(&interfaces)
+        .filter(|(r, _)| {
+            r.get_ref()
+                .wccp_caches
+                .as_ref()
+                .is_some_and(|b| *b.get_ref())
+        })
+        .map(|(_, i)| i.name.as_str())
+        .collect();
+    let id = router_id(
+        at,
+        router.id.as_ref(),
+        &interfaces,
+        &ha,
+        !wccp.is_empty(),
+        &marked,
+    )?;
     Ok(RouterConf {
         router: RouterSection {
             id,
@@ -626,14 +646,45 @@ fn next_hop(
     Ok(via)
 }
 
-/// `id`: explicit and one of ours, or the highest interface address.
+/// `id`: explicit and one of ours, or the highest interface address. With WCCP services and
+/// VRRP on an interface that takes caches (issue 15), it is that virtual router's first
+/// virtual address: caches register with the virtual address, and after a takeover the new
+/// master must announce the Router ID they know; an explicit `id` must be one of those
+/// virtual addresses.
 fn router_id(
     at: &Locator<'_>,
     raw: Option<&Spanned<String>>,
-    ifaces: &[Iface],
+    ifaces: &[InterfaceConf],
+    ha: &crate::HaConf,
+    wccp: bool,
+    marked: &[&str],
 ) -> Result<Ipv4Addr> {
-    let ours = ifaces.iter().map(|i| i.conf.address);
+    let ours = ifaces.iter().map(|i| i.address);
+    let vips = ha
+        .vrrp
+        .iter()
+        .flat_map(|v| v.config.virtual_addrs.iter().copied());
+    // The virtual routers on the caches' side, when WCCP runs.
+    let caches_side: Vec<&crate::VrrpConf> = ha
+        .vrrp
+        .iter()
+        .filter(|v| {
+            wccp && ifaces
+                .iter()
+                .any(|i| i.name == v.interface && i.wccp_caches)
+        })
+        .collect();
     let Some(raw) = raw else {
+        // An interface marked for caches in the file before one that takes them by default.
+        let first = caches_side
+            .iter()
+            .find(|v| marked.contains(&v.interface.as_str()))
+            .or(caches_side.first());
+        if let Some(v) = first {
+            if let Some(vip) = v.config.virtual_addrs.first() {
+                return Ok(*vip);
+            }
+        }
         // Like Cisco IOS's WCCP router id: the highest interface address (reference §3.3).
         // `interfaces` guaranteed at least one entry; UNSPECIFIED is never reached.
         return Ok(ours.max().unwrap_or(Ipv4Addr::UNSPECIFIED));
@@ -645,12 +696,38 @@ fn router_id(
             format!("invalid router id `{s}`: expected one of this router's interface addresses, e.g. \"10.0.1.1\""),
         )
     })?;
-    if ours.clone().any(|a| a == id) {
+    if !caches_side.is_empty() {
+        if caches_side
+            .iter()
+            .any(|v| v.config.virtual_addrs.contains(&id))
+        {
+            return Ok(id);
+        }
+        let list: Vec<String> = caches_side
+            .iter()
+            .flat_map(|v| {
+                v.config.virtual_addrs.iter().map(move |a| {
+                    format!(
+                        "{a} ([[ha.vrrp]] vrid {} on {})",
+                        v.config.vrid, v.interface
+                    )
+                })
+            })
+            .collect();
+        return Err(at.err(
+            &raw.span(),
+            format!(
+                "router id {id} is not a virtual address of the VRRP virtual router on the caches' interface: with [[ha.vrrp]] on an interface with `wccp-caches`, caches register with the virtual address and a takeover must keep their Router ID; use one of {}, or omit `id` to use the first",
+                list.join(", ")
+            ),
+        ));
+    }
+    if ours.clone().chain(vips).any(|a| a == id) {
         return Ok(id);
     }
     let list: Vec<String> = ifaces
         .iter()
-        .map(|i| format!("{} ({})", i.conf.address, i.conf.name))
+        .map(|i| format!("{} ({})", i.address, i.name))
         .collect();
     Err(at.err(
         &raw.span(),

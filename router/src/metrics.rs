@@ -777,6 +777,54 @@ fn wccp(f: &mut Families, w: &crate::status::WccpStatus) {
         &[],
         w.outbox_full,
     );
+    if let Some(h) = &w.ha_sync {
+        f.gauge(
+            "swrouter_wccp_sync_active",
+            "WCCP HA sync: 1 while this node is active (answers caches), 0 while standby.",
+            &[],
+            if h.role == "active" { 1.0 } else { 0.0 },
+        );
+        for (op, n) in [("upsert", h.published), ("delete", h.deleted)] {
+            f.counter(
+                "swrouter_wccp_sync_published_total",
+                "WCCP HA sync records published, by operation.",
+                &[("op", op)],
+                n,
+            );
+        }
+        f.counter(
+            "swrouter_wccp_sync_exports_total",
+            "WCCP HA sync full re-exports (takeover, feed overflow).",
+            &[],
+            h.exports,
+        );
+        f.counter(
+            "swrouter_wccp_sync_omitted_total",
+            "WCCP HA sync records left out because they would not fit.",
+            &[],
+            h.omitted,
+        );
+        f.counter(
+            "swrouter_wccp_sync_applied_total",
+            "WCCP HA sync records of the peer applied.",
+            &[],
+            h.applied,
+        );
+        for (r, n) in &h.refused {
+            f.counter(
+                "swrouter_wccp_sync_refused_total",
+                "WCCP HA sync records of the peer refused, by reason.",
+                &[("reason", r)],
+                *n,
+            );
+        }
+        f.counter(
+            "swrouter_wccp_sync_standby_ignored_total",
+            "WCCP datagrams not answered while standby.",
+            &[],
+            h.standby_ignored,
+        );
+    }
     if let Some(ff) = &w.fast_failover {
         f.gauge(
             "swrouter_wccp_probe_interval_seconds",

@@ -129,6 +129,12 @@ impl OutboxReceiver {
         self.wake.fd()
     }
 
+    /// The next waiting datagram, if any (tests: what the control plane sent).
+    #[cfg(test)]
+    pub fn try_recv(&self) -> Option<Outgoing> {
+        self.rx.try_recv().ok()
+    }
+
     /// Builds every waiting datagram into a packet that enters the pipeline at the route stage.
     pub fn drain_into(&self, pool: &mut Pool, out: &mut Vec<Packet>) {
         self.wake.drain();

@@ -121,6 +121,30 @@ pub struct WccpStatus {
     /// IGMP membership of the multicast service groups, when any is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub igmp: Option<IgmpStatus>,
+    /// HA state sync of the service groups (issue 15), when `[ha.sync]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_sync: Option<WccpSyncStatus>,
+}
+
+/// WCCP's part of the HA state sync: what it published as active and applied as standby.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WccpSyncStatus {
+    /// "active" (answers caches, publishes its groups) or "standby" (applies the peer's).
+    pub role: String,
+    /// Group and cache records published (upserts).
+    pub published: u64,
+    /// Deletes published (caches gone, groups removed, parts no longer needed).
+    pub deleted: u64,
+    /// Full re-exports (on taking over, or after the sync feed overflowed).
+    pub exports: u64,
+    /// Records left out because they would not fit in one sync record.
+    pub omitted: u64,
+    /// Peer records applied.
+    pub applied: u64,
+    /// Peer records refused, by reason (undecodable, unknown service, another table, ...).
+    pub refused: BTreeMap<String, u64>,
+    /// WCCP datagrams not answered while standby.
+    pub standby_ignored: u64,
 }
 
 /// The router as an IGMP host member of the WCCP multicast service groups.
@@ -917,6 +941,21 @@ pub fn render(s: &Status) -> String {
                 g.leaves_sent,
                 g.malformed,
                 g.ignored
+            );
+        }
+        if let Some(h) = &w.ha_sync {
+            let refused: Vec<String> = h.refused.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(
+                o,
+                "WCCP HA sync: {}  published {}  deleted {}  exports {}  omitted {}  applied {}  refused {}  ignored as standby {}",
+                h.role,
+                h.published,
+                h.deleted,
+                h.exports,
+                h.omitted,
+                h.applied,
+                if refused.is_empty() { "0".to_string() } else { refused.join(",") },
+                h.standby_ignored
             );
         }
         if let Some(a) = &w.flow_affinity {

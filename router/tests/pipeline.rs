@@ -2173,3 +2173,54 @@ fn vrrp_master_owns_the_virtual_mac_and_addresses_and_a_backup_does_not() {
         std::net::Ipv4Addr::new(10, 0, 1, 254)
     );
 }
+
+/// Issue 15: caches register with a VRRP virtual address. A master without Accept_Mode still
+/// takes WCCP (UDP 2048) and GRE returns addressed to it, as an address owner would; other
+/// traffic to the virtual address stays refused, and a backup takes none of it.
+#[test]
+fn a_vrrp_master_takes_wccp_and_gre_to_the_virtual_address_without_accept_mode() {
+    let mut b = Bench::new();
+    let mut rx = b.tables.local.bind(2048, 4);
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    let vip = [10, 0, 1, 254];
+    let vmac = vrrp::wire::virtual_mac(51);
+    let plane = Arc::new(router::tables::vrrp::VrrpPlane::new([(
+        0,
+        51,
+        vec![vip.into()],
+    )]));
+    b.tables.vrrp = Some(plane.clone());
+    let to_vmac = |mut f: Vec<u8>| {
+        f[..6].copy_from_slice(&vmac.0);
+        f
+    };
+    let hia = to_vmac(udp_to(vip, 2048, b"here-i-am"));
+    let other = to_vmac(udp_to(vip, 9999, b"x"));
+    let mut gre = gre_return([10, 0, 1, 2], Some(0), 0).frame().to_vec();
+    gre[..6].copy_from_slice(&vmac.0);
+    gre[30..34].copy_from_slice(&vip);
+    ipv4::fill_checksum(&mut gre[14..], 20);
+
+    plane.set_role(0, true, false);
+    b.run(vec![hia.clone(), other.clone(), gre.clone()], t0);
+    let d = rx.try_recv().unwrap();
+    assert_eq!(d.payload, b"here-i-am");
+    assert_eq!(d.dst.to_string(), "10.0.1.254:2048");
+    assert_eq!(
+        b.drops(StageKind::Ipv4Input, DropReason::VrrpNotAccepted),
+        1,
+        "only the datagram to another port"
+    );
+    // The GRE return reached local delivery (no cache is a member in this bench).
+    assert_eq!(
+        b.drops(StageKind::LocalDelivery, DropReason::WccpReturnNotMember),
+        1
+    );
+
+    // A backup does not own the virtual address: nothing of it is taken.
+    plane.set_role(0, false, false);
+    b.run(vec![hia], t0);
+    assert!(rx.try_recv().is_err());
+}

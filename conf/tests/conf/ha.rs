@@ -192,6 +192,50 @@ fn the_same_vrid_may_serve_two_links() {
     assert_eq!(c.ha.vrrp.len(), 2);
 }
 
+/// WCCP caches on a VRRP link; `id` lines are inserted at line 2.
+fn wccp_on_vrrp(id: &str) -> String {
+    format!(
+        "[router]\n{id}\n[[interface]]\nname = \"cache0\"\naddress = \"10.0.3.2/24\"\nwccp-caches = true\n[[interface]]\nname = \"client0\"\naddress = \"10.0.1.2/24\"\nwccp-caches = false\n[[wccp.service]]\nid = 0\n[[ha.vrrp]]\ninterface = \"client0\"\nvrid = 51\nvirtual-addresses = [\"10.0.1.254\"]\n[[ha.vrrp]]\ninterface = \"cache0\"\nvrid = 53\nvirtual-addresses = [\"10.0.3.254\"]\n"
+    )
+}
+
+/// Issue 15: with VRRP on the caches' interface the WCCP Router ID is its virtual address
+/// (derived when `id` is omitted), so that a takeover keeps the Router ID caches know; an
+/// explicit `id` elsewhere is refused with the address to use.
+#[test]
+fn the_router_id_is_the_caches_side_virtual_address() {
+    let derived = parse_str("h.conf", &wccp_on_vrrp("")).unwrap();
+    assert_eq!(derived.router.id, Ipv4Addr::new(10, 0, 3, 254));
+    // client0 takes caches too when not marked (it redirects nothing), and its virtual router
+    // comes first: the interface marked for caches still decides.
+    let by_default = wccp_on_vrrp("").replace("wccp-caches = false\n", "");
+    assert_eq!(
+        parse_str("h.conf", &by_default).unwrap().router.id,
+        Ipv4Addr::new(10, 0, 3, 254)
+    );
+    let explicit = parse_str("h.conf", &wccp_on_vrrp("id = \"10.0.3.254\"")).unwrap();
+    assert_eq!(explicit.router.id, Ipv4Addr::new(10, 0, 3, 254));
+    for wrong in ["10.0.3.2", "10.0.1.254"] {
+        rejects(
+            &wccp_on_vrrp(&format!("id = \"{wrong}\"")),
+            2,
+            6,
+            "use one of 10.0.3.254 ([[ha.vrrp]] vrid 53 on cache0)",
+        );
+    }
+    // Without WCCP the id may be an interface or a virtual address, as before.
+    let text = format!("[router]\nid = \"10.0.1.254\"\n{BASE}{ONE}");
+    assert_eq!(
+        parse_str("h.conf", &text).unwrap().router.id,
+        Ipv4Addr::new(10, 0, 1, 254)
+    );
+    assert_eq!(
+        parse_str("h.conf", &with(ONE)).unwrap().router.id,
+        Ipv4Addr::new(192, 0, 2, 2),
+        "the highest interface address"
+    );
+}
+
 /// `[ha.sync]` after ONE: its keys start on line 12.
 const SYNC: &str = "[ha.sync]\nlocal = \"10.9.0.1:7420\"\npeer = \"10.9.0.2:7420\"\nkey-file = \"/etc/swrouter/ha.key\"\nnode-id = 1\npeer-node-id = 2\n";
 

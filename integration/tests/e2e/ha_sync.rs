@@ -19,7 +19,7 @@ use std::time::Duration;
 const SYNC_PORT: u16 = 7420;
 
 /// Writes a 0600 key file.
-fn key_file(lab: &Lab, name: &str, key: &str) -> PathBuf {
+pub(crate) fn key_file(lab: &Lab, name: &str, key: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let p = lab.dir().join(name);
     std::fs::write(&p, format!("{key}\n")).unwrap();
@@ -28,7 +28,7 @@ fn key_file(lab: &Lab, name: &str, key: &str) -> PathBuf {
 }
 
 /// `[ha.sync]` for node `me` (1 or 2) of the pair.
-fn sync_section(me: u32, key: &std::path::Path) -> String {
+pub(crate) fn sync_section(me: u32, key: &std::path::Path) -> String {
     let peer = 3 - me;
     format!(
         "\n[ha.sync]\nlocal = \"10.9.0.{me}:{SYNC_PORT}\"\npeer = \"10.9.0.{peer}:{SYNC_PORT}\"\nkey-file = \"{}\"\nnode-id = {me}\npeer-node-id = {peer}\n",

@@ -9,6 +9,7 @@ mod forwarding;
 mod ha_nat;
 mod ha_sync;
 mod ha_vrrp;
+mod ha_wccp;
 mod management;
 mod metrics;
 mod nat;

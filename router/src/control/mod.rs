@@ -792,20 +792,27 @@ fn ha_sync_after(state: &mut ControlState) {
         .as_ref()
         .map(|p| p.rt.clone());
     if sync.set_role(role, &cause, now) {
-        // HELPER: tell the state owners (NAT: set_active; WCCP: set_ha_active).
+        // The state owners follow the role.
         if let Some(nat) = &nat {
             nat.set_active(role == statesync::Role::Active);
+        }
+        if let Some(w) = state.wccp.as_mut() {
+            w.set_ha_active(role == statesync::Role::Active, now);
         }
         // Becoming active, the synced state is now this node's own: owners re-publish it.
         reexport |= role == statesync::Role::Active;
     }
     reexport |= sync.pump_feed(now);
     if reexport {
-        // HELPER: owners re-export everything they hold (NAT: export_all; WCCP: export_all).
+        // Owners re-export everything they hold.
         if let Some(nat) = &nat {
             nat.export_all();
         }
         sync.republish_all_neighbours();
+        if let Some(w) = state.wccp.as_mut() {
+            // Into the feed: the wake it raises brings the records through pump_feed next.
+            w.export_all();
+        }
     }
     sync.on_tick(now);
 }
@@ -835,10 +842,13 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
             ),
             // The node record is shown in status.
             ::hasync::TableId::CONFIG => true,
-            // HELPER: NAT_SESSION → NatRuntime::apply_synced; WCCP_GROUP → WccpDriver::apply_synced.
             ::hasync::TableId::NAT_SESSION => {
                 tables.nat.as_ref().is_some_and(|p| p.rt.apply_synced(&rec))
             }
+            ::hasync::TableId::WCCP_GROUP => state
+                .wccp
+                .as_mut()
+                .is_some_and(|w| w.apply_synced(&rec, now)),
             _ => false,
         };
         sync.count_change(rec.table, applied);

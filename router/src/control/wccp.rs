@@ -199,6 +199,30 @@ pub struct WccpDriver {
     igmp: IgmpHost,
     /// Datagrams to a group that arrived with a TTL above 15.
     ttl_exceeded: u64,
+    /// HA role (issue 15): active answers caches and publishes its groups; standby keeps
+    /// the peer's. Always active without HA.
+    ha_active: bool,
+    /// What this node published as active, key → value: the next publication sends only
+    /// the differences (and deletes what is gone).
+    synced: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// HA sync counters.
+    sync_counters: SyncCounters,
+}
+
+/// The longest WCCP sync value: what fits in one record of hasync's default 1472-byte
+/// message with the longest tag, with room for the key and the record and chunk prefixes.
+pub const SYNC_VALUE_MAX: usize = 1200;
+
+/// What the driver counts about HA sync.
+#[derive(Debug, Clone, Default)]
+struct SyncCounters {
+    published: u64,
+    deleted: u64,
+    exports: u64,
+    omitted: u64,
+    applied: u64,
+    refused: BTreeMap<&'static str, u64>,
+    standby_ignored: u64,
 }
 
 impl WccpDriver {
@@ -244,6 +268,9 @@ impl WccpDriver {
             unprobeable_logged: BTreeSet::new(),
             igmp: IgmpHost::new(crate::probe::random_seed()),
             ttl_exceeded: 0,
+            ha_active: true,
+            synced: BTreeMap::new(),
+            sync_counters: SyncCounters::default(),
         };
         d.sync_membership(Instant::now());
         d.publish();
@@ -431,7 +458,9 @@ impl WccpDriver {
                 }
             }
         }
-        let wanted: Vec<ProbeTarget> = if self.options.fast_failover {
+        // A standby probes nothing: its probes would leave from the virtual address, which
+        // the active owns.
+        let wanted: Vec<ProbeTarget> = if self.options.fast_failover && self.ha_active {
             self.assignments
                 .iter()
                 .flat_map(|(id, a)| {
@@ -619,6 +648,12 @@ impl WccpDriver {
     /// One datagram to UDP 2048 on one of our addresses.
     pub fn handle(&mut self, d: LocalDatagram, tables: &Tables) {
         let now = Instant::now();
+        if !self.ha_active {
+            // The peer answers the caches (it owns the virtual address); answering here too
+            // would fork the Receive IDs and the membership.
+            self.sync_counters.standby_ignored += 1;
+            return;
+        }
         let src = *d.src.ip();
         // L2 forwarding is only for caches on the network the HERE_I_AM came in on; the
         // engine records that only for a HERE_I_AM it authenticated and admitted, so a
@@ -648,7 +683,10 @@ impl WccpDriver {
 
     /// The next deadline of the engine or of IGMP.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.engine.poll_timeout(), self.igmp.deadline()) {
+        // A standby's caches do not expire by their own timers: the active's deletes remove
+        // them, and taking over restarts every timer.
+        let engine = self.engine.poll_timeout().filter(|_| self.ha_active);
+        match (engine, self.igmp.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -657,7 +695,9 @@ impl WccpDriver {
     /// Runs the engine's and IGMP's timers.
     pub fn on_timeout(&mut self) {
         let now = Instant::now();
-        self.engine.handle_timeout(now);
+        if self.ha_active {
+            self.engine.handle_timeout(now);
+        }
         self.drain(now);
         let mut out = Vec::new();
         self.igmp.on_timeout(now, &mut out);
@@ -722,6 +762,117 @@ impl WccpDriver {
             // The data plane reads assignments with its table snapshot: publish a new one.
             self.publish();
         }
+        self.publish_sync(false);
+    }
+
+    /// Publishes the groups' records that changed since the last publication (all of them
+    /// with `all`), and deletes for records that are gone. Only an active node with HA sync
+    /// on publishes; otherwise nothing is encoded.
+    fn publish_sync(&mut self, all: bool) {
+        if !self.shared.sync.enabled() || !self.ha_active {
+            return;
+        }
+        let mut now: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for id in self.engine.service_ids().collect::<Vec<_>>() {
+            if let Some(x) = self.engine.export_service(id, SYNC_VALUE_MAX) {
+                self.sync_counters.omitted += x.omitted as u64;
+                now.extend(x.records.into_iter().map(|r| (r.key, r.value)));
+            }
+        }
+        let table = hasync::TableId::WCCP_GROUP;
+        // Parts and caches before the group's first part, so a standby assembles the group
+        // record once the caches it names are in.
+        let order = |k: &Vec<u8>| {
+            (
+                k.first() == Some(&wccp::router::KEY_GROUP) && k.get(2) == Some(&0),
+                k.clone(),
+            )
+        };
+        let mut upserts: Vec<(&Vec<u8>, &Vec<u8>)> = now
+            .iter()
+            .filter(|(k, v)| all || self.synced.get(*k) != Some(*v))
+            .collect();
+        upserts.sort_by_key(|(k, _)| order(k));
+        for (k, v) in upserts {
+            self.shared
+                .sync
+                .publish(hasync::Record::upsert(table, k.clone(), v.clone()));
+            self.sync_counters.published += 1;
+        }
+        for k in self.synced.keys().filter(|k| !now.contains_key(*k)) {
+            self.shared
+                .sync
+                .publish(hasync::Record::delete(table, k.clone()));
+            self.sync_counters.deleted += 1;
+        }
+        self.synced = now;
+    }
+
+    /// Re-publishes every group record this node holds as its own (on taking over, or when
+    /// the sync feed overflowed), so that the peer's copy equals this node's state. A
+    /// standby holds nothing of its own and publishes nothing.
+    pub fn export_all(&mut self) {
+        if !self.shared.sync.enabled() || !self.ha_active {
+            return;
+        }
+        self.sync_counters.exports += 1;
+        self.publish_sync(true);
+    }
+
+    /// One of the peer's records (table `WCCP_GROUP`), applied while standby: the standby's
+    /// engine holds the active's groups, and its data plane the synced assignments, ready
+    /// for a takeover. An active node ignores the peer's records (its own state is live).
+    /// True when the record was applied.
+    pub fn apply_synced(&mut self, rec: &hasync::Record, now: Instant) -> bool {
+        let refused = if rec.table != hasync::TableId::WCCP_GROUP {
+            Some("wccp-sync-wrong-table")
+        } else if self.ha_active {
+            Some("wccp-sync-while-active")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            *self.sync_counters.refused.entry(reason).or_default() += 1;
+            return false;
+        }
+        let value = (rec.op == hasync::Op::Upsert).then_some(&rec.value[..]);
+        let applied = match self.engine.import_sync(now, &rec.key, value) {
+            Ok(()) => {
+                self.sync_counters.applied += 1;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "WCCP sync record refused");
+                *self.sync_counters.refused.entry(e.as_str()).or_default() += 1;
+                false
+            }
+        };
+        self.drain(now);
+        applied
+    }
+
+    /// The node's HA role changed. Becoming active: the imported groups are live, every
+    /// cache's liveness timer restarts from `now` (the driver's caller then calls
+    /// [`Self::export_all`]). Becoming standby: stop answering caches and running the
+    /// engine's timers; the groups stay as they are until the peer's records replace them.
+    pub fn set_ha_active(&mut self, active: bool, now: Instant) {
+        if active == self.ha_active {
+            return;
+        }
+        self.ha_active = active;
+        if active {
+            self.engine.resume(now);
+            tracing::info!("WCCP: active; the synced service groups are live");
+        } else {
+            // Taking over again later re-exports everything.
+            self.synced.clear();
+            tracing::info!("WCCP: standby; caches are answered by the peer");
+        }
+    }
+
+    /// True while this node answers caches (always without HA).
+    pub fn ha_active(&self) -> bool {
+        self.ha_active
     }
 
     /// What `swrouter status` shows about WCCP (`show ip wccp`).
@@ -877,9 +1028,25 @@ impl WccpDriver {
                 ignored: k.ignored,
             }
         });
+        let k = &self.sync_counters;
+        let ha_sync = self
+            .shared
+            .sync
+            .enabled()
+            .then(|| crate::status::WccpSyncStatus {
+                role: if self.ha_active { "active" } else { "standby" }.into(),
+                published: k.published,
+                deleted: k.deleted,
+                exports: k.exports,
+                omitted: k.omitted,
+                applied: k.applied,
+                refused: k.refused.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+                standby_ignored: k.standby_ignored,
+            });
         WccpStatus {
             services,
             igmp,
+            ha_sync,
             received: counts(&c.rx),
             sent: counts(&c.tx),
             drops,
@@ -1090,5 +1257,230 @@ mod tests {
         let d = gre::decapsulate(&p[20..]).unwrap();
         assert_eq!(d.redirect, Some(redirect));
         assert_eq!(&p[20 + d.inner_offset..], &inner[..]);
+    }
+    /// An HA pair's WCCP side without sockets: two drivers, each with its own sync feed.
+    mod ha {
+        use super::*;
+        use crate::outbox::{OutboxReceiver, Outgoing};
+        use crate::statesync::SyncFeed;
+        use crate::tables::routes::RouteTable;
+        use crate::tables::Iface;
+        use ::wccp::cache::{CacheConfig, CacheEngine, CacheServiceConfig};
+
+        const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 254);
+        const CACHE: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 2);
+        const CONF: &str = r#"
+[[interface]]
+name = "eth0"
+address = "10.0.3.1/24"
+wccp-caches = true
+[[wccp.service]]
+id = 0
+"#;
+
+        fn tables() -> Tables {
+            let ifaces = vec![Iface {
+                id: 0,
+                name: "eth0".into(),
+                ifindex: 1,
+                mac: crate::wire::ethernet::MacAddr([2, 0, 0, 0, 0, 1]),
+                addr: [10, 0, 3, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+                backend: conf::IoBackend::Pnet,
+                redirect_in: Vec::new(),
+                redirect_out: Vec::new(),
+                exclude_in: false,
+                wccp_caches: true,
+            }];
+            let routes = RouteTable::build(&ifaces, &[]).unwrap();
+            Tables::new(ifaces, routes)
+        }
+
+        fn node(feed: SyncFeed) -> (WccpDriver, OutboxReceiver) {
+            let c = conf::parse_str("ha.conf", CONF).unwrap();
+            let (outbox, rx) = crate::outbox::outbox(1024).unwrap();
+            let shared = Arc::new(Shared {
+                tables: arc_swap::ArcSwap::from_pointee(tables()),
+                neighbours: Default::default(),
+                stop: Default::default(),
+                counters: Vec::new(),
+                outbox,
+                trace: Arc::new(crate::pipeline::trace::Tracer::new(1)),
+                sync: feed,
+            });
+            let d = WccpDriver::new(&c.wccp, &c.wccp_options, 1, VIP, shared).unwrap();
+            (d, rx)
+        }
+
+        /// The driver's I_SEE_YOUs, handed to the cache.
+        fn to_cache(rx: &OutboxReceiver, cache: &mut CacheEngine, now: Instant) -> usize {
+            let mut n = 0;
+            while let Some(o) = rx.try_recv() {
+                if let Outgoing::Udp(d) = o {
+                    assert_eq!(*d.src.ip(), VIP, "answered from the virtual address");
+                    cache.handle_message(now, *d.src.ip(), &d.payload);
+                    n += 1;
+                }
+            }
+            n
+        }
+
+        /// The cache's datagrams, handed to the driver as the pipeline delivers them.
+        fn to_router(cache: &mut CacheEngine, d: &mut WccpDriver, now: Instant) {
+            let tables = tables();
+            let mut buf = Vec::new();
+            while let Some(t) = cache.poll_transmit(now, &mut buf) {
+                d.handle(
+                    LocalDatagram {
+                        rx_if: 0,
+                        src: SocketAddrV4::new(CACHE, 2048),
+                        dst: SocketAddrV4::new(t.dst, 2048),
+                        payload: buf[..t.size].to_vec(),
+                        ttl: 64,
+                    },
+                    &tables,
+                );
+            }
+        }
+
+        fn drain(feed: &SyncFeed) -> Vec<hasync::Record> {
+            let mut out = Vec::new();
+            feed.drain(&mut out);
+            out
+        }
+
+        #[test]
+        fn the_standby_takes_over_the_actives_group_and_the_cache_sees_no_change() {
+            let (fa, fb) = (SyncFeed::new(1024), SyncFeed::new(1024));
+            let (mut a, rxa) = node(fa.clone());
+            let (mut b, rxb) = node(fb.clone());
+            let now = Instant::now();
+            b.set_ha_active(false, now);
+            // The cache registers with the virtual address; its clock runs ahead so that it
+            // assigns without the test waiting 15 s.
+            let mut cache = CacheEngine::new(
+                now,
+                CacheConfig::new(CACHE, vec![VIP])
+                    .with_service(CacheServiceConfig::new(ServiceInfo::standard(0))),
+            )
+            .unwrap();
+            let mut t = now;
+            for _ in 0..4 {
+                cache.handle_timeout(t);
+                to_router(&mut cache, &mut a, t);
+                to_cache(&rxa, &mut cache, t);
+                t += Duration::from_secs(10);
+            }
+            let a_status = a.status();
+            let svc = &a_status.services[0];
+            assert_eq!(svc.caches.len(), 1);
+            assert!(svc.caches[0].usable);
+            assert_ne!(svc.key, format!("{:?}", ::wccp::wire::AssignmentKey::NONE));
+            assert!(!a.shared.tables.load().wccp.services.is_empty());
+
+            // Everything the active published, applied by the standby in order.
+            let recs = drain(&fa);
+            assert!(!recs.is_empty());
+            for r in &recs {
+                assert!(b.apply_synced(r, now));
+            }
+            assert!(drain(&fb).is_empty(), "a standby publishes nothing");
+            let b_status = b.status();
+            let h = b_status.ha_sync.as_ref().unwrap();
+            assert_eq!((h.role.as_str(), h.applied), ("standby", recs.len() as u64));
+            assert!(h.refused.is_empty(), "{:?}", h.refused);
+            assert_eq!(b_status.services[0].change_number, svc.change_number);
+            assert_eq!(b_status.services[0].key, svc.key);
+            // The standby's data plane already redirects with the synced assignment.
+            assert_eq!(
+                b.assignments.get(&0).map(|x| x.share_counts()),
+                a.assignments.get(&0).map(|x| x.share_counts())
+            );
+            // A standby does not answer the cache (it does not own the virtual address).
+            cache.handle_timeout(t);
+            let mut probe = cache.clone();
+            to_router(&mut probe, &mut b, t);
+            assert_eq!(to_cache(&rxb, &mut probe, t), 0);
+            assert_eq!(b.status().ha_sync.unwrap().standby_ignored, 1);
+            assert_eq!(b.deadline(), None, "no engine timers while standby");
+
+            // The active dies; the standby takes over and answers the cache's next
+            // HERE_I_AM: the cache keeps its membership and assignment.
+            while cache.poll_event().is_some() {}
+            b.set_ha_active(true, t);
+            b.export_all();
+            let exported = drain(&fb);
+            assert_eq!(
+                exported.len(),
+                recs.iter()
+                    .filter(|r| r.op == hasync::Op::Upsert)
+                    .map(|r| &r.key)
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            );
+            for _ in 0..3 {
+                cache.handle_timeout(t);
+                to_router(&mut cache, &mut b, t);
+                assert_eq!(to_cache(&rxb, &mut cache, t), 1);
+                t += Duration::from_secs(10);
+            }
+            let after = b.status();
+            assert_eq!(after.services[0].change_number, svc.change_number);
+            assert_eq!(after.services[0].key, svc.key);
+            assert_eq!(
+                after.services[0].drops.get("wccp-receive-id-mismatch"),
+                None
+            );
+            let ev: Vec<_> = std::iter::from_fn(|| cache.poll_event()).collect();
+            assert!(
+                !ev.iter().any(|e| matches!(
+                    e,
+                    ::wccp::cache::CacheEvent::RouterDown { .. }
+                        | ::wccp::cache::CacheEvent::RouterUp { .. }
+                        | ::wccp::cache::CacheEvent::AssignmentSent { .. }
+                )),
+                "no re-registration, no reassignment: {ev:?}"
+            );
+            // The new active publishes as it goes.
+            assert!(!drain(&fb).is_empty());
+        }
+
+        #[test]
+        fn without_ha_sync_nothing_is_encoded_or_published() {
+            let (mut a, rx) = node(SyncFeed::disabled());
+            let now = Instant::now();
+            let mut cache = CacheEngine::new(
+                now,
+                CacheConfig::new(CACHE, vec![VIP])
+                    .with_service(CacheServiceConfig::new(ServiceInfo::standard(0))),
+            )
+            .unwrap();
+            cache.handle_timeout(now);
+            to_router(&mut cache, &mut a, now);
+            assert_eq!(to_cache(&rx, &mut cache, now), 1);
+            assert!(a.synced.is_empty());
+            assert!(a.status().ha_sync.is_none());
+            a.export_all();
+            assert!(a.synced.is_empty());
+        }
+
+        #[test]
+        fn an_active_node_refuses_the_peers_records() {
+            let feed = SyncFeed::new(16);
+            let (mut a, _rx) = node(feed);
+            let rec =
+                hasync::Record::upsert(hasync::TableId::WCCP_GROUP, vec![b'G', 0, 0], vec![1]);
+            assert!(!a.apply_synced(&rec, Instant::now()));
+            let other = hasync::Record::upsert(hasync::TableId::NAT_SESSION, vec![1], vec![1]);
+            a.set_ha_active(false, Instant::now());
+            a.apply_synced(&other, Instant::now());
+            a.apply_synced(&rec, Instant::now());
+            let h = a.status().ha_sync.unwrap();
+            assert_eq!(h.refused.get("wccp-sync-while-active"), Some(&1));
+            assert_eq!(h.refused.get("wccp-sync-wrong-table"), Some(&1));
+            assert_eq!(h.refused.get("wccp-sync-malformed"), Some(&1));
+            assert_eq!(h.applied, 0);
+        }
     }
 }

@@ -16,7 +16,9 @@ use crate::wire::ipv4::{self, Ipv4Error};
 
 /// VRRP (issue 15): advertisements on an interface that speaks VRRP go to local delivery (and
 /// on to the VRRP driver); a master's virtual addresses are its own with Accept_Mode and
-/// dropped without it (RFC 5798 §6.4.3).
+/// dropped without it (RFC 5798 §6.4.3), except WCCP (UDP 2048) and GRE returns: caches
+/// register with the virtual address and tunnel back to it, so a master takes those as an
+/// address owner would, and a takeover keeps the Router ID the caches know.
 #[cold]
 #[inline(never)]
 fn vrrp_input(v: &VrrpPlane, pkt: &Packet, dst: std::net::Ipv4Addr) -> Option<Verdict> {
@@ -27,7 +29,21 @@ fn vrrp_input(v: &VrrpPlane, pkt: &Packet, dst: std::net::Ipv4Addr) -> Option<Ve
     }
     match v.vip_role(dst)? {
         VipRole::Accepted => Some(Verdict::Jump(StageKind::LocalDelivery)),
+        VipRole::NotAccepted if wccp_to_vip(pkt) => Some(Verdict::Jump(StageKind::LocalDelivery)),
         VipRole::NotAccepted => Some(Verdict::Drop(DropReason::VrrpNotAccepted)),
+    }
+}
+
+/// True for WCCP's own traffic: UDP to port 2048, or GRE (a cache's return).
+fn wccp_to_vip(pkt: &Packet) -> bool {
+    let l3 = &pkt.frame()[HEADER_LEN..];
+    match ipv4::protocol(l3) {
+        ipv4::PROTO_GRE => true,
+        ipv4::PROTO_UDP => l3
+            .get(ipv4::header_len(l3)..)
+            .and_then(ipv4::ports)
+            .is_some_and(|(_, d)| d == ::wccp::engine::WCCP_PORT),
+        _ => false,
     }
 }
 

@@ -139,7 +139,7 @@ impl CacheEntry {
         self.sent_ids.get(&self.router_id).copied()
     }
 
-    fn new(now: Instant, router_id: Ipv4Addr) -> Self {
+    pub(crate) fn new(now: Instant, router_id: Ipv4Addr) -> Self {
         Self {
             router_id,
             first_seen: now,
@@ -832,7 +832,7 @@ impl Group {
     /// The next gap of the multicast I_SEE_YOU schedule: 0.9 × TRANSMIT_T ± 10 % (draft
     /// §4.1: 9 s with 10 % jitter), uniformly spread so that routers sharing a group drift
     /// apart instead of answering in lock-step.
-    fn multicast_interval(&mut self) -> std::time::Duration {
+    pub(crate) fn multicast_interval(&mut self) -> std::time::Duration {
         // splitmix64: deterministic per seed (tests), unpredictable enough for spreading.
         self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.jitter;
@@ -974,7 +974,7 @@ impl Group {
 
     /// After any change to the caches: Member Change Number, Router View routers, events,
     /// the group's method and definition, and the compiled assignment.
-    fn refresh(&mut self, now: Instant, io: &mut Io<'_>) {
+    pub(crate) fn refresh(&mut self, now: Instant, io: &mut Io<'_>) {
         let members: BTreeSet<Ipv4Addr> = self
             .caches
             .iter()
@@ -1078,7 +1078,7 @@ impl Group {
 
     /// Recompiles and, when the result differs, installs it and tells the driver. Returns
     /// the number of buckets or values dropped for pointing at caches that are not usable.
-    fn recompile(&mut self, io: &mut Io<'_>) -> usize {
+    pub(crate) fn recompile(&mut self, io: &mut Io<'_>) -> usize {
         let (a, dropped) = self.compile();
         if a != *self.installed {
             let a = Arc::new(a);

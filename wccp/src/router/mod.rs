@@ -22,6 +22,11 @@
 //! each is answered the way it last talked. REMOVAL_QUERY stays unicast. Datagrams to any
 //! other multicast or broadcast address are dropped and counted.
 //!
+//! HA state sync (issue 15, `sync`): [`RouterEngine::export_service`] turns a group's durable
+//! state into versioned records, [`RouterEngine::import_sync`] applies a peer's on a standby,
+//! and [`RouterEngine::resume`] restarts every liveness timer when the standby takes over, so
+//! that caches talking to a shared virtual address see one router throughout.
+//!
 //! Not supported: version 2.01 features (Address Table; replies are always v2.00), negotiation of
 //! TRANSMIT_T / TIMER_SCALE (never advertised; the cache's elements are ignored, so both sides
 //! keep the defaults or the configured [`crate::timer::TimerConfig`]).
@@ -31,6 +36,7 @@ mod config;
 mod group;
 mod receive_id;
 mod status;
+mod sync;
 
 use core::net::Ipv4Addr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -49,6 +55,9 @@ pub use admission::{
 pub use config::{valid_multicast_group, CachePrefix, RouterServiceConfig};
 pub use group::CachePhase;
 pub use status::{CacheStatus, ServiceStatus};
+pub use sync::{
+    reencode, SyncError, SyncExport, SyncKey, SyncRecord, KEY_CACHE, KEY_GROUP, SYNC_FORMAT,
+};
 
 use group::{Group, Io};
 use receive_id::{ReceiveIds, Seed};
@@ -123,6 +132,8 @@ pub struct RouterEngine {
     counters: Counters,
     seed: Option<Seed>,
     router_id: Option<Ipv4Addr>,
+    /// Group record parts received from an HA peer, by service and part.
+    sync_parts: BTreeMap<u8, BTreeMap<u8, sync::Part>>,
 }
 
 impl RouterEngine {
@@ -198,12 +209,91 @@ impl RouterEngine {
         Ok(())
     }
 
+    /// Service group `service_id`'s durable state as HA sync records (issue 15), each value
+    /// at most `max_len` bytes: what a standby imports with [`Self::import_sync`] to answer
+    /// the caches' next HERE_I_AM with the same Router ID, a Receive ID after the last one,
+    /// the same change number and assignment. `None` for an unknown service.
+    pub fn export_service(&self, service_id: u8, max_len: usize) -> Option<SyncExport> {
+        self.groups
+            .get(&service_id)
+            .map(|g| g.export(&self.adjacent, max_len))
+    }
+
+    /// Applies one of a peer's records (`value` `None`: its delete). A group record takes
+    /// effect once all its parts of one version are in; a cache's liveness timers restart from
+    /// `now`. The change number does not move and no cache events are raised; an
+    /// `AssignmentChanged` event follows when the compiled assignment changes. Any bytes are
+    /// safe: a malformed record is refused and changes nothing.
+    pub fn import_sync(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), SyncError> {
+        let k = SyncKey::parse(key)?;
+        let service = k.service();
+        if !self.groups.contains_key(&service) {
+            return Err(SyncError::UnknownService(service));
+        }
+        let mut io = Io {
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            adjacent: &mut self.adjacent,
+            on_link: None,
+            via_group: None,
+            adjacency_lost: false,
+            counters: &mut self.counters,
+        };
+        let Some(group) = self.groups.get_mut(&service) else {
+            return Err(SyncError::UnknownService(service));
+        };
+        match (k, value) {
+            (SyncKey::Cache { cache, .. }, v) => {
+                let state = v.map(sync::CacheState::decode).transpose()?;
+                group.import_cache(now, cache, state, &mut io)
+            }
+            (SyncKey::Group { part, .. }, None) => {
+                let parts = self.sync_parts.entry(service).or_default();
+                parts.remove(&part);
+                if part == 0 {
+                    parts.clear();
+                    group.import_reset(now, &mut io);
+                }
+                Ok(())
+            }
+            (SyncKey::Group { part, .. }, Some(v)) => {
+                let p = sync::Part::decode(part, v)?;
+                let parts = self.sync_parts.entry(service).or_default();
+                // Parts beyond the record's count are stale (the peer deletes them too).
+                let count = p.parts;
+                parts.insert(part, p);
+                parts.retain(|i, q| *i < count || q.parts != count);
+                let Some(payload) = sync::Part::assemble(parts) else {
+                    return Ok(());
+                };
+                let state = sync::GroupState::decode(&payload)?;
+                group.import_state(now, state, &mut io);
+                Ok(())
+            }
+        }
+    }
+
+    /// Becoming the active router of an HA pair: every imported (and own) cache's removal
+    /// query and expiry, and the assignment flush, count from `now`, as if each had just
+    /// been heard. The driver runs no engine timers while standby.
+    pub fn resume(&mut self, now: Instant) {
+        for g in self.groups.values_mut() {
+            g.resume(now);
+        }
+    }
+
     /// Removes a group; an empty assignment is announced for it.
     pub fn remove_service(&mut self, service_id: u8) -> Result<(), ConfigError> {
         let group = self
             .groups
             .remove(&service_id)
             .ok_or(ConfigError::UnknownService(service_id))?;
+        self.sync_parts.remove(&service_id);
         self.events.push_back(RouterEvent::AssignmentChanged {
             service: service_id,
             assignment: Arc::new(Assignment::empty(group.service_info())),

@@ -48,6 +48,18 @@ impl ReceiveIds {
         self.last
     }
 
+    /// The sequence's state for HA sync: values drawn so far and the last one.
+    pub(crate) fn state(&self) -> (u64, u32) {
+        (self.counter, self.last)
+    }
+
+    /// Continues the sequence a peer exported (its seed stays its own: values stay
+    /// unpredictable, and sequential ones go on from `last`).
+    pub(crate) fn set_state(&mut self, counter: u64, last: u32) {
+        self.counter = counter;
+        self.last = last;
+    }
+
     /// A fresh value for an I_SEE_YOU to `cache`, never 0 (§5).
     pub(crate) fn next(&mut self, cache: Ipv4Addr) -> u32 {
         self.counter = self.counter.wrapping_add(1);

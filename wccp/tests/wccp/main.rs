@@ -8,6 +8,7 @@ mod barrage;
 mod common;
 mod fuzz_corpus;
 mod router_squid;
+mod router_sync;
 mod sim;
 mod vectors;
 mod wire_props;
