@@ -6,6 +6,7 @@
 mod cli;
 mod demo;
 mod forwarding;
+mod ha_pseudo;
 mod ha_sync;
 mod ha_vrrp;
 mod management;
