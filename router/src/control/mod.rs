@@ -353,10 +353,17 @@ fn run_node(
             conf,
             shared.clone(),
             (listener, access),
-            (wccp_rx, igmp_rx, vrrp),
+            (
+                wccp_rx,
+                igmp_rx,
+                vrrp,
+                HaStart {
+                    local_listener,
+                    inherited,
+                },
+            ),
             (probe_rx, open_probe_ports),
             (metrics_listener, notify.clone()),
-            (local_listener, inherited),
         ));
         notify.notify("STOPPING=1");
         shared.stop.store(true, Ordering::Relaxed);
@@ -481,17 +488,34 @@ type VrrpStart = (
     tokio::sync::mpsc::Receiver<crate::tables::local::VrrpDatagram>,
 );
 
+/// What HA sync starts with besides its configuration.
+struct HaStart {
+    /// The pseudo-standby's socket (`[ha.sync] local-socket`), bound.
+    local_listener: Option<pseudo::LocalListener>,
+    /// A promoted pseudo-standby's replica.
+    inherited: Option<Vec<::hasync::Record>>,
+}
+
 async fn control_loop(
     config_path: PathBuf,
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
     // The protocols' queues from local delivery: WCCP (UDP 2048), IGMP, and VRRP (with its
-    // plane).
-    (mut wccp_rx, mut igmp_rx, vrrp): (
+    // plane); and what HA sync starts with.
+    (
+        mut wccp_rx,
+        mut igmp_rx,
+        vrrp,
+        HaStart {
+            local_listener,
+            inherited,
+        },
+    ): (
         Option<crate::tables::local::ControlReceiver>,
         Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
         Option<VrrpStart>,
+        HaStart,
     ),
     (mut probe_rx, open_probe_ports): (
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
@@ -501,8 +525,6 @@ async fn control_loop(
         Option<(std::net::SocketAddrV4, std::net::TcpListener)>,
         crate::sd_notify::Notifier,
     ),
-    // The pseudo-standby's socket, and a promoted pseudo-standby's replica.
-    (local_listener, inherited): (Option<pseudo::LocalListener>, Option<Vec<::hasync::Record>>),
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     listener.set_nonblocking(true)?;
