@@ -70,6 +70,26 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
     start(&mut l.lab, &mut twin);
     let h = ha(&twin).unwrap();
     assert_eq!(h["role"], "pseudo-standby", "{h}");
+    // `swrouter status` answers there too, in JSON and as text.
+    let status = |json: bool| {
+        let mut args = vec!["status", "-s"];
+        let sock = twin.socket.to_string_lossy().to_string();
+        args.push(&sock);
+        if json {
+            args.push("--json");
+        }
+        let out = std::process::Command::new(integration::binary("swrouter"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let js: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(js["router"]["backend"], "pseudo-standby", "{js}");
+    assert_eq!(js["ha"]["role"], "pseudo-standby", "{js}");
+    let text = status(false);
+    assert!(text.contains("role: pseudo-standby"), "{text}");
     let (a, t) = wait_twin_in_sync(&l.nodes[0], &twin, "neighbour", 2).unwrap_or_else(|| {
         panic!(
             "the twin never held r1's state: r1 {} twin {}",

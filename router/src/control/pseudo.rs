@@ -574,6 +574,8 @@ impl Standby {
         ));
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // A reload is for the node's process; without a handler SIGHUP would kill this one.
+        let mut hup = signal(SignalKind::hangup())?;
         let mut link = self.link(stream)?;
         let mut buf = vec![0u8; 65_536];
         let mut out = Vec::new();
@@ -611,6 +613,7 @@ impl Standby {
                 }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping the pseudo-standby"); break Outcome::Stopped; }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping the pseudo-standby"); break Outcome::Stopped; }
+                _ = hup.recv() => tracing::info!("SIGHUP ignored: the pseudo-standby reads its configuration when it is promoted"),
             }
             let now = Instant::now();
             link.endpoint.on_tick(now);
