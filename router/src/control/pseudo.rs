@@ -800,6 +800,123 @@ mod tests {
         );
     }
 
+    /// Both ends of a local link in one test: the node's `LocalLink` and a pseudo-standby's
+    /// endpoint on the client side of the socket.
+    struct Pair {
+        link: LocalLink,
+        events: mpsc::Receiver<LocalEvent>,
+        standby: Endpoint,
+        rd: tokio::net::unix::OwnedReadHalf,
+        wr: tokio::net::unix::OwnedWriteHalf,
+        deframer: Deframer,
+    }
+
+    impl Pair {
+        /// Runs both ends until `done` holds of the standby (at most 2 s).
+        async fn pump(
+            &mut self,
+            published: &Replica,
+            peer: &Replica,
+            done: impl Fn(&Endpoint) -> bool,
+        ) {
+            let mut buf = vec![0u8; 65_536];
+            let (mut out, mut msg) = (Vec::new(), Vec::new());
+            for _ in 0..400 {
+                let now = Instant::now();
+                self.link.on_tick(now, published, peer);
+                self.standby.on_tick(now);
+                out.clear();
+                while self.standby.poll_transmit(now, &mut msg) {
+                    hasync::frame_into(&msg, &mut out);
+                }
+                if !out.is_empty() {
+                    self.wr.write_all(&out).await.unwrap();
+                }
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(5), self.rd.read(&mut buf)).await
+                {
+                    self.deframer.push(&buf[..n]);
+                    while let Some(Ok(f)) = self.deframer.next_frame() {
+                        let _ = self.standby.handle(f, Instant::now());
+                    }
+                }
+                while let Ok(ev) = self.events.try_recv() {
+                    self.link.on_event(ev, Instant::now());
+                }
+                if done(&self.standby) {
+                    return;
+                }
+            }
+            panic!("never done: {:?}", self.standby.status());
+        }
+    }
+
+    #[test]
+    fn the_node_sends_its_own_and_the_peer_state_to_one_pseudo_standby() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("swr-pseudo-{}", std::process::id()));
+            let path = dir.join("local.sock");
+            let key = vec![7u8; 32];
+            let mut link = LocalLink::new(bind_local(&path).unwrap(), 1, key.clone()).unwrap();
+            let mut events = link.take_events().unwrap();
+            let client = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let ev = events.recv().await.unwrap();
+            link.on_event(ev, Instant::now());
+            assert!(link.connected());
+            // One at a time: a second process is refused, the first stays.
+            let _second = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let ev = events.recv().await.unwrap();
+            link.on_event(ev, Instant::now());
+            assert!(link.connected());
+            assert_eq!(link.status(Instant::now()).refused_busy, 1);
+            let (rd, wr) = client.into_split();
+            let standby = Endpoint::new(
+                hasync::Config::new(standby_id(1), 1, 5, key),
+                Instant::now(),
+            )
+            .unwrap();
+            let mut p = Pair {
+                link,
+                events,
+                standby,
+                rd,
+                wr,
+                deframer: Deframer::new(usize::from(u16::MAX)),
+            };
+            // The bulk resync: the node's own state and the peer node's, apart.
+            let mut published = Replica::new();
+            published.apply(RecordRef::upsert(TableId::NEIGHBOUR, b"a", b"1"));
+            let mut peer = Replica::new();
+            peer.apply(RecordRef::upsert(TableId::NAT_SESSION, b"p", b"9"));
+            p.pump(&published, &peer, |s| s.in_sync()).await;
+            let t = split_digests(p.standby.replica());
+            assert_eq!((t["neighbour"].published, t["neighbour"].peer), (1, 0));
+            assert_eq!((t["nat-session"].published, t["nat-session"].peer), (0, 1));
+            // Live: what the node publishes and the peer's changes it receives.
+            p.link
+                .publish(RecordRef::upsert(TableId::NEIGHBOUR, b"b", b"2"));
+            p.link
+                .publish_peer(&Record::upsert(TableId::NAT_SESSION, b"q", b"8"));
+            p.pump(&published, &peer, |s| s.replica().total() == 4)
+                .await;
+            published.apply(RecordRef::upsert(TableId::NEIGHBOUR, b"b", b"2"));
+            peer.apply(RecordRef::upsert(TableId::NAT_SESSION, b"q", b"8"));
+            let t = split_digests(p.standby.replica());
+            let d = |r: &Replica, id: TableId| format!("{:016x}", r.digests().0[&id].digest);
+            assert_eq!(
+                t["neighbour"].published_digest,
+                d(&published, TableId::NEIGHBOUR)
+            );
+            assert_eq!(t["nat-session"].peer_digest, d(&peer, TableId::NAT_SESSION));
+            drop(p);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
     #[test]
     fn the_standby_shows_own_and_peer_tables_in_the_node_columns() {
         let mut r = Replica::new();
