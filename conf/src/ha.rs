@@ -22,7 +22,17 @@ type Result<T> = std::result::Result<T, ConfError>;
 /// Keys of `[ha]`, in documentation order.
 pub(crate) const HA_KEYS: &[&str] = &["vrrp", "sync"];
 /// Keys of `[ha.sync]`, in documentation order.
-pub(crate) const SYNC_KEYS: &[&str] = &["local", "peer", "key-file", "node-id", "peer-node-id"];
+pub(crate) const SYNC_KEYS: &[&str] = &[
+    "local",
+    "peer",
+    "key-file",
+    "node-id",
+    "peer-node-id",
+    "local-socket",
+];
+/// The bit set in a pseudo-standby's endpoint id (its node id with this bit): both processes
+/// of a node share `node-id`, so their local channel needs two ids.
+pub const PSEUDO_STANDBY_ID_BIT: u32 = 0x8000_0000;
 /// Keys of `[[ha.vrrp]]`, in documentation order.
 pub(crate) const VRRP_KEYS: &[&str] = &[
     "interface",
@@ -74,6 +84,9 @@ pub struct SyncConf {
     pub node_id: u32,
     /// The peer's id: the only sender accepted.
     pub peer_node_id: u32,
+    /// The Unix stream socket of the local sync to this node's pseudo-standby process, if any
+    /// (an absolute path).
+    pub local_socket: Option<PathBuf>,
 }
 
 impl HaConf {
@@ -118,6 +131,7 @@ struct RawSync {
     key_file: Spanned<String>,
     node_id: Spanned<Int>,
     peer_node_id: Spanned<Int>,
+    local_socket: Option<Spanned<String>>,
 }
 
 /// `[[ha.vrrp]]`.
@@ -357,12 +371,37 @@ fn validate_sync(
             format!("peer-node-id = {peer_node_id} is this node's own node-id: the two nodes need different ids"),
         ));
     }
+    let local_socket = match &r.local_socket {
+        None => None,
+        Some(p) => {
+            let path = PathBuf::from(p.get_ref());
+            if !path.is_absolute() || p.get_ref().ends_with('/') {
+                return Err(at.err(
+                    &p.span(),
+                    format!(
+                        "local-socket = `{}` is not an absolute file path; give one like /run/swrouter/ha.sock",
+                        p.get_ref()
+                    ),
+                ));
+            }
+            if node_id & PSEUDO_STANDBY_ID_BIT != 0 {
+                return Err(at.err(
+                    &r.node_id.span(),
+                    format!(
+                        "node-id = {node_id} is above 2147483647: with local-socket the pseudo-standby's id is node-id with the top bit set, so node-id must leave that bit clear"
+                    ),
+                ));
+            }
+            Some(path)
+        }
+    };
     Ok(SyncConf {
         local,
         peer,
         key_file: PathBuf::from(r.key_file.get_ref()),
         node_id,
         peer_node_id,
+        local_socket,
     })
 }
 
@@ -462,5 +501,8 @@ pub(crate) fn emit(out: &mut String, ha: &HaConf, quote: fn(&str) -> String) {
         );
         let _ = writeln!(out, "node-id = {}", s.node_id);
         let _ = writeln!(out, "peer-node-id = {}", s.peer_node_id);
+        if let Some(p) = &s.local_socket {
+            let _ = writeln!(out, "local-socket = {}", quote(&p.display().to_string()));
+        }
     }
 }

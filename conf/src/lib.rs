@@ -67,7 +67,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::ConfError;
-pub use ha::{HaConf, SyncConf, VrrpConf, DEFAULT_GARP_COUNT};
+pub use ha::{HaConf, SyncConf, VrrpConf, DEFAULT_GARP_COUNT, PSEUDO_STANDBY_ID_BIT};
 pub use ipnetwork::Ipv4Network;
 pub use nat::NatConf;
 pub use steering::SteeringConf;

@@ -101,6 +101,40 @@ pub struct SyncStatus {
     pub tables: BTreeMap<String, SyncTableStatus>,
     /// The last role change of this node.
     pub last_switchover: Option<SwitchoverStatus>,
+    /// The local sync to this node's pseudo-standby process (`local-socket`), when set.
+    #[serde(default)]
+    pub pseudo_standby: Option<PseudoStandbyStatus>,
+}
+
+/// The node process's side of the local sync to its pseudo-standby.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PseudoStandbyStatus {
+    /// The Unix socket (`local-socket`).
+    pub socket: String,
+    /// A pseudo-standby is connected.
+    pub connected: bool,
+    /// Seconds since it connected.
+    pub connected_secs: f64,
+    /// It answered within the heartbeat timeout.
+    pub alive: bool,
+    /// Messages sent to it and not acknowledged.
+    pub lag_messages: u64,
+    /// A bulk resync to it: (records sent, total).
+    pub resync_sending: Option<(u64, u64)>,
+    /// Records sent to the connected one.
+    pub records_published: u64,
+    /// Bulk resyncs sent to the connected one.
+    pub resyncs_sent: u64,
+    /// Messages from it refused (all reasons).
+    pub rejected: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections refused because one was already connected.
+    pub refused_busy: u64,
+    /// Connections dropped because it fell too far behind.
+    pub dropped_slow: u64,
+    /// Connections dropped because the stream's framing broke.
+    pub dropped_framing: u64,
 }
 
 /// One sync table on both sides.
@@ -209,11 +243,14 @@ pub struct VrrpIfaceStatus {
 /// Appends the HA section to a `swrouter status` text.
 pub fn render(o: &mut String, h: &HaStatus) {
     let _ = writeln!(o, "\nHA (VRRPv3)");
-    let _ = writeln!(
-        o,
-        "  {:<10} {:>4} {:<10} {:<15} {:>4} {:>8} {:<18} last transition",
-        "interface", "vrid", "state", "master", "prio", "interval", "virtual addresses"
-    );
+    // A pseudo-standby runs no virtual router.
+    if !h.vrrp.is_empty() {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>4} {:<10} {:<15} {:>4} {:>8} {:<18} last transition",
+            "interface", "vrid", "state", "master", "prio", "interval", "virtual addresses"
+        );
+    }
     for v in &h.vrrp {
         let last = match &v.last_transition {
             Some(t) => format!("{}→{} ({}) {:.1} s ago", t.from, t.to, t.cause, t.secs_ago),
@@ -278,7 +315,41 @@ pub fn render(o: &mut String, h: &HaStatus) {
     }
 }
 
+fn render_pseudo(o: &mut String, p: &PseudoStandbyStatus) {
+    let state = if !p.connected {
+        "none connected".to_string()
+    } else {
+        format!(
+            "connected {:.1} s, {}",
+            p.connected_secs,
+            if p.alive { "alive" } else { "SILENT" }
+        )
+    };
+    let resync = match p.resync_sending {
+        Some((d, t)) => format!("  resync {d}/{t}"),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "  pseudo-standby on {}: {}  lag {} messages{}  records sent {} resyncs {} rejected {}  accepted {} refused-busy {} dropped slow {} framing {}",
+        p.socket,
+        state,
+        p.lag_messages,
+        resync,
+        p.records_published,
+        p.resyncs_sent,
+        p.rejected,
+        p.accepted,
+        p.refused_busy,
+        p.dropped_slow,
+        p.dropped_framing
+    );
+}
+
 fn render_sync(o: &mut String, s: &SyncStatus) {
+    if let Some(p) = &s.pseudo_standby {
+        render_pseudo(o, p);
+    }
     let heard = match s.peer_last_heard_secs {
         Some(t) => format!("{t:.2} s ago"),
         None => "never".into(),

@@ -241,7 +241,7 @@ fn ha(f: &mut Families, h: &crate::ha_status::HaStatus) {
             "swrouter_ha_role",
             "This node's role in the HA pair (1 on the current one).",
             &[],
-            &["active", "standby"],
+            &["active", "standby", "pseudo-standby"],
             &h.role,
         );
     }
@@ -337,6 +337,9 @@ fn ha_sync(f: &mut Families, s: &crate::ha_status::SyncStatus) {
         &[],
         s.feed_dropped,
     );
+    if let Some(p) = &s.pseudo_standby {
+        pseudo_standby(f, p);
+    }
     for (table, t) in &s.tables {
         for (side, n) in [("ours", t.published), ("peer", t.peer)] {
             f.gauge(
@@ -346,6 +349,42 @@ fn ha_sync(f: &mut Families, s: &crate::ha_status::SyncStatus) {
                 n as f64,
             );
         }
+    }
+}
+
+/// The local sync to this node's pseudo-standby (`local-socket`).
+fn pseudo_standby(f: &mut Families, p: &crate::ha_status::PseudoStandbyStatus) {
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    f.gauge(
+        "swrouter_ha_pseudo_standby_connected",
+        "1 while a pseudo-standby process is connected to the local socket.",
+        &[],
+        b(p.connected),
+    );
+    f.gauge(
+        "swrouter_ha_pseudo_standby_alive",
+        "1 while the connected pseudo-standby answered within the heartbeat timeout.",
+        &[],
+        b(p.alive),
+    );
+    f.gauge(
+        "swrouter_ha_pseudo_standby_lag_messages",
+        "Messages sent to the pseudo-standby and not yet acknowledged.",
+        &[],
+        p.lag_messages as f64,
+    );
+    for (what, n) in [
+        ("accepted", p.accepted),
+        ("refused-busy", p.refused_busy),
+        ("dropped-slow", p.dropped_slow),
+        ("dropped-framing", p.dropped_framing),
+    ] {
+        f.counter(
+            "swrouter_ha_pseudo_standby_connections_total",
+            "Pseudo-standby connections: accepted, refused (one at a time), dropped (too slow, broken framing).",
+            &[("what", what)],
+            n,
+        );
     }
 }
 
@@ -1644,6 +1683,11 @@ pub(crate) mod tests {
                 lag_messages: 3,
                 messages_sent: 10,
                 rejected: [("forged".to_string(), 2)].into(),
+                pseudo_standby: Some(crate::ha_status::PseudoStandbyStatus {
+                    connected: true,
+                    accepted: 2,
+                    ..Default::default()
+                }),
                 tables: [(
                     "nat-session".to_string(),
                     crate::ha_status::SyncTableStatus {
@@ -1665,6 +1709,8 @@ pub(crate) mod tests {
             r#"swrouter_ha_sync_messages_total{direction="sent"} 10"#,
             r#"swrouter_ha_sync_rejected_total{reason="forged"} 2"#,
             r#"swrouter_ha_sync_entries{table="nat-session",side="peer"} 7"#,
+            "swrouter_ha_pseudo_standby_connected 1",
+            r#"swrouter_ha_pseudo_standby_connections_total{what="accepted"} 2"#,
         ] {
             assert!(text.contains(series), "{series} missing:\n{text}");
         }

@@ -309,3 +309,42 @@ fn sync_errors_point_at_the_value() {
         "peer",
     );
 }
+
+#[test]
+fn the_pseudo_standby_socket_is_read_checked_and_round_trips() {
+    let c = parse_str(
+        "h.conf",
+        &with(&format!(
+            "{ONE}{SYNC}local-socket = \"/run/swrouter/ha.sock\"\n"
+        )),
+    )
+    .unwrap();
+    let s = c.ha.sync.as_ref().expect("sync");
+    assert_eq!(
+        s.local_socket.as_deref(),
+        Some(std::path::Path::new("/run/swrouter/ha.sock"))
+    );
+    let again = parse_str("e.conf", &c.to_toml()).unwrap();
+    assert_eq!(again.ha, c.ha);
+    assert!(parse_str("h.conf", &with(&format!("{ONE}{SYNC}")))
+        .unwrap()
+        .ha
+        .sync
+        .unwrap()
+        .local_socket
+        .is_none());
+    rejects(
+        &with(&format!("{ONE}{SYNC}local-socket = \"ha.sock\"\n")),
+        17,
+        16,
+        "not an absolute file path",
+    );
+    rejects(
+        &with(&format!(
+            "{ONE}[ha.sync]\nlocal = \"10.9.0.1:7420\"\npeer = \"10.9.0.2:7420\"\nkey-file = \"k\"\nnode-id = 2147483648\npeer-node-id = 2\nlocal-socket = \"/run/ha.sock\"\n"
+        )),
+        15,
+        11,
+        "top bit set",
+    );
+}

@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod forwarding;
 mod ha_nat;
+mod ha_pseudo;
 mod ha_sync;
 mod ha_vrrp;
 mod ha_wccp;

@@ -8,6 +8,7 @@
 pub mod health;
 pub mod igmp;
 pub mod mgmt;
+pub mod pseudo;
 pub mod scrape;
 pub mod statesync;
 pub mod vrrp;
@@ -272,14 +273,13 @@ fn give_back(restore: &[Restore]) {
     }
 }
 
-/// Runs the router until SIGINT/SIGTERM.
+/// Runs the router until SIGINT/SIGTERM. With `[ha.sync] local-socket` and a live process
+/// answering there, it first runs as that process's pseudo-standby (`pseudo`) and becomes the
+/// node's process only when that one dies.
 pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     if crate::sys::euid() != 0 {
         bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces; run it as root, e.g. as the swrouter service (systemctl start swrouter)");
     }
-    let ifaces = build_ifaces(&conf).with_context(|| config_path.display().to_string())?;
-    let routes = RouteTable::build(&ifaces, &statics(&conf))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let group = match &conf.router.management_group {
         None => None,
         Some(name) => Some(
@@ -293,6 +293,29 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
                 })?,
         ),
     };
+    let mut inherited = None;
+    let local_socket = conf.ha.sync.as_ref().and_then(|s| s.local_socket.clone());
+    if let Some(path) = local_socket {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
+            match pseudo::run_standby(config_path, &conf, group, stream)? {
+                pseudo::Outcome::Stopped => return Ok(()),
+                pseudo::Outcome::Promote(records) => inherited = Some(records),
+            }
+        }
+    }
+    run_node(config_path, conf, group, inherited)
+}
+
+/// Runs the router as the node's process; `inherited` is a promoted pseudo-standby's replica.
+fn run_node(
+    config_path: &Path,
+    conf: RouterConf,
+    group: Option<u32>,
+    inherited: Option<Vec<::hasync::Record>>,
+) -> Result<()> {
+    let ifaces = build_ifaces(&conf).with_context(|| config_path.display().to_string())?;
+    let routes = RouteTable::build(&ifaces, &statics(&conf))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     // Before the interfaces are touched (a second router on the same socket stops here) and
     // before any other thread runs (the socket is bound under a temporary umask).
     let (socket_file, listener) = mgmt::bind(&conf.router.management_socket, group)?;
@@ -304,6 +327,17 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     // Also before the interfaces are touched: a taken port stops the start with nothing changed.
     let metrics_listener = match conf.router.metrics_listen {
         Some(addr) => Some((addr, scrape::bind(addr)?)),
+        None => None,
+    };
+    // The pseudo-standby's socket, bound as early: a process started from now on finds a live
+    // node process there.
+    let local_listener = match conf
+        .ha
+        .sync
+        .as_ref()
+        .and_then(|s| s.local_socket.as_deref())
+    {
+        Some(p) => Some(pseudo::bind_local(p)?),
         None => None,
     };
     let restore = take_over(&ifaces)?;
@@ -408,7 +442,15 @@ pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
             conf,
             shared.clone(),
             (listener, access),
-            (wccp_rx, igmp_rx, vrrp),
+            (
+                wccp_rx,
+                igmp_rx,
+                vrrp,
+                HaStart {
+                    local_listener,
+                    inherited,
+                },
+            ),
             (probe_rx, open_probe_ports),
             (metrics_listener, notify.clone()),
         ));
@@ -535,17 +577,34 @@ type VrrpStart = (
     tokio::sync::mpsc::Receiver<crate::tables::local::VrrpDatagram>,
 );
 
+/// What HA sync starts with besides its configuration.
+struct HaStart {
+    /// The pseudo-standby's socket (`[ha.sync] local-socket`), bound.
+    local_listener: Option<pseudo::LocalListener>,
+    /// A promoted pseudo-standby's replica.
+    inherited: Option<Vec<::hasync::Record>>,
+}
+
 async fn control_loop(
     config_path: PathBuf,
     conf: RouterConf,
     shared: Arc<Shared>,
     (listener, access): (std::os::unix::net::UnixListener, mgmt::Access),
     // The protocols' queues from local delivery: WCCP (UDP 2048), IGMP, and VRRP (with its
-    // plane).
-    (mut wccp_rx, mut igmp_rx, vrrp): (
+    // plane); and what HA sync starts with.
+    (
+        mut wccp_rx,
+        mut igmp_rx,
+        vrrp,
+        HaStart {
+            local_listener,
+            inherited,
+        },
+    ): (
         Option<crate::tables::local::ControlReceiver>,
         Option<tokio::sync::mpsc::Receiver<crate::tables::local::LocalDatagram>>,
         Option<VrrpStart>,
+        HaStart,
     ),
     (mut probe_rx, open_probe_ports): (
         Option<tokio::sync::mpsc::Receiver<crate::probe::TcpSegment>>,
@@ -606,11 +665,14 @@ async fn control_loop(
                 sc,
                 &dir,
                 shared.sync.clone(),
+                local_listener,
                 Instant::now(),
             )?)
         }
         None => None,
     };
+    let mut sync = sync;
+    let mut local_rx = sync.as_mut().and_then(|s| s.take_local_events());
     let sync_socket = sync.as_ref().map(|s| s.socket());
     let sync_feed = shared.sync.clone();
     let mut sync_buf = vec![0u8; statesync::MAX_DATAGRAM];
@@ -645,6 +707,9 @@ async fn control_loop(
     };
     if let Some(s) = state.sync.as_mut() {
         s.publish_node(0);
+    }
+    if let Some(records) = inherited {
+        adopt_replica(&mut state, records);
     }
     ha_sync_after(&mut state);
     let mut term = signal(SignalKind::terminate())?;
@@ -686,6 +751,11 @@ async fn control_loop(
                 }
             }
             _ = sync_feed.ready() => {}
+            ev = recv_local(&mut local_rx) => {
+                if let (Some(ev), Some(s)) = (ev, state.sync.as_mut()) {
+                    s.on_local_event(ev, Instant::now());
+                }
+            }
             _ = tokio::time::sleep_until(sync_deadline) => {}
             _ = sync_neighbour_tick.tick(), if state.sync.is_some() => {
                 if let Some(s) = state.sync.as_mut() {
@@ -852,6 +922,45 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
             _ => false,
         };
         sync.count_change(rec.table, applied);
+    }
+}
+
+/// A promoted pseudo-standby's replica: the peer node's state goes to the owners as peer
+/// changes, then the node's own state the dead process published, which this process also
+/// republishes as its own (to the peer node and to its next pseudo-standby).
+fn adopt_replica(state: &mut ControlState, records: Vec<::hasync::Record>) {
+    let (mut own, mut peer) = (Vec::new(), Vec::new());
+    for mut r in records {
+        let (is_peer, table) = pseudo::split_table(r.table);
+        r.table = table;
+        if is_peer {
+            peer.push(r);
+        } else {
+            own.push(r);
+        }
+    }
+    tracing::warn!(
+        own = own.len(),
+        peer = peer.len(),
+        "promoted pseudo-standby: this process is now the node's process; applying the state it held"
+    );
+    apply_peer_changes(state, peer);
+    // The node record is this process's own (published at start).
+    own.retain(|r| r.table != ::hasync::TableId::CONFIG);
+    let republish: Vec<::hasync::Record> = own.clone();
+    apply_peer_changes(state, own);
+    for r in republish {
+        state.shared.sync.publish(r);
+    }
+}
+
+/// The next event of the pseudo-standby's socket, or never without `local-socket`.
+async fn recv_local(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<pseudo::LocalEvent>>,
+) -> Option<pseudo::LocalEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -101,6 +101,8 @@ pub struct SyncDriver {
     peer_node: Option<String>,
     out: Vec<u8>,
     drained: Vec<Record>,
+    /// The local sync to this node's pseudo-standby (`local-socket`).
+    local_link: Option<super::pseudo::LocalLink>,
 }
 
 impl std::fmt::Debug for SyncDriver {
@@ -146,11 +148,13 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>> {
 
 impl SyncDriver {
     /// Binds the socket and starts the endpoint (its first message is a Hello). Relative key
-    /// paths are relative to `config_dir`.
+    /// paths are relative to `config_dir`. `local` is the bound `local-socket`, served for a
+    /// pseudo-standby.
     pub fn new(
         conf: &conf::SyncConf,
         config_dir: &Path,
         feed: SyncFeed,
+        local: Option<super::pseudo::LocalListener>,
         now: Instant,
     ) -> Result<SyncDriver> {
         let key_path = if conf.key_file.is_absolute() {
@@ -165,6 +169,10 @@ impl SyncDriver {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1)
             .max(1);
+        let local_link = match local {
+            Some(l) => Some(super::pseudo::LocalLink::new(l, conf.node_id, key.clone())?),
+            None => None,
+        };
         let mut cfg = hasync::Config::new(conf.node_id, conf.peer_node_id, epoch, key);
         cfg.report_changes = true;
         let endpoint = Endpoint::new(cfg, now).map_err(|e| anyhow::anyhow!("[ha.sync]: {e}"))?;
@@ -192,7 +200,22 @@ impl SyncDriver {
             peer_node: None,
             out: Vec::new(),
             drained: Vec::new(),
+            local_link,
         })
+    }
+
+    /// The local socket's events for the control loop (once; `None` without `local-socket`).
+    pub fn take_local_events(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::Receiver<super::pseudo::LocalEvent>> {
+        self.local_link.as_mut().and_then(|l| l.take_events())
+    }
+
+    /// An event of the local socket (a pseudo-standby connecting, its bytes, its end).
+    pub fn on_local_event(&mut self, ev: super::pseudo::LocalEvent, now: Instant) {
+        if let Some(l) = self.local_link.as_mut() {
+            l.on_event(ev, now);
+        }
     }
 
     /// The socket, for the control loop's receive arm.
@@ -306,6 +329,9 @@ impl SyncDriver {
         }
         for rec in drained.drain(..) {
             self.published.apply(rec.as_ref());
+            if let Some(l) = self.local_link.as_mut() {
+                l.publish(rec.as_ref());
+            }
             match self.endpoint.publish(rec.as_ref()) {
                 Ok(()) => {}
                 Err(hasync::RecordError::TooLarge { len, max }) => {
@@ -348,6 +374,10 @@ impl SyncDriver {
                     Op::Delete => None,
                 };
             }
+            if let Some(l) = self.local_link.as_mut() {
+                // The pseudo-standby holds the peer's state too, for when it is promoted.
+                l.publish_peer(&rec);
+            }
             changes.push(rec);
         }
         changes
@@ -369,6 +399,9 @@ impl SyncDriver {
         if self.resync_at.is_some_and(|t| now >= t) {
             self.resync_at = None;
             self.start_resync(now);
+            if let Some(l) = self.local_link.as_mut() {
+                l.start_resync(now, &self.published, self.endpoint.replica());
+            }
         }
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
@@ -402,6 +435,9 @@ impl SyncDriver {
             }
         }
         self.transmit(now);
+        if let Some(l) = self.local_link.as_mut() {
+            l.on_tick(now, &self.published, self.endpoint.replica());
+        }
     }
 
     fn start_resync(&mut self, now: Instant) {
@@ -427,10 +463,14 @@ impl SyncDriver {
 
     /// When [`Self::on_tick`] is due next.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.endpoint.next_deadline(), self.resync_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.endpoint.next_deadline(),
+            self.resync_at,
+            self.local_link.as_ref().and_then(|l| l.deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What `swrouter ha status` shows about the channel.
@@ -511,6 +551,7 @@ impl SyncDriver {
                 to: s.to.as_str().to_string(),
                 cause: s.cause.clone(),
             }),
+            pseudo_standby: self.local_link.as_ref().map(|l| l.status(now)),
         }
     }
 }
