@@ -333,6 +333,8 @@ pub struct Status {
     pub in_sync: bool,
     /// Sequenced messages sent and not acknowledged.
     pub unacked: u64,
+    /// Their bytes (message bodies).
+    pub unacked_bytes: u64,
     /// Age of the oldest of them.
     pub oldest_unacked: Option<Duration>,
     /// Our next sequence number.
@@ -1332,6 +1334,7 @@ impl Endpoint {
                 .map(|t| self.now.saturating_duration_since(t)),
             in_sync: self.in_sync(),
             unacked: self.tx.queue.len() as u64,
+            unacked_bytes: self.tx.queue.iter().map(|s| s.body.len() as u64).sum(),
             oldest_unacked: self
                 .tx
                 .queue

@@ -253,6 +253,11 @@ impl Replica {
     pub fn clear(&mut self) {
         self.tables.clear();
     }
+
+    /// Empties one table (no change is logged: the caller drops its own copy).
+    pub fn clear_table(&mut self, table: TableId) {
+        self.tables.remove(&table);
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct SyncStatus {
     pub in_sync: bool,
     /// Lag toward the peer: messages sent and not acknowledged.
     pub lag_messages: u64,
+    /// Lag toward the peer: bytes of the unacknowledged messages.
+    #[serde(default)]
+    pub lag_bytes: u64,
     /// Lag toward the peer: age of the oldest unacknowledged message, seconds.
     pub lag_secs: f64,
     /// Messages from the peer known missing (NACKed).
@@ -370,8 +373,9 @@ fn render_sync(o: &mut String, s: &SyncStatus) {
     }
     let _ = writeln!(
         o,
-        "    lag {} messages {:.3} s  missing {}  sent {} msgs {} B  received {} msgs {} B  resends {}  nacks sent {} received {}",
+        "    lag {} messages {} B {:.3} s  missing {}  sent {} msgs {} B  received {} msgs {} B  resends {}  nacks sent {} received {}",
         s.lag_messages,
+        s.lag_bytes,
         s.lag_secs,
         s.missing,
         s.messages_sent,

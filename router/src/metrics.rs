@@ -272,6 +272,12 @@ fn ha_sync(f: &mut Families, s: &crate::ha_status::SyncStatus) {
         s.lag_messages as f64,
     );
     f.gauge(
+        "swrouter_ha_sync_lag_bytes",
+        "Bytes of the sync messages sent to the peer and not yet acknowledged.",
+        &[],
+        s.lag_bytes as f64,
+    );
+    f.gauge(
         "swrouter_ha_sync_lag_seconds",
         "Age of the oldest unacknowledged sync message.",
         &[],

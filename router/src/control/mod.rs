@@ -870,7 +870,15 @@ fn ha_sync_after(state: &mut ControlState) {
             w.set_ha_active(role == statesync::Role::Active, now);
         }
         // Becoming active, the synced state is now this node's own: owners re-publish it.
+        // Becoming standby, it is the new active's: our copy of it goes (owners publish
+        // nothing while standby).
         reexport |= role == statesync::Role::Active;
+        if role == statesync::Role::Standby {
+            sync.forget_own(&[
+                ::hasync::TableId::NAT_SESSION,
+                ::hasync::TableId::WCCP_GROUP,
+            ]);
+        }
     }
     reexport |= sync.pump_feed(now);
     if reexport {

@@ -305,6 +305,15 @@ impl SyncDriver {
         }
     }
 
+    /// Forgets this node's own copy of `tables` (no deletes are sent): on becoming standby, its
+    /// NAT sessions and WCCP groups are the new active's to publish; keeping them here would
+    /// resend stale entries in a later resync. Becoming active again, owners re-export.
+    pub fn forget_own(&mut self, tables: &[TableId]) {
+        for t in tables {
+            self.published.clear_table(*t);
+        }
+    }
+
     /// Publishes the whole neighbour table again at the next [`Self::publish_neighbours`].
     pub fn republish_all_neighbours(&mut self) {
         self.neighbour_generation = 0;
@@ -508,6 +517,7 @@ impl SyncDriver {
             peer_node: self.peer_node.clone(),
             in_sync: s.in_sync,
             lag_messages: s.unacked,
+            lag_bytes: s.unacked_bytes,
             lag_secs: s.oldest_unacked.map(|d| d.as_secs_f64()).unwrap_or(0.0),
             missing: s.missing,
             resync_sending: s.resync_sending.map(|p| (p.done, p.total)),
@@ -615,6 +625,44 @@ mod tests {
         assert!(e.contains("at least 16"), "{e}");
         let e = read_key(&dir.join("missing")).unwrap_err();
         assert!(format!("{e:#}").contains("missing"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_standby_forgets_its_own_copy_of_the_tables_the_active_now_owns() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("swr-forget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k");
+        std::fs::write(&key, "0123456789abcdef0123").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let conf = conf::SyncConf {
+                local: "127.0.0.1:0".parse().unwrap(),
+                peer: "127.0.0.1:9".parse().unwrap(),
+                key_file: key.clone(),
+                node_id: 1,
+                peer_node_id: 2,
+                local_socket: None,
+            };
+            let now = Instant::now();
+            let mut d = SyncDriver::new(&conf, &dir, SyncFeed::new(64), None, now).unwrap();
+            d.feed()
+                .publish(Record::upsert(TableId::NAT_SESSION, vec![1], vec![2]));
+            d.feed()
+                .publish(Record::upsert(TableId::NEIGHBOUR, vec![3], vec![4]));
+            d.pump_feed(now);
+            let tables = |d: &SyncDriver| d.status(now).tables;
+            assert_eq!(tables(&d)["nat-session"].published, 1);
+            d.forget_own(&[TableId::NAT_SESSION, TableId::WCCP_GROUP]);
+            let t = tables(&d);
+            assert!(!t.contains_key("nat-session"), "{t:?}");
+            assert_eq!(t["neighbour"].published, 1);
+        });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -288,7 +288,8 @@ fn takeover_with(workers_b: u16) {
     );
     assert_eq!(drain(&feed_b).len(), 1, "the new session is published");
 
-    // A delete of the peer removes the session.
+    // A delete of the peer: refused while active (a restarted peer's resync sweeps every
+    // session this node adopted from it), applied while standby.
     let (t, inside) = flows()[1];
     assert!(!t);
     let key = nat::sync::SessionKey {
@@ -298,14 +299,21 @@ fn takeover_with(workers_b: u16) {
         remote_addr: REMOTE.0,
         remote_port: REMOTE.1,
     };
-    apply(
-        &mut b,
-        &[hasync::Record::delete(
-            hasync::TableId::NAT_SESSION,
-            key.encode().to_vec(),
-        )],
+    let delete = [hasync::Record::delete(
+        hasync::TableId::NAT_SESSION,
+        key.encode().to_vec(),
+    )];
+    let refused = b.rt.ha_status().refused;
+    apply(&mut b, &delete);
+    assert!(
+        b.inb(&reply(false, outs[1], 0)).is_some(),
+        "kept while active"
     );
+    assert_eq!(b.rt.ha_status().refused, refused + 1);
+    b.rt.set_active(false);
+    apply(&mut b, &delete);
     assert!(b.inb(&reply(false, outs[1], 0)).is_none());
+    b.rt.set_active(true);
     // And garbage is counted, not applied.
     apply(
         &mut b,

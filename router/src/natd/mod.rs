@@ -377,8 +377,17 @@ impl NatRuntime {
     /// the standby for every change to its replica). Decoded here; the switch processor places
     /// the session by this node's VID table and the owning worker installs or removes it.
     /// Never blocks; undecodable records are counted and dropped (false).
+    ///
+    /// While active, the peer's deletes are refused (counted): the active owns its sessions,
+    /// and a peer that restarted resyncs with an empty snapshot whose sweep would otherwise
+    /// delete every session this node adopted from it. Its upserts are still placed (refused on
+    /// any conflict): records sent just before a planned switchover may arrive after it.
     pub fn apply_synced(&self, rec: &hasync::Record) -> bool {
         self.ha.synced_in.fetch_add(1, Ordering::Relaxed);
+        if rec.op == hasync::Op::Delete && self.is_active() {
+            self.ha.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let ev = if rec.table != hasync::TableId::NAT_SESSION {
             None
         } else {
