@@ -299,7 +299,7 @@ fn a_nat_download_survives_killing_the_active_router() {
         "killed too late to matter: {before} bytes were through"
     );
     // r2 kept r1's mapping, is active now, and created nothing for it.
-    assert_eq!(web_session(r2, Some(&inside)), Some(on_r1));
+    assert_eq!(web_session(r2, Some(&inside)), Some(on_r1.clone()));
     let s = cli(r2, &["status"]).unwrap();
     let ha = &s["nat"]["ha"];
     assert_eq!(ha["active"], true, "{ha}");
@@ -327,4 +327,40 @@ fn a_nat_download_survives_killing_the_active_router() {
         .map(|w| w["misdelivered"].as_u64().unwrap())
         .sum();
     assert_eq!(misdelivered, 0);
+
+    // r1 comes back: it takes r2's state (its own empty snapshot must not make r2 drop the
+    // sessions it adopted from r1's previous run), only then starts VRRP, preempts (priority
+    // 200) and owns the mapping: both nodes hold the same session.
+    start(&mut lab, r1);
+    let back = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        (all_in(r1, "master") && all_in(r2, "backup")).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "r1 did not take over again:
+{}",
+        logs(&lab, r1, r2)
+    );
+    let same = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (a, b) = (
+            web_session(r1, Some(&inside)),
+            web_session(r2, Some(&inside)),
+        );
+        (a.is_some() && a == b).then_some(a)
+    });
+    assert_eq!(
+        same.flatten(),
+        Some(on_r1.clone()),
+        "the mapping on both nodes after r1's return: r1 {:?} r2 {:?}\n{}",
+        web_session(r1, Some(&inside)),
+        web_session(r2, Some(&inside)),
+        logs(&lab, r1, r2)
+    );
+    let ha1 = cli(r1, &["ha", "status"]).unwrap();
+    assert_eq!(ha1["role"], "active", "{ha1}");
+    let log = lab.logs(r1.proc.as_ref().unwrap());
+    assert!(
+        log.contains("the peer's state is here; the virtual routers start"),
+        "r1 synced before it was eligible:\n{log}"
+    );
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
 /// A management request, one line of text.
@@ -494,6 +494,9 @@ struct ControlState {
     vrrp: Option<vrrp::VrrpDriver>,
     /// The state-sync channel to the peer node (`[ha.sync]`).
     sync: Option<statesync::SyncDriver>,
+    /// With a sync peer: the virtual routers have not started yet; they start when the peer's
+    /// state has arrived, or at this time if no peer answered.
+    vrrp_start_by: Option<Instant>,
 }
 
 /// The metrics listener in force: its address and accept task, rebound by a reload.
@@ -650,7 +653,11 @@ async fn control_loop(
                 shared.outbox.clone(),
                 Instant::now(),
             )?;
-            d.start(Instant::now());
+            // With a sync peer, the virtual routers start once the peer's state is here (see
+            // `ha_sync_after`): a node that comes back is synced before it is eligible.
+            if conf.ha.sync.is_none() {
+                d.start(Instant::now());
+            }
             (Some(d), Some(rx))
         }
         None => (None, None),
@@ -687,6 +694,7 @@ async fn control_loop(
     if let Some((addr, l)) = metrics_listener {
         metrics.start(addr, l);
     }
+    let (has_vrrp, has_sync) = (vrrp.is_some(), sync.is_some());
     let mut state = ControlState {
         health,
         prober: crate::probe::Prober::with_open_ports(
@@ -702,6 +710,7 @@ async fn control_loop(
         mgmt: mgmt_counters,
         metrics,
         notify,
+        vrrp_start_by: (has_vrrp && has_sync).then(|| Instant::now() + VRRP_SYNC_GRACE),
         vrrp,
         sync,
     };
@@ -741,6 +750,9 @@ async fn control_loop(
             .sync
             .as_ref()
             .and_then(|s| s.deadline())
+            .into_iter()
+            .chain(state.vrrp_start_by)
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or(far);
         tokio::select! {
@@ -837,6 +849,12 @@ async fn control_loop(
     Ok(())
 }
 
+/// With a sync peer, how long a starting node waits for an answer before its virtual routers
+/// start without the peer's state (it is alone).
+const VRRP_SYNC_GRACE: Duration = Duration::from_millis(500);
+/// How much longer it waits for a peer that answered to finish its bulk resync.
+const VRRP_SYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// After every event of the control loop: the node's role follows VRRP (the owners hear of a
 /// change), the feed is drained into the sync channel, and the channel sends what is due.
 fn ha_sync_after(state: &mut ControlState) {
@@ -844,6 +862,22 @@ fn ha_sync_after(state: &mut ControlState) {
         return;
     };
     let now = Instant::now();
+    if let (Some(by), Some(v)) = (state.vrrp_start_by, state.vrrp.as_mut()) {
+        let in_sync = sync.in_sync();
+        let alone = now >= by && !sync.peer_alive();
+        if in_sync || alone || now >= by + VRRP_SYNC_WAIT {
+            if in_sync {
+                tracing::info!("HA: the peer's state is here; the virtual routers start");
+            } else {
+                tracing::warn!(
+                    peer_alive = sync.peer_alive(),
+                    "HA: the virtual routers start without the peer's state (no peer answered, or its resync did not finish)"
+                );
+            }
+            v.start(now);
+            state.vrrp_start_by = None;
+        }
+    }
     let role = match state.vrrp.as_ref() {
         Some(v) if !v.any_master() => statesync::Role::Standby,
         _ => statesync::Role::Active,

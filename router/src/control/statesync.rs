@@ -228,6 +228,16 @@ impl SyncDriver {
         &self.feed
     }
 
+    /// Our copy of the peer's state is exact (its bulk resync arrived, nothing lost since).
+    pub fn in_sync(&self) -> bool {
+        self.endpoint.in_sync()
+    }
+
+    /// The peer was heard within its timeout.
+    pub fn peer_alive(&self) -> bool {
+        self.endpoint.status().peer_alive
+    }
+
     /// This node's role.
     pub fn role(&self) -> Role {
         self.role
