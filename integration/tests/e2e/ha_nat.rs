@@ -91,24 +91,11 @@ fn blob(len: usize) -> Vec<u8> {
 fn a_nat_download_survives_killing_the_active_router() {
     require_root();
     let mut lab = Lab::new("hanat").unwrap();
-    let br = lab.add_ns("br").unwrap();
-    let client = lab.add_ns("cli").unwrap();
-    let srv = lab.add_ns("srv").unwrap();
-    for b in ["lan", "wan"] {
-        br.ip(&["link", "add", b, "type", "bridge"]).unwrap();
-        br.ip(&["link", "set", b, "up"]).unwrap();
-    }
-    lab.link(&client, "eth0", &br, "c0").unwrap();
-    lab.link(&srv, "eth0", &br, "s0").unwrap();
-    br.ip(&["link", "set", "c0", "master", "lan"]).unwrap();
-    br.ip(&["link", "set", "s0", "master", "wan"]).unwrap();
-    client.add_addr("eth0", "10.0.1.10/24").unwrap();
-    client.add_route("default", "10.0.1.254").unwrap();
+    let (br, client, srv) = super::ha_vrrp::pair_segments(&mut lab);
     // A small receive buffer, so curl's rate limit paces the transfer from its start.
     client
         .sysctl("net.ipv4.tcp_rmem", "4096 65536 131072")
         .unwrap();
-    srv.add_addr("eth0", "10.0.2.10/24").unwrap();
     srv.add_route("192.0.2.0/24", "10.0.2.254").unwrap();
 
     let key = lab.dir().join("ha.key");
@@ -121,13 +108,7 @@ fn a_nat_download_survives_killing_the_active_router() {
 
     let mut nodes = Vec::new();
     for (name, host, prio, workers) in [("r1", 2, 200, 2), ("r2", 3, 100, 1)] {
-        let ns = lab.add_ns(name).unwrap();
-        lab.link(&ns, "eth0", &br, &format!("{name}l")).unwrap();
-        lab.link(&ns, "eth1", &br, &format!("{name}w")).unwrap();
-        br.ip(&["link", "set", &format!("{name}l"), "master", "lan"])
-            .unwrap();
-        br.ip(&["link", "set", &format!("{name}w"), "master", "wan"])
-            .unwrap();
+        let ns = super::ha_vrrp::pair_router_ns(&mut lab, &br, name);
         let socket = lab.dir().join(format!("{name}.sock"));
         let conf = lab.dir().join(format!("{name}.conf"));
         let vrrp: String = [(51, "eth0", "10.0.1.254"), (52, "eth1", "10.0.2.254")]

@@ -8,7 +8,10 @@
 //!   another address (wrong source); the channel stays in sync.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use super::ha_vrrp::{ha, pair_vrrp, start, wait_state, write_conf, Node, PAIR_INTERVAL};
+use super::ha_vrrp::{
+    ha, pair_router_ns, pair_segments, pair_vrrp, start, wait_state, write_conf, Node,
+    PAIR_INTERVAL,
+};
 use integration::require_root;
 use integration::wccplab::wait_for;
 use netlab::{Lab, Ns};
@@ -66,39 +69,19 @@ fn sync_lab_full(
 ) -> SyncLab {
     require_root();
     let mut lab = Lab::new(tag).unwrap();
-    let br = lab.add_ns("br").unwrap();
-    let cli = lab.add_ns("cli").unwrap();
-    let srv = lab.add_ns("srv").unwrap();
-    for b in ["lan", "wan"] {
-        br.ip(&["link", "add", b, "type", "bridge"]).unwrap();
-        br.ip(&["link", "set", b, "up"]).unwrap();
-    }
-    lab.link(&cli, "eth0", &br, "c0").unwrap();
-    lab.link(&srv, "eth0", &br, "s0").unwrap();
-    br.ip(&["link", "set", "c0", "master", "lan"]).unwrap();
-    br.ip(&["link", "set", "s0", "master", "wan"]).unwrap();
-    cli.add_addr("eth0", "10.0.1.10/24").unwrap();
-    cli.add_route("default", "10.0.1.254").unwrap();
-    srv.add_addr("eth0", "10.0.2.10/24").unwrap();
-    srv.add_route("default", "10.0.2.254").unwrap();
+    let (br, cli, _srv) = pair_segments(&mut lab);
     let key_files = [
         key_file(&lab, "r1.key", keys[0]),
         key_file(&lab, "r2.key", keys[1]),
     ];
-    let r1 = lab.add_ns("r1").unwrap();
-    let r2 = lab.add_ns("r2").unwrap();
+    let r1 = pair_router_ns(&mut lab, &br, "r1");
+    let r2 = pair_router_ns(&mut lab, &br, "r2");
     lab.link(&r1, "eth2", &r2, "eth2").unwrap();
     r1.add_addr("eth2", "10.9.0.1/24").unwrap();
     r2.add_addr("eth2", "10.9.0.2/24").unwrap();
     let mut nodes = Vec::new();
     for (me, ns, prio) in [(1u32, r1, 200u8), (2, r2, 100)] {
         let name = format!("r{me}");
-        lab.link(&ns, "eth0", &br, &format!("{name}l")).unwrap();
-        lab.link(&ns, "eth1", &br, &format!("{name}w")).unwrap();
-        br.ip(&["link", "set", &format!("{name}l"), "master", "lan"])
-            .unwrap();
-        br.ip(&["link", "set", &format!("{name}w"), "master", "wan"])
-            .unwrap();
         let lan = format!("10.0.1.{}/24", me + 1);
         let wan = format!("10.0.2.{}/24", me + 1);
         let mut tail = pair_vrrp(prio, interval.as_millis() as u32);
@@ -154,24 +137,14 @@ pub(crate) fn wait_converged(
     })
 }
 
-/// The UDP payloads of the IPv4/UDP frames of a pcap file (Ethernet link type).
+/// The UDP payloads of a pcap file's IPv4 packets.
 fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[at + 16..(at + 16 + caplen).min(pcap.len())];
-        at += 16 + caplen;
-        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
-            continue;
-        }
-        let ihl = usize::from(frame[14] & 0x0f) * 4;
-        let udp = &frame[14 + ihl..];
-        if udp.len() >= 8 {
-            out.push(udp[8..].to_vec());
-        }
-    }
-    out
+    integration::oracle::read_pcap(pcap)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.ip.len() >= 28 && c.ip[9] == 17)
+        .map(|c| c.ip[usize::from(c.ip[0] & 0x0f) * 4 + 8..].to_vec())
+        .collect()
 }
 
 /// Sends `payload` from `from` (any port) to r2's sync port, inside `ns`.

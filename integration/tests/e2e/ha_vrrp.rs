@@ -131,9 +131,10 @@ struct PairLab {
     nodes: Vec<Node>,
 }
 
-fn pair_lab(tag: &str) -> PairLab {
-    require_root();
-    let mut lab = Lab::new(tag).unwrap();
+/// The segments of the HA labs: bridges `lan` and `wan` in `br`, the client 10.0.1.10 on lan
+/// and the server 10.0.2.10 on wan, whose gateways are the virtual addresses 10.0.1.254 and
+/// 10.0.2.254. Returns (br, cli, srv).
+pub(crate) fn pair_segments(lab: &mut Lab) -> (Ns, Ns, Ns) {
     let br = lab.add_ns("br").unwrap();
     let cli = lab.add_ns("cli").unwrap();
     let srv = lab.add_ns("srv").unwrap();
@@ -149,15 +150,28 @@ fn pair_lab(tag: &str) -> PairLab {
     cli.add_route("default", "10.0.1.254").unwrap();
     srv.add_addr("eth0", "10.0.2.10/24").unwrap();
     srv.add_route("default", "10.0.2.254").unwrap();
+    (br, cli, srv)
+}
+
+/// A router namespace `name` of an HA lab: its eth0 on `br`'s lan, its eth1 on wan.
+pub(crate) fn pair_router_ns(lab: &mut Lab, br: &Ns, name: &str) -> Ns {
+    let ns = lab.add_ns(name).unwrap();
+    lab.link(&ns, "eth0", br, &format!("{name}l")).unwrap();
+    lab.link(&ns, "eth1", br, &format!("{name}w")).unwrap();
+    br.ip(&["link", "set", &format!("{name}l"), "master", "lan"])
+        .unwrap();
+    br.ip(&["link", "set", &format!("{name}w"), "master", "wan"])
+        .unwrap();
+    ns
+}
+
+fn pair_lab(tag: &str) -> PairLab {
+    require_root();
+    let mut lab = Lab::new(tag).unwrap();
+    let (br, cli, _srv) = pair_segments(&mut lab);
     let mut nodes = Vec::new();
     for (name, host, prio) in [("r1", 2, 200), ("r2", 3, 100)] {
-        let ns = lab.add_ns(name).unwrap();
-        lab.link(&ns, "eth0", &br, &format!("{name}l")).unwrap();
-        lab.link(&ns, "eth1", &br, &format!("{name}w")).unwrap();
-        br.ip(&["link", "set", &format!("{name}l"), "master", "lan"])
-            .unwrap();
-        br.ip(&["link", "set", &format!("{name}w"), "master", "wan"])
-            .unwrap();
+        let ns = pair_router_ns(&mut lab, &br, name);
         let lan = format!("10.0.1.{host}/24");
         let wan = format!("10.0.2.{host}/24");
         let (conf, socket) = write_conf(
