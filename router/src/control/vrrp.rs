@@ -206,12 +206,15 @@ impl VrrpDriver {
                 inst.iface_name,
                 inst.vr.config().vrid
             ));
+            // Make before break: frames the switches still send here (until the new
+            // master's first frames teach them its port) are routed, not dropped. The linger
+            // starts before mastership ends so the data plane never sees neither.
+            self.plane.set_linger(i, true);
             let a = self.instances[i].vr.switchover(now);
             self.carry_out(i, a, now);
-            // Make before break: frames the switches still send here (until the new
-            // master's first frames teach them its port) are routed, not dropped.
-            if self.instances[i].vr.state() != State::Master {
-                self.plane.set_linger(i, true);
+            if self.instances[i].vr.state() == State::Master {
+                self.plane.set_linger(i, false);
+            } else {
                 self.instances[i].linger_until = Some(now + linger(&self.instances[i].vr));
             }
         }

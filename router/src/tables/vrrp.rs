@@ -79,11 +79,22 @@ impl VrrpPlane {
     }
 
     /// Sets virtual router `index`'s role: master (owns the virtual MAC and answers ARP), and
-    /// whether it accepts traffic to the virtual addresses.
+    /// whether it accepts traffic to the virtual addresses. Becoming master ends a linger;
+    /// becoming backup keeps one, so a switchover can start its linger before it gives up
+    /// mastership and no frame to the virtual MAC finds the door shut in between.
     pub fn set_role(&self, index: usize, master: bool, accepts: bool) {
         if let Some(g) = self.groups.get(index) {
             let bits = if master { MASTER } else { 0 } | if accepts { ACCEPTS } else { 0 };
-            g.role.store(bits, Ordering::Release);
+            if master {
+                g.role.store(bits, Ordering::Release);
+            } else {
+                // The closure never fails: `fetch_update` only retries a raced store.
+                let _ = g
+                    .role
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                        Some(bits | (old & LINGER))
+                    });
+            }
         }
     }
 
@@ -169,6 +180,22 @@ mod tests {
         p.set_role(0, true, false);
         p.set_role(0, false, false);
         assert!(!p.takes_mac(1, mac));
+    }
+
+    #[test]
+    fn a_linger_started_before_giving_up_mastership_leaves_no_gap() {
+        // `swrouter ha switchover` lingers first, then becomes backup: the virtual MAC must be
+        // taken at every instant (a frame in between was lost on a loaded machine).
+        let vip = Ipv4Addr::new(10, 0, 1, 254);
+        let p = VrrpPlane::new([(1, 51, vec![vip])]);
+        let mac = ::vrrp::wire::virtual_mac(51);
+        p.set_role(0, true, true);
+        p.set_linger(0, true);
+        assert!(p.takes_mac(1, mac));
+        p.set_role(0, false, false);
+        assert!(p.takes_mac(1, mac), "becoming backup ended the linger");
+        assert_eq!(p.arp_mac(1, vip), None);
+        assert_eq!(p.vip_role(vip), None);
     }
 
     #[test]
