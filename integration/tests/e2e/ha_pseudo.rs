@@ -7,8 +7,10 @@
 //!   `pseudo-standby` and, once in sync, the same table digests r1 publishes.
 //! - kill -9 of r1's process (with the sync link to r2 down, so nothing comes from r2): the
 //!   twin takes over (the configured management socket answers, its role follows VRRP) with
-//!   r1's state (same neighbour digest as before the kill).
-//! - The killed process started again joins as the pseudo-standby of the twin and gets in sync.
+//!   r1's state: the same neighbour digest as before the kill, and the same NAT sessions
+//!   (`swrouter nat sessions` dumps compared mapping by mapping).
+//! - The killed process started again joins as the pseudo-standby of the twin and gets in sync
+//!   (the same neighbour and NAT session digests).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use super::ha_sync::{sync_lab, sync_of, SyncLab};
@@ -27,6 +29,46 @@ fn twin_of(n: &Node) -> Node {
         socket: PathBuf::from(s),
         proc: None,
     }
+}
+
+/// Pool address of the pair's NAT (the server routes it to the wan virtual gateway).
+const POOL: &str = "192.0.2.1";
+
+/// NAT on both nodes: inside the lan, out of eth1 from [`POOL`].
+fn nat_section() -> String {
+    format!("\n[nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"{POOL}\"]\n")
+}
+
+/// The node's NAT mappings, sorted: (proto, inside, outside, remote).
+fn nat_dump(n: &Node) -> Vec<(String, String, String, String)> {
+    let out = std::process::Command::new(integration::binary("swrouter"))
+        .args([
+            "nat",
+            "sessions",
+            "--json",
+            "-s",
+            &n.socket.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+    let mut v: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                f(r, "proto"),
+                f(r, "inside"),
+                f(r, "outside"),
+                f(r, "remote"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Waits until the pseudo-standby `twin` is in sync with `node` and holds the same `table`
@@ -55,16 +97,40 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
     let local = std::env::temp_dir().join(format!("swr-hpseudo-{}.sock", std::process::id()));
     let line = format!("local-socket = \"{}\"\n", local.display());
     let mut l: SyncLab = sync_lab("hpseudo", |me| {
-        if me == 1 {
-            line.clone()
-        } else {
-            String::new()
-        }
+        let mut tail = if me == 1 { line.clone() } else { String::new() };
+        tail.push_str(&nat_section());
+        tail
     });
-    // r1 learns the client and the server.
+    let srv = l
+        .lab
+        .namespaces()
+        .iter()
+        .find(|n| n.name.ends_with("srv"))
+        .unwrap()
+        .clone();
+    srv.ip(&["route", "add", &format!("{POOL}/32"), "via", "10.0.2.254"])
+        .unwrap();
+    // r1 learns the client and the server, and translates a ping and two UDP flows.
     l.cli
         .run_ok("ping", &["-c", "3", "-i", "0.2", "-W", "1", "10.0.2.10"])
         .unwrap();
+    for port in [5301, 5302] {
+        l.cli
+            .run_ok(
+                "python3",
+                &[
+                    "-c",
+                    &format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\ns.sendto(b'x',('10.0.2.10',9))"),
+                ],
+            )
+            .unwrap();
+    }
+    let sessions = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let d = nat_dump(&l.nodes[0]);
+        (d.len() >= 3).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("r1 made no NAT sessions: {:?}", nat_dump(&l.nodes[0])));
+    eprintln!("r1 sessions: {sessions:?}");
     // The twin joins r1's process.
     let mut twin = twin_of(&l.nodes[0]);
     start(&mut l.lab, &mut twin);
@@ -99,6 +165,14 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
     });
     eprintln!("r1 sync: {a}\ntwin sync: {t}");
     let before = a["tables"]["neighbour"].clone();
+    let (a, _) = wait_twin_in_sync(&l.nodes[0], &twin, "nat-session", 3).unwrap_or_else(|| {
+        panic!(
+            "the twin never held r1's NAT sessions: r1 {} twin {}",
+            sync_of(&l.nodes[0]),
+            sync_of(&twin)
+        )
+    });
+    let nat_before = a["tables"]["nat-session"].clone();
     assert_eq!(t["node_id"], 0x8000_0001u32, "{t}");
     // The sync link to r2 goes down first: what the promoted twin holds can only come from
     // its own replica (r2 holds r1's neighbours too and would resync them).
@@ -137,6 +211,16 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
     })
     .unwrap_or_else(|| panic!("r1's neighbours lost by the takeover: before {before} now {h}"));
     assert_eq!(after["published"], before["published"]);
+    // And translates with r1's NAT mappings, every one of them.
+    let kept = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let d = nat_dump(&l.nodes[0]);
+        (d == sessions).then_some(d)
+    });
+    assert!(
+        kept.is_some(),
+        "the promoted twin's NAT sessions differ:\nbefore {sessions:?}\nnow    {:?}",
+        nat_dump(&l.nodes[0])
+    );
     let s = sync_of(&l.nodes[0]);
     assert_eq!(s["peer_alive"], false, "r2 was unreachable: {s}");
     l.nodes[1].ns.ip(&["link", "set", "eth2", "up"]).unwrap();
@@ -157,6 +241,17 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
     });
     assert_eq!(
         b["tables"]["neighbour"]["published_digest"], before["published_digest"],
+        "node {a} pseudo-standby {b}"
+    );
+    let (a, b) = wait_twin_in_sync(&twin, &back, "nat-session", 3).unwrap_or_else(|| {
+        panic!(
+            "the restarted process never held the NAT sessions: node {} it {}",
+            sync_of(&twin),
+            sync_of(&back)
+        )
+    });
+    assert_eq!(
+        b["tables"]["nat-session"]["published_digest"], nat_before["published_digest"],
         "node {a} pseudo-standby {b}"
     );
     // r2 followed VRRP: backup, standby.
