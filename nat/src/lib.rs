@@ -40,6 +40,9 @@
 //!   [`worker::Verdict::Hairpin`] and is dispatched again as an inbound packet.
 //! - Port exhaustion: the new flow is dropped, counted, and [`worker::Verdict::Prohibited`]
 //!   asks the router to answer ICMP destination unreachable code 13.
+//! - Router clusters (issue 16): [`cluster`] keeps a flow's distribution id in its outside
+//!   port, [`session::SessionTable::outbound_for_id`] allocates such ports and
+//!   [`session::SessionTable::drop_ids`] / [`session::SessionTable::snapshot_ids`] hand ids over.
 //! - Timeouts ([`config::Timeouts`]): TCP established 7440 s, TCP transitory 240 s, UDP 300 s,
 //!   ICMP 60 s (VPP's defaults, the RFC minimums).
 //!
@@ -55,6 +58,7 @@
 //!   ([`vid::Geometry`]).
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod hash;

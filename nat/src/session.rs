@@ -29,6 +29,7 @@
 //! practice (std's map only reallocates when tombstones and entries exceed its reserve; removal
 //! of tombstones by an in-place rehash does not allocate). Established flows never insert.
 
+use crate::cluster;
 use crate::hash::{MixState, SplitMix64};
 use crate::vid::{Geometry, Vid};
 use netwire::ipv4::{PROTO_TCP, PROTO_UDP};
@@ -446,6 +447,24 @@ impl SessionTable {
         create: bool,
         now: u32,
     ) -> Result<Binding, Miss> {
+        self.outbound_for_id(ep, remote, tcp_flags, pool, create, now, None)
+    }
+
+    /// [`SessionTable::outbound`] in a cluster: a new mapping's outside port carries
+    /// distribution id `id` ([`crate::cluster`]); an existing mapping of the endpoint already
+    /// does, since the id is a function of the endpoint.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn outbound_for_id(
+        &mut self,
+        ep: Endpoint,
+        remote: (Ipv4Addr, u16),
+        tcp_flags: u8,
+        pool: &[Ipv4Addr],
+        create: bool,
+        now: u32,
+        id: Option<u8>,
+    ) -> Result<Binding, Miss> {
         let (ra, rp) = (u32::from(remote.0), remote.1);
         let ia = u32::from(ep.addr);
         let k = key5(ep.proto, ia, ep.port, ra, rp);
@@ -471,7 +490,7 @@ impl SessionTable {
             Some(&m) => (m, false),
             None => {
                 let pool_addr = pick_pool(pool, ia).ok_or(Miss::NoMapping)?;
-                let port = self.alloc_port(ep.proto, pool_addr)?;
+                let port = self.alloc_port(ep.proto, pool_addr, id)?;
                 (self.new_mapping(ep, pool_addr, port), true)
             }
         };
@@ -681,6 +700,39 @@ impl SessionTable {
             let port = self.mappings[x.mapping as usize].outside_port;
             if self.p.geometry.vid_of_port(port) == Some(vid) {
                 out.push(self.info(i as u32));
+            }
+        }
+    }
+
+    /// Appends every session whose outside port carries an id of `ids` (what a cluster node
+    /// hands over when those ids move).
+    pub fn snapshot_ids(&self, ids: &cluster::IdSet, out: &mut Vec<SessionInfo>) {
+        let port_min = self.p.geometry.port_min;
+        for (i, x) in self.sessions.iter().enumerate() {
+            if x.live
+                && ids.contains(cluster::id_of_port(
+                    port_min,
+                    self.mappings[x.mapping as usize].outside_port,
+                ))
+            {
+                out.push(self.info(i as u32));
+            }
+        }
+    }
+
+    /// Removes every session whose outside port carries an id of `ids` (the ids moved to
+    /// another cluster node), appending them to `out`.
+    pub fn drop_ids(&mut self, ids: &cluster::IdSet, out: &mut Vec<Expired>) {
+        let port_min = self.p.geometry.port_min;
+        for i in 0..self.sessions.len() {
+            let x = self.sessions[i];
+            if x.live
+                && ids.contains(cluster::id_of_port(
+                    port_min,
+                    self.mappings[x.mapping as usize].outside_port,
+                ))
+            {
+                out.push(self.remove(i as u32));
             }
         }
     }
@@ -922,8 +974,9 @@ impl SessionTable {
     }
 
     /// A free outside port for `proto` on `pool` in the allocating VIDs, home first: in each
-    /// block, the first free port at or after a random start, wrapping around.
-    fn alloc_port(&mut self, proto: u8, pool: u32) -> Result<u16, Miss> {
+    /// block, the first free port at or after a random start, wrapping around; with `id`, only
+    /// the block's ports of that distribution id (every 256th from the block's start + id).
+    fn alloc_port(&mut self, proto: u8, pool: u32, id: Option<u8>) -> Result<u16, Miss> {
         if self.alloc.is_empty() {
             return Err(Miss::NoVid);
         }
@@ -940,6 +993,24 @@ impl SessionTable {
             }
             let lo = u32::from(g.block_start(vid) - g.port_min);
             let hi = lo + len;
+            if let Some(id) = id {
+                // Blocks start at multiples of 256 (cluster::check_geometry), so these are
+                // exactly the block's ports of `id`.
+                let first = lo + u32::from(id);
+                if first >= hi {
+                    continue;
+                }
+                let n = (hi - first).div_ceil(cluster::IDS as u32);
+                let k0 = self.rng.below(u64::from(n)) as u32;
+                let free = (0..n)
+                    .map(|k| first + ((k0 + k) % n) * cluster::IDS as u32)
+                    .find(|&bit| bits[(bit / 64) as usize] & (1 << (bit % 64)) == 0);
+                if let Some(bit) = free {
+                    // bit < port_max - port_min + 1, so the port fits a u16.
+                    return Ok((u32::from(g.port_min) + bit) as u16);
+                }
+                continue;
+            }
             let start = lo + self.rng.below(u64::from(len)) as u32;
             if let Some(bit) = first_zero(bits, start, hi).or_else(|| first_zero(bits, lo, start)) {
                 // bit < port_max - port_min + 1, so the port fits a u16.
@@ -1050,6 +1121,98 @@ mod tests {
             Err(Miss::NoMapping)
         );
         assert_eq!((t.counters.filtered, t.counters.no_mapping), (1, 1));
+    }
+
+    #[test]
+    fn in_a_cluster_new_mappings_carry_the_wanted_id_until_the_id_s_ports_run_out() {
+        // One block of 1024 ports: 4 ports of each id, then the id is exhausted (others not).
+        let mut p = params(64);
+        p.geometry = Geometry::new(4096, 4096 + 1023, 1);
+        p.geometry.shift = 10;
+        p.geometry.vids = 1;
+        let mut t = SessionTable::new(p, 100);
+        t.set_home(Some(0));
+        let mut ports = Vec::new();
+        for i in 0..4 {
+            let b = t
+                .outbound_for_id(ep(7000 + i), R1, 0, &POOL, true, 100, Some(37))
+                .unwrap();
+            assert_eq!(cluster::id_of_port(4096, b.port), 37, "port {}", b.port);
+            ports.push(b.port);
+        }
+        ports.sort();
+        assert_eq!(ports, [4096 + 37, 4096 + 293, 4096 + 549, 4096 + 805]);
+        assert_eq!(
+            t.outbound_for_id(ep(7100), R1, 0, &POOL, true, 100, Some(37)),
+            Err(Miss::Exhausted)
+        );
+        assert_eq!(t.counters.exhausted, 1);
+        // An existing mapping is reused whatever id is asked (the id is the endpoint's).
+        let again = t
+            .outbound_for_id(ep(7000), R2, 0, &POOL, true, 100, Some(37))
+            .unwrap();
+        assert!(!again.new_mapping);
+        let other = t
+            .outbound_for_id(ep(7101), R1, 0, &POOL, true, 100, Some(38))
+            .unwrap();
+        assert_eq!(cluster::id_of_port(4096, other.port), 38);
+    }
+
+    #[test]
+    fn a_short_last_block_offers_only_the_ids_it_holds() {
+        // Blocks of 256 with a last block of 100 ports: id 150 exists only in the first.
+        let mut p = params(64);
+        p.geometry = Geometry {
+            port_min: 2000,
+            shift: 8,
+            vids: 2,
+            port_max: 2000 + 256 + 99,
+        };
+        let mut t = SessionTable::new(p, 100);
+        t.set_home(Some(1));
+        assert_eq!(
+            t.outbound_for_id(ep(1), R1, 0, &POOL, true, 100, Some(150)),
+            Err(Miss::Exhausted)
+        );
+        let b = t
+            .outbound_for_id(ep(2), R1, 0, &POOL, true, 100, Some(99))
+            .unwrap();
+        assert_eq!(b.port, 2000 + 256 + 99);
+        t.add_alloc(0);
+        let b = t
+            .outbound_for_id(ep(3), R1, 0, &POOL, true, 100, Some(150))
+            .unwrap();
+        assert_eq!(b.port, 2000 + 150);
+    }
+
+    #[test]
+    fn moving_ids_hands_over_exactly_their_sessions() {
+        let mut t = table();
+        let port_min = t.p.geometry.port_min;
+        for i in 0..40u16 {
+            t.outbound_for_id(ep(8000 + i), R1, 0, &POOL, true, 100, Some((i % 4) as u8))
+                .unwrap();
+        }
+        let moving: cluster::IdSet = [1u8, 3].into_iter().collect();
+        let mut snap = Vec::new();
+        t.snapshot_ids(&moving, &mut snap);
+        assert_eq!(snap.len(), 20);
+        assert!(snap
+            .iter()
+            .all(|s| moving.contains(cluster::id_of_port(port_min, s.outside_port))));
+        let mut gone = Vec::new();
+        t.drop_ids(&moving, &mut gone);
+        assert_eq!((gone.len(), t.len(), t.mappings()), (20, 20, 20));
+        let mut left = Vec::new();
+        t.list(&mut left);
+        assert!(left
+            .iter()
+            .all(|(s, _)| !moving.contains(cluster::id_of_port(port_min, s.outside_port))));
+        // The freed ports are free again.
+        for i in 0..20u16 {
+            t.outbound_for_id(ep(9000 + i), R1, 0, &POOL, true, 100, Some(1))
+                .unwrap();
+        }
     }
 
     #[test]

@@ -245,3 +245,49 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Issue 16: in a cluster every new mapping's outside port carries the id asked for, in
+    /// the worker's own block, and no two mappings share a port, for any range that passes
+    /// `cluster::check_geometry` and any sequence of ids.
+    #[test]
+    fn cluster_ports_carry_their_id(
+        port_min in 1024u16..20000,
+        span in 2048u32..40000,
+        workers in 1u16..5,
+        ids in proptest::collection::vec(any::<u8>(), 1..200),
+    ) {
+        use nat::cluster::{check_geometry, id_of_port};
+        use nat::session::{Endpoint, SessionTable, TableParams};
+        let port_max = (u32::from(port_min) + span).min(65535) as u16;
+        let g = Geometry::new(port_min, port_max, workers);
+        prop_assume!(check_geometry(&g, workers).is_ok());
+        let mut t = SessionTable::new(
+            TableParams {
+                capacity: 512,
+                timeouts: [300; 4],
+                geometry: g,
+                seed: 7,
+                reserved: Default::default(),
+            },
+            0,
+        );
+        let home = g.vids - 1;
+        t.set_home(Some(home));
+        let mut ports = std::collections::HashSet::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let ep = Endpoint { proto: 17, addr: Ipv4Addr::new(10, 0, 0, 1), port: 1000 + i as u16 };
+            match t.outbound_for_id(ep, (remote(0), 53), 0, &[Ipv4Addr::new(192, 0, 2, 1)], true, 0, Some(id)) {
+                Ok(b) => {
+                    prop_assert_eq!(id_of_port(port_min, b.port), id);
+                    prop_assert_eq!(g.vid_of_port(b.port), Some(home));
+                    prop_assert!(ports.insert(b.port), "port {} given twice", b.port);
+                }
+                // Only a short last block may lack ids (or run out of one).
+                Err(m) => prop_assert_eq!(m, nat::session::Miss::Exhausted),
+            }
+        }
+    }
+}

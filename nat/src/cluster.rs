@@ -1,0 +1,120 @@
+//! Cluster distribution ids carried in outside ports (issue 16, seed 003 claims 10 and 12).
+//!
+//! A router cluster gives each of 256 distribution ids to one node at a time, and every node
+//! sees every frame of the shared segments. For a translated flow the id must be the same in
+//! both directions and on both sides of the NAT, and it must be recoverable from the session
+//! alone so a node that takes an id over can pick that id's sessions out of its copy of the
+//! others'. The id of a NAT flow is therefore a function of its inside endpoint (the mapping is
+//! shared by every session of that endpoint: endpoint-independent mapping), and the NAT picks
+//! outside ports whose offset from `port_min` is that id modulo 256: a packet from the outside
+//! names its id in its destination port, without a lookup.
+//!
+//! VID blocks are `2^shift` ports from `port_min`; with `shift >= 8` ([`check_geometry`]) a
+//! port's id is the low byte of its offset inside its block and its VID the high bits, so the
+//! two schemes nest: each worker's block holds `block_len / 256` ports of every id.
+
+use crate::vid::Geometry;
+
+/// Distribution ids of a cluster.
+pub const IDS: usize = 256;
+
+/// The distribution id an outside port (or ICMP identifier) carries.
+#[inline]
+pub fn id_of_port(port_min: u16, port: u16) -> u8 {
+    (port.wrapping_sub(port_min) & 0xff) as u8
+}
+
+/// Checks that `g` (for `workers` workers) gives every block at least one port of each id;
+/// the error says why and what to change.
+pub fn check_geometry(g: &Geometry, workers: u16) -> Result<(), String> {
+    if g.shift >= 8 {
+        return Ok(());
+    }
+    let ports = u32::from(g.port_max) - u32::from(g.port_min) + 1;
+    let need = IDS as u32 * crate::vid::SPARE_FACTOR * u32::from(workers.max(1));
+    Err(format!(
+        "a cluster needs NAT port blocks of at least {IDS} ports (one port of each distribution id per block): \
+         the port range {}-{} ({ports} ports) over {workers} worker(s) x {} blocks gives blocks of {}; \
+         it needs at least {IDS} x {} x {workers} = {need} ports: widen the port range or use fewer workers",
+        g.port_min,
+        g.port_max,
+        crate::vid::SPARE_FACTOR,
+        g.block_len(),
+        crate::vid::SPARE_FACTOR,
+    ))
+}
+
+/// A set of distribution ids (a bitmap of 256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IdSet([u64; 4]);
+
+impl IdSet {
+    /// The empty set.
+    pub const EMPTY: IdSet = IdSet([0; 4]);
+
+    /// Adds `id`.
+    #[inline]
+    pub fn insert(&mut self, id: u8) {
+        self.0[usize::from(id >> 6)] |= 1 << (id & 63);
+    }
+
+    /// True when `id` is in the set.
+    #[inline]
+    pub fn contains(&self, id: u8) -> bool {
+        self.0[usize::from(id >> 6)] & (1 << (id & 63)) != 0
+    }
+
+    /// How many ids the set holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// True without ids.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+}
+
+impl FromIterator<u8> for IdSet {
+    fn from_iter<I: IntoIterator<Item = u8>>(iter: I) -> IdSet {
+        let mut s = IdSet::EMPTY;
+        for id in iter {
+            s.insert(id);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_s_id_is_its_offset_modulo_256() {
+        assert_eq!(id_of_port(1024, 1024), 0);
+        assert_eq!(id_of_port(1024, 1024 + 255), 255);
+        assert_eq!(id_of_port(1024, 1024 + 256 + 7), 7);
+        assert_eq!(id_of_port(1000, 65535), ((65535 - 1000) % 256) as u8);
+    }
+
+    #[test]
+    fn blocks_smaller_than_256_ports_are_refused_with_the_arithmetic() {
+        assert!(check_geometry(&Geometry::new(1024, 65535, 2), 2).is_ok());
+        assert!(check_geometry(&Geometry::new(1024, 65535, 126), 126).is_ok());
+        let e = check_geometry(&Geometry::new(1024, 65535, 127), 127).unwrap_err();
+        assert!(e.contains("65024 ports"), "{e}");
+        let e = check_geometry(&Geometry::new(40000, 40999, 2), 2).unwrap_err();
+        assert!(
+            e.contains("1000 ports") && e.contains("gives blocks of 128"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_id_set_holds_what_was_inserted() {
+        let s: IdSet = [0u8, 63, 64, 255].into_iter().collect();
+        assert_eq!(s.len(), 4);
+        assert!((0..=255u8).all(|i| s.contains(i) == [0, 63, 64, 255].contains(&i)));
+        assert!(IdSet::EMPTY.is_empty() && !s.is_empty());
+    }
+}
