@@ -71,6 +71,7 @@ pub(crate) fn to_toml(conf: &RouterConf) -> String {
     crate::steering::emit(&mut out, &conf.steering, &conf.interfaces);
     crate::nat::emit(&mut out, &conf.nat, &conf.interfaces, quote);
     crate::ha::emit(&mut out, &conf.ha, quote);
+    crate::cluster::emit(&mut out, conf.cluster.as_ref(), quote);
     out
 }
 

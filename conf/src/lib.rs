@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+mod cluster;
 mod emit;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -66,6 +67,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use cluster::{
+    format_mac, ClusterConf, ClusterInterface, DEFAULT_HANDOVER_TIMEOUT, DEFAULT_HEARTBEAT,
+    DEFAULT_HOLD_LIMIT, DEFAULT_LEASE_TTL_S, DEFAULT_PEER_TIMEOUT,
+};
 pub use error::ConfError;
 pub use ha::{HaConf, SyncConf, VrrpConf, DEFAULT_GARP_COUNT, PSEUDO_STANDBY_ID_BIT};
 pub use ipnetwork::Ipv4Network;
@@ -119,6 +124,9 @@ pub struct RouterConf {
     /// The `[ha]` section (VRRP virtual routers); empty means no high availability.
     #[serde(skip)]
     pub ha: HaConf,
+    /// The `[cluster]` section (issue 16), if this router is a cluster node.
+    #[serde(skip)]
+    pub cluster: Option<ClusterConf>,
 }
 
 /// The `[router]` section: identity and process-wide settings.

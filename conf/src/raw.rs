@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "steering",
     "nat",
     "ha",
+    "cluster",
 ];
 /// Keys of `[router]`, in documentation order.
 pub(crate) const ROUTER_KEYS: &[&str] = &[
@@ -111,6 +112,9 @@ pub(crate) struct RawFile {
     /// `[ha]`, optional (see `crate::ha`).
     #[serde(default)]
     pub ha: Option<crate::ha::RawHa>,
+    /// `[cluster]`, optional (see `crate::cluster`).
+    #[serde(default)]
+    pub cluster: Option<Spanned<crate::cluster::RawCluster>>,
 }
 
 /// `[wccp]`.
@@ -360,6 +364,7 @@ fn explain_unknown(key: &str, expected: &[&str]) -> Option<String> {
     .chain(crate::steering::sections())
     .chain(crate::nat::sections())
     .chain(crate::ha::sections())
+    .chain(crate::cluster::sections())
     .find(|(_, keys)| same(keys))?;
     let hint = suggest(key, keys)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -379,6 +384,7 @@ fn header(key: &str) -> &'static str {
         "steering" => "[steering]",
         "nat" => "[nat]",
         "ha" => "[ha]",
+        "cluster" => "[cluster]",
         _ => "[[route]]",
     }
 }

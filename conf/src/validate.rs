@@ -92,6 +92,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
     let steering = crate::steering::validate(at, raw.steering.as_ref(), &interfaces)?;
     let nat = crate::nat::validate(at, raw.nat.as_ref(), &interfaces, workers)?;
     let ha = crate::ha::validate(at, raw.ha.as_ref(), &interfaces)?;
+    let cluster = crate::cluster::validate(at, raw.cluster.as_ref(), &interfaces, &ha, &nat)?;
     // Interfaces marked `wccp-caches = true` in the file (not by default): the caches' side.
     let marked: Vec<&str> = raw
         .interface
@@ -130,6 +131,7 @@ pub(crate) fn validate(at: &Locator<'_>, raw: RawFile) -> Result<RouterConf> {
         steering,
         nat,
         ha,
+        cluster,
     })
 }
 

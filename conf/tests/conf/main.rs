@@ -4,6 +4,7 @@
 //! workspace in CI's release build.
 
 mod cache;
+mod cluster;
 mod effective;
 mod examples;
 mod fuzz_corpus;

@@ -277,6 +277,12 @@ fn give_back(restore: &[Restore]) {
 /// answering there, it first runs as that process's pseudo-standby (`pseudo`) and becomes the
 /// node's process only when that one dies.
 pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
+    if conf.cluster.is_some() {
+        bail!(
+            "{}: [cluster] is checked (`swrouter check` accepts it) but this build does not run cluster nodes yet: the id dispatch and the etcd membership are being built (issue 16); remove the section to run this node on its own or with [ha]",
+            config_path.display()
+        );
+    }
     if crate::sys::euid() != 0 {
         bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces; run it as root, e.g. as the swrouter service (systemctl start swrouter)");
     }
@@ -1357,6 +1363,14 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
     };
     if nat_part(&new) != nat_part(&state.conf) {
         let msg = "rejected, running config kept: [nat] changes need a restart (sessions live on the running rules); routes, WCCP and steering are reloaded".to_string();
+        tracing::error!("{msg}");
+        return ReloadReply {
+            ok: false,
+            message: msg,
+        };
+    }
+    if new.cluster != state.conf.cluster {
+        let msg = "rejected, running config kept: [cluster] changes need a restart".to_string();
         tracing::error!("{msg}");
         return ReloadReply {
             ok: false,
