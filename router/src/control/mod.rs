@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod igmp;
+pub mod mesh;
 pub mod mgmt;
 pub mod pseudo;
 pub mod scrape;
