@@ -163,8 +163,9 @@ pub enum Action {
         /// Where the held frames go.
         to: NodeId,
     },
-    /// Publish the table this node just committed in its sync stream, for peers cut from etcd.
-    Relay(Allocation),
+    /// Publish the table this node just committed in its sync stream, for peers cut from etcd
+    /// (boxed: a table is 2 KiB, the other actions a few words).
+    Relay(Box<Allocation>),
     /// Drop every id at once: plane all `Foreign`, node-specific entries and held frames gone
     /// (the records stay published for whoever adopts the ids).
     Fence,
@@ -586,7 +587,7 @@ impl ClusterEngine {
         self.last_commit = Some(now);
         if table.epoch > self.current.epoch {
             self.alloc_rev = mod_revision;
-            self.push(Action::Relay(table.clone()));
+            self.push(Action::Relay(Box::new(table.clone())));
             self.apply(table, now);
         }
         self.evaluate(now);

@@ -217,10 +217,12 @@ pub fn packet_id(cfg: &IdConfig, packet: &[u8], arrived_on_nat_outside: bool) ->
         }
         _ => (0, 0),
     };
-    if arrived_on_nat_outside && matches!(proto, PROTO_TCP | PROTO_UDP) && cfg.is_pool(dst) {
-        if cfg.in_range(dport) {
-            return Some(id_of_port(cfg.port_min, dport));
-        }
+    if arrived_on_nat_outside
+        && matches!(proto, PROTO_TCP | PROTO_UDP)
+        && cfg.is_pool(dst)
+        && cfg.in_range(dport)
+    {
+        return Some(id_of_port(cfg.port_min, dport));
     }
     Some(tuple_id(cfg, proto, (src, sport), (dst, dport)))
 }

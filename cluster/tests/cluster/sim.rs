@@ -39,7 +39,7 @@ impl Rng {
 enum WatchEvent {
     Put(NodeId, MemberRecord),
     Delete(NodeId),
-    Alloc(Allocation, Revision),
+    Alloc(Box<Allocation>, Revision),
 }
 
 struct Etcd {
@@ -54,7 +54,7 @@ struct Etcd {
 
 enum Msg {
     Marker(Marker),
-    Relay(Allocation),
+    Relay(Box<Allocation>),
 }
 
 struct Node {
@@ -306,7 +306,7 @@ impl Sim {
                 }
                 if let Some((v, rev)) = self.etcd.alloc.clone() {
                     let a = Allocation::decode(&v).expect("stored table");
-                    n.pending.push_back(WatchEvent::Alloc(a, rev));
+                    n.pending.push_back(WatchEvent::Alloc(Box::new(a), rev));
                 }
             }
             EtcdRequest::Keepalive { lease } => {
@@ -344,7 +344,7 @@ impl Sim {
                     let rev = self.etcd.rev;
                     self.etcd.alloc = Some((value, rev));
                     self.etcd.commits.push(table.clone());
-                    self.notify(|| WatchEvent::Alloc(table.clone(), rev));
+                    self.notify(|| WatchEvent::Alloc(Box::new(table.clone()), rev));
                     self.engine(node).on_cas_committed(rev, now);
                 } else {
                     let cur = self
@@ -438,7 +438,7 @@ impl Sim {
             }
             match msg {
                 Msg::Marker(mk) => self.engine(to).on_marker(from, mk, now),
-                Msg::Relay(t) => self.engine(to).on_relayed(from, t, now),
+                Msg::Relay(t) => self.engine(to).on_relayed(from, *t, now),
             }
         }
         // Watch deliveries.
@@ -457,7 +457,7 @@ impl Sim {
                 match ev {
                     WatchEvent::Put(m, r) => self.engine(n).on_member_put(m, r, now),
                     WatchEvent::Delete(m) => self.engine(n).on_member_delete(m, now),
-                    WatchEvent::Alloc(a, rev) => self.engine(n).on_alloc(a, rev, now),
+                    WatchEvent::Alloc(a, rev) => self.engine(n).on_alloc(*a, rev, now),
                 }
                 self.drive(n);
             }
