@@ -13,7 +13,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "protocol crates stay sans-IO (no tokio, no pnet)"
-for leaf in netwire wccp gre steering nat vrrp hasync; do
+for leaf in netwire wccp gre steering nat vrrp hasync cluster; do
   if cargo tree -p "$leaf" -e normal --prefix none | grep -Eq '^(tokio|pnet|pnet_datalink) '; then
     echo "$leaf depends on an I/O crate:" >&2
     cargo tree -p "$leaf" -e normal >&2

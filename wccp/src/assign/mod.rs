@@ -119,7 +119,10 @@ fn quotas(slots: usize, weights: &[u32]) -> Vec<usize> {
 /// Splits `slots` over caches with `weights`, keeping each slot with its `previous` owner
 /// (an index into `weights`) where the quotas allow (module docs). Every slot gets a cache
 /// unless there are no caches.
-fn distribute(slots: usize, weights: &[u32], previous: &[Option<usize>]) -> Vec<Option<usize>> {
+///
+/// Public because the router cluster (crate `cluster`) splits its 256 distribution ids over
+/// nodes with the same exact-quota, minimal-movement rule.
+pub fn distribute(slots: usize, weights: &[u32], previous: &[Option<usize>]) -> Vec<Option<usize>> {
     let q = quotas(slots, weights);
     let mut out = vec![None; slots];
     if q.is_empty() {

@@ -1,0 +1,328 @@
+//! Distribution ids (claim 2, design note §4): which of the 256 ids a packet belongs to, and the
+//! NAT port rule that makes the id recoverable from a mapping's outside port (claims 10, 12).
+//!
+//! The id must be the same for both directions of a flow and on both sides of the NAT, because
+//! every node sees every frame and exactly one of them (the id's owner) may handle it:
+//!
+//! 1. **NAT inbound** (arrived on a NAT outside interface, destination a pool address, TCP/UDP
+//!    destination port or ICMP echo-reply identifier in `port_min..=port_max`): the id is the
+//!    port's low byte relative to `port_min` ([`id_of_port`]). An ICMP error to a pool address
+//!    uses the quoted packet's source port or identifier the same way.
+//! 2. **Exactly one endpoint inside** (its address in one of the NAT rules' inside prefixes):
+//!    [`endpoint_id`] of the inside endpoint. The NAT gives a new mapping of that endpoint an
+//!    outside port whose id is this one ([`port_for_id`]), so rule 1 agrees on the replies.
+//! 3. **Otherwise** (routed traffic with no NAT side): [`pair_id`], symmetric in the endpoints.
+//! 4. **Fragments** (MF or an offset, the first included): [`addr_pair_id`] on the addresses
+//!    only, so every fragment of a datagram agrees (the NAT drops fragments anyway).
+//!
+//! ICMP query messages use their identifier as the port; ICMP errors take the id of the packet
+//! they quote (rules 1–3 on the quoted tuple), which is the id of the flow they are about.
+//! Packets that are not distributed (ARP, VRRP, frames to a node's own MAC or addresses) never
+//! reach [`packet_id`]: the caller decides that from the frame. A packet [`packet_id`] cannot
+//! parse gives `None`, and the caller handles it locally as today (it is usually dropped).
+
+use core::net::Ipv4Addr;
+
+use netwire::icmp::{self, Icmpv4Packet};
+use netwire::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use netwire::{TcpPacket, UdpPacket};
+
+/// A distribution id: one of 256, like a WCCP bucket.
+pub type Id = u8;
+
+/// Number of distribution ids.
+pub const IDS: usize = 256;
+
+/// An IPv4 prefix (address and length), e.g. a NAT rule's inside source range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// Network address (host bits are ignored).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0–32 (larger values count as 32).
+    pub len: u8,
+}
+
+impl Prefix {
+    /// True when `a` lies inside the prefix.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let len = u32::from(self.len.min(32));
+        if len == 0 {
+            return true;
+        }
+        let mask = u32::MAX << (32 - len);
+        u32::from(a) & mask == u32::from(self.addr) & mask
+    }
+}
+
+/// What the id function needs: the same on every node (the hash key comes from the cluster's
+/// `config` record in etcd, the rest from the NAT configuration every node shares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdConfig {
+    /// Key of the keyed hash (random at cluster creation, so outsiders cannot aim at one node).
+    pub key: u64,
+    /// First port of the NAT's outside port range.
+    pub port_min: u16,
+    /// Last port of the NAT's outside port range.
+    pub port_max: u16,
+    /// The NAT pool addresses (the cluster's outside addresses).
+    pub pool: Vec<Ipv4Addr>,
+    /// The NAT rules' inside source prefixes; empty without NAT.
+    pub inside: Vec<Prefix>,
+}
+
+impl IdConfig {
+    /// A configuration without NAT: every packet takes rule 3 (or 4).
+    pub fn routed(key: u64) -> IdConfig {
+        IdConfig {
+            key,
+            port_min: 1024,
+            port_max: 65535,
+            pool: Vec::new(),
+            inside: Vec::new(),
+        }
+    }
+
+    fn is_inside(&self, a: Ipv4Addr) -> bool {
+        self.inside.iter().any(|p| p.contains(a))
+    }
+
+    fn is_pool(&self, a: Ipv4Addr) -> bool {
+        self.pool.contains(&a)
+    }
+
+    fn in_range(&self, port: u16) -> bool {
+        (self.port_min..=self.port_max).contains(&port)
+    }
+}
+
+/// Domain tags, so an endpoint, a pair and an address pair never hash to related values.
+const TAG_ENDPOINT: u64 = 1 << 8;
+const TAG_PAIR: u64 = 2 << 8;
+const TAG_ADDRS: u64 = 3 << 8;
+
+/// The murmur3 finaliser (as in nat's keyed hasher): full avalanche per word.
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// `H_k` over packed words; the id is the top 8 bits (the best mixed).
+#[inline]
+fn hash_words(key: u64, words: &[u64]) -> Id {
+    let mut h = mix(key);
+    for w in words {
+        h = mix(h ^ *w);
+    }
+    (h >> 56) as Id
+}
+
+#[inline]
+fn ep(addr: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(addr)) << 16) | u64::from(port)
+}
+
+/// The id of an inside endpoint (rule 2): every session of one inside endpoint shares one NAT
+/// mapping (endpoint-independent mapping), so the id depends on nothing else.
+pub fn endpoint_id(key: u64, proto: u8, addr: Ipv4Addr, port: u16) -> Id {
+    hash_words(key, &[TAG_ENDPOINT | u64::from(proto), ep(addr, port)])
+}
+
+/// The id of a flow between two endpoints with no NAT side (rule 3): symmetric, so both
+/// directions agree.
+pub fn pair_id(key: u64, proto: u8, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16)) -> Id {
+    let (x, y) = (ep(a.0, a.1), ep(b.0, b.1));
+    hash_words(key, &[TAG_PAIR | u64::from(proto), x.min(y), x.max(y)])
+}
+
+/// The id of a fragment (rule 4): addresses only, symmetric.
+pub fn addr_pair_id(key: u64, proto: u8, a: Ipv4Addr, b: Ipv4Addr) -> Id {
+    let (x, y) = (u64::from(u32::from(a)), u64::from(u32::from(b)));
+    hash_words(key, &[TAG_ADDRS | u64::from(proto), x.min(y), x.max(y)])
+}
+
+/// The id an outside port (or ICMP identifier) encodes: its low byte relative to `port_min`.
+pub fn id_of_port(port_min: u16, port: u16) -> Id {
+    (port.wrapping_sub(port_min) & 0xff) as Id
+}
+
+/// The `k`-th outside port carrying `id`: `port_min + id + 256·k`, or `None` past 65535 (the
+/// caller also checks its own `port_max`).
+pub fn port_for_id(port_min: u16, id: Id, k: u16) -> Option<u16> {
+    let p = u32::from(port_min) + u32::from(id) + 256 * u32::from(k);
+    u16::try_from(p).ok()
+}
+
+/// Checks that the NAT's port blocks nest with the id rule: blocks of `2^shift` ports with at
+/// least `blocks_per_worker` blocks per worker (nat's `SPARE_FACTOR`) need `shift ≥ 8`, i.e.
+/// at least `256 × blocks_per_worker × workers` ports. The error says the arithmetic.
+pub fn min_port_range_ok(
+    port_min: u16,
+    port_max: u16,
+    workers: u16,
+    blocks_per_worker: u32,
+) -> Result<(), String> {
+    let ports = (u32::from(port_max) + 1).saturating_sub(u32::from(port_min));
+    let need = 256 * blocks_per_worker.max(1) * u32::from(workers.max(1));
+    if ports >= need {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster mode needs NAT port blocks of at least 256 ports (shift >= 8) so a port's \
+             low byte can carry its distribution id: {ports} ports ({port_min}..={port_max}) \
+             < 256 x {blocks_per_worker} blocks per worker x {workers} workers = {need}; widen \
+             the port range or use fewer workers (at most {} with this range)",
+            ports / (256 * blocks_per_worker.max(1))
+        ))
+    }
+}
+
+/// The id of the IPv4 packet `packet` (the bytes from the IPv4 header on), by the module's
+/// rules; `arrived_on_nat_outside` says whether it came in on a NAT outside interface. `None`:
+/// the packet does not parse, and the caller handles it locally.
+pub fn packet_id(cfg: &IdConfig, packet: &[u8], arrived_on_nat_outside: bool) -> Option<Id> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+    if ip.is_fragment() {
+        return Some(addr_pair_id(cfg.key, proto, src, dst));
+    }
+    let l4 = ip.payload();
+    let (sport, dport) = match proto {
+        PROTO_TCP => {
+            let t = TcpPacket::new_checked(l4).ok()?;
+            (t.src_port(), t.dst_port())
+        }
+        PROTO_UDP => {
+            let u = UdpPacket::new_checked(l4).ok()?;
+            (u.src_port(), u.dst_port())
+        }
+        PROTO_ICMP => {
+            let m = Icmpv4Packet::new_checked(l4).ok()?;
+            if icmp::is_error(m.msg_type()) {
+                return error_id(cfg, &m, dst, arrived_on_nat_outside);
+            }
+            // A query: the identifier is the port on both sides.
+            let ident = m.echo_ident();
+            if arrived_on_nat_outside
+                && m.msg_type() == icmp::ECHO_REPLY
+                && cfg.is_pool(dst)
+                && cfg.in_range(ident)
+            {
+                return Some(id_of_port(cfg.port_min, ident));
+            }
+            (ident, ident)
+        }
+        _ => (0, 0),
+    };
+    if arrived_on_nat_outside
+        && matches!(proto, PROTO_TCP | PROTO_UDP)
+        && cfg.is_pool(dst)
+        && cfg.in_range(dport)
+    {
+        return Some(id_of_port(cfg.port_min, dport));
+    }
+    Some(tuple_id(cfg, proto, (src, sport), (dst, dport)))
+}
+
+/// Rules 2 and 3 on a tuple.
+fn tuple_id(cfg: &IdConfig, proto: u8, s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)) -> Id {
+    match (cfg.is_inside(s.0), cfg.is_inside(d.0)) {
+        (true, false) => endpoint_id(cfg.key, proto, s.0, s.1),
+        (false, true) => endpoint_id(cfg.key, proto, d.0, d.1),
+        _ => pair_id(cfg.key, proto, s, d),
+    }
+}
+
+/// An ICMP error takes the id of the packet it quotes.
+fn error_id(
+    cfg: &IdConfig,
+    m: &Icmpv4Packet<&[u8]>,
+    outer_dst: Ipv4Addr,
+    arrived_on_nat_outside: bool,
+) -> Option<Id> {
+    let inner = m.invoking().ok()?;
+    let proto = m.invoking_protocol().ok()?;
+    let (qsrc, qdst) = (m.invoking_src_addr().ok()?, m.invoking_dst_addr().ok()?);
+    let hlen = usize::from(inner.first()? & 0x0f) * 4;
+    let frag = u16::from_be_bytes([*inner.get(6)?, *inner.get(7)?]) & 0x3fff;
+    if frag != 0 {
+        return Some(addr_pair_id(cfg.key, proto, qsrc, qdst));
+    }
+    let (qs, qd) = match proto {
+        PROTO_TCP | PROTO_UDP => m.invoking_ports().ok()?,
+        PROTO_ICMP => {
+            // The quoted query's identifier (checked: the quote holds 8 octets past its header).
+            let id = u16::from_be_bytes([*inner.get(hlen + 4)?, *inner.get(hlen + 5)?]);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    // Rule 1 on the quote: our translated packet (source = pool address, port in range) that
+    // came back as an error from outside.
+    if arrived_on_nat_outside
+        && cfg.is_pool(outer_dst)
+        && cfg.is_pool(qsrc)
+        && matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+        && cfg.in_range(qs)
+    {
+        return Some(id_of_port(cfg.port_min, qs));
+    }
+    Some(tuple_id(cfg, proto, (qsrc, qs), (qdst, qd)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_rule_round_trip_and_bounds() {
+        assert_eq!(port_for_id(1024, 5, 0), Some(1029));
+        assert_eq!(port_for_id(1024, 5, 3), Some(1024 + 5 + 768));
+        assert_eq!(id_of_port(1024, 1024 + 5 + 768), 5);
+        assert_eq!(port_for_id(65000, 255, 2), None);
+    }
+
+    #[test]
+    fn port_range_check_says_the_arithmetic() {
+        assert!(min_port_range_ok(1024, 65535, 2, 2).is_ok());
+        assert!(min_port_range_ok(1024, 65535, 126, 2).is_ok());
+        let e = min_port_range_ok(1024, 65535, 128, 2).unwrap_err();
+        assert!(e.contains("64512 ports"), "{e}");
+        assert!(e.contains("= 65536"), "{e}");
+        assert!(e.contains("at most 126"), "{e}");
+    }
+
+    #[test]
+    fn prefix_contains() {
+        let p = Prefix {
+            addr: Ipv4Addr::new(10, 0, 1, 0),
+            len: 24,
+        };
+        assert!(p.contains(Ipv4Addr::new(10, 0, 1, 200)));
+        assert!(!p.contains(Ipv4Addr::new(10, 0, 2, 1)));
+        let all = Prefix {
+            addr: Ipv4Addr::UNSPECIFIED,
+            len: 0,
+        };
+        assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
+    }
+
+    #[test]
+    fn hashes_are_keyed_and_spread() {
+        let a = Ipv4Addr::new(10, 0, 1, 10);
+        assert_ne!(
+            (0..32)
+                .map(|k| endpoint_id(k, 6, a, 4000))
+                .collect::<Vec<_>>(),
+            vec![endpoint_id(0, 6, a, 4000); 32]
+        );
+        let mut seen = [false; 256];
+        for p in 0..2048u16 {
+            seen[usize::from(endpoint_id(7, 17, a, p))] = true;
+        }
+        assert!(seen.iter().filter(|s| **s).count() > 240);
+    }
+}
