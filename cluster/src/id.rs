@@ -144,40 +144,15 @@ pub fn addr_pair_id(key: u64, proto: u8, a: Ipv4Addr, b: Ipv4Addr) -> Id {
     hash_words(key, &[TAG_ADDRS | u64::from(proto), x.min(y), x.max(y)])
 }
 
-/// The id an outside port (or ICMP identifier) encodes: its low byte relative to `port_min`.
-pub fn id_of_port(port_min: u16, port: u16) -> Id {
-    (port.wrapping_sub(port_min) & 0xff) as Id
-}
+/// The id an outside port (or ICMP identifier) encodes: its low byte relative to `port_min`
+/// (the NAT's own rule, [`nat::cluster::id_of_port`], which allocates such ports).
+pub use nat::cluster::id_of_port;
 
 /// The `k`-th outside port carrying `id`: `port_min + id + 256·k`, or `None` past 65535 (the
 /// caller also checks its own `port_max`).
 pub fn port_for_id(port_min: u16, id: Id, k: u16) -> Option<u16> {
     let p = u32::from(port_min) + u32::from(id) + 256 * u32::from(k);
     u16::try_from(p).ok()
-}
-
-/// Checks that the NAT's port blocks nest with the id rule: blocks of `2^shift` ports with at
-/// least `blocks_per_worker` blocks per worker (nat's `SPARE_FACTOR`) need `shift ≥ 8`, i.e.
-/// at least `256 × blocks_per_worker × workers` ports. The error says the arithmetic.
-pub fn min_port_range_ok(
-    port_min: u16,
-    port_max: u16,
-    workers: u16,
-    blocks_per_worker: u32,
-) -> Result<(), String> {
-    let ports = (u32::from(port_max) + 1).saturating_sub(u32::from(port_min));
-    let need = 256 * blocks_per_worker.max(1) * u32::from(workers.max(1));
-    if ports >= need {
-        Ok(())
-    } else {
-        Err(format!(
-            "cluster mode needs NAT port blocks of at least 256 ports (shift >= 8) so a port's \
-             low byte can carry its distribution id: {ports} ports ({port_min}..={port_max}) \
-             < 256 x {blocks_per_worker} blocks per worker x {workers} workers = {need}; widen \
-             the port range or use fewer workers (at most {} with this range)",
-            ports / (256 * blocks_per_worker.max(1))
-        ))
-    }
 }
 
 /// The id of the IPv4 packet `packet` (the bytes from the IPv4 header on), by the module's
@@ -283,16 +258,6 @@ mod tests {
         assert_eq!(port_for_id(1024, 5, 3), Some(1024 + 5 + 768));
         assert_eq!(id_of_port(1024, 1024 + 5 + 768), 5);
         assert_eq!(port_for_id(65000, 255, 2), None);
-    }
-
-    #[test]
-    fn port_range_check_says_the_arithmetic() {
-        assert!(min_port_range_ok(1024, 65535, 2, 2).is_ok());
-        assert!(min_port_range_ok(1024, 65535, 126, 2).is_ok());
-        let e = min_port_range_ok(1024, 65535, 128, 2).unwrap_err();
-        assert!(e.contains("64512 ports"), "{e}");
-        assert!(e.contains("= 65536"), "{e}");
-        assert!(e.contains("at most 126"), "{e}");
     }
 
     #[test]

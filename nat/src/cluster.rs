@@ -35,12 +35,14 @@ pub fn check_geometry(g: &Geometry, workers: u16) -> Result<(), String> {
     Err(format!(
         "a cluster needs NAT port blocks of at least {IDS} ports (one port of each distribution id per block): \
          the port range {}-{} ({ports} ports) over {workers} worker(s) x {} blocks gives blocks of {}; \
-         it needs at least {IDS} x {} x {workers} = {need} ports: widen the port range or use fewer workers",
+         it needs at least {IDS} x {} x {workers} = {need} ports: widen the port range or use fewer workers \
+         (at most {} with this range)",
         g.port_min,
         g.port_max,
         crate::vid::SPARE_FACTOR,
         g.block_len(),
         crate::vid::SPARE_FACTOR,
+        ports / (IDS as u32 * crate::vid::SPARE_FACTOR),
     ))
 }
 
@@ -102,7 +104,11 @@ mod tests {
         assert!(check_geometry(&Geometry::new(1024, 65535, 2), 2).is_ok());
         assert!(check_geometry(&Geometry::new(1024, 65535, 126), 126).is_ok());
         let e = check_geometry(&Geometry::new(1024, 65535, 127), 127).unwrap_err();
-        assert!(e.contains("65024 ports"), "{e}");
+        assert!(
+            e.contains("64512 ports") && e.contains("= 65024 ports"),
+            "{e}"
+        );
+        assert!(e.contains("at most 126"), "{e}");
         let e = check_geometry(&Geometry::new(40000, 40999, 2), 2).unwrap_err();
         assert!(
             e.contains("1000 ports") && e.contains("gives blocks of 128"),
