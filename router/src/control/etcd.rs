@@ -617,23 +617,38 @@ impl EtcdClient {
         let shared = &self.shared;
         if let Some(mut sender) = take_idle(shared, idx) {
             match exchange(shared, idx, &mut sender, path, body.clone(), deadline).await {
-                Ok(v) => {
-                    put_idle(shared, idx, sender);
-                    return Ok(v);
-                }
                 // etcd may have closed an idle connection (a restart): one fresh try.
                 Err(AttemptError::Next(EtcdError::Unreachable { .. }))
                     if Instant::now() < deadline => {}
-                Err(e) => return Err(e),
+                r => return keep_if_answered(shared, idx, sender, r),
             }
         }
         let mut sender = connect(shared, idx, deadline)
             .await
             .map_err(AttemptError::Next)?;
-        let v = exchange(shared, idx, &mut sender, path, body, deadline).await?;
-        put_idle(shared, idx, sender);
-        Ok(v)
+        let r = exchange(shared, idx, &mut sender, path, body, deadline).await;
+        keep_if_answered(shared, idx, sender, r)
     }
+}
+
+/// Keeps the connection for the next request when the exchange ended with a whole answer
+/// (good or an error status); after a timeout or a broken read it is in an unknown state.
+fn keep_if_answered(
+    shared: &Shared,
+    idx: usize,
+    sender: Sender,
+    r: Result<Value, AttemptError>,
+) -> Result<Value, AttemptError> {
+    let answered = match &r {
+        Ok(_) => true,
+        Err(AttemptError::Final(e) | AttemptError::Next(e)) => {
+            matches!(e, EtcdError::Status { .. } | EtcdError::Protocol { .. })
+        }
+    };
+    if answered {
+        put_idle(shared, idx, sender);
+    }
+    r
 }
 
 fn take_idle(shared: &Shared, idx: usize) -> Option<Sender> {

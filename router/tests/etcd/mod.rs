@@ -222,6 +222,7 @@ fn etcd_kv_put_range_prefix_delete_and_cas() {
                 }
                 other => panic!("put with an unknown lease: {other:?}"),
             }
+            assert!(c.range(b"/t/x").await.unwrap().kvs.is_empty());
             let s = c.stats();
             assert_eq!(
                 (
@@ -235,7 +236,7 @@ fn etcd_kv_put_range_prefix_delete_and_cas() {
             assert_eq!(s.round_trips, s.requests);
             assert_eq!(
                 s.connects, 1,
-                "sequential requests share one keep-alive connection"
+                "sequential requests share one keep-alive connection, also after an error status"
             );
         })
     })
