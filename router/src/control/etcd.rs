@@ -1155,6 +1155,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_and_its_futures_can_move_to_tasks() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<EtcdClient>();
+        shared::<Watch>();
+        let c = EtcdClient::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)).unwrap();
+        send(&c.put(b"k", b"v", None));
+        send(&c.lease_keepalive(1));
+        let cas = Cas {
+            key: b"k",
+            expect_mod_revision: 0,
+            value: b"v",
+            lease: None,
+            fence: Some((b"m", 1)),
+        };
+        send(&c.txn_cas(cas));
+    }
+
+    #[test]
     fn prefix_ends_skip_trailing_ff() {
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
