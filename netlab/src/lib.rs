@@ -30,6 +30,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod etcd;
 pub mod squid;
 mod sys;
 
@@ -117,6 +118,24 @@ pub enum LabError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// A program the lab needs is not installed.
+    #[error("{program} is not installed: {hint}")]
+    NotInstalled {
+        /// The program's path.
+        program: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// Something the lab started did not become ready in time.
+    #[error("{what} not ready after {waited:?}: {detail}")]
+    NotReady {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// The last answer or error seen, and where the logs are.
+        detail: String,
     },
     /// The [`ProcHandle`] was not returned by this lab's [`Lab::spawn`].
     #[error("process handle (pid {pid}) does not belong to this lab")]
@@ -477,6 +496,31 @@ impl Ns {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name, program]).args(args);
         cmd
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace and returns its result: sockets
+    /// `f` opens (a tokio current-thread runtime built inside it, say) live in the namespace.
+    /// A panic in `f` is resumed in the caller.
+    pub fn within<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R, LabError> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).map_err(|source| LabError::Io {
+            context: format!("opening {path}"),
+            source,
+        })?;
+        std::thread::scope(|s| {
+            let thread = s.spawn(move || {
+                use std::os::fd::AsFd;
+                sys::setns_net(file.as_fd()).map_err(|source| LabError::Io {
+                    context: format!("entering network namespace {path}"),
+                    source,
+                })?;
+                Ok(f())
+            });
+            match thread.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 
     /// Runs `program args…` to completion inside the namespace, output captured.

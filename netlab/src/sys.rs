@@ -1,4 +1,4 @@
-//! The only `unsafe` in netlab: two thin libc calls.
+//! The only `unsafe` in netlab: three thin libc calls.
 #![allow(unsafe_code)]
 
 /// Effective user id of this process.
@@ -21,6 +21,19 @@ pub(crate) fn kill_group(pgid: u32, sig: i32) -> bool {
     // The caller guarantees the group leader has not been reaped yet, so the
     // group id cannot have been recycled by an unrelated process group.
     unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// Moves the calling thread into the network namespace open as `fd` (`setns(fd, CLONE_NEWNET)`).
+pub(crate) fn setns_net(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns() only takes integers; the fd is borrowed, so it stays open for the call.
+    // It changes the namespace of this thread alone (sockets it creates from now on).
+    let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// SIGTERM.

@@ -13,6 +13,9 @@ use router::wire::{arp, ipv4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The etcd client against real etcd members: a module of this, router's one general test binary.
+mod etcd;
+
 const R0: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
 const R1: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
 const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
