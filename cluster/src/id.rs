@@ -95,40 +95,15 @@ impl IdConfig {
     }
 }
 
-/// Domain tags, so an endpoint, a pair and an address pair never hash to related values.
-const TAG_ENDPOINT: u64 = 1 << 8;
+/// Domain tags of the pair hashes (the endpoint hash, nat's, uses tag 1).
 const TAG_PAIR: u64 = 2 << 8;
 const TAG_ADDRS: u64 = 3 << 8;
 
-/// The murmur3 finaliser (as in nat's keyed hasher): full avalanche per word.
-#[inline(always)]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
-/// `H_k` over packed words; the id is the top 8 bits (the best mixed).
-#[inline]
-fn hash_words(key: u64, words: &[u64]) -> Id {
-    let mut h = mix(key);
-    for w in words {
-        h = mix(h ^ *w);
-    }
-    (h >> 56) as Id
-}
+pub use nat::cluster::{endpoint_id, hash_words};
 
 #[inline]
 fn ep(addr: Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(addr)) << 16) | u64::from(port)
-}
-
-/// The id of an inside endpoint (rule 2): every session of one inside endpoint shares one NAT
-/// mapping (endpoint-independent mapping), so the id depends on nothing else.
-pub fn endpoint_id(key: u64, proto: u8, addr: Ipv4Addr, port: u16) -> Id {
-    hash_words(key, &[TAG_ENDPOINT | u64::from(proto), ep(addr, port)])
+    nat::cluster::endpoint_word(addr, port)
 }
 
 /// The id of a flow between two endpoints with no NAT side (rule 3): symmetric, so both

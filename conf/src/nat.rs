@@ -308,6 +308,8 @@ pub(crate) fn validate(
         mirror_queue,
         // The router adds its own listeners' ports when it starts.
         reserved: Default::default(),
+        // Set by the router when it runs a cluster node (the key comes from the cluster key).
+        cluster_key: None,
     };
     if let Err(e) = config.validate() {
         let span = raw.port_range.as_ref().map(|s| s.span()).unwrap_or(section);

@@ -14,9 +14,52 @@
 //! two schemes nest: each worker's block holds `block_len / 256` ports of every id.
 
 use crate::vid::Geometry;
+use std::net::Ipv4Addr;
 
 /// Distribution ids of a cluster.
 pub const IDS: usize = 256;
+
+/// Domain tag of [`endpoint_id`] (the cluster crate's pair hashes use others), so an endpoint
+/// and a pair never hash to related values.
+const TAG_ENDPOINT: u64 = 1 << 8;
+
+/// The murmur3 finaliser (as in [`crate::hash`]): full avalanche per word.
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// `H_k` over packed words, the cluster's one keyed hash; the id is the top 8 bits (the best
+/// mixed).
+#[inline]
+pub fn hash_words(key: u64, words: &[u64]) -> u8 {
+    let mut h = mix(key);
+    for w in words {
+        h = mix(h ^ *w);
+    }
+    (h >> 56) as u8
+}
+
+/// An endpoint packed in one word (address, port).
+#[inline]
+pub fn endpoint_word(addr: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(addr)) << 16) | u64::from(port)
+}
+
+/// The distribution id of an inside endpoint: every session of one inside endpoint shares one
+/// NAT mapping (endpoint-independent mapping), so the id depends on nothing else, and the
+/// mapping's outside port carries it ([`id_of_port`]).
+#[inline]
+pub fn endpoint_id(key: u64, proto: u8, addr: Ipv4Addr, port: u16) -> u8 {
+    hash_words(
+        key,
+        &[TAG_ENDPOINT | u64::from(proto), endpoint_word(addr, port)],
+    )
+}
 
 /// The distribution id an outside port (or ICMP identifier) carries.
 #[inline]

@@ -114,6 +114,10 @@ pub struct Config {
     /// Ports never handed out: the router's own listeners on its addresses (which may be pool
     /// addresses), so a mapping's replies are never taken for the router's own traffic.
     pub reserved: ReservedPorts,
+    /// In a router cluster (issue 16), the key of the distribution-id hash: a new mapping's
+    /// outside port then carries its inside endpoint's id ([`crate::cluster`]). `None` on a
+    /// router of its own.
+    pub cluster_key: Option<u64>,
 }
 
 /// Up to [`ReservedPorts::MAX`] port ranges, each for one protocol, that NAT never allocates.
@@ -158,6 +162,7 @@ impl Default for Config {
             non_syn: NonSynPolicy::Drop,
             mirror_queue: 4096,
             reserved: ReservedPorts::default(),
+            cluster_key: None,
         }
     }
 }

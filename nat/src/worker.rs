@@ -283,13 +283,18 @@ impl NatWorker {
                 };
                 let create = setup || is_setup(f.proto, f.tcp_flags, self.cfg.non_syn);
                 let pool = &self.cfg.rules[rule].pool;
-                let r = self.table.outbound(
+                let id = self
+                    .cfg
+                    .cluster_key
+                    .map(|k| crate::cluster::endpoint_id(k, ep.proto, ep.addr, ep.port));
+                let r = self.table.outbound_for_id(
                     ep,
                     (f.dst, f.dport),
                     f.tcp_flags,
                     pool,
                     create && self.active,
                     now,
+                    id,
                 );
                 let b = match r {
                     Ok(b) => b,
@@ -711,6 +716,44 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(w.poll_mirror(&mut batch, 10), 2);
         assert_eq!(Record::decode(&batch[1]).unwrap().kind, RecordKind::Removed);
+    }
+
+    #[test]
+    fn in_a_cluster_the_outside_port_carries_the_inside_endpoint_s_id() {
+        let key = 0x5eed_c1a5_7e12_0001;
+        let cfg = Config {
+            rules: vec![Rule {
+                inside: vec![Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8)],
+                outside: 1,
+                pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            }],
+            workers: 2,
+            max_sessions: 64,
+            cluster_key: Some(key),
+            ..Config::default()
+        };
+        let mut w = NatWorker::new(0, &cfg, 1, 0);
+        w.handle_grant(0);
+        for port in 5000..5020u16 {
+            let inside = Ipv4Addr::new(10, 0, 0, 1);
+            let mut p = build::udp(
+                (inside, port),
+                (Ipv4Addr::new(198, 51, 100, 1), 53),
+                4,
+                false,
+            );
+            assert_eq!(
+                w.outbound(&mut p, L4Csum::Full, 1, 0, true, 0),
+                Verdict::Forward
+            );
+            let f = crate::translate::parse(&p).unwrap();
+            assert_eq!(
+                crate::cluster::id_of_port(cfg.port_min, f.sport),
+                crate::cluster::endpoint_id(key, netwire::ipv4::PROTO_UDP, inside, port),
+                "port {}",
+                f.sport
+            );
+        }
     }
 
     #[test]
