@@ -911,8 +911,12 @@ fn ha_sync_after(state: &mut ControlState) {
             sync.forget_own(&[
                 ::hasync::TableId::NAT_SESSION,
                 ::hasync::TableId::WCCP_GROUP,
+                ::hasync::TableId::AFFINITY,
             ]);
         }
+    }
+    if let Some(w) = state.wccp.as_ref() {
+        w.affinity_housekeeping(now);
     }
     reexport |= sync.pump_feed(now);
     if reexport {
@@ -961,6 +965,10 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
                 .wccp
                 .as_mut()
                 .is_some_and(|w| w.apply_synced(&rec, now)),
+            ::hasync::TableId::AFFINITY => state
+                .wccp
+                .as_ref()
+                .is_some_and(|w| w.apply_affinity(&rec, now)),
             _ => false,
         };
         sync.count_change(rec.table, applied);
