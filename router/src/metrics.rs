@@ -1361,6 +1361,26 @@ fn steering(f: &mut Families, st: &crate::steering_status::SteeringStatus) {
         &[],
         st.drain_evicted,
     );
+    if let Some(h) = &st.ha_sync {
+        f.counter(
+            "swrouter_steering_sync_published_total",
+            "Steering device health records published to the HA peer while active.",
+            &[],
+            h.published,
+        );
+        f.counter(
+            "swrouter_steering_sync_applied_total",
+            "The HA peer's steering device health records applied while standby.",
+            &[],
+            h.applied,
+        );
+        f.counter(
+            "swrouter_steering_sync_refused_total",
+            "The HA peer's steering device health records refused (undecodable, unknown device, or received while active).",
+            &[],
+            h.refused,
+        );
+    }
 }
 
 fn control(f: &mut Families, s: &Status) {

@@ -47,6 +47,7 @@ pub mod fuzzing;
 mod hash;
 pub mod health;
 pub mod model;
+pub mod sync;
 mod tables;
 mod types;
 

@@ -953,3 +953,57 @@ fn replay_steering_compile_corpus() {
     }
     assert!(n >= 3, "{n} seeds in {}", dir.display());
 }
+
+#[test]
+fn a_standby_imports_the_actives_device_health_and_resumes_probing_from_it() {
+    use std::time::{Duration, Instant};
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; the rest is virtual time
+    let now = Instant::now();
+    let mut d = server_pool(3, true, OnFailure::Move);
+    for (i, dev) in d.devices.iter_mut().enumerate() {
+        dev.addr = Some(Ipv4Addr::new(10, 0, 2, 100 + i as u8));
+    }
+    d.pools[0].active = Some(ActiveCheck {
+        port: 80,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        rise: 2,
+        fall: 3,
+    });
+    let t = compile(&d).unwrap();
+    let s1 = t.device_index("s1").unwrap();
+    // The active took s1 down; its record travels through the codec.
+    let mut active = HealthMonitor::new(&t, now);
+    let mut at = now;
+    for _ in 0..3 {
+        active.handle_timeout(at);
+        while let Some(p) = active.poll_probe() {
+            active.handle_probe_result(at, p.device, p.device != s1);
+        }
+        at += Duration::from_secs(1);
+    }
+    let now = at;
+    assert_eq!(active.phase(s1), Some(DevicePhase::Down));
+    let exported = active.export(s1, now).unwrap();
+    let value = sync::encode_value(&exported);
+    let key = sync::encode_key(t.device_name(s1).unwrap());
+    // The standby (devices start up) takes it as is: s1 is out at once, without a probe.
+    let mut standby = HealthMonitor::new(&t, now);
+    let name = sync::decode_key(&key).unwrap();
+    let dev = t.device_index(name).unwrap();
+    standby.import(dev, sync::decode_value(&value).unwrap(), now);
+    assert_eq!(standby.state().device(s1), active.state().device(s1));
+    assert!(!standby.state().in_service(s1));
+    assert_eq!(standby.phase(s1), Some(DevicePhase::Down));
+    assert!(standby.poll_probe().is_none());
+    // Taking over, it probes at once and needs `rise` good probes, not `fall` bad ones.
+    standby.resume(now);
+    standby.handle_timeout(now);
+    let mut probed = Vec::new();
+    while let Some(p) = standby.poll_probe() {
+        probed.push(p.device);
+        standby.handle_probe_result(now, p.device, true);
+    }
+    assert!(probed.contains(&s1));
+    assert!(!standby.state().in_service(s1), "one good probe of rise 2");
+}

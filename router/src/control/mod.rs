@@ -643,7 +643,8 @@ async fn control_loop(
         )?),
         None => None,
     };
-    let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    let mut health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    health.set_sync_feed(shared.sync.clone());
     let (vrrp, mut vrrp_rx) = match vrrp {
         Some((plane, rx)) => {
             let mut d = vrrp::VrrpDriver::new(
@@ -903,6 +904,9 @@ fn ha_sync_after(state: &mut ControlState) {
         if let Some(w) = state.wccp.as_mut() {
             w.set_ha_active(role == statesync::Role::Active, now);
         }
+        state
+            .health
+            .set_ha_active(role == statesync::Role::Active, now);
         // Becoming active, the synced state is now this node's own: owners re-publish it.
         // Becoming standby, it is the new active's: our copy of it goes (owners publish
         // nothing while standby).
@@ -912,6 +916,7 @@ fn ha_sync_after(state: &mut ControlState) {
                 ::hasync::TableId::NAT_SESSION,
                 ::hasync::TableId::WCCP_GROUP,
                 ::hasync::TableId::AFFINITY,
+                ::hasync::TableId::STEERING_HEALTH,
             ]);
         }
     }
@@ -929,6 +934,7 @@ fn ha_sync_after(state: &mut ControlState) {
             // Into the feed: the wake it raises brings the records through pump_feed next.
             w.export_all();
         }
+        state.health.export_all();
     }
     sync.on_tick(now);
 }
@@ -969,6 +975,7 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
                 .wccp
                 .as_ref()
                 .is_some_and(|w| w.apply_affinity(&rec, now)),
+            ::hasync::TableId::STEERING_HEALTH => state.health.apply_synced(&rec, now),
             _ => false,
         };
         sync.count_change(rec.table, applied);
@@ -1136,7 +1143,11 @@ fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
             .map(|a| state.metrics.counters.status(a)),
         ha: ha_status(state),
     };
-    status::collect(&cx)
+    let mut s = status::collect(&cx);
+    if let Some(st) = s.steering.as_mut() {
+        st.ha_sync = state.health.sync_status();
+    }
+    s
 }
 
 /// The answer to one management request line, as one line of JSON. Runs inside the control
