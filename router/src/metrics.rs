@@ -1380,6 +1380,18 @@ fn steering(f: &mut Families, st: &crate::steering_status::SteeringStatus) {
             &[],
             h.refused,
         );
+        f.counter(
+            "swrouter_steering_sync_drain_published_total",
+            "Steering drain-memory records published to the HA peer while active.",
+            &[],
+            h.drain_published,
+        );
+        f.counter(
+            "swrouter_steering_sync_drain_applied_total",
+            "The HA peer's steering drain-memory records applied while standby.",
+            &[],
+            h.drain_applied,
+        );
     }
 }
 

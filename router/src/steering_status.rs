@@ -40,6 +40,15 @@ pub struct SteeringSyncStatus {
     pub applied: u64,
     /// The peer's records refused (undecodable, unknown device, or received while active).
     pub refused: u64,
+    /// Drain-memory records published (connections remembered and forgotten, re-exports).
+    #[serde(default)]
+    pub drain_published: u64,
+    /// The peer's drain-memory records applied.
+    #[serde(default)]
+    pub drain_applied: u64,
+    /// The peer's drain-memory records refused.
+    #[serde(default)]
+    pub drain_refused: u64,
 }
 
 /// One service's counters.
@@ -291,8 +300,8 @@ pub fn render(o: &mut String, s: &SteeringStatus) {
     if let Some(h) = &s.ha_sync {
         let _ = writeln!(
             o,
-            "Steering HA sync: {}  published {} deleted {} exports {}  applied {} refused {}",
-            h.role, h.published, h.deleted, h.exports, h.applied, h.refused
+            "Steering HA sync: {}  published {} deleted {} exports {}  applied {} refused {}  drain memory: published {} applied {} refused {}",
+            h.role, h.published, h.deleted, h.exports, h.applied, h.refused, h.drain_published, h.drain_applied, h.drain_refused
         );
     }
 }

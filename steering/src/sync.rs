@@ -151,6 +151,33 @@ pub fn decode_value(b: &[u8]) -> Result<DeviceSync, SyncError> {
     })
 }
 
+/// Octets of an encoded drain-memory key.
+pub const DRAIN_KEY_LEN: usize = 9;
+
+/// Encodes a drain-memory connection (`DrainedFlows` key: a stateless hash of the flow and its
+/// dead home, the same on both nodes of one configuration) as a record key: version, key
+/// (big-endian). Its record has no value beyond the version octet ([`DRAIN_VALUE`]).
+pub fn encode_drain_key(key: u64) -> [u8; DRAIN_KEY_LEN] {
+    let mut b = [0u8; DRAIN_KEY_LEN];
+    b[0] = VERSION;
+    b[1..].copy_from_slice(&key.to_be_bytes());
+    b
+}
+
+/// The value of a drain-memory record.
+pub const DRAIN_VALUE: [u8; 1] = [VERSION];
+
+/// Decodes a drain-memory record key.
+pub fn decode_drain_key(b: &[u8]) -> Result<u64, SyncError> {
+    let b: &[u8; DRAIN_KEY_LEN] = b.try_into().map_err(|_| SyncError::Length)?;
+    if b[0] != VERSION {
+        return Err(SyncError::Version(b[0]));
+    }
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&b[1..]);
+    Ok(u64::from_be_bytes(k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +205,8 @@ mod tests {
             "drain time while out"
         );
         assert_eq!(decode_value(&v[..6]), Err(SyncError::Length));
+        let k = encode_drain_key(0xdead_beef_0000_0001);
+        assert_eq!(decode_drain_key(&k), Ok(0xdead_beef_0000_0001));
+        assert_eq!(decode_drain_key(&k[..8]), Err(SyncError::Length));
     }
 }

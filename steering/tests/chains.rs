@@ -1007,3 +1007,52 @@ fn a_standby_imports_the_actives_device_health_and_resumes_probing_from_it() {
     assert!(probed.contains(&s1));
     assert!(!standby.state().in_service(s1), "one good probe of rise 2");
 }
+
+#[test]
+fn a_connection_opened_during_the_drain_on_one_node_is_not_reset_by_the_other() {
+    // Two nodes of an HA pair compile the same configuration. The active remembers a
+    // connection opened while s0 drains and journals it; the standby adopts the journaled key
+    // (it travels as a STEERING_DRAIN record); after a takeover the standby forwards the
+    // connection's next segment instead of resetting it.
+    let window = std::time::Duration::from_secs(5);
+    let defs = server_pool(3, true, OnFailure::Reset { window });
+    let (ta, tb) = (compile(&defs).unwrap(), compile(&defs).unwrap());
+    let mut h = PoolState::all_in_service(&ta);
+    let s0 = ta.device_index("s0").unwrap();
+    let alt = ta.device_index("alt").unwrap();
+    let i = (0..1000)
+        .find(|&i| device_of(&ta, &h, i) == Some(s0))
+        .unwrap();
+    let conn = tcp(I_CLIENT, UPSTREAM, client(i), (W1, 80));
+    h.set_device(s0, DeviceHealth::Draining);
+    let mut active = DrainedFlows::new(64);
+    active.set_journaling(true);
+    assert_eq!(
+        forward(ta.decide_remembering(&syn(conn), &h, &mut active)).device(),
+        Some(alt)
+    );
+    let mut records = Vec::new();
+    active.drain_journal(|c| {
+        if let DrainChange::Remembered(k) = c {
+            records.push(sync::encode_drain_key(k));
+        }
+    });
+    assert_eq!(records.len(), 1);
+    let mut standby = DrainedFlows::new(64);
+    let reset = Decision::Reset {
+        service: ServiceIdx(0),
+        device: s0,
+    };
+    assert_eq!(
+        tb.decide_remembering(&conn, &h, &mut standby.clone()),
+        reset,
+        "without the synced memory the connection is reset"
+    );
+    for r in &records {
+        standby.adopt(sync::decode_drain_key(r).unwrap());
+    }
+    assert_eq!(
+        forward(tb.decide_remembering(&conn, &h, &mut standby)).device(),
+        Some(alt)
+    );
+}

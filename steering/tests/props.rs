@@ -760,5 +760,8 @@ proptest! {
         if let Ok(s) = sync::decode_value(&value) {
             prop_assert_eq!(&sync::encode_value(&s)[..], &value[..]);
         }
+        if let Ok(k) = sync::decode_drain_key(&key) {
+            prop_assert_eq!(&sync::encode_drain_key(k)[..], &key[..]);
+        }
     }
 }

@@ -103,6 +103,11 @@ impl HealthDriver {
         self.feed = feed;
     }
 
+    /// One of the peer's `STEERING_DRAIN` records (drain memory), while standby.
+    pub fn apply_drain(&self, rec: &Record) -> bool {
+        self.plane.drain_sync.apply(rec)
+    }
+
     /// Publishes each device whose phase or health changed since the last publication (all
     /// of them with `force`), and deletes devices no longer configured: only while active.
     fn publish_sync(&mut self, force: bool) {
@@ -148,6 +153,7 @@ impl HealthDriver {
         }
         self.sync_counters.exports += 1;
         self.publish_sync(true);
+        self.plane.drain_sync.export_all();
     }
 
     /// One of the peer's `STEERING_HEALTH` records, taken while standby: the device's phase,
@@ -203,6 +209,8 @@ impl HealthDriver {
     /// peer published (every active check is due now; the caller then calls
     /// [`Self::export_all`]). Becoming standby: no checks until the next takeover.
     pub fn set_ha_active(&mut self, active: bool, now: Instant) {
+        // Workers journal and publish their drain memory only while active.
+        self.plane.drain_sync.set_active(active);
         if active == self.ha_active {
             return;
         }
@@ -229,6 +237,9 @@ impl HealthDriver {
                 exports: self.sync_counters.exports,
                 applied: self.sync_counters.applied,
                 refused: self.sync_counters.refused,
+                drain_published: self.plane.drain_sync.published.load(Ordering::Relaxed),
+                drain_applied: self.plane.drain_sync.applied.load(Ordering::Relaxed),
+                drain_refused: self.plane.drain_sync.refused.load(Ordering::Relaxed),
             })
     }
 

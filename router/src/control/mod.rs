@@ -342,15 +342,15 @@ fn run_node(
     };
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
-    tables.steering = Arc::new(
-        crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
-            .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
-    );
     // HA state sync: state owners publish into this feed; the sync driver drains it.
     let sync_feed = match conf.ha.sync {
         Some(_) => crate::statesync::SyncFeed::new(crate::statesync::FEED_CAPACITY),
         None => crate::statesync::SyncFeed::disabled(),
     };
+    let mut steering_plane = crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
+        .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?;
+    steering_plane.drain_sync = Arc::new(crate::tables::steer::DrainSync::new(sync_feed.clone()));
+    tables.steering = Arc::new(steering_plane);
     // NAT: the runtime the workers, the switch processor and status share.
     let nat_rt = match &conf.nat.config {
         Some(cfg) => {
@@ -917,6 +917,7 @@ fn ha_sync_after(state: &mut ControlState) {
                 ::hasync::TableId::WCCP_GROUP,
                 ::hasync::TableId::AFFINITY,
                 ::hasync::TableId::STEERING_HEALTH,
+                ::hasync::TableId::STEERING_DRAIN,
             ]);
         }
     }
@@ -976,6 +977,7 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
                 .as_ref()
                 .is_some_and(|w| w.apply_affinity(&rec, now)),
             ::hasync::TableId::STEERING_HEALTH => state.health.apply_synced(&rec, now),
+            ::hasync::TableId::STEERING_DRAIN => state.health.apply_drain(&rec),
             _ => false,
         };
         sync.count_change(rec.table, applied);
@@ -1403,7 +1405,11 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
     let steering_changed = new.steering != state.conf.steering;
     let steering = if steering_changed {
         match crate::tables::steer::SteeringPlane::build(&new.steering.definitions) {
-            Ok(p) => Arc::new(p),
+            Ok(mut p) => {
+                // The drain memory's HA sync outlives a plane (the workers' memories do).
+                p.drain_sync = state.shared.tables.load().steering.drain_sync.clone();
+                Arc::new(p)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected: the running config stays in force");
                 return ReloadReply {
