@@ -903,6 +903,50 @@ fn wccp(f: &mut Families, w: &crate::status::WccpStatus) {
             &[],
             a.evicted,
         );
+        if let Some(h) = &a.ha_sync {
+            f.counter(
+                "swrouter_wccp_affinity_sync_published_total",
+                "Flow-affinity records published to the HA peer while active (new flows, re-exports).",
+                &[],
+                h.published,
+            );
+            f.counter(
+                "swrouter_wccp_affinity_sync_deleted_total",
+                "Flow-affinity deletes published to the HA peer (flows ended, expired, evicted).",
+                &[],
+                h.deleted,
+            );
+            f.gauge(
+                "swrouter_wccp_affinity_adopted_flows",
+                "The HA peer's flows held now, waiting for a segment of theirs.",
+                &[],
+                h.adopted as f64,
+            );
+            f.counter(
+                "swrouter_wccp_affinity_adopted_applied_total",
+                "The HA peer's flow-affinity records applied.",
+                &[],
+                h.applied,
+            );
+            f.counter(
+                "swrouter_wccp_affinity_adopted_refused_total",
+                "The HA peer's flow-affinity records refused (undecodable, received while active, or the adopted table full).",
+                &[],
+                h.refused,
+            );
+            f.counter(
+                "swrouter_wccp_affinity_adopted_hits_total",
+                "Segments whose flow a worker found among the HA peer's adopted flows.",
+                &[],
+                h.adopted_hits,
+            );
+            f.counter(
+                "swrouter_wccp_affinity_adopted_expired_total",
+                "Adopted flows no segment claimed within the idle timeout of a takeover.",
+                &[],
+                h.expired,
+            );
+        }
     }
     for svc in &w.services {
         let id = svc.id.to_string();
@@ -1317,6 +1361,38 @@ fn steering(f: &mut Families, st: &crate::steering_status::SteeringStatus) {
         &[],
         st.drain_evicted,
     );
+    if let Some(h) = &st.ha_sync {
+        f.counter(
+            "swrouter_steering_sync_published_total",
+            "Steering device health records published to the HA peer while active.",
+            &[],
+            h.published,
+        );
+        f.counter(
+            "swrouter_steering_sync_applied_total",
+            "The HA peer's steering device health records applied while standby.",
+            &[],
+            h.applied,
+        );
+        f.counter(
+            "swrouter_steering_sync_refused_total",
+            "The HA peer's steering device health records refused (undecodable, unknown device, or received while active).",
+            &[],
+            h.refused,
+        );
+        f.counter(
+            "swrouter_steering_sync_drain_published_total",
+            "Steering drain-memory records published to the HA peer while active.",
+            &[],
+            h.drain_published,
+        );
+        f.counter(
+            "swrouter_steering_sync_drain_applied_total",
+            "The HA peer's steering drain-memory records applied while standby.",
+            &[],
+            h.drain_applied,
+        );
+    }
 }
 
 fn control(f: &mut Families, s: &Status) {

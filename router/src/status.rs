@@ -186,6 +186,32 @@ pub struct FlowAffinityStatus {
     pub evicted: u64,
     /// Seconds of silence after which a flow is forgotten.
     pub idle_secs: u32,
+    /// HA state sync of the flows (issue 15), when `[ha.sync]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_sync: Option<AffinitySyncStatus>,
+}
+
+/// Flow affinity's part of the HA state sync.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AffinitySyncStatus {
+    /// Flow records published while active (new flows and re-exports).
+    pub published: u64,
+    /// Deletes published (flows ended, expired, evicted).
+    pub deleted: u64,
+    /// Full re-exports (takeovers, feed overflows).
+    pub exports: u64,
+    /// The peer's flows held now, waiting for a segment of theirs (the adopted table).
+    pub adopted: u64,
+    /// The peer's records applied to the adopted table.
+    pub applied: u64,
+    /// The peer's records refused (undecodable, or received while active).
+    pub refused: u64,
+    /// The peer's flows not adopted because the adopted table was full.
+    pub adopt_full: u64,
+    /// Segments whose flow a worker found in the adopted table (flows kept across a takeover).
+    pub adopted_hits: u64,
+    /// Adopted flows no segment claimed within the idle timeout of a takeover.
+    pub expired: u64,
 }
 
 /// Packets and bytes.
@@ -964,6 +990,13 @@ pub fn render(s: &Status) -> String {
                 "WCCP flow affinity: {} flows of {} (evicted {}, idle timeout {} s)",
                 a.flows, a.capacity, a.evicted, a.idle_secs
             );
+            if let Some(h) = &a.ha_sync {
+                let _ = writeln!(
+                    o,
+                    "  HA sync: published {} deleted {} exports {}; peer's flows adopted {} (applied {} refused {} full {}) hits {} expired {}",
+                    h.published, h.deleted, h.exports, h.adopted, h.applied, h.refused, h.adopt_full, h.adopted_hits, h.expired
+                );
+            }
         }
         let fmt = |m: &BTreeMap<String, u64>| {
             m.iter()

@@ -20,6 +20,35 @@ pub struct SteeringStatus {
     /// Connections opened during a reset pool's drain window forgotten for newer ones.
     #[serde(default)]
     pub drain_evicted: u64,
+    /// HA state sync of device health (issue 15), when `[ha.sync]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_sync: Option<SteeringSyncStatus>,
+}
+
+/// Device health's part of the HA state sync.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SteeringSyncStatus {
+    /// "active" (checks devices, publishes their health) or "standby" (takes the peer's).
+    pub role: String,
+    /// Device records published.
+    pub published: u64,
+    /// Deletes published (devices removed by a reload).
+    pub deleted: u64,
+    /// Full re-exports (takeovers, feed overflows).
+    pub exports: u64,
+    /// The peer's records applied.
+    pub applied: u64,
+    /// The peer's records refused (undecodable, unknown device, or received while active).
+    pub refused: u64,
+    /// Drain-memory records published (connections remembered and forgotten, re-exports).
+    #[serde(default)]
+    pub drain_published: u64,
+    /// The peer's drain-memory records applied.
+    #[serde(default)]
+    pub drain_applied: u64,
+    /// The peer's drain-memory records refused.
+    #[serde(default)]
+    pub drain_refused: u64,
 }
 
 /// One service's counters.
@@ -198,6 +227,7 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
         devices,
         passive_lost: plane.passive_lost.load(Ordering::Relaxed),
         drain_evicted: plane.drain_evicted.load(Ordering::Relaxed),
+        ha_sync: None,
     })
 }
 
@@ -265,6 +295,13 @@ pub fn render(o: &mut String, s: &SteeringStatus) {
             d.probe_ok,
             d.probe_refused,
             d.downs
+        );
+    }
+    if let Some(h) = &s.ha_sync {
+        let _ = writeln!(
+            o,
+            "Steering HA sync: {}  published {} deleted {} exports {}  applied {} refused {}  drain memory: published {} applied {} refused {}",
+            h.role, h.published, h.deleted, h.exports, h.applied, h.refused, h.drain_published, h.drain_applied, h.drain_refused
         );
     }
 }

@@ -949,6 +949,7 @@ struct PlaneSpec {
     a_l2_return: bool,
     counters: Arc<router::tables::wccp::ServiceCounters>,
     stats: Arc<router::tables::wccp::AffinityStats>,
+    sync: Arc<router::tables::affinity::AffinitySync>,
     fail_policy: conf::WccpFailPolicy,
     gre_mss_clamp: conf::GreMssClamp,
 }
@@ -962,6 +963,7 @@ impl PlaneSpec {
             a_l2_return: false,
             counters: Default::default(),
             stats: Default::default(),
+            sync: Default::default(),
             fail_policy: Default::default(),
             gre_mss_clamp: Default::default(),
         }
@@ -1006,11 +1008,9 @@ impl PlaneSpec {
             flows_per_worker: 1024,
             idle_secs: 60,
         };
-        Arc::new(router::tables::WccpPlane::new(
-            [svc],
-            affinity,
-            self.stats.clone(),
-        ))
+        let mut plane = router::tables::WccpPlane::new([svc], affinity, self.stats.clone());
+        plane.affinity_sync = self.sync.clone();
+        Arc::new(plane)
     }
 }
 
@@ -1176,6 +1176,74 @@ fn flow_affinity_keeps_established_flows_on_their_cache() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+#[test]
+fn flow_affinity_is_synced_to_the_ha_peer_and_kept_after_a_takeover() {
+    use hasync::Op;
+    use router::statesync::SyncFeed;
+    use router::tables::affinity::{self, AffinitySync, FlowTarget};
+    let drain = |feed: &SyncFeed| {
+        let mut out = Vec::new();
+        feed.drain(&mut out);
+        out
+    };
+    // The active: a new flow is published once; its established segments publish nothing.
+    let feed = SyncFeed::new(64);
+    let mut spec = PlaneSpec::new();
+    spec.sync = Arc::new(AffinitySync::new(feed.clone(), 1024));
+    let (mut b, t0) = wccp_bench(&spec);
+    b.run(vec![tcp_syn(80), tcp_syn(80)], t0);
+    for _ in 0..3 {
+        b.run(vec![tcp_with_flags(0x10)], t0);
+    }
+    assert_eq!(destinations(&mut b).len(), 5);
+    let published = drain(&feed);
+    assert_eq!(published.len(), 1, "{published:?}");
+    let rec = published[0].clone();
+    assert_eq!(rec.op, Op::Upsert);
+    assert_eq!(
+        affinity::decode_value(&rec.value),
+        Ok(FlowTarget::Cache(CACHE_A.into()))
+    );
+    // An export request (a takeover, a feed overflow) is answered on the worker's next loop.
+    spec.sync.export_all();
+    b.poll(t0);
+    assert_eq!(drain(&feed), vec![rec.clone()]);
+    // The flow ends: the peer forgets it.
+    b.run(vec![tcp_with_flags(0x14)], t0);
+    destinations(&mut b);
+    let gone = drain(&feed);
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].op, &gone[0].key), (Op::Delete, &rec.key));
+
+    // The standby adopts the flow; it takes over, and meanwhile every bucket moved to B. The
+    // flow's next segment misses the worker's own table and finds the adopted flow: it stays
+    // on A (and its later segments too, from the worker's table); a new flow goes to B.
+    let feed2 = SyncFeed::new(64);
+    let mut spec2 = PlaneSpec::new();
+    spec2.owner = 1;
+    spec2.sync = Arc::new(AffinitySync::new(feed2.clone(), 1024));
+    spec2.sync.set_active(false, t0);
+    assert!(spec2.sync.apply(&rec, t0));
+    assert!(drain(&feed2).is_empty(), "a standby publishes nothing");
+    spec2.sync.set_active(true, t0);
+    let (mut b2, _) = wccp_bench(&spec2);
+    b2.run(vec![tcp_with_flags(0x10)], t0);
+    b2.run(vec![tcp_with_flags(0x10)], t0);
+    assert_eq!(
+        destinations(&mut b2),
+        vec![MAC_A, MAC_A],
+        "kept on its cache"
+    );
+    let c = &spec2.sync.counters;
+    assert_eq!(c.adopted_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(spec2.sync.adopted(), 0, "the worker owns it now");
+    assert_eq!(spec2.counters.affinity_kept.get().0, 2);
+    let mut other = tcp_with_flags(0x10);
+    other[34..36].copy_from_slice(&40001u16.to_be_bytes());
+    b2.run(vec![other], t0);
+    assert_eq!(destinations(&mut b2), vec![MAC_B]);
 }
 
 #[test]

@@ -305,6 +305,52 @@ impl HealthMonitor {
         self.devs.get(d.index()).map(|x| x.phase)
     }
 
+    /// A device's health as the HA peer needs it (`sync`): phase, data-plane health and the
+    /// time left of its reset window at `now`.
+    pub fn export(&self, d: DeviceIdx, now: Instant) -> Option<crate::sync::DeviceSync> {
+        let dev = self.devs.get(d.index())?;
+        let health = self.state.device(d);
+        Some(crate::sync::DeviceSync {
+            phase: dev.phase,
+            health,
+            drain_left: match (health, dev.drain_until) {
+                (DeviceHealth::Draining, Some(t)) => t.saturating_duration_since(now),
+                _ => Duration::ZERO,
+            },
+        })
+    }
+
+    /// The HA peer's view of a device (this node is its standby): taken as is, with the reset
+    /// window ending `drain_left` after `now`. No probe is outstanding afterwards; probing
+    /// starts again at [`Self::resume`].
+    pub fn import(&mut self, d: DeviceIdx, s: crate::sync::DeviceSync, now: Instant) {
+        let Some(dev) = self.devs.get_mut(d.index()) else {
+            return;
+        };
+        dev.phase = s.phase;
+        dev.ok_run = 0;
+        dev.fail_run = 0;
+        dev.suspect = false;
+        dev.probe_deadline = None;
+        dev.drain_until = (s.health == DeviceHealth::Draining).then(|| now + s.drain_left);
+        dev.retry_at = match (s.phase, dev.cfg.active, dev.cfg.restore, dev.cfg.passive) {
+            (DevicePhase::Down, None, Restore::Auto, Some(p)) => Some(now + p.window),
+            _ => None,
+        };
+        self.state.set_device(d, s.health);
+        self.recompute_alternates();
+        self.generation += 1;
+    }
+
+    /// Probing starts again at `now` (this node took over from its HA peer, whose view of the
+    /// devices it imported): every active check is due, none is outstanding.
+    pub fn resume(&mut self, now: Instant) {
+        for dev in &mut self.devs {
+            dev.probe_deadline = None;
+            dev.next_probe = dev.cfg.active.map(|_| now);
+        }
+    }
+
     /// The result of a probe from [`Self::poll_probe`]; results with no probe outstanding
     /// (late, after the timeout already counted) are ignored.
     pub fn handle_probe_result(&mut self, now: Instant, device: DeviceIdx, ok: bool) {

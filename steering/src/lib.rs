@@ -47,12 +47,13 @@ pub mod fuzzing;
 mod hash;
 pub mod health;
 pub mod model;
+pub mod sync;
 mod tables;
 mod types;
 
 pub use compile::{compile, CompileError, Subject};
 pub use decide::{Action, Copies, CopyTarget, Decision, Egress, NextHop, PacketKey, Rewrite};
-pub use drain::DrainedFlows;
+pub use drain::{DrainChange, DrainedFlows, JOURNAL_MAX};
 pub use hash::{FastHasher, FastMap};
 pub use health::{
     DeviceHealth, DevicePhase, HealthEvent, HealthMonitor, PoolState, ProbeRequest,

@@ -953,3 +953,106 @@ fn replay_steering_compile_corpus() {
     }
     assert!(n >= 3, "{n} seeds in {}", dir.display());
 }
+
+#[test]
+fn a_standby_imports_the_actives_device_health_and_resumes_probing_from_it() {
+    use std::time::{Duration, Instant};
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; the rest is virtual time
+    let now = Instant::now();
+    let mut d = server_pool(3, true, OnFailure::Move);
+    for (i, dev) in d.devices.iter_mut().enumerate() {
+        dev.addr = Some(Ipv4Addr::new(10, 0, 2, 100 + i as u8));
+    }
+    d.pools[0].active = Some(ActiveCheck {
+        port: 80,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        rise: 2,
+        fall: 3,
+    });
+    let t = compile(&d).unwrap();
+    let s1 = t.device_index("s1").unwrap();
+    // The active took s1 down; its record travels through the codec.
+    let mut active = HealthMonitor::new(&t, now);
+    let mut at = now;
+    for _ in 0..3 {
+        active.handle_timeout(at);
+        while let Some(p) = active.poll_probe() {
+            active.handle_probe_result(at, p.device, p.device != s1);
+        }
+        at += Duration::from_secs(1);
+    }
+    let now = at;
+    assert_eq!(active.phase(s1), Some(DevicePhase::Down));
+    let exported = active.export(s1, now).unwrap();
+    let value = sync::encode_value(&exported);
+    let key = sync::encode_key(t.device_name(s1).unwrap());
+    // The standby (devices start up) takes it as is: s1 is out at once, without a probe.
+    let mut standby = HealthMonitor::new(&t, now);
+    let name = sync::decode_key(&key).unwrap();
+    let dev = t.device_index(name).unwrap();
+    standby.import(dev, sync::decode_value(&value).unwrap(), now);
+    assert_eq!(standby.state().device(s1), active.state().device(s1));
+    assert!(!standby.state().in_service(s1));
+    assert_eq!(standby.phase(s1), Some(DevicePhase::Down));
+    assert!(standby.poll_probe().is_none());
+    // Taking over, it probes at once and needs `rise` good probes, not `fall` bad ones.
+    standby.resume(now);
+    standby.handle_timeout(now);
+    let mut probed = Vec::new();
+    while let Some(p) = standby.poll_probe() {
+        probed.push(p.device);
+        standby.handle_probe_result(now, p.device, true);
+    }
+    assert!(probed.contains(&s1));
+    assert!(!standby.state().in_service(s1), "one good probe of rise 2");
+}
+
+#[test]
+fn a_connection_opened_during_the_drain_on_one_node_is_not_reset_by_the_other() {
+    // Two nodes of an HA pair compile the same configuration. The active remembers a
+    // connection opened while s0 drains and journals it; the standby adopts the journaled key
+    // (it travels as a STEERING_DRAIN record); after a takeover the standby forwards the
+    // connection's next segment instead of resetting it.
+    let window = std::time::Duration::from_secs(5);
+    let defs = server_pool(3, true, OnFailure::Reset { window });
+    let (ta, tb) = (compile(&defs).unwrap(), compile(&defs).unwrap());
+    let mut h = PoolState::all_in_service(&ta);
+    let s0 = ta.device_index("s0").unwrap();
+    let alt = ta.device_index("alt").unwrap();
+    let i = (0..1000)
+        .find(|&i| device_of(&ta, &h, i) == Some(s0))
+        .unwrap();
+    let conn = tcp(I_CLIENT, UPSTREAM, client(i), (W1, 80));
+    h.set_device(s0, DeviceHealth::Draining);
+    let mut active = DrainedFlows::new(64);
+    active.set_journaling(true);
+    assert_eq!(
+        forward(ta.decide_remembering(&syn(conn), &h, &mut active)).device(),
+        Some(alt)
+    );
+    let mut records = Vec::new();
+    active.drain_journal(|c| {
+        if let DrainChange::Remembered(k) = c {
+            records.push(sync::encode_drain_key(k));
+        }
+    });
+    assert_eq!(records.len(), 1);
+    let mut standby = DrainedFlows::new(64);
+    let reset = Decision::Reset {
+        service: ServiceIdx(0),
+        device: s0,
+    };
+    assert_eq!(
+        tb.decide_remembering(&conn, &h, &mut standby.clone()),
+        reset,
+        "without the synced memory the connection is reset"
+    );
+    for r in &records {
+        standby.adopt(sync::decode_drain_key(r).unwrap());
+    }
+    assert_eq!(
+        forward(tb.decide_remembering(&conn, &h, &mut standby)).device(),
+        Some(alt)
+    );
+}

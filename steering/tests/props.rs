@@ -745,3 +745,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Device health sync records from the network: decoding never panics, and whatever
+    /// decodes encodes back to the same octets.
+    #[test]
+    fn health_sync_records_decode_without_panicking(
+        key in proptest::collection::vec(any::<u8>(), 0..40),
+        value in proptest::collection::vec(any::<u8>(), 0..12),
+    ) {
+        if let Ok(name) = sync::decode_key(&key) {
+            prop_assert_eq!(sync::encode_key(name), key.clone());
+        }
+        if let Ok(s) = sync::decode_value(&value) {
+            prop_assert_eq!(&sync::encode_value(&s)[..], &value[..]);
+        }
+        if let Ok(k) = sync::decode_drain_key(&key) {
+            prop_assert_eq!(&sync::encode_drain_key(k)[..], &key[..]);
+        }
+    }
+}

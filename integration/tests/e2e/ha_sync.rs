@@ -54,7 +54,16 @@ pub(crate) fn sync_lab(tag: &str, extra: impl Fn(u32) -> String) -> SyncLab {
 
 /// [`sync_lab`] with VRRP advertisements every `interval`.
 pub(crate) fn sync_lab_at(tag: &str, interval: Duration, extra: impl Fn(u32) -> String) -> SyncLab {
-    sync_lab_full(tag, interval, &[KEY, KEY], extra)
+    sync_lab_full(tag, interval, &[KEY, KEY], extra, |_, _| {})
+}
+
+/// [`sync_lab`] with `prepare(lab, server namespace)` run before the nodes start.
+pub(crate) fn sync_lab_prepared(
+    tag: &str,
+    extra: impl Fn(u32) -> String,
+    prepare: impl FnOnce(&mut Lab, &Ns),
+) -> SyncLab {
+    sync_lab_full(tag, PAIR_INTERVAL, &[KEY, KEY], extra, prepare)
 }
 
 /// The shared key of the pair.
@@ -66,10 +75,12 @@ fn sync_lab_full(
     interval: Duration,
     keys: &[&str; 2],
     extra: impl Fn(u32) -> String,
+    prepare: impl FnOnce(&mut Lab, &Ns),
 ) -> SyncLab {
     require_root();
     let mut lab = Lab::new(tag).unwrap();
-    let (br, cli, _srv) = pair_segments(&mut lab);
+    let (br, cli, srv) = pair_segments(&mut lab);
+    prepare(&mut lab, &srv);
     let key_files = [
         key_file(&lab, "r1.key", keys[0]),
         key_file(&lab, "r2.key", keys[1]),
@@ -479,10 +490,138 @@ fn a_planned_switchover_loses_nothing() {
     }
 }
 
+/// A steering pool of one member, the server, checked every 200 ms on port 80 and restored
+/// only by the operator.
+fn steering_section(_: u32) -> String {
+    "\n[[steering.device]]\nname = \"web1\"\nmode = \"nat\"\ninterfaces = [\"eth1\"]\naddress = \"10.0.2.10\"\n\n\
+     [[steering.pool]]\nname = \"web\"\nmembers = [\"web1\"]\nrestore = \"manual\"\nprobe-port = 80\n\
+     probe-interval-ms = 200\nprobe-timeout-ms = 150\nrise = 2\nfall = 2\n\n\
+     [[steering.service]]\nname = \"web\"\naddress = \"10.0.9.80\"\nport = 80\ningress = [\"eth0\"]\n\
+     chain = [{ pool = \"web\" }]\n"
+        .to_string()
+}
+
+/// A steering device's health in a node's status.
+fn steering_device(n: &Node, name: &str) -> serde_json::Value {
+    integration::wccplab::router_status(&n.socket)
+        .and_then(|s| {
+            s["steering"]["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["name"] == name)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 15 item 2: the server answers r2's health checks but drops r1's, so only the active
+/// r1 finds the member dead. The standby takes r1's view (it checks nothing itself), and after
+/// a planned switchover the member is out of service on r2 at once: r2 neither sends to it
+/// nor starts its checks from scratch (its own good probes make it "recovered", waiting for
+/// the operator, as on r1).
+#[test]
+fn a_member_the_active_found_dead_is_dead_on_the_new_active_at_once() {
+    let mut l = sync_lab_prepared("hsteer", steering_section, |lab, srv| {
+        lab.spawn(
+            srv,
+            "python3",
+            &["-m", "http.server", "80", "--bind", "10.0.2.10"],
+        )
+        .unwrap();
+        srv.run_ok(
+            "nft",
+            &[
+                "add table ip hsteer; add chain ip hsteer in { type filter hook input priority 0; }; add rule ip hsteer in ip saddr 10.0.2.2 tcp dport 80 drop",
+            ],
+        )
+        .unwrap();
+    });
+    let down = |n: &Node| steering_device(n, "web1")["health"] == "out-of-service";
+    assert!(
+        wait_for(Duration::from_secs(5), Duration::from_millis(50), || down(
+            &l.nodes[0]
+        )
+        .then_some(()))
+        .is_some(),
+        "r1 never took web1 down: {}",
+        steering_device(&l.nodes[0], "web1")
+    );
+    // r2 (standby) holds r1's view, though the server answers r2.
+    assert!(
+        wait_for(Duration::from_secs(3), Duration::from_millis(50), || down(
+            &l.nodes[1]
+        )
+        .then_some(()))
+        .is_some(),
+        "r2 never took r1's view of web1: {} {}",
+        steering_device(&l.nodes[1], "web1"),
+        integration::wccplab::router_status(&l.nodes[1].socket).unwrap_or_default()["steering"]
+    );
+    l.nodes[0]
+        .ns
+        .run_ok(
+            &integration::binary("swrouter").to_string_lossy(),
+            &[
+                "ha",
+                "switchover",
+                "-s",
+                &l.nodes[0].socket.to_string_lossy(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        wait_state(&l.nodes[1], &[51, 52], "master", Duration::from_secs(2)).is_some(),
+        "r2 did not take over: {:?}",
+        ha(&l.nodes[1])
+    );
+    // Taken over: still out at once, and it stays out after r2's own checks pass (manual
+    // restore: they make it "recovered", not in service).
+    for _ in 0..10 {
+        let d = steering_device(&l.nodes[1], "web1");
+        assert_eq!(d["health"], "out-of-service", "{d}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // r2's own checks pass (the server answers it): without r1's view it would have sent
+    // to web1 all along.
+    let d = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let d = steering_device(&l.nodes[1], "web1");
+        (d["probe_ok"].as_u64()? >= 2).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "r2's probes of web1 never passed: {}",
+            steering_device(&l.nodes[1], "web1")
+        )
+    });
+    assert_eq!(d["health"], "out-of-service", "{d}");
+    let s2 = integration::wccplab::router_status(&l.nodes[1].socket).unwrap();
+    let h = &s2["steering"]["ha_sync"];
+    assert_eq!(h["role"], "active", "{h}");
+    assert!(h["applied"].as_u64().unwrap_or(0) >= 1, "{h}");
+    assert!(h["exports"].as_u64().unwrap_or(0) >= 1, "{h}");
+    // r1 (standby now) holds r2's view in turn.
+    assert!(
+        down(&l.nodes[0]),
+        "{}",
+        steering_device(&l.nodes[0], "web1")
+    );
+    for node in &mut l.nodes {
+        if let Some(p) = node.proc.take() {
+            l.lab.stop(&p, Duration::from_secs(3)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_node_with_the_wrong_key_never_joins_and_a_cut_sync_link_leaves_one_master() {
     let wrong = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-    let mut l = sync_lab_full("hskey", PAIR_INTERVAL, &[KEY, wrong], |_| String::new());
+    let mut l = sync_lab_full(
+        "hskey",
+        PAIR_INTERVAL,
+        &[KEY, wrong],
+        |_| String::new(),
+        |_, _| {},
+    );
     // Every message of r2 fails r1's HMAC check and the other way round: neither hears a peer.
     let n = |v: &serde_json::Value| v["rejected"]["forged"].as_u64().unwrap_or(0);
     let counted = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {

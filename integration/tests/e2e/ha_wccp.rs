@@ -5,7 +5,9 @@
 //! accept-mode (WCCP and GRE to it are taken all the same). A client downloads a file through
 //! the cache; the active is killed with SIGKILL mid-download. The download completes byte for
 //! byte through the cache, and swcache never notices: the same change number and assignment key,
-//! no router down or up, no new assignment, its router stays alive.
+//! no router down or up, no new assignment, its router stays alive. The download's flow, which
+//! r1's flow affinity remembered, is adopted by r2 before the kill and claimed by its segments
+//! after it.
 //!
 //! ```text
 //! client 10.0.1.10 ─[lan]─ r1 .2 / r2 .3 (VIP .254) ─[wan]─ server 10.0.2.10
@@ -235,6 +237,20 @@ fn a_takeover_keeps_the_caches_registration_and_the_download_through_it() {
         .as_u64()
         .unwrap_or(0);
     assert!(r1_redirected > 0, "r1 redirected the download's start");
+    // Flow affinity (on by default): r1 remembered the download's flow and told r2, which
+    // holds it adopted, ready for a takeover.
+    let adopted = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let a = wccp_of(&nodes[1])["flow_affinity"]["ha_sync"].clone();
+        (a["adopted"].as_u64()? >= 1).then_some(a)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "r2 never adopted r1's flow: r1 {}\nr2 {}",
+            wccp_of(&nodes[0])["flow_affinity"],
+            wccp_of(&nodes[1])["flow_affinity"]
+        )
+    });
+    eprintln!("r2 flow affinity before the takeover: {adopted}");
     let active = nodes[0].proc.take().unwrap();
     let killed = Instant::now();
     lab.kill(&active).unwrap();
@@ -303,6 +319,12 @@ fn a_takeover_keeps_the_caches_registration_and_the_download_through_it() {
             .unwrap_or(0)
             > 0,
         "r2 redirected the rest of the download: {w}"
+    );
+    // The download's segments found the flow r1 remembered: r2 owns it now.
+    let a = &w["flow_affinity"]["ha_sync"];
+    assert!(
+        a["adopted_hits"].as_u64().unwrap_or(0) >= 1,
+        "r2 used the adopted flow: {a}"
     );
     eprintln!("r2 WCCP after the takeover: {w}");
     cache.stop(&mut lab);

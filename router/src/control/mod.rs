@@ -350,15 +350,15 @@ fn run_node(
     };
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
-    tables.steering = Arc::new(
-        crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
-            .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?,
-    );
     // HA state sync: state owners publish into this feed; the sync driver drains it.
     let sync_feed = match conf.ha.sync {
         Some(_) => crate::statesync::SyncFeed::new(crate::statesync::FEED_CAPACITY),
         None => crate::statesync::SyncFeed::disabled(),
     };
+    let mut steering_plane = crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
+        .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?;
+    steering_plane.drain_sync = Arc::new(crate::tables::steer::DrainSync::new(sync_feed.clone()));
+    tables.steering = Arc::new(steering_plane);
     // NAT: the runtime the workers, the switch processor and status share.
     let nat_rt = match &conf.nat.config {
         Some(cfg) => {
@@ -651,7 +651,8 @@ async fn control_loop(
         )?),
         None => None,
     };
-    let health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    let mut health = health::HealthDriver::new(shared.tables.load().steering.clone(), &conf, None);
+    health.set_sync_feed(shared.sync.clone());
     let (vrrp, mut vrrp_rx) = match vrrp {
         Some((plane, rx)) => {
             let mut d = vrrp::VrrpDriver::new(
@@ -911,6 +912,9 @@ fn ha_sync_after(state: &mut ControlState) {
         if let Some(w) = state.wccp.as_mut() {
             w.set_ha_active(role == statesync::Role::Active, now);
         }
+        state
+            .health
+            .set_ha_active(role == statesync::Role::Active, now);
         // Becoming active, the synced state is now this node's own: owners re-publish it.
         // Becoming standby, it is the new active's: our copy of it goes (owners publish
         // nothing while standby).
@@ -919,8 +923,14 @@ fn ha_sync_after(state: &mut ControlState) {
             sync.forget_own(&[
                 ::hasync::TableId::NAT_SESSION,
                 ::hasync::TableId::WCCP_GROUP,
+                ::hasync::TableId::AFFINITY,
+                ::hasync::TableId::STEERING_HEALTH,
+                ::hasync::TableId::STEERING_DRAIN,
             ]);
         }
+    }
+    if let Some(w) = state.wccp.as_ref() {
+        w.affinity_housekeeping(now);
     }
     reexport |= sync.pump_feed(now);
     if reexport {
@@ -933,6 +943,7 @@ fn ha_sync_after(state: &mut ControlState) {
             // Into the feed: the wake it raises brings the records through pump_feed next.
             w.export_all();
         }
+        state.health.export_all();
     }
     sync.on_tick(now);
 }
@@ -969,6 +980,12 @@ fn apply_peer_changes(state: &mut ControlState, changes: Vec<::hasync::Record>) 
                 .wccp
                 .as_mut()
                 .is_some_and(|w| w.apply_synced(&rec, now)),
+            ::hasync::TableId::AFFINITY => state
+                .wccp
+                .as_ref()
+                .is_some_and(|w| w.apply_affinity(&rec, now)),
+            ::hasync::TableId::STEERING_HEALTH => state.health.apply_synced(&rec, now),
+            ::hasync::TableId::STEERING_DRAIN => state.health.apply_drain(&rec),
             _ => false,
         };
         sync.count_change(rec.table, applied);
@@ -1136,7 +1153,11 @@ fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
             .map(|a| state.metrics.counters.status(a)),
         ha: ha_status(state),
     };
-    status::collect(&cx)
+    let mut s = status::collect(&cx);
+    if let Some(st) = s.steering.as_mut() {
+        st.ha_sync = state.health.sync_status();
+    }
+    s
 }
 
 /// The answer to one management request line, as one line of JSON. Runs inside the control
@@ -1400,7 +1421,11 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
     let steering_changed = new.steering != state.conf.steering;
     let steering = if steering_changed {
         match crate::tables::steer::SteeringPlane::build(&new.steering.definitions) {
-            Ok(p) => Arc::new(p),
+            Ok(mut p) => {
+                // The drain memory's HA sync outlives a plane (the workers' memories do).
+                p.drain_sync = state.shared.tables.load().steering.drain_sync.clone();
+                Arc::new(p)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected: the running config stays in force");
                 return ReloadReply {

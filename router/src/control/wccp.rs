@@ -21,9 +21,10 @@ use crate::probe::{
     ProbeAnswer, ProbeChange, ProbeTarget, ProbeVia, Prober, Rounds, REDIRECT_PROBE_ORIGIN,
 };
 use crate::status::{
-    FastFailoverStatus, FlowAffinityStatus, IgmpStatus, WccpCacheStatus, WccpServiceStatus,
-    WccpStatus, WccpTrafficStatus,
+    AffinitySyncStatus, FastFailoverStatus, FlowAffinityStatus, IgmpStatus, WccpCacheStatus,
+    WccpServiceStatus, WccpStatus, WccpTrafficStatus,
 };
+use crate::tables::affinity::AffinitySync;
 use crate::tables::local::LocalDatagram;
 use crate::tables::wccp::{
     AffinityConf, AffinityStats, CacheCounters, ServiceCounters, ServicePlane, Traffic,
@@ -193,6 +194,8 @@ pub struct WccpDriver {
     counters: BTreeMap<u8, Arc<ServiceCounters>>,
     cache_counters: BTreeMap<(u8, Ipv4Addr), Arc<CacheCounters>>,
     affinity_stats: Arc<AffinityStats>,
+    /// Flow affinity's HA sync, shared with the workers through every plane.
+    affinity_sync: Arc<AffinitySync>,
     /// Services whose caches cannot be probed as configured, already logged.
     unprobeable_logged: BTreeSet<u8>,
     /// IGMP membership of the multicast service groups.
@@ -237,6 +240,10 @@ impl WccpDriver {
         shared: Arc<Shared>,
     ) -> anyhow::Result<WccpDriver> {
         let outbox = shared.outbox.clone();
+        let affinity_sync = Arc::new(AffinitySync::new(
+            shared.sync.clone(),
+            options.affinity_max_flows as usize,
+        ));
         // Receive IDs a host off the caches' path cannot predict (issue 13 item 3).
         let mut engine = RouterEngine::with_seed(crate::probe::random_seed());
         engine.set_router_id(router_id);
@@ -265,6 +272,7 @@ impl WccpDriver {
             counters: BTreeMap::new(),
             cache_counters: BTreeMap::new(),
             affinity_stats: Default::default(),
+            affinity_sync,
             unprobeable_logged: BTreeSet::new(),
             igmp: IgmpHost::new(crate::probe::random_seed()),
             ttl_exceeded: 0,
@@ -635,6 +643,9 @@ impl WccpDriver {
             idle_secs: self.options.affinity_idle_secs,
         };
         let mut plane = WccpPlane::new(planes, affinity, self.affinity_stats.clone());
+        self.affinity_sync
+            .set_capacity(self.options.affinity_max_flows as usize);
+        plane.affinity_sync = self.affinity_sync.clone();
         if self.igmp.interfaces().next().is_some() {
             plane.groups = self.igmp.groups().iter().copied().collect();
         }
@@ -817,6 +828,22 @@ impl WccpDriver {
         }
         self.sync_counters.exports += 1;
         self.publish_sync(true);
+        self.affinity_sync.export_all();
+    }
+
+    /// One of the peer's flow-affinity records (table `AFFINITY`), adopted while standby
+    /// (module `tables::affinity`). True when applied.
+    pub fn apply_affinity(&self, rec: &hasync::Record, now: Instant) -> bool {
+        self.affinity_sync.apply(rec, now)
+    }
+
+    /// While active: forgets adopted flows no segment claimed within the idle timeout of the
+    /// takeover (at most once a second, after any control-loop event).
+    pub fn affinity_housekeeping(&self, now: Instant) {
+        self.affinity_sync.sweep(
+            now,
+            std::time::Duration::from_secs(self.options.affinity_idle_secs.into()),
+        );
     }
 
     /// One of the peer's records (table `WCCP_GROUP`), applied while standby: the standby's
@@ -856,6 +883,8 @@ impl WccpDriver {
     /// [`Self::export_all`]). Becoming standby: stop answering caches and running the
     /// engine's timers; the groups stay as they are until the peer's records replace them.
     pub fn set_ha_active(&mut self, active: bool, now: Instant) {
+        // Workers publish their flows only while active.
+        self.affinity_sync.set_active(active, now);
         if active == self.ha_active {
             return;
         }
@@ -1062,6 +1091,21 @@ impl WccpDriver {
                     capacity: u64::from(plane.affinity.flows_per_worker) * self.workers as u64,
                     evicted: self.affinity_stats.evicted.load(Ordering::Relaxed),
                     idle_secs: self.options.affinity_idle_secs,
+                    ha_sync: self.shared.sync.enabled().then(|| {
+                        let c = &self.affinity_sync.counters;
+                        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                        AffinitySyncStatus {
+                            published: n(&c.published),
+                            deleted: n(&c.deleted),
+                            exports: n(&c.exports),
+                            adopted: self.affinity_sync.adopted() as u64,
+                            applied: n(&c.applied),
+                            refused: n(&c.refused),
+                            adopt_full: n(&c.adopt_full),
+                            adopted_hits: n(&c.adopted_hits),
+                            expired: n(&c.expired),
+                        }
+                    }),
                 }
             }),
         }

@@ -10,60 +10,18 @@
 //! A flow's set is chosen by a hash keyed with a secret drawn per table at start (std's
 //! SipHash `RandomState`): someone who can send crafted segments cannot compute which flows
 //! share a set, so cannot aim a flood at a chosen flow's set to evict it (issue 13).
+//!
+//! With HA sync, the table tells its caller which flows it forgot (evicted, expired, removed,
+//! cleared) so that the peer's mirror of it stays bounded (`tables::affinity`).
 
+pub use crate::tables::affinity::{FlowId, FlowTarget};
 use crate::tables::wccp::AffinityStats;
 use std::hash::{BuildHasher, RandomState};
-use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Slots per set.
 const WAYS: usize = 4;
-
-/// A flow: service, addresses and ports of the client-to-server direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FlowId {
-    /// Source address.
-    pub src: u32,
-    /// Destination address.
-    pub dst: u32,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-    /// Service group.
-    pub service: u8,
-}
-
-impl FlowId {
-    /// The flow of a packet.
-    pub fn new(service: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowId {
-        FlowId {
-            src: src.into(),
-            dst: dst.into(),
-            sport,
-            dport,
-            service,
-        }
-    }
-
-    /// The flow packed in two words (what the keyed hash reads).
-    fn words(&self) -> (u64, u64) {
-        let a = (u64::from(self.src) << 32) | u64::from(self.dst);
-        let b =
-            (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.service);
-        (a, b)
-    }
-}
-
-/// Where a remembered flow goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowTarget {
-    /// To the cache at this address.
-    Cache(Ipv4Addr),
-    /// Forwarded normally (its bucket had no cache when it started).
-    Normal,
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -138,21 +96,19 @@ impl AffinityTable {
             return None;
         }
         slot.seen = tick;
-        Some(if slot.target == 0 {
-            FlowTarget::Normal
-        } else {
-            FlowTarget::Cache(slot.target.into())
-        })
+        Some(target_of(slot.target))
     }
 
-    /// Remembers that `flow` goes to `target`.
+    /// Remembers that `flow` goes to `target`. Returns what changed for the HA peer: whether
+    /// `flow`'s entry is new or changed, and the other flow whose slot it took (evicted, or
+    /// expired and not yet swept), if any.
     pub fn insert(
         &mut self,
         flow: FlowId,
         target: FlowTarget,
         now: Instant,
         stats: &AffinityStats,
-    ) {
+    ) -> Inserted {
         let tick = self.tick(now);
         let target = match target {
             FlowTarget::Cache(a) => u32::from(a),
@@ -160,7 +116,7 @@ impl AffinityTable {
         };
         let range = self.set(&flow);
         let Some(set) = self.slots.get(range.clone()) else {
-            return;
+            return Inserted::default();
         };
         // The flow's own slot, else a free or expired one, else the least recently seen.
         let pick = set
@@ -174,6 +130,13 @@ impl AffinityTable {
             });
         let was_live = set.get(pick).is_some_and(|s| self.live_at(s, tick));
         let was_same = set.get(pick).is_some_and(|s| s.flow == flow && s.seen != 0);
+        let result = Inserted {
+            changed: !(was_same && was_live && set.get(pick).is_some_and(|s| s.target == target)),
+            displaced: set
+                .get(pick)
+                .filter(|s| s.seen != 0 && !was_same)
+                .map(|s| s.flow),
+        };
         if let Some(slot) = self.slots.get_mut(range.start + pick) {
             *slot = Slot {
                 flow,
@@ -187,10 +150,11 @@ impl AffinityTable {
             self.live += 1;
             stats.entries.fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 
-    /// Forgets `flow` (it ended with a RST).
-    pub fn remove(&mut self, flow: &FlowId, stats: &AffinityStats) {
+    /// Forgets `flow` (it ended with a RST); true when it was remembered.
+    pub fn remove(&mut self, flow: &FlowId, stats: &AffinityStats) -> bool {
         let range = self.set(flow);
         if let Some(slot) = self
             .slots
@@ -200,11 +164,14 @@ impl AffinityTable {
             slot.seen = 0;
             self.live = self.live.saturating_sub(1);
             stats.entries.fetch_sub(1, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
-    /// Drops expired flows from the live count (housekeeping, about once a second).
-    pub fn sweep(&mut self, now: Instant, stats: &AffinityStats) {
+    /// Drops expired flows from the live count (housekeeping, about once a second); `gone`
+    /// hears of each.
+    pub fn sweep(&mut self, now: Instant, stats: &AffinityStats, mut gone: impl FnMut(&FlowId)) {
         let tick = self.tick(now);
         let idle = self.idle_secs;
         let mut freed = 0u64;
@@ -212,17 +179,47 @@ impl AffinityTable {
             if s.seen != 0 && tick.saturating_sub(s.seen) >= idle {
                 s.seen = 0;
                 freed += 1;
+                gone(&s.flow);
             }
         }
         self.live = self.live.saturating_sub(freed);
         stats.entries.fetch_sub(freed, Ordering::Relaxed);
     }
 
-    /// Forgets everything (the table is being replaced), keeping the statistics right.
-    pub fn clear(&mut self, stats: &AffinityStats) {
+    /// Forgets everything (the table is being replaced), keeping the statistics right; `gone`
+    /// hears of every flow that was held.
+    pub fn clear(&mut self, stats: &AffinityStats, mut gone: impl FnMut(&FlowId)) {
         stats.entries.fetch_sub(self.live, Ordering::Relaxed);
         self.live = 0;
-        self.slots.iter_mut().for_each(|s| s.seen = 0);
+        for s in self.slots.iter_mut().filter(|s| s.seen != 0) {
+            s.seen = 0;
+            gone(&s.flow);
+        }
+    }
+
+    /// Every flow remembered and not expired at `now` (a full re-export for the HA peer).
+    pub fn for_each_live(&self, now: Instant, mut f: impl FnMut(&FlowId, FlowTarget)) {
+        let tick = self.tick(now);
+        for s in self.slots.iter().filter(|s| self.live_at(s, tick)) {
+            f(&s.flow, target_of(s.target));
+        }
+    }
+}
+
+/// What [`AffinityTable::insert`] changed, for the HA peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// The flow's entry is new or its target changed (a SYN retransmission changes nothing).
+    pub changed: bool,
+    /// Another flow whose slot was taken.
+    pub displaced: Option<FlowId>,
+}
+
+fn target_of(raw: u32) -> FlowTarget {
+    if raw == 0 {
+        FlowTarget::Normal
+    } else {
+        FlowTarget::Cache(raw.into())
     }
 }
 
@@ -253,13 +250,17 @@ mod tests {
         assert_eq!(t.lookup(&flow(1), t0 + Duration::from_secs(9)), Some(cache));
         assert_eq!(t.lookup(&flow(2), t0), Some(FlowTarget::Normal));
         assert_eq!(stats.entries.load(Ordering::Relaxed), 2);
+        // A SYN retransmission changes nothing the peer needs to hear.
+        assert!(!t.insert(flow(2), FlowTarget::Normal, t0, &stats).changed);
         // Refreshed at 9 s: still there at 18 s, gone at 30 s.
         assert_eq!(
             t.lookup(&flow(1), t0 + Duration::from_secs(18)),
             Some(cache)
         );
         assert_eq!(t.lookup(&flow(1), t0 + Duration::from_secs(30)), None);
-        t.sweep(t0 + Duration::from_secs(30), &stats);
+        let mut gone = Vec::new();
+        t.sweep(t0 + Duration::from_secs(30), &stats, |f| gone.push(*f));
+        assert_eq!(gone.len(), 2, "the peer hears of both expiries");
         assert_eq!(stats.entries.load(Ordering::Relaxed), 0);
     }
 
@@ -293,11 +294,19 @@ mod tests {
                 &stats,
             );
         }
-        t.insert(
+        let ins = t.insert(
             flow(9),
             FlowTarget::Normal,
             t0 + Duration::from_secs(5),
             &stats,
+        );
+        // The HA peer hears that flow 0 is gone with it.
+        assert_eq!(
+            ins,
+            Inserted {
+                changed: true,
+                displaced: Some(flow(0))
+            }
         );
         assert_eq!(stats.evicted.load(Ordering::Relaxed), 1);
         assert_eq!(stats.entries.load(Ordering::Relaxed), 4);
@@ -307,10 +316,17 @@ mod tests {
             "oldest evicted"
         );
         assert!(t.lookup(&flow(9), t0 + Duration::from_secs(5)).is_some());
-        t.remove(&flow(9), &stats);
+        assert!(t.remove(&flow(9), &stats));
+        assert!(!t.remove(&flow(9), &stats));
         assert_eq!(t.lookup(&flow(9), t0 + Duration::from_secs(5)), None);
         assert_eq!(stats.entries.load(Ordering::Relaxed), 3);
-        t.clear(&stats);
+        let mut live = Vec::new();
+        t.for_each_live(t0 + Duration::from_secs(5), |f, _| live.push(f.sport));
+        live.sort();
+        assert_eq!(live, [40001, 40002, 40003]);
+        let mut gone = 0;
+        t.clear(&stats, |_| gone += 1);
+        assert_eq!(gone, 3, "the peer hears of every flow cleared");
         assert_eq!(stats.entries.load(Ordering::Relaxed), 0);
     }
 }

@@ -568,7 +568,8 @@ impl Pipeline {
         runner.publish(&counters);
     }
 
-    /// Housekeeping of stateful stages: pending next hops that resolved or timed out.
+    /// Housekeeping of stateful stages: pending next hops that resolved or timed out, flow
+    /// affinity's expiry, HA export requests and the peer's drain-memory connections.
     pub fn poll(
         &mut self,
         tables: &Tables,
@@ -579,6 +580,8 @@ impl Pipeline {
     ) {
         let counters = self.counters.clone();
         let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
+        runner.stages.wccp_redirect.housekeep(&tables.wccp, now);
+        runner.stages.steering.housekeep(&tables.steering);
         runner.stages.neighbour.poll(&mut cx);
         if cx.emitted.is_empty() {
             return;

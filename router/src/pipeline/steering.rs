@@ -43,9 +43,31 @@ pub struct SteeringStage {
     /// Connections opened on a live member while their home drains (see
     /// [`steering::DrainedFlows`]); one per worker, as the fanout keeps a flow on one worker.
     drained: DrainedFlows,
+    /// The peer's drain-memory connections copied so far (`DrainSync::adopt_since`).
+    adopted: u64,
+    /// The last HA export request answered.
+    exported: u64,
 }
 
 impl SteeringStage {
+    /// Worker housekeeping, every loop (HA sync of the drain memory): journals changes while
+    /// the node is active, answers an export request with the whole memory, and copies the
+    /// connections the peer remembered.
+    pub fn housekeep(&mut self, plane: &SteeringPlane) {
+        let sync = &plane.drain_sync;
+        self.drained.set_journaling(sync.syncing());
+        let generation = sync.export_generation();
+        if generation != self.exported {
+            self.exported = generation;
+            if sync.syncing() {
+                self.drained
+                    .for_each_key(|k| sync.publish(steering::DrainChange::Remembered(k)));
+            }
+        }
+        let drained = &mut self.drained;
+        self.adopted = sync.adopt_since(self.adopted, |k| drained.adopt(k));
+    }
+
     /// Steers one packet or passes it on.
     pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
         let plane: &SteeringPlane = &cx.tables.steering;
@@ -65,6 +87,10 @@ impl SteeringStage {
             plane
                 .drain_evicted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.drained.has_journal() {
+            let sync = &plane.drain_sync;
+            self.drained.drain_journal(|c| sync.publish(c));
         }
         let action = match decision {
             Decision::NotSteered => return Verdict::Continue,

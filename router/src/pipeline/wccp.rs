@@ -53,6 +53,8 @@ const GRE_OVERHEAD: usize = ipv4::MIN_HEADER_LEN + gre::WCCP_GRE_OVERHEAD;
 pub struct WccpRedirectStage {
     affinity: Option<AffinityTable>,
     last_sweep: Option<Instant>,
+    /// The last HA export request this worker answered (`AffinitySync::export_generation`).
+    exported: u64,
     /// Segments of a GSO super-packet being redirected (reused, so no allocation per burst).
     segments: Vec<Packet>,
     /// First fragments' decisions, allocated when the first fragment comes.
@@ -516,13 +518,14 @@ impl WccpRedirectStage {
             return bucket;
         }
         let stats = &plane.affinity_stats;
+        let sync = &*plane.affinity_sync;
         let want = plane.affinity.flows_per_worker as usize;
         let table = match &mut self.affinity {
             Some(t) if t.capacity() >= want && t.idle_secs() == plane.affinity.idle_secs => t,
             slot => {
                 // First use or a new size: allocated once here, never per packet.
                 if let Some(old) = slot.as_mut() {
-                    old.clear(stats);
+                    old.clear(stats, |f| sync.publish_delete(f));
                 }
                 slot.insert(AffinityTable::new(
                     plane.affinity.flows_per_worker,
@@ -536,17 +539,27 @@ impl WccpRedirectStage {
             .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
         {
             self.last_sweep = Some(now);
-            table.sweep(now, stats);
+            table.sweep(now, stats, |f| sync.publish_delete(f));
         }
         let flow = FlowId::new(svc.id, f.src, f.dst, f.sport, f.dport);
         if f.tcp_flags & tcp_flags::RST != 0 {
-            let known = table.lookup(&flow, now);
-            table.remove(&flow, stats);
+            let mine = table.lookup(&flow, now);
+            let known = mine.or_else(|| sync.take(&flow));
+            if table.remove(&flow, stats) || (mine.is_none() && known.is_some()) {
+                sync.publish_delete(&flow);
+            }
             return resolve(svc, known, bucket);
         }
         let opening = f.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if !opening {
-            if let Some(known) = table.lookup(&flow, now) {
+            // A flow under way that this worker does not know may be one the HA peer
+            // remembered before a takeover: it is this worker's from now on.
+            let known = table.lookup(&flow, now).or_else(|| {
+                let adopted = sync.take(&flow)?;
+                remember(table, sync, flow, adopted, now, stats);
+                Some(adopted)
+            });
+            if let Some(known) = known {
                 let chosen = resolve(svc, Some(known), bucket);
                 if chosen.map(|r| r.target.address) != bucket.map(|r| r.target.address) {
                     svc.counters.affinity_kept.add(f.len);
@@ -563,8 +576,49 @@ impl WccpRedirectStage {
             Some(r) => FlowTarget::Cache(r.target.address),
             None => FlowTarget::Normal,
         };
-        table.insert(flow, target, now, stats);
+        remember(table, sync, flow, target, now, stats);
         bucket
+    }
+
+    /// Worker housekeeping, every loop: answers an HA export request with the whole table,
+    /// and sweeps expired flows (and tells the peer) even while no TCP segment comes.
+    pub fn housekeep(&mut self, plane: &WccpPlane, now: Instant) {
+        let sync = &*plane.affinity_sync;
+        let generation = sync.export_generation();
+        if generation != self.exported {
+            self.exported = generation;
+            if let Some(t) = &self.affinity {
+                t.for_each_live(now, |f, target| sync.publish_upsert(f, target));
+            }
+        }
+        if let Some(t) = self.affinity.as_mut() {
+            if self
+                .last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+            {
+                self.last_sweep = Some(now);
+                t.sweep(now, &plane.affinity_stats, |f| sync.publish_delete(f));
+            }
+        }
+    }
+}
+
+/// Remembers `flow` in this worker's table and tells the HA peer what changed (nothing for a
+/// SYN retransmission; a delete for a flow whose slot it took).
+fn remember(
+    table: &mut AffinityTable,
+    sync: &crate::tables::affinity::AffinitySync,
+    flow: FlowId,
+    target: FlowTarget,
+    now: Instant,
+    stats: &crate::tables::wccp::AffinityStats,
+) {
+    let ins = table.insert(flow, target, now, stats);
+    if let Some(old) = ins.displaced {
+        sync.publish_delete(&old);
+    }
+    if ins.changed {
+        sync.publish_upsert(&flow, target);
     }
 }
 

@@ -3,6 +3,7 @@
 //! Workers read them as snapshots (`arc-swap`) once per burst and never wait on a lock on the
 //! forwarding path; the control plane (reload) and ARP learning publish new snapshots.
 
+pub mod affinity;
 pub mod local;
 pub mod neighbours;
 pub mod routes;

@@ -107,6 +107,145 @@ pub struct SteeringPlane {
     /// Connections opened during a reset pool's drain window that a worker's drain memory
     /// had to forget for newer ones (their next segment is reset).
     pub drain_evicted: AtomicU64,
+    /// The drain memory's HA sync; one per router, carried from plane to plane.
+    pub drain_sync: Arc<DrainSync>,
+}
+
+/// Most of the peer's drain-memory connections waiting for the workers to copy them.
+pub const DRAIN_ADOPT_RING: usize = 8192;
+
+/// The drain memory across an HA takeover (issue 15): while active, workers publish the
+/// connections their memory remembers and forgets (`STEERING_DRAIN`); on the standby, the
+/// peer's go into a bounded ring every worker copies into its own memory on its next loop
+/// (the standby's fanout may place a connection on any worker), so a new active does not reset
+/// connections opened during a drain window before the takeover.
+#[derive(Debug)]
+pub struct DrainSync {
+    feed: crate::statesync::SyncFeed,
+    active: std::sync::atomic::AtomicBool,
+    /// Bumped to ask every worker to publish its whole memory.
+    export_gen: AtomicU64,
+    /// The peer's connections, newest last, at most [`DRAIN_ADOPT_RING`].
+    ring: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Connections ever pushed into the ring (a worker copies those past its own count).
+    written: AtomicU64,
+    /// Records published (remembered and forgotten connections, re-exports).
+    pub published: AtomicU64,
+    /// The peer's records applied.
+    pub applied: AtomicU64,
+    /// The peer's records refused (undecodable, or received while active).
+    pub refused: AtomicU64,
+}
+
+impl Default for DrainSync {
+    fn default() -> Self {
+        DrainSync::new(crate::statesync::SyncFeed::disabled())
+    }
+}
+
+impl DrainSync {
+    /// Publishing into `feed`.
+    pub fn new(feed: crate::statesync::SyncFeed) -> DrainSync {
+        DrainSync {
+            feed,
+            active: std::sync::atomic::AtomicBool::new(true),
+            export_gen: AtomicU64::new(0),
+            ring: Default::default(),
+            written: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// True when workers journal and publish their drain memory: HA sync is on and the node
+    /// is active.
+    #[inline]
+    pub fn syncing(&self) -> bool {
+        self.feed.enabled() && self.active.load(Ordering::Relaxed)
+    }
+
+    /// The node's role changed.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+    }
+
+    /// Publishes one change of a worker's memory (while syncing).
+    pub fn publish(&self, c: steering::DrainChange) {
+        if !self.syncing() {
+            return;
+        }
+        use hasync::{Record, TableId};
+        use steering::sync::{encode_drain_key, DRAIN_VALUE};
+        let rec = match c {
+            steering::DrainChange::Remembered(k) => {
+                Record::upsert(TableId::STEERING_DRAIN, encode_drain_key(k), DRAIN_VALUE)
+            }
+            steering::DrainChange::Forgotten(k) => {
+                Record::delete(TableId::STEERING_DRAIN, encode_drain_key(k))
+            }
+        };
+        self.feed.publish(rec);
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Asks every worker to publish its whole memory on its next loop (while syncing).
+    pub fn export_all(&self) {
+        if self.syncing() {
+            self.export_gen.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The export request workers compare with the last one they answered.
+    #[inline]
+    pub fn export_generation(&self) -> u64 {
+        self.export_gen.load(Ordering::Acquire)
+    }
+
+    /// One of the peer's `STEERING_DRAIN` records, while standby: a remembered connection
+    /// goes to the ring for the workers; a forgotten one is left to the workers' own
+    /// overwriting (it is only a hint that a connection will not be reset). True when applied.
+    pub fn apply(&self, rec: &hasync::Record) -> bool {
+        let ok = rec.table == hasync::TableId::STEERING_DRAIN
+            && !self.active.load(Ordering::Relaxed)
+            && match steering::sync::decode_drain_key(&rec.key) {
+                Ok(k) if rec.op == hasync::Op::Upsert => {
+                    let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+                    if ring.len() >= DRAIN_ADOPT_RING {
+                        ring.pop_front();
+                    }
+                    ring.push_back(k);
+                    self.written.fetch_add(1, Ordering::Release);
+                    true
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            };
+        let c = if ok { &self.applied } else { &self.refused };
+        c.fetch_add(1, Ordering::Relaxed);
+        ok
+    }
+
+    /// Connections pushed since `seen` (a worker's count), oldest first, into `f`; returns
+    /// the new count. One relaxed load when nothing is new; a worker that fell more than the
+    /// ring behind skips what was overwritten.
+    #[inline]
+    pub fn adopt_since(&self, seen: u64, f: impl FnMut(u64)) -> u64 {
+        let written = self.written.load(Ordering::Acquire);
+        if written == seen {
+            return seen;
+        }
+        self.adopt_slow(seen, f)
+    }
+
+    #[cold]
+    fn adopt_slow(&self, seen: u64, mut f: impl FnMut(u64)) -> u64 {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let written = self.written.load(Ordering::Acquire);
+        let new = written.saturating_sub(seen).min(ring.len() as u64) as usize;
+        ring.iter().skip(ring.len() - new).for_each(|k| f(*k));
+        written
+    }
 }
 
 /// Capacity of the passive-evidence queue: many ticks' worth of new TCP flows.
@@ -142,6 +281,7 @@ impl Default for SteeringPlane {
             passive: crossbeam_queue::ArrayQueue::new(1),
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
+            drain_sync: Default::default(),
         }
     }
 }
@@ -169,6 +309,7 @@ impl SteeringPlane {
             passive: crossbeam_queue::ArrayQueue::new(PASSIVE_QUEUE),
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
+            drain_sync: Default::default(),
         })
     }
 
@@ -203,3 +344,66 @@ impl SteeringPlane {
 
 /// A shared plane.
 pub type SharedSteering = Arc<SteeringPlane>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statesync::SyncFeed;
+    use hasync::{Op, Record, TableId};
+    use steering::sync::{encode_drain_key, DRAIN_VALUE};
+    use steering::{DrainChange, DrainedFlows};
+
+    fn upsert(k: u64) -> Record {
+        Record::upsert(TableId::STEERING_DRAIN, encode_drain_key(k), DRAIN_VALUE)
+    }
+
+    #[test]
+    fn the_drain_memory_goes_from_the_actives_workers_to_every_standby_worker() {
+        // The active publishes what a worker's memory journals, and nothing while standby.
+        let feed = SyncFeed::new(16);
+        let active = DrainSync::new(feed.clone());
+        active.publish(DrainChange::Remembered(7));
+        active.publish(DrainChange::Forgotten(7));
+        let mut out = Vec::new();
+        feed.drain(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].op, out[1].op), (Op::Upsert, Op::Delete));
+        assert!(
+            !active.apply(&out[0]),
+            "an active node refuses the peer's records"
+        );
+        // The standby rings the peer's connections; each worker copies them into its memory.
+        let standby = DrainSync::new(SyncFeed::new(16));
+        standby.set_active(false);
+        standby.publish(DrainChange::Remembered(9));
+        assert_eq!(standby.published.load(Ordering::Relaxed), 0);
+        assert!(standby.apply(&out[0]));
+        assert!(standby.apply(&out[1]), "a forgotten connection is a no-op");
+        let mut bad = upsert(5);
+        bad.key.pop();
+        assert!(!standby.apply(&bad));
+        let (mut w1, mut w2) = (DrainedFlows::new(64), DrainedFlows::new(64));
+        let seen1 = standby.adopt_since(0, |k| w1.adopt(k));
+        assert!(w1.contains(7));
+        assert_eq!(standby.adopt_since(seen1, |_| panic!("nothing new")), seen1);
+        standby.apply(&upsert(11));
+        let seen1 = standby.adopt_since(seen1, |k| w1.adopt(k));
+        assert!(w1.contains(11));
+        // A worker that comes late gets everything the ring still holds.
+        standby.adopt_since(0, |k| w2.adopt(k));
+        assert!(w2.contains(7) && w2.contains(11));
+        // The ring is bounded: the oldest go first.
+        for k in 0..DRAIN_ADOPT_RING as u64 {
+            standby.apply(&upsert((k + 100) << 20));
+        }
+        let mut n = 0;
+        standby.adopt_since(0, |_| n += 1);
+        assert_eq!(n, DRAIN_ADOPT_RING);
+        let mut m = 0;
+        standby.adopt_since(seen1, |_| m += 1);
+        assert_eq!(
+            m, DRAIN_ADOPT_RING,
+            "a worker far behind skips what was overwritten"
+        );
+    }
+}

@@ -171,6 +171,8 @@ pub struct WccpPlane {
     pub affinity: AffinityConf,
     /// Flow-affinity statistics.
     pub affinity_stats: Arc<AffinityStats>,
+    /// Flow affinity's HA sync: publishing, the peer's adopted flows, export requests.
+    pub affinity_sync: Arc<super::affinity::AffinitySync>,
     /// Multicast service-group addresses the router has joined on its `wccp-caches`
     /// interfaces: datagrams to them (and IGMP) are the router's own there.
     pub groups: Vec<Ipv4Addr>,
@@ -254,6 +256,7 @@ impl WccpPlane {
             l2_returners,
             affinity,
             affinity_stats,
+            affinity_sync: Default::default(),
             groups: Vec::new(),
         }
     }
