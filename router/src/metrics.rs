@@ -135,6 +135,9 @@ pub fn families(s: &Status) -> Vec<MetricFamily> {
     if let Some(h) = &s.ha {
         ha(&mut f, h);
     }
+    if let Some(c) = &s.cluster {
+        cluster_plane(&mut f, c);
+    }
     control(&mut f, s);
     f.list
 }
@@ -390,6 +393,58 @@ fn pseudo_standby(f: &mut Families, p: &crate::ha_status::PseudoStandbyStatus) {
             "Pseudo-standby connections: accepted, refused (one at a time), dropped (too slow, broken framing).",
             &[("what", what)],
             n,
+        );
+    }
+}
+
+/// Cluster: the epoch, ids by state, and frames to the cluster MAC by fate.
+fn cluster_plane(f: &mut Families, c: &crate::tables::cluster::ClusterStatus) {
+    f.gauge(
+        "swrouter_cluster_epoch",
+        "The cluster's id table epoch in force on this node (0 before the first).",
+        &[],
+        c.epoch as f64,
+    );
+    f.gauge(
+        "swrouter_cluster_joined",
+        "1 once the node knows the cluster's hash key.",
+        &[],
+        flag(c.hash_key_set),
+    );
+    for (state, n) in [
+        ("owned", c.ids_owned),
+        ("releasing", c.ids_releasing),
+        ("foreign", c.ids_foreign),
+    ] {
+        f.gauge(
+            "swrouter_cluster_ids",
+            "Distribution ids by this node's state for them.",
+            &[("state", state)],
+            f64::from(n),
+        );
+    }
+    f.counter(
+        "swrouter_cluster_fences_total",
+        "Times this node dropped every id at once.",
+        &[],
+        c.fences,
+    );
+    let fr = &c.frames;
+    for (fate, v) in [
+        ("owned", fr.owned),
+        ("foreign", fr.foreign),
+        ("held", fr.held),
+        ("released", fr.released),
+        ("handed", fr.handed),
+        ("hold-full", fr.hold_full),
+        ("hold-dropped", fr.hold_dropped),
+        ("not-distributed", fr.not_distributed),
+    ] {
+        f.counter(
+            "swrouter_cluster_frames_total",
+            "Frames to the cluster MAC by fate (held ones later also count as released, handed or hold-dropped).",
+            &[("fate", fate)],
+            v,
         );
     }
 }
