@@ -2608,3 +2608,26 @@ fn both_directions_of_a_natd_flow_have_the_same_id() {
         "the other id's port is not"
     );
 }
+
+#[test]
+fn a_traced_held_packet_names_its_id_and_is_recorded_again_when_handed_off() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let t = trace(&mut b, 1, "udp");
+    let ((pa, a), _) = two_flows(&plane);
+    plane.set_state(a, PlaneState::Releasing);
+    b.run(vec![to_cluster(pa)], t0);
+    let rec = only_record(&t);
+    assert_eq!(stages(&rec).last().unwrap(), "cluster queue");
+    let step = rec["stages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        step["detail"].as_str().unwrap(),
+        format!("held: its id is moving to another node (id {a})")
+    );
+    plane.hand_off(a, &[("eth0".to_string(), NEW_OWNER)]);
+    b.poll(t0);
+    assert_eq!(b.take_tx(0).len(), 1);
+    let show = t.show();
+    assert_eq!(show.records.len(), 2);
+    assert_eq!(show.records[1].stages.last().unwrap().verdict, "transmit");
+}
