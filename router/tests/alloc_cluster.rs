@@ -106,7 +106,7 @@ fn distributing_holding_and_handing_off_allocate_nothing() {
         .collect();
     let handed_to = [("eth0".to_string(), MacAddr([2, 0, 0, 0xb, 0, 1]))];
     let mut burst = Vec::with_capacity(64);
-    let mut round = 0u32;
+    let mut take_back = true;
     let mut run = |count: bool| {
         // Ids: a third owned, a third foreign, a third moving (held).
         for id in 0..=255u8 {
@@ -135,7 +135,7 @@ fn distributing_holding_and_handing_off_allocate_nothing() {
         );
         // The moves end: taken back one round, handed off the next.
         for id in (0..=255u8).filter(|i| i % 3 == 2) {
-            if round % 2 == 0 {
+            if take_back {
                 plane.set_state(id, PlaneState::Owned);
             } else {
                 plane.hand_off(id, &handed_to);
@@ -148,7 +148,7 @@ fn distributing_holding_and_handing_off_allocate_nothing() {
             }
         }
         arm(false);
-        round += 1;
+        take_back = !take_back;
     };
     run(false); // warm-up: vectors reach their working capacity
     run(false);
