@@ -3,7 +3,10 @@
 //! table snapshot — a WCCP service 0 whose buckets are split over two caches (GRE and L2), a
 //! steering service with a transparent device and a NAT device in its chain, a static route —
 //! with the neighbours of every next hop known and a few unknown, so that ARP resolution and
-//! its pending queue are in play.
+//! its pending queue are in play. eth2 is also a router cluster's shared segment: templates 1
+//! and 7 arriving there are sent to the cluster MAC, whose ids are a third each owned, foreign
+//! and moving (held); at the end some moving ones are handed off, some taken back, and the
+//! node is fenced, so every held packet leaves the hold queue.
 //!
 //! Nothing may panic, and the counters must account for every packet exactly once: the rx stage
 //! saw every frame fed, and every stage's packets in equal its packets out plus those it
@@ -61,6 +64,30 @@ translate-port = 6000
 dscp = 46
 "#;
 
+/// The cluster on eth2 (the rest of the file's interfaces, for the names).
+const CLUSTER: &str = r#"
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+[[interface]]
+name = "eth2"
+address = "10.0.3.1/24"
+[cluster]
+name = "fuzz"
+node-id = 1
+etcd = ["http://10.8.0.100:2379"]
+sync-local = "10.8.0.1:7788"
+key-file = "/dev/null"
+cluster-mac = "03:00:5e:c1:00:01"
+hold-limit = 8
+[[cluster.interface]]
+name = "eth2"
+addresses = ["10.0.3.254"]
+"#;
+
 const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
 const CACHE_GRE: [u8; 4] = [10, 0, 3, 2];
 const CACHE_L2: [u8; 4] = [10, 0, 3, 3];
@@ -105,6 +132,25 @@ fn tables() -> Tables {
     vrrp.set_role(0, true, true);
     vrrp.set_linger(1, true);
     t.vrrp = Some(Arc::new(vrrp));
+    if let Some(c) = conf::parse_str("fuzz.conf", CLUSTER)
+        .ok()
+        .and_then(|c| c.cluster)
+    {
+        if let Ok(plane) = crate::tables::cluster::ClusterPlane::new(&c, &t.ifaces, None) {
+            let _ = plane.set_hash_key(7);
+            for id in 0..=255u8 {
+                plane.set_state(
+                    id,
+                    match id % 3 {
+                        0 => ::cluster::PlaneState::Owned,
+                        1 => ::cluster::PlaneState::Releasing,
+                        _ => ::cluster::PlaneState::Foreign,
+                    },
+                );
+            }
+            t.cluster = Some(Arc::new(plane));
+        }
+    }
     t
 }
 
@@ -174,7 +220,7 @@ fn l4(sport: u16, dport: u16, tcp: bool) -> Vec<u8> {
 /// The well-formed frame a template names.
 fn template(kind: u8, iface: u16) -> Vec<u8> {
     let client = [10, 0, 1, 2];
-    match kind % 10 {
+    let mut f = match kind % 10 {
         // TCP SYN to a server: WCCP service 0 redirects it (GRE or L2 by bucket).
         1 => ip_frame(iface, client, [10, 0, 2, 80], 6, &l4(40000, 80, true)),
         // UDP to the steering service.
@@ -224,7 +270,14 @@ fn template(kind: u8, iface: u16) -> Vec<u8> {
             f
         }
         _ => Vec::new(),
+    };
+    // On the cluster's segment, routed traffic comes to the cluster MAC.
+    if iface == 2 && matches!(kind % 10, 1 | 7) {
+        if let Some(d) = f.get_mut(0..6) {
+            d.copy_from_slice(&[3, 0, 0x5e, 0xc1, 0, 1]);
+        }
     }
+    f
 }
 
 /// Feeds the records of `data` to a fresh pipeline and checks the accounting.
@@ -290,6 +343,18 @@ pub fn fuzz_pipeline(data: &[u8], t0: Instant) {
         }
     }
     flush(&mut burst, &mut pipeline, &mut pool, now);
+    // Moving ids end: some handed off, some taken back, and a fence drops the rest.
+    if let Some(plane) = tables.cluster.clone() {
+        for id in (0..=255u8).filter(|i| i % 3 == 1) {
+            match id % 4 {
+                0 => plane.hand_off(id, &[("eth2".into(), MacAddr([2, 0, 0, 0xb, 0, 3]))]),
+                1 => plane.set_state(id, ::cluster::PlaneState::Owned),
+                _ => {}
+            }
+        }
+        flush(&mut burst, &mut pipeline, &mut pool, now);
+        plane.fence();
+    }
     // Pending next hops give up after a while: release or drop everything still queued.
     for _ in 0..4 {
         now += Duration::from_secs(2);

@@ -135,6 +135,9 @@ pub fn families(s: &Status) -> Vec<MetricFamily> {
     if let Some(h) = &s.ha {
         ha(&mut f, h);
     }
+    if let Some(c) = &s.cluster {
+        cluster_plane(&mut f, c);
+    }
     control(&mut f, s);
     f.list
 }
@@ -390,6 +393,58 @@ fn pseudo_standby(f: &mut Families, p: &crate::ha_status::PseudoStandbyStatus) {
             "Pseudo-standby connections: accepted, refused (one at a time), dropped (too slow, broken framing).",
             &[("what", what)],
             n,
+        );
+    }
+}
+
+/// Cluster: the epoch, ids by state, and frames to the cluster MAC by fate.
+fn cluster_plane(f: &mut Families, c: &crate::tables::cluster::ClusterStatus) {
+    f.gauge(
+        "swrouter_cluster_epoch",
+        "The cluster's id table epoch in force on this node (0 before the first).",
+        &[],
+        c.epoch as f64,
+    );
+    f.gauge(
+        "swrouter_cluster_joined",
+        "1 once the node knows the cluster's hash key.",
+        &[],
+        flag(c.hash_key_set),
+    );
+    for (state, n) in [
+        ("owned", c.ids_owned),
+        ("releasing", c.ids_releasing),
+        ("foreign", c.ids_foreign),
+    ] {
+        f.gauge(
+            "swrouter_cluster_ids",
+            "Distribution ids by this node's state for them.",
+            &[("state", state)],
+            f64::from(n),
+        );
+    }
+    f.counter(
+        "swrouter_cluster_fences_total",
+        "Times this node dropped every id at once.",
+        &[],
+        c.fences,
+    );
+    let fr = &c.frames;
+    for (fate, v) in [
+        ("owned", fr.owned),
+        ("foreign", fr.foreign),
+        ("held", fr.held),
+        ("released", fr.released),
+        ("handed", fr.handed),
+        ("hold-full", fr.hold_full),
+        ("hold-dropped", fr.hold_dropped),
+        ("not-distributed", fr.not_distributed),
+    ] {
+        f.counter(
+            "swrouter_cluster_frames_total",
+            "Frames to the cluster MAC by fate (held ones later also count as released, handed or hold-dropped).",
+            &[("fate", fate)],
+            v,
         );
     }
 }
@@ -1571,6 +1626,24 @@ pub(crate) mod tests {
                         "bad_requests": 0, "not_found": 1, "timed_out": 0},
             "trace": {"armed": true, "filter": "tcp", "count": 5, "remaining": 2,
                       "captured": 3, "discarded": 0, "per_worker_limit": 1000},
+            "cluster": serde_json::to_value(crate::tables::cluster::ClusterStatus {
+                cluster_mac: "03:00:5e:c1:00:01".into(),
+                epoch: 4,
+                hash_key_set: true,
+                ids_owned: 85,
+                ids_releasing: 1,
+                ids_foreign: 170,
+                fences: 0,
+                interfaces: Vec::new(),
+                frames: crate::tables::cluster::ClusterFrames {
+                    owned: 30,
+                    foreign: 61,
+                    held: 2,
+                    handed: 2,
+                    ..Default::default()
+                },
+            })
+            .unwrap(),
             "nat": serde_json::to_value(crate::natd::NatStatus {
                 pool: vec![std::net::Ipv4Addr::new(192, 0, 2, 1)],
                 ports: "1024-65535".into(),
@@ -1603,6 +1676,16 @@ pub(crate) mod tests {
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_status_text_has_a_cluster_section() {
+        let text = crate::status::render(&sample());
+        assert!(
+            text.contains("cluster: MAC 03:00:5e:c1:00:01  epoch 4  key set  ids owned 85 releasing 1 foreign 170"),
+            "{text}"
+        );
+        assert!(text.contains("owned 30  foreign 61  held 2 (released 0 handed 2 dropped 0)"));
     }
 
     #[test]
@@ -1683,6 +1766,13 @@ pub(crate) mod tests {
             ("swrouter_nat_ha_applied_total", 12.0),
             ("swrouter_nat_ha_standby_drops_total", 3.0),
             ("swrouter_nat_ha_active", 0.0),
+            ("swrouter_cluster_epoch", 4.0),
+            ("swrouter_cluster_joined", 1.0),
+            ("swrouter_cluster_ids{state=\"owned\"}", 85.0),
+            ("swrouter_cluster_ids{state=\"foreign\"}", 170.0),
+            ("swrouter_cluster_frames_total{fate=\"foreign\"}", 61.0),
+            ("swrouter_cluster_frames_total{fate=\"handed\"}", 2.0),
+            ("swrouter_cluster_frames_total{fate=\"hold-full\"}", 0.0),
             (
                 "swrouter_steering_dropped_packets_total{service=\"web\",reason=\"steering-acl-deny\"}",
                 0.0,

@@ -50,6 +50,9 @@ pub struct Status {
     /// High availability (VRRP), when `[ha]` is configured.
     #[serde(default)]
     pub ha: Option<crate::ha_status::HaStatus>,
+    /// The router cluster's data plane (ids, frames by fate), when `[cluster]` is configured.
+    #[serde(default)]
+    pub cluster: Option<crate::tables::cluster::ClusterStatus>,
 }
 
 /// The metrics listener's address and counters since start.
@@ -726,6 +729,10 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
         metrics: cx.metrics.clone(),
         trace: Some(shared.trace.status()),
         ha: cx.ha.clone(),
+        cluster: tables
+            .cluster
+            .as_ref()
+            .map(|c| c.status(shared.counters.iter().map(|w| &w.cluster))),
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -1022,6 +1029,9 @@ pub fn render(s: &Status) -> String {
     if let Some(h) = &s.ha {
         crate::ha_status::render(&mut o, h);
     }
+    if let Some(c) = &s.cluster {
+        render_cluster(&mut o, c);
+    }
     if let Some(p) = &s.probes {
         let _ = writeln!(
             o,
@@ -1047,4 +1057,41 @@ pub fn render(s: &Status) -> String {
         );
     }
     o
+}
+
+/// The cluster section of the text rendering.
+fn render_cluster(o: &mut String, c: &crate::tables::cluster::ClusterStatus) {
+    let _ = writeln!(
+        o,
+        "\ncluster: MAC {}  epoch {}  key {}  ids owned {} releasing {} foreign {}  fences {}",
+        c.cluster_mac,
+        c.epoch,
+        if c.hash_key_set {
+            "set"
+        } else {
+            "not yet (not joined)"
+        },
+        c.ids_owned,
+        c.ids_releasing,
+        c.ids_foreign,
+        c.fences
+    );
+    for i in &c.interfaces {
+        let _ = writeln!(
+            o,
+            "  segment {}  addresses {}",
+            i.name,
+            if i.addresses.is_empty() {
+                "-".to_string()
+            } else {
+                i.addresses.join(",")
+            }
+        );
+    }
+    let f = &c.frames;
+    let _ = writeln!(
+        o,
+        "  frames to the cluster MAC: owned {}  foreign {}  held {} (released {} handed {} dropped {})  hold-full {}  not-distributed {}",
+        f.owned, f.foreign, f.held, f.released, f.handed, f.hold_dropped, f.hold_full, f.not_distributed
+    );
 }

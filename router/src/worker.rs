@@ -216,6 +216,10 @@ fn run(
         fds.push(plane.rt.inboxes[id].wake.fd());
         pipeline.set_nat(nat);
     }
+    // Cluster: the hold queue for packets of moving ids, allocated once.
+    if let Some(c) = shared.tables.load().cluster.as_ref() {
+        pipeline.reserve_cluster_hold(c.hold_limit());
+    }
     let mut handed = Vec::with_capacity(crate::natd::HANDOFF_BATCH);
     let mut pollfds = Vec::with_capacity(fds.len());
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;

@@ -2295,3 +2295,410 @@ fn a_vrrp_master_takes_wccp_and_gre_to_the_virtual_address_without_accept_mode()
     b.run(vec![hia], t0);
     assert!(rx.try_recv().is_err());
 }
+
+// ----- router cluster (issue 16): the cluster stage, its receive filter and ARP -----
+
+const CMAC: MacAddr = MacAddr([3, 0, 0x5e, 0xc1, 0, 1]);
+/// The MAC of the node an id is handed to.
+const NEW_OWNER: MacAddr = MacAddr([2, 0, 0, 0xb, 0, 1]);
+
+/// `[cluster]` with `eth0` (gateway 10.0.1.254) and the given other segments.
+fn cluster_conf(extra: &str, hold_limit: u32) -> conf::ClusterConf {
+    let text = format!(
+        r#"
+[[interface]]
+name = "eth0"
+address = "10.0.1.1/24"
+[[interface]]
+name = "eth1"
+address = "10.0.2.1/24"
+[cluster]
+name = "edge"
+node-id = 1
+etcd = ["http://10.8.0.100:2379"]
+sync-local = "10.8.0.1:7788"
+key-file = "/etc/swrouter/cluster.key"
+cluster-mac = "03:00:5e:c1:00:01"
+hold-limit = {hold_limit}
+[[cluster.interface]]
+name = "eth0"
+addresses = ["10.0.1.254"]
+{extra}
+"#
+    );
+    conf::parse_str("t.conf", &text).unwrap().cluster.unwrap()
+}
+
+/// A bench whose router is a cluster node (eth0 shared), its neighbours known, key set.
+fn cluster_bench(hold_limit: u32) -> (Bench, Arc<router::tables::cluster::ClusterPlane>, Instant) {
+    cluster_bench_with(cluster_conf("", hold_limit), None)
+}
+
+fn cluster_bench_with(
+    c: conf::ClusterConf,
+    nat: Option<&nat::config::Config>,
+) -> (Bench, Arc<router::tables::cluster::ClusterPlane>, Instant) {
+    let mut b = Bench::new();
+    let plane =
+        Arc::new(router::tables::cluster::ClusterPlane::new(&c, &b.tables.ifaces, nat).unwrap());
+    plane.set_hash_key(0x5eed).unwrap();
+    b.tables.cluster = Some(plane.clone());
+    b.pipeline.reserve_cluster_hold(plane.hold_limit());
+    let t0 = Instant::now();
+    b.neighbours
+        .learn(0, [10, 0, 1, 2].into(), CLIENT, true, t0);
+    b.neighbours
+        .learn(1, [10, 0, 2, 2].into(), SERVER, true, t0);
+    (b, plane, t0)
+}
+
+/// Client → 10.0.2.2 UDP from source port `sport`, sent to the cluster MAC.
+fn to_cluster(sport: u16) -> Vec<u8> {
+    let mut f = udp([10, 0, 2, 2], 64);
+    f[0..6].copy_from_slice(&CMAC.0);
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f
+}
+
+fn id_of(plane: &router::tables::cluster::ClusterPlane, f: &[u8], outside: bool) -> u8 {
+    cluster::packet_id(plane.id_config().unwrap(), &f[14..], outside).unwrap()
+}
+
+/// Two flows (source ports) with different ids.
+fn two_flows(plane: &router::tables::cluster::ClusterPlane) -> ((u16, u8), (u16, u8)) {
+    let a = (40000, id_of(plane, &to_cluster(40000), false));
+    let b = (40001..)
+        .map(|p| (p, id_of(plane, &to_cluster(p), false)))
+        .find(|(_, id)| *id != a.1)
+        .unwrap();
+    (a, b)
+}
+
+fn assert_accounted(b: &Bench) {
+    for (si, sc) in b.counters.stages.iter().enumerate() {
+        let drops: u64 = sc.drops.iter().map(|c| c.get()).sum();
+        assert_eq!(
+            sc.packets_in.get(),
+            sc.packets_out.get() + sc.consumed.get() + drops,
+            "stage {:?}",
+            StageKind::ALL[si]
+        );
+    }
+}
+
+#[test]
+fn frames_to_the_cluster_mac_pass_only_on_their_ids_owner() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let ((pa, a), (pb, idb)) = two_flows(&plane);
+    // Every id starts foreign: dropped, counted, nothing sent.
+    b.run(vec![to_cluster(pa)], t0);
+    assert!(b.take_tx(1).is_empty());
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterForeign), 1);
+    assert_eq!(b.counters.cluster.foreign.get(), 1);
+    // Owned: routed as ever, out with our own MAC.
+    plane.set_state(a, PlaneState::Owned);
+    b.run(vec![to_cluster(pa), to_cluster(pb)], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 1, "only the owned id's flow");
+    assert_eq!((ethernet::dst(&tx[0]), ethernet::src(&tx[0])), (SERVER, R1));
+    assert_eq!(&tx[0][34..36], &pa.to_be_bytes());
+    assert_eq!(b.counters.cluster.owned.get(), 1);
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterForeign), 2);
+    // A frame to the node's own MAC is not distributed, whatever its id's owner (another
+    // node's hand-off, or a host that uses this node's address).
+    assert_eq!(plane.state(idb), PlaneState::Foreign);
+    let mut own = to_cluster(pb);
+    own[0..6].copy_from_slice(&R0.0);
+    b.run(vec![own], t0);
+    assert_eq!(b.take_tx(1).len(), 1);
+    assert_eq!(b.counters.cluster.foreign.get(), 2);
+    // The cluster MAC is taken only on a shared segment: on eth1 it is another host's.
+    let mut p = Packet::from_frame(&to_cluster(pa));
+    p.meta.rx_if = 1;
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    assert_eq!(b.drops(StageKind::Ethernet, DropReason::L2Multicast), 1);
+    assert_accounted(&b);
+}
+
+#[test]
+fn held_frames_run_when_their_id_becomes_owned_and_go_to_the_new_owner_when_handed_off() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let ((pa, a), (pb, idb)) = two_flows(&plane);
+    plane.set_state(a, PlaneState::Releasing);
+    plane.set_state(idb, PlaneState::Releasing);
+    b.run(vec![to_cluster(pa), to_cluster(pb), to_cluster(pa)], t0);
+    assert!(
+        b.take_tx(0).is_empty() && b.take_tx(1).is_empty(),
+        "all held"
+    );
+    assert_eq!(b.counters.cluster.held.get(), 3);
+    assert!(b.pipeline.has_pending(), "the worker polls soon");
+    // a comes back: its held frames run at the next burst, before that burst's own frames.
+    plane.set_state(a, PlaneState::Owned);
+    let mut later = to_cluster(pa);
+    later[42] = 0xee;
+    b.run(vec![later], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(tx.len(), 3);
+    assert!(tx[..2].iter().all(|f| f.len() > 42 && f[42] == 0));
+    assert_eq!(tx[2][42], 0xee, "the newer frame after the held ones");
+    assert_eq!(b.counters.cluster.released.get(), 2);
+    // b is handed to another node: its held frame leaves on the interface it came in on, to
+    // the new owner's MAC, from ours, untouched otherwise (the new owner routes it).
+    plane.hand_off(idb, &[("eth0".to_string(), NEW_OWNER)]);
+    b.poll(t0);
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(
+        (ethernet::dst(&tx[0]), ethernet::src(&tx[0])),
+        (NEW_OWNER, R0)
+    );
+    let orig = to_cluster(pb);
+    assert_eq!(
+        &tx[0][12..orig.len()],
+        &orig[12..],
+        "same datagram, TTL not spent"
+    );
+    assert_eq!(b.counters.cluster.handed.get(), 1);
+    assert!(!b.pipeline.has_pending());
+    // Later frames of the handed id are foreign here.
+    b.run(vec![to_cluster(pb)], t0);
+    assert!(b.take_tx(0).is_empty() && b.take_tx(1).is_empty());
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterForeign), 1);
+    assert_accounted(&b);
+}
+
+#[test]
+fn the_hold_queue_is_bounded_and_a_fence_drops_what_it_holds() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(4);
+    let ((pa, a), _) = two_flows(&plane);
+    plane.set_state(a, PlaneState::Releasing);
+    b.run((0..6).map(|_| to_cluster(pa)).collect(), t0);
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterHoldFull), 2);
+    assert_eq!(
+        (
+            b.counters.cluster.held.get(),
+            b.counters.cluster.hold_full.get()
+        ),
+        (4, 2)
+    );
+    // Still releasing: kept.
+    b.poll(t0);
+    assert!(b.pipeline.has_pending());
+    plane.fence();
+    b.poll(t0);
+    assert_eq!(
+        b.drops(StageKind::Cluster, DropReason::ClusterHoldDropped),
+        4
+    );
+    assert_eq!(b.counters.cluster.hold_dropped.get(), 4);
+    assert!(!b.pipeline.has_pending());
+    assert!(b.take_tx(0).is_empty() && b.take_tx(1).is_empty());
+    assert_accounted(&b);
+}
+
+#[test]
+fn arp_for_a_cluster_address_is_answered_with_the_cluster_mac_only_on_a_shared_segment() {
+    // eth1 is a shared segment too, with a NAT pool address listed nowhere else.
+    let c = cluster_conf(
+        "[[cluster.interface]]\nname = \"eth1\"\naddresses = [\"10.0.2.253\"]",
+        16,
+    );
+    let (mut b, _plane, t0) = cluster_bench_with(c, None);
+    b.run(vec![arp_request([10, 0, 1, 254])], t0);
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    let reply = arp::ArpRepr::parse(&tx[0][14..]).unwrap();
+    assert_eq!(
+        (reply.operation, reply.sender_mac, reply.sender_ip),
+        (arp::OP_REPLY, CMAC, [10, 0, 1, 254].into())
+    );
+    // From our own MAC: switches never learn the cluster MAC on a port.
+    assert_eq!((ethernet::dst(&tx[0]), ethernet::src(&tx[0])), (CLIENT, R0));
+    // The router's own address is still answered with its own MAC.
+    b.run(vec![arp_request([10, 0, 1, 1])], t0);
+    let reply = arp::ArpRepr::parse(&b.take_tx(0)[0][14..]).unwrap();
+    assert_eq!(reply.sender_mac, R0);
+    // eth1's cluster address asked on eth0: not ours there.
+    b.run(vec![arp_request([10, 0, 2, 253])], t0);
+    assert!(b.take_tx(0).is_empty());
+    // A neighbour claiming a cluster address is not believed.
+    let mut claim = arp_request([10, 0, 1, 1]);
+    claim[28..32].copy_from_slice(&[10, 0, 1, 254]);
+    b.run(vec![claim], t0);
+    assert!(b.take_tx(0).is_empty());
+    assert_eq!(b.drops(StageKind::Ethernet, DropReason::ArpBadSender), 1);
+}
+
+#[test]
+fn arp_for_a_nat_pool_address_is_answered_with_the_cluster_mac_on_a_shared_segment() {
+    let nat_cfg = nat::config::Config {
+        rules: vec![nat::config::Rule {
+            inside: vec![nat::config::Prefix::new([10, 0, 1, 0].into(), 24)],
+            outside: 0,
+            pool: vec![[10, 0, 1, 200].into()],
+        }],
+        ..nat::config::Config::default()
+    };
+    for shared in [true, false] {
+        let mut c = cluster_conf("", 16);
+        if !shared {
+            // eth0 is not shared: only eth1 is.
+            c.interfaces[0].name = "eth1".into();
+            c.interfaces[0].addresses.clear();
+        }
+        let (mut b, _plane, t0) = cluster_bench_with(c, Some(&nat_cfg));
+        let rt = Arc::new(
+            router::natd::NatRuntime::new(nat_cfg.clone(), router::statesync::SyncFeed::disabled())
+                .unwrap(),
+        );
+        b.tables.nat = Some(Arc::new(router::natd::NatPlane::new(
+            nat_cfg.clone(),
+            2,
+            rt,
+        )));
+        b.run(vec![arp_request([10, 0, 1, 200])], t0);
+        let tx = b.take_tx(0);
+        assert_eq!(tx.len(), 1);
+        let reply = arp::ArpRepr::parse(&tx[0][14..]).unwrap();
+        assert_eq!(
+            reply.sender_mac,
+            if shared { CMAC } else { R0 },
+            "shared {shared}"
+        );
+        assert_eq!(ethernet::src(&tx[0]), R0);
+    }
+}
+
+#[test]
+fn a_ping_to_the_cluster_gateway_is_answered_by_its_ids_owner_only() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let mut ping = echo_request(1);
+    ping[0..6].copy_from_slice(&CMAC.0);
+    ping[30..34].copy_from_slice(&[10, 0, 1, 254]);
+    ipv4::fill_checksum(&mut ping[14..], 20);
+    let id = id_of(&plane, &ping, false);
+    b.run(vec![ping.clone()], t0);
+    assert!(b.take_tx(0).is_empty(), "foreign: another node answers");
+    plane.set_state(id, PlaneState::Owned);
+    b.run(vec![ping], t0);
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    let l3 = &tx[0][14..];
+    assert_eq!(
+        (ipv4::src(l3), ipv4::dst(l3), l3[20]),
+        ([10, 0, 1, 254].into(), [10, 0, 1, 2].into(), 0),
+        "an echo reply from the gateway address"
+    );
+    assert_eq!((ethernet::dst(&tx[0]), ethernet::src(&tx[0])), (CLIENT, R0));
+}
+
+#[test]
+fn both_directions_of_a_natd_flow_have_the_same_id() {
+    use cluster::PlaneState;
+    // Inside 10.0.1.0/24 behind pool 10.0.2.254 on eth1; both segments shared.
+    let nat_cfg = nat::config::Config {
+        rules: vec![nat::config::Rule {
+            inside: vec![nat::config::Prefix::new([10, 0, 1, 0].into(), 24)],
+            outside: 1,
+            pool: vec![[10, 0, 2, 254].into()],
+        }],
+        port_min: 4096,
+        ..nat::config::Config::default()
+    };
+    let c = cluster_conf(
+        "[[cluster.interface]]\nname = \"eth1\"\naddresses = [\"10.0.2.254\"]",
+        16,
+    );
+    let (mut b, plane, t0) = cluster_bench_with(c, Some(&nat_cfg));
+    // Out: client 10.0.1.2:40000 → 10.0.2.2:9, to the cluster MAC on eth0.
+    let out = to_cluster(40000);
+    let id = id_of(&plane, &out, false);
+    // Back: 10.0.2.2:9 → pool 10.0.2.254 on a port the NAT gives that endpoint (its id), to
+    // the cluster MAC on eth1; and one on a port of the next id.
+    let back = |port: u16| {
+        let mut f = vec![0u8; 14 + 28 + 4];
+        ethernet::write_header(&mut f, CMAC, SERVER, ethernet::ETHERTYPE_IPV4);
+        ipv4::Ipv4Repr {
+            src: [10, 0, 2, 2].into(),
+            dst: [10, 0, 2, 254].into(),
+            protocol: 17,
+            payload_len: 12,
+            ttl: 64,
+            ident: 2,
+            tos: 0,
+            dont_fragment: false,
+        }
+        .emit(&mut f[14..34]);
+        f[34..36].copy_from_slice(&9u16.to_be_bytes());
+        f[36..38].copy_from_slice(&port.to_be_bytes());
+        f[38..40].copy_from_slice(&12u16.to_be_bytes());
+        f
+    };
+    let port = cluster::id::port_for_id(4096, id, 3).unwrap();
+    let other = cluster::id::port_for_id(4096, id.wrapping_add(1), 3).unwrap();
+    assert_eq!(id_of(&plane, &back(port), true), id);
+    plane.set_state(id, PlaneState::Owned);
+    let neigh = b.neighbours.load();
+    let mut burst: Vec<Packet> = [(out, 0u16), (back(port), 1), (back(other), 1)]
+        .iter()
+        .map(|(f, rx)| {
+            let mut p = Packet::from_frame(f);
+            p.meta.rx_if = *rx;
+            p
+        })
+        .collect();
+    b.pipeline.run(
+        &mut burst,
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    assert_eq!(
+        b.counters.cluster.owned.get(),
+        2,
+        "both directions are this node's"
+    );
+    assert_eq!(
+        b.counters.cluster.foreign.get(),
+        1,
+        "the other id's port is not"
+    );
+}
+
+#[test]
+fn a_traced_held_packet_names_its_id_and_is_recorded_again_when_handed_off() {
+    use cluster::PlaneState;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let t = trace(&mut b, 1, "udp");
+    let ((pa, a), _) = two_flows(&plane);
+    plane.set_state(a, PlaneState::Releasing);
+    b.run(vec![to_cluster(pa)], t0);
+    let rec = only_record(&t);
+    assert_eq!(stages(&rec).last().unwrap(), "cluster queue");
+    let step = rec["stages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        step["detail"].as_str().unwrap(),
+        format!("held: its id is moving to another node (id {a})")
+    );
+    plane.hand_off(a, &[("eth0".to_string(), NEW_OWNER)]);
+    b.poll(t0);
+    assert_eq!(b.take_tx(0).len(), 1);
+    let show = t.show();
+    assert_eq!(show.records.len(), 2);
+    assert_eq!(show.records[1].stages.last().unwrap().verdict, "transmit");
+}

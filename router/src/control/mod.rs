@@ -414,6 +414,14 @@ fn run_node(
         tables.vrrp = Some(plane.clone());
         Some((plane, tables.local.bind_vrrp(256)))
     };
+    // Cluster: the data plane's view (shared MAC and addresses, every id foreign until the
+    // cluster driver says otherwise).
+    if let Some(c) = &conf.cluster {
+        tables.cluster = Some(Arc::new(
+            crate::tables::cluster::ClusterPlane::new(c, &tables.ifaces, conf.nat.config.as_ref())
+                .with_context(|| config_path.display().to_string())?,
+        ));
+    }
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::outbox::outbox(1024)?;
     let shared = Arc::new(Shared {

@@ -762,6 +762,7 @@ impl Standby {
                 metrics: None,
                 trace: None,
                 ha: Some(self.ha_status(link)),
+                cluster: None,
             }),
             other => serde_json::to_string(&super::ReloadReply {
                 ok: false,

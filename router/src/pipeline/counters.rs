@@ -82,6 +82,28 @@ pub struct PortCounters {
     pub rx_truncated: Counter,
 }
 
+/// The cluster stage's frames to the cluster MAC by fate (issue 16; all zero without
+/// `[cluster]`). Foreign and hold-full frames are also the stage's drops.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    /// Of an id this node owns: passed on.
+    pub owned: Counter,
+    /// Of an id another node owns: dropped (`cluster-foreign`).
+    pub foreign: Counter,
+    /// Of a moving id: held.
+    pub held: Counter,
+    /// Held, then run here (the id stayed or came back).
+    pub released: Counter,
+    /// Held, then forwarded to the id's new owner.
+    pub handed: Counter,
+    /// Of a moving id with the hold queue full (`cluster-hold-full`).
+    pub hold_full: Counter,
+    /// Held, then dropped: the id went foreign without a hand-off (`cluster-hold-dropped`).
+    pub hold_dropped: Counter,
+    /// With no distribution id (the id function could not read it): handled here.
+    pub not_distributed: Counter,
+}
+
 /// Everything one worker counts; shared read-only with the management thread.
 #[derive(Debug)]
 pub struct WorkerCounters {
@@ -93,6 +115,8 @@ pub struct WorkerCounters {
     pub bursts: Counter,
     /// ICMP errors suppressed by the rate limiter.
     pub icmp_rate_limited: Counter,
+    /// The cluster stage's counters.
+    pub cluster: ClusterCounters,
 }
 
 impl WorkerCounters {
@@ -103,6 +127,7 @@ impl WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             bursts: Counter::default(),
             icmp_rate_limited: Counter::default(),
+            cluster: ClusterCounters::default(),
         }
     }
 }

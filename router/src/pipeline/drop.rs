@@ -145,11 +145,19 @@ pub enum DropReason {
     /// NAT: the node is the HA standby, which translates its peer's synced sessions but
     /// creates none (both nodes share the pool).
     NatStandby,
+    /// Cluster: a frame to the cluster MAC whose id another node handles (the normal fate of
+    /// the other nodes' share: counted, never logged).
+    ClusterForeign,
+    /// Cluster: a frame of a moving id found this worker's hold queue full (`hold-limit`).
+    ClusterHoldFull,
+    /// Cluster: a held frame whose id went to another node with no hand-off (a fence, or a
+    /// new owner with no MAC on the frame's interface).
+    ClusterHoldDropped,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 68] = [
+    pub const ALL: [DropReason; 71] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -218,9 +226,18 @@ impl DropReason {
         DropReason::VrrpQueueFull,
         DropReason::VrrpNotAccepted,
         DropReason::NatStandby,
+        DropReason::ClusterForeign,
+        DropReason::ClusterHoldFull,
+        DropReason::ClusterHoldDropped,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
+
+    /// True for reasons that are the normal fate of many packets and are only counted, never
+    /// logged (not even the first).
+    pub fn is_quiet(self) -> bool {
+        matches!(self, DropReason::ClusterForeign)
+    }
 
     /// Stable kebab-case name.
     pub fn as_str(self) -> &'static str {
@@ -293,6 +310,9 @@ impl DropReason {
             DropReason::VrrpQueueFull => "vrrp-queue-full",
             DropReason::VrrpNotAccepted => "vrrp-not-accepted",
             DropReason::NatStandby => "nat-standby",
+            DropReason::ClusterForeign => "cluster-foreign",
+            DropReason::ClusterHoldFull => "cluster-hold-full",
+            DropReason::ClusterHoldDropped => "cluster-hold-dropped",
         }
     }
 }

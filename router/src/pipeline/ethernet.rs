@@ -1,7 +1,14 @@
 //! The ethernet/arp stage: keeps frames addressed to us (or broadcast), answers ARP for our
 //! addresses, learns neighbours from ARP, and passes IPv4 on. With VRRP, "us" includes the
 //! virtual MAC and addresses of the virtual routers this router is master for, and the
-//! advertisements' group MAC on interfaces that speak VRRP (`tables::vrrp`).
+//! advertisements' group MAC on interfaces that speak VRRP (`tables::vrrp`). In a router
+//! cluster (`tables::cluster`), "us" includes the cluster MAC on the shared segments, and the
+//! cluster addresses (and, with NAT, the pool addresses) there are answered in ARP with the
+//! cluster MAC. Every node answers the same request with the same binding: the requester gets
+//! one identical reply per node, which is harmless (each one refreshes the same entry), and no
+//! node has to be elected to answer. The reply's Ethernet source is the node's own interface
+//! MAC, as on every frame swrouter sends, so switches never learn the cluster MAC on a port
+//! and keep flooding frames to it to every node.
 //!
 //! Counters: `frame-truncated`, `l2-other-host` (unicast for another MAC, which promiscuous mode
 //! shows us), `l2-multicast`, `ethertype-unsupported`, `arp-truncated`, `arp-unsupported`,
@@ -34,6 +41,7 @@ impl EthernetStage {
         if dst != iface.mac
             && dst != MacAddr::BROADCAST
             && !vrrp_takes(cx, iface.id, dst)
+            && !cluster_takes(cx, iface.id, dst)
             // A joined WCCP group's (or all systems', for IGMP queries) on a cache interface.
             && !(iface.wccp_caches && cx.tables.wccp.takes_mac(dst))
         {
@@ -62,6 +70,15 @@ fn vrrp_takes(cx: &StageCx<'_>, iface: IfId, dst: MacAddr) -> bool {
     })
 }
 
+/// Cluster (issue 16): the receive filter of the cluster MAC on the shared segments.
+#[inline]
+fn cluster_takes(cx: &StageCx<'_>, iface: IfId, dst: MacAddr) -> bool {
+    cx.tables
+        .cluster
+        .as_deref()
+        .is_some_and(|c| c.takes_mac(iface, dst))
+}
+
 #[cold]
 #[inline(never)]
 fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict {
@@ -78,13 +95,28 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
             .as_deref()
             .and_then(|v| v.arp_mac(iface.id, ip))
     };
-    let answer_mac = vmac(arp.target_ip);
+    // A cluster address on this shared segment, or a NAT pool address on it: the cluster MAC.
+    let cluster = cx.tables.cluster.as_deref();
+    let cmac = |ip| {
+        cluster.and_then(|c| {
+            let pool = || {
+                cx.tables
+                    .nat
+                    .as_deref()
+                    .is_some_and(|n| n.is_pool_on(ip, iface.id))
+            };
+            (c.is_address_on(iface.id, ip) || (c.is_cluster_iface(iface.id) && pool()))
+                .then(|| c.mac())
+        })
+    };
+    let answer_mac = vmac(arp.target_ip).or_else(|| cmac(arp.target_ip));
     // Only neighbours on the connected prefix, with a unicast MAC, are believed.
     let sender_ok = arp.sender_mac != MacAddr::ZERO
         && !arp.sender_mac.is_multicast()
         && iface.contains(arp.sender_ip)
         && arp.sender_ip != iface.addr
-        && (cx.tables.vrrp.is_none() || vmac(arp.sender_ip).is_none());
+        && (cx.tables.vrrp.is_none() || vmac(arp.sender_ip).is_none())
+        && !cluster.is_some_and(|c| c.is_address(arp.sender_ip));
     // Our address, a master's virtual address, or a NAT pool address on this (outside)
     // interface.
     let for_us = arp.target_ip == iface.addr
@@ -120,7 +152,10 @@ fn handle_arp(pkt: &mut Packet, iface: &Iface, cx: &mut StageCx<'_>) -> Verdict 
             target_ip: arp.sender_ip,
         };
         let rx_if = pkt.meta.rx_if;
-        fill_arp(pkt, arp.sender_mac, mac, &reply);
+        // VRRP's reply comes from the virtual MAC (RFC 5798 §6.4.3); the cluster's from the
+        // node's own MAC (a multicast source MAC is invalid, and switches must not learn it).
+        let src = if cluster.is_some() { iface.mac } else { mac };
+        fill_arp(pkt, arp.sender_mac, src, &reply);
         pkt.meta.tx_if = rx_if;
         return Verdict::Jump(StageKind::Tx);
     }

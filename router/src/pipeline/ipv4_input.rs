@@ -109,8 +109,16 @@ impl Ipv4InputStage {
         if ipv4::is_martian_destination(dst) {
             return Verdict::Drop(DropReason::MartianDestination);
         }
-        // A frame sent to our MAC's broadcast form is not a request to forward it.
-        if crate::wire::ethernet::dst(pkt.frame()).is_multicast() {
+        // A frame sent to our MAC's broadcast form is not a request to forward it; one sent to
+        // the cluster MAC on a shared segment is (the cluster stage decides who forwards it).
+        let dst_mac = crate::wire::ethernet::dst(pkt.frame());
+        if dst_mac.is_multicast()
+            && !cx
+                .tables
+                .cluster
+                .as_deref()
+                .is_some_and(|c| c.takes_mac(pkt.meta.rx_if, dst_mac))
+        {
             return Verdict::Drop(DropReason::BroadcastNotForwarded);
         }
         Verdict::Continue

@@ -14,6 +14,7 @@
 //! place without touching the others.
 
 mod affinity;
+mod cluster;
 pub mod counters;
 pub mod drop;
 mod ethernet;
@@ -230,6 +231,8 @@ struct Runner<'p> {
     steering_on: bool,
     /// The snapshot translates (else the NAT stages pass everything on).
     nat_on: bool,
+    /// The router is a cluster node (else the cluster stage passes everything on).
+    cluster_on: bool,
     /// The trace shared with the control plane (None in tests and benches that set none).
     tracer: Option<&'p trace::Tracer>,
     /// The record of the traced packet being run.
@@ -309,6 +312,18 @@ impl Runner<'_> {
         }
     }
 
+    /// Cluster: looks at the held packets of moving ids and runs what that released (the
+    /// re-run ones and the hand-offs), before anything newer of the same flows.
+    #[cold]
+    #[inline(never)]
+    fn release_held(&mut self, cx: &mut StageCx<'_>) {
+        self.stages.cluster.release(cx);
+        self.follow.extend(cx.emitted.drain(..));
+        while let Some(p) = self.follow.pop_front() {
+            self.run(p, cx);
+        }
+    }
+
     /// Runs `pkt` and everything it (transitively) emits.
     fn run_with_followers(&mut self, pkt: Packet, cx: &mut StageCx<'_>) {
         self.run(pkt, cx);
@@ -371,6 +386,9 @@ impl Runner<'_> {
                 Some(out) => out.push(pkt),
                 None => cx.pool.put(pkt),
             },
+            Verdict::Queued if si == StageKind::Cluster as usize => {
+                self.stages.cluster.hold(pkt, cx)
+            }
             Verdict::Queued => self.stages.neighbour.enqueue(pkt, cx),
             Verdict::Drop(reason) => self.drop(pkt, si, reason, cx),
             // A jump past the loop guard.
@@ -406,7 +424,7 @@ impl Runner<'_> {
     /// Counts, logs (the first time per reason) and recycles a dropped packet.
     fn drop(&mut self, pkt: Packet, si: usize, reason: DropReason, cx: &mut StageCx<'_>) {
         cx.counters.stages[si].drops[reason as usize].inc();
-        if !self.logged[reason as usize] {
+        if !self.logged[reason as usize] && !reason.is_quiet() {
             self.logged[reason as usize] = true;
             tracing::warn!(
                 worker = self.worker,
@@ -513,6 +531,7 @@ impl Pipeline {
             wccp_on: !tables.wccp.services.is_empty(),
             steering_on: tables.steering.tables.is_some(),
             nat_on: tables.nat.is_some() && self.nat.is_some(),
+            cluster_on: tables.cluster.is_some(),
             tracer: self.tracer.as_deref(),
             recorder: &mut self.recorder,
         };
@@ -550,6 +569,9 @@ impl Pipeline {
     ) {
         let counters = self.counters.clone();
         let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
+        if runner.stages.cluster.has_held() {
+            runner.release_held(&mut cx);
+        }
         // The trace's one check per burst; marking (filter, claim) only while armed.
         match runner.tracer.filter(|t| t.is_armed()) {
             None => {
@@ -582,8 +604,12 @@ impl Pipeline {
         let (mut runner, mut cx) = self.split(tables, neigh, neighbours, pool, now, &counters);
         runner.stages.wccp_redirect.housekeep(&tables.wccp, now);
         runner.stages.steering.housekeep(&tables.steering);
+        if runner.stages.cluster.has_held() {
+            runner.release_held(&mut cx);
+        }
         runner.stages.neighbour.poll(&mut cx);
         if cx.emitted.is_empty() {
+            runner.publish(&counters);
             return;
         }
         // Released packets start a generation of their own.
@@ -629,7 +655,12 @@ impl Pipeline {
 
     /// True when stateful stages hold packets that need `poll` soon.
     pub fn has_pending(&self) -> bool {
-        self.stages.neighbour.has_pending()
+        self.stages.neighbour.has_pending() || self.stages.cluster.has_held()
+    }
+
+    /// Cluster: preallocates this worker's hold queue for `limit` packets (`hold-limit`).
+    pub fn reserve_cluster_hold(&mut self, limit: usize) {
+        self.stages.cluster.reserve(limit);
     }
 
     /// This worker's counters.

@@ -56,6 +56,9 @@ pub struct PacketMeta {
     pub trace_id: u32,
     /// Trace: trips recorded so far (a queued or handed-off packet runs again later).
     pub trace_part: u8,
+    /// Cluster: the packet's distribution id, when it came to the cluster MAC and has one
+    /// (the NAT allocates a new mapping's outside port by it).
+    pub cluster_id: Option<u8>,
 }
 
 impl Default for PacketMeta {
@@ -71,6 +74,7 @@ impl Default for PacketMeta {
             nat_vid: 0,
             trace_id: 0,
             trace_part: 0,
+            cluster_id: None,
         }
     }
 }

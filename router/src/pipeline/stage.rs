@@ -24,6 +24,8 @@ macro_rules! for_each_stage {
             Ethernet, "ethernet", ethernet: ethernet::EthernetStage, always;
             /// IPv4 validation and address classification.
             Ipv4Input, "ipv4-input", ipv4_input: ipv4_input::Ipv4InputStage, always;
+            /// Router cluster: frames to the cluster MAC pass only on their id's owner.
+            Cluster, "cluster", cluster: cluster::ClusterStage, cluster_on;
             /// NAT: outside packets to a pool address, dispatched by VID and translated back.
             NatIn, "nat-in", nat_in: nat_stage::NatInStage, nat_on;
             /// WCCP redirection to caches (redirect in).

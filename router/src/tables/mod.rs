@@ -4,6 +4,7 @@
 //! forwarding path; the control plane (reload) and ARP learning publish new snapshots.
 
 pub mod affinity;
+pub mod cluster;
 pub mod local;
 pub mod neighbours;
 pub mod routes;
@@ -93,6 +94,9 @@ pub struct Tables {
     pub nat: Option<Arc<crate::natd::NatPlane>>,
     /// VRRP: the virtual routers and their roles (none when `[ha]` is absent).
     pub vrrp: Option<Arc<vrrp::VrrpPlane>>,
+    /// The router cluster: shared MAC and addresses, per-id ownership (none without
+    /// `[cluster]`).
+    pub cluster: Option<Arc<cluster::ClusterPlane>>,
 }
 
 /// What an address is to us.
@@ -117,6 +121,7 @@ impl Tables {
             steering: Default::default(),
             nat: None,
             vrrp: None,
+            cluster: None,
         }
     }
 

@@ -424,9 +424,14 @@ pub fn step(
         }
         s
     };
-    let (v, detail) = match verdict {
+    let cluster = kind == StageKind::Cluster;
+    let (v, mut detail) = match verdict {
         Verdict::Continue => ("pass", None),
         Verdict::Consumed => ("consume", None),
+        Verdict::Queued if cluster => (
+            "queue",
+            Some("held: its id is moving to another node".to_string()),
+        ),
         Verdict::Queued => ("queue", Some(format!("waiting for ARP, {}", next_hop()))),
         Verdict::Transmit => ("transmit", Some(next_hop())),
         Verdict::Jump(to) => ("jump", Some(format!("to {}", to.as_str()))),
@@ -436,6 +441,13 @@ pub fn step(
         ),
         Verdict::Drop(r) => ("drop", Some(r.as_str().to_string())),
     };
+    // The cluster stage names the packet's distribution id (none: not distributed).
+    if let (true, Some(id)) = (cluster, pkt.meta.cluster_id) {
+        detail = Some(match detail {
+            Some(d) => format!("{d} (id {id})"),
+            None => format!("id {id}"),
+        });
+    }
     StageStep {
         stage: kind.as_str().to_string(),
         verdict: v.to_string(),
