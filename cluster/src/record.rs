@@ -81,6 +81,10 @@ impl MemberRecord {
                         let (name, mac) = item
                             .split_once('/')
                             .ok_or_else(|| err("mac entry without '/'"))?;
+                        // What `encode` could not write back (it skips such names).
+                        if name.is_empty() || name.contains([';', ',', '/', '=']) {
+                            return Err(err("bad interface name in a mac entry"));
+                        }
                         let mac = mac.parse::<MacAddr>().map_err(|_| err("bad MAC"))?;
                         macs.push((name.to_string(), mac));
                     }
@@ -134,5 +138,12 @@ mod tests {
         assert!(MemberRecord::decode("v=1;sync=1.2.3.4:5").is_err());
         assert!(MemberRecord::decode("garbage").is_err());
         assert!(MemberRecord::decode("v=1;weight=1;sync=1.2.3.4:5;future=x").is_ok());
+        // Found by the fuzzer: a name `encode` would skip must not decode (no round trip).
+        assert!(
+            MemberRecord::decode("v=1;weight=1;sync=1.2.3.4:5;mac=a=b/02:00:00:00:00:01").is_err()
+        );
+        assert!(
+            MemberRecord::decode("v=1;weight=1;sync=1.2.3.4:5;mac=/02:00:00:00:00:01").is_err()
+        );
     }
 }
