@@ -8,12 +8,13 @@
 //! - kill -9 of r1's process (with the sync link to r2 down, so nothing comes from r2): the
 //!   twin takes over (the configured management socket answers, its role follows VRRP) with
 //!   r1's state: the same neighbour digest as before the kill, and the same NAT sessions
-//!   (`swrouter nat sessions` dumps compared mapping by mapping).
+//!   (`swrouter nat sessions` dumps compared mapping by mapping), and r1's view of a steering
+//!   member's health (out of service, though the twin's own checks would pass).
 //! - The killed process started again joins as the pseudo-standby of the twin and gets in sync
 //!   (the same neighbour and NAT session digests).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use super::ha_sync::{sync_lab, sync_of, SyncLab};
+use super::ha_sync::{steering_device, steering_section, sync_lab_prepared, sync_of, SyncLab};
 use super::ha_vrrp::{ha, start, wait_state, Node};
 use integration::wccplab::wait_for;
 use std::path::PathBuf;
@@ -96,11 +97,30 @@ fn wait_twin_in_sync(
 fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one() {
     let local = std::env::temp_dir().join(format!("swr-hpseudo-{}.sock", std::process::id()));
     let line = format!("local-socket = \"{}\"\n", local.display());
-    let mut l: SyncLab = sync_lab("hpseudo", |me| {
-        let mut tail = if me == 1 { line.clone() } else { String::new() };
-        tail.push_str(&nat_section());
-        tail
-    });
+    // r1's health checks of the steering member web1 fail (the server drops them) until
+    // r1 has taken web1 out of service; then the server answers everyone.
+    let mut l: SyncLab = sync_lab_prepared(
+        "hpseudo",
+        |me| {
+            let mut tail = if me == 1 { line.clone() } else { String::new() };
+            tail.push_str(&nat_section());
+            tail.push_str(&steering_section(me));
+            tail
+        },
+        |lab, srv| {
+            lab.spawn(
+                srv,
+                "python3",
+                &["-m", "http.server", "80", "--bind", "10.0.2.10"],
+            )
+            .unwrap();
+            srv.run_ok(
+                "nft",
+                &["add table ip hpseudo; add chain ip hpseudo in { type filter hook input priority 0; }; add rule ip hpseudo in ip saddr 10.0.2.2 tcp dport 80 drop"],
+            )
+            .unwrap();
+        },
+    );
     let srv = l
         .lab
         .namespaces()
@@ -125,6 +145,16 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
             )
             .unwrap();
     }
+    let down = |n: &super::ha_vrrp::Node| steering_device(n, "web1")["health"] == "out-of-service";
+    assert!(
+        wait_for(Duration::from_secs(5), Duration::from_millis(50), || down(
+            &l.nodes[0]
+        )
+        .then_some(()))
+        .is_some(),
+        "r1 never took web1 down: {}",
+        steering_device(&l.nodes[0], "web1")
+    );
     let sessions = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
         let d = nat_dump(&l.nodes[0]);
         (d.len() >= 3).then_some(d)
@@ -173,6 +203,14 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
         )
     });
     let nat_before = a["tables"]["nat-session"].clone();
+    // The twin holds r1's steering health too; from now on web1 answers every check.
+    wait_twin_in_sync(&l.nodes[0], &twin, "steering-health", 1).unwrap_or_else(|| {
+        panic!(
+            "the twin never held r1's steering health: twin {}",
+            sync_of(&twin)
+        )
+    });
+    srv.run_ok("nft", &["delete table ip hpseudo"]).unwrap();
     assert_eq!(t["node_id"], 0x8000_0001u32, "{t}");
     // The sync link to r2 goes down first: what the promoted twin holds can only come from
     // its own replica (r2 holds r1's neighbours too and would resync them).
@@ -220,6 +258,22 @@ fn the_pseudo_standby_takes_over_a_killed_process_and_the_process_rejoins_as_one
         kept.is_some(),
         "the promoted twin's NAT sessions differ:\nbefore {sessions:?}\nnow    {:?}",
         nat_dump(&l.nodes[0])
+    );
+    // web1 stays out of service on the promoted twin although its own checks now pass
+    // (manual restore): it took r1's view instead of starting its checks from scratch.
+    let d = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        let d = steering_device(&l.nodes[0], "web1");
+        (d["probe_ok"].as_u64()? >= 2).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the twin's checks of web1 never passed: {}",
+            steering_device(&l.nodes[0], "web1")
+        )
+    });
+    assert_eq!(
+        d["health"], "out-of-service",
+        "the promoted twin forgot r1's view: {d}"
     );
     let s = sync_of(&l.nodes[0]);
     assert_eq!(s["peer_alive"], false, "r2 was unreachable: {s}");

@@ -492,7 +492,7 @@ fn a_planned_switchover_loses_nothing() {
 
 /// A steering pool of one member, the server, checked every 200 ms on port 80 and restored
 /// only by the operator.
-fn steering_section(_: u32) -> String {
+pub(crate) fn steering_section(_: u32) -> String {
     "\n[[steering.device]]\nname = \"web1\"\nmode = \"nat\"\ninterfaces = [\"eth1\"]\naddress = \"10.0.2.10\"\n\n\
      [[steering.pool]]\nname = \"web\"\nmembers = [\"web1\"]\nrestore = \"manual\"\nprobe-port = 80\n\
      probe-interval-ms = 200\nprobe-timeout-ms = 150\nrise = 2\nfall = 2\n\n\
@@ -502,7 +502,7 @@ fn steering_section(_: u32) -> String {
 }
 
 /// A steering device's health in a node's status.
-fn steering_device(n: &Node, name: &str) -> serde_json::Value {
+pub(crate) fn steering_device(n: &Node, name: &str) -> serde_json::Value {
     integration::wccplab::router_status(&n.socket)
         .and_then(|s| {
             s["steering"]["devices"]

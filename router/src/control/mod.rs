@@ -281,7 +281,7 @@ fn give_back(restore: &[Restore]) {
 pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
     if conf.cluster.is_some() {
         bail!(
-            "{}: [cluster] is checked (`swrouter check` accepts it) but this build does not run cluster nodes yet: the id dispatch and the etcd membership are being built (issue 16); remove the section to run this node on its own or with [ha]",
+            "{}: [cluster] is checked (`swrouter check` accepts it) but this build does not run cluster nodes yet: its parts are built but not yet joined by the driver that runs the etcd membership and moves state between nodes (issue 16); remove the section to run this node on its own or with [ha]",
             config_path.display()
         );
     }
@@ -735,6 +735,17 @@ async fn control_loop(
         s.publish_node(0);
     }
     if let Some(records) = inherited {
+        // The owners take the inherited state the way a standby takes its peer's: an active
+        // owner refuses a peer's records (the active owns its state). The first role update
+        // below makes them active again when this node is master.
+        let now = Instant::now();
+        if let Some(nat) = state.shared.tables.load().nat.as_ref() {
+            nat.rt.set_active(false);
+        }
+        if let Some(w) = state.wccp.as_mut() {
+            w.set_ha_active(false, now);
+        }
+        state.health.set_ha_active(false, now);
         adopt_replica(&mut state, records);
     }
     ha_sync_after(&mut state);
