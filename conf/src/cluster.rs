@@ -9,10 +9,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netwire::MacAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ConfError, Locator};
+use crate::ha::int;
 use crate::raw::Int;
 use crate::InterfaceConf;
 
@@ -224,7 +226,7 @@ pub(crate) fn validate(
     let cluster_mac = match &r.cluster_mac {
         None => default_mac(name),
         Some(m) => {
-            let mac = parse_mac(m.get_ref()).ok_or_else(|| {
+            let mac = m.get_ref().parse::<MacAddr>().map(|m| m.0).map_err(|_| {
                 at.err(
                     &m.span(),
                     format!(
@@ -393,38 +395,6 @@ fn default_mac(name: &str) -> [u8; 6] {
     [0x03, 0x00, 0x5e, 0xc1, (h >> 8) as u8, h as u8]
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// The MAC in the usual colon form.
-pub fn format_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-fn int(at: &Locator<'_>, s: &Spanned<Int>, key: &str, lo: i64, hi: i64) -> Result<i64> {
-    let n = s.get_ref().0;
-    if n < lo || n > hi {
-        return Err(at.err(
-            &s.span(),
-            format!("{key} = {n} is out of range; expected {lo}..={hi}"),
-        ));
-    }
-    Ok(n)
-}
-
 /// Appends the effective `[cluster]` section (nothing without one).
 pub(crate) fn emit(out: &mut String, c: Option<&ClusterConf>, quote: fn(&str) -> String) {
     let Some(c) = c else { return };
@@ -445,7 +415,11 @@ pub(crate) fn emit(out: &mut String, c: Option<&ClusterConf>, quote: fn(&str) ->
         "key-file = {}",
         quote(&c.key_file.display().to_string())
     );
-    let _ = writeln!(out, "cluster-mac = {}", quote(&format_mac(&c.cluster_mac)));
+    let _ = writeln!(
+        out,
+        "cluster-mac = {}",
+        quote(&MacAddr(c.cluster_mac).to_string())
+    );
     let _ = writeln!(out, "heartbeat-ms = {}", c.heartbeat.as_millis());
     let _ = writeln!(out, "peer-timeout-ms = {}", c.peer_timeout.as_millis());
     let _ = writeln!(out, "lease-ttl-s = {}", c.lease_ttl_s);

@@ -405,7 +405,8 @@ fn validate_sync(
     })
 }
 
-fn int(at: &Locator<'_>, s: &Spanned<Int>, key: &str, lo: i64, hi: i64) -> Result<i64> {
+/// `s` as an integer in `lo..=hi`, or an error at its position naming `key` and the range.
+pub(crate) fn int(at: &Locator<'_>, s: &Spanned<Int>, key: &str, lo: i64, hi: i64) -> Result<i64> {
     let n = s.get_ref().0;
     if n < lo || n > hi {
         return Err(at.err(

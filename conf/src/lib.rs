@@ -68,8 +68,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use cluster::{
-    format_mac, ClusterConf, ClusterInterface, DEFAULT_HANDOVER_TIMEOUT, DEFAULT_HEARTBEAT,
-    DEFAULT_HOLD_LIMIT, DEFAULT_LEASE_TTL_S, DEFAULT_PEER_TIMEOUT,
+    ClusterConf, ClusterInterface, DEFAULT_HANDOVER_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_HOLD_LIMIT,
+    DEFAULT_LEASE_TTL_S, DEFAULT_PEER_TIMEOUT,
 };
 pub use error::ConfError;
 pub use ha::{HaConf, SyncConf, VrrpConf, DEFAULT_GARP_COUNT, PSEUDO_STANDBY_ID_BIT};
