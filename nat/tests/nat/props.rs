@@ -274,8 +274,11 @@ proptest! {
             },
             0,
         );
-        let home = g.vids - 1;
+        // Block 0 is always whole: every id has block_len / 256 ports there.
+        let home = 0;
         t.set_home(Some(home));
+        let per_id = g.block_len() / 256;
+        let mut given = [0u32; 256];
         let mut ports = std::collections::HashSet::new();
         for (i, &id) in ids.iter().enumerate() {
             let ep = Endpoint { proto: 17, addr: Ipv4Addr::new(10, 0, 0, 1), port: 1000 + i as u16 };
@@ -284,9 +287,13 @@ proptest! {
                     prop_assert_eq!(id_of_port(port_min, b.port), id);
                     prop_assert_eq!(g.vid_of_port(b.port), Some(home));
                     prop_assert!(ports.insert(b.port), "port {} given twice", b.port);
+                    given[usize::from(id)] += 1;
                 }
-                // Only a short last block may lack ids (or run out of one).
-                Err(m) => prop_assert_eq!(m, nat::session::Miss::Exhausted),
+                // Only once the block's ports of that id are all taken.
+                Err(m) => {
+                    prop_assert_eq!(m, nat::session::Miss::Exhausted);
+                    prop_assert_eq!(given[usize::from(id)], per_id, "id {} exhausted early", id);
+                }
             }
         }
     }
