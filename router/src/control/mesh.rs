@@ -369,13 +369,8 @@ impl SyncMesh {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let mut snapshot = Vec::with_capacity(self.published.total());
-        for table in self.published.tables().collect::<Vec<_>>() {
-            for (k, v) in self.published.iter(table) {
-                snapshot.push(Record::upsert(table, k, v));
-            }
-        }
-        p.endpoint.start_resync(snapshot, now);
+        p.endpoint
+            .start_resync(super::statesync::snapshot(&self.published), now);
     }
 
     fn transmit(&mut self, id: u32, now: Instant) {

@@ -460,13 +460,7 @@ impl SyncDriver {
     }
 
     fn start_resync(&mut self, now: Instant) {
-        let mut snapshot = Vec::with_capacity(self.published.total());
-        for table in self.published.tables().collect::<Vec<_>>() {
-            for (k, v) in self.published.iter(table) {
-                snapshot.push(Record::upsert(table, k, v));
-            }
-        }
-        self.endpoint.start_resync(snapshot, now);
+        self.endpoint.start_resync(snapshot(&self.published), now);
     }
 
     fn transmit(&mut self, now: Instant) {
@@ -574,6 +568,17 @@ impl SyncDriver {
             pseudo_standby: self.local_link.as_ref().map(|l| l.status(now)),
         }
     }
+}
+
+/// Every entry of `replica` as an upsert: a bulk resync's snapshot.
+pub fn snapshot(replica: &Replica) -> Vec<Record> {
+    let mut out = Vec::with_capacity(replica.total());
+    for table in replica.tables().collect::<Vec<_>>() {
+        for (k, v) in replica.iter(table) {
+            out.push(Record::upsert(table, k, v));
+        }
+    }
+    out
 }
 
 /// A neighbour record's key: the IPv4 address, then the interface's name (interface ids are
