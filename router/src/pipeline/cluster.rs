@@ -5,8 +5,9 @@
 //! - Only frames that arrived addressed to the cluster MAC are distributed. Frames to the
 //!   node's own MAC (another node's hand-off, the node's own addresses, ARP and anything the
 //!   router originates) pass untouched.
-//! - `Owned`: passed on, with the id in `PacketMeta::cluster_id` (the NAT allocates a new
-//!   mapping's outside port by it). `Foreign`: dropped, `cluster-foreign`, counted but never
+//! - `Owned`: passed on, with the id in `PacketMeta::cluster_id` (for held frames and the
+//!   trace; the NAT derives the same id from the inside endpoint, `nat::cluster::endpoint_id`,
+//!   when it allocates a new mapping's outside port). `Foreign`: dropped, `cluster-foreign`, counted but never
 //!   logged (the normal fate of the other nodes' share). No id (the id function could not read
 //!   the packet): handled here as without a cluster, counted `not_distributed`.
 //! - `Releasing` (the id is moving away): the packet is *held* in this worker's bounded queue

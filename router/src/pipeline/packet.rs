@@ -57,7 +57,7 @@ pub struct PacketMeta {
     /// Trace: trips recorded so far (a queued or handed-off packet runs again later).
     pub trace_part: u8,
     /// Cluster: the packet's distribution id, when it came to the cluster MAC and has one
-    /// (the NAT allocates a new mapping's outside port by it).
+    /// (held frames and the trace read it).
     pub cluster_id: Option<u8>,
 }
 
