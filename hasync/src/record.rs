@@ -39,6 +39,9 @@ impl TableId {
     pub const STEERING_HEALTH: TableId = TableId(7);
     /// Steering drain memory (members being drained and their flows).
     pub const STEERING_DRAIN: TableId = TableId(8);
+    /// Router cluster (issue 16): handover markers (`release/<id>`, `took/<id>`) and the
+    /// relayed id table (`alloc`).
+    pub const CLUSTER: TableId = TableId(9);
 
     /// A short name for status output; unknown tables are shown by number.
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl TableId {
             TableId::AFFINITY => "affinity",
             TableId::STEERING_HEALTH => "steering-health",
             TableId::STEERING_DRAIN => "steering-drain",
+            TableId::CLUSTER => "cluster",
             _ => "other",
         }
     }

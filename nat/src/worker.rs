@@ -503,6 +503,21 @@ impl NatWorker {
         }
     }
 
+    /// Removes every session whose outside port carries an id of `ids` (a router cluster moved
+    /// those ids to another node, which adopts them from the records this node published):
+    /// nothing is recorded for the sync, so the published records stay until the new owner
+    /// took them; what the switch processor must hear goes to `out`. Returns how many went.
+    pub fn drop_ids(&mut self, ids: &crate::cluster::IdSet, out: &mut Vec<WorkerEvent>) -> usize {
+        let mut gone = std::mem::take(&mut self.expired);
+        self.table.drop_ids(ids, &mut gone);
+        let n = gone.len();
+        for e in gone.drain(..) {
+            self.removed(&e, out);
+        }
+        self.expired = gone;
+        n
+    }
+
     /// Sets the node's HA role. A standby creates no session (a packet that would need one
     /// is dropped as [`NatDrop::Standby`]) and expires none (its peer's deletes remove them);
     /// becoming active restarts every session's timer from `now`: they are its own now.

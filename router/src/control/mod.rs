@@ -5,6 +5,7 @@
 //! Management clients are served in their own tasks (`mgmt`), which hand each request line to
 //! the control loop; the loop answers between its other events and never waits on a client.
 
+pub mod cluster;
 pub mod etcd;
 pub mod health;
 pub mod igmp;

@@ -120,6 +120,31 @@ pub enum SwitchMsg {
     Load(WorkerId, u32),
     /// A worker (re)started and asks for its VID (claim 10).
     RequestVid(WorkerId),
+    /// A cluster node adopts these sessions (ids it took over): place them like the HA peer's,
+    /// then pass `done` to every worker after its batch.
+    Adopt(Vec<SyncEvent>, Arc<NatBarrier>),
+}
+
+/// A barrier through the workers' control queues: done when every worker has handled what was
+/// queued before it (cluster handovers wait on it before an id's packets are let through or
+/// its release is announced).
+#[derive(Debug, Default)]
+pub struct NatBarrier {
+    /// Workers that have not reached the barrier yet.
+    pub remaining: std::sync::atomic::AtomicUsize,
+    /// Set once every worker's share was queued.
+    pub dispatched: AtomicBool,
+    /// Sessions the workers removed (drop) or could not place (adopt).
+    pub refused: AtomicU64,
+    /// Sessions removed by a drop.
+    pub dropped: AtomicU64,
+}
+
+impl NatBarrier {
+    /// True when every worker passed the barrier.
+    pub fn is_done(&self) -> bool {
+        self.dispatched.load(Ordering::Acquire) && self.remaining.load(Ordering::Acquire) == 0
+    }
 }
 
 /// A flow-table change the switch processor broadcasts to every worker's replica.
@@ -155,6 +180,11 @@ pub enum Control {
     /// Install or remove these sessions the HA peer synced (placed here by the switch
     /// processor).
     Synced(Vec<SyncEvent>),
+    /// Cluster: publish what you recorded for the sync, then remove your sessions of these
+    /// ids (moved to another node) without recording them, then pass the barrier.
+    DropIds(nat::cluster::IdSet, Arc<NatBarrier>),
+    /// Pass the barrier (everything queued before it is handled).
+    Barrier(Arc<NatBarrier>),
     /// List your sessions.
     List(std::sync::mpsc::Sender<Vec<SessionRow>>),
     /// Test hook: stop looping as if stalled or crashed (`panic` chooses).
@@ -497,6 +527,34 @@ impl NatRuntime {
                 t.unpark();
             }
         }
+    }
+
+    /// Cluster: places the sessions of ids this node took over (decoded `NAT_SESSION` records)
+    /// in the workers owning their ports' VIDs; the returned barrier is done when all are
+    /// installed. `None` when the switch processor's queue is full (retry).
+    pub fn adopt(&self, sessions: Vec<nat::session::SessionInfo>) -> Option<Arc<NatBarrier>> {
+        let done = Arc::new(NatBarrier::default());
+        let events = sessions.into_iter().map(SyncEvent::Upsert).collect();
+        self.to_switch(SwitchMsg::Adopt(events, done.clone()))
+            .ok()
+            .map(|()| done)
+    }
+
+    /// Cluster: every worker publishes its pending sync records, then removes its sessions of
+    /// `ids` without recording them (their published records stay for the new owner); the
+    /// barrier is done when all workers have. A worker whose queue is full is counted as
+    /// passed (it is stalled; the watchdog handles it).
+    pub fn drop_ids(&self, ids: nat::cluster::IdSet) -> Arc<NatBarrier> {
+        let done = Arc::new(NatBarrier::default());
+        done.remaining
+            .fetch_add(self.inboxes.len(), Ordering::AcqRel);
+        for w in 0..self.inboxes.len() {
+            if !self.control(w as WorkerId, Control::DropIds(ids, done.clone())) {
+                done.remaining.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        done.dispatched.store(true, Ordering::Release);
+        done
     }
 
     /// Sends `c` to worker `w` and wakes it; false when its control queue is full.

@@ -2,7 +2,7 @@
 //! table it installs in every worker's replica, worker events, the VID table it publishes, and
 //! the watchdog that fails a worker over to its backups.
 
-use super::{Control, FlowUpdate, NatRuntime, SwitchMsg, STALL_TIMEOUT};
+use super::{Control, FlowUpdate, NatBarrier, NatRuntime, SwitchMsg, STALL_TIMEOUT};
 use crate::pipeline::packet::{flags, Packet};
 use crate::pipeline::StageKind;
 use crate::wire::ethernet::HEADER_LEN;
@@ -148,6 +148,7 @@ impl Switch {
                 }
             }
             SwitchMsg::Load(w, load) => self.sp.set_load(w, load),
+            SwitchMsg::Adopt(events, done) => self.adopt(events, done),
             SwitchMsg::RequestVid(w) => {
                 self.stats.restarts += 1;
                 if let Some(b) = self.beats.get_mut(usize::from(w)) {
@@ -215,60 +216,118 @@ impl Switch {
                 break;
             };
             did += 1;
-            let to = match ev {
-                SyncEvent::Upsert(info) => self.sp.place_synced(&info).map(|p| {
-                    if let Some(backup) = p.claimed {
-                        claimed = true;
-                        if let Some(b) = backup {
-                            // A VID freed earlier may have left a shadow behind.
-                            self.rt.control(b, Control::ForgetShadow(p.vid));
-                        }
-                    }
-                    if p.flow_installed {
-                        self.broadcast(FlowUpdate::Install(info.endpoint(), p.vid));
-                    }
-                    p.worker
-                }),
-                SyncEvent::Delete(info) => self.sp.worker_of(info.endpoint()),
-            };
-            match to.and_then(|w| per.get_mut(usize::from(w))) {
-                Some(q) => q.push(ev),
-                None => refused += 1,
+            if !self.place_one(ev, &mut per, &mut claimed) {
+                refused += 1;
             }
         }
         if refused > 0 {
             self.rt.ha.refused.fetch_add(refused, Ordering::Relaxed);
         }
-        for (w, evs) in per.into_iter().enumerate() {
-            if evs.is_empty() {
-                continue;
-            }
-            let mut c = Control::Synced(evs);
-            let mut tries = 0;
-            let ib = &self.rt.inboxes[w];
-            while let Err(back) = ib.control.push(c) {
-                c = back;
-                ib.wake.notify();
-                tries += 1;
-                if tries > 2000 || ib.fenced.load(Ordering::Relaxed) {
-                    if let Control::Synced(evs) = c {
-                        self.rt
-                            .ha
-                            .refused
-                            .fetch_add(evs.len() as u64, Ordering::Relaxed);
-                    }
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            ib.wake.notify();
-        }
+        self.send_placed(per, None);
         // After the orders: a worker may own a claimed VID before the line interfaces send it
         // packets, never the other way round.
         if claimed {
             self.publish();
         }
         did
+    }
+
+    /// A cluster node adopts sessions of ids it took over (`NatRuntime::adopt`): placed like
+    /// the HA peer's, then every worker gets `done` after its batch, so the driver knows when
+    /// they are all installed (before the ids' packets are let through).
+    fn adopt(&mut self, events: Vec<SyncEvent>, done: Arc<NatBarrier>) {
+        let n = self.rt.inboxes.len();
+        let mut per: Vec<Vec<SyncEvent>> = vec![Vec::new(); n];
+        let mut claimed = false;
+        let mut refused = 0;
+        for ev in events {
+            if !self.place_one(ev, &mut per, &mut claimed) {
+                refused += 1;
+            }
+        }
+        done.refused.fetch_add(refused, Ordering::Relaxed);
+        self.send_placed(per, Some(&done));
+        if claimed {
+            self.publish();
+        }
+    }
+
+    /// Places one synced event: the worker it goes to is given a slot in `per`; false when no
+    /// worker can take it.
+    fn place_one(&mut self, ev: SyncEvent, per: &mut [Vec<SyncEvent>], claimed: &mut bool) -> bool {
+        let to = match ev {
+            SyncEvent::Upsert(info) => self.sp.place_synced(&info).map(|p| {
+                if let Some(backup) = p.claimed {
+                    *claimed = true;
+                    if let Some(b) = backup {
+                        // A VID freed earlier may have left a shadow behind.
+                        self.rt.control(b, Control::ForgetShadow(p.vid));
+                    }
+                }
+                if p.flow_installed {
+                    self.broadcast(FlowUpdate::Install(info.endpoint(), p.vid));
+                }
+                p.worker
+            }),
+            SyncEvent::Delete(info) => self.sp.worker_of(info.endpoint()),
+        };
+        match to.and_then(|w| per.get_mut(usize::from(w))) {
+            Some(q) => {
+                q.push(ev);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends each worker its placed events (and, with `done`, the barrier after them to every
+    /// worker, counted in `done` first).
+    fn send_placed(&mut self, per: Vec<Vec<SyncEvent>>, done: Option<&Arc<NatBarrier>>) {
+        if let Some(d) = done {
+            d.remaining
+                .fetch_add(self.rt.inboxes.len(), Ordering::AcqRel);
+        }
+        for (w, evs) in per.into_iter().enumerate() {
+            if !evs.is_empty() {
+                self.push_control(w, Control::Synced(evs));
+            }
+            if let Some(d) = done {
+                self.push_control(w, Control::Barrier(d.clone()));
+            }
+        }
+        if let Some(d) = done {
+            d.dispatched.store(true, Ordering::Release);
+        }
+    }
+
+    /// Pushes `c` to worker `w`'s control queue, waiting (briefly, repeatedly) for room; a
+    /// worker that stopped looping gets it dropped (its sessions counted refused, its barrier
+    /// released: the watchdog fails it over).
+    fn push_control(&mut self, w: usize, mut c: Control) {
+        let mut tries = 0;
+        let ib = &self.rt.inboxes[w];
+        while let Err(back) = ib.control.push(c) {
+            c = back;
+            ib.wake.notify();
+            tries += 1;
+            if tries > 2000 || ib.fenced.load(Ordering::Relaxed) {
+                match c {
+                    Control::Synced(evs) => {
+                        self.rt
+                            .ha
+                            .refused
+                            .fetch_add(evs.len() as u64, Ordering::Relaxed);
+                    }
+                    Control::Barrier(d) => {
+                        d.remaining.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    _ => {}
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        ib.wake.notify();
     }
 
     /// Sends `u` to every worker's replica, waiting (briefly, repeatedly) for room: a lost

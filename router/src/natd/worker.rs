@@ -457,6 +457,19 @@ impl WorkerNat {
                     tracing::debug!(worker = self.id, refused, "NAT: HA peer's sessions refused");
                 }
             }
+            Control::DropIds(ids, done) => {
+                // Records of the ids' last changes go out before the release marker the
+                // driver publishes once every worker passed.
+                self.flush_sync();
+                let mut events = std::mem::take(&mut self.events);
+                let n = self.nw.drop_ids(&ids, &mut events);
+                self.events = events;
+                done.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                done.remaining.fetch_sub(1, Ordering::AcqRel);
+            }
+            Control::Barrier(done) => {
+                done.remaining.fetch_sub(1, Ordering::AcqRel);
+            }
             Control::List(reply) => {
                 let _ = reply.send(self.list());
             }

@@ -1,0 +1,807 @@
+//! The cluster driver (`[cluster]`, issue 16, seed 003): runs [`ClusterEngine`] on the control
+//! loop against etcd ([`EtcdClient`]) and the other nodes ([`SyncMesh`]), and carries out its
+//! actions on the data plane ([`ClusterPlane`]) and the NAT ([`NatRuntime`]).
+//!
+//! - **etcd.** Every request the engine asks for runs as a task; its result comes back on
+//!   [`ClusterDriver::results`] and goes to the matching `on_*` of the engine. A request that
+//!   times out (the client's own timeout) is "etcd unreachable" for the engine: it keeps its
+//!   ids and proposes nothing. The cluster's keys are `/swrouter/<name>/members/<node-id>`
+//!   (each under its node's lease) and `/swrouter/<name>/alloc` (the epoch table), watched as
+//!   one prefix.
+//! - **Sync.** The mesh carries every node's NAT sessions (the common table: our copy of each
+//!   peer's) and the `CLUSTER` table: handover markers `release/<id>` and `took/<id>` (8-byte
+//!   epoch) and the relayed id table `alloc`. Peer changes of other tables are only held in
+//!   the mesh's replicas until an id is adopted.
+//! - **Handover.** Actions run in order, but an id's actions wait while its NAT work is under
+//!   way: `Release` waits until every worker has published its last records of the id and
+//!   dropped its sessions (a [`NatBarrier`]) before the release marker goes out, and `Adopt`
+//!   waits until the adopted sessions are installed before the id becomes `Owned`.
+//!   `Plane{Foreign}` immediately followed by `Handed` for the same id is one hand-off (a
+//!   `set_state(Foreign)` alone would drop the held frames).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::engine::{Marker, Revision};
+use cluster::{Action, Allocation, ClusterEngine, EtcdRequest, Id, MemberRecord, PlaneState};
+use hasync::{Record, TableId};
+use nat::cluster::IdSet;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::etcd::{Cas, CasOutcome, EtcdClient, EtcdError, EventKind, WatchMessage};
+use super::mesh::{MeshEvent, SyncMesh};
+use crate::natd::{NatBarrier, NatRuntime};
+use crate::tables::cluster::ClusterPlane;
+
+/// An etcd result for the engine.
+#[derive(Debug)]
+pub enum EtcdResult {
+    /// `lease/grant`.
+    Granted(Result<i64, EtcdError>),
+    /// The member key's create-if-absent txn: created or not.
+    Registered(Result<bool, EtcdError>),
+    /// The prefix range of `LoadAndWatch`: members, the table, and the revision to watch from.
+    Loaded(Result<super::etcd::RangeResult, EtcdError>),
+    /// `lease/keepalive`: the TTL left, `None` when the lease is gone.
+    Keepalive(Result<Option<i64>, EtcdError>),
+    /// The table's CAS.
+    Cas(Result<CasOutcome, EtcdError>),
+    /// A message of the prefix watch.
+    Watch(WatchMessage),
+}
+
+/// Handover work waiting on the NAT workers.
+#[derive(Debug)]
+enum Pending {
+    /// Workers publish and drop the id's sessions; then the release marker.
+    Release { epoch: u64, done: Arc<NatBarrier> },
+    /// Workers install the adopted sessions; then the id's later actions.
+    Adopt {
+        done: Arc<NatBarrier>,
+        records: Vec<Record>,
+    },
+}
+
+/// Counters of the driver.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct DriverCounters {
+    /// etcd requests started.
+    pub etcd_requests: u64,
+    /// Of which failed (unreachable, or an error answer).
+    pub etcd_failures: u64,
+    /// Markers published (release, took).
+    pub markers_sent: u64,
+    /// Markers and relayed tables received.
+    pub markers_received: u64,
+    /// Sessions adopted from the common table.
+    pub sessions_adopted: u64,
+    /// Sessions removed from the workers on releases and fences.
+    pub sessions_released: u64,
+    /// Peer records that did not decode (markers, tables, sessions).
+    pub undecodable: u64,
+    /// Adoptions the NAT could not take (its switch processor's queue was full).
+    pub adoptions_failed: u64,
+}
+
+/// The cluster driver.
+pub struct ClusterDriver {
+    engine: ClusterEngine,
+    etcd: EtcdClient,
+    mesh: SyncMesh,
+    plane: Arc<ClusterPlane>,
+    nat: Option<Arc<NatRuntime>>,
+    port_min: u16,
+    prefix: Vec<u8>,
+    results_tx: mpsc::UnboundedSender<EtcdResult>,
+    watch: Option<tokio::task::JoinHandle<()>>,
+    /// Members' sync addresses, as etcd has them.
+    members: BTreeMap<u32, SocketAddrV4>,
+    /// Actions waiting behind an id's NAT work, per id, in order.
+    deferred: BTreeMap<Id, VecDeque<Action>>,
+    pending: BTreeMap<Id, Pending>,
+    /// Sessions adopted per id, republished as ours on `Took`.
+    adopted: BTreeMap<Id, Vec<Record>>,
+    counters: DriverCounters,
+}
+
+impl std::fmt::Debug for ClusterDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterDriver")
+            .field("me", &self.engine.me())
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The etcd key prefix of cluster `name`.
+pub fn key_prefix(name: &str) -> Vec<u8> {
+    format!("/swrouter/{name}/").into_bytes()
+}
+
+/// The distribution-id hash key, derived from the cluster's shared key (every node has it, no
+/// outsider does, so nobody outside can aim traffic at one node's ids).
+pub fn hash_key(cluster_key: &[u8]) -> u64 {
+    let mut words = Vec::with_capacity(cluster_key.len() / 8 + 2);
+    words.push(0x7377_726f_7574_6572); // domain: "swrouter"
+    for c in cluster_key.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        words.push(u64::from_le_bytes(w));
+    }
+    words.push(cluster_key.len() as u64);
+    // Two rounds over the words so every key byte reaches all 64 bits.
+    let a = u64::from(nat::cluster::hash_words(0x5eed, &words));
+    let mut out = 0u64;
+    for i in 0..8u64 {
+        let mut w = words.clone();
+        w.push(i ^ (a << 8));
+        out = (out << 8) | u64::from(nat::cluster::hash_words(i, &w));
+    }
+    out
+}
+
+impl ClusterDriver {
+    /// A driver for node `engine` with its etcd client, mesh and data plane.
+    pub fn new(
+        engine: ClusterEngine,
+        etcd: EtcdClient,
+        mesh: SyncMesh,
+        plane: Arc<ClusterPlane>,
+        nat: Option<Arc<NatRuntime>>,
+        name: &str,
+    ) -> (ClusterDriver, mpsc::UnboundedReceiver<EtcdResult>) {
+        let (results_tx, rx) = mpsc::unbounded_channel();
+        let port_min = nat.as_ref().map(|n| n.cfg.port_min).unwrap_or(1024);
+        (
+            ClusterDriver {
+                engine,
+                etcd,
+                mesh,
+                plane,
+                nat,
+                port_min,
+                prefix: key_prefix(name),
+                results_tx,
+                watch: None,
+                members: BTreeMap::new(),
+                deferred: BTreeMap::new(),
+                pending: BTreeMap::new(),
+                adopted: BTreeMap::new(),
+                counters: DriverCounters::default(),
+            },
+            rx,
+        )
+    }
+
+    /// The mesh (its socket for the control loop's receive arm).
+    pub fn mesh(&self) -> &SyncMesh {
+        &self.mesh
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &ClusterEngine {
+        &self.engine
+    }
+
+    /// The driver's counters.
+    pub fn counters(&self) -> DriverCounters {
+        self.counters
+    }
+
+    /// Starts the engine (lease, registration, load and watch).
+    pub fn start(&mut self, now: Instant) {
+        self.engine.start(now);
+        self.run_actions();
+    }
+
+    /// When [`Self::on_tick`] is due next: the mesh's timers, the engine's step, and a short
+    /// poll while NAT work is under way.
+    pub fn deadline(&self, now: Instant) -> Instant {
+        let engine = now + Duration::from_millis(if self.pending.is_empty() { 25 } else { 2 });
+        self.mesh.deadline().map_or(engine, |d| d.min(engine))
+    }
+
+    /// Timers: the mesh, the engine, NAT work that finished.
+    pub fn on_tick(&mut self, now: Instant) {
+        let events = self.mesh.on_tick(now);
+        self.on_mesh_events(events, now);
+        self.engine.tick(now);
+        self.run_actions();
+        self.finish_pending(now);
+        self.pump(now);
+    }
+
+    /// Drains the feed into the mesh (after the owners published).
+    pub fn pump(&mut self, now: Instant) {
+        if self.mesh.pump_feed(now) {
+            if let Some(nat) = &self.nat {
+                nat.export_all();
+            }
+        }
+    }
+
+    /// A datagram of the mesh.
+    pub fn on_datagram(&mut self, data: &[u8], from: std::net::SocketAddr, now: Instant) {
+        let events = self.mesh.on_datagram(data, from, now);
+        self.on_mesh_events(events, now);
+        self.run_actions();
+    }
+
+    fn on_mesh_events(&mut self, events: Vec<MeshEvent>, now: Instant) {
+        for e in events {
+            match e {
+                MeshEvent::PeerUp { .. } => {}
+                MeshEvent::PeerInSync { node } => self.engine.on_peer_heard(node, now),
+                MeshEvent::PeerLost { node } => self.engine.on_peer_lost(node, now),
+                MeshEvent::Change { node, record } => {
+                    if record.table == TableId::CLUSTER && record.op == hasync::Op::Upsert {
+                        self.on_cluster_record(node, &record, now);
+                    }
+                    // Other tables stay in the mesh's replica of `node` (the common table)
+                    // until one of their ids is adopted.
+                }
+            }
+        }
+    }
+
+    fn on_cluster_record(&mut self, node: u32, r: &Record, now: Instant) {
+        self.counters.markers_received += 1;
+        let key = String::from_utf8_lossy(&r.key);
+        let epoch = || {
+            <[u8; 8]>::try_from(r.value.as_slice())
+                .ok()
+                .map(u64::from_be_bytes)
+        };
+        let id = |s: &str| s.parse::<u8>().ok();
+        let marker = if let Some(x) = key.strip_prefix("release/") {
+            id(x)
+                .zip(epoch())
+                .map(|(id, epoch)| Marker::Release { id, epoch })
+        } else if let Some(x) = key.strip_prefix("took/") {
+            id(x)
+                .zip(epoch())
+                .map(|(id, epoch)| Marker::Took { id, epoch })
+        } else if key == "alloc" {
+            match Allocation::decode(&r.value) {
+                Ok(t) => self.engine.on_relayed(node, t, now),
+                Err(_) => self.counters.undecodable += 1,
+            }
+            return;
+        } else {
+            None
+        };
+        match marker {
+            Some(m) => self.engine.on_marker(node, m, now),
+            None => self.counters.undecodable += 1,
+        }
+    }
+
+    /// An etcd result.
+    pub fn on_etcd(&mut self, r: EtcdResult, now: Instant) {
+        match r {
+            EtcdResult::Granted(Ok(lease)) => self.engine.on_lease_granted(lease, now),
+            EtcdResult::Registered(Ok(created)) => self.engine.on_registered(created, now),
+            EtcdResult::Loaded(Ok(range)) => {
+                for kv in &range.kvs {
+                    self.on_kv_put(&kv.key, &kv.value, kv.mod_revision, now);
+                }
+                self.start_watch(range.revision + 1);
+            }
+            EtcdResult::Keepalive(Ok(Some(_))) => self.engine.on_keepalive_ok(now),
+            EtcdResult::Keepalive(Ok(None)) => self.engine.on_lease_gone(now),
+            EtcdResult::Cas(Ok(CasOutcome::Succeeded { revision })) => {
+                self.engine.on_cas_committed(revision, now)
+            }
+            EtcdResult::Cas(Ok(CasOutcome::Failed { current, .. })) => {
+                let current = current.and_then(|kv| {
+                    Allocation::decode(&kv.value)
+                        .ok()
+                        .map(|t| (t, kv.mod_revision as Revision))
+                });
+                self.engine.on_cas_failed(current, now)
+            }
+            EtcdResult::Watch(m) => self.on_watch(m, now),
+            EtcdResult::Granted(Err(e))
+            | EtcdResult::Registered(Err(e))
+            | EtcdResult::Loaded(Err(e))
+            | EtcdResult::Keepalive(Err(e))
+            | EtcdResult::Cas(Err(e)) => {
+                self.counters.etcd_failures += 1;
+                // An unknown lease is a gone lease; anything else counts as etcd unreachable
+                // for now (the engine retries).
+                if matches!(&e, EtcdError::Status { code, .. } if *code == super::etcd::GRPC_NOT_FOUND)
+                {
+                    self.engine.on_lease_gone(now);
+                } else {
+                    tracing::warn!(error = %e, "cluster: etcd request failed");
+                    self.engine.on_etcd_timeout(now);
+                }
+            }
+        }
+        self.run_actions();
+    }
+
+    fn on_watch(&mut self, m: WatchMessage, now: Instant) {
+        match m {
+            WatchMessage::Events { events, .. } => {
+                for e in events {
+                    match e.kind {
+                        EventKind::Put => {
+                            self.on_kv_put(&e.kv.key, &e.kv.value, e.kv.mod_revision, now)
+                        }
+                        EventKind::Delete => self.on_kv_delete(&e.kv.key, now),
+                    }
+                }
+            }
+            WatchMessage::Reconnecting { error, resume_from } => {
+                tracing::warn!(%error, resume_from, "cluster: etcd watch reconnecting");
+            }
+            WatchMessage::Compacted { compact_revision } => {
+                tracing::warn!(
+                    compact_revision,
+                    "cluster: etcd watch compacted; loading again"
+                );
+                self.request(EtcdRequest::LoadAndWatch);
+            }
+        }
+    }
+
+    fn on_kv_put(&mut self, key: &[u8], value: &[u8], mod_revision: i64, now: Instant) {
+        let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
+            return;
+        };
+        if rest == b"alloc" {
+            match Allocation::decode(value) {
+                Ok(t) => {
+                    self.plane.set_epoch(t.epoch);
+                    self.engine.on_alloc(t, mod_revision, now)
+                }
+                Err(e) => {
+                    self.counters.undecodable += 1;
+                    tracing::warn!(error = %e, "cluster: the id table in etcd does not decode");
+                }
+            }
+        } else if let Some(node) = member_id(rest) {
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| MemberRecord::decode(s).ok())
+            {
+                Some(rec) => {
+                    self.members.insert(node, rec.sync_addr);
+                    self.engine.on_member_put(node, rec, now);
+                    self.follow_members(now);
+                }
+                None => self.counters.undecodable += 1,
+            }
+        }
+    }
+
+    fn on_kv_delete(&mut self, key: &[u8], now: Instant) {
+        let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
+            return;
+        };
+        if let Some(node) = member_id(rest) {
+            self.members.remove(&node);
+            self.engine.on_member_delete(node, now);
+            self.follow_members(now);
+        }
+    }
+
+    /// The mesh follows the member list (every member but this node).
+    fn follow_members(&mut self, now: Instant) {
+        let me = self.engine.me();
+        let peers: Vec<(u32, SocketAddrV4)> = self
+            .members
+            .iter()
+            .filter(|(n, _)| **n != me)
+            .map(|(n, a)| (*n, *a))
+            .collect();
+        if let Err(e) = self.mesh.set_peers(&peers, now) {
+            tracing::error!(error = %e, "cluster: sync mesh");
+        }
+    }
+
+    fn start_watch(&mut self, from: i64) {
+        if let Some(t) = self.watch.take() {
+            t.abort();
+        }
+        let mut watch = self.etcd.watch_prefix(&self.prefix, from);
+        let tx = self.results_tx.clone();
+        self.watch = Some(tokio::spawn(async move {
+            while let Some(m) = watch.next().await {
+                if tx.send(EtcdResult::Watch(m)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+
+    fn member_key(&self, node: u32) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(format!("members/{node}").as_bytes());
+        k
+    }
+
+    fn alloc_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(b"alloc");
+        k
+    }
+
+    /// Starts an etcd request as a task; its result comes back on the results channel.
+    fn request(&mut self, req: EtcdRequest) {
+        self.counters.etcd_requests += 1;
+        let etcd = self.etcd.clone();
+        let tx = self.results_tx.clone();
+        let prefix = self.prefix.clone();
+        let member_key = self.member_key(self.engine.me());
+        let alloc_key = self.alloc_key();
+        tokio::spawn(async move {
+            let r = match req {
+                EtcdRequest::Grant { ttl } => EtcdResult::Granted(
+                    etcd.lease_grant(ttl.as_secs().max(2) as i64)
+                        .await
+                        .map(|g| g.id),
+                ),
+                EtcdRequest::Register { lease, record } => EtcdResult::Registered(
+                    etcd.txn_cas(Cas {
+                        key: &member_key,
+                        expect_mod_revision: 0,
+                        value: record.as_bytes(),
+                        lease: Some(lease),
+                        fence: None,
+                    })
+                    .await
+                    .map(|o| matches!(o, CasOutcome::Succeeded { .. })),
+                ),
+                EtcdRequest::LoadAndWatch => EtcdResult::Loaded(etcd.range_prefix(&prefix).await),
+                EtcdRequest::Keepalive { lease } => {
+                    EtcdResult::Keepalive(etcd.lease_keepalive(lease).await)
+                }
+                EtcdRequest::Cas {
+                    expect_mod_revision,
+                    lease,
+                    value,
+                } => EtcdResult::Cas(
+                    etcd.txn_cas(Cas {
+                        key: &alloc_key,
+                        expect_mod_revision,
+                        value: &value,
+                        lease: None,
+                        fence: Some((&member_key, lease)),
+                    })
+                    .await,
+                ),
+            };
+            let _ = tx.send(r);
+        });
+    }
+
+    /// Carries out the engine's actions, in order, deferring an id's actions behind its NAT
+    /// work.
+    fn run_actions(&mut self) {
+        let actions: Vec<Action> = self.engine.take_actions();
+        for (i, a) in actions.iter().enumerate() {
+            // `Plane{Foreign}` right before `Handed` of the same id is the hand-off itself.
+            if let Action::Plane {
+                id,
+                state: PlaneState::Foreign,
+            } = a
+            {
+                if matches!(actions.get(i + 1), Some(Action::Handed { id: h, .. }) if h == id) {
+                    continue;
+                }
+            }
+            self.act(a.clone());
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        if let Some(id) = action_id(&a) {
+            if self.pending.contains_key(&id) {
+                self.deferred.entry(id).or_default().push_back(a);
+                return;
+            }
+        }
+        match a {
+            Action::Etcd(req) => self.request(req),
+            Action::Plane { id, state } => self.plane.set_state(id, state),
+            Action::Release { id, epoch } => match &self.nat {
+                Some(nat) => {
+                    let done = nat.drop_ids([id].into_iter().collect::<IdSet>());
+                    self.pending.insert(id, Pending::Release { epoch, done });
+                }
+                None => self.publish_marker("release", id, epoch),
+            },
+            Action::Adopt { id, from } => self.adopt(id, from),
+            Action::Took { id, epoch } => {
+                for r in self.adopted.remove(&id).unwrap_or_default() {
+                    self.mesh.feed().publish(r);
+                }
+                self.publish_marker("took", id, epoch);
+            }
+            Action::Handed { id, to } => {
+                if to != self.engine.me() {
+                    let macs = self
+                        .engine
+                        .member(to)
+                        .map(|m| {
+                            m.macs
+                                .iter()
+                                .map(|(n, mac)| (n.clone(), *mac))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default();
+                    self.plane.hand_off(id, &macs);
+                }
+                self.publish_deletes(id);
+            }
+            Action::Relay(table) => self.mesh.feed().publish(Record::upsert(
+                TableId::CLUSTER,
+                b"alloc".to_vec(),
+                table.encode(),
+            )),
+            Action::Fence => {
+                self.plane.fence();
+                if let Some(nat) = &self.nat {
+                    let all: IdSet = (0..=255u8).collect();
+                    let done = nat.drop_ids(all);
+                    // Nothing waits on a fence: the ids are gone everywhere at once.
+                    drop(done);
+                }
+                self.pending.clear();
+                self.deferred.clear();
+                self.adopted.clear();
+            }
+        }
+    }
+
+    /// Moves the id's sessions from the common table into the workers.
+    fn adopt(&mut self, id: Id, from: Option<u32>) {
+        let me = self.engine.me();
+        let records = {
+            let pick = |r: &hasync::Replica| self.records_of(r, id);
+            let mut got = match from {
+                Some(n) if n == me => pick(self.mesh.published()),
+                Some(n) => self.mesh.replica(n).map(pick).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if got.is_empty() {
+                for n in self.mesh.peers().collect::<Vec<_>>() {
+                    if let Some(r) = self.mesh.replica(n) {
+                        got = pick(r);
+                        if !got.is_empty() {
+                            break;
+                        }
+                    }
+                }
+            }
+            got
+        };
+        self.counters.sessions_adopted += records.len() as u64;
+        let nat = match (&self.nat, records.is_empty()) {
+            (Some(nat), false) => nat.clone(),
+            _ => {
+                self.adopted.insert(id, records);
+                return;
+            }
+        };
+        let sessions = records
+            .iter()
+            .filter_map(|r| nat::sync::decode(&r.key, &r.value).ok())
+            .collect();
+        match nat.adopt(sessions) {
+            Some(done) => {
+                self.pending.insert(id, Pending::Adopt { done, records });
+            }
+            None => {
+                // The switch processor is far behind: nothing placed; the id's packets will
+                // make new sessions (counted as a failed adoption).
+                tracing::warn!(
+                    id,
+                    "cluster: NAT switch queue full; sessions of the id not adopted"
+                );
+                self.counters.adoptions_failed += 1;
+                self.adopted.insert(id, records);
+            }
+        }
+    }
+
+    /// The `NAT_SESSION` records of `replica` whose outside port carries `id`.
+    fn records_of(&self, replica: &hasync::Replica, id: Id) -> Vec<Record> {
+        replica
+            .iter(TableId::NAT_SESSION)
+            .filter(|(k, v)| {
+                nat::sync::decode(k, v)
+                    .is_ok_and(|s| nat::cluster::id_of_port(self.port_min, s.outside_port) == id)
+            })
+            .map(|(k, v)| Record::upsert(TableId::NAT_SESSION, k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    /// Deletes of this node's published records of `id` (the new owner publishes them now).
+    fn publish_deletes(&mut self, id: Id) {
+        let deletes: Vec<Record> = self
+            .records_of(self.mesh.published(), id)
+            .into_iter()
+            .map(|r| Record::delete(TableId::NAT_SESSION, r.key))
+            .collect();
+        for r in deletes {
+            self.mesh.feed().publish(r);
+        }
+    }
+
+    fn publish_marker(&mut self, kind: &str, id: Id, epoch: u64) {
+        self.counters.markers_sent += 1;
+        self.mesh.feed().publish(Record::upsert(
+            TableId::CLUSTER,
+            format!("{kind}/{id}").into_bytes(),
+            epoch.to_be_bytes().to_vec(),
+        ));
+    }
+
+    /// Finishes the NAT work that completed and runs what waited behind it.
+    fn finish_pending(&mut self, now: Instant) {
+        let done: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Release { done, .. } | Pending::Adopt { done, .. } => done.is_done(),
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            match self.pending.remove(&id) {
+                Some(Pending::Release { epoch, done }) => {
+                    self.counters.sessions_released +=
+                        done.dropped.load(std::sync::atomic::Ordering::Relaxed);
+                    // The workers' last records are in the feed: the marker goes after them.
+                    self.pump(now);
+                    self.publish_marker("release", id, epoch);
+                }
+                Some(Pending::Adopt { records, .. }) => {
+                    self.adopted.insert(id, records);
+                }
+                None => {}
+            }
+            let waiting = self.deferred.remove(&id).unwrap_or_default();
+            for a in waiting {
+                self.act(a);
+            }
+        }
+    }
+
+    /// What `swrouter cluster status` shows.
+    pub fn status(&self) -> ClusterNodeStatus {
+        let s = self.engine.status();
+        ClusterNodeStatus {
+            node: self.engine.me(),
+            epoch: s.epoch,
+            owned: s.owned.len(),
+            releasing: s.releasing.len(),
+            awaiting: s.awaiting.len(),
+            etcd_reachable: s.etcd_reachable,
+            fenced: s.fenced,
+            realloc_refused: s.realloc_refused,
+            refuse_reason: s.refuse_reason.clone(),
+            proposer: s.proposer,
+            members: s
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    node: m.node,
+                    heard: m.heard,
+                    ids: m.ids,
+                })
+                .collect(),
+            cas_sent: s.cas_sent,
+            cas_committed: s.cas_committed,
+            pending_nat_work: self.pending.len(),
+            driver: self.counters,
+            etcd: self.etcd.stats(),
+            mesh: self.mesh.status(),
+        }
+    }
+}
+
+/// A member in `swrouter cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Its node id.
+    pub node: u32,
+    /// Heard on the sync channel.
+    pub heard: bool,
+    /// Ids it owns in the current epoch.
+    pub ids: usize,
+}
+
+/// The node's part of `swrouter cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterNodeStatus {
+    /// This node's id.
+    pub node: u32,
+    /// The epoch of the table in force.
+    pub epoch: u64,
+    /// Ids this node owns.
+    pub owned: usize,
+    /// Ids moving away (held).
+    pub releasing: usize,
+    /// Ids waiting for their old owner's release.
+    pub awaiting: usize,
+    /// etcd answered the last request.
+    pub etcd_reachable: bool,
+    /// The node dropped its ids (lease lost, or isolated).
+    pub fenced: bool,
+    /// Reallocations refused (etcd unreachable, no quorum).
+    pub realloc_refused: u64,
+    /// Why the last one was refused.
+    pub refuse_reason: Option<String>,
+    /// This node proposes tables.
+    pub proposer: bool,
+    /// The members.
+    pub members: Vec<MemberStatus>,
+    /// Table CASes sent.
+    pub cas_sent: u64,
+    /// Of which committed.
+    pub cas_committed: u64,
+    /// Ids whose NAT work is under way.
+    pub pending_nat_work: usize,
+    /// The driver's counters.
+    pub driver: DriverCounters,
+    /// The etcd client's counters.
+    pub etcd: super::etcd::EtcdStats,
+    /// The sync mesh, per peer.
+    pub mesh: Vec<super::mesh::MeshPeerStatus>,
+}
+
+/// The node id of a `members/<id>` key (relative to the prefix).
+fn member_id(rest: &[u8]) -> Option<u32> {
+    std::str::from_utf8(rest.strip_prefix(b"members/")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The id an action is about, if any (actions of an id run in order behind its NAT work).
+fn action_id(a: &Action) -> Option<Id> {
+    match a {
+        Action::Plane { id, .. }
+        | Action::Release { id, .. }
+        | Action::Adopt { id, .. }
+        | Action::Took { id, .. }
+        | Action::Handed { id, .. } => Some(*id),
+        Action::Etcd(_) | Action::Relay(_) | Action::Fence => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_key_depends_on_every_key_byte() {
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        let k = hash_key(&key);
+        for i in 0..key.len() {
+            let mut other = key.clone();
+            other[i] ^= 1;
+            assert_ne!(hash_key(&other), k, "byte {i}");
+        }
+        assert_eq!(
+            hash_key(&key),
+            k,
+            "deterministic: every node derives the same"
+        );
+    }
+
+    #[test]
+    fn member_keys_parse() {
+        assert_eq!(member_id(b"members/7"), Some(7));
+        assert_eq!(member_id(b"members/x"), None);
+        assert_eq!(member_id(b"alloc"), None);
+        assert_eq!(key_prefix("edge"), b"/swrouter/edge/".to_vec());
+    }
+}
