@@ -138,6 +138,9 @@ pub fn families(s: &Status) -> Vec<MetricFamily> {
     if let Some(c) = &s.cluster {
         cluster_plane(&mut f, c);
     }
+    if let Some(n) = &s.cluster_node {
+        cluster_node(&mut f, n);
+    }
     control(&mut f, s);
     f.list
 }
@@ -446,6 +449,78 @@ fn cluster_plane(f: &mut Families, c: &crate::tables::cluster::ClusterStatus) {
             &[("fate", fate)],
             v,
         );
+    }
+}
+
+/// Cluster: membership, etcd and the handover, as the driver sees them.
+fn cluster_node(f: &mut Families, n: &crate::control::cluster::ClusterNodeStatus) {
+    f.gauge(
+        "swrouter_cluster_members",
+        "Members registered in etcd (this node included).",
+        &[],
+        n.members.len() as f64,
+    );
+    f.gauge(
+        "swrouter_cluster_members_heard",
+        "Members heard on the sync channel (this node included).",
+        &[],
+        n.members.iter().filter(|m| m.heard).count() as f64,
+    );
+    f.gauge(
+        "swrouter_cluster_etcd_reachable",
+        "1 while etcd answers this node's requests.",
+        &[],
+        flag(n.etcd_reachable),
+    );
+    f.gauge(
+        "swrouter_cluster_proposer",
+        "1 while this node proposes the id tables.",
+        &[],
+        flag(n.proposer),
+    );
+    for (name, help, v) in [
+        (
+            "swrouter_cluster_realloc_refused_total",
+            "Reallocations this node wanted but could not propose (etcd unreachable, no majority heard).",
+            n.realloc_refused,
+        ),
+        (
+            "swrouter_cluster_cas_total",
+            "Id table compare-and-swaps this node sent to etcd.",
+            n.cas_sent,
+        ),
+        (
+            "swrouter_cluster_cas_committed_total",
+            "Of those, committed.",
+            n.cas_committed,
+        ),
+        (
+            "swrouter_cluster_etcd_requests_total",
+            "etcd requests this node made.",
+            n.etcd.requests,
+        ),
+        (
+            "swrouter_cluster_etcd_failures_total",
+            "etcd requests that failed (unreachable or an error answer).",
+            n.driver.etcd_failures,
+        ),
+        (
+            "swrouter_cluster_sessions_adopted_total",
+            "NAT sessions taken from other nodes' copies when ids moved here.",
+            n.driver.sessions_adopted,
+        ),
+        (
+            "swrouter_cluster_sessions_released_total",
+            "NAT sessions dropped from the workers when ids moved away.",
+            n.driver.sessions_released,
+        ),
+        (
+            "swrouter_cluster_release_timeouts_total",
+            "Gained ids adopted without the old owner's release marker.",
+            n.release_timeouts,
+        ),
+    ] {
+        f.counter(name, help, &[], v);
     }
 }
 

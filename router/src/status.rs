@@ -53,6 +53,10 @@ pub struct Status {
     /// The router cluster's data plane (ids, frames by fate), when `[cluster]` is configured.
     #[serde(default)]
     pub cluster: Option<crate::tables::cluster::ClusterStatus>,
+    /// The cluster driver's view (membership, the id table, etcd, the mesh), when `[cluster]`
+    /// is configured.
+    #[serde(default)]
+    pub cluster_node: Option<crate::control::cluster::ClusterNodeStatus>,
 }
 
 /// The metrics listener's address and counters since start.
@@ -733,6 +737,7 @@ pub fn collect(cx: &StatusContext<'_>) -> Status {
             .cluster
             .as_ref()
             .map(|c| c.status(shared.counters.iter().map(|w| &w.cluster))),
+        cluster_node: None,
         neighbour_stats: NeighbourStats {
             learned: ns.learned,
             changed: ns.changed,
@@ -1059,8 +1064,8 @@ pub fn render(s: &Status) -> String {
     o
 }
 
-/// The cluster section of the text rendering.
-fn render_cluster(o: &mut String, c: &crate::tables::cluster::ClusterStatus) {
+/// The cluster section of the text rendering (also the end of `swrouter cluster status`).
+pub fn render_cluster(o: &mut String, c: &crate::tables::cluster::ClusterStatus) {
     let _ = writeln!(
         o,
         "\ncluster: MAC {}  epoch {}  key {}  ids owned {} releasing {} foreign {}  fences {}",

@@ -107,6 +107,12 @@ pub enum Command {
         #[command(subcommand)]
         action: HaCommand,
     },
+    /// Router cluster (`[cluster]`): membership, the id table, etcd and the sync mesh.
+    Cluster {
+        /// The cluster command.
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// Build a lab of network namespaces (client, server, two WCCP caches), run the router in it
     /// and show traffic redirected to the caches, one cache crashing and the traffic moving.
     Demo {
@@ -148,6 +154,22 @@ pub enum HaCommand {
     Switchover {
         /// Only the virtual routers on this interface.
         interface: Option<String>,
+        /// Which router to ask.
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `swrouter cluster ...`.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Show this node's view of the cluster: the epoch and who owns each id, the members
+    /// (heard, ids), etcd (reachable, lease, reallocations refused), the sync mesh per peer,
+    /// and frames to the cluster MAC by fate.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         /// Which router to ask.
         #[command(flatten)]
         target: Target,

@@ -6,8 +6,8 @@ use clap::Parser;
 use router::control;
 use std::path::{Path, PathBuf};
 use swrouter::cli::{
-    Cli, Command, HaCommand, LogFormat, NatCommand, SteeringCommand, Target, TraceCommand,
-    DEFAULT_CONFIG,
+    Cli, ClusterCommand, Command, HaCommand, LogFormat, NatCommand, SteeringCommand, Target,
+    TraceCommand, DEFAULT_CONFIG,
 };
 
 /// The management socket `target` names: `--socket`, else the `management-socket` of
@@ -160,6 +160,21 @@ fn real_main(cli: Cli) -> Result<()> {
                     router::ha_status::render(&mut o, &h);
                     print!("{}", o.trim_start());
                 }
+                Err(_) => {
+                    let r: control::ReloadReply = serde_json::from_str(&reply)
+                        .context("the router's answer is not valid JSON")?;
+                    anyhow::bail!("{}", r.message);
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Cluster {
+            action: ClusterCommand::Status { json, target },
+        }) => {
+            let reply = control::request(&socket_of(&target)?, control::REQ_CLUSTER_STATUS)?;
+            match serde_json::from_str::<control::cluster::ClusterStatusReply>(&reply) {
+                Ok(c) if json => println!("{}", serde_json::to_string(&c)?),
+                Ok(c) => print!("{}", control::cluster::render(&c)),
                 Err(_) => {
                     let r: control::ReloadReply = serde_json::from_str(&reply)
                         .context("the router's answer is not valid JSON")?;

@@ -4,6 +4,7 @@
 //! workspace in CI's release build.
 
 mod cli;
+mod cluster;
 mod demo;
 mod forwarding;
 mod ha_nat;

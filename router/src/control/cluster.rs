@@ -66,7 +66,7 @@ enum Pending {
 }
 
 /// Counters of the driver.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct DriverCounters {
     /// etcd requests started.
     pub etcd_requests: u64,
@@ -84,6 +84,8 @@ pub struct DriverCounters {
     pub undecodable: u64,
     /// Adoptions the NAT could not take (its switch processor's queue was full).
     pub adoptions_failed: u64,
+    /// Peers in sync whose config digest differs from ours (not counted heard).
+    pub config_mismatches: u64,
 }
 
 /// The cluster driver.
@@ -105,6 +107,8 @@ pub struct ClusterDriver {
     /// Sessions adopted per id, republished as ours on `Took`.
     adopted: BTreeMap<Id, Vec<Record>>,
     counters: DriverCounters,
+    /// This node's [`config_digest`].
+    config_digest: u64,
 }
 
 impl std::fmt::Debug for ClusterDriver {
@@ -115,6 +119,10 @@ impl std::fmt::Debug for ClusterDriver {
             .finish_non_exhaustive()
     }
 }
+
+/// How long one etcd request may take in all before etcd counts as unreachable (a request
+/// to a cluster without quorum hangs for seconds).
+pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The etcd key prefix of cluster `name`.
 pub fn key_prefix(name: &str) -> Vec<u8> {
@@ -143,7 +151,88 @@ pub fn hash_key(cluster_key: &[u8]) -> u64 {
     out
 }
 
+/// The digest of the configuration every member must share: the id geometry and the NAT's
+/// rules and pools (a node that translates differently would make sessions the others cannot
+/// adopt). Members are shown with theirs; a member with another digest is never counted heard.
+pub fn config_digest(c: &conf::ClusterConf, nat: Option<&nat::config::Config>) -> u64 {
+    let text = format!(
+        "ids=256;mac={:?};ifaces={:?};nat={:?}",
+        c.cluster_mac,
+        c.interfaces,
+        nat.map(|n| (&n.rules, n.port_min, n.port_max, n.workers, n.timeouts))
+    );
+    let words: Vec<u64> = text
+        .as_bytes()
+        .chunks(8)
+        .map(|b| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        })
+        .collect();
+    (u64::from(nat::cluster::hash_words(1, &words)) << 32)
+        | u64::from(nat::cluster::hash_words(2, &words))
+}
+
+/// What a node starts its driver with besides its `[cluster]` section.
+pub struct DriverStart {
+    /// The cluster key (read from `key-file`).
+    pub key: Vec<u8>,
+    /// The feed the node's owners publish into.
+    pub feed: crate::statesync::SyncFeed,
+    /// The data plane.
+    pub plane: Arc<ClusterPlane>,
+    /// The NAT, if any.
+    pub nat: Option<Arc<NatRuntime>>,
+    /// The node's interface MACs by name (its member record: a handing-off node sends held
+    /// frames there).
+    pub macs: Vec<(String, netwire::MacAddr)>,
+    /// [`config_digest`] of this node.
+    pub config_digest: u64,
+}
+
 impl ClusterDriver {
+    /// The driver `[cluster]` describes: binds the sync socket and makes the etcd client; the
+    /// engine starts with [`Self::start`].
+    pub fn from_conf(
+        c: &conf::ClusterConf,
+        start: DriverStart,
+        now: Instant,
+    ) -> anyhow::Result<(ClusterDriver, mpsc::UnboundedReceiver<EtcdResult>)> {
+        let mesh = SyncMesh::bind(
+            c.node_id,
+            c.sync_local,
+            start.key,
+            super::mesh::MeshTiming {
+                heartbeat: c.heartbeat,
+                peer_timeout: c.peer_timeout,
+            },
+            start.feed,
+        )?;
+        let record = MemberRecord {
+            weight: u16::try_from(c.weight).unwrap_or(u16::MAX),
+            sync_addr: mesh.local(),
+            start_epoch_us: mesh.epoch(),
+            config_digest: start.config_digest,
+            macs: start.macs,
+        };
+        let mut ecfg = cluster::EngineConfig::new(c.node_id, record);
+        ecfg.lease_ttl = Duration::from_secs(u64::from(c.lease_ttl_s));
+        ecfg.took_wait = c.handover_timeout;
+        // Losses of one isolation arrive within about one heartbeat of each other.
+        ecfg.removal_grace = c.heartbeat * 3;
+        let engine = ClusterEngine::new(ecfg, now);
+        let etcd = EtcdClient::new(
+            c.etcd.iter().map(|a| format!("http://{a}")).collect(),
+            ETCD_REQUEST_TIMEOUT,
+        )
+        .map_err(|e| anyhow::anyhow!("[cluster] etcd: {e}"))?;
+        let (mut driver, rx) =
+            ClusterDriver::new(engine, etcd, mesh, start.plane, start.nat, &c.name);
+        driver.config_digest = start.config_digest;
+        Ok((driver, rx))
+    }
+
     /// A driver for node `engine` with its etcd client, mesh and data plane.
     pub fn new(
         engine: ClusterEngine,
@@ -171,6 +260,7 @@ impl ClusterDriver {
                 pending: BTreeMap::new(),
                 adopted: BTreeMap::new(),
                 counters: DriverCounters::default(),
+                config_digest: 0,
             },
             rx,
         )
@@ -189,6 +279,13 @@ impl ClusterDriver {
     /// The driver's counters.
     pub fn counters(&self) -> DriverCounters {
         self.counters
+    }
+
+    /// The member `node` runs our configuration (its record's digest is ours).
+    fn same_config(&self, node: u32) -> bool {
+        self.engine
+            .member(node)
+            .is_some_and(|m| m.config_digest == self.config_digest)
     }
 
     /// Starts the engine (lease, registration, load and watch).
@@ -234,7 +331,17 @@ impl ClusterDriver {
         for e in events {
             match e {
                 MeshEvent::PeerUp { .. } => {}
-                MeshEvent::PeerInSync { node } => self.engine.on_peer_heard(node, now),
+                MeshEvent::PeerInSync { node } => {
+                    if self.same_config(node) {
+                        self.engine.on_peer_heard(node, now)
+                    } else {
+                        self.counters.config_mismatches += 1;
+                        tracing::error!(
+                            node,
+                            "cluster: member runs another configuration (its config digest differs from ours); it is not counted heard and gets no ids from this node's proposals"
+                        );
+                    }
+                }
                 MeshEvent::PeerLost { node } => self.engine.on_peer_lost(node, now),
                 MeshEvent::Change { node, record } => {
                     if record.table == TableId::CLUSTER && record.op == hasync::Op::Upsert {
@@ -350,6 +457,7 @@ impl ClusterDriver {
     }
 
     fn on_kv_put(&mut self, key: &[u8], value: &[u8], mod_revision: i64, now: Instant) {
+        let me = self.engine.me();
         let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
             return;
         };
@@ -370,9 +478,19 @@ impl ClusterDriver {
                 .and_then(|s| MemberRecord::decode(s).ok())
             {
                 Some(rec) => {
+                    let in_sync = node != me && self.mesh.in_sync(node);
                     self.members.insert(node, rec.sync_addr);
                     self.engine.on_member_put(node, rec, now);
                     self.follow_members(now);
+                    // A peer restarted with another configuration is no longer heard; one
+                    // whose record now matches (and is in sync) is.
+                    if in_sync {
+                        if self.same_config(node) {
+                            self.engine.on_peer_heard(node, now);
+                        } else {
+                            self.engine.on_peer_lost(node, now);
+                        }
+                    }
                 }
                 None => self.counters.undecodable += 1,
             }
@@ -675,16 +793,25 @@ impl ClusterDriver {
     }
 
     /// What `swrouter cluster status` shows.
-    pub fn status(&self) -> ClusterNodeStatus {
+    pub fn status(&self, now: Instant) -> ClusterNodeStatus {
         let s = self.engine.status();
+        let secs_since =
+            |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let table = self.engine.allocation();
         ClusterNodeStatus {
             node: self.engine.me(),
             epoch: s.epoch,
+            committed_by: s.committed_by,
+            owners: table.owners.to_vec(),
             owned: s.owned.len(),
-            releasing: s.releasing.len(),
-            awaiting: s.awaiting.len(),
+            owned_ids: s.owned.clone(),
+            releasing: s.releasing.clone(),
+            awaiting: s.awaiting.clone(),
+            registration: format!("{:?}", s.registration),
             etcd_reachable: s.etcd_reachable,
+            etcd_unreachable_secs: secs_since(s.etcd_unreachable_since),
             fenced: s.fenced,
+            fences: s.fences,
             realloc_refused: s.realloc_refused,
             refuse_reason: s.refuse_reason.clone(),
             proposer: s.proposer,
@@ -693,12 +820,30 @@ impl ClusterDriver {
                 .iter()
                 .map(|m| MemberStatus {
                     node: m.node,
+                    weight: m.weight,
                     heard: m.heard,
+                    in_epoch: m.in_epoch,
                     ids: m.ids,
+                    same_config: m.node == self.engine.me() || self.same_config(m.node),
                 })
                 .collect(),
             cas_sent: s.cas_sent,
             cas_committed: s.cas_committed,
+            cas_lost: s.cas_lost,
+            keepalives: s.keepalives,
+            release_timeouts: s.release_timeouts,
+            took_timeouts: s.took_timeouts,
+            last_commit_secs: secs_since(s.last_commit),
+            last_realloc: s.last_realloc.as_ref().map(|r| ReallocStatus {
+                epoch: r.epoch,
+                gained: r.gained,
+                lost: r.lost,
+                applied_secs: now.saturating_duration_since(r.applied).as_secs_f64(),
+                duration_ms: r
+                    .finished
+                    .map(|f| f.saturating_duration_since(r.applied).as_secs_f64() * 1e3),
+                cas_round_trips: r.cas_round_trips,
+            }),
             pending_nat_work: self.pending.len(),
             driver: self.counters,
             etcd: self.etcd.stats(),
@@ -707,34 +852,78 @@ impl ClusterDriver {
     }
 }
 
+/// The answer to `cluster status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ClusterStatusReply {
+    /// The driver's view: membership, the epoch table, etcd, the sync mesh.
+    pub node: ClusterNodeStatus,
+    /// The data plane's: ids by state, frames to the cluster MAC by fate.
+    pub plane: crate::tables::cluster::ClusterStatus,
+}
+
 /// A member in `swrouter cluster status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MemberStatus {
     /// Its node id.
     pub node: u32,
-    /// Heard on the sync channel.
+    /// Its share weight.
+    pub weight: u16,
+    /// Heard on the sync channel (in sync, same configuration).
     pub heard: bool,
+    /// A member of the epoch in force.
+    pub in_epoch: bool,
     /// Ids it owns in the current epoch.
     pub ids: usize,
+    /// Its config digest is ours.
+    pub same_config: bool,
+}
+
+/// The last reallocation this node took part in.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReallocStatus {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Ids this node gained.
+    pub gained: usize,
+    /// Ids this node lost.
+    pub lost: usize,
+    /// Seconds since this node applied it.
+    pub applied_secs: f64,
+    /// From applying it to the last of its moves done here; `None` while moves are under way.
+    pub duration_ms: Option<f64>,
+    /// CAS round trips this node spent on it (0 unless it proposed).
+    pub cas_round_trips: u32,
 }
 
 /// The node's part of `swrouter cluster status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ClusterNodeStatus {
     /// This node's id.
     pub node: u32,
     /// The epoch of the table in force.
     pub epoch: u64,
-    /// Ids this node owns.
+    /// Who committed it.
+    pub committed_by: u32,
+    /// The table in force: the owner of each of the 256 ids.
+    pub owners: Vec<Option<u32>>,
+    /// Ids this node owns (handles).
     pub owned: usize,
+    /// Which.
+    pub owned_ids: Vec<u8>,
     /// Ids moving away (held).
-    pub releasing: usize,
+    pub releasing: Vec<u8>,
     /// Ids waiting for their old owner's release.
-    pub awaiting: usize,
+    pub awaiting: Vec<u8>,
+    /// Lease and member record state.
+    pub registration: String,
     /// etcd answered the last request.
     pub etcd_reachable: bool,
+    /// Seconds since etcd last answered, while it does not.
+    pub etcd_unreachable_secs: Option<f64>,
     /// The node dropped its ids (lease lost, or isolated).
     pub fenced: bool,
+    /// Times fenced.
+    pub fences: u64,
     /// Reallocations refused (etcd unreachable, no quorum).
     pub realloc_refused: u64,
     /// Why the last one was refused.
@@ -747,6 +936,18 @@ pub struct ClusterNodeStatus {
     pub cas_sent: u64,
     /// Of which committed.
     pub cas_committed: u64,
+    /// Of which lost to another proposer.
+    pub cas_lost: u64,
+    /// Lease keepalives sent.
+    pub keepalives: u64,
+    /// Gained ids adopted without the old owner's release marker.
+    pub release_timeouts: u64,
+    /// Lost ids whose new owner's took marker was late.
+    pub took_timeouts: u64,
+    /// Seconds since this node last committed a table.
+    pub last_commit_secs: Option<f64>,
+    /// The last reallocation.
+    pub last_realloc: Option<ReallocStatus>,
     /// Ids whose NAT work is under way.
     pub pending_nat_work: usize,
     /// The driver's counters.
@@ -755,6 +956,115 @@ pub struct ClusterNodeStatus {
     pub etcd: super::etcd::EtcdStats,
     /// The sync mesh, per peer.
     pub mesh: Vec<super::mesh::MeshPeerStatus>,
+}
+
+/// `swrouter cluster status` as text.
+pub fn render(c: &ClusterStatusReply) -> String {
+    use std::fmt::Write;
+    let n = &c.node;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "node {}  epoch {} (committed by {})  ids owned {}  releasing {}  awaiting {}{}{}",
+        n.node,
+        n.epoch,
+        n.committed_by,
+        n.owned,
+        n.releasing.len(),
+        n.awaiting.len(),
+        if n.proposer { "  proposer" } else { "" },
+        if n.fenced { "  FENCED" } else { "" },
+    );
+    let _ = writeln!(
+        o,
+        "etcd: {}  registration {}  keepalives {}  requests {} (round trips {}, failed {})  CAS sent {} committed {} lost {}",
+        match (n.etcd_reachable, n.etcd_unreachable_secs) {
+            (true, _) => "reachable".to_string(),
+            (false, Some(s)) => format!("UNREACHABLE for {s:.1}s"),
+            (false, None) => "not reached yet".to_string(),
+        },
+        n.registration,
+        n.keepalives,
+        n.etcd.requests,
+        n.etcd.round_trips,
+        n.driver.etcd_failures,
+        n.cas_sent,
+        n.cas_committed,
+        n.cas_lost
+    );
+    if n.realloc_refused > 0 || n.refuse_reason.is_some() {
+        let _ = writeln!(
+            o,
+            "reallocations refused: {}  {}",
+            n.realloc_refused,
+            n.refuse_reason
+                .as_deref()
+                .map_or(String::new(), |r| format!("pending: {r}"))
+        );
+    }
+    if let Some(r) = &n.last_realloc {
+        let _ = writeln!(
+            o,
+            "last reallocation: epoch {}  gained {} lost {}  {} ago  took {}  CAS round trips {}",
+            r.epoch,
+            r.gained,
+            r.lost,
+            format_args!("{:.1}s", r.applied_secs),
+            r.duration_ms
+                .map_or("(moves under way)".to_string(), |d| format!("{d:.1} ms")),
+            r.cas_round_trips
+        );
+    }
+    let _ = writeln!(o, "members:");
+    for m in &n.members {
+        let peer = n.mesh.iter().find(|p| p.node == m.node);
+        let _ = writeln!(
+            o,
+            "  {:>5}  weight {:>4}  ids {:>3}  {}{}{}{}",
+            m.node,
+            m.weight,
+            m.ids,
+            if m.node == n.node {
+                "this node"
+            } else if m.heard {
+                "heard"
+            } else {
+                "NOT HEARD"
+            },
+            if m.in_epoch {
+                ""
+            } else {
+                "  (not in the epoch)"
+            },
+            if m.same_config {
+                ""
+            } else {
+                "  CONFIG DIFFERS"
+            },
+            peer.map_or(String::new(), |p| format!(
+                "  sync {} {}  entries {}  lag {}  forged {}",
+                p.addr,
+                if p.alive { "alive" } else { "lost" },
+                p.entries,
+                p.lag_messages,
+                p.forged
+            )),
+        );
+    }
+    let d = &n.driver;
+    let _ = writeln!(
+        o,
+        "handover: markers sent {} received {}  sessions adopted {} released {}  adoptions failed {}  release timeouts {}  took timeouts {}",
+        d.markers_sent,
+        d.markers_received,
+        d.sessions_adopted,
+        d.sessions_released,
+        d.adoptions_failed,
+        n.release_timeouts,
+        n.took_timeouts
+    );
+    crate::status::render_cluster(&mut o, &c.plane);
+    o
 }
 
 /// The node id of a `members/<id>` key (relative to the prefix).

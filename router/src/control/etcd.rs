@@ -249,7 +249,7 @@ impl Drop for Watch {
 }
 
 /// The client's counters, for `swrouter status`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EtcdStats {
     /// Requests made by callers (one per operation).
     pub requests: u64,

@@ -76,7 +76,7 @@ struct MeshPeer {
 }
 
 /// Counters the mesh keeps beside its endpoints'.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct MeshCounters {
     /// Datagrams from an address that is no member's.
     pub wrong_source: u64,
@@ -87,7 +87,7 @@ pub struct MeshCounters {
 }
 
 /// One peer in `swrouter cluster status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MeshPeerStatus {
     /// Its node id.
     pub node: u32,
@@ -186,6 +186,11 @@ impl SyncMesh {
     /// The address bound (with the port the kernel chose for port 0).
     pub fn local(&self) -> SocketAddrV4 {
         self.local
+    }
+
+    /// This run's sync epoch (µs at start; peers see a restart as a new epoch).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The socket, for the control loop's receive arm.

@@ -45,6 +45,8 @@ pub const REQ_STEERING_RESTORE: &str = "steering restore ";
 pub const REQ_NAT_SESSIONS: &str = "nat sessions";
 /// Management request: the HA status (a JSON `ha_status::HaStatus`).
 pub const REQ_HA_STATUS: &str = "ha status";
+/// Management request: the cluster status (a JSON [`cluster::ClusterStatusReply`]).
+pub const REQ_CLUSTER_STATUS: &str = "cluster status";
 /// Management request: `ha switchover [INTERFACE]` (answered like a reload).
 pub const REQ_HA_SWITCHOVER: &str = "ha switchover";
 /// Management request prefix (test hook, only with SWROUTER_TEST_HOOKS=1 in the router's
@@ -280,12 +282,6 @@ fn give_back(restore: &[Restore]) {
 /// answering there, it first runs as that process's pseudo-standby (`pseudo`) and becomes the
 /// node's process only when that one dies.
 pub fn run(config_path: &Path, conf: RouterConf) -> Result<()> {
-    if conf.cluster.is_some() {
-        bail!(
-            "{}: [cluster] is checked (`swrouter check` accepts it) but this build does not run cluster nodes yet: its parts are built but not yet joined by the driver that runs the etcd membership and moves state between nodes (issue 16); remove the section to run this node on its own or with [ha]",
-            config_path.display()
-        );
-    }
     if crate::sys::euid() != 0 {
         bail!("swrouter needs root (CAP_NET_ADMIN and CAP_NET_RAW) to take over interfaces; run it as root, e.g. as the swrouter service (systemctl start swrouter)");
     }
@@ -349,12 +345,31 @@ fn run_node(
         Some(p) => Some(pseudo::bind_local(p)?),
         None => None,
     };
+    // The cluster key, also before the interfaces are touched (a bad key file stops the start
+    // with nothing changed).
+    let cluster_key = match &conf.cluster {
+        Some(c) => {
+            let path = if c.key_file.is_absolute() {
+                c.key_file.clone()
+            } else {
+                config_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+                    .join(&c.key_file)
+            };
+            Some(statesync::read_key_of("[cluster]", &path)?)
+        }
+        None => None,
+    };
     let restore = take_over(&ifaces)?;
     let mut tables = Tables::new(ifaces, routes);
-    // HA state sync: state owners publish into this feed; the sync driver drains it.
-    let sync_feed = match conf.ha.sync {
-        Some(_) => crate::statesync::SyncFeed::new(crate::statesync::FEED_CAPACITY),
-        None => crate::statesync::SyncFeed::disabled(),
+    // State sync (HA's peer, or the cluster's mesh): state owners publish into this feed; the
+    // sync driver drains it.
+    let sync_feed = if conf.ha.sync.is_some() || conf.cluster.is_some() {
+        crate::statesync::SyncFeed::new(crate::statesync::FEED_CAPACITY)
+    } else {
+        crate::statesync::SyncFeed::disabled()
     };
     let mut steering_plane = crate::tables::steer::SteeringPlane::build(&conf.steering.definitions)
         .map_err(|e| anyhow::anyhow!("{}: [steering]: {e}", config_path.display()))?;
@@ -365,6 +380,8 @@ fn run_node(
         Some(cfg) => {
             // Ports the router listens on its own addresses, which may be pool addresses.
             let mut cfg = cfg.clone();
+            // In a cluster, a mapping's outside port carries its distribution id.
+            cfg.cluster_key = cluster_key.as_deref().map(cluster::hash_key);
             cfg.reserved.add(
                 crate::wire::ipv4::PROTO_UDP,
                 ::wccp::engine::WCCP_PORT,
@@ -417,11 +434,27 @@ fn run_node(
     };
     // Cluster: the data plane's view (shared MAC and addresses, every id foreign until the
     // cluster driver says otherwise).
-    if let Some(c) = &conf.cluster {
-        tables.cluster = Some(Arc::new(
+    let mut cluster_start = None;
+    if let (Some(c), Some(key)) = (&conf.cluster, cluster_key) {
+        let plane = Arc::new(
             crate::tables::cluster::ClusterPlane::new(c, &tables.ifaces, conf.nat.config.as_ref())
                 .with_context(|| config_path.display().to_string())?,
-        ));
+        );
+        // The key is set once, here: it never changes while the node runs.
+        let _ = plane.set_hash_key(cluster::hash_key(&key));
+        tables.cluster = Some(plane.clone());
+        cluster_start = Some(cluster::DriverStart {
+            key,
+            feed: sync_feed.clone(),
+            plane,
+            nat: nat_rt.clone(),
+            macs: tables
+                .ifaces
+                .iter()
+                .map(|i| (i.name.clone(), i.mac))
+                .collect(),
+            config_digest: cluster::config_digest(c, conf.nat.config.as_ref()),
+        });
     }
     let n_ifaces = tables.ifaces.len();
     let (outbox, outbox_rx) = crate::outbox::outbox(1024)?;
@@ -466,6 +499,7 @@ fn run_node(
                 HaStart {
                     local_listener,
                     inherited,
+                    cluster: cluster_start,
                 },
             ),
             (probe_rx, open_probe_ports),
@@ -511,6 +545,8 @@ struct ControlState {
     vrrp: Option<vrrp::VrrpDriver>,
     /// The state-sync channel to the peer node (`[ha.sync]`).
     sync: Option<statesync::SyncDriver>,
+    /// The cluster driver (`[cluster]`).
+    cluster: Option<cluster::ClusterDriver>,
     /// With a sync peer: the virtual routers have not started yet; they start when the peer's
     /// state has arrived, or at this time if no peer answered.
     vrrp_start_by: Option<Instant>,
@@ -603,6 +639,8 @@ struct HaStart {
     local_listener: Option<pseudo::LocalListener>,
     /// A promoted pseudo-standby's replica.
     inherited: Option<Vec<::hasync::Record>>,
+    /// What the cluster driver starts with (`[cluster]`).
+    cluster: Option<cluster::DriverStart>,
 }
 
 async fn control_loop(
@@ -619,6 +657,7 @@ async fn control_loop(
         HaStart {
             local_listener,
             inherited,
+            cluster: cluster_start,
         },
     ): (
         Option<crate::tables::local::ControlReceiver>,
@@ -697,6 +736,23 @@ async fn control_loop(
         None => None,
     };
     let mut sync = sync;
+    let (cluster, mut cluster_rx) = match (&conf.cluster, cluster_start) {
+        (Some(c), Some(start)) => {
+            let (mut d, rx) = cluster::ClusterDriver::from_conf(c, start, Instant::now())?;
+            tracing::info!(
+                cluster = %c.name,
+                node = c.node_id,
+                sync = %d.mesh().local(),
+                etcd = ?c.etcd,
+                "cluster: joining"
+            );
+            d.start(Instant::now());
+            (Some(d), Some(rx))
+        }
+        _ => (None, None),
+    };
+    let cluster_socket = cluster.as_ref().map(|c| c.mesh().socket());
+    let mut cluster_buf = vec![0u8; statesync::MAX_DATAGRAM];
     let mut local_rx = sync.as_mut().and_then(|s| s.take_local_events());
     let sync_socket = sync.as_ref().map(|s| s.socket());
     let sync_feed = shared.sync.clone();
@@ -731,6 +787,7 @@ async fn control_loop(
         vrrp_start_by: (has_vrrp && has_sync).then(|| Instant::now() + VRRP_SYNC_GRACE),
         vrrp,
         sync,
+        cluster,
     };
     if let Some(s) = state.sync.as_mut() {
         s.publish_node(0);
@@ -784,7 +841,27 @@ async fn control_loop(
             .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or(far);
+        let cluster_deadline = state
+            .cluster
+            .as_ref()
+            .map(|c| tokio::time::Instant::from_std(c.deadline(Instant::now())))
+            .unwrap_or(far);
         tokio::select! {
+            r = recv_sync(cluster_socket.as_deref(), &mut cluster_buf) => {
+                if let (Ok((n, from)), Some(c)) = (r, state.cluster.as_mut()) {
+                    c.on_datagram(&cluster_buf[..n], from, Instant::now());
+                }
+            }
+            Some(r) = recv_etcd(&mut cluster_rx) => {
+                if let Some(c) = state.cluster.as_mut() {
+                    c.on_etcd(r, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(cluster_deadline) => {
+                if let Some(c) = state.cluster.as_mut() {
+                    c.on_tick(Instant::now());
+                }
+            }
             r = recv_sync(sync_socket.as_deref(), &mut sync_buf) => {
                 if let (Ok((n, from)), Some(s)) = (r, state.sync.as_mut()) {
                     let changes = s.on_datagram(&sync_buf[..n], from, Instant::now());
@@ -860,6 +937,9 @@ async fn control_loop(
             }
         }
         ha_sync_after(&mut state);
+        if let Some(c) = state.cluster.as_mut() {
+            c.pump(Instant::now());
+        }
     }
     // A clean stop: masters send priority 0 (RFC 5798 §6.4.3) and the workers get a moment
     // to put it on the wire before they stop.
@@ -1062,6 +1142,21 @@ async fn recv_sync(
     }
 }
 
+/// The cluster status: the driver's view (membership, epoch table, etcd, mesh) and the data
+/// plane's (ids by state, frames by fate).
+fn cluster_status(state: &ControlState) -> Option<cluster::ClusterStatusReply> {
+    let driver = state.cluster.as_ref()?;
+    let tables = state.shared.tables.load();
+    let plane = tables
+        .cluster
+        .as_ref()?
+        .status(state.shared.counters.iter().map(|w| &w.cluster));
+    Some(cluster::ClusterStatusReply {
+        node: driver.status(Instant::now()),
+        plane,
+    })
+}
+
 /// The HA status: VRRP, the node's role and the sync channel.
 fn ha_status(state: &ControlState) -> Option<crate::ha_status::HaStatus> {
     let mut h = state
@@ -1138,6 +1233,16 @@ async fn recv_probe(
     }
 }
 
+/// The next etcd result of the cluster driver, or never without `[cluster]`.
+async fn recv_etcd(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<cluster::EtcdResult>>,
+) -> Option<cluster::EtcdResult> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next WCCP datagram, or never when WCCP is off.
 async fn recv_wccp(
     rx: &mut Option<crate::tables::local::ControlReceiver>,
@@ -1177,6 +1282,7 @@ fn snapshot(state: &ControlState, limits: &mgmt::Limits) -> status::Status {
     if let Some(st) = s.steering.as_mut() {
         st.ha_sync = state.health.sync_status();
     }
+    s.cluster_node = state.cluster.as_ref().map(|c| c.status(Instant::now()));
     s
 }
 
@@ -1189,6 +1295,16 @@ fn answer(state: &mut ControlState, line: &str, limits: &mgmt::Limits) -> String
         REQ_HA_STATUS => match ha_status(state) {
             Some(h) => serde_json::to_string(&h),
             None => serde_json::to_string(&ha_not_configured(state)),
+        },
+        REQ_CLUSTER_STATUS => match cluster_status(state) {
+            Some(c) => serde_json::to_string(&c),
+            None => serde_json::to_string(&ReloadReply {
+                ok: false,
+                message: format!(
+                    "{}: no [cluster] section: this router is not a cluster node",
+                    state.config_path.display()
+                ),
+            }),
         },
         l if l == REQ_HA_SWITCHOVER || l.starts_with("ha switchover ") => {
             let iface = l[REQ_HA_SWITCHOVER.len()..].trim();

@@ -763,6 +763,7 @@ impl Standby {
                 trace: None,
                 ha: Some(self.ha_status(link)),
                 cluster: None,
+                cluster_node: None,
             }),
             other => serde_json::to_string(&super::ReloadReply {
                 ok: false,

@@ -118,25 +118,30 @@ impl std::fmt::Debug for SyncDriver {
 /// Reads the shared key: at least `hasync::endpoint::MIN_KEY_LEN` bytes (a trailing newline is
 /// not part of it), and not readable by group or others.
 pub fn read_key(path: &Path) -> Result<Vec<u8>> {
+    read_key_of("[ha.sync]", path)
+}
+
+/// [`read_key`] for the configuration section `section` (named in its errors).
+pub fn read_key_of(section: &str, path: &Path) -> Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
-        .with_context(|| format!("[ha.sync] key-file {}", path.display()))?;
+        .with_context(|| format!("{section} key-file {}", path.display()))?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
-            "[ha.sync] key-file {}: readable by group or others (mode {:o}); `chmod 600` it: the key authenticates the whole router state",
+            "{section} key-file {}: readable by group or others (mode {:o}); `chmod 600` it: the key authenticates the whole router state",
             path.display(),
             mode & 0o777
         );
     }
     let mut key =
-        std::fs::read(path).with_context(|| format!("[ha.sync] key-file {}", path.display()))?;
+        std::fs::read(path).with_context(|| format!("{section} key-file {}", path.display()))?;
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         key.pop();
     }
     if key.len() < hasync::endpoint::MIN_KEY_LEN {
         bail!(
-            "[ha.sync] key-file {}: {} bytes; the key needs at least {} (e.g. `openssl rand -hex 32 > {}`)",
+            "{section} key-file {}: {} bytes; the key needs at least {} (e.g. `openssl rand -hex 32 > {}`)",
             path.display(),
             key.len(),
             hasync::endpoint::MIN_KEY_LEN,

@@ -1,0 +1,427 @@
+//! End to end, issue 16: a router cluster on etcd (seed 003).
+//!
+//! client — [lan] — r1..rN — [wan] — server, all on bridges in namespace `br` (multicast
+//! snooping off, so frames to the cluster MAC reach every node). Every node runs the same
+//! `[nat]` (inside 10.0.1.0/24, pool 10.0.2.254 on wan) and `[cluster]`: the hosts' gateway
+//! 10.0.1.254 and the pool are cluster addresses, answered with the cluster MAC. The nodes'
+//! third link `eth2` is a kernel interface on bridge `ctl` (10.8.0.N), where the sync mesh runs
+//! and etcd listens (namespace `etcd`, 10.8.0.101–103: one member, or three).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use integration::wccplab::wait_for;
+use integration::{binary, io_backend, require_root};
+use netlab::etcd::EtcdCluster;
+use netlab::{Lab, Ns, ProcHandle};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "10.0.2.10";
+const CLIENT: &str = "10.0.1.10";
+const POOL: &str = "10.0.2.254";
+const KEY: &str = "9c1d2e3f405162738495a6b7c8d9eaf00112233445566778899aabbccddeeff0\n";
+const WRONG_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000bad\n";
+const PEER_TIMEOUT_MS: u64 = 100;
+
+struct Node {
+    id: u32,
+    ns: Ns,
+    conf: PathBuf,
+    socket: PathBuf,
+    proc: Option<ProcHandle>,
+}
+
+struct ClusterLab {
+    lab: Lab,
+    br: Ns,
+    cli: Ns,
+    srv: Ns,
+    etcd_ns: Ns,
+    etcd: EtcdCluster,
+    nodes: Vec<Node>,
+}
+
+fn cli(socket: &std::path::Path, args: &[&str]) -> Option<serde_json::Value> {
+    let mut a: Vec<&str> = args.to_vec();
+    let s = socket.to_string_lossy().to_string();
+    a.extend(["--json", "-s", &s]);
+    let out = std::process::Command::new(binary("swrouter"))
+        .args(&a)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+impl ClusterLab {
+    /// The segments, the client and server, and etcd (`etcd_members` of them).
+    fn new(tag: &str, etcd_members: usize) -> ClusterLab {
+        require_root();
+        let mut lab = Lab::new(tag).unwrap();
+        let br = lab.add_ns("br").unwrap();
+        let cli = lab.add_ns("cli").unwrap();
+        let srv = lab.add_ns("srv").unwrap();
+        let etcd_ns = lab.add_ns("etcd").unwrap();
+        for b in ["lan", "wan", "ctl"] {
+            br.ip(&["link", "add", b, "type", "bridge"]).unwrap();
+            if b != "ctl" {
+                br.ip(&["link", "set", b, "type", "bridge", "mcast_snooping", "0"])
+                    .unwrap();
+            }
+            br.ip(&["link", "set", b, "up"]).unwrap();
+        }
+        lab.link(&cli, "eth0", &br, "c0").unwrap();
+        lab.link(&srv, "eth0", &br, "s0").unwrap();
+        lab.link(&etcd_ns, "eth0", &br, "e0").unwrap();
+        br.ip(&["link", "set", "c0", "master", "lan"]).unwrap();
+        br.ip(&["link", "set", "s0", "master", "wan"]).unwrap();
+        br.ip(&["link", "set", "e0", "master", "ctl"]).unwrap();
+        cli.add_addr("eth0", &format!("{CLIENT}/24")).unwrap();
+        cli.add_route("default", "10.0.1.254").unwrap();
+        // Downloads are paced by curl's rate limit from their start.
+        cli.sysctl("net.ipv4.tcp_rmem", "4096 65536 131072")
+            .unwrap();
+        srv.add_addr("eth0", &format!("{SERVER}/24")).unwrap();
+        let mut at = Vec::new();
+        for i in 0..etcd_members {
+            let ip = Ipv4Addr::new(10, 8, 0, 101 + i as u8);
+            etcd_ns.add_addr("eth0", &format!("{ip}/24")).unwrap();
+            at.push((etcd_ns.clone(), ip));
+        }
+        let etcd = EtcdCluster::start_healthy(&mut lab, &at, Duration::from_secs(20)).unwrap();
+        for (name, key) in [("cluster.key", KEY), ("wrong.key", WRONG_KEY)] {
+            let p = lab.dir().join(name);
+            std::fs::write(&p, key).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        ClusterLab {
+            lab,
+            br,
+            cli,
+            srv,
+            etcd_ns,
+            etcd,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Adds node `id` (namespace `r<id>`, config written, not started).
+    fn add_node(&mut self, id: u32, key: &str) -> usize {
+        let name = format!("r{id}");
+        let ns = self.lab.add_ns(&name).unwrap();
+        for (i, b) in [("eth0", "lan"), ("eth1", "wan"), ("eth2", "ctl")] {
+            let port = format!("{name}{}", &b[..1]);
+            self.lab.link(&ns, i, &self.br, &port).unwrap();
+            self.br.ip(&["link", "set", &port, "master", b]).unwrap();
+        }
+        ns.add_addr("eth2", &format!("10.8.0.{id}/24")).unwrap();
+        let socket = self.lab.dir().join(format!("{name}.sock"));
+        let conf = self.lab.dir().join(format!("{name}.conf"));
+        let etcd: Vec<String> = self
+            .etcd
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        let text = format!(
+            "[router]\nworkers = 2\nmanagement-socket = \"{}\"\nlog-level = \"debug\"\nio-backend = \"{}\"\n\n\
+             [[interface]]\nname = \"eth0\"\naddress = \"10.0.1.{h}/24\"\n\n\
+             [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.{h}/24\"\n\n\
+             [nat]\n\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"{POOL}\"]\n\n\
+             [cluster]\nname = \"lab\"\nnode-id = {id}\netcd = [{}]\nsync-local = \"10.8.0.{id}:7788\"\n\
+             key-file = \"{}\"\nheartbeat-ms = 20\npeer-timeout-ms = {PEER_TIMEOUT_MS}\nlease-ttl-s = 2\n\n\
+             [[cluster.interface]]\nname = \"eth0\"\naddresses = [\"10.0.1.254\"]\n\n\
+             [[cluster.interface]]\nname = \"eth1\"\naddresses = []\n",
+            socket.display(),
+            io_backend(),
+            etcd.join(", "),
+            self.lab.dir().join(key).display(),
+            h = id + 1,
+        );
+        std::fs::write(&conf, text).unwrap();
+        self.nodes.push(Node {
+            id,
+            ns,
+            conf,
+            socket,
+            proc: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let h = self
+            .lab
+            .spawn(
+                &n.ns,
+                &binary("swrouter").to_string_lossy(),
+                &["-c", &n.conf.to_string_lossy()],
+            )
+            .unwrap();
+        let socket = n.socket.clone();
+        let up = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+            cli(&socket, &["cluster", "status"])
+        });
+        assert!(
+            up.is_some(),
+            "swrouter did not come up:\n{}",
+            self.lab.logs(&h)
+        );
+        self.nodes[i].proc = Some(h);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].proc.take() {
+            self.lab.kill(&h).unwrap();
+        }
+    }
+
+    fn status(&self, i: usize) -> Option<serde_json::Value> {
+        cli(&self.nodes[i].socket, &["cluster", "status"])
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.proc.as_ref().map(|h| (n.id, h)))
+            .map(|(id, h)| format!("---- r{id} ----\n{}", tail(&self.lab.logs(h), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn all_status(&self) -> String {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].proc.is_some())
+            .map(|i| {
+                let s = std::process::Command::new(binary("swrouter"))
+                    .args(["cluster", "status", "-s"])
+                    .arg(&self.nodes[i].socket)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                format!("---- r{} ----\n{s}", self.nodes[i].id)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until every running node shows the same epoch, the table gives each running node
+    /// its share (and no other owner), and no id is moving; returns the owner table.
+    fn wait_settled(&self, timeout: Duration) -> Vec<Option<u32>> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].proc.is_some())
+            .collect();
+        let ids: BTreeSet<u32> = running.iter().map(|i| self.nodes[*i].id).collect();
+        let settled = wait_for(timeout, Duration::from_millis(20), || {
+            let mut table = None;
+            for i in &running {
+                let s = self.status(*i)?;
+                let n = &s["node"];
+                let owners: Vec<Option<u32>> = serde_json::from_value(n["owners"].clone()).ok()?;
+                let owners_set: BTreeSet<u32> = owners.iter().flatten().copied().collect();
+                if owners_set != ids
+                    || owners.iter().any(Option::is_none)
+                    || n["releasing"].as_array()?.len() + n["awaiting"].as_array()?.len() > 0
+                    || n["pending_nat_work"] != 0
+                {
+                    return None;
+                }
+                match &table {
+                    None => table = Some((n["epoch"].clone(), owners)),
+                    Some((e, t)) if *e == n["epoch"] && *t == owners => {}
+                    Some(_) => return None,
+                }
+            }
+            table.map(|(_, t)| t)
+        });
+        settled.unwrap_or_else(|| {
+            panic!(
+                "the cluster did not settle on one table for nodes {ids:?} within {timeout:?}\n{}\n{}",
+                self.all_status(),
+                self.logs()
+            )
+        })
+    }
+
+    /// The node's NAT sessions to the server: inside endpoint → (outside, proto).
+    fn sessions(&self, i: usize, proto: &str, remote: &str) -> BTreeMap<String, String> {
+        let rows = cli(&self.nodes[i].socket, &["nat", "sessions"]).unwrap_or_default();
+        rows.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|r| r["proto"] == proto && r["remote"] == remote)
+                    .map(|r| {
+                        (
+                            r["inside"].as_str().unwrap_or("").to_string(),
+                            r["outside"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An UDP echo server on the server.
+    fn echo_server(&mut self) {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(({SERVER:?},9999))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)\n"
+        );
+        self.lab
+            .spawn(&self.srv, "python3", &["-c", &script])
+            .unwrap();
+    }
+
+    /// `n` UDP flows from the client's ports `base..base+n` to the echo server, each resent
+    /// every 200 ms until answered; the number answered within `secs`.
+    fn udp_flows(&self, base: u16, n: u16, secs: f64) -> usize {
+        let script = format!(
+            "import socket,time\nsocks=[]\nfor i in range({n}):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n s.bind(({CLIENT:?},{base}+i))\n s.setblocking(False)\n socks.append(s)\ngot=set()\nend=time.time()+{secs}\nwhile time.time()<end and len(got)<{n}:\n for i,s in enumerate(socks):\n  if i not in got: s.sendto(b'x%d'%i,({SERVER:?},9999))\n time.sleep(0.2)\n for i,s in enumerate(socks):\n  try:\n   while True:\n    s.recv(100); got.add(i)\n  except BlockingIOError: pass\nprint(len(got))\n"
+        );
+        let out = self.cli.run_ok("python3", &["-c", &script]).unwrap();
+        out.trim().parse().unwrap()
+    }
+
+    /// A web server on the server with a `size`-byte file; returns its content.
+    fn web_server(&mut self, size: usize) -> Vec<u8> {
+        let body: Vec<u8> = (0..size as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let www = self.lab.dir().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("big"), &body).unwrap();
+        let script = format!(
+            "import http.server,functools\nh=functools.partial(http.server.SimpleHTTPRequestHandler,directory={:?})\nhttp.server.ThreadingHTTPServer(({SERVER:?},8080),h).serve_forever()\n",
+            www.to_string_lossy()
+        );
+        self.lab
+            .spawn(&self.srv, "python3", &["-c", &script])
+            .unwrap();
+        body
+    }
+
+    /// Starts `n` rate-limited downloads from client ports `base..`; returns their output
+    /// files and processes.
+    fn downloads(&mut self, base: u16, n: u16, rate: &str) -> Vec<(PathBuf, ProcHandle)> {
+        (0..n)
+            .map(|i| {
+                let out = self.lab.dir().join(format!("dl{}", base + i));
+                let port = (base + i).to_string();
+                let h = self
+                    .lab
+                    .spawn(
+                        &self.cli,
+                        "curl",
+                        &[
+                            "-sS",
+                            "--fail",
+                            "--local-port",
+                            &port,
+                            "--limit-rate",
+                            rate,
+                            "--max-time",
+                            "60",
+                            "-o",
+                            &out.to_string_lossy(),
+                            &format!("http://{SERVER}:8080/big"),
+                        ],
+                    )
+                    .unwrap();
+                (out, h)
+            })
+            .collect()
+    }
+
+    /// Waits for the downloads and checks each byte-exact.
+    fn finish_downloads(&mut self, dls: Vec<(PathBuf, ProcHandle)>, body: &[u8]) {
+        for (out, h) in dls {
+            let deadline = Instant::now() + Duration::from_secs(70);
+            let status = loop {
+                if let Some(s) = self.lab.try_wait(&h).unwrap() {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "curl did not finish");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let got = std::fs::read(&out).unwrap_or_default();
+            assert!(
+                status.success() && got.len() == body.len() && got == body,
+                "download {} failed ({status}): {} of {} bytes, equal {}\ncurl: {}\n{}\n{}",
+                out.display(),
+                got.len(),
+                body.len(),
+                got == body,
+                self.lab.logs(&h),
+                self.all_status(),
+                self.logs()
+            );
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn count_owned(table: &[Option<u32>], node: u32) -> usize {
+    table.iter().filter(|o| **o == Some(node)).count()
+}
+
+/// Starts r1..rN one after the other (each settles before the next) and returns the table.
+fn start_nodes(l: &mut ClusterLab, n: u32) -> Vec<Option<u32>> {
+    for id in 1..=n {
+        let i = l.add_node(id, "cluster.key");
+        l.start(i);
+        l.wait_settled(Duration::from_secs(15));
+    }
+    l.wait_settled(Duration::from_secs(5))
+}
+
+#[test]
+fn three_equal_nodes_share_the_flows() {
+    let mut l = ClusterLab::new("clshare", 1);
+    let table = start_nodes(&mut l, 3);
+    let shares: Vec<usize> = (1..=3).map(|n| count_owned(&table, n)).collect();
+    let mut sorted = shares.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![85, 85, 86], "exact quotas: {shares:?}");
+    l.echo_server();
+    let answered = l.udp_flows(20000, 300, 15.0);
+    assert_eq!(answered, 300, "every flow answered\n{}", l.all_status());
+    let remote = format!("{SERVER}:9999");
+    let per_node: Vec<BTreeMap<String, String>> =
+        (0..3).map(|i| l.sessions(i, "udp", &remote)).collect();
+    let counts: Vec<usize> = per_node.iter().map(BTreeMap::len).collect();
+    eprintln!("flows per node: {counts:?} (ids {shares:?})");
+    // Each flow has its session on exactly one node.
+    let mut all = BTreeSet::new();
+    for s in &per_node {
+        for k in s.keys() {
+            assert!(all.insert(k.clone()), "flow {k} has sessions on two nodes");
+        }
+    }
+    assert_eq!(all.len(), 300, "{counts:?}");
+    for c in &counts {
+        assert!(
+            (85..=115).contains(c),
+            "each node handles 1/3 ± 5 % of 300 flows: {counts:?}"
+        );
+    }
+    // Status shows the ids each member owns, the same on every node.
+    for i in 0..3 {
+        let s = l.status(i).unwrap();
+        let members = s["node"]["members"].as_array().unwrap().clone();
+        let ids: Vec<u64> = members.iter().map(|m| m["ids"].as_u64().unwrap()).collect();
+        assert_eq!(ids.iter().sum::<u64>(), 256, "{members:?}");
+        assert!(members.iter().all(|m| m["heard"] == true), "{members:?}");
+        assert_eq!(
+            s["plane"]["ids_owned"].as_u64().unwrap() as usize,
+            shares[i]
+        );
+    }
+}
