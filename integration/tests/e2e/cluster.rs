@@ -425,3 +425,112 @@ fn three_equal_nodes_share_the_flows() {
         );
     }
 }
+
+/// The union of the nodes' TCP sessions to the web server from client ports `ports`: inside →
+/// outside.
+fn web_sessions(
+    l: &ClusterLab,
+    nodes: &[usize],
+    ports: std::ops::Range<u16>,
+) -> BTreeMap<String, String> {
+    let remote = format!("{SERVER}:8080");
+    let mut all = BTreeMap::new();
+    for i in nodes {
+        for (k, v) in l.sessions(*i, "tcp", &remote) {
+            let port: u16 = k
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if !ports.contains(&port) {
+                continue;
+            }
+            if let Some(other) = all.insert(k.clone(), v.clone()) {
+                panic!("session {k} on two nodes: {other} and {v}");
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn killing_a_node_moves_its_ids_and_loses_no_session() {
+    let mut l = ClusterLab::new("clkill", 1);
+    let table = start_nodes(&mut l, 3);
+    let body = l.web_server(3 << 20);
+    // Reachable through the cluster first (ARP, the server up).
+    let reach = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        l.cli
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://{SERVER}:8080/"),
+                ],
+            )
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(
+        reach.is_some(),
+        "the server is not reachable through the cluster\n{}",
+        l.logs()
+    );
+    // Ten downloads at 768 KiB/s: about 4 s each.
+    let dls = l.downloads(31000, 10, "768K");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = web_sessions(&l, &[0, 1, 2], 31000..31010);
+    let on_r3 = web_sessions(&l, &[2], 31000..31010);
+    assert_eq!(before.len(), 10, "one session per download: {before:?}");
+    assert!(
+        !on_r3.is_empty(),
+        "no download went through r3: pick other ports ({before:?})"
+    );
+    let r3_ids = count_owned(&table, 3);
+    let killed = Instant::now();
+    l.kill(2);
+    let moved = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
+        let owned: usize = (0..2)
+            .map(|i| {
+                l.status(i)
+                    .map_or(0, |s| s["node"]["owned"].as_u64().unwrap_or(0) as usize)
+            })
+            .sum();
+        (owned == 256).then(|| killed.elapsed())
+    });
+    let moved =
+        moved.unwrap_or_else(|| panic!("r3's ids did not move\n{}\n{}", l.all_status(), l.logs()));
+    eprintln!(
+        "r3 killed with {} downloads and {r3_ids} ids: its ids owned by r1+r2 after {moved:?} (peer timeout {PEER_TIMEOUT_MS} ms)",
+        on_r3.len()
+    );
+    assert!(
+        moved < Duration::from_millis(PEER_TIMEOUT_MS + 900),
+        "took {moved:?}"
+    );
+    // Every session of r3 is now on r1 or r2 with the same mapping.
+    let after = web_sessions(&l, &[0, 1], 31000..31010);
+    for (inside, outside) in &before {
+        assert_eq!(
+            after.get(inside),
+            Some(outside),
+            "session {inside} → {outside} not kept: {after:?}"
+        );
+    }
+    let table = l.wait_settled(Duration::from_secs(5));
+    assert_eq!(count_owned(&table, 3), 0);
+    l.finish_downloads(dls, &body);
+    for i in 0..2 {
+        let s = l.status(i).unwrap();
+        eprintln!(
+            "r{}: last reallocation {} adopted {}",
+            i + 1,
+            s["node"]["last_realloc"],
+            s["node"]["driver"]["sessions_adopted"]
+        );
+    }
+}

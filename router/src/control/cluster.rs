@@ -109,6 +109,8 @@ pub struct ClusterDriver {
     counters: DriverCounters,
     /// This node's [`config_digest`].
     config_digest: u64,
+    /// The last epoch logged.
+    logged_epoch: u64,
 }
 
 impl std::fmt::Debug for ClusterDriver {
@@ -261,6 +263,7 @@ impl ClusterDriver {
                 adopted: BTreeMap::new(),
                 counters: DriverCounters::default(),
                 config_digest: 0,
+                logged_epoch: 0,
             },
             rx,
         )
@@ -601,6 +604,20 @@ impl ClusterDriver {
     /// Carries out the engine's actions, in order, deferring an id's actions behind its NAT
     /// work.
     fn run_actions(&mut self) {
+        let table = self.engine.allocation();
+        if table.epoch != self.logged_epoch {
+            self.logged_epoch = table.epoch;
+            let s = self.engine.status();
+            tracing::info!(
+                epoch = table.epoch,
+                committed_by = table.committed_by,
+                members = table.members.len(),
+                owned = table.count(self.engine.me()),
+                gained = s.last_realloc.as_ref().map_or(0, |r| r.gained),
+                lost = s.last_realloc.as_ref().map_or(0, |r| r.lost),
+                "cluster: id table in force"
+            );
+        }
         let actions: Vec<Action> = self.engine.take_actions();
         for (i, a) in actions.iter().enumerate() {
             // `Plane{Foreign}` right before `Handed` of the same id is the hand-off itself.
@@ -625,7 +642,18 @@ impl ClusterDriver {
             }
         }
         match a {
-            Action::Etcd(req) => self.request(req),
+            Action::Etcd(req) => {
+                if let EtcdRequest::Cas { value, .. } = &req {
+                    if let Ok(t) = Allocation::decode(value) {
+                        tracing::info!(
+                            epoch = t.epoch,
+                            members = ?t.members.iter().map(|m| m.node).collect::<Vec<_>>(),
+                            "cluster: proposing an id table"
+                        );
+                    }
+                }
+                self.request(req)
+            }
             Action::Plane { id, state } => self.plane.set_state(id, state),
             Action::Release { id, epoch } => match &self.nat {
                 Some(nat) => {

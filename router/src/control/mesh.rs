@@ -223,9 +223,9 @@ impl SyncMesh {
         self.peers.get(&node).is_some_and(|p| p.alive)
     }
 
-    /// True when our copy of `node`'s state is exact.
+    /// True when `node` is heard and our copy of its state is exact.
     pub fn in_sync(&self, node: u32) -> bool {
-        self.peers.get(&node).is_some_and(|p| p.endpoint.in_sync())
+        self.peers.get(&node).is_some_and(|p| p.in_sync)
     }
 
     /// Follows the member list: `(node id, sync address)` of every other node. New members get
@@ -357,7 +357,9 @@ impl SyncMesh {
             while let Some(record) = p.endpoint.poll_change() {
                 events.push(MeshEvent::Change { node: id, record });
             }
-            if !p.in_sync && p.endpoint.in_sync() {
+            // A lost peer's replica may still be complete: it is in sync again only once it
+            // is heard again (else its loss would be undone at once).
+            if !p.in_sync && p.alive && p.endpoint.in_sync() {
                 p.in_sync = true;
                 events.push(MeshEvent::PeerInSync { node: id });
             } else if !p.endpoint.in_sync() {
@@ -556,6 +558,18 @@ mod tests {
                 "{events:?}"
             );
             assert!(!nodes[0].alive(3) && nodes[0].alive(2));
+            // Its replica is still complete, but a lost peer is not in sync again until heard.
+            let lost_at = events
+                .iter()
+                .position(|(at, e)| *at == 1 && *e == MeshEvent::PeerLost { node: 3 })
+                .unwrap();
+            assert!(
+                !events[lost_at..]
+                    .iter()
+                    .any(|(at, e)| *at == 1 && *e == MeshEvent::PeerInSync { node: 3 }),
+                "the loss was undone: {events:?}"
+            );
+            assert!(!nodes[0].in_sync(3));
             let members = [(1, nodes[0].local), (2, nodes[1].local)];
             nodes[0].set_peers(&members, Instant::now()).unwrap();
             assert_eq!(nodes[0].peers().collect::<Vec<_>>(), vec![2]);
