@@ -38,7 +38,6 @@ struct ClusterLab {
     br: Ns,
     cli: Ns,
     srv: Ns,
-    etcd_ns: Ns,
     etcd: EtcdCluster,
     nodes: Vec<Node>,
 }
@@ -65,6 +64,7 @@ impl ClusterLab {
         let br = lab.add_ns("br").unwrap();
         let cli = lab.add_ns("cli").unwrap();
         let srv = lab.add_ns("srv").unwrap();
+        // etcd's namespace (its members' addresses on one link).
         let etcd_ns = lab.add_ns("etcd").unwrap();
         for b in ["lan", "wan", "ctl"] {
             br.ip(&["link", "add", b, "type", "bridge"]).unwrap();
@@ -103,7 +103,6 @@ impl ClusterLab {
             br,
             cli,
             srv,
-            etcd_ns,
             etcd,
             nodes: Vec::new(),
         }
@@ -216,10 +215,15 @@ impl ClusterLab {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].proc.is_some())
             .collect();
+        self.wait_settled_among(&running, timeout)
+    }
+
+    /// [`Self::wait_settled`] for nodes `running` (indices) only: they and only they own ids.
+    fn wait_settled_among(&self, running: &[usize], timeout: Duration) -> Vec<Option<u32>> {
         let ids: BTreeSet<u32> = running.iter().map(|i| self.nodes[*i].id).collect();
         let settled = wait_for(timeout, Duration::from_millis(20), || {
             let mut table = None;
-            for i in &running {
+            for i in running {
                 let s = self.status(*i)?;
                 let n = &s["node"];
                 let owners: Vec<Option<u32>> = serde_json::from_value(n["owners"].clone()).ok()?;
@@ -533,4 +537,187 @@ fn killing_a_node_moves_its_ids_and_loses_no_session() {
             s["node"]["driver"]["sessions_adopted"]
         );
     }
+}
+
+/// Waits until the client reaches the web server through the cluster.
+fn wait_reachable(l: &ClusterLab) {
+    let reach = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        l.cli
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://{SERVER}:8080/"),
+                ],
+            )
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(
+        reach.is_some(),
+        "the server is not reachable through the cluster\n{}",
+        l.logs()
+    );
+}
+
+#[test]
+fn adding_a_node_moves_only_the_ids_it_takes() {
+    let mut l = ClusterLab::new("cladd", 1);
+    let before = start_nodes(&mut l, 3);
+    let body = l.web_server(3 << 20);
+    wait_reachable(&l);
+    let dls = l.downloads(32000, 10, "768K");
+    std::thread::sleep(Duration::from_millis(1000));
+    let sessions_before = web_sessions(&l, &[0, 1, 2], 32000..32010);
+    let i = l.add_node(4, "cluster.key");
+    let started = Instant::now();
+    l.start(i);
+    let after = l.wait_settled(Duration::from_secs(10));
+    let settled = started.elapsed();
+    let moved: Vec<usize> = (0..256).filter(|x| before[*x] != after[*x]).collect();
+    assert_eq!(moved.len(), 64, "r4 takes exactly its quota: {moved:?}");
+    assert!(
+        moved.iter().all(|x| after[*x] == Some(4)),
+        "every moved id went to r4"
+    );
+    assert_eq!(count_owned(&after, 4), 64);
+    // The sessions kept their mappings, wherever they are now.
+    let sessions_after = web_sessions(&l, &[0, 1, 2, 3], 32000..32010);
+    for (inside, outside) in &sessions_before {
+        assert_eq!(
+            sessions_after.get(inside),
+            Some(outside),
+            "{sessions_after:?}"
+        );
+    }
+    l.finish_downloads(dls, &body);
+    let mut held = 0;
+    let mut handed = 0;
+    for n in 0..3 {
+        let s = l.status(n).unwrap();
+        held += s["plane"]["frames"]["held"].as_u64().unwrap();
+        handed += s["plane"]["frames"]["handed"].as_u64().unwrap();
+        eprintln!(
+            "r{}: last reallocation {}",
+            n + 1,
+            s["node"]["last_realloc"]
+        );
+        assert_eq!(s["plane"]["frames"]["hold_full"], 0);
+    }
+    let s4 = l.status(3).unwrap();
+    eprintln!(
+        "r4 joined: settled {settled:?} after its start; sessions adopted {}; frames held {held}, handed to r4 {handed}; r4 last reallocation {}",
+        s4["node"]["driver"]["sessions_adopted"], s4["node"]["last_realloc"]
+    );
+}
+
+#[test]
+fn a_node_with_a_wrong_key_never_joins() {
+    let mut l = ClusterLab::new("clkey", 1);
+    let before = start_nodes(&mut l, 2);
+    let i = l.add_node(4, "wrong.key");
+    l.start(i);
+    // It registers in etcd (the others see it) but is never heard, so it gets no ids.
+    let seen = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        let s = l.status(0)?;
+        let m = s["node"]["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node"] == 4)?
+            .clone();
+        let peer = s["node"]["mesh"]
+            .as_array()?
+            .iter()
+            .find(|p| p["node"] == 4)?
+            .clone();
+        (peer["forged"].as_u64()? > 5).then_some((m, peer))
+    });
+    let (m, peer) = seen.unwrap_or_else(|| panic!("r4 not seen as forged\n{}", l.all_status()));
+    assert_eq!(m["heard"], false, "{m}");
+    assert_eq!(peer["alive"], false, "{peer}");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = l.wait_settled_among(&[0, 1], Duration::from_secs(1));
+    assert_eq!(before, after, "the table did not change");
+    let s4 = l.status(i).unwrap();
+    assert_eq!(s4["node"]["owned"], 0, "{}", s4["node"]);
+    assert!(
+        s4["node"]["mesh"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["alive"] == false),
+        "r4 hears nobody either: {}",
+        s4["node"]["mesh"]
+    );
+}
+
+#[test]
+fn etcd_failures_keep_the_cluster_forwarding() {
+    let mut l = ClusterLab::new("cletcd", 3);
+    start_nodes(&mut l, 3);
+    l.echo_server();
+    assert_eq!(l.udp_flows(21000, 60, 10.0), 60);
+    // One etcd member (the leader) dies: a node still joins (a reallocation commits).
+    let leader = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        l.etcd.leader()
+    })
+    .expect("etcd has a leader");
+    l.etcd.kill(&mut l.lab, leader).unwrap();
+    let i = l.add_node(4, "cluster.key");
+    let t = Instant::now();
+    l.start(i);
+    let table = l.wait_settled(Duration::from_secs(15));
+    eprintln!(
+        "with etcd member {leader} (the leader) dead, r4 joined in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(count_owned(&table, 4), 64);
+    assert_eq!(l.udp_flows(21100, 60, 10.0), 60);
+    // All etcd down: forwarding goes on; a dead node's ids cannot move (refused, reported).
+    for m in 0..3 {
+        l.etcd.kill(&mut l.lab, m).unwrap();
+    }
+    assert_eq!(
+        l.udp_flows(21200, 60, 10.0),
+        60,
+        "forwarding with etcd down"
+    );
+    l.kill(3);
+    let refused = wait_for(Duration::from_secs(6), Duration::from_millis(50), || {
+        let s = l.status(0)?;
+        let n = &s["node"];
+        (n["realloc_refused"].as_u64()? > 0 && n["etcd_reachable"] == false).then(|| n.clone())
+    });
+    let n = refused.unwrap_or_else(|| panic!("no refusal reported\n{}", l.all_status()));
+    let reason = n["refuse_reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains("etcd unreachable"), "{reason}");
+    eprintln!("all etcd down, r4 killed: r1 reports {reason:?}");
+    let text = std::process::Command::new(binary("swrouter"))
+        .args(["cluster", "status", "-s"])
+        .arg(&l.nodes[0].socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("reallocations refused"), "{text}");
+    // r4's ids stay with r4 (nobody handles them) while r1..r3 keep theirs.
+    let s = l.status(0).unwrap();
+    let owners: Vec<Option<u32>> = serde_json::from_value(s["node"]["owners"].clone()).unwrap();
+    assert_eq!(count_owned(&owners, 4), 64);
+    assert!(!s["node"]["fenced"].as_bool().unwrap());
+    // etcd back: the reallocation commits.
+    for m in 0..3 {
+        l.etcd.restart(&mut l.lab, m).unwrap();
+    }
+    l.etcd
+        .wait_healthy(&l.lab, Duration::from_secs(20))
+        .unwrap();
+    let t = Instant::now();
+    let table = l.wait_settled(Duration::from_secs(15));
+    eprintln!("etcd back: r4's ids moved after {:?}", t.elapsed());
+    assert_eq!(count_owned(&table, 4), 0);
+    assert_eq!(l.udp_flows(21300, 60, 10.0), 60);
 }
