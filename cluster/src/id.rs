@@ -177,6 +177,12 @@ pub fn packet_id(cfg: &IdConfig, packet: &[u8], arrived_on_nat_outside: bool) ->
     Some(tuple_id(cfg, proto, (src, sport), (dst, dport)))
 }
 
+/// The id of a flow's packets from `s` to `d` that did not arrive on a NAT outside
+/// interface (rules 2 and 3): how state keyed by a flow (WCCP flow affinity) is selected by id.
+pub fn flow_id(cfg: &IdConfig, proto: u8, s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)) -> Id {
+    tuple_id(cfg, proto, s, d)
+}
+
 /// Rules 2 and 3 on a tuple.
 fn tuple_id(cfg: &IdConfig, proto: u8, s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)) -> Id {
     match (cfg.is_inside(s.0), cfg.is_inside(d.0)) {

@@ -417,16 +417,13 @@ fn three_equal_nodes_share_the_flows() {
         );
     }
     // Status shows the ids each member owns, the same on every node.
-    for i in 0..3 {
+    for (i, share) in shares.iter().enumerate() {
         let s = l.status(i).unwrap();
         let members = s["node"]["members"].as_array().unwrap().clone();
         let ids: Vec<u64> = members.iter().map(|m| m["ids"].as_u64().unwrap()).collect();
         assert_eq!(ids.iter().sum::<u64>(), 256, "{members:?}");
         assert!(members.iter().all(|m| m["heard"] == true), "{members:?}");
-        assert_eq!(
-            s["plane"]["ids_owned"].as_u64().unwrap() as usize,
-            shares[i]
-        );
+        assert_eq!(s["plane"]["ids_owned"].as_u64().unwrap() as usize, *share);
     }
 }
 

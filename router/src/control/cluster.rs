@@ -86,6 +86,8 @@ pub struct DriverCounters {
     pub adoptions_failed: u64,
     /// Peers in sync whose config digest differs from ours (not counted heard).
     pub config_mismatches: u64,
+    /// WCCP flows (flow affinity) adopted from the common table.
+    pub flows_adopted: u64,
 }
 
 /// The cluster driver.
@@ -111,6 +113,10 @@ pub struct ClusterDriver {
     config_digest: u64,
     /// The last epoch logged.
     logged_epoch: u64,
+    /// WCCP flow affinity's adopted table (with `[[wccp]]`).
+    affinity: Option<Arc<crate::tables::affinity::AffinitySync>>,
+    /// The steering drain memory's sync state.
+    drain: Option<Arc<crate::tables::steer::DrainSync>>,
 }
 
 impl std::fmt::Debug for ClusterDriver {
@@ -264,9 +270,23 @@ impl ClusterDriver {
                 counters: DriverCounters::default(),
                 config_digest: 0,
                 logged_epoch: 0,
+                affinity: None,
+                drain: None,
             },
             rx,
         )
+    }
+
+    /// The other state owners whose entries move with the ids: WCCP flow affinity (adopted
+    /// per id) and the steering drain memory (kept from every node, see
+    /// [`crate::tables::steer::DrainSync::apply_from_cluster`]).
+    pub fn set_state_owners(
+        &mut self,
+        affinity: Option<Arc<crate::tables::affinity::AffinitySync>>,
+        drain: Option<Arc<crate::tables::steer::DrainSync>>,
+    ) {
+        self.affinity = affinity;
+        self.drain = drain;
     }
 
     /// The mesh (its socket for the control loop's receive arm).
@@ -349,6 +369,11 @@ impl ClusterDriver {
                 MeshEvent::Change { node, record } => {
                     if record.table == TableId::CLUSTER && record.op == hasync::Op::Upsert {
                         self.on_cluster_record(node, &record, now);
+                    }
+                    if record.table == TableId::STEERING_DRAIN {
+                        if let Some(d) = &self.drain {
+                            d.apply_from_cluster(&record);
+                        }
                     }
                     // Other tables stay in the mesh's replica of `node` (the common table)
                     // until one of their ids is adopted.
@@ -727,6 +752,7 @@ impl ClusterDriver {
             }
             got
         };
+        self.adopt_affinity(id, from);
         self.counters.sessions_adopted += records.len() as u64;
         let nat = match (&self.nat, records.is_empty()) {
             (Some(nat), false) => nat.clone(),
@@ -754,6 +780,28 @@ impl ClusterDriver {
                 self.adopted.insert(id, records);
             }
         }
+    }
+
+    /// Moves the id's WCCP flows from the common table (every peer's copy) into the adopted
+    /// table, where the worker that sees a flow next takes it.
+    fn adopt_affinity(&mut self, id: Id, from: Option<u32>) {
+        let (Some(affinity), Some(idcfg)) = (&self.affinity, self.plane.id_config()) else {
+            return;
+        };
+        let now = Instant::now();
+        let me = self.engine.me();
+        let mut sources: Vec<&hasync::Replica> = Vec::new();
+        if from == Some(me) {
+            sources.push(self.mesh.published());
+        }
+        sources.extend(self.mesh.peers().filter_map(|n| self.mesh.replica(n)));
+        let mut adopted = 0u64;
+        for r in sources {
+            for rec in affinity_records_of(r, idcfg, id) {
+                adopted += u64::from(affinity.adopt_from_cluster(&rec, now));
+            }
+        }
+        self.counters.flows_adopted += adopted;
     }
 
     /// The `NAT_SESSION` records of `replica` whose outside port carries `id`.
@@ -1095,6 +1143,29 @@ pub fn render(c: &ClusterStatusReply) -> String {
     o
 }
 
+/// The `AFFINITY` records of `replica` whose flow (client to server, TCP: affinity is
+/// remembered from a SYN) has distribution id `id`.
+fn affinity_records_of(
+    replica: &hasync::Replica,
+    idcfg: &cluster::IdConfig,
+    id: Id,
+) -> Vec<Record> {
+    replica
+        .iter(TableId::AFFINITY)
+        .filter(|(k, _)| {
+            crate::tables::affinity::decode_key(k).is_ok_and(|f| {
+                cluster::id::flow_id(
+                    idcfg,
+                    crate::wire::ipv4::PROTO_TCP,
+                    (std::net::Ipv4Addr::from(f.src), f.sport),
+                    (std::net::Ipv4Addr::from(f.dst), f.dport),
+                ) == id
+            })
+        })
+        .map(|(k, v)| Record::upsert(TableId::AFFINITY, k.to_vec(), v.to_vec()))
+        .collect()
+}
+
 /// The node id of a `members/<id>` key (relative to the prefix).
 fn member_id(rest: &[u8]) -> Option<u32> {
     std::str::from_utf8(rest.strip_prefix(b"members/")?)
@@ -1133,6 +1204,47 @@ mod tests {
             k,
             "deterministic: every node derives the same"
         );
+    }
+
+    #[test]
+    fn affinity_flows_are_selected_by_their_packets_id() {
+        use crate::tables::affinity::{upsert_record, FlowId, FlowTarget};
+        use std::net::Ipv4Addr;
+        let idcfg = cluster::IdConfig {
+            inside: vec![cluster::Prefix {
+                addr: Ipv4Addr::new(10, 0, 1, 0),
+                len: 24,
+            }],
+            ..cluster::IdConfig::routed(0x1234_5678_9abc_def0)
+        };
+        let mut replica = hasync::Replica::new();
+        let (client, server) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(192, 0, 2, 80));
+        let mut ids = Vec::new();
+        for sport in 40000..40064u16 {
+            let flow = FlowId::new(0, client, server, sport, 80);
+            replica.apply(
+                upsert_record(&flow, FlowTarget::Cache(Ipv4Addr::new(10, 0, 3, 2))).as_ref(),
+            );
+            // The id the cluster stage computes for the flow's first packet.
+            let mut pkt = vec![0u8; 40];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&40u16.to_be_bytes());
+            pkt[8] = 64;
+            pkt[9] = 6;
+            pkt[12..16].copy_from_slice(&client.octets());
+            pkt[16..20].copy_from_slice(&server.octets());
+            pkt[20..22].copy_from_slice(&sport.to_be_bytes());
+            pkt[22..24].copy_from_slice(&80u16.to_be_bytes());
+            pkt[32] = 0x50;
+            ids.push(cluster::packet_id(&idcfg, &pkt, false).unwrap());
+        }
+        let id = ids[0];
+        let picked = affinity_records_of(&replica, &idcfg, id);
+        let expected = ids.iter().filter(|i| **i == id).count();
+        assert_eq!(picked.len(), expected);
+        assert!(picked.iter().all(|r| r.table == TableId::AFFINITY));
+        let other = (0..=255u8).find(|i| !ids.contains(i)).unwrap();
+        assert!(affinity_records_of(&replica, &idcfg, other).is_empty());
     }
 
     #[test]

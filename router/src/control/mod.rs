@@ -746,6 +746,10 @@ async fn control_loop(
                 etcd = ?c.etcd,
                 "cluster: joining"
             );
+            d.set_state_owners(
+                wccp.as_ref().map(|w| w.affinity_sync()),
+                Some(shared.tables.load().steering.drain_sync.clone()),
+            );
             d.start(Instant::now());
             (Some(d), Some(rx))
         }
@@ -939,6 +943,10 @@ async fn control_loop(
         ha_sync_after(&mut state);
         if let Some(c) = state.cluster.as_mut() {
             c.pump(Instant::now());
+            // Adopted WCCP flows no segment claimed within the idle timeout are forgotten.
+            if let Some(w) = state.wccp.as_ref() {
+                w.affinity_housekeeping(Instant::now());
+            }
         }
     }
     // A clean stop: masters send priority 0 (RFC 5798 §6.4.3) and the workers get a moment

@@ -837,6 +837,11 @@ impl WccpDriver {
         self.affinity_sync.apply(rec, now)
     }
 
+    /// The flow affinity's sync state (its adopted table), shared with the workers.
+    pub fn affinity_sync(&self) -> Arc<AffinitySync> {
+        self.affinity_sync.clone()
+    }
+
     /// While active: forgets adopted flows no segment claimed within the idle timeout of the
     /// takeover (at most once a second, after any control-loop event).
     pub fn affinity_housekeeping(&self, now: Instant) {

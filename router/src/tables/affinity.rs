@@ -320,8 +320,29 @@ impl AffinitySync {
         ok
     }
 
+    /// One of another cluster node's `AFFINITY` records whose flow's id this node has just
+    /// taken (issue 16): into the adopted table although this node is active, for the worker
+    /// that sees the flow next. True when applied.
+    pub fn adopt_from_cluster(&self, rec: &Record, now: Instant) -> bool {
+        let ok = rec.op == Op::Upsert && self.try_apply_any_role(rec, now).is_ok();
+        let c = if ok {
+            &self.counters.applied
+        } else {
+            &self.counters.refused
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        ok
+    }
+
     fn try_apply(&self, rec: &Record, now: Instant) -> Result<(), ()> {
-        if rec.table != TableId::AFFINITY || self.active.load(Ordering::Relaxed) {
+        if self.active.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        self.try_apply_any_role(rec, now)
+    }
+
+    fn try_apply_any_role(&self, rec: &Record, now: Instant) -> Result<(), ()> {
+        if rec.table != TableId::AFFINITY {
             return Err(());
         }
         let flow = decode_key(&rec.key).map_err(|_| ())?;
@@ -490,6 +511,23 @@ mod tests {
         assert_eq!(s.take(&flow(1)), Some(cache()));
         assert_eq!(s.take(&flow(1)), None, "moved to the worker");
         assert_eq!(s.counters.adopted_hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_cluster_node_adopts_flows_of_ids_it_takes_while_active() {
+        let t0 = Instant::now();
+        let (s, _feed) = syncing(4);
+        let rec = upsert_record(&flow(1), cache());
+        assert!(
+            !s.apply(&rec, t0),
+            "HA: an active node refuses the peer's flows"
+        );
+        assert!(s.adopt_from_cluster(&rec, t0));
+        assert!(
+            !s.adopt_from_cluster(&delete_record(&flow(1)), t0),
+            "only upserts"
+        );
+        assert_eq!(s.take(&flow(1)), Some(cache()));
     }
 
     #[test]

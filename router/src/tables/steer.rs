@@ -206,8 +206,20 @@ impl DrainSync {
     /// goes to the ring for the workers; a forgotten one is left to the workers' own
     /// overwriting (it is only a hint that a connection will not be reset). True when applied.
     pub fn apply(&self, rec: &hasync::Record) -> bool {
+        self.apply_as(rec, !self.active.load(Ordering::Relaxed))
+    }
+
+    /// One of another cluster node's `STEERING_DRAIN` records (issue 16), taken although this
+    /// node is active: the memory is keyed by a connection hash, which cannot be mapped to a
+    /// distribution id, so every node keeps the others' remembered connections as hints for
+    /// the connections that may move to it.
+    pub fn apply_from_cluster(&self, rec: &hasync::Record) -> bool {
+        self.apply_as(rec, true)
+    }
+
+    fn apply_as(&self, rec: &hasync::Record, allowed: bool) -> bool {
         let ok = rec.table == hasync::TableId::STEERING_DRAIN
-            && !self.active.load(Ordering::Relaxed)
+            && allowed
             && match steering::sync::decode_drain_key(&rec.key) {
                 Ok(k) if rec.op == hasync::Op::Upsert => {
                     let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
@@ -372,6 +384,11 @@ mod tests {
             !active.apply(&out[0]),
             "an active node refuses the peer's records"
         );
+        // A cluster node is always active and still keeps the other nodes' connections.
+        assert!(active.apply_from_cluster(&out[0]));
+        let mut w0 = DrainedFlows::new(64);
+        active.adopt_since(0, |k| w0.adopt(k));
+        assert!(w0.contains(7));
         // The standby rings the peer's connections; each worker copies them into its memory.
         let standby = DrainSync::new(SyncFeed::new(16));
         standby.set_active(false);
