@@ -237,5 +237,81 @@ fn trace_cost(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, whole_pipeline, per_stage, trace_cost);
+/// The router cluster's per-packet cost (issue 16): the forward burst sent to the cluster MAC
+/// with the cluster stage on, when this node owns every id (the stage's id hash and ownership
+/// check on top of forwarding) and when it owns none (the frame is received, hashed and dropped
+/// as `cluster-foreign`: what every node pays for each frame another node handles, which
+/// bounds how far a cluster on one shared segment scales).
+fn cluster_cost(c: &mut Criterion) {
+    use router::tables::cluster::ClusterPlane;
+    let (mut tables, neighbours, mut frame) = lab();
+    let neigh = neighbours.load();
+    let conf = conf::ClusterConf {
+        name: "bench".into(),
+        node_id: 1,
+        weight: 1,
+        etcd: vec!["127.0.0.1:2379".parse().unwrap()],
+        sync_local: "127.0.0.1:7788".parse().unwrap(),
+        key_file: "/dev/null".into(),
+        cluster_mac: [3, 0, 0x5e, 0xc1, 0, 1],
+        heartbeat: conf::DEFAULT_HEARTBEAT,
+        peer_timeout: conf::DEFAULT_PEER_TIMEOUT,
+        lease_ttl_s: conf::DEFAULT_LEASE_TTL_S,
+        hold_limit: conf::DEFAULT_HOLD_LIMIT,
+        handover_timeout: conf::DEFAULT_HANDOVER_TIMEOUT,
+        interfaces: vec![conf::ClusterInterface {
+            name: "eth0".into(),
+            addresses: vec![[10, 0, 1, 254].into()],
+        }],
+    };
+    let plane = Arc::new(ClusterPlane::new(&conf, &tables.ifaces, None).unwrap());
+    plane.set_hash_key(0x0123_4567_89ab_cdef).unwrap();
+    frame[..6].copy_from_slice(&conf.cluster_mac);
+    tables.cluster = Some(plane.clone());
+    let mut g = c.benchmark_group("cluster");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for (name, state) in [
+        ("owned-forward", cluster::PlaneState::Owned),
+        ("foreign-drop", cluster::PlaneState::Foreign),
+    ] {
+        for id in 0..=255u8 {
+            plane.set_state(id, state);
+        }
+        let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
+        let mut pipeline = Pipeline::new(0, 2, counters.clone());
+        let mut pool = Pool::new(256);
+        let mut burst = Vec::with_capacity(BURST);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..BURST {
+                        let mut p = pool.get_with(&frame);
+                        p.meta.rx_if = 0;
+                        burst.push(p);
+                    }
+                    let start = Instant::now();
+                    pipeline.run(&mut burst, &tables, &neigh, &neighbours, &mut pool, start);
+                    timed += start.elapsed();
+                    for q in pipeline.tx_out.iter_mut() {
+                        for p in q.drain(..) {
+                            pool.put(p);
+                        }
+                    }
+                }
+                timed
+            })
+        });
+        // Only when the bench ran: every frame took the path its name says.
+        let c = &counters.cluster;
+        let (owned, foreign) = (c.owned.get(), c.foreign.get());
+        match state {
+            cluster::PlaneState::Owned => assert_eq!(foreign, 0, "{name}"),
+            _ => assert_eq!(owned, 0, "{name}"),
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, whole_pipeline, per_stage, trace_cost, cluster_cost);
 criterion_main!(benches);
