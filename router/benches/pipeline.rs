@@ -107,23 +107,16 @@ fn whole_pipeline(c: &mut Criterion) {
     // about 1 ns per packet.
     g.bench_function("forward-burst-32x64B-pipeline-only", |b| {
         b.iter_custom(|iters| {
-            let mut timed = std::time::Duration::ZERO;
-            for _ in 0..iters {
-                for _ in 0..BURST {
-                    let mut p = pool.get_with(&frame);
-                    p.meta.rx_if = 0;
-                    burst.push(p);
-                }
-                let start = Instant::now();
-                pipeline.run(&mut burst, &tables, &neigh, &neighbours, &mut pool, start);
-                timed += start.elapsed();
-                for q in pipeline.tx_out.iter_mut() {
-                    for p in q.drain(..) {
-                        pool.put(p);
-                    }
-                }
-            }
-            timed
+            timed_bursts(
+                iters,
+                &mut pipeline,
+                &tables,
+                &neigh,
+                &neighbours,
+                &mut pool,
+                &mut burst,
+                &frame,
+            )
         })
     });
     g.finish();
@@ -182,6 +175,38 @@ fn per_stage(c: &mut Criterion) {
     g.finish();
 }
 
+/// Times `iters` bursts of `BURST` copies of `frame` through `pipeline` (the pipeline alone:
+/// copying in and draining tx happen outside the timed region).
+#[allow(clippy::too_many_arguments)]
+fn timed_bursts(
+    iters: u64,
+    pipeline: &mut Pipeline,
+    tables: &Tables,
+    neigh: &router::tables::neighbours::NeighSnapshot,
+    neighbours: &Neighbours,
+    pool: &mut Pool,
+    burst: &mut Vec<Packet>,
+    frame: &[u8],
+) -> std::time::Duration {
+    let mut timed = std::time::Duration::ZERO;
+    for _ in 0..iters {
+        for _ in 0..BURST {
+            let mut p = pool.get_with(frame);
+            p.meta.rx_if = 0;
+            burst.push(p);
+        }
+        let start = Instant::now();
+        pipeline.run(burst, tables, neigh, neighbours, pool, start);
+        timed += start.elapsed();
+        for q in pipeline.tx_out.iter_mut() {
+            for p in q.drain(..) {
+                pool.put(p);
+            }
+        }
+    }
+    timed
+}
+
 /// The packet trace's cost on packets it does not record (issue 17 item 5): the pipeline-only
 /// forward burst with no tracer at all (the path tests and benches take), with the workers'
 /// tracer disarmed (production when nobody traces: one relaxed load per burst), and armed with
@@ -212,23 +237,16 @@ fn trace_cost(c: &mut Criterion) {
         let mut burst = Vec::with_capacity(BURST);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut timed = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    for _ in 0..BURST {
-                        let mut p = pool.get_with(&frame);
-                        p.meta.rx_if = 0;
-                        burst.push(p);
-                    }
-                    let start = Instant::now();
-                    pipeline.run(&mut burst, &tables, &neigh, &neighbours, &mut pool, start);
-                    timed += start.elapsed();
-                    for q in pipeline.tx_out.iter_mut() {
-                        for p in q.drain(..) {
-                            pool.put(p);
-                        }
-                    }
-                }
-                timed
+                timed_bursts(
+                    iters,
+                    &mut pipeline,
+                    &tables,
+                    &neigh,
+                    &neighbours,
+                    &mut pool,
+                    &mut burst,
+                    &frame,
+                )
             })
         });
         assert_eq!(tracer.status().captured, 0, "{name}: nothing matches");
@@ -283,23 +301,16 @@ fn cluster_cost(c: &mut Criterion) {
         let mut burst = Vec::with_capacity(BURST);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut timed = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    for _ in 0..BURST {
-                        let mut p = pool.get_with(&frame);
-                        p.meta.rx_if = 0;
-                        burst.push(p);
-                    }
-                    let start = Instant::now();
-                    pipeline.run(&mut burst, &tables, &neigh, &neighbours, &mut pool, start);
-                    timed += start.elapsed();
-                    for q in pipeline.tx_out.iter_mut() {
-                        for p in q.drain(..) {
-                            pool.put(p);
-                        }
-                    }
-                }
-                timed
+                timed_bursts(
+                    iters,
+                    &mut pipeline,
+                    &tables,
+                    &neigh,
+                    &neighbours,
+                    &mut pool,
+                    &mut burst,
+                    &frame,
+                )
             })
         });
         // Only when the bench ran: every frame took the path its name says.

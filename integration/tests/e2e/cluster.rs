@@ -460,27 +460,7 @@ fn killing_a_node_moves_its_ids_and_loses_no_session() {
     let table = start_nodes(&mut l, 3);
     let body = l.web_server(5 << 20);
     // Reachable through the cluster first (ARP, the server up).
-    let reach = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
-        l.cli
-            .run(
-                "curl",
-                &[
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    &format!("http://{SERVER}:8080/"),
-                ],
-            )
-            .ok()
-            .filter(|o| o.status.success())
-    });
-    assert!(
-        reach.is_some(),
-        "the server is not reachable through the cluster\n{}",
-        l.logs()
-    );
+    wait_reachable(&l);
     // Ten downloads at 768 KiB/s: about 6.7 s each.
     let dls = l.downloads(31000, 10, "768K");
     std::thread::sleep(Duration::from_millis(1500));
