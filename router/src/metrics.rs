@@ -442,6 +442,7 @@ fn cluster_plane(f: &mut Families, c: &crate::tables::cluster::ClusterStatus) {
         ("hold-full", fr.hold_full),
         ("hold-dropped", fr.hold_dropped),
         ("not-distributed", fr.not_distributed),
+        ("duplicate", fr.duplicates),
     ] {
         f.counter(
             "swrouter_cluster_frames_total",

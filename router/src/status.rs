@@ -1096,7 +1096,7 @@ pub fn render_cluster(o: &mut String, c: &crate::tables::cluster::ClusterStatus)
     let f = &c.frames;
     let _ = writeln!(
         o,
-        "  frames to the cluster MAC: owned {}  foreign {}  held {} (released {} handed {} dropped {})  hold-full {}  not-distributed {}",
-        f.owned, f.foreign, f.held, f.released, f.handed, f.hold_dropped, f.hold_full, f.not_distributed
+        "  frames to the cluster MAC: owned {}  foreign {}  held {} (released {} handed {} dropped {})  hold-full {}  not-distributed {}  handed-back duplicates {}",
+        f.owned, f.foreign, f.held, f.released, f.handed, f.hold_dropped, f.hold_full, f.not_distributed, f.duplicates
     );
 }

@@ -5,6 +5,7 @@ use router::pipeline::counters::WorkerCounters;
 use router::pipeline::drop::DropReason;
 use router::pipeline::packet::{Packet, Pool};
 use router::pipeline::{Pipeline, StageKind};
+use router::tables::cluster::DEDUPE_WINDOW;
 use router::tables::neighbours::Neighbours;
 use router::tables::routes::RouteTable;
 use router::tables::{Iface, Tables};
@@ -2476,6 +2477,93 @@ fn held_frames_run_when_their_id_becomes_owned_and_go_to_the_new_owner_when_hand
     assert!(b.take_tx(0).is_empty() && b.take_tx(1).is_empty());
     assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterForeign), 1);
     assert_accounted(&b);
+}
+
+#[test]
+fn a_gained_ids_handed_over_copies_of_frames_already_handled_here_are_dropped() {
+    use cluster::PlaneState;
+    let (mut b, plane, _) = cluster_bench(16);
+    let ((pa, a), (_, idb)) = two_flows(&plane);
+    // `a` is gained from another node (Foreign → Owned opens its window); `idb` was ours.
+    plane.set_state(idb, PlaneState::Owned);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(1));
+    plane.set_state(a, PlaneState::Owned);
+    let seen = to_cluster(pa);
+    b.run(vec![seen.clone()], t0);
+    assert_eq!(b.take_tx(1).len(), 1, "handled here from the cluster MAC");
+    // The old owner held the same frame and hands it over to our own MAC: a duplicate.
+    let mut copy = seen.clone();
+    ethernet::write_header(&mut copy, R0, NEW_OWNER, ethernet::ETHERTYPE_IPV4);
+    // The old owner completed a partial checksum before handing it over: still the same frame.
+    copy[40] ^= 0x5a;
+    let mut other = to_cluster(pa);
+    other[42] = 0xee;
+    ethernet::write_header(&mut other, R0, NEW_OWNER, ethernet::ETHERTYPE_IPV4);
+    b.run(vec![copy.clone(), other], t0);
+    let tx = b.take_tx(1);
+    assert_eq!(
+        tx.len(),
+        1,
+        "the copy dropped, a frame only the old owner saw forwarded"
+    );
+    assert_eq!(tx[0][42], 0xee);
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterDuplicate), 1);
+    assert_eq!(b.counters.cluster.duplicates.get(), 1);
+    // After the window the same bytes pass (a host may send them again).
+    b.run(vec![copy], t0 + DEDUPE_WINDOW + Duration::from_millis(10));
+    assert_eq!(b.take_tx(1).len(), 1);
+    assert_eq!(b.drops(StageKind::Cluster, DropReason::ClusterDuplicate), 1);
+    assert_accounted(&b);
+}
+
+#[test]
+fn a_handed_off_frame_leaves_with_its_partial_checksum_completed() {
+    use cluster::PlaneState;
+    use router::wire::vnet;
+    let (mut b, plane, t0) = cluster_bench(16);
+    let ((pa, a), _) = two_flows(&plane);
+    plane.set_state(a, PlaneState::Releasing);
+    // As a veth peer's stack sends it: the UDP checksum field holds the pseudo-header sum.
+    let mut f = to_cluster(pa);
+    let pseudo = netwire::checksum::fold(netwire::checksum::pseudo_header(
+        [10, 0, 1, 2],
+        [10, 0, 2, 2],
+        17,
+        12,
+    ));
+    f[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    let mut p = Packet::from_frame(&f);
+    p.meta.rx_if = 0;
+    p.meta.offload = vnet::VnetHdr {
+        flags: vnet::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 6,
+        ..Default::default()
+    };
+    let neigh = b.neighbours.load();
+    b.pipeline.run(
+        &mut vec![p],
+        &b.tables,
+        &neigh,
+        &b.neighbours,
+        &mut b.pool,
+        t0,
+    );
+    plane.hand_off(a, &[("eth0".to_string(), NEW_OWNER)]);
+    b.poll(t0);
+    let tx = b.take_tx(0);
+    assert_eq!(tx.len(), 1);
+    // The receiver's check: pseudo header + UDP segment sums to 0xffff.
+    let acc = netwire::checksum::sum(
+        netwire::checksum::pseudo_header([10, 0, 1, 2], [10, 0, 2, 2], 17, 12),
+        &tx[0][34..46],
+    );
+    assert_eq!(
+        netwire::checksum::fold(acc),
+        0xffff,
+        "complete checksum on the wire"
+    );
 }
 
 #[test]

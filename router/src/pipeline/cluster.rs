@@ -50,6 +50,14 @@ impl ClusterStage {
             return Verdict::Continue;
         };
         if ethernet::dst(pkt.frame()) != plane.mac() || pkt.meta.flags & flags::LOCAL != 0 {
+            if pkt.meta.flags & flags::LOCAL == 0
+                && plane.dedupe_active(cx.now)
+                && plane.is_cluster_iface(pkt.meta.rx_if)
+                && is_handed_duplicate(plane, pkt, cx)
+            {
+                cx.counters.cluster.duplicates.inc();
+                return Verdict::Drop(DropReason::ClusterDuplicate);
+            }
             return owned(plane, pkt, cx);
         }
         self.distribute(plane, pkt, cx)
@@ -73,6 +81,10 @@ impl ClusterStage {
         match plane.state(id) {
             PlaneState::Owned => {
                 c.owned.inc();
+                if plane.dedupe_active(cx.now) {
+                    let fp = fingerprint(&pkt.frame()[HEADER_LEN..]);
+                    plane.note_handled(id, fp, cx.now);
+                }
                 owned(plane, pkt, cx)
             }
             PlaneState::Foreign => {
@@ -148,6 +160,9 @@ impl ClusterStage {
                             // Our own MAC as the source, as on every frame we send: the
                             // switches never learn a host's MAC (or the cluster MAC) on our
                             // port.
+                            // Sent on as it is, like any forwarded frame: a partial
+                            // (offloaded) checksum must be complete first.
+                            pkt.complete_checksum();
                             let f = pkt.frame_mut();
                             f[ethernet::field::DST].copy_from_slice(&mac.0);
                             f[ethernet::field::SRC].copy_from_slice(&iface.mac.0);
@@ -171,6 +186,59 @@ impl ClusterStage {
             }
         }
     }
+}
+
+/// A frame to this node's own MAC on a shared segment while an id is newly gained: the old
+/// owner's hand-over copy of a frame this node already handled from the cluster MAC?
+fn is_handed_duplicate(plane: &ClusterPlane, pkt: &Packet, cx: &StageCx<'_>) -> bool {
+    let Some(cfg) = plane.id_config() else {
+        return false;
+    };
+    let ip = &pkt.frame()[HEADER_LEN..];
+    let outside = plane.is_nat_outside(pkt.meta.rx_if);
+    ::cluster::packet_id(cfg, ip, outside)
+        .is_some_and(|id| plane.is_duplicate(id, fingerprint(ip), cx.now))
+}
+
+/// A frame's identity across the nodes for handover de-duplication: the IPv4 packet as every
+/// node received it from the shared segment (the hand-over copy is the same bytes: nothing
+/// before this stage rewrites them), hashed over its header without TTL and checksum and up to
+/// 48 octets past it (ports, sequence numbers, TCP options such as timestamps). Never 0.
+fn fingerprint(ip: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |w: u64| {
+        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+    };
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+        u64::from_le_bytes(w)
+    };
+    // Version to fragment offset, protocol, addresses.
+    mix(word(ip.get(..8).unwrap_or(ip)));
+    mix(u64::from(ip.get(9).copied().unwrap_or(0)));
+    mix(word(ip.get(12..20).unwrap_or(&[])));
+    let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+    let past = ip.get(hl..).unwrap_or(&[]);
+    let mut l4 = [0u8; 48];
+    let n = past.len().min(48);
+    l4[..n].copy_from_slice(&past[..n]);
+    // Without the TCP/UDP checksum: the old owner completes a partial (offloaded) one before
+    // it hands the frame over, while this node hashed the frame as received.
+    let csum = match ip.get(9) {
+        Some(&ipv4::PROTO_TCP) => Some(16),
+        Some(&ipv4::PROTO_UDP) => Some(6),
+        _ => None,
+    };
+    if let Some(at) = csum {
+        l4[at] = 0;
+        l4[at + 1] = 0;
+    }
+    for chunk in l4[..n].chunks(8) {
+        mix(word(chunk));
+    }
+    h | 1
 }
 
 /// A packet this node handles: a cluster address is local (one node answers), except a pool

@@ -102,6 +102,9 @@ pub struct ClusterCounters {
     pub hold_dropped: Counter,
     /// With no distribution id (the id function could not read it): handled here.
     pub not_distributed: Counter,
+    /// Handed over by a just-gained id's old owner but already handled here
+    /// (`cluster-duplicate`).
+    pub duplicates: Counter,
 }
 
 /// Everything one worker counts; shared read-only with the management thread.

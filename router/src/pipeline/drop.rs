@@ -153,11 +153,14 @@ pub enum DropReason {
     /// Cluster: a held frame whose id went to another node with no hand-off (a fence, or a
     /// new owner with no MAC on the frame's interface).
     ClusterHoldDropped,
+    /// Cluster: a frame the old owner of a just-gained id handed over that this node had
+    /// already handled itself from the cluster MAC (both saw it during the handover).
+    ClusterDuplicate,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 71] = [
+    pub const ALL: [DropReason; 72] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -229,6 +232,7 @@ impl DropReason {
         DropReason::ClusterForeign,
         DropReason::ClusterHoldFull,
         DropReason::ClusterHoldDropped,
+        DropReason::ClusterDuplicate,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -313,6 +317,7 @@ impl DropReason {
             DropReason::ClusterForeign => "cluster-foreign",
             DropReason::ClusterHoldFull => "cluster-hold-full",
             DropReason::ClusterHoldDropped => "cluster-hold-dropped",
+            DropReason::ClusterDuplicate => "cluster-duplicate",
         }
     }
 }

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Number of distribution ids.
 const IDS: usize = ::cluster::id::IDS;
@@ -89,7 +90,22 @@ pub struct ClusterPlane {
     handoff: Vec<[AtomicU64; IDS]>,
     epoch: AtomicU64,
     fences: AtomicU64,
+    /// Handover de-duplication (see [`ClusterPlane::is_duplicate`]): the time base of the
+    /// windows, per id the end of its window (ms after `base`, 0: none), the latest end of
+    /// any, and the fingerprints of frames handled in a window, direct-mapped.
+    base: Instant,
+    dedupe_until: [AtomicU64; IDS],
+    dedupe_any_until: AtomicU64,
+    recent: Box<[AtomicU64]>,
 }
+
+/// How long after gaining an id this node remembers the frames of it it handled, to drop the
+/// old owner's hand-over copies of them: the old owner hands over when the took marker reaches
+/// it, one sync hop after the gain.
+pub const DEDUPE_WINDOW: Duration = Duration::from_millis(250);
+/// Fingerprints remembered (direct-mapped; a frame whose slot was reused since is let
+/// through, a duplicate at worst).
+pub const DEDUPE_SLOTS: usize = 8192;
 
 impl ClusterPlane {
     /// The plane for `conf` over `ifaces`, with the NAT's pool, inside prefixes and port range
@@ -174,6 +190,10 @@ impl ClusterPlane {
             handoff,
             epoch: AtomicU64::new(0),
             fences: AtomicU64::new(0),
+            base: Instant::now(),
+            dedupe_until: std::array::from_fn(|_| AtomicU64::new(0)),
+            dedupe_any_until: AtomicU64::new(0),
+            recent: (0..DEDUPE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -205,7 +225,14 @@ impl ClusterPlane {
                 h[i].store(0, Ordering::Release);
             }
         }
-        self.state[i].store(encode(state), Ordering::Release);
+        let was = self.state[i].swap(encode(state), Ordering::AcqRel);
+        if state == PlaneState::Owned && was == FOREIGN {
+            // Gained from another node: its hand-over copies of frames this node also handles
+            // from now on are dropped for a while.
+            let until = self.ms(Instant::now() + DEDUPE_WINDOW);
+            self.dedupe_until[i].store(until, Ordering::Release);
+            self.dedupe_any_until.fetch_max(until, Ordering::AcqRel);
+        }
     }
 
     /// `id` was handed to another node (`Action::Handed`): its frames held here go to that
@@ -252,6 +279,41 @@ impl ClusterPlane {
             RELEASING => PlaneState::Releasing,
             _ => PlaneState::Foreign,
         }
+    }
+
+    /// Milliseconds of `t` after the plane's time base (at least 1: 0 means "no window").
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_millis() as u64 + 1
+    }
+
+    /// True while some id is in its de-duplication window (one relaxed load per packet when
+    /// none is).
+    #[inline]
+    pub fn dedupe_active(&self, now: Instant) -> bool {
+        let any = self.dedupe_any_until.load(Ordering::Relaxed);
+        any != 0 && self.ms(now) < any
+    }
+
+    fn in_window(&self, id: Id, now: Instant) -> bool {
+        self.ms(now) < self.dedupe_until[usize::from(id)].load(Ordering::Acquire)
+    }
+
+    /// A frame of `id` this node handled from the cluster MAC: remembered while the id is in
+    /// its window.
+    pub fn note_handled(&self, id: Id, fingerprint: u64, now: Instant) {
+        if self.in_window(id, now) {
+            let slot = (fingerprint as usize) % self.recent.len();
+            self.recent[slot].store(fingerprint, Ordering::Relaxed);
+        }
+    }
+
+    /// True when a frame of `id` sent to this node's own MAC is the old owner's hand-over copy
+    /// of a frame this node already handled: every node receives every frame to the cluster
+    /// MAC, so the frames the old owner held after this node took the id over reached both.
+    pub fn is_duplicate(&self, id: Id, fingerprint: u64, now: Instant) -> bool {
+        self.in_window(id, now)
+            && self.recent[(fingerprint as usize) % self.recent.len()].load(Ordering::Relaxed)
+                == fingerprint
     }
 
     /// The MAC `id`'s held frames that arrived on `iface` go to, if it was handed over.
@@ -359,6 +421,7 @@ impl ClusterPlane {
             s.frames.hold_full += w.hold_full.get();
             s.frames.hold_dropped += w.hold_dropped.get();
             s.frames.not_distributed += w.not_distributed.get();
+            s.frames.duplicates += w.duplicates.get();
         }
         s
     }
@@ -422,6 +485,10 @@ pub struct ClusterFrames {
     pub hold_dropped: u64,
     /// With no id (unparseable): handled here as without a cluster.
     pub not_distributed: u64,
+    /// Handed over by a just-gained id's old owner but already handled here from the cluster
+    /// MAC: dropped (`cluster-duplicate`).
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 #[cfg(test)]
