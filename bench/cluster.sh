@@ -21,7 +21,7 @@
 # sink counts and drops the frames in an nftables netdev ingress chain (no ICMP back); the rate
 # is what that counter saw.
 #
-# Rows (run in this order; choose with BENCH_ROWS="1,2,3", comma-separated, any order given):
+# Rows (all by default; choose with BENCH_ROWS="1,2,3", comma-separated; they run in this order):
 #   generator  no node running (their bridge ports down): what the generator sends through the
 #              lan bridge alone, so a generator-bound result is visible;
 #   1, 2, 3    that many nodes, started one after the other; a row starts when every node shows
@@ -36,26 +36,33 @@
 #              table CASes (.node.cas_sent, summed) and all etcd round trips
 #              (.node.etcd.round_trips: CAS, keepalives, node 3's registration, ...) during the
 #              row, the wall time from starting node 3 to the settled table (polled, so
-#              coarse: ~0.1 s), and the packets the sink got vs what the generator sent.
-# WINDOW-second windows, REPS repetitions, medians; the ratio is to the 1-node row. After the
-# table, per row and node: frames to the cluster MAC the node handled (owned) and dropped as
-# foreign, and its CPU time; owned + foreign is about what the generator sent for every node.
+#              coarse: ~0.1 s), the frames the sink got vs what the generator sent and vs what
+#              the nodes handled (more than sent: some frames were forwarded twice). With
+#              HANDOVER_CAPTURE=1 tcpdump records the row at the sink and the duplicates are
+#              counted exactly (each frame carries 64 random bits: IPv4 id, source port and 4
+#              payload bytes); the capture costs CPU, so the row's rate is then lower.
+# WINDOW-second windows (after a 1 s warm-up in which the nodes resolve the sink's MAC), REPS
+# repetitions, medians; the ratio is to the 1-node row. After the table, per row: each CPU's
+# busy and softirq time, and per node the frames to the cluster MAC it handled (owned) and
+# dropped as foreign (owned + foreign = every frame, on every node), its CPU time, rx-ring-full
+# and any other drops; CPU figures are per second of measurement.
 #
 # What limits the result on a 2-core machine: the generator (trafgen, CPU 0) shares the machine
 # with the lan bridge, N swrouters (all pinned to CPU 1, ROUTER_CPUS to change) and the sink.
 # On veth, a receiver's kernel work runs on the sender's CPU: the lan bridge's flooding and the
 # copy of every frame into every node's receive ring run in trafgen's softirq on CPU 0, so each
-# node added slows the generator; the forwarded frames' transmit, the wan bridge and the sink
-# run on CPU 1 with the nodes. Every node receives and classifies every frame, so a node's
-# receive+drop cost grows with the total rate, not with its share: on one machine N nodes have
-# no more CPU than one, and the rows show the cluster's overhead (the foreign drops, N rings),
+# node added slows the generator (CPU 0's softirq share grows with N); the forwarded frames'
+# transmit, the wan bridge and the sink run on CPU 1 with the nodes. Both CPUs are saturated in
+# every node row and the generator sends only what the nodes take (sink = generator, no ring
+# overflow). Every node receives and classifies every frame, so a node's receive+drop cost
+# grows with the total rate, not with its share: on one machine N nodes have no more CPU than
+# one, and the rows show the cluster's overhead (N copies of every frame, the foreign drops),
 # not the scale-out a cluster of N machines gets. Other load on the machine lowers every row.
-# NODE_RX_THREADED=1 moves the copy into the nodes' rings off the generator's CPU: each node's
-# eth0 receives through threaded NAPI (GRO on), its kernel thread pinned to CPU 1 with the nodes.
 # Needs root, trafgen (netsniff-ng), nft, etcd (Debian's etcd-server), python3, and a release
 # build of swrouter.
 #
 #   bench/cluster.sh [WINDOW_SECONDS] [REPS]          # defaults 10 3: about 3 minutes
+#   BENCH_ROWS=handover HANDOVER_CAPTURE=1 bench/cluster.sh   # count duplicates at the sink
 #   BENCH_ROWS=1,2,3 bench/cluster.sh 2 1              # a quick check
 #   SWROUTER_BIN=/path/to/swrouter bench/cluster.sh 3 3
 set -euo pipefail
@@ -129,16 +136,6 @@ for n in $(seq "$NODES"); do
   # flooding frames to a namespace that drops them.
   ip -n "$BR" link set "r${n}l" down
   ip -n "$BR" link set "r${n}w" down
-  if [ "${NODE_RX_THREADED:-0}" = 1 ]; then
-    # Only the NAPI threads this creates are pinned (other namespaces may have an eth0 too).
-    old=" $(pgrep -d ' ' '^napi/eth0-' || true) "
-    ip netns exec "$P-r$n" ethtool -K eth0 gro on >/dev/null
-    ip netns exec "$P-r$n" sh -c "echo 1 > /sys/class/net/eth0/threaded"
-    sleep 0.1
-    for pid in $(pgrep '^napi/eth0-' || true); do
-      [[ "$old" == *" $pid "* ]] || taskset -pc 1 "$pid" >/dev/null
-    done
-  fi
 done
 ip -n "$GEN" addr add 10.0.1.2/24 dev eth0
 ip -n "$GEN" route add default via 10.0.1.254
@@ -350,10 +347,19 @@ def drops_text(d):
     return ", ".join(f"{k}={v}" for k, v in sorted(x.items())) or "none"
 
 mode, before, after = sys.argv[1], sys.argv[2], sys.argv[3]
-nodes = sorted({int(f.split(".")[0]) for f in os.listdir(after)})
+nodes = sorted({int(f.split(".")[0]) for f in os.listdir(after) if f[0].isdigit()})
 if mode == "row":
     hz, secs = int(sys.argv[4]), int(sys.argv[5])
     out = []
+    # Where the machine's time went: /proc/stat's user nice system idle iowait irq softirq ...
+    cpus = []
+    for b, a in zip(open(f"{before}/stat"), open(f"{after}/stat")):
+        d = [int(y) - int(x) for x, y in zip(b.split()[1:], a.split()[1:])]
+        busy = sum(d[:8]) - d[3] - d[4]
+        cpus.append(f"{a.split()[0]} busy {100 * busy / hz / secs:.0f}% (softirq {100 * d[6] / hz / secs:.0f}%)")
+    # Per second of measurement, like the nodes' CPU: the gaps between windows count too, so a
+    # saturated CPU shows a little over 100%.
+    out.append("  machine: " + ", ".join(cpus))
     for n in nodes:
         d = delta(before, after, n)
         if d is None:
@@ -363,7 +369,7 @@ if mode == "row":
         out.append(f"  r{n}: owned {d['owned']} ({100 * d['owned'] / max(1, total):.1f}%), foreign {d['foreign']}, "
                    f"owned+foreign {total}; CPU {100 * d['cpu'] / hz / secs:.0f}%; rx-ring-full {d['ring_full']}; "
                    f"other drops {drops_text(d)}{epoch}")
-    print("\n".join(out) or "  no node running")
+    print("\n".join(out))
 else:
     settle_ms, got, sent, secs = (int(x) for x in sys.argv[4:8])
     print(f"  node 3 started 1 s into a {secs} s load on 2 nodes; the table was settled on all three "
@@ -386,9 +392,9 @@ else:
           f"{tot['cas_sent']}; etcd round trips {tot['round_trips']} (every request of every node during the row: "
           f"the CAS, keepalives, node 3's lease, registration and reads)")
     handled = sum(delta(before, after, n)[k] for n in nodes for k in ("owned", "released", "handed"))
-    print(f"  sink got {got} of {sent} frames the generator sent: {sent - got} not delivered "
-          f"({got // secs} pps delivered over the row); handled by the nodes (owned + released + handed, "
-          f"more than sent = duplicates): {handled}")
+    print(f"  sink got {got} of {sent} frames the generator sent ({got - sent:+d}; "
+          f"{got // secs} pps delivered over the row); handled by the nodes (owned + released + handed): "
+          f"{handled} ({handled - sent:+d}: duplicates minus frames no node handled)")
 PY
 
 # One window: trafgen for WINDOW seconds on CPU 0; prints "sink-pps generator-pps".
@@ -409,12 +415,14 @@ ORDER=()
 run_row() {
   local name=$1 sink=() gen=() i s g
   snapshot "$WORK/before-$name"
+  grep -E '^cpu[01] ' /proc/stat > "$WORK/before-$name/stat"
   for i in $(seq "$REPS"); do
     read -r s g < <(measure)
     sink+=("$s"); gen+=("$g")
     printf '  %-9s rep %d: sink %8d pps   generator %8d pps\n' "$name" "$i" "$s" "$g" >&2
   done
   snapshot "$WORK/after-$name"
+  grep -E '^cpu[01] ' /proc/stat > "$WORK/after-$name/stat"
   SINK[$name]=$(printf '%s\n' "${sink[@]}" | median)
   GENR[$name]=$(printf '%s\n' "${gen[@]}" | median)
   ORDER+=("$name")
@@ -521,5 +529,5 @@ done
 if [ -n "${HANDOVER_REPORT:-}" ]; then
   echo "handover:"
   echo "$HANDOVER_REPORT"
-  [ -n "${CAPTURE_REPORT:-}" ] && echo "$CAPTURE_REPORT"
+  if [ -n "${CAPTURE_REPORT:-}" ]; then echo "$CAPTURE_REPORT"; fi
 fi
