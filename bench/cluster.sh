@@ -37,7 +37,8 @@
 #              (.node.etcd.round_trips: CAS, keepalives, node 3's registration, ...) during the
 #              row, the wall time from starting node 3 to the settled table (polled, so
 #              coarse: ~0.1 s), the frames the sink got vs what the generator sent and vs what
-#              the nodes handled (more than sent: some frames were forwarded twice). With
+#              the nodes handled (the new owner drops the old owners' hand-over copies of
+#              frames it handled itself as `cluster-duplicate`, so none is sent twice). With
 #              HANDOVER_CAPTURE=1 tcpdump records the row at the sink and the duplicates are
 #              counted exactly (each frame carries 64 random bits: IPv4 id, source port and 4
 #              payload bytes); the capture costs CPU, so the row's rate is then lower.
@@ -392,9 +393,11 @@ else:
           f"{tot['cas_sent']}; etcd round trips {tot['round_trips']} (every request of every node during the row: "
           f"the CAS, keepalives, node 3's lease, registration and reads)")
     handled = sum(delta(before, after, n)[k] for n in nodes for k in ("owned", "released", "handed"))
+    dups = sum(delta(before, after, n).get("duplicates", 0) for n in nodes)
     print(f"  sink got {got} of {sent} frames the generator sent ({got - sent:+d}; "
-          f"{got // secs} pps delivered over the row); handled by the nodes (owned + released + handed): "
-          f"{handled} ({handled - sent:+d}: duplicates minus frames no node handled)")
+          f"{got // secs} pps delivered over the row); handled by the nodes (owned + released + handed "
+          f"- hand-over copies the new owner had handled already, dropped as cluster-duplicate: {dups}): "
+          f"{handled - dups} ({handled - dups - sent:+d}: frames handled twice minus frames no node handled)")
 PY
 
 # One window: trafgen for WINDOW seconds on CPU 0; prints "sink-pps generator-pps".
