@@ -291,7 +291,18 @@ impl ClusterPlane {
     #[inline]
     pub fn dedupe_active(&self, now: Instant) -> bool {
         let any = self.dedupe_any_until.load(Ordering::Relaxed);
-        any != 0 && self.ms(now) < any
+        if any == 0 {
+            return false;
+        }
+        if self.ms(now) < any {
+            return true;
+        }
+        // Every window is over: back to the one-load check (a window opened meanwhile moved
+        // the value on, and stays).
+        let _ =
+            self.dedupe_any_until
+                .compare_exchange(any, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
     }
 
     fn in_window(&self, id: Id, now: Instant) -> bool {
