@@ -436,6 +436,11 @@ impl ClusterEngine {
         self.members.get(&node)
     }
 
+    /// The members registered in etcd (this node included once registered), by node id.
+    pub fn members(&self) -> impl Iterator<Item = (NodeId, &MemberRecord)> {
+        self.members.iter().map(|(n, r)| (*n, r))
+    }
+
     /// The actions queued since the last call, in order.
     pub fn take_actions(&mut self) -> Vec<Action> {
         self.actions.drain(..).collect()

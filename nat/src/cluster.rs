@@ -23,25 +23,33 @@ pub const IDS: usize = 256;
 /// and a pair never hash to related values.
 const TAG_ENDPOINT: u64 = 1 << 8;
 
-/// The murmur3 finaliser (as in [`crate::hash`]): full avalanche per word.
-#[inline(always)]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
+use crate::hash::mix;
 
-/// `H_k` over packed words, the cluster's one keyed hash; the id is the top 8 bits (the best
-/// mixed).
+/// The cluster's one keyed hash over packed words, all 64 bits (also the cluster's hash key
+/// derivation, config digest and frame fingerprints).
 #[inline]
-pub fn hash_words(key: u64, words: &[u64]) -> u8 {
+pub fn hash64(key: u64, words: &[u64]) -> u64 {
     let mut h = mix(key);
     for w in words {
         h = mix(h ^ *w);
     }
-    (h >> 56) as u8
+    h
+}
+
+/// `H_k` over packed words: a distribution id is the top 8 bits of [`hash64`] (the best
+/// mixed).
+#[inline]
+pub fn hash_words(key: u64, words: &[u64]) -> u8 {
+    (hash64(key, words) >> 56) as u8
+}
+
+/// `bytes` packed into little-endian words (the last one zero-padded), for [`hash64`].
+pub fn byte_words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks(8).map(|c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    })
 }
 
 /// An endpoint packed in one word (address, port).

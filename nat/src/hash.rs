@@ -33,8 +33,9 @@ impl BuildHasher for MixState {
 #[derive(Debug, Clone, Copy)]
 pub struct MixHasher(u64);
 
+/// The murmur3 finaliser: full avalanche of one word.
 #[inline(always)]
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;

@@ -101,8 +101,6 @@ pub struct ClusterDriver {
     prefix: Vec<u8>,
     results_tx: mpsc::UnboundedSender<EtcdResult>,
     watch: Option<tokio::task::JoinHandle<()>>,
-    /// Members' sync addresses, as etcd has them.
-    members: BTreeMap<u32, SocketAddrV4>,
     /// Actions waiting behind an id's NAT work, per id, in order.
     deferred: BTreeMap<Id, VecDeque<Action>>,
     pending: BTreeMap<Id, Pending>,
@@ -123,7 +121,6 @@ impl std::fmt::Debug for ClusterDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterDriver")
             .field("me", &self.engine.me())
-            .field("members", &self.members)
             .finish_non_exhaustive()
     }
 }
@@ -140,23 +137,10 @@ pub fn key_prefix(name: &str) -> Vec<u8> {
 /// The distribution-id hash key, derived from the cluster's shared key (every node has it, no
 /// outsider does, so nobody outside can aim traffic at one node's ids).
 pub fn hash_key(cluster_key: &[u8]) -> u64 {
-    let mut words = Vec::with_capacity(cluster_key.len() / 8 + 2);
-    words.push(0x7377_726f_7574_6572); // domain: "swrouter"
-    for c in cluster_key.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        words.push(u64::from_le_bytes(w));
-    }
+    let mut words: Vec<u64> = nat::cluster::byte_words(cluster_key).collect();
     words.push(cluster_key.len() as u64);
-    // Two rounds over the words so every key byte reaches all 64 bits.
-    let a = u64::from(nat::cluster::hash_words(0x5eed, &words));
-    let mut out = 0u64;
-    for i in 0..8u64 {
-        let mut w = words.clone();
-        w.push(i ^ (a << 8));
-        out = (out << 8) | u64::from(nat::cluster::hash_words(i, &w));
-    }
-    out
+    // The domain ("swrouter") keeps this hash apart from the ids' uses of the same function.
+    nat::cluster::hash64(0x7377_726f_7574_6572, &words)
 }
 
 /// The digest of the configuration every member must share: the id geometry and the NAT's
@@ -169,17 +153,8 @@ pub fn config_digest(c: &conf::ClusterConf, nat: Option<&nat::config::Config>) -
         c.interfaces,
         nat.map(|n| (&n.rules, n.port_min, n.port_max, n.workers, n.timeouts))
     );
-    let words: Vec<u64> = text
-        .as_bytes()
-        .chunks(8)
-        .map(|b| {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
-        })
-        .collect();
-    (u64::from(nat::cluster::hash_words(1, &words)) << 32)
-        | u64::from(nat::cluster::hash_words(2, &words))
+    let words: Vec<u64> = nat::cluster::byte_words(text.as_bytes()).collect();
+    nat::cluster::hash64(0x00d1_6e57, &words)
 }
 
 /// What a node starts its driver with besides its `[cluster]` section.
@@ -263,7 +238,6 @@ impl ClusterDriver {
                 prefix: key_prefix(name),
                 results_tx,
                 watch: None,
-                members: BTreeMap::new(),
                 deferred: BTreeMap::new(),
                 pending: BTreeMap::new(),
                 adopted: BTreeMap::new(),
@@ -507,7 +481,6 @@ impl ClusterDriver {
             {
                 Some(rec) => {
                     let in_sync = node != me && self.mesh.in_sync(node);
-                    self.members.insert(node, rec.sync_addr);
                     self.engine.on_member_put(node, rec, now);
                     self.follow_members(now);
                     // A peer restarted with another configuration is no longer heard; one
@@ -530,7 +503,6 @@ impl ClusterDriver {
             return;
         };
         if let Some(node) = member_id(rest) {
-            self.members.remove(&node);
             self.engine.on_member_delete(node, now);
             self.follow_members(now);
         }
@@ -540,10 +512,10 @@ impl ClusterDriver {
     fn follow_members(&mut self, now: Instant) {
         let me = self.engine.me();
         let peers: Vec<(u32, SocketAddrV4)> = self
-            .members
-            .iter()
-            .filter(|(n, _)| **n != me)
-            .map(|(n, a)| (*n, *a))
+            .engine
+            .members()
+            .filter(|(n, _)| *n != me)
+            .map(|(n, r)| (n, r.sync_addr))
             .collect();
         if let Err(e) = self.mesh.set_peers(&peers, now) {
             tracing::error!(error = %e, "cluster: sync mesh");
@@ -1245,6 +1217,33 @@ mod tests {
         assert!(picked.iter().all(|r| r.table == TableId::AFFINITY));
         let other = (0..=255u8).find(|i| !ids.contains(i)).unwrap();
         assert!(affinity_records_of(&replica, &idcfg, other).is_empty());
+    }
+
+    #[test]
+    fn the_config_digest_tells_nat_pools_apart_over_all_64_bits() {
+        let digest = |pool: u8| {
+            let text = format!(
+                "[[interface]]\nname = \"eth0\"\naddress = \"10.0.1.1/24\"\n\
+                 [[interface]]\nname = \"eth1\"\naddress = \"10.0.2.1/24\"\n\
+                 [nat]\n[[nat.rule]]\ninside = [\"10.0.1.0/24\"]\noutside = \"eth1\"\npool = [\"10.0.2.{pool}\"]\n\
+                 [cluster]\nname = \"edge\"\nnode-id = 1\netcd = [\"http://10.8.0.100:2379\"]\n\
+                 sync-local = \"10.8.0.1:7788\"\nkey-file = \"/k\"\n\
+                 [[cluster.interface]]\nname = \"eth0\"\naddresses = [\"10.0.1.254\"]\n"
+            );
+            let conf = conf::parse_str("t.conf", &text).unwrap();
+            config_digest(conf.cluster.as_ref().unwrap(), conf.nat.config.as_ref())
+        };
+        let all: std::collections::BTreeSet<u64> = (100..164).map(digest).collect();
+        assert_eq!(all.len(), 64, "every pool its own digest");
+        assert_eq!(
+            digest(100),
+            digest(100),
+            "the same configuration, the same digest"
+        );
+        assert!(
+            all.iter().any(|d| (d >> 8) & 0xff_ffff != 0) && all.iter().any(|d| d >> 40 != 0),
+            "the digest spreads over all its bits"
+        );
     }
 
     #[test]

@@ -205,21 +205,14 @@ fn is_handed_duplicate(plane: &ClusterPlane, pkt: &Packet, cx: &StageCx<'_>) -> 
 /// before this stage rewrites them), hashed over its header without TTL and checksum and up to
 /// 48 octets past it (ports, sequence numbers, TCP options such as timestamps). Never 0.
 fn fingerprint(ip: &[u8]) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut mix = |w: u64| {
-        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-    };
-    let word = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
-        u64::from_le_bytes(w)
-    };
-    // Version to fragment offset, protocol, addresses.
-    mix(word(ip.get(..8).unwrap_or(ip)));
-    mix(u64::from(ip.get(9).copied().unwrap_or(0)));
-    mix(word(ip.get(12..20).unwrap_or(&[])));
     let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+    // Version to fragment offset, protocol, addresses: the header without TTL and checksum.
+    let mut head = [0u8; 17];
+    for (to, from) in [(0..8, 0..8), (8..9, 9..10), (9..17, 12..20)] {
+        if let Some(b) = ip.get(from) {
+            head[to].copy_from_slice(b);
+        }
+    }
     let past = ip.get(hl..).unwrap_or(&[]);
     let mut l4 = [0u8; 48];
     let n = past.len().min(48);
@@ -232,13 +225,16 @@ fn fingerprint(ip: &[u8]) -> u64 {
         _ => None,
     };
     if let Some(at) = csum {
-        l4[at] = 0;
-        l4[at + 1] = 0;
+        l4[at..at + 2].fill(0);
     }
-    for chunk in l4[..n].chunks(8) {
-        mix(word(chunk));
+    let mut words = [0u64; 9];
+    for (w, v) in words
+        .iter_mut()
+        .zip(nat::cluster::byte_words(&head).chain(nat::cluster::byte_words(&l4[..n])))
+    {
+        *w = v;
     }
-    h | 1
+    nat::cluster::hash64(0, &words) | 1
 }
 
 /// A packet this node handles: a cluster address is local (one node answers), except a pool
