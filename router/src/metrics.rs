@@ -1492,6 +1492,12 @@ fn steering(f: &mut Families, st: &crate::steering_status::SteeringStatus) {
         &[],
         st.drain_evicted,
     );
+    f.counter(
+        "swrouter_steering_reload_grace_packets_total",
+        "Frames back from a device of the steering tables the last reload replaced, finished by those tables during the grace.",
+        &[],
+        st.reload_grace_packets,
+    );
     if let Some(h) = &st.ha_sync {
         f.counter(
             "swrouter_steering_sync_published_total",

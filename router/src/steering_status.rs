@@ -20,6 +20,13 @@ pub struct SteeringStatus {
     /// Connections opened during a reset pool's drain window forgotten for newer ones.
     #[serde(default)]
     pub drain_evicted: u64,
+    /// Frames back from a device of the tables the last reload replaced, finished by those
+    /// tables during the reload's grace (they were inside the device at the swap).
+    #[serde(default)]
+    pub reload_grace_packets: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub reload_grace_bytes: u64,
     /// HA state sync of device health (issue 15), when `[ha.sync]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha_sync: Option<SteeringSyncStatus>,
@@ -227,6 +234,8 @@ pub fn collect(plane: &SteeringPlane) -> Option<SteeringStatus> {
         devices,
         passive_lost: plane.passive_lost.load(Ordering::Relaxed),
         drain_evicted: plane.drain_evicted.load(Ordering::Relaxed),
+        reload_grace_packets: plane.retired_forwarded.packets.load(Ordering::Relaxed),
+        reload_grace_bytes: plane.retired_forwarded.bytes.load(Ordering::Relaxed),
         ha_sync: None,
     })
 }
@@ -266,6 +275,13 @@ pub fn render(o: &mut String, s: &SteeringStatus) {
                 a.rule, a.packets, a.bytes
             );
         }
+    }
+    if s.reload_grace_packets > 0 {
+        let _ = writeln!(
+            o,
+            "  finished by the replaced tables after the last reload: {} pkts {} bytes",
+            s.reload_grace_packets, s.reload_grace_bytes
+        );
     }
     let _ = writeln!(
         o,

@@ -2790,3 +2790,164 @@ fn a_traced_held_packet_names_its_id_and_is_recorded_again_when_handed_off() {
     assert_eq!(show.records.len(), 2);
     assert_eq!(show.records[1].stages.last().unwrap().verdict, "transmit");
 }
+
+/// A steering lab for the reload grace: the client on eth0, firewall `fw` bridging fwa–fwb,
+/// its replacement `fw2` bridging fwc–fwd, the loopback-mode server web1 on s1.
+fn steering_bench(via: &str) -> (Tables, router::tables::steer::SteeringPlane) {
+    let names = ["eth0", "fwa", "fwb", "fwc", "fwd", "s1"];
+    let ifaces: Vec<Iface> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Iface {
+            id: i as u16,
+            name: n.to_string(),
+            ifindex: i as u32 + 1,
+            mac: MacAddr([2, 0, 0, 0, i as u8 + 1, 1]),
+            addr: [10, 0, i as u8 + 1, 1].into(),
+            prefix_len: 24,
+            mtu: 1500,
+            backend: conf::IoBackend::Pnet,
+            redirect_in: Vec::new(),
+            redirect_out: Vec::new(),
+            exclude_in: false,
+            wccp_caches: true,
+        })
+        .collect();
+    let mut text = String::new();
+    for (i, n) in names.iter().enumerate() {
+        text += &format!(
+            "[[interface]]\nname = \"{n}\"\naddress = \"10.0.{}.1/24\"\n",
+            i + 1
+        );
+    }
+    text += &format!(
+        r#"
+[[steering.device]]
+name = "fw"
+mode = "transparent"
+interfaces = ["fwa", "fwb"]
+mac = "02:00:00:00:03:01"
+out-mac = "02:00:00:00:02:01"
+[[steering.device]]
+name = "fw2"
+mode = "transparent"
+interfaces = ["fwc", "fwd"]
+mac = "02:00:00:00:05:01"
+out-mac = "02:00:00:00:04:01"
+[[steering.device]]
+name = "web1"
+mode = "loopback"
+interfaces = ["s1"]
+mac = "02:00:00:00:06:99"
+[[steering.service]]
+name = "stream"
+address = "10.0.9.80"
+protocol = "udp"
+port = 5000
+ingress = ["eth0"]
+chain = [{{ device = "{via}" }}, {{ device = "web1" }}]
+"#
+    );
+    let conf = conf::parse_str("reload.conf", &text).unwrap();
+    let routes = RouteTable::build(&ifaces, &[]).unwrap();
+    let plane = router::tables::steer::SteeringPlane::build(&conf.steering.definitions).unwrap();
+    (Tables::new(ifaces, routes), plane)
+}
+
+/// UDP 10.0.1.2:40000 → 10.0.9.80:5000 as it arrives on `rx_if` from `src_mac`.
+fn stream_frame(src_mac: MacAddr, dst_mac: MacAddr) -> Vec<u8> {
+    let mut f = udp([10, 0, 9, 80], 64);
+    ethernet::write_header(&mut f, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
+    f[34..38].copy_from_slice(&[0x9c, 0x40, 0x13, 0x88]);
+    f
+}
+
+#[test]
+fn frames_inside_a_replaced_device_at_a_reload_finish_the_old_chain_during_the_grace() {
+    use router::tables::steer::{RetiredSteering, RELOAD_GRACE};
+    let (_, old) = steering_bench("fw");
+    let (tables, mut new) = steering_bench("fw2");
+    let t0 = Instant::now();
+    new.retired = RetiredSteering::of(&old, t0);
+    let mut b = Bench::new();
+    b.tables = tables;
+    b.tables.steering = Arc::new(new);
+    b.pipeline = Pipeline::new(0, 6, b.counters.clone());
+    let web1 = MacAddr([2, 0, 0, 0, 6, 0x99]);
+    let fwa = MacAddr([2, 0, 0, 0, 2, 1]);
+    let fwb = MacAddr([2, 0, 0, 0, 3, 1]);
+    let fwd = MacAddr([2, 0, 0, 0, 5, 1]);
+    let arriving = |src: MacAddr, dst: MacAddr, rx_if: u16| {
+        let mut p = Packet::from_frame(&stream_frame(src, dst));
+        p.meta.rx_if = rx_if;
+        p
+    };
+    // On fwb, the old firewall's far leg.
+    let from_old_fw = || arriving(fwa, fwb, 2);
+    let run = |b: &mut Bench, p: Packet, now: Instant| {
+        let neigh = b.neighbours.load();
+        b.pipeline.run(
+            &mut vec![p],
+            &b.tables,
+            &neigh,
+            &b.neighbours,
+            &mut b.pool,
+            now,
+        );
+    };
+
+    // A client's frame is decided by the new tables: to fw2.
+    run(&mut b, arriving(CLIENT, R0, 0), t0);
+    let to_fw2 = b.take_tx(3);
+    assert_eq!(to_fw2.len(), 1, "the client's frame enters the new chain");
+    assert_eq!(&to_fw2[0][..6], &fwd.0);
+
+    // A frame the old firewall still held walks the rest of the old chain: to web1.
+    run(&mut b, from_old_fw(), t0 + Duration::from_millis(5));
+    let to_web1 = b.take_tx(5);
+    assert_eq!(
+        to_web1.len(),
+        1,
+        "the old firewall's frame reaches the server"
+    );
+    assert_eq!(&to_web1[0][..6], &web1.0);
+    assert_eq!(&to_web1[0][30..34], &[10, 0, 9, 80]);
+    let plane = b.tables.steering.clone();
+    assert_eq!(
+        plane
+            .retired_forwarded
+            .packets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let status = router::steering_status::collect(&plane).unwrap();
+    assert_eq!(status.reload_grace_packets, 1);
+    assert_eq!(
+        status.services[0].forward_packets, 1,
+        "the new tables' counters count only their own frames"
+    );
+
+    // The new firewall's frames are the new tables' own.
+    let from_new_fw = arriving(MacAddr([2, 0, 0, 0, 4, 1]), fwd, 4);
+    run(&mut b, from_new_fw, t0 + Duration::from_millis(6));
+    assert_eq!(b.take_tx(5).len(), 1);
+    assert_eq!(
+        router::steering_status::collect(&plane).unwrap().services[0].forward_packets,
+        2
+    );
+
+    // After the grace the old chain is gone: the frame is not steered (and has no route).
+    run(
+        &mut b,
+        from_old_fw(),
+        t0 + RELOAD_GRACE + Duration::from_millis(1),
+    );
+    assert!(b.take_tx(5).is_empty(), "the old chain outlived its grace");
+    assert_eq!(
+        plane
+            .retired_forwarded
+            .packets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -1566,8 +1566,14 @@ fn reload_config(state: &mut ControlState) -> ReloadReply {
     let steering = if steering_changed {
         match crate::tables::steer::SteeringPlane::build(&new.steering.definitions) {
             Ok(mut p) => {
+                let running = state.shared.tables.load();
                 // The drain memory's HA sync outlives a plane (the workers' memories do).
-                p.drain_sync = state.shared.tables.load().steering.drain_sync.clone();
+                p.drain_sync = running.steering.drain_sync.clone();
+                // Frames inside the old chain's devices finish their walk (hitless swap).
+                p.retired = crate::tables::steer::RetiredSteering::of(
+                    &running.steering,
+                    std::time::Instant::now(),
+                );
                 Arc::new(p)
             }
             Err(e) => {

@@ -68,21 +68,17 @@ impl SteeringStage {
         self.adopted = sync.adopt_since(self.adopted, |k| drained.adopt(k));
     }
 
-    /// Steers one packet or passes it on.
-    pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
-        let plane: &SteeringPlane = &cx.tables.steering;
-        let Some(tables) = plane.tables.as_ref() else {
-            return Verdict::Continue;
-        };
-        if pkt.meta.flags & flags::LOCAL != 0 {
-            return Verdict::Continue;
-        }
-        let Some(key) = packet_key(pkt) else {
-            return Verdict::Continue;
-        };
+    /// The decision of the tables in force, keeping the drain memory and its counters.
+    #[inline]
+    fn decide(
+        &mut self,
+        plane: &SteeringPlane,
+        tables: &steering::Tables,
+        key: &PacketKey,
+    ) -> Decision {
         let health = plane.health.load();
         let evicted = self.drained.evictions();
-        let decision = tables.decide_remembering(&key, &health, &mut self.drained);
+        let decision = tables.decide_remembering(key, &health, &mut self.drained);
         if self.drained.evictions() != evicted {
             plane
                 .drain_evicted
@@ -92,6 +88,46 @@ impl SteeringStage {
             let sync = &plane.drain_sync;
             self.drained.drain_journal(|c| sync.publish(c));
         }
+        decision
+    }
+
+    /// Steers one packet or passes it on.
+    pub fn process(&mut self, pkt: &mut Packet, cx: &mut StageCx<'_>) -> Verdict {
+        let plane: &SteeringPlane = &cx.tables.steering;
+        if plane.tables.is_none() && plane.retired.is_none() {
+            return Verdict::Continue;
+        }
+        if pkt.meta.flags & flags::LOCAL != 0 {
+            return Verdict::Continue;
+        }
+        let Some(key) = packet_key(pkt) else {
+            return Verdict::Continue;
+        };
+        let decision = match plane.tables.as_ref() {
+            Some(tables) => self.decide(plane, tables, &key),
+            None => Decision::NotSteered,
+        };
+        // A frame the new tables do not place may be coming back from a device of the tables
+        // a reload just replaced: it finishes the old chain, counted apart (the counters are
+        // the new tables', indexed by their services and devices).
+        let (decision, tables, current) = match (decision, plane.tables.as_ref()) {
+            (Decision::NotSteered | Decision::UnexpectedSource { .. }, _)
+                if plane.retired.is_some() =>
+            {
+                match retired_action(plane, &key, cx.now) {
+                    Some((a, old)) => {
+                        plane.retired_forwarded.count(pkt.len());
+                        (Decision::Forward(a), old, false)
+                    }
+                    None => match plane.tables.as_ref() {
+                        Some(t) => (decision, t, true),
+                        None => return Verdict::Continue,
+                    },
+                }
+            }
+            (d, Some(t)) => (d, t, true),
+            (_, None) => return Verdict::Continue,
+        };
         let action = match decision {
             Decision::NotSteered => return Verdict::Continue,
             Decision::Forward(a) => a,
@@ -115,25 +151,31 @@ impl SteeringStage {
             }
         };
         let len = pkt.len();
-        plane.acl_hit(action.acl_rule, len);
-        if key.proto == ipv4::PROTO_TCP && key.tcp_flags & tcp_flags::SYN != 0 {
-            passive_evidence(plane, tables, &action, &key);
-        }
-        if let Some(c) = plane.services.get(action.service.index()) {
-            match action.direction {
-                Direction::Forward => c.forward.count(len),
-                Direction::Reverse => c.reverse.count(len),
+        // The plane's per-service, per-device and per-rule counters, for the new tables only.
+        let counted = current.then_some(plane);
+        if let Some(plane) = counted {
+            plane.acl_hit(action.acl_rule, len);
+            if key.proto == ipv4::PROTO_TCP && key.tcp_flags & tcp_flags::SYN != 0 {
+                passive_evidence(plane, tables, &action, &key);
+            }
+            if let Some(c) = plane.services.get(action.service.index()) {
+                match action.direction {
+                    Direction::Forward => c.forward.count(len),
+                    Direction::Reverse => c.reverse.count(len),
+                }
             }
         }
         // Copies leave before any rewrite: the promiscuous device sees what the router received.
         if !action.copies.is_empty() {
             for t in action.copy_targets(tables) {
-                let dev = plane.devices.get(t.device.index());
+                let dev = counted.and_then(|p| p.devices.get(t.device.index()));
                 let Some(out) = cx.tables.ifaces.get(t.iface as usize) else {
                     continue;
                 };
                 if cx.emitted.len() >= MAX_COPY_BACKLOG || cx.pool.available() == 0 {
-                    plane.service_drop(action.service, ServiceDrop::CopyOverflow);
+                    if let Some(plane) = counted {
+                        plane.service_drop(action.service, ServiceDrop::CopyOverflow);
+                    }
                     if let Some(d) = dev {
                         d.copy_drops
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -183,12 +225,27 @@ impl SteeringStage {
                 let Some(out) = cx.tables.ifaces.get(iface as usize) else {
                     return Verdict::Drop(DropReason::TxError);
                 };
-                if let Some(d) = plane.devices.get(device.index()) {
+                if let Some(d) = counted.and_then(|p| p.devices.get(device.index())) {
                     d.sent.count(len);
                 }
                 Verdict::Jump(address(pkt, out, next))
             }
         }
+    }
+}
+
+/// The rest of the replaced tables' chain for a frame they place as coming back from one of
+/// their devices, while the reload's grace lasts (see [`crate::tables::steer::RetiredSteering`]).
+#[cold]
+fn retired_action<'p>(
+    plane: &'p SteeringPlane,
+    key: &PacketKey,
+    now: std::time::Instant,
+) -> Option<(steering::Action, &'p steering::Tables)> {
+    let old = plane.retired.as_ref().filter(|r| now < r.until)?;
+    match old.tables.decide(key, &old.health) {
+        Decision::Forward(a) if a.from.is_some() => Some((a, &old.tables)),
+        _ => None,
     }
 }
 

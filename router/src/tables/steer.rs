@@ -109,6 +109,43 @@ pub struct SteeringPlane {
     pub drain_evicted: AtomicU64,
     /// The drain memory's HA sync; one per router, carried from plane to plane.
     pub drain_sync: Arc<DrainSync>,
+    /// The tables this plane replaced, for the frames still inside their devices at the swap.
+    pub retired: Option<RetiredSteering>,
+    /// Frames back from a device of the replaced tables, finished by them during the grace.
+    pub retired_forwarded: Traffic,
+}
+
+/// How long a reload's replaced steering tables finish the frames that were inside their
+/// devices at the swap. A transparent firewall or an IDS holds a frame for microseconds to a
+/// few milliseconds; two seconds cover a loaded device without letting a removed chain live on.
+pub const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A reload's replaced steering tables, with the health they last saw, until the grace ends.
+///
+/// A frame that left the router for a device just before the swap comes back to an interface
+/// or MAC the new tables may not know (the device was removed or replaced): the new tables do
+/// not steer it or call its source unexpected, and it would be lost. During the grace such a
+/// frame, when the old tables place it as coming back from one of their devices, walks the rest
+/// of the old chain. Frames from clients and servers are always decided by the new tables.
+#[derive(Debug)]
+pub struct RetiredSteering {
+    /// The replaced tables.
+    pub tables: steering::Tables,
+    /// Their device health at the swap.
+    pub health: Arc<steering::PoolState>,
+    /// The end of the grace.
+    pub until: std::time::Instant,
+}
+
+impl RetiredSteering {
+    /// The tables of `old` (a plane being replaced at `now`), if it steered anything.
+    pub fn of(old: &SteeringPlane, now: std::time::Instant) -> Option<RetiredSteering> {
+        Some(RetiredSteering {
+            tables: old.tables.clone()?,
+            health: old.health.load_full(),
+            until: now + RELOAD_GRACE,
+        })
+    }
 }
 
 /// Most of the peer's drain-memory connections waiting for the workers to copy them.
@@ -294,6 +331,8 @@ impl Default for SteeringPlane {
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
             drain_sync: Default::default(),
+            retired: None,
+            retired_forwarded: Traffic::default(),
         }
     }
 }
@@ -322,6 +361,8 @@ impl SteeringPlane {
             passive_lost: AtomicU64::new(0),
             drain_evicted: AtomicU64::new(0),
             drain_sync: Default::default(),
+            retired: None,
+            retired_forwarded: Traffic::default(),
         })
     }
 
