@@ -54,8 +54,9 @@ impl Prefix {
     }
 }
 
-/// What the id function needs: the same on every node (the hash key comes from the cluster's
-/// `config` record in etcd, the rest from the NAT configuration every node shares).
+/// What the id function needs: the same on every node (the hash key is derived from the
+/// cluster's shared key file, the rest from the NAT configuration every node shares and the
+/// `config` record in etcd pins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdConfig {
     /// Key of the keyed hash (random at cluster creation, so outsiders cannot aim at one node).

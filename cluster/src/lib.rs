@@ -17,7 +17,8 @@
 //!   agree) and the NAT port rule (`(port − port_min) & 0xff` is the id).
 //! - [`alloc`]: the epoch-numbered id → owner table, its etcd/sync codec, its computation with
 //!   WCCP's minimal-movement quota rule, and the per-node difference between epochs.
-//! - [`record`]: a member's etcd record (weight, sync address, interface MACs).
+//! - [`record`]: a member's etcd record (weight, sync address, interface MACs) and the
+//!   cluster's `config` record with the join rule ([`record::config_gate`]).
 //! - [`engine`]: [`engine::ClusterEngine`], membership, proposer, CAS, fencing and the
 //!   per-id handover (hold, release, adopt, took, forward).
 //!
@@ -39,4 +40,4 @@ pub mod record;
 pub use alloc::{compute, diff, Allocation, Member, Moves, NodeId};
 pub use engine::{Action, ClusterEngine, EngineConfig, EtcdRequest, PlaneState, Status};
 pub use id::{packet_id, Id, IdConfig, Prefix};
-pub use record::MemberRecord;
+pub use record::{config_gate, ConfigGate, ConfigRecord, MemberRecord};

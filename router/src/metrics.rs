@@ -456,6 +456,12 @@ fn cluster_plane(f: &mut Families, c: &crate::tables::cluster::ClusterStatus) {
 /// Cluster: membership, etcd and the handover, as the driver sees them.
 fn cluster_node(f: &mut Families, n: &crate::control::cluster::ClusterNodeStatus) {
     f.gauge(
+        "swrouter_cluster_config_joined",
+        "1 when this node runs the configuration the cluster's config record names and joined; 0 while it checks or is refused.",
+        &[],
+        if n.config.state == "joined" { 1.0 } else { 0.0 },
+    );
+    f.gauge(
         "swrouter_cluster_members",
         "Members registered in etcd (this node included).",
         &[],

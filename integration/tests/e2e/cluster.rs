@@ -649,6 +649,77 @@ fn a_node_with_a_wrong_key_never_joins() {
 }
 
 #[test]
+fn a_node_with_another_configuration_stays_out_until_no_member_runs_the_old_one() {
+    let mut l = ClusterLab::new("clconf", 1);
+    let before = start_nodes(&mut l, 2);
+    let s1 = l.status(0).unwrap();
+    assert_eq!(s1["node"]["config"]["state"], "joined", "{}", s1["node"]);
+    assert_eq!(
+        s1["node"]["config"]["written_by"], 1,
+        "r1 created the record"
+    );
+    // r3 translates into another pool: another configuration.
+    let i = l.add_node(3, "cluster.key");
+    let conf = std::fs::read_to_string(&l.nodes[i].conf).unwrap();
+    std::fs::write(
+        &l.nodes[i].conf,
+        conf.replace(&format!("pool = [\"{POOL}\"]"), "pool = [\"10.0.2.253\"]"),
+    )
+    .unwrap();
+    l.start(i);
+    let refused = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        let s = l.status(i)?;
+        (s["node"]["config"]["state"] == "refused").then(|| s["node"]["config"].clone())
+    });
+    let c = refused.unwrap_or_else(|| panic!("r3 not refused\n{}", l.all_status()));
+    let reason = c["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("differs from the cluster's") && reason.contains("2 registered member"),
+        "{reason}"
+    );
+    assert_ne!(c["digest"], c["cluster_digest"], "{c}");
+    // It never registered: the others do not list it, the table stays, it owns nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let s1 = l.status(0).unwrap();
+    assert!(
+        s1["node"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["node"] != 3),
+        "{}",
+        s1["node"]["members"]
+    );
+    assert_eq!(
+        before,
+        l.wait_settled_among(&[0, 1], Duration::from_secs(1))
+    );
+    assert_eq!(l.status(i).unwrap()["node"]["owned"], 0);
+    let text = std::process::Command::new(binary("swrouter"))
+        .args(["cluster", "status", "-s"])
+        .arg(&l.nodes[i].socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("NOT JOINED: "), "{text}");
+    // Once no member runs the old configuration (both restarted... here: stopped, their
+    // leases expire), r3 replaces the record and takes every id.
+    l.kill(0);
+    l.kill(1);
+    let t = Instant::now();
+    let table = l.wait_settled_among(&[i], Duration::from_secs(15));
+    eprintln!(
+        "r3 replaced the config record and owned the ids {:?} after the old members stopped",
+        t.elapsed()
+    );
+    assert_eq!(count_owned(&table, 3), 256);
+    let c = l.status(i).unwrap()["node"]["config"].clone();
+    assert_eq!(c["state"], "joined", "{c}");
+    assert_eq!(c["written_by"], 3, "{c}");
+    assert_eq!(c["digest"], c["cluster_digest"], "{c}");
+}
+
+#[test]
 fn etcd_failures_keep_the_cluster_forwarding() {
     let mut l = ClusterLab::new("cletcd", 3);
     start_nodes(&mut l, 3);

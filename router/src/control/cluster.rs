@@ -51,6 +51,49 @@ pub enum EtcdResult {
     Cas(Result<CasOutcome, EtcdError>),
     /// A message of the prefix watch.
     Watch(WatchMessage),
+    /// The prefix range of the join check: the `config` record and the members.
+    ConfigRead(Result<super::etcd::RangeResult, EtcdError>),
+    /// The `config` record's create or replace txn.
+    ConfigWritten(Result<CasOutcome, EtcdError>),
+}
+
+/// Where the node is with the cluster's `config` record, before and after it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JoinState {
+    /// Reading the record (and the members); the engine has not started.
+    Checking,
+    /// Creating (expected revision 0) or replacing the record.
+    Writing(i64),
+    /// Registered members run the recorded, different configuration: out, checked again.
+    Refused(String),
+    /// Joined: the engine runs.
+    Joined,
+}
+
+/// How long a `config` record that no registered member runs must stay so before a node with
+/// another configuration replaces it: longer than a lease, so the node that just created it
+/// has registered (its member record then shows it runs the record).
+const STALE_CONFIG_WAIT: Duration = Duration::from_secs(4);
+/// How often a refused or failed join check is repeated.
+const CONFIG_RECHECK: Duration = Duration::from_secs(1);
+
+/// The cluster's `config` record and this node's standing with it (`swrouter cluster status`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ConfigStatus {
+    /// `checking`, `writing`, `refused` or `joined`.
+    pub state: String,
+    /// This node's config digest (hex).
+    pub digest: String,
+    /// The digest the cluster's record names (hex), once read.
+    pub cluster_digest: Option<String>,
+    /// The node that wrote the record.
+    pub written_by: Option<u32>,
+    /// Why the node stays out, while refused.
+    pub reason: Option<String>,
+    /// Join checks made (reads of the record).
+    pub checks: u64,
+    /// Records this node created or replaced.
+    pub written: u64,
 }
 
 /// Handover work waiting on the NAT workers.
@@ -88,6 +131,10 @@ pub struct DriverCounters {
     pub config_mismatches: u64,
     /// WCCP flows (flow affinity) adopted from the common table.
     pub flows_adopted: u64,
+    /// Times the cluster's `config` record changed to another configuration while this node
+    /// was a member (an operator's edit, or a node that replaced it).
+    #[serde(default)]
+    pub config_record_changes: u64,
 }
 
 /// The cluster driver.
@@ -115,6 +162,18 @@ pub struct ClusterDriver {
     affinity: Option<Arc<crate::tables::affinity::AffinitySync>>,
     /// The steering drain memory's sync state.
     drain: Option<Arc<crate::tables::steer::DrainSync>>,
+    /// Standing with the cluster's `config` record.
+    join: JoinState,
+    /// When the next join check is due (not joined).
+    join_check_at: Option<Instant>,
+    /// The record last read or watched, with its mod revision.
+    config_record: Option<(cluster::ConfigRecord, i64)>,
+    /// A record no member runs: its mod revision and since when this node sees it so.
+    stale_config: Option<(i64, Instant)>,
+    /// Join checks made.
+    config_checks: u64,
+    /// Records this node wrote.
+    config_written: u64,
 }
 
 impl std::fmt::Debug for ClusterDriver {
@@ -246,6 +305,12 @@ impl ClusterDriver {
                 logged_epoch: 0,
                 affinity: None,
                 drain: None,
+                join: JoinState::Checking,
+                join_check_at: None,
+                config_record: None,
+                stale_config: None,
+                config_checks: 0,
+                config_written: 0,
             },
             rx,
         )
@@ -285,8 +350,151 @@ impl ClusterDriver {
             .is_some_and(|m| m.config_digest == self.config_digest)
     }
 
-    /// Starts the engine (lease, registration, load and watch).
-    pub fn start(&mut self, now: Instant) {
+    /// Starts: checks the cluster's `config` record; the engine (lease, registration, load
+    /// and watch) starts once the node may join ([`cluster::config_gate`]).
+    pub fn start(&mut self, _now: Instant) {
+        self.join = JoinState::Checking;
+        self.check_config();
+    }
+
+    /// True once the node passed the `config` record check and runs the engine.
+    pub fn joined(&self) -> bool {
+        self.join == JoinState::Joined
+    }
+
+    fn check_config(&mut self) {
+        self.join_check_at = None;
+        self.config_checks += 1;
+        self.counters.etcd_requests += 1;
+        let etcd = self.etcd.clone();
+        let tx = self.results_tx.clone();
+        let prefix = self.prefix.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(EtcdResult::ConfigRead(etcd.range_prefix(&prefix).await));
+        });
+    }
+
+    fn write_config(&mut self, expect_mod_revision: i64) {
+        self.join = JoinState::Writing(expect_mod_revision);
+        self.counters.etcd_requests += 1;
+        let record = cluster::ConfigRecord {
+            digest: self.config_digest,
+            ids: cluster::id::IDS as u16,
+            by: self.engine.me(),
+            since_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+        .encode();
+        let etcd = self.etcd.clone();
+        let tx = self.results_tx.clone();
+        let key = self.config_key();
+        tokio::spawn(async move {
+            let r = etcd
+                .txn_cas(Cas {
+                    key: &key,
+                    expect_mod_revision,
+                    value: record.as_bytes(),
+                    lease: None,
+                    fence: None,
+                })
+                .await;
+            let _ = tx.send(EtcdResult::ConfigWritten(r));
+        });
+    }
+
+    fn config_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(b"config");
+        k
+    }
+
+    /// The join check's range: decides with [`cluster::config_gate`].
+    fn on_config_read(&mut self, range: &super::etcd::RangeResult, now: Instant) {
+        let mut record = None;
+        let mut digests = Vec::new();
+        for kv in &range.kvs {
+            let Some(rest) = kv.key.strip_prefix(self.prefix.as_slice()) else {
+                continue;
+            };
+            let text = std::str::from_utf8(&kv.value).unwrap_or("");
+            if rest == b"config" {
+                record = Some((cluster::ConfigRecord::decode(text), kv.mod_revision));
+            } else if member_id(rest).is_some() {
+                if let Ok(m) = MemberRecord::decode(text) {
+                    digests.push(m.config_digest);
+                }
+            }
+        }
+        self.config_record = record
+            .as_ref()
+            .and_then(|(r, rev)| r.as_ref().ok().map(|r| (r.clone(), *rev)));
+        let gate = cluster::config_gate(
+            self.config_digest,
+            cluster::id::IDS as u16,
+            record.as_ref().map(|(r, _)| r.as_ref().map_err(|_| ())),
+            digests,
+        );
+        let revision = record.as_ref().map_or(0, |(_, rev)| *rev);
+        match gate {
+            cluster::ConfigGate::Join => self.join_now(now),
+            cluster::ConfigGate::Create => self.write_config(0),
+            cluster::ConfigGate::Replace => {
+                let since = match self.stale_config {
+                    Some((rev, since)) if rev == revision => since,
+                    _ => {
+                        self.stale_config = Some((revision, now));
+                        now
+                    }
+                };
+                if now.saturating_duration_since(since) >= STALE_CONFIG_WAIT {
+                    tracing::warn!(
+                        recorded = ?self.config_record.as_ref().map(|(r, _)| format!("{:016x}", r.digest)),
+                        ours = format!("{:016x}", self.config_digest),
+                        "cluster: no member runs the configuration the cluster's config record names; replacing it with this node's"
+                    );
+                    self.write_config(revision);
+                } else {
+                    self.refuse_join(
+                        "the cluster's config record names another configuration; no member runs it any more, so this node replaces it once that has lasted 4 s".to_string(),
+                        now,
+                    );
+                }
+            }
+            cluster::ConfigGate::Refuse { running } => {
+                self.stale_config = None;
+                self.refuse_join(
+                    format!(
+                        "this node's configuration (digest {:016x}) differs from the cluster's (digest {}), which {running} registered member(s) run: restart every node with the same [cluster] and [nat] sections; the cluster takes a new configuration once no member runs the old one",
+                        self.config_digest,
+                        self.config_record
+                            .as_ref()
+                            .map_or("unreadable".to_string(), |(r, _)| format!("{:016x}", r.digest))
+                    ),
+                    now,
+                );
+            }
+        }
+    }
+
+    fn refuse_join(&mut self, reason: String, now: Instant) {
+        if self.join != JoinState::Refused(reason.clone()) {
+            tracing::error!("cluster: not joining: {reason}");
+        }
+        self.join = JoinState::Refused(reason);
+        self.join_check_at = Some(now + CONFIG_RECHECK);
+    }
+
+    fn join_now(&mut self, now: Instant) {
+        if self.join == JoinState::Joined {
+            return;
+        }
+        tracing::info!(
+            digest = format!("{:016x}", self.config_digest),
+            "cluster: the cluster's config record matches this node's; joining"
+        );
+        self.join = JoinState::Joined;
+        self.stale_config = None;
         self.engine.start(now);
         self.run_actions();
     }
@@ -294,12 +502,23 @@ impl ClusterDriver {
     /// When [`Self::on_tick`] is due next: the mesh's timers, the engine's step, and a short
     /// poll while NAT work is under way.
     pub fn deadline(&self, now: Instant) -> Instant {
+        if self.join != JoinState::Joined {
+            return self
+                .join_check_at
+                .unwrap_or(now + Duration::from_millis(25));
+        }
         let engine = now + Duration::from_millis(if self.pending.is_empty() { 25 } else { 2 });
         self.mesh.deadline().map_or(engine, |d| d.min(engine))
     }
 
     /// Timers: the mesh, the engine, NAT work that finished.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.join != JoinState::Joined {
+            if self.join_check_at.is_some_and(|t| t <= now) {
+                self.check_config();
+            }
+            return;
+        }
         let events = self.mesh.on_tick(now);
         self.on_mesh_events(events, now);
         self.engine.tick(now);
@@ -413,6 +632,26 @@ impl ClusterDriver {
                 self.engine.on_cas_failed(current, now)
             }
             EtcdResult::Watch(m) => self.on_watch(m, now),
+            EtcdResult::ConfigRead(Ok(range)) => self.on_config_read(&range, now),
+            EtcdResult::ConfigWritten(Ok(CasOutcome::Succeeded { .. })) => {
+                self.config_written += 1;
+                tracing::info!(
+                    digest = format!("{:016x}", self.config_digest),
+                    replaced = matches!(self.join, JoinState::Writing(r) if r != 0),
+                    "cluster: wrote the cluster's config record"
+                );
+                self.join_now(now);
+            }
+            // Another node wrote it first: read again.
+            EtcdResult::ConfigWritten(Ok(CasOutcome::Failed { .. })) => self.check_config(),
+            EtcdResult::ConfigRead(Err(e)) | EtcdResult::ConfigWritten(Err(e)) => {
+                self.counters.etcd_failures += 1;
+                tracing::warn!(error = %e, "cluster: etcd request of the join check failed; retrying");
+                self.join_check_at = Some(now + CONFIG_RECHECK);
+                if matches!(self.join, JoinState::Writing(_)) {
+                    self.join = JoinState::Checking;
+                }
+            }
             EtcdResult::Granted(Err(e))
             | EtcdResult::Registered(Err(e))
             | EtcdResult::Loaded(Err(e))
@@ -463,7 +702,27 @@ impl ClusterDriver {
         let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
             return;
         };
-        if rest == b"alloc" {
+        if rest == b"config" {
+            let text = std::str::from_utf8(value).unwrap_or("");
+            match cluster::ConfigRecord::decode(text) {
+                Ok(r) => {
+                    if self.join == JoinState::Joined && r.digest != self.config_digest {
+                        self.counters.config_record_changes += 1;
+                        tracing::error!(
+                            recorded = format!("{:016x}", r.digest),
+                            ours = format!("{:016x}", self.config_digest),
+                            by = r.by,
+                            "cluster: the cluster's config record now names another configuration; this node keeps its ids (restart it with the cluster's configuration)"
+                        );
+                    }
+                    self.config_record = Some((r, mod_revision));
+                }
+                Err(e) => {
+                    self.counters.undecodable += 1;
+                    tracing::warn!(error = %e, "cluster: the config record in etcd does not decode");
+                }
+            }
+        } else if rest == b"alloc" {
             match Allocation::decode(value) {
                 Ok(t) => {
                     self.plane.set_epoch(t.epoch);
@@ -896,6 +1155,27 @@ impl ClusterDriver {
             driver: self.counters,
             etcd: self.etcd.stats(),
             mesh: self.mesh.status(),
+            config: ConfigStatus {
+                state: match &self.join {
+                    JoinState::Checking => "checking",
+                    JoinState::Writing(_) => "writing",
+                    JoinState::Refused(_) => "refused",
+                    JoinState::Joined => "joined",
+                }
+                .to_string(),
+                digest: format!("{:016x}", self.config_digest),
+                cluster_digest: self
+                    .config_record
+                    .as_ref()
+                    .map(|(r, _)| format!("{:016x}", r.digest)),
+                written_by: self.config_record.as_ref().map(|(r, _)| r.by),
+                reason: match &self.join {
+                    JoinState::Refused(r) => Some(r.clone()),
+                    _ => None,
+                },
+                checks: self.config_checks,
+                written: self.config_written,
+            },
         }
     }
 }
@@ -1004,6 +1284,9 @@ pub struct ClusterNodeStatus {
     pub etcd: super::etcd::EtcdStats,
     /// The sync mesh, per peer.
     pub mesh: Vec<super::mesh::MeshPeerStatus>,
+    /// The cluster's `config` record and this node's standing with it.
+    #[serde(default)]
+    pub config: ConfigStatus,
 }
 
 /// `swrouter cluster status` as text.
@@ -1040,6 +1323,19 @@ pub fn render(c: &ClusterStatusReply) -> String {
         n.cas_committed,
         n.cas_lost
     );
+    let _ = writeln!(
+        o,
+        "config: {}  digest {}  cluster {}{}",
+        n.config.state,
+        n.config.digest,
+        n.config.cluster_digest.as_deref().unwrap_or("-"),
+        n.config
+            .written_by
+            .map_or(String::new(), |b| format!(" (written by node {b})")),
+    );
+    if let Some(r) = &n.config.reason {
+        let _ = writeln!(o, "NOT JOINED: {r}");
+    }
     if n.realloc_refused > 0 || n.refuse_reason.is_some() {
         let _ = writeln!(
             o,
