@@ -22,6 +22,8 @@ pub const IDS: usize = 256;
 /// Domain tag of [`endpoint_id`] (the cluster crate's pair hashes use others), so an endpoint
 /// and a pair never hash to related values.
 const TAG_ENDPOINT: u64 = 1 << 8;
+/// Domain tag of [`esp_id`] (the cluster crate's pair hashes use 2 and 3).
+const TAG_ESP: u64 = 4 << 8;
 
 use crate::hash::mix;
 
@@ -66,6 +68,21 @@ pub fn endpoint_id(key: u64, proto: u8, addr: Ipv4Addr, port: u16) -> u8 {
     hash_words(
         key,
         &[TAG_ENDPOINT | u64::from(proto), endpoint_word(addr, port)],
+    )
+}
+
+/// The distribution id of an ESP session ([`crate::esp`]): ESP has no port to carry an id, and
+/// both directions of an SA pair share only the remote address (the destination of inside →
+/// remote packets, the source of remote → pool packets), so the id is a keyed hash of it alone
+/// and one node owns every ESP session with that remote.
+#[inline]
+pub fn esp_id(key: u64, remote: Ipv4Addr) -> u8 {
+    hash_words(
+        key,
+        &[
+            TAG_ESP | u64::from(crate::esp::PROTO_ESP),
+            u64::from(u32::from(remote)),
+        ],
     )
 }
 
@@ -165,6 +182,41 @@ mod tests {
             e.contains("1000 ports") && e.contains("gives blocks of 128"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_esp_session_s_id_is_its_remote_s_under_the_key() {
+        let (i, p, r) = (
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(198, 51, 100, 7),
+        );
+        // Outbound I -> R names R as destination, inbound R -> P as source: one id.
+        let out = crate::esp::parse(&crate::translate::build::ipv4(
+            i,
+            r,
+            50,
+            64,
+            &[0, 0, 0, 1, 0, 0, 0, 1],
+        ))
+        .unwrap();
+        let inb = crate::esp::parse(&crate::translate::build::ipv4(
+            r,
+            p,
+            50,
+            64,
+            &[0, 0, 0, 2, 0, 0, 0, 1],
+        ))
+        .unwrap();
+        assert_eq!(esp_id(7, out.dst), esp_id(7, inb.src));
+        // Keyed: some key moves it; and remotes spread over the ids.
+        assert!((8..40u64).any(|k| esp_id(k, r) != esp_id(7, r)));
+        let ids: IdSet = (0..1024u32)
+            .map(|n| esp_id(7, Ipv4Addr::from(0xc633_6400 + n)))
+            .collect();
+        assert!(ids.len() > 200, "{}", ids.len());
+        // Its own domain: not the endpoint hash of the same word.
+        assert!((0..64u64).any(|k| esp_id(k, r) != endpoint_id(k, 50, r, 0)));
     }
 
     #[test]

@@ -315,6 +315,14 @@ impl Config {
             .position(|r| r.outside == outside && r.inside.iter().any(|p| p.contains(src)))
     }
 
+    /// The pool address the NAT gives inside host `src` leaving through `outside` (its rule's
+    /// paired-pool choice, [`crate::session::pool_addr_for`]): what an ESP session of `src` uses
+    /// ([`crate::esp::EspTable::outbound`]). `None` when no rule translates it.
+    pub fn pool_addr_for(&self, src: Ipv4Addr, outside: IfaceId) -> Option<Ipv4Addr> {
+        let rule = self.rule_for(src, outside)?;
+        crate::session::pool_addr_for(&self.rules[rule].pool, src)
+    }
+
     /// True when `addr` is a pool address of any rule.
     pub fn is_pool_addr(&self, addr: Ipv4Addr) -> bool {
         self.rules.iter().any(|r| r.pool.contains(&addr))

@@ -61,6 +61,7 @@
 pub mod cluster;
 pub mod config;
 pub mod dispatch;
+pub mod esp;
 pub mod hash;
 pub mod mirror;
 pub mod session;

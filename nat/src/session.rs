@@ -1052,17 +1052,26 @@ fn first_zero(bits: &[u64], from: u32, to: u32) -> Option<u32> {
     None
 }
 
-/// The pool address of an inside host: the same for all its mappings (paired pooling).
+/// The pool address of inside host `inside` among a rule's `pool`: the same for all its
+/// mappings (paired pooling, RFC 4787 REQ-2) and its ESP sessions ([`crate::esp`]); `None` for
+/// an empty pool.
 #[inline]
-fn pick_pool(pool: &[Ipv4Addr], inside: u32) -> Option<u32> {
+pub fn pool_addr_for(pool: &[Ipv4Addr], inside: Ipv4Addr) -> Option<Ipv4Addr> {
     match pool.len() {
         0 => None,
-        1 => Some(u32::from(pool[0])),
+        1 => Some(pool[0]),
         n => {
-            let h = (u64::from(inside).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
-            Some(u32::from(pool[h % n]))
+            let h =
+                (u64::from(u32::from(inside)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
+            Some(pool[h % n])
         }
     }
+}
+
+/// [`pool_addr_for`] on packed addresses.
+#[inline]
+fn pick_pool(pool: &[Ipv4Addr], inside: u32) -> Option<u32> {
+    pool_addr_for(pool, inside.into()).map(u32::from)
 }
 
 #[cfg(test)]
