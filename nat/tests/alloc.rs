@@ -121,4 +121,47 @@ fn established_flows_allocate_nothing() {
         "allocations on established flows"
     );
     assert_eq!(w.counters.out_translated, 100 + 1 + 1099 * 101);
+
+    // ESP by SPI: learnt SAs both ways, plus one new SA a second while old ones expire.
+    let mut t = nat::esp::EspTable::new(64, 5);
+    let spi = |n: u32| std::num::NonZeroU32::new(n).unwrap();
+    let esp = |src, dst, spi: u32| {
+        let mut l4 = [0u8; 40];
+        l4[..4].copy_from_slice(&spi.to_be_bytes());
+        build::ipv4(src, dst, nat::esp::PROTO_ESP, 64, &l4)
+    };
+    let (inside, r) = (Ipv4Addr::new(10, 0, 0, 3), remote.0);
+    let mut sas = Vec::new();
+    for n in 1..=8u32 {
+        t.outbound(inside, pool, r, spi(n), 0).unwrap();
+        t.inbound(pool, r, spi(1000 + n), 0).unwrap();
+        sas.push((esp(inside, r, n), esp(r, pool, 1000 + n)));
+    }
+    let mut gone = Vec::with_capacity(64);
+    ARMED.with(|a| a.set(true));
+    for now in 1..3000u32 {
+        for (out, back) in &sas {
+            let b = &mut buf[..out.len()];
+            b.copy_from_slice(out);
+            let p = nat::esp::parse(b).unwrap();
+            let o = t.outbound(p.src, pool, p.dst, p.spi, now).unwrap();
+            nat::esp::rewrite(b, nat::translate::Side::Src, o.pool).unwrap();
+            let b = &mut buf[..back.len()];
+            b.copy_from_slice(back);
+            let p = nat::esp::parse(b).unwrap();
+            let i = t.inbound(p.dst, p.src, p.spi, now).unwrap();
+            nat::esp::rewrite(b, nat::translate::Side::Dst, i.inside).unwrap();
+        }
+        t.outbound(inside, pool, r, spi(10_000 + now), now).unwrap();
+        t.inbound(pool, r, spi(20_000 + now), now).unwrap();
+        t.expire(now, 30, 8, &mut gone);
+        gone.clear();
+    }
+    ARMED.with(|a| a.set(false));
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "allocations on ESP sessions"
+    );
+    assert!(t.counters.expired > 2900, "{:?}", t.counters);
 }
