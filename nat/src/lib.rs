@@ -24,6 +24,7 @@
 //! | line interface (2, 5, 6, 12, 14) | [`dispatch::dispatch`]: outside packets go to the VID in their destination port, inside packets through the flow table |
 //! | backup processor (7–9, 13, 14) | each VID's backup worker, fed by [`mirror`] records; [`vid::VidManager::worker_failed`] moves VIDs in one step |
 //! | query VID at initialisation (10, 15) | [`vid::VidManager::request_vid`], also on restart: a fresh VID (or, with none free, one a survivor adopted, handed back), and backup duty for the VIDs the failure left adopted |
+//! | entries keyed by more than the 5-tuple where the protocol needs it (seed 003, 7) | raw ESP sessions keyed by SPI in one [`esp::EspTable`] shared by the workers, outside VIDs and the flow table |
 //!
 //! The switch processor sees set-up requests only (`SwitchCounters::not_setup` proves it stays
 //! 0); every other packet reaches its worker straight from the line interface, and a worker
@@ -36,6 +37,13 @@
 //! - UDP, TCP and ICMP echo; ICMP errors (destination unreachable including fragmentation
 //!   needed, time exceeded, parameter problem, source quench) translated with their quoted
 //!   packet, so traceroute and path-MTU discovery work through the NAT ([`translate`]).
+//! - Raw ESP (IP protocol 50, IPsec without NAT-T; IKE and NAT-T pass as UDP): sessions keyed
+//!   by SPI ([`esp`]): outbound by (inside, remote, outbound SPI), inbound by (pool, remote,
+//!   inbound SPI), the inbound SPI learnt from the first unknown one after the host's outbound
+//!   packet ("ESP SPI matching" when several hosts negotiate with one remote at once). The pool
+//!   address is the host's paired-pool one ([`config::Config::pool_addr_for`]); the cluster id
+//!   is the remote's ([`cluster::esp_id`]); sessions sync as records of their own
+//!   ([`sync::encode_esp`]).
 //! - Hairpinning: a translated packet addressed to a pool address comes back as
 //!   [`worker::Verdict::Hairpin`] and is dispatched again as an inbound packet.
 //! - Port exhaustion: the new flow is dropped, counted, and [`worker::Verdict::Prohibited`]
@@ -49,7 +57,11 @@
 //! # Limits
 //!
 //! - Fragments are dropped and counted (no virtual reassembly yet).
-//! - ICMP queries other than echo, and protocols other than TCP/UDP/ICMP, are not translated.
+//! - ICMP queries other than echo, and protocols other than TCP/UDP/ICMP and ESP, are not
+//!   translated.
+//! - ESP: an SA pair whose first packet comes from the outside is dropped until the inside host
+//!   sends; two inside hosts that choose the same inbound SPI with one remote through one pool
+//!   address cannot be told apart (the first to learn it keeps it, [`esp`]).
 //! - Mirroring is asynchronous: sessions created in the last unsent batch, or refused by a full
 //!   mirror queue (counted), are lost if their worker dies; a VID whose owner and backup fail
 //!   together loses its sessions ([`vid::VidChange::Lost`]).
