@@ -74,6 +74,8 @@ pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod esp;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hash;
 pub mod mirror;
 pub mod session;
