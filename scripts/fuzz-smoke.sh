@@ -9,8 +9,8 @@
 # When cargo-fuzz cannot be installed or cannot build here the step fails: a fuzz step that
 # did not fuzz must not pass (issue 13). The seed corpora are still replayed through the same
 # entry points as ordinary tests (`wccp/tests/wccp/fuzz_corpus.rs`, `gre`'s corpus test, and the
-# `conf_parse`, `steering_compile`, `router_pipeline`, `vrrp_*` and `hasync_handle` replays in
-# conf, steering, router, vrrp and hasync) first, so a crash among them is reported too.
+# `conf_parse`, `steering_compile`, `router_pipeline`, `vrrp_*`, `hasync_handle` and `nat_esp`
+# replays in conf, steering, router, vrrp, hasync and nat) first, so a crash among them is reported too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-5}"
@@ -24,6 +24,7 @@ fallback() {
   cargo test -p router --test pipeline replay_router_pipeline_corpus || true
   cargo test -p vrrp --test vrrp fuzz_corpus:: || true
   cargo test -p hasync --test hasync replay_hasync_handle_corpus || true
+  cargo test -p nat --features fuzzing --lib fuzzing || true
   exit 1
 }
 

@@ -14,6 +14,12 @@
 //! 3. **Otherwise** (routed traffic with no NAT side): [`pair_id`], symmetric in the endpoints.
 //! 4. **Fragments** (MF or an offset, the first included): [`addr_pair_id`] on the addresses
 //!    only, so every fragment of a datagram agrees (the NAT drops fragments anyway).
+//! 5. **ESP** (IP protocol 50, no ports; the NAT keys its sessions by SPI, claim 7): from an
+//!    inside address, or arrived on a NAT outside interface for a pool address, the id is
+//!    [`nat::cluster::esp_id`] of the remote address (the destination going out, the source
+//!    coming back), so both directions of every SA with one remote, and the remote's pending
+//!    session the NAT binds an unknown inbound SPI to, are on one node. Other ESP (no NAT side)
+//!    takes rule 3.
 //!
 //! ICMP query messages use their identifier as the port; ICMP errors take the id of the packet
 //! they quote (rules 1–3 on the quoted tuple), which is the id of the flow they are about.
@@ -150,6 +156,15 @@ pub fn packet_id(cfg: &IdConfig, packet: &[u8], arrived_on_nat_outside: bool) ->
             let u = UdpPacket::new_checked(l4).ok()?;
             (u.src_port(), u.dst_port())
         }
+        nat::esp::PROTO_ESP => {
+            if arrived_on_nat_outside && cfg.is_pool(dst) {
+                return Some(nat::cluster::esp_id(cfg.key, src));
+            }
+            if cfg.is_inside(src) && !cfg.is_inside(dst) {
+                return Some(nat::cluster::esp_id(cfg.key, dst));
+            }
+            (0, 0)
+        }
         PROTO_ICMP => {
             let m = Icmpv4Packet::new_checked(l4).ok()?;
             if icmp::is_error(m.msg_type()) {
@@ -255,6 +270,55 @@ mod tests {
             len: 0,
         };
         assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
+    }
+
+    /// An IPv4 ESP packet `src` → `dst` with SPI `spi`.
+    fn esp(src: [u8; 4], dst: [u8; 4], spi: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 20 + 16];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&36u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 50;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..24].copy_from_slice(&spi.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn both_directions_of_every_esp_sa_with_one_remote_share_the_remotes_id() {
+        let cfg = IdConfig {
+            key: 99,
+            port_min: 1024,
+            port_max: 65535,
+            pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            inside: vec![Prefix {
+                addr: Ipv4Addr::new(10, 0, 1, 0),
+                len: 24,
+            }],
+        };
+        let remote = Ipv4Addr::new(198, 51, 100, 2);
+        let want = nat::cluster::esp_id(99, remote);
+        // Two inside hosts' SAs going out, whatever their SPI, and the answers to the pool.
+        for (inside, spi) in [([10, 0, 1, 2], 0x1000), ([10, 0, 1, 3], 0x7777_0001)] {
+            let out = esp(inside, remote.octets(), spi);
+            assert_eq!(packet_id(&cfg, &out, false), Some(want));
+        }
+        let back = esp(remote.octets(), [192, 0, 2, 1], 0x2000);
+        assert_eq!(packet_id(&cfg, &back, true), Some(want));
+        // The same packet not on a NAT outside interface is routed ESP: the pair rule.
+        let routed = esp([10, 0, 9, 1], remote.octets(), 1);
+        assert_eq!(
+            packet_id(&cfg, &routed, false),
+            Some(pair_id(
+                99,
+                50,
+                (Ipv4Addr::new(10, 0, 9, 1), 0),
+                (remote, 0)
+            ))
+        );
+        // Another remote, most likely another id; the key changes it.
+        assert_ne!(nat::cluster::esp_id(100, remote), want);
     }
 
     #[test]

@@ -24,12 +24,14 @@ type Result<T> = std::result::Result<T, ConfError>;
 pub(crate) const NAT_KEYS: &[&str] = &[
     "port-range",
     "max-sessions",
+    "esp-sessions",
     "non-syn",
     "mirror-queue",
     "tcp-established-timeout",
     "tcp-transitory-timeout",
     "udp-timeout",
     "icmp-timeout",
+    "esp-timeout",
     "rule",
 ];
 /// Keys of `[[nat.rule]]`, in documentation order.
@@ -64,12 +66,14 @@ impl NatConf {
 pub(crate) struct RawNat {
     port_range: Option<Spanned<String>>,
     max_sessions: Option<Spanned<Int>>,
+    esp_sessions: Option<Spanned<Int>>,
     non_syn: Option<Spanned<String>>,
     mirror_queue: Option<Spanned<Int>>,
     tcp_established_timeout: Option<Spanned<Int>>,
     tcp_transitory_timeout: Option<Spanned<Int>>,
     udp_timeout: Option<Spanned<Int>>,
     icmp_timeout: Option<Spanned<Int>>,
+    esp_timeout: Option<Spanned<Int>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -107,6 +111,8 @@ pub(crate) fn validate(
         raw.tcp_transitory_timeout.as_ref().map(|s| s.span()),
         raw.udp_timeout.as_ref().map(|s| s.span()),
         raw.icmp_timeout.as_ref().map(|s| s.span()),
+        raw.esp_timeout.as_ref().map(|s| s.span()),
+        raw.esp_sessions.as_ref().map(|s| s.span()),
         raw.rule.first().map(|s| s.span()),
     ]
     .into_iter()
@@ -151,7 +157,15 @@ pub(crate) fn validate(
         )?,
         udp: int(&raw.udp_timeout, "udp-timeout", 1, DAY, d.timeouts.udp)?,
         icmp: int(&raw.icmp_timeout, "icmp-timeout", 1, DAY, d.timeouts.icmp)?,
+        esp: int(&raw.esp_timeout, "esp-timeout", 1, DAY, d.timeouts.esp)?,
     };
+    let esp_sessions = int(
+        &raw.esp_sessions,
+        "esp-sessions",
+        16,
+        1 << 20,
+        d.esp_sessions,
+    )?;
     let max_sessions = int(
         &raw.max_sessions,
         "max-sessions",
@@ -304,6 +318,7 @@ pub(crate) fn validate(
         timeouts,
         workers: workers.min(usize::from(u16::MAX)) as u16,
         max_sessions,
+        esp_sessions,
         non_syn,
         mirror_queue,
         // The router adds its own listeners' ports when it starts.

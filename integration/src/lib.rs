@@ -229,3 +229,18 @@ pub fn inject_frames(ns: &Ns, ifname: &str, frames_hex: &[String]) -> Result<()>
     ns.run_ok("python3", &["-c", &script])?;
     Ok(())
 }
+
+/// A remote IPsec peer in Python (raw ESP, IP protocol 50, no kernel IPsec): answers every ESP
+/// packet with one of its own SPI (0x2000 + the sender's SPI − 0x1000), the same sequence
+/// number and payload, and logs `src spi seq` per packet (after `ready`).
+pub const ESP_PEER: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+print('ready', flush=True)
+while True:
+    d, (src, _) = s.recvfrom(4096)
+    esp = d[(d[0] & 15) * 4:]
+    spi, seq = struct.unpack('!II', esp[:8])
+    print('%s %#x %d' % (src, spi, seq), flush=True)
+    s.sendto(struct.pack('!II', 0x2000 + spi - 0x1000, seq) + esp[8:], (src, 0))
+"#;

@@ -68,6 +68,9 @@ pub struct Timeouts {
     pub udp: u32,
     /// ICMP query (echo) sessions.
     pub icmp: u32,
+    /// ESP sessions ([`crate::esp`]), like UDP (an SA idle this long has been re-keyed or
+    /// torn down).
+    pub esp: u32,
 }
 
 impl Default for Timeouts {
@@ -77,6 +80,7 @@ impl Default for Timeouts {
             tcp_transitory: 240,
             udp: 300,
             icmp: 60,
+            esp: 300,
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct Config {
     pub workers: u16,
     /// Sessions a worker's table holds (preallocated); default 65536.
     pub max_sessions: u32,
+    /// ESP sessions each of the router's shards of the shared ESP table holds (preallocated;
+    /// a remote's sessions share one shard); default 4096.
+    pub esp_sessions: u32,
     /// Inside TCP without SYN and without a session.
     pub non_syn: NonSynPolicy,
     /// Mirror records a worker buffers for its backup before it counts an overflow.
@@ -159,6 +166,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             workers: 1,
             max_sessions: 65536,
+            esp_sessions: 4096,
             non_syn: NonSynPolicy::Drop,
             mirror_queue: 4096,
             reserved: ReservedPorts::default(),

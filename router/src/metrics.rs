@@ -658,6 +658,55 @@ fn nat(f: &mut Families, n: &crate::natd::NatStatus) {
     ] {
         f.counter(name, help, &[], v);
     }
+    let e = &n.esp;
+    f.gauge(
+        "swrouter_nat_esp_sessions",
+        "Raw ESP sessions (keyed by SPI) held.",
+        &[],
+        e.sessions as f64,
+    );
+    for (dir, v) in [("out", e.out_packets), ("in", e.in_packets)] {
+        f.counter(
+            "swrouter_nat_esp_packets_total",
+            "Raw ESP packets translated, by direction.",
+            &[("direction", dir)],
+            v,
+        );
+    }
+    for (name, help, v) in [
+        (
+            "swrouter_nat_esp_created_total",
+            "ESP sessions created by an inside host's packet.",
+            e.created,
+        ),
+        (
+            "swrouter_nat_esp_learnt_total",
+            "Inbound ESP SPIs learnt (bound to the remote's pending session).",
+            e.learnt,
+        ),
+        (
+            "swrouter_nat_esp_pending_replaced_total",
+            "Unlearnt ESP sessions that lost their remote's pending slot to a newer one.",
+            e.pending_replaced,
+        ),
+        (
+            "swrouter_nat_esp_no_session_total",
+            "Inbound ESP packets with an unknown SPI and nothing pending (dropped).",
+            e.no_session,
+        ),
+        (
+            "swrouter_nat_esp_full_total",
+            "New ESP sessions refused for a full table (dropped).",
+            e.full,
+        ),
+        (
+            "swrouter_nat_esp_expired_total",
+            "ESP sessions expired.",
+            e.expired,
+        ),
+    ] {
+        f.counter(name, help, &[], v);
+    }
     let h = &n.ha;
     for (name, help, v) in [
         (
@@ -1754,6 +1803,14 @@ pub(crate) mod tests {
                     standby_drops: 3,
                     ..Default::default()
                 },
+                esp: crate::natd::esp::EspStatus {
+                    sessions: 2,
+                    in_packets: 40,
+                    out_packets: 41,
+                    learnt: 2,
+                    no_session: 1,
+                    ..Default::default()
+                },
             })
             .unwrap()
         }))
@@ -1854,6 +1911,11 @@ pub(crate) mod tests {
             ("swrouter_nat_ha_applied_total", 12.0),
             ("swrouter_nat_ha_standby_drops_total", 3.0),
             ("swrouter_nat_ha_active", 0.0),
+            ("swrouter_nat_esp_sessions", 2.0),
+            ("swrouter_nat_esp_packets_total{direction=\"in\"}", 40.0),
+            ("swrouter_nat_esp_packets_total{direction=\"out\"}", 41.0),
+            ("swrouter_nat_esp_learnt_total", 2.0),
+            ("swrouter_nat_esp_no_session_total", 1.0),
             ("swrouter_cluster_epoch", 4.0),
             ("swrouter_cluster_joined", 1.0),
             ("swrouter_cluster_ids{state=\"owned\"}", 85.0),

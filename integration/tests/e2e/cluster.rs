@@ -719,6 +719,101 @@ fn a_node_with_another_configuration_stays_out_until_no_member_runs_the_old_one(
     assert_eq!(c["digest"], c["cluster_digest"], "{c}");
 }
 
+/// The client's ESP receiver: logs `spi seq` of every ESP packet to its address.
+const ESP_SINK: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+s.bind((sys.argv[1], 0))
+print('ready', flush=True)
+while True:
+    d, _ = s.recvfrom(4096)
+    esp = d[(d[0] & 15) * 4:]
+    print('%#x %d' % struct.unpack('!II', esp[:8]), flush=True)
+"#;
+
+/// Sends one ESP packet with `spi` and `seq` from `src` to `dst`.
+fn send_esp(ns: &Ns, src: &str, dst: &str, spi: u32, seq: u32) {
+    let script = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,50)\ns.bind(({src:?},0))\ns.sendto(struct.pack('!II',{spi},{seq})+b'esp',({dst:?},0))\n"
+    );
+    assert!(ns
+        .run("python3", &["-c", &script])
+        .unwrap()
+        .status
+        .success());
+}
+
+#[test]
+fn an_esp_sa_moves_with_its_remotes_id_when_its_node_dies() {
+    let mut l = ClusterLab::new("clesp", 1);
+    start_nodes(&mut l, 2);
+    let srv = l.srv.clone();
+    let peer = l
+        .lab
+        .spawn(&srv, "python3", &["-u", "-c", integration::ESP_PEER])
+        .unwrap();
+    assert!(l.lab.wait_for_log(&peer, "ready", Duration::from_secs(10)));
+    let cli_ns = l.cli.clone();
+    let sink = l
+        .lab
+        .spawn(&cli_ns, "python3", &["-u", "-c", ESP_SINK, CLIENT])
+        .unwrap();
+    assert!(l.lab.wait_for_log(&sink, "ready", Duration::from_secs(10)));
+    // The SA: the client's packet creates the session on the remote's id owner, the answer
+    // teaches it the inbound SPI.
+    send_esp(&l.cli, CLIENT, SERVER, 0x1000, 0);
+    assert!(
+        l.lab
+            .wait_for_log(&sink, "0x2000 0", Duration::from_secs(5)),
+        "no answer through the cluster\npeer: {}\n{}",
+        l.lab.logs(&peer),
+        l.all_status()
+    );
+    assert!(l.lab.logs(&peer).contains(&format!("{POOL} 0x1000 0")));
+    let esp_of = |l: &ClusterLab, i: usize| -> Option<serde_json::Value> {
+        Some(cli(&l.nodes[i].socket, &["status"])?["nat"]["esp"].clone())
+    };
+    let owner = (0..2)
+        .find(|i| esp_of(&l, *i).is_some_and(|e| e["sessions"] == 1 && e["learnt"] == 1))
+        .unwrap_or_else(|| panic!("no node learnt the SA\n{}", l.all_status()));
+    let other = 1 - owner;
+    // The sync is asynchronous (the SA's records leave within a heartbeat, 20 ms): give it
+    // ten before the kill.
+    std::thread::sleep(Duration::from_millis(200));
+    // The owner dies; the other node takes its ids, the SA with them (from its copy of the
+    // owner's records): the peer's next packet reaches the client although the client sent
+    // nothing since (a node without the session would drop it as nat-esp-no-session).
+    l.kill(owner);
+    l.wait_settled_among(&[other], Duration::from_secs(10));
+    let e = esp_of(&l, other).unwrap();
+    assert_eq!(
+        e["sessions"],
+        1,
+        "the SA was not adopted: {e}\n{}\n{}",
+        l.all_status(),
+        l.logs()
+    );
+    send_esp(&l.srv, SERVER, POOL, 0x2000, 1);
+    assert!(
+        l.lab
+            .wait_for_log(&sink, "0x2000 1", Duration::from_secs(5)),
+        "the peer's packet was lost after the move: {}\n{}",
+        esp_of(&l, other).unwrap(),
+        l.all_status()
+    );
+    let rows = cli(&l.nodes[other].socket, &["nat", "sessions"]).unwrap();
+    let r = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["proto"] == "esp")
+        .unwrap_or_else(|| panic!("{rows}"))
+        .clone();
+    assert_eq!(r["inside"], CLIENT, "{r}");
+    assert_eq!(r["spi_out"], 0x1000, "{r}");
+    assert_eq!(r["spi_in"], 0x2000, "{r}");
+}
+
 #[test]
 fn etcd_failures_keep_the_cluster_forwarding() {
     let mut l = ClusterLab::new("cletcd", 3);

@@ -609,3 +609,124 @@ fn worker_dies_mid_transfer(prefix: &str, stall: bool) {
         tail(&l.log(), 30)
     );
 }
+
+/// Two inside hosts (argv[1], argv[2]) take turns: each sends ESP with its own SPI (0x1000,
+/// 0x1001) to the peer and waits for the answer on a socket bound to its own address;
+/// prints `host reply-spi seq from` per answer.
+const ESP_HOSTS: &str = r#"
+import socket, struct, sys
+n = int(sys.argv[3])
+hosts = []
+for i, a in enumerate(sys.argv[1:3]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    s.bind((a, 0))
+    s.settimeout(1.0)
+    hosts.append((a, s, 0x1000 + i))
+for seq in range(n):
+    for a, s, spi in hosts:
+        s.sendto(struct.pack('!II', spi, seq) + b'esp payload %d' % seq, ('198.51.100.2', 0))
+        try:
+            d, (src, _) = s.recvfrom(4096)
+            esp = d[(d[0] & 15) * 4:]
+            rspi, rseq = struct.unpack('!II', esp[:8])
+            print('%s %#x %d %s' % (a, rspi, rseq, src), flush=True)
+        except socket.timeout:
+            print('%s timeout %d' % (a, seq), flush=True)
+"#;
+
+#[test]
+fn esp_is_translated_by_spi_and_two_hosts_behind_one_pool_address_get_their_own_answers() {
+    let mut l = NatLab::new("natesp", 2, "");
+    l.cli.add_addr("eth0", "10.0.1.3/24").unwrap();
+    l.start();
+    let srv = l.srv.clone();
+    let peer = l
+        .lab
+        .spawn(&srv, "python3", &["-u", "-c", integration::ESP_PEER])
+        .unwrap();
+    assert!(l.lab.wait_for_log(&peer, "ready", Duration::from_secs(10)));
+    const N: usize = 20;
+    let out = l
+        .cli
+        .run(
+            "python3",
+            &["-u", "-c", ESP_HOSTS, CLIENT, "10.0.1.3", &N.to_string()],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Each host got every answer, with the SPI the peer chose for it, from the peer.
+    for (host, spi) in [(CLIENT, "0x2000"), ("10.0.1.3", "0x2001")] {
+        for seq in 0..N {
+            let want = format!("{host} {spi} {seq} {SERVER}");
+            assert!(
+                text.lines().any(|x| x == want),
+                "missing `{want}`\nhosts:\n{text}\npeer:\n{}\nrouter status:\n{}\nlog:\n{}",
+                l.lab.logs(&peer),
+                l.swrouter(&["status"]).1,
+                tail(&l.log(), 30)
+            );
+        }
+    }
+    assert!(!text.contains("timeout"), "{text}");
+    // The peer saw both hosts as the pool address, each with its own SPI.
+    let seen = l.lab.logs(&peer);
+    assert_eq!(
+        seen.lines()
+            .filter(|x| x.starts_with(&format!("{POOL} 0x1000 ")))
+            .count(),
+        N,
+        "{seen}"
+    );
+    assert_eq!(
+        seen.lines()
+            .filter(|x| x.starts_with(&format!("{POOL} 0x1001 ")))
+            .count(),
+        N,
+        "{seen}"
+    );
+    assert!(
+        seen.lines().all(|x| x.starts_with(POOL) || x == "ready"),
+        "an untranslated source reached the peer:\n{seen}"
+    );
+    // Two ESP sessions, their inbound SPIs learnt.
+    let esp: Vec<serde_json::Value> = l
+        .sessions()
+        .into_iter()
+        .filter(|r| r["proto"] == "esp")
+        .collect();
+    assert_eq!(esp.len(), 2, "{esp:?}");
+    for (host, out_spi, in_spi) in [(CLIENT, 0x1000, 0x2000), ("10.0.1.3", 0x1001, 0x2001)] {
+        let r = esp
+            .iter()
+            .find(|r| r["inside"] == host)
+            .unwrap_or_else(|| panic!("no ESP session of {host}: {esp:?}"));
+        assert_eq!(r["outside"], POOL, "{r}");
+        assert_eq!(r["remote"], SERVER, "{r}");
+        assert_eq!(r["spi_out"], out_spi, "{r}");
+        assert_eq!(r["spi_in"], in_spi, "{r}");
+    }
+    // An ESP packet from the peer with an SPI nobody negotiated, and nothing pending, is
+    // dropped and counted (filtering).
+    let stray = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,50)\ns.sendto(struct.pack('!II',0x9999,1)+b'stray',('{POOL}',0))\n"
+    );
+    assert!(l
+        .srv
+        .run("python3", &["-c", &stray])
+        .unwrap()
+        .status
+        .success());
+    settle();
+    let s = l.status();
+    let esp_status = &nat_status(&s)["esp"];
+    assert_eq!(esp_status["sessions"], 2, "{esp_status}");
+    assert_eq!(esp_status["created"], 2, "{esp_status}");
+    assert_eq!(esp_status["learnt"], 2, "{esp_status}");
+    assert_eq!(esp_status["no_session"], 1, "{esp_status}");
+    assert_eq!(esp_status["out_packets"], 2 * N as u64, "{esp_status}");
+    assert_eq!(esp_status["in_packets"], 2 * N as u64, "{esp_status}");
+    let nat_in = stage_of(&s, "nat-in").unwrap();
+    assert_eq!(nat_in["drops"]["nat-esp-no-session"], 1, "{nat_in}");
+    let (ok, text) = l.swrouter(&["nat", "sessions"]);
+    assert!(ok && text.contains("spi-in 0x00002001"), "{text}");
+}

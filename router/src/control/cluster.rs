@@ -524,6 +524,9 @@ impl ClusterDriver {
         self.engine.tick(now);
         self.run_actions();
         self.finish_pending(now);
+        let table = self.engine.allocation();
+        self.mesh
+            .prune_departed(now, |n| table.owners.contains(&Some(n)));
         self.pump(now);
     }
 
@@ -913,7 +916,13 @@ impl ClusterDriver {
             Action::Plane { id, state } => self.plane.set_state(id, state),
             Action::Release { id, epoch } => match &self.nat {
                 Some(nat) => {
-                    let done = nat.drop_ids([id].into_iter().collect::<IdSet>());
+                    let ids = [id].into_iter().collect::<IdSet>();
+                    // ESP sessions are shared by the workers: dropped here, at once (their
+                    // records were published when they were created or learnt).
+                    if let Some(key) = nat.cfg.cluster_key {
+                        self.counters.sessions_released += nat.esp.drop_ids(key, &ids) as u64;
+                    }
+                    let done = nat.drop_ids(ids);
                     self.pending.insert(id, Pending::Release { epoch, done });
                 }
                 None => self.publish_marker("release", id, epoch),
@@ -950,6 +959,9 @@ impl ClusterDriver {
                 self.plane.fence();
                 if let Some(nat) = &self.nat {
                     let all: IdSet = (0..=255u8).collect();
+                    if let Some(key) = nat.cfg.cluster_key {
+                        nat.esp.drop_ids(key, &all);
+                    }
                     let done = nat.drop_ids(all);
                     // Nothing waits on a fence: the ids are gone everywhere at once.
                     drop(done);
@@ -972,7 +984,7 @@ impl ClusterDriver {
                 None => Vec::new(),
             };
             if got.is_empty() {
-                for n in self.mesh.peers().collect::<Vec<_>>() {
+                for n in self.mesh.replica_nodes() {
                     if let Some(r) = self.mesh.replica(n) {
                         got = pick(r);
                         if !got.is_empty() {
@@ -992,8 +1004,19 @@ impl ClusterDriver {
                 return;
             }
         };
+        // ESP sessions go straight into the shared ESP table; the others to their workers.
+        let now_s = nat.secs(Instant::now());
         let sessions = records
             .iter()
+            .filter(|r| {
+                if nat::sync::key_proto(&r.key) != Some(nat::esp::PROTO_ESP) {
+                    return true;
+                }
+                if let Ok(s) = nat::sync::decode_esp(&r.key, &r.value) {
+                    nat.esp.install(&s, now_s);
+                }
+                false
+            })
             .filter_map(|r| nat::sync::decode(&r.key, &r.value).ok())
             .collect();
         match nat.adopt(sessions) {
@@ -1025,7 +1048,12 @@ impl ClusterDriver {
         if from == Some(me) {
             sources.push(self.mesh.published());
         }
-        sources.extend(self.mesh.peers().filter_map(|n| self.mesh.replica(n)));
+        sources.extend(
+            self.mesh
+                .replica_nodes()
+                .into_iter()
+                .filter_map(|n| self.mesh.replica(n)),
+        );
         let mut adopted = 0u64;
         for r in sources {
             for rec in affinity_records_of(r, idcfg, id) {
@@ -1035,11 +1063,19 @@ impl ClusterDriver {
         self.counters.flows_adopted += adopted;
     }
 
-    /// The `NAT_SESSION` records of `replica` whose outside port carries `id`.
+    /// The `NAT_SESSION` records of `replica` whose outside port carries `id` (ESP sessions:
+    /// whose remote's [`nat::cluster::esp_id`] is `id`).
     fn records_of(&self, replica: &hasync::Replica, id: Id) -> Vec<Record> {
+        let key = self.nat.as_ref().and_then(|n| n.cfg.cluster_key);
         replica
             .iter(TableId::NAT_SESSION)
             .filter(|(k, v)| {
+                if nat::sync::key_proto(k) == Some(nat::esp::PROTO_ESP) {
+                    return key.is_some_and(|key| {
+                        nat::sync::decode_esp(k, v)
+                            .is_ok_and(|s| nat::cluster::esp_id(key, s.remote) == id)
+                    });
+                }
                 nat::sync::decode(k, v)
                     .is_ok_and(|s| nat::cluster::id_of_port(self.port_min, s.outside_port) == id)
             })

@@ -113,6 +113,10 @@ pub struct MeshPeerStatus {
     pub rejected_other: u64,
 }
 
+/// How long a departed node's copy is kept at least (its ids are normally adopted within a
+/// lease of its departure).
+pub const DEPARTED_KEEP: Duration = Duration::from_secs(30);
+
 /// The cluster's full mesh of sync endpoints.
 pub struct SyncMesh {
     socket: Arc<tokio::net::UdpSocket>,
@@ -122,6 +126,10 @@ pub struct SyncMesh {
     epoch: u64,
     timing: MeshTiming,
     peers: BTreeMap<u32, MeshPeer>,
+    /// Peers no longer members (their lease expired), kept with their replicas until their
+    /// ids have been adopted: in a cluster without a majority to remove a dead node on its
+    /// heartbeat, its member record goes first and the reallocation follows.
+    departed: BTreeMap<u32, (MeshPeer, Instant)>,
     feed: SyncFeed,
     published: Replica,
     counters: MeshCounters,
@@ -175,6 +183,7 @@ impl SyncMesh {
             epoch,
             timing,
             peers: BTreeMap::new(),
+            departed: BTreeMap::new(),
             feed,
             published: Replica::new(),
             counters: MeshCounters::default(),
@@ -208,9 +217,29 @@ impl SyncMesh {
         &self.published
     }
 
-    /// Our copy of node `node`'s state.
+    /// Our copy of node `node`'s state (also of a departed node, until pruned).
     pub fn replica(&self, node: u32) -> Option<&Replica> {
-        self.peers.get(&node).map(|p| p.endpoint.replica())
+        self.peers
+            .get(&node)
+            .or_else(|| self.departed.get(&node).map(|(p, _)| p))
+            .map(|p| p.endpoint.replica())
+    }
+
+    /// Every node whose state we hold a copy of: the peers, then the departed.
+    pub fn replica_nodes(&self) -> Vec<u32> {
+        self.peers
+            .keys()
+            .chain(self.departed.keys())
+            .copied()
+            .collect()
+    }
+
+    /// Forgets departed nodes' copies older than [`DEPARTED_KEEP`] unless `still_needed` (the
+    /// node still owns ids in the table in force: a reallocation has yet to adopt them).
+    pub fn prune_departed(&mut self, now: Instant, still_needed: impl Fn(u32) -> bool) {
+        self.departed.retain(|id, (_, since)| {
+            now.saturating_duration_since(*since) < DEPARTED_KEEP || still_needed(*id)
+        });
     }
 
     /// The peers' node ids.
@@ -232,12 +261,23 @@ impl SyncMesh {
     /// an endpoint, members gone lose theirs (and our copy of their state); a member whose
     /// address changed starts over.
     pub fn set_peers(&mut self, members: &[(u32, SocketAddrV4)], now: Instant) -> Result<()> {
-        self.peers
-            .retain(|id, p| members.iter().any(|(m, a)| m == id && *a == p.addr));
+        let gone: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| !members.iter().any(|(m, a)| m == *id && *a == p.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = self.peers.remove(&id) {
+                self.departed.insert(id, (p, now));
+            }
+        }
         for &(id, addr) in members {
             if id == self.node_id || self.peers.contains_key(&id) {
                 continue;
             }
+            // Back (a restart): its new state replaces what it left.
+            self.departed.remove(&id);
             let mut cfg = hasync::Config::new(self.node_id, id, self.epoch, self.key.clone());
             cfg.report_changes = true;
             cfg.heartbeat_interval = self.timing.heartbeat;
@@ -544,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_node_is_lost_and_a_removed_one_forgotten() {
+    fn a_silent_node_is_lost_and_a_removed_ones_copy_kept_until_pruned() {
         rt().block_on(async {
             let mut nodes = mesh(3, &[]);
             run(&mut nodes, 150).await;
@@ -573,6 +613,13 @@ mod tests {
             let members = [(1, nodes[0].local), (2, nodes[1].local)];
             nodes[0].set_peers(&members, Instant::now()).unwrap();
             assert_eq!(nodes[0].peers().collect::<Vec<_>>(), vec![2]);
+            // Its copy stays until its ids are adopted (they may move after its record went).
+            assert!(nodes[0].replica(3).is_some());
+            assert_eq!(nodes[0].replica_nodes(), vec![2, 3]);
+            let later = Instant::now() + DEPARTED_KEEP;
+            nodes[0].prune_departed(later, |n| n == 3);
+            assert!(nodes[0].replica(3).is_some(), "still owns ids");
+            nodes[0].prune_departed(later, |_| false);
             assert!(nodes[0].replica(3).is_none());
             drop(third);
         });

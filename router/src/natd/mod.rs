@@ -29,6 +29,7 @@
 //! The NAT configuration cannot change while the router runs (a reload that changes `[nat]` is
 //! refused); everything here lives as long as the process.
 
+pub mod esp;
 mod switch;
 mod worker;
 
@@ -209,11 +210,20 @@ pub struct SessionRow {
     pub state: String,
     /// Seconds since a packet last refreshed it.
     pub idle_s: u32,
-    /// The worker that holds it.
+    /// The worker that holds it ([`SHARED_WORKER`]: the shared ESP table).
     pub worker: WorkerId,
-    /// Its VID.
+    /// Its VID (`65535` for ESP: no port, no VID).
     pub vid: Vid,
+    /// ESP: the SPI of the inside host's packets (chosen by the remote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spi_out: Option<u32>,
+    /// ESP: the SPI of the remote's packets, once learnt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spi_in: Option<u32>,
 }
+
+/// The `worker` of a session row that no worker holds (ESP: [`esp::EspNat`]).
+pub const SHARED_WORKER: WorkerId = WorkerId::MAX;
 
 /// One worker's queues, wake-up and liveness.
 #[derive(Debug)]
@@ -314,6 +324,8 @@ pub struct NatRuntime {
     synced: SegQueue<SyncEvent>,
     /// HA sync counters.
     pub ha: HaCounters,
+    /// Raw ESP sessions, shared by the workers.
+    pub esp: esp::EspNat,
 }
 
 /// HA state-sync counters of the NAT (atomics: workers, the switch processor and the sync
@@ -386,7 +398,6 @@ impl NatRuntime {
             });
         }
         Ok(NatRuntime {
-            cfg,
             epoch: Instant::now(),
             vids: ArcSwap::from_pointee(empty),
             inboxes,
@@ -400,6 +411,12 @@ impl NatRuntime {
             export_gen: AtomicU64::new(0),
             synced: SegQueue::new(),
             ha: HaCounters::default(),
+            esp: esp::EspNat::new(
+                cfg.esp_sessions as usize,
+                cfg.timeouts.esp,
+                0x0065_7370_206e_6174 ^ u64::from(std::process::id()),
+            ),
+            cfg,
         })
     }
 
@@ -417,6 +434,19 @@ impl NatRuntime {
         if rec.op == hasync::Op::Delete && self.is_active() {
             self.ha.refused.fetch_add(1, Ordering::Relaxed);
             return false;
+        }
+        if rec.table == hasync::TableId::NAT_SESSION
+            && nat::sync::key_proto(&rec.key) == Some(nat::esp::PROTO_ESP)
+        {
+            let now_s = self.secs(Instant::now());
+            let ok = self.esp.apply(rec, now_s);
+            let c = if ok {
+                &self.ha.applied
+            } else {
+                &self.ha.refused
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            return ok;
         }
         let ev = if rec.table != hasync::TableId::NAT_SESSION {
             None
@@ -475,6 +505,7 @@ impl NatRuntime {
     /// on becoming active, so the snapshot a returning peer resyncs from is whole). Returns at
     /// once; the workers do it on their next loop.
     pub fn export_all(&self) {
+        self.esp.export(&self.feed);
         self.export_gen.fetch_add(1, Ordering::AcqRel);
         for ib in &self.inboxes {
             ib.wake.notify();
@@ -584,6 +615,7 @@ impl NatRuntime {
                 rows.append(&mut r);
             }
         }
+        rows.append(&mut self.esp.list(self.secs(Instant::now())));
         rows.sort_by(|a, b| {
             (a.worker, &a.inside, &a.remote).cmp(&(b.worker, &b.inside, &b.remote))
         });
@@ -653,6 +685,9 @@ pub struct NatStatus {
     /// HA state sync.
     #[serde(default)]
     pub ha: NatHaStatus,
+    /// Raw ESP sessions keyed by SPI.
+    #[serde(default)]
+    pub esp: esp::EspStatus,
 }
 
 impl NatRuntime {
@@ -671,6 +706,7 @@ impl NatRuntime {
             workers: self.worker_stats(),
             switch: self.switch_stats(),
             ha: self.ha_status(),
+            esp: self.esp.status(),
         }
     }
 }
@@ -746,6 +782,12 @@ pub fn render(o: &mut String, n: &NatStatus) {
         h.undecodable,
         h.standby_drops
     );
+    let e = &n.esp;
+    let _ = writeln!(
+        o,
+        "ESP: sessions {}/{}  out {}  in {}  created {}  learnt {}  pending-replaced {}  no-session {}  full {}  expired {}  spi-conflicts {}  installed {}  standby-drops {}  timeout {}s",
+        e.sessions, e.capacity, e.out_packets, e.in_packets, e.created, e.learnt, e.pending_replaced, e.no_session, e.full, e.expired, e.spi_conflicts, e.installed, e.standby_drops, e.timeout_s
+    );
     for v in &s.vids {
         let who = |w: Option<WorkerId>| w.map(|w| w.to_string()).unwrap_or_else(|| "-".into());
         let _ = writeln!(
@@ -764,6 +806,15 @@ pub fn render_sessions(rows: &[SessionRow]) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     for r in rows {
+        if r.proto == "esp" {
+            let spi = |s: Option<u32>| s.map_or("?".to_string(), |s| format!("{s:#010x}"));
+            let _ = writeln!(
+                o,
+                "{:<4} {:<12} inside {:<21} outside {:<21} remote {:<21} idle {:>5}s spi-out {} spi-in {}",
+                r.proto, r.state, r.inside, r.outside, r.remote, r.idle_s, spi(r.spi_out), spi(r.spi_in)
+            );
+            continue;
+        }
         let _ = writeln!(
             o,
             "{:<4} {:<12} inside {:<21} outside {:<21} remote {:<21} idle {:>5}s worker {} vid {}",

@@ -119,6 +119,9 @@ impl Switch {
                 next_watch = now + TICK;
                 self.watch(now);
                 self.publish_stats();
+                // The shared ESP table's expiry (the standby keeps its peer's sessions).
+                let rt = &self.rt;
+                rt.esp.housekeep(rt.secs(now), rt.is_active(), &rt.feed);
             }
             if did == 0 {
                 std::thread::park_timeout(TICK);

@@ -116,6 +116,9 @@ impl WorkerNat {
         if pkt.meta.flags & flags::NAT_HANDED != 0 {
             return self.translate_in(pkt, csum);
         }
+        if ipv4_protocol(pkt) == nat::esp::PROTO_ESP {
+            return self.esp_in(pkt);
+        }
         let d = dispatch(
             &pkt.frame()[HEADER_LEN..],
             Direction::Inbound,
@@ -154,6 +157,9 @@ impl WorkerNat {
             let setup = pkt.meta.flags & flags::NAT_SETUP != 0;
             return self.translate_out(pkt, csum, out_if, pkt.meta.nat_vid, setup);
         }
+        if ipv4_protocol(pkt) == nat::esp::PROTO_ESP {
+            return self.esp_out(pkt, out_if);
+        }
         let d = dispatch(
             &pkt.frame()[HEADER_LEN..],
             Direction::Outbound(u32::from(out_if)),
@@ -176,6 +182,35 @@ impl WorkerNat {
             Dispatch::SetupRequest => Step::HandedOff,
             Dispatch::NotNat => Step::Continue,
             Dispatch::Drop(d) => Step::Drop(d.into()),
+        }
+    }
+
+    /// An inside host's ESP packet: the shared ESP table (no VID, no hand-off).
+    fn esp_out(&mut self, pkt: &mut Packet, out_if: u16) -> Step {
+        let l3 = &mut pkt.frame_mut()[HEADER_LEN..];
+        let src = crate::wire::ipv4::src(l3);
+        let dst = crate::wire::ipv4::dst(l3);
+        let Some(pool) = self.rt.cfg.pool_addr_for(src, u32::from(out_if)) else {
+            // No rule translates this source: forwarded as it is, like other protocols.
+            return Step::Continue;
+        };
+        match self
+            .rt
+            .esp
+            .outbound(l3, pool, self.now_s, self.active, &self.rt.feed)
+        {
+            super::esp::EspVerdict::Forward if self.rt.cfg.is_pool_addr(dst) => Step::Hairpin,
+            super::esp::EspVerdict::Forward => Step::Continue,
+            super::esp::EspVerdict::Drop(r) => Step::Drop(r),
+        }
+    }
+
+    /// An ESP packet from the outside to a pool address.
+    fn esp_in(&mut self, pkt: &mut Packet) -> Step {
+        let l3 = &mut pkt.frame_mut()[HEADER_LEN..];
+        match self.rt.esp.inbound(l3, self.now_s, &self.rt.feed) {
+            super::esp::EspVerdict::Forward => Step::Continue,
+            super::esp::EspVerdict::Drop(r) => Step::Drop(r),
         }
     }
 
@@ -525,6 +560,8 @@ impl WorkerNat {
                     idle_s: self.now_s.saturating_sub(last),
                     worker: self.id,
                     vid: g.vid_of_port(s.outside_port).unwrap_or(u16::MAX),
+                    spi_out: None,
+                    spi_in: None,
                 }
             })
             .collect()
@@ -630,4 +667,12 @@ fn tcp_name(bits: u8) -> &'static str {
     } else {
         "syn-sent"
     }
+}
+
+/// The IP protocol of `pkt` (an IPv4 frame the earlier stages validated).
+#[inline]
+fn ipv4_protocol(pkt: &Packet) -> u8 {
+    pkt.frame()
+        .get(HEADER_LEN..)
+        .map_or(0, crate::wire::ipv4::protocol)
 }

@@ -156,11 +156,16 @@ pub enum DropReason {
     /// Cluster: a frame the old owner of a just-gained id handed over that this node had
     /// already handled itself from the cluster MAC (both saw it during the handover).
     ClusterDuplicate,
+    /// NAT: an ESP packet from the outside whose SPI no session learnt, with no session of
+    /// its remote waiting to learn one (filtering).
+    NatEspNoSession,
+    /// NAT: a new ESP session found its table full.
+    NatEspFull,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the counter array index is the discriminant).
-    pub const ALL: [DropReason; 72] = [
+    pub const ALL: [DropReason; 74] = [
         DropReason::FrameTruncated,
         DropReason::L2OtherHost,
         DropReason::L2Multicast,
@@ -233,6 +238,8 @@ impl DropReason {
         DropReason::ClusterHoldFull,
         DropReason::ClusterHoldDropped,
         DropReason::ClusterDuplicate,
+        DropReason::NatEspNoSession,
+        DropReason::NatEspFull,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -314,6 +321,8 @@ impl DropReason {
             DropReason::VrrpQueueFull => "vrrp-queue-full",
             DropReason::VrrpNotAccepted => "vrrp-not-accepted",
             DropReason::NatStandby => "nat-standby",
+            DropReason::NatEspNoSession => "nat-esp-no-session",
+            DropReason::NatEspFull => "nat-esp-full",
             DropReason::ClusterForeign => "cluster-foreign",
             DropReason::ClusterHoldFull => "cluster-hold-full",
             DropReason::ClusterHoldDropped => "cluster-hold-dropped",
