@@ -784,13 +784,7 @@ impl ClusterEngine {
         }
         let since = *self.desired_since.get_or_insert(now);
         let me = self.cfg.me;
-        // Quorum over the registered members (lease alive), this node included.
-        let registered = self.members.len();
-        let heard = self
-            .members
-            .keys()
-            .filter(|n| **n == me || self.heard.contains(n))
-            .count();
+        let (heard, registered) = self.quorum_counts();
         if 2 * heard <= registered {
             self.refuse_once(
                 &want,
@@ -843,11 +837,27 @@ impl ClusterEngine {
         self.refuse(reason);
     }
 
-    /// Whether this node is the proposer: the lowest id of the desired membership.
+    /// (members heard, members registered): quorum is over the registered members (lease
+    /// alive), this node included.
+    fn quorum_counts(&self) -> (usize, usize) {
+        let me = self.cfg.me;
+        let heard = self
+            .members
+            .keys()
+            .filter(|n| **n == me || self.heard.contains(n))
+            .count();
+        (heard, self.members.len())
+    }
+
+    /// Whether this node is the proposer: the lowest id of the desired membership, while it
+    /// hears a strict majority (an isolated node proposes nothing, so it is not shown as one).
     fn is_proposer(&self) -> bool {
-        self.desired()
-            .and_then(|d| d.members.first().map(|m| m.node))
-            .is_some_and(|n| n == self.cfg.me)
+        let (heard, registered) = self.quorum_counts();
+        2 * heard > registered
+            && self
+                .desired()
+                .and_then(|d| d.members.first().map(|m| m.node))
+                .is_some_and(|n| n == self.cfg.me)
     }
 
     // ----- handover -----

@@ -625,6 +625,10 @@ fn an_isolated_node_cannot_remove_the_others() {
         .all(|c| c.committed_by != 1 || c.epoch <= before.epoch));
     let st = s.nodes[&1].engine.as_ref().expect("live").status();
     assert!(st.owned.is_empty(), "{st:?}");
+    // Alone, it hears no majority: it proposes nothing and does not call itself proposer.
+    assert!(!st.proposer, "{st:?}");
+    let st2 = s.nodes[&2].engine.as_ref().expect("live").status();
+    assert!(st2.proposer, "node 2 leads the majority: {st2:?}");
     s.group.insert(1, 0);
     s.run(Duration::from_secs(2));
     let healed = s.check_settled();
