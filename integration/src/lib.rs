@@ -244,3 +244,26 @@ while True:
     print('%s %#x %d' % (src, spi, seq), flush=True)
     s.sendto(struct.pack('!II', 0x2000 + spi - 0x1000, seq) + esp[8:], (src, 0))
 "#;
+
+/// An inside host's ESP receiver in Python: logs `spi seq` of every ESP packet to its address
+/// (argv[1]), after `ready`.
+pub const ESP_SINK: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+s.bind((sys.argv[1], 0))
+print('ready', flush=True)
+while True:
+    d, _ = s.recvfrom(4096)
+    esp = d[(d[0] & 15) * 4:]
+    print('%#x %d' % struct.unpack('!II', esp[:8]), flush=True)
+"#;
+
+/// Sends one raw ESP packet with `spi` and `seq` from `src` (an address of `ns`) to `dst`.
+pub fn send_esp(ns: &Ns, src: &str, dst: &str, spi: u32, seq: u32) -> Result<()> {
+    let script = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,50)\ns.bind(({src:?},0))\ns.sendto(struct.pack('!II',{spi},{seq})+b'esp',({dst:?},0))\n"
+    );
+    let out = ns.run("python3", &["-c", &script])?;
+    anyhow::ensure!(out.status.success(), "sending ESP: {:?}", out);
+    Ok(())
+}

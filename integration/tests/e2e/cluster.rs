@@ -719,30 +719,6 @@ fn a_node_with_another_configuration_stays_out_until_no_member_runs_the_old_one(
     assert_eq!(c["digest"], c["cluster_digest"], "{c}");
 }
 
-/// The client's ESP receiver: logs `spi seq` of every ESP packet to its address.
-const ESP_SINK: &str = r#"
-import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
-s.bind((sys.argv[1], 0))
-print('ready', flush=True)
-while True:
-    d, _ = s.recvfrom(4096)
-    esp = d[(d[0] & 15) * 4:]
-    print('%#x %d' % struct.unpack('!II', esp[:8]), flush=True)
-"#;
-
-/// Sends one ESP packet with `spi` and `seq` from `src` to `dst`.
-fn send_esp(ns: &Ns, src: &str, dst: &str, spi: u32, seq: u32) {
-    let script = format!(
-        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,50)\ns.bind(({src:?},0))\ns.sendto(struct.pack('!II',{spi},{seq})+b'esp',({dst:?},0))\n"
-    );
-    assert!(ns
-        .run("python3", &["-c", &script])
-        .unwrap()
-        .status
-        .success());
-}
-
 #[test]
 fn an_esp_sa_moves_with_its_remotes_id_when_its_node_dies() {
     let mut l = ClusterLab::new("clesp", 1);
@@ -756,12 +732,16 @@ fn an_esp_sa_moves_with_its_remotes_id_when_its_node_dies() {
     let cli_ns = l.cli.clone();
     let sink = l
         .lab
-        .spawn(&cli_ns, "python3", &["-u", "-c", ESP_SINK, CLIENT])
+        .spawn(
+            &cli_ns,
+            "python3",
+            &["-u", "-c", integration::ESP_SINK, CLIENT],
+        )
         .unwrap();
     assert!(l.lab.wait_for_log(&sink, "ready", Duration::from_secs(10)));
     // The SA: the client's packet creates the session on the remote's id owner, the answer
     // teaches it the inbound SPI.
-    send_esp(&l.cli, CLIENT, SERVER, 0x1000, 0);
+    integration::send_esp(&l.cli, CLIENT, SERVER, 0x1000, 0).unwrap();
     assert!(
         l.lab
             .wait_for_log(&sink, "0x2000 0", Duration::from_secs(5)),
@@ -793,7 +773,7 @@ fn an_esp_sa_moves_with_its_remotes_id_when_its_node_dies() {
         l.all_status(),
         l.logs()
     );
-    send_esp(&l.srv, SERVER, POOL, 0x2000, 1);
+    integration::send_esp(&l.srv, SERVER, POOL, 0x2000, 1).unwrap();
     assert!(
         l.lab
             .wait_for_log(&sink, "0x2000 1", Duration::from_secs(5)),

@@ -241,6 +241,42 @@ fn a_nat_download_survives_killing_the_active_router() {
         web_session(r2, Some(&inside)).filter(|s| *s == on_r1)
     });
     assert_eq!(on_r2, Some(on_r1.clone()), "r2's synced session");
+    // A raw ESP SA (keyed by SPI): made and learnt on r1, synced to r2.
+    let peer = lab
+        .spawn(&srv, "python3", &["-u", "-c", integration::ESP_PEER])
+        .unwrap();
+    assert!(lab.wait_for_log(&peer, "ready", Duration::from_secs(10)));
+    let sink = lab
+        .spawn(
+            &client,
+            "python3",
+            &["-u", "-c", integration::ESP_SINK, "10.0.1.10"],
+        )
+        .unwrap();
+    assert!(lab.wait_for_log(&sink, "ready", Duration::from_secs(10)));
+    integration::send_esp(&client, "10.0.1.10", SERVER, 0x1000, 0).unwrap();
+    assert!(
+        lab.wait_for_log(&sink, "0x2000 0", Duration::from_secs(5)),
+        "no ESP answer through r1: {}",
+        lab.logs(&peer)
+    );
+    let esp_on = |n: &Node| -> Option<serde_json::Value> {
+        let rows = cli(n, &["nat", "sessions"])?;
+        rows.as_array()?
+            .iter()
+            .find(|r| r["proto"] == "esp" && r["spi_in"] == 0x2000)
+            .cloned()
+    };
+    assert!(
+        wait_for(
+            Duration::from_secs(3),
+            Duration::from_millis(20),
+            || esp_on(r2)
+        )
+        .is_some(),
+        "r2 has no synced ESP session: {:?}",
+        cli(r2, &["nat", "sessions"])
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         lab.try_wait(&dl).unwrap().is_none(),
@@ -278,6 +314,20 @@ fn a_nat_download_survives_killing_the_active_router() {
     assert!(
         (before as usize) < body.len() / 2,
         "killed too late to matter: {before} bytes were through"
+    );
+    // The SA goes on through r2: the peer's next packet reaches the host although the host
+    // sent nothing since (r2 learnt nothing itself).
+    integration::send_esp(&srv, SERVER, POOL, 0x2000, 1).unwrap();
+    assert!(
+        lab.wait_for_log(&sink, "0x2000 1", Duration::from_secs(5)),
+        "the ESP SA did not survive the takeover: {:?}",
+        cli(r2, &["status"]).map(|s| s["nat"]["esp"].clone())
+    );
+    let esp = cli(r2, &["status"]).unwrap()["nat"]["esp"].clone();
+    assert_eq!(
+        (esp["created"].as_u64(), esp["learnt"].as_u64()),
+        (Some(0), Some(0)),
+        "{esp}"
     );
     // r2 kept r1's mapping, is active now, and created nothing for it.
     assert_eq!(web_session(r2, Some(&inside)), Some(on_r1.clone()));
