@@ -448,9 +448,20 @@ impl HealthMonitor {
                 continue;
             };
             if let (Some(active), Some(addr)) = (dev.cfg.active, dev.addr) {
-                if dev.probe_deadline.is_none() && dev.next_probe.is_some_and(|t| t <= now) {
+                if let Some(due) = dev
+                    .next_probe
+                    .filter(|t| *t <= now && dev.probe_deadline.is_none())
+                {
                     dev.probe_deadline = Some(now + active.timeout);
-                    dev.next_probe = Some(now + active.interval);
+                    // The configured rate: an interval after this probe was due, not after the
+                    // (coarse, possibly late) call that sends it; after a stall longer than an
+                    // interval, one interval from now (no burst of catch-up probes).
+                    let next = due + active.interval;
+                    dev.next_probe = Some(if next > now {
+                        next
+                    } else {
+                        now + active.interval
+                    });
                     self.probes.push_back(ProbeRequest {
                         device: DeviceIdx(d),
                         addr,
@@ -723,6 +734,38 @@ mod tests {
             m.handle_probe_result(*now, p.device, ok);
         }
         *now += Duration::from_secs(1);
+    }
+
+    #[test]
+    fn probes_keep_their_interval_when_the_caller_ticks_late() {
+        let t = compile(&defs(Restore::Auto, None, true)).unwrap();
+        let t0 = origin();
+        let mut m = HealthMonitor::new(&t, t0);
+        // A caller that looks every 300 ms (a 1 s interval is then always seen late): over
+        // 30 s each device is probed once per interval, not once per 1.2 s.
+        let mut sent = 0;
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(30) {
+            m.handle_timeout(now);
+            while let Some(p) = m.poll_probe() {
+                if p.device == DeviceIdx(0) {
+                    sent += 1;
+                }
+                m.handle_probe_result(now, p.device, true);
+            }
+            now += Duration::from_millis(300);
+        }
+        assert_eq!(sent, 30, "probes of device a in 30 s at a 1 s interval");
+        // After a stall of many intervals, one probe, then the interval again (no burst).
+        now += Duration::from_secs(10);
+        m.handle_timeout(now);
+        let burst = std::iter::from_fn(|| m.poll_probe())
+            .filter(|p| p.device == DeviceIdx(0))
+            .count();
+        assert_eq!(burst, 1);
+        m.handle_probe_result(now, DeviceIdx(0), true);
+        m.handle_timeout(now + Duration::from_millis(999));
+        assert!(std::iter::from_fn(|| m.poll_probe()).all(|p| p.device != DeviceIdx(0)));
     }
 
     #[test]
