@@ -22,6 +22,24 @@ const R1: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
 const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
 const SERVER: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
 
+/// Interface `id` named `name` with `mac` and `addr`/24 (pnet, MTU 1500, no WCCP redirects).
+fn iface(id: u16, name: &str, mac: MacAddr, addr: [u8; 4]) -> Iface {
+    Iface {
+        id,
+        name: name.into(),
+        ifindex: u32::from(id) + 1,
+        mac,
+        addr: addr.into(),
+        prefix_len: 24,
+        mtu: 1500,
+        backend: conf::IoBackend::Pnet,
+        redirect_in: Vec::new(),
+        redirect_out: Vec::new(),
+        exclude_in: false,
+        wccp_caches: true,
+    }
+}
+
 struct Bench {
     tables: Tables,
     neighbours: Neighbours,
@@ -33,34 +51,8 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let ifaces = vec![
-            Iface {
-                id: 0,
-                name: "eth0".into(),
-                ifindex: 1,
-                mac: R0,
-                addr: [10, 0, 1, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                backend: conf::IoBackend::Pnet,
-                redirect_in: Vec::new(),
-                redirect_out: Vec::new(),
-                exclude_in: false,
-                wccp_caches: true,
-            },
-            Iface {
-                id: 1,
-                name: "eth1".into(),
-                ifindex: 2,
-                mac: R1,
-                addr: [10, 0, 2, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                backend: conf::IoBackend::Pnet,
-                redirect_in: Vec::new(),
-                redirect_out: Vec::new(),
-                exclude_in: false,
-                wccp_caches: true,
-            },
+            iface(0, "eth0", R0, [10, 0, 1, 1]),
+            iface(1, "eth1", R1, [10, 0, 2, 1]),
         ];
         let routes = RouteTable::build(&ifaces, &[]).unwrap();
         let counters = Arc::new(WorkerCounters::new(Pipeline::stage_count(), 2));
@@ -2798,19 +2790,14 @@ fn steering_bench(via: &str) -> (Tables, router::tables::steer::SteeringPlane) {
     let ifaces: Vec<Iface> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| Iface {
-            id: i as u16,
-            name: n.to_string(),
-            ifindex: i as u32 + 1,
-            mac: MacAddr([2, 0, 0, 0, i as u8 + 1, 1]),
-            addr: [10, 0, i as u8 + 1, 1].into(),
-            prefix_len: 24,
-            mtu: 1500,
-            backend: conf::IoBackend::Pnet,
-            redirect_in: Vec::new(),
-            redirect_out: Vec::new(),
-            exclude_in: false,
-            wccp_caches: true,
+        .map(|(i, n)| {
+            let last = i as u8 + 1;
+            iface(
+                i as u16,
+                n,
+                MacAddr([2, 0, 0, 0, last, 1]),
+                [10, 0, last, 1],
+            )
         })
         .collect();
     let mut text = String::new();

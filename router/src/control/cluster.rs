@@ -1004,21 +1004,17 @@ impl ClusterDriver {
                 return;
             }
         };
-        // ESP sessions go straight into the shared ESP table; the others to their workers.
+        // ESP sessions go straight into the shared ESP table; the others to their workers
+        // (each decoder refuses the other's records: they differ in the protocol octet).
         let now_s = nat.secs(Instant::now());
-        let sessions = records
-            .iter()
-            .filter(|r| {
-                if nat::sync::key_proto(&r.key) != Some(nat::esp::PROTO_ESP) {
-                    return true;
-                }
-                if let Ok(s) = nat::sync::decode_esp(&r.key, &r.value) {
-                    nat.esp.install(&s, now_s);
-                }
-                false
-            })
-            .filter_map(|r| nat::sync::decode(&r.key, &r.value).ok())
-            .collect();
+        let mut sessions = Vec::new();
+        for r in &records {
+            if let Ok(s) = nat::sync::decode_esp(&r.key, &r.value) {
+                nat.esp.install(&s, now_s);
+            } else if let Ok(s) = nat::sync::decode(&r.key, &r.value) {
+                sessions.push(s);
+            }
+        }
         match nat.adopt(sessions) {
             Some(done) => {
                 self.pending.insert(id, Pending::Adopt { done, records });

@@ -43,10 +43,6 @@ pub struct EspNat {
     pub standby_drops: AtomicU64,
     /// Records published (sessions created, SPIs learnt, expiries).
     pub published: AtomicU64,
-    /// Synced records installed or removed.
-    pub applied: AtomicU64,
-    /// Synced records refused (table full).
-    pub refused: AtomicU64,
 }
 
 /// The ESP part of the NAT status.
@@ -94,8 +90,6 @@ impl EspNat {
             timeout_s,
             standby_drops: AtomicU64::new(0),
             published: AtomicU64::new(0),
-            applied: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
         }
     }
 
@@ -205,10 +199,10 @@ impl EspNat {
         }
     }
 
-    /// Installs or removes a synced ESP record (an HA peer's, or a cluster node's for an id
-    /// this node took over). True when applied.
+    /// Installs or removes a synced ESP record (an HA peer's; the caller counts it). True when
+    /// applied.
     pub fn apply(&self, rec: &hasync::Record, now_s: u32) -> bool {
-        let ok = match rec.op {
+        match rec.op {
             hasync::Op::Upsert => match nat::sync::decode_esp(&rec.key, &rec.value) {
                 Ok(s) => self.install(&s, now_s),
                 Err(_) => false,
@@ -220,10 +214,7 @@ impl EspNat {
                 }
                 _ => false,
             },
-        };
-        let c = if ok { &self.applied } else { &self.refused };
-        c.fetch_add(1, Ordering::Relaxed);
-        ok
+        }
     }
 
     /// Installs one session (table full: false).
